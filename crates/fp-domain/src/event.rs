@@ -1,0 +1,144 @@
+//! Event types a tenant can subscribe to, and the identity of one delivery.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::submission::{Submission, SubmissionStatus};
+
+/// The kinds of event FeedbackPulse emits, by their public names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum EventType {
+    #[serde(rename = "submission.created")]
+    SubmissionCreated,
+    #[serde(rename = "submission.status_changed")]
+    SubmissionStatusChanged,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 2] = [
+        EventType::SubmissionCreated,
+        EventType::SubmissionStatusChanged,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::SubmissionCreated => "submission.created",
+            EventType::SubmissionStatusChanged => "submission.status_changed",
+        }
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown event type `{0}` (known: submission.created, submission.status_changed)")]
+pub struct UnknownEventType(pub String);
+
+impl FromStr for EventType {
+    type Err = UnknownEventType;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventType::ALL
+            .into_iter()
+            .find(|event| event.as_str() == s)
+            .ok_or_else(|| UnknownEventType(s.to_owned()))
+    }
+}
+
+/// Something that happened in a tenant's account, as every service sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// UUIDv7, so ids sort by creation time.
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub change: Change,
+}
+
+/// What happened, with the data each kind of event carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    SubmissionCreated {
+        submission: Submission,
+    },
+    SubmissionStatusChanged {
+        submission: Submission,
+        previous_status: SubmissionStatus,
+    },
+}
+
+impl Event {
+    pub fn event_type(&self) -> EventType {
+        match self.change {
+            Change::SubmissionCreated { .. } => EventType::SubmissionCreated,
+            Change::SubmissionStatusChanged { .. } => EventType::SubmissionStatusChanged,
+        }
+    }
+}
+
+/// The id a receiver deduplicates on: one per event and endpoint, the same on every retry.
+///
+/// It is derived rather than stored so that a dispatcher which crashes after sending but before
+/// acknowledging sends the same id again when the event is redelivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeliveryId(pub Uuid);
+
+impl DeliveryId {
+    /// Namespace for the UUIDv5 derivation; fixed forever, or ids would change under receivers.
+    const NAMESPACE: Uuid = Uuid::from_u128(0x6f1d_2c1e_9a4b_4c5d_8e7f_0a1b_2c3d_4e5f);
+
+    pub fn for_event_and_endpoint(event_id: Uuid, endpoint_url: &str) -> Self {
+        let mut name = Vec::with_capacity(16 + endpoint_url.len());
+        name.extend_from_slice(event_id.as_bytes());
+        name.extend_from_slice(endpoint_url.as_bytes());
+        DeliveryId(Uuid::new_v5(&Self::NAMESPACE, &name))
+    }
+}
+
+impl fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names_round_trip() {
+        for event in EventType::ALL {
+            assert_eq!(event.as_str().parse::<EventType>(), Ok(event));
+        }
+        assert_eq!(
+            "submission.deleted".parse::<EventType>(),
+            Err(UnknownEventType("submission.deleted".into()))
+        );
+    }
+
+    #[test]
+    fn delivery_id_is_stable_per_event_and_endpoint() {
+        let event = Uuid::now_v7();
+        let a = DeliveryId::for_event_and_endpoint(event, "https://a.example/hook");
+        assert_eq!(
+            a,
+            DeliveryId::for_event_and_endpoint(event, "https://a.example/hook")
+        );
+        assert_ne!(
+            a,
+            DeliveryId::for_event_and_endpoint(event, "https://b.example/hook")
+        );
+        assert_ne!(
+            a,
+            DeliveryId::for_event_and_endpoint(Uuid::now_v7(), "https://a.example/hook")
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! The FeedbackPulse webhook domain.
+//!
+//! Everything here is pure: no sockets, no files, no clocks read behind the caller's back. Services and
+//! adapters pass in what the outside world said (times, resolved addresses, secrets) and get decisions
+//! and bytes back, which keeps every rule of the product page testable on its own.
+
+pub mod address_policy;
+pub mod event;
+pub mod payload;
+pub mod signing;
+pub mod submission;
+
+pub use event::{Change, DeliveryId, Event, EventType, UnknownEventType};
+pub use submission::{Submission, SubmissionStatus, UnknownStatus};

@@ -1,0 +1,180 @@
+//! Configuration of every FeedbackPulse process.
+//!
+//! Layers, later ones winning: the built-in defaults (`defaults.toml` beside this file), then
+//! `config/<profile>.toml` if present (profile from `FP_PROFILE`, default `local`; directory from
+//! `FP_CONFIG_DIR`, default `config`), then environment variables `FP__<SECTION>__<KEY>`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use config::{Config, Environment, File, FileFormat};
+use fp_domain::address_policy::Cidr;
+use serde::Deserialize;
+
+const DEFAULTS: &str = include_str!("defaults.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration could not be read: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration key `{key}` is invalid: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub broker: BrokerSettings,
+    pub api: ApiSettings,
+    pub dashboard: DashboardSettings,
+    pub dispatcher: DispatcherSettings,
+    pub log_ingest: LogIngestSettings,
+    pub secrets: SecretsSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub readonly_url: String,
+    pub readonly_role: String,
+    pub pool_size: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BrokerSettings {
+    pub url: String,
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiSettings {
+    pub listen: SocketAddr,
+    pub outbox_poll_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DashboardSettings {
+    pub listen: SocketAddr,
+    pub api_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DispatcherSettings {
+    #[serde(rename = "allow_private_cidrs")]
+    allow_private_cidrs_raw: String,
+    #[serde(rename = "extra_root_certs")]
+    extra_root_certs_raw: String,
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub prefetch: u16,
+    pub config_cache_ttl_ms: u64,
+    pub health_listen: SocketAddr,
+    #[serde(skip)]
+    pub allow_private_cidrs: Vec<Cidr>,
+    #[serde(skip)]
+    pub extra_root_certs: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogIngestSettings {
+    pub batch_size: usize,
+    pub batch_linger_ms: u64,
+    pub prefetch: u16,
+    pub health_listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SecretsSettings {
+    pub master_key: String,
+}
+
+impl Settings {
+    /// Reads the layered configuration of this process.
+    pub fn load() -> Result<Self, SettingsError> {
+        let profile = std::env::var("FP_PROFILE").unwrap_or_else(|_| "local".to_owned());
+        let dir = std::env::var("FP_CONFIG_DIR").unwrap_or_else(|_| "config".to_owned());
+        let raw = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .add_source(File::with_name(&format!("{dir}/{profile}")).required(false))
+            .add_source(
+                Environment::with_prefix("FP")
+                    .prefix_separator("__")
+                    .separator("__"),
+            )
+            .build()?;
+        let mut settings: Settings = raw.try_deserialize()?;
+        settings.dispatcher.resolve()?;
+        Ok(settings)
+    }
+}
+
+impl DispatcherSettings {
+    /// Parses the string-typed keys, naming the key in any error.
+    fn resolve(&mut self) -> Result<(), SettingsError> {
+        self.allow_private_cidrs = self
+            .allow_private_cidrs_raw
+            .split(',')
+            .map(str::trim)
+            .filter(|cidr| !cidr.is_empty())
+            .map(|cidr| {
+                cidr.parse::<Cidr>().map_err(|err| SettingsError::Invalid {
+                    key: "dispatcher.allow_private_cidrs",
+                    reason: err.to_string(),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let certs = self.extra_root_certs_raw.trim();
+        self.extra_root_certs = (!certs.is_empty()).then(|| PathBuf::from(certs));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dispatcher_with(cidrs: &str) -> DispatcherSettings {
+        DispatcherSettings {
+            allow_private_cidrs_raw: cidrs.into(),
+            extra_root_certs_raw: " ".into(),
+            connect_timeout_ms: 1,
+            request_timeout_ms: 1,
+            prefetch: 1,
+            config_cache_ttl_ms: 1,
+            health_listen: "127.0.0.1:0".parse().expect("addr"),
+            allow_private_cidrs: Vec::new(),
+            extra_root_certs: None,
+        }
+    }
+
+    #[test]
+    fn allow_list_is_a_comma_separated_cidr_list() {
+        let mut dispatcher = dispatcher_with("127.0.0.0/8, ::1/128,");
+        dispatcher.resolve().expect("valid list");
+        assert_eq!(dispatcher.allow_private_cidrs.len(), 2);
+        assert_eq!(dispatcher.extra_root_certs, None);
+    }
+
+    #[test]
+    fn a_bad_cidr_names_the_key() {
+        let error = dispatcher_with("127.0.0.0/8,10.0.0.0/99")
+            .resolve()
+            .expect_err("invalid");
+        assert!(
+            error.to_string().contains("dispatcher.allow_private_cidrs"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn built_in_defaults_deserialise() {
+        let raw = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .build()
+            .expect("defaults parse");
+        let settings: Settings = raw.try_deserialize().expect("defaults fit the types");
+        assert_eq!(settings.api.listen.port(), 8080);
+        assert_eq!(settings.dashboard.listen.port(), 8081);
+        assert_eq!(settings.broker.namespace, "fp");
+    }
+}

@@ -1,0 +1,153 @@
+//! PostgreSQL adapter: schema, migrations, the connection pool and the queries each owner runs.
+//!
+//! Modules are grouped by the service that owns the tables: `identity`, `webhook_config`,
+//! `submissions` and `outbox` belong to fp-api; `attempts` is written only by fp-log-ingest and
+//! read by the api and the dashboard.
+
+pub mod attempts;
+pub mod identity;
+pub mod outbox;
+pub mod schema;
+pub mod submissions;
+pub mod webhook_config;
+
+use diesel::prelude::*;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::{AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+pub use diesel_async::AsyncConnection;
+
+pub type PgPool = Pool<AsyncPgConnection>;
+pub type PooledConnection = Object<AsyncPgConnection>;
+pub use diesel_async::AsyncPgConnection as PgConnection;
+
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("could not get a database connection: {0}")]
+    Pool(String),
+    #[error("could not connect to PostgreSQL at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("migrations failed: {0}")]
+    Migration(String),
+    #[error(
+        "the database schema is not up to date (found {found}, need {needed}): run `fpctl migrate` first"
+    )]
+    NotMigrated { found: String, needed: String },
+}
+
+impl From<diesel_async::pooled_connection::deadpool::PoolError> for StoreError {
+    fn from(error: diesel_async::pooled_connection::deadpool::PoolError) -> Self {
+        StoreError::Pool(error.to_string())
+    }
+}
+
+/// A pool that connects lazily; `ensure_migrated` is the first real round trip.
+pub fn pool(url: &str, max_size: usize) -> Result<PgPool, StoreError> {
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+    Pool::builder(manager)
+        .max_size(max_size)
+        .build()
+        .map_err(|err| StoreError::Pool(err.to_string()))
+}
+
+/// Opens one connection, naming the server in the error so operators know what to start.
+pub async fn connect(url: &str) -> Result<AsyncPgConnection, StoreError> {
+    AsyncPgConnection::establish(url)
+        .await
+        .map_err(|err| StoreError::Connect {
+            url: redact_password(url),
+            reason: err.to_string(),
+        })
+}
+
+fn redact_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            // Setting a password on a URL that already has one cannot fail.
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Applies pending migrations and returns the versions applied. Needs a multi-thread runtime.
+pub async fn run_migrations(url: &str) -> Result<Vec<String>, StoreError> {
+    let connection = connect(url).await?;
+    let mut harness = AsyncMigrationHarness::new(connection);
+    let applied = harness
+        .run_pending_migrations(MIGRATIONS)
+        .map_err(|err| StoreError::Migration(err.to_string()))?;
+    Ok(applied.iter().map(ToString::to_string).collect())
+}
+
+/// Fails with a clear message when the schema is behind the code (a service started before
+/// `fpctl migrate`).
+pub async fn ensure_migrated(pool: &PgPool) -> Result<(), StoreError> {
+    use diesel::migration::MigrationSource;
+    use diesel::pg::Pg;
+
+    let needed = MigrationSource::<Pg>::migrations(&MIGRATIONS)
+        .map_err(|err| StoreError::Migration(err.to_string()))?
+        .iter()
+        .map(|migration| migration.name().version().to_string())
+        .max()
+        .unwrap_or_default();
+    let mut conn = pool.get().await?;
+    let found: Option<String> =
+        diesel::sql_query("SELECT max(version) AS version FROM __diesel_schema_migrations")
+            .get_result::<MigrationVersionRow>(&mut conn)
+            .await
+            .map(|row| row.version)
+            .unwrap_or(None);
+    match found {
+        Some(found) if found >= needed => Ok(()),
+        found => Err(StoreError::NotMigrated {
+            found: found.unwrap_or_else(|| "no schema".to_owned()),
+            needed,
+        }),
+    }
+}
+
+#[derive(QueryableByName)]
+struct MigrationVersionRow {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    version: Option<String>,
+}
+
+/// Lets `role` read every table: the dashboard's read-only login. A missing role is reported, not
+/// created, since creating roles needs a superuser.
+pub async fn grant_read_access(
+    conn: &mut AsyncPgConnection,
+    role: &str,
+) -> Result<bool, StoreError> {
+    #[derive(QueryableByName)]
+    struct Exists {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        exists: bool,
+    }
+    let exists =
+        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1) AS exists")
+            .bind::<diesel::sql_types::Text, _>(role)
+            .get_result::<Exists>(conn)
+            .await?
+            .exists;
+    if exists {
+        let quoted = role.replace('"', "\"\"");
+        diesel::sql_query(format!("GRANT USAGE ON SCHEMA public TO \"{quoted}\""))
+            .execute(conn)
+            .await?;
+        diesel::sql_query(format!(
+            "GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"{quoted}\""
+        ))
+        .execute(conn)
+        .await?;
+    }
+    Ok(exists)
+}

@@ -1,0 +1,97 @@
+//! Diesel table definitions; must match `migrations/`.
+
+diesel::table! {
+    tenants (id) {
+        id -> Uuid,
+        name -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> Uuid,
+        tenant_id -> Uuid,
+        key_hash -> Bytea,
+        key_prefix -> Text,
+        created_at -> Timestamptz,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Uuid,
+        tenant_id -> Nullable<Uuid>,
+        email -> Text,
+        password_hash -> Text,
+        role -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    webhook_configs (tenant_id) {
+        tenant_id -> Uuid,
+        url -> Text,
+        events -> Array<Text>,
+        secret -> Nullable<Text>,
+        enabled -> Bool,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    submissions (id) {
+        id -> Int8,
+        tenant_id -> Uuid,
+        campaign_id -> Int8,
+        star_rating -> Int4,
+        text_feedback -> Text,
+        customer_name -> Nullable<Text>,
+        status -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    outbox (id) {
+        id -> Int8,
+        event_id -> Uuid,
+        tenant_id -> Uuid,
+        event_type -> Text,
+        payload -> Bytea,
+        traceparent -> Text,
+        created_at -> Timestamptz,
+        published_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    delivery_attempts (id) {
+        id -> Uuid,
+        delivery_id -> Uuid,
+        event_id -> Uuid,
+        tenant_id -> Uuid,
+        event_type -> Text,
+        url -> Text,
+        attempt_number -> Int4,
+        attempted_at -> Timestamptz,
+        duration_ms -> Int8,
+        request_headers -> Jsonb,
+        request_body -> Bytea,
+        response_status -> Nullable<Int4>,
+        response_headers -> Jsonb,
+        response_body -> Bytea,
+        response_truncated -> Bool,
+        error_kind -> Nullable<Text>,
+        error_message -> Nullable<Text>,
+        #[sql_name = "final"]
+        is_final -> Bool,
+        next_retry_at -> Nullable<Timestamptz>,
+        ingested_at -> Timestamptz,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(tenants, api_keys, users);

@@ -1,0 +1,79 @@
+//! Submissions (owned by fp-api). Writes happen inside the caller's transaction, beside the outbox row
+//! that announces them.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use crate::StoreError;
+use crate::schema::submissions;
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = submissions)]
+pub struct SubmissionRow {
+    pub id: i64,
+    pub tenant_id: Uuid,
+    pub campaign_id: i64,
+    pub star_rating: i32,
+    pub text_feedback: String,
+    pub customer_name: Option<String>,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = submissions)]
+pub struct NewSubmission<'a> {
+    pub tenant_id: Uuid,
+    pub campaign_id: i64,
+    pub star_rating: i32,
+    pub text_feedback: &'a str,
+    pub customer_name: Option<&'a str>,
+    pub status: &'a str,
+}
+
+pub async fn insert(
+    conn: &mut AsyncPgConnection,
+    new: &NewSubmission<'_>,
+) -> Result<SubmissionRow, StoreError> {
+    Ok(diesel::insert_into(submissions::table)
+        .values(new)
+        .returning(SubmissionRow::as_returning())
+        .get_result(conn)
+        .await?)
+}
+
+/// The tenant's submission, locked until the transaction ends so concurrent status changes
+/// serialise and each event names the right previous status.
+pub async fn find_for_update(
+    conn: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+    id: i64,
+) -> Result<Option<SubmissionRow>, StoreError> {
+    Ok(submissions::table
+        .filter(submissions::tenant_id.eq(tenant_id))
+        .filter(submissions::id.eq(id))
+        .select(SubmissionRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+pub async fn set_status(
+    conn: &mut AsyncPgConnection,
+    id: i64,
+    status: &str,
+    at: DateTime<Utc>,
+) -> Result<SubmissionRow, StoreError> {
+    Ok(diesel::update(submissions::table.find(id))
+        .set((
+            submissions::status.eq(status),
+            submissions::updated_at.eq(at),
+        ))
+        .returning(SubmissionRow::as_returning())
+        .get_result(conn)
+        .await?)
+}
