@@ -5,6 +5,7 @@
 //! and bytes back, which keeps every rule of the product page testable on its own.
 
 pub mod address_policy;
+pub mod api_key;
 pub mod event;
 pub mod payload;
 pub mod signing;

@@ -56,6 +56,7 @@ pub struct ApiSettings {
 pub struct DashboardSettings {
     pub listen: SocketAddr,
     pub api_url: String,
+    pub session_key: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -21,6 +21,7 @@ pub use diesel_async::AsyncConnection;
 
 pub type PgPool = Pool<AsyncPgConnection>;
 pub type PooledConnection = Object<AsyncPgConnection>;
+pub use diesel::result::Error as DieselError;
 pub use diesel_async::AsyncPgConnection as PgConnection;
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");

@@ -1,0 +1,119 @@
+//! JSON request bodies whose errors name the offending field.
+//!
+//! actix's `Json` extractor reports serde's message without the field's path for type errors; here
+//! the body is read as bytes and decoded with `serde_path_to_error`, so a wrong type, a missing field
+//! or an unknown field each answer 422 with `field` set, and broken JSON answers 400.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let bytes = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            let bytes = bytes.await.map_err(|err| ApiError::MalformedJson {
+                message: format!("could not read the request body: {err}"),
+            })?;
+            decode(&bytes).map(JsonBody)
+        })
+    }
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::MalformedJson {
+                message: format!("the body is not valid JSON: {inner}"),
+            };
+        }
+        let field = field_name(&path, &inner.to_string());
+        ApiError::invalid(field, strip_position(&inner.to_string()))
+    })?;
+    deserializer.end().map_err(|err| ApiError::MalformedJson {
+        message: format!("the body is not valid JSON: {err}"),
+    })?;
+    Ok(value)
+}
+
+/// The path serde_path_to_error reports, or for errors raised at the object itself (missing and
+/// unknown fields) the name serde quotes in backticks.
+fn field_name(path: &str, message: &str) -> String {
+    let quoted = message.split('`').nth(1).filter(|_| {
+        message.starts_with("missing field") || message.starts_with("unknown field")
+    });
+    match (quoted, path) {
+        (Some(name), ".") => name.to_owned(),
+        (Some(name), parent) => format!("{parent}.{name}"),
+        (None, path) => path.to_owned(),
+    }
+}
+
+/// serde appends "at line 1 column 7": true but noise for an API caller who has the field name.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(index) => message[..index].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Sample {
+        star_rating: i32,
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        name: String,
+    }
+
+    fn field_of(body: &str) -> (String, String) {
+        match decode::<Sample>(body.as_bytes()) {
+            Err(ApiError::InvalidField { field, message }) => (field, message),
+            other => panic!("expected an invalid field, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(field_of(r#"{"star_rating": "five"}"#).0, "star_rating");
+        assert_eq!(field_of(r#"{}"#).0, "star_rating");
+        assert_eq!(field_of(r#"{"star_rating": 1, "bogus": 2}"#).0, "bogus");
+        assert_eq!(field_of(r#"{"star_rating": 1, "inner": {}}"#).0, "inner.name");
+        let (_, message) = field_of(r#"{"star_rating": "five"}"#);
+        assert!(!message.contains("line"), "{message}");
+    }
+
+    #[test]
+    fn broken_json_is_malformed() {
+        for body in ["{", "not json", r#"{"star_rating": 1} trailing"#, ""] {
+            assert!(
+                matches!(decode::<Sample>(body.as_bytes()), Err(ApiError::MalformedJson { .. })),
+                "{body}"
+            );
+        }
+    }
+}

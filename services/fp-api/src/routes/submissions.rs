@@ -1,0 +1,196 @@
+//! `POST /api/v2/submissions` and `PATCH /api/v2/submissions/{id}`.
+//!
+//! Each write commits the submission and the outbox row of its event in one transaction, so an
+//! event exists exactly when its change does.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use fp_domain::{Change, Event, Submission, SubmissionStatus};
+use fp_store::outbox::NewOutboxEvent;
+use fp_store::submissions::{self, NewSubmission, SubmissionRow};
+use fp_store::{AsyncConnection, StoreError};
+use fp_telemetry::TraceContext;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::AuthenticatedTenant;
+use crate::error::ApiError;
+use crate::json_body::JsonBody;
+
+const MAX_TEXT_FEEDBACK_CHARS: usize = 10_000;
+const MAX_CUSTOMER_NAME_CHARS: usize = 200;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    campaign_id: i64,
+    star_rating: i32,
+    text_feedback: String,
+    customer_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRequest {
+    status: String,
+}
+
+#[derive(Serialize)]
+struct SubmissionResponse {
+    id: i64,
+    campaign_id: i64,
+    star_rating: i32,
+    text_feedback: String,
+    customer_name: Option<String>,
+    status: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<SubmissionRow> for SubmissionResponse {
+    fn from(row: SubmissionRow) -> Self {
+        SubmissionResponse {
+            id: row.id,
+            campaign_id: row.campaign_id,
+            star_rating: row.star_rating,
+            text_feedback: row.text_feedback,
+            customer_name: row.customer_name,
+            status: row.status,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+fn validate(request: &CreateRequest) -> Result<(), ApiError> {
+    if request.campaign_id < 1 {
+        return Err(ApiError::invalid("campaign_id", "must be a positive integer"));
+    }
+    if !(1..=5).contains(&request.star_rating) {
+        return Err(ApiError::invalid("star_rating", "must be between 1 and 5"));
+    }
+    if request.text_feedback.chars().count() > MAX_TEXT_FEEDBACK_CHARS {
+        return Err(ApiError::invalid(
+            "text_feedback",
+            format!("must be at most {MAX_TEXT_FEEDBACK_CHARS} characters"),
+        ));
+    }
+    if let Some(name) = &request.customer_name
+        && name.chars().count() > MAX_CUSTOMER_NAME_CHARS
+    {
+        return Err(ApiError::invalid(
+            "customer_name",
+            format!("must be at most {MAX_CUSTOMER_NAME_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn domain_submission(row: &SubmissionRow) -> Result<Submission, StoreError> {
+    let status = row.status.parse::<SubmissionStatus>().map_err(|err| {
+        StoreError::Query(diesel_error(format!("submission {} has {err}", row.id)))
+    })?;
+    Ok(Submission {
+        id: row.id,
+        campaign_id: row.campaign_id,
+        star_rating: row.star_rating,
+        text_feedback: row.text_feedback.clone(),
+        customer_name: row.customer_name.clone(),
+        status,
+    })
+}
+
+fn diesel_error(message: String) -> fp_store::DieselError {
+    fp_store::DieselError::DeserializationError(message.into())
+}
+
+/// The outbox row announcing `change`, with a new trace that follows the event through every service.
+fn outbox_event(tenant_id: Uuid, occurred_at: DateTime<Utc>, change: Change) -> NewOutboxEvent {
+    let event = Event {
+        id: Uuid::now_v7(),
+        tenant_id,
+        occurred_at,
+        change,
+    };
+    let trace = TraceContext::new_root();
+    tracing::info!(event_id = %event.id, trace_id = %trace.trace_id(), event_type = %event.event_type(), "event recorded");
+    NewOutboxEvent {
+        event_id: event.id,
+        tenant_id,
+        event_type: event.event_type().as_str().to_owned(),
+        payload: fp_contracts::encode_event(&event),
+        traceparent: trace.to_traceparent(),
+    }
+}
+
+pub async fn create(
+    state: web::Data<AppState>,
+    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+    JsonBody(request): JsonBody<CreateRequest>,
+) -> Result<HttpResponse, ApiError> {
+    validate(&request)?;
+    let mut conn = state.pool.get().await.map_err(StoreError::from)?;
+    let new = NewSubmission {
+        tenant_id,
+        campaign_id: request.campaign_id,
+        star_rating: request.star_rating,
+        text_feedback: &request.text_feedback,
+        customer_name: request.customer_name.as_deref(),
+        status: SubmissionStatus::Pending.as_str(),
+    };
+    let row = conn
+        .transaction(async |conn| {
+            let row = submissions::insert(conn, &new).await?;
+            let change = Change::SubmissionCreated {
+                submission: domain_submission(&row)?,
+            };
+            fp_store::outbox::insert(conn, &outbox_event(tenant_id, row.created_at, change)).await?;
+            Ok::<_, StoreError>(row)
+        })
+        .await?;
+    state.outbox_wakeup.notify_one();
+    Ok(HttpResponse::Created().json(SubmissionResponse::from(row)))
+}
+
+pub async fn change_status(
+    state: web::Data<AppState>,
+    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+    path: web::Path<String>,
+    JsonBody(request): JsonBody<StatusRequest>,
+) -> Result<HttpResponse, ApiError> {
+    // Another tenant's id and a malformed id answer alike: nothing reveals what exists.
+    let id = path
+        .parse::<i64>()
+        .map_err(|_| ApiError::NotFound("submission"))?;
+    let status = request
+        .status
+        .parse::<SubmissionStatus>()
+        .map_err(|err| ApiError::invalid("status", err.to_string()))?;
+    let mut conn = state.pool.get().await.map_err(StoreError::from)?;
+    let outcome = conn
+        .transaction(async |conn| {
+            let Some(current) = submissions::find_for_update(conn, tenant_id, id).await? else {
+                return Ok::<_, StoreError>(None);
+            };
+            let previous_status = domain_submission(&current)?.status;
+            if previous_status == status {
+                // Nothing changed, so nothing is announced.
+                return Ok(Some((current, false)));
+            }
+            let now = Utc::now();
+            let updated = submissions::set_status(conn, id, status.as_str(), now).await?;
+            let change = Change::SubmissionStatusChanged {
+                submission: domain_submission(&updated)?,
+                previous_status,
+            };
+            fp_store::outbox::insert(conn, &outbox_event(tenant_id, now, change)).await?;
+            Ok(Some((updated, true)))
+        })
+        .await?;
+    let (row, emitted) = outcome.ok_or(ApiError::NotFound("submission"))?;
+    if emitted {
+        state.outbox_wakeup.notify_one();
+    }
+    Ok(HttpResponse::Ok().json(SubmissionResponse::from(row)))
+}
