@@ -8,6 +8,7 @@ pub mod address_policy;
 pub mod api_key;
 pub mod event;
 pub mod payload;
+pub mod request;
 pub mod signing;
 pub mod submission;
 

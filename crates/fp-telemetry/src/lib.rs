@@ -4,6 +4,8 @@
 //! event's trace id, so `grep trace_id=<id>` over all services' logs follows one event from the api to
 //! the receiver and into the database.
 
+pub mod health;
+
 use std::fmt;
 
 use rand::RngCore;
@@ -15,6 +17,8 @@ pub fn init(service: &'static str) {
     let installed = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        // Colour codes only where a person reads a terminal, not in log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .try_init();
     if installed.is_ok() {
         tracing::info!(service, "logging started");

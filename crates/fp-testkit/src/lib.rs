@@ -1,1 +1,16 @@
+//! Test harness shared by the end-to-end tests, `make run` and `make bench`.
+//!
+//! - [`receiver::TlsReceiver`]: a real HTTPS endpoint with a certificate from its own private CA,
+//!   which the dispatcher trusts through `FP__DISPATCHER__EXTRA_ROOT_CERTS` and reaches through the
+//!   loopback allow-list, as a tenant's endpoint would be reached.
+//! - [`environment::TestEnvironment`]: a fresh database and broker namespace per test, and the real
+//!   service binaries started as separate processes against them.
 
+pub mod certificates;
+pub mod environment;
+pub mod receiver;
+
+/// reqwest and rustls are built without a default crypto provider; tests name ring once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,1 +1,227 @@
-fn main() {}
+//! `fpctl`: operator commands. Reads the same configuration as the services (`FP__...`).
+
+mod setup_database;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use argon2::password_hash::{PasswordHasher, SaltString};
+use clap::{Parser, Subcommand};
+use fp_broker::Broker;
+use fp_delivery::{HickoryLookup, PinningResolver};
+use fp_domain::address_policy::{AddressPolicy, TargetHost};
+use fp_settings::Settings;
+use fp_store::identity;
+use ring::rand::{SecureRandom, SystemRandom};
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(name = "fpctl", version, about = "FeedbackPulse Webhooks admin CLI")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Creates the database and its roles if missing (needs a superuser connection).
+    SetupDatabase {
+        /// A superuser connection, e.g. postgres://postgres@127.0.0.1:5432/postgres
+        #[arg(long, env = "FP_ADMIN_DATABASE_URL")]
+        admin_url: String,
+    },
+    /// Applies database migrations and declares the broker topology. Idempotent.
+    Migrate,
+    /// Tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Dashboard users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Runs the dispatcher's SSRF policy, DNS included: exit 0 `allowed`, exit 1 `blocked: <reason>`.
+    CheckUrl { url: String },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Creates a tenant and its first API key; prints `{"tenant_id", "api_key"}`.
+    Create { name: String },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Creates a dashboard user; prints `{"user_id"}`.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// The password (or set FP_USER_PASSWORD, which keeps it out of the shell history).
+        #[arg(long, env = "FP_USER_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// The tenant the user administers.
+        #[arg(long, required_unless_present = "superadmin", conflicts_with = "superadmin")]
+        tenant: Option<Uuid>,
+        /// A platform superadmin, who sees every tenant's deliveries.
+        #[arg(long)]
+        superadmin: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load()?;
+    match command {
+        Command::SetupDatabase { admin_url } => {
+            setup_database::run(&admin_url, &settings.database).await?;
+        }
+        Command::Migrate => migrate(&settings).await?,
+        Command::Tenant {
+            command: TenantCommand::Create { name },
+        } => create_tenant(&settings, &name).await?,
+        Command::User {
+            command:
+                UserCommand::Create {
+                    email,
+                    password,
+                    tenant,
+                    superadmin,
+                },
+        } => create_user(&settings, &email, &password, tenant, superadmin).await?,
+        Command::CheckUrl { url } => return check_url(&settings, &url).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let applied = fp_store::run_migrations(&settings.database.url).await?;
+    for version in &applied {
+        println!("applied migration {version}");
+    }
+    let mut conn = fp_store::connect(&settings.database.url).await?;
+    let role = &settings.database.readonly_role;
+    if fp_store::grant_read_access(&mut conn, role).await? {
+        println!("granted read access to role {role}");
+    } else {
+        eprintln!("warning: role {role} does not exist; the dashboard's read-only login will fail (run `fpctl setup-database`)");
+    }
+    let broker = Broker::connect(&settings.broker.url, &settings.broker.namespace).await?;
+    broker.declare_topology().await?;
+    broker.close().await;
+    println!(
+        "database migrated; broker topology `{}.*` declared",
+        settings.broker.namespace
+    );
+    Ok(())
+}
+
+fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("the system random source failed"))?;
+    Ok(bytes)
+}
+
+async fn create_tenant(settings: &Settings, name: &str) -> anyhow::Result<()> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        bail!("the tenant name must be 1 to 200 characters");
+    }
+    let mut conn = fp_store::connect(&settings.database.url).await?;
+    let tenant_id = Uuid::now_v7();
+    let api_key = fp_domain::api_key::format_key(random_bytes()?);
+    identity::create_tenant(&mut conn, tenant_id, name).await?;
+    identity::create_api_key(
+        &mut conn,
+        tenant_id,
+        &fp_domain::api_key::hash_key(&api_key),
+        &fp_domain::api_key::display_prefix(&api_key),
+    )
+    .await?;
+    println!("{}", serde_json::json!({ "tenant_id": tenant_id, "api_key": api_key }));
+    Ok(())
+}
+
+async fn create_user(
+    settings: &Settings,
+    email: &str,
+    password: &str,
+    tenant: Option<Uuid>,
+    superadmin: bool,
+) -> anyhow::Result<()> {
+    let email = email.trim().to_lowercase();
+    if !email.contains('@') {
+        bail!("`{email}` is not an email address");
+    }
+    if password.chars().count() < 10 {
+        bail!("the password must be at least 10 characters");
+    }
+    let mut conn = fp_store::connect(&settings.database.url).await?;
+    if let Some(tenant_id) = tenant
+        && !identity::tenant_exists(&mut conn, tenant_id).await?
+    {
+        bail!("no tenant with id {tenant_id}");
+    }
+    let salt = SaltString::encode_b64(&random_bytes::<16>()?)
+        .map_err(|err| anyhow::anyhow!("could not encode the salt: {err}"))?;
+    let password_hash = argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|err| anyhow::anyhow!("could not hash the password: {err}"))?
+        .to_string();
+    let role = if superadmin {
+        identity::ROLE_SUPERADMIN
+    } else {
+        identity::ROLE_TENANT_ADMIN
+    };
+    let user_id = identity::create_user(&mut conn, tenant, &email, &password_hash, role)
+        .await
+        .with_context(|| format!("could not create user {email} (does it exist already?)"))?;
+    println!("{}", serde_json::json!({ "user_id": user_id, "email": email, "role": role }));
+    Ok(())
+}
+
+async fn check_url(settings: &Settings, url: &str) -> anyhow::Result<ExitCode> {
+    let policy = Arc::new(AddressPolicy::with_allow_list(
+        settings.dispatcher.allow_private_cidrs.clone(),
+    ));
+    let verdict = match policy.check_url(url) {
+        Err(blocked) => Err(blocked.to_string()),
+        Ok(checked) => match checked.host {
+            TargetHost::Ip(_) => Ok(()),
+            TargetHost::Name(name) => {
+                let lookup = HickoryLookup::from_system_config()
+                    .context("could not read the system resolver configuration")?;
+                PinningResolver::new(Arc::new(lookup), policy)
+                    .resolve_checked(&name)
+                    .await
+                    .map(|_| ())
+                    .map_err(|refused| refused.to_string())
+            }
+        },
+    };
+    Ok(match verdict {
+        Ok(()) => {
+            println!("allowed");
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            println!("blocked: {}", reason.trim_start_matches("blocked: "));
+            ExitCode::from(1)
+        }
+    })
+}

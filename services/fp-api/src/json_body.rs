@@ -48,13 +48,13 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// The path serde_path_to_error reports, or for errors raised at the object itself (missing and
-/// unknown fields) the name serde quotes in backticks.
+/// The path serde_path_to_error reports. For a missing field that path is the object holding it,
+/// so the name serde quotes in backticks is appended.
 fn field_name(path: &str, message: &str) -> String {
-    let quoted = message.split('`').nth(1).filter(|_| {
-        message.starts_with("missing field") || message.starts_with("unknown field")
-    });
-    match (quoted, path) {
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    match (missing, path) {
         (Some(name), ".") => name.to_owned(),
         (Some(name), parent) => format!("{parent}.{name}"),
         (None, path) => path.to_owned(),

@@ -1,0 +1,221 @@
+//! One isolated FeedbackPulse deployment per test: its own database, its own broker namespace, and
+//! the real service binaries as child processes. Names are random, so tests run in parallel and can
+//! be run again without clean-up.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use diesel_async::RunQueryDsl;
+use tokio::process::{Child, Command};
+
+/// Superuser connection used to create and drop test databases (override: FP_TEST_ADMIN_DATABASE_URL).
+pub fn admin_database_url() -> String {
+    std::env::var("FP_TEST_ADMIN_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// RabbitMQ for tests (override: FP_TEST_BROKER_URL).
+pub fn broker_url() -> String {
+    std::env::var("FP_TEST_BROKER_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_local_address() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+/// Directory of the workspace's built binaries (`target/debug`), found from the test executable
+/// (`target/debug/deps/<test>`).
+pub fn binaries_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let deps = exe.parent().context("test executable has no directory")?;
+    let dir = if deps.ends_with("deps") {
+        deps.parent().context("deps has no parent")?
+    } else {
+        deps
+    };
+    Ok(dir.to_path_buf())
+}
+
+fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let path = binaries_dir()?.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: build the service binaries first (`cargo build --workspace --bins`, which `make test` does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// How to tell that a started service is ready.
+pub enum Readiness {
+    /// Any HTTP answer from this URL.
+    Answers(String),
+    /// A 200 from this URL (the `/readyz` of queue workers).
+    Ok(String),
+}
+
+struct ServiceProcess {
+    name: String,
+    child: Child,
+}
+
+pub struct TestEnvironment {
+    pub name: String,
+    /// Logs of every process and scratch files of the test.
+    pub dir: PathBuf,
+    pub database_url: String,
+    pub namespace: String,
+    env: Vec<(String, String)>,
+    processes: Vec<ServiceProcess>,
+}
+
+impl TestEnvironment {
+    /// Creates the database and namespace and runs `fpctl setup-database` and `fpctl migrate`.
+    pub async fn new(label: &str) -> anyhow::Result<Self> {
+        crate::install_crypto_provider();
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let name = format!("fp_test_{label}_{}", &suffix[..10]);
+        let dir = binaries_dir()?.join("test-runs").join(&name);
+        std::fs::create_dir_all(&dir)?;
+        let database_url = format!("postgres://fp_app@127.0.0.1:5432/{name}");
+        let env = vec![
+            ("FP_PROFILE".to_owned(), "test".to_owned()),
+            // No config file applies: only defaults and what the test sets.
+            ("FP_CONFIG_DIR".to_owned(), dir.display().to_string()),
+            ("FP__DATABASE__URL".to_owned(), database_url.clone()),
+            (
+                "FP__DATABASE__READONLY_URL".to_owned(),
+                format!("postgres://fp_dashboard@127.0.0.1:5432/{name}"),
+            ),
+            ("FP__DATABASE__READONLY_ROLE".to_owned(), "fp_dashboard".to_owned()),
+            ("FP__BROKER__URL".to_owned(), broker_url()),
+            ("FP__BROKER__NAMESPACE".to_owned(), name.clone()),
+            ("RUST_LOG".to_owned(), "info".to_owned()),
+        ];
+        let environment = TestEnvironment {
+            namespace: name.clone(),
+            name,
+            dir,
+            database_url,
+            env,
+            processes: Vec::new(),
+        };
+        environment
+            .fpctl(&["setup-database", "--admin-url", &admin_database_url()])
+            .await?;
+        environment.fpctl(&["migrate"]).await?;
+        Ok(environment)
+    }
+
+    /// Sets a configuration variable for every process started from now on.
+    pub fn set(&mut self, key: &str, value: impl Into<String>) {
+        self.env.retain(|(existing, _)| existing != key);
+        self.env.push((key.to_owned(), value.into()));
+    }
+
+    /// Runs `fpctl` with the environment's configuration; fails on a non-zero exit.
+    pub async fn fpctl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = self.fpctl_output(args).await?;
+        if !output.status.success() {
+            bail!(
+                "fpctl {} failed ({}): {}{}",
+                args.join(" "),
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Runs `fpctl` and returns its output whatever the exit code.
+    pub async fn fpctl_output(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        Ok(Command::new(binary("fpctl")?)
+            .args(args)
+            .envs(self.env.iter().cloned())
+            .stdin(Stdio::null())
+            .output()
+            .await?)
+    }
+
+    /// Starts a service binary with the environment's configuration plus `extra`, logging to
+    /// `<dir>/<name>.log`, and waits until it is ready.
+    pub async fn start(
+        &mut self,
+        binary_name: &str,
+        extra: &[(&str, String)],
+        readiness: Readiness,
+    ) -> anyhow::Result<()> {
+        let log_path = self.dir.join(format!("{binary_name}-{}.log", self.processes.len()));
+        let log = std::fs::File::create(&log_path)?;
+        let child = Command::new(binary(binary_name)?)
+            .envs(self.env.iter().cloned())
+            .envs(extra.iter().map(|(key, value)| (*key, value.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {binary_name}"))?;
+        self.processes.push(ServiceProcess {
+            name: binary_name.to_owned(),
+            child,
+        });
+        self.wait_ready(binary_name, &log_path, readiness).await
+    }
+
+    async fn wait_ready(&mut self, name: &str, log_path: &Path, readiness: Readiness) -> anyhow::Result<()> {
+        let client = reqwest::Client::builder().no_proxy().build()?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (url, need_ok) = match &readiness {
+                Readiness::Answers(url) => (url, false),
+                Readiness::Ok(url) => (url, true),
+            };
+            if let Ok(response) = client.get(url).send().await
+                && (!need_ok || response.status().is_success())
+            {
+                return Ok(());
+            }
+            let exited = self
+                .processes
+                .last_mut()
+                .and_then(|process| process.child.try_wait().ok().flatten());
+            if exited.is_some() || tokio::time::Instant::now() > deadline {
+                let log = std::fs::read_to_string(log_path).unwrap_or_default();
+                bail!("{name} did not become ready ({exited:?}); its log:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Ends every process, deletes the broker namespace and drops the database.
+    pub async fn finish(mut self) -> anyhow::Result<()> {
+        for process in &mut self.processes {
+            if let Some(pid) = process.child.id() {
+                let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+            }
+            if tokio::time::timeout(Duration::from_secs(10), process.child.wait())
+                .await
+                .is_err()
+            {
+                eprintln!("{} did not stop on SIGTERM; killing it", process.name);
+                let _ = process.child.kill().await;
+            }
+        }
+        let broker = fp_broker::Broker::connect(&broker_url(), &self.namespace).await?;
+        broker.delete_topology().await?;
+        broker.close().await;
+        let mut admin = fp_store::connect(&admin_database_url()).await?;
+        diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name))
+            .execute(&mut admin)
+            .await?;
+        Ok(())
+    }
+}

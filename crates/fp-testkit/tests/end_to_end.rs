@@ -1,0 +1,319 @@
+//! The whole path on the real parts: api, dispatcher, log-ingest and dashboard as separate
+//! processes, real PostgreSQL and RabbitMQ, and an HTTPS receiver with a private certificate that
+//! the dispatcher trusts through configuration and reaches through the loopback allow-list.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use fp_testkit::environment::{Readiness, TestEnvironment, free_local_address};
+use fp_testkit::receiver::{ReceivedRequest, TlsReceiver, always_ok};
+use serde_json::{Value, json};
+
+struct Api {
+    base: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<&str>) -> anyhow::Result<(u16, Value)> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.key);
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_owned());
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        let json = serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?;
+        Ok((status, json))
+    }
+}
+
+/// HMAC-SHA256 computed here with ring directly, not with the product's signing code.
+fn expected_signature(secret: &str, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    format!("sha256={}", hex::encode(ring::hmac::sign(&key, body).as_ref()))
+}
+
+fn keys(value: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = value
+        .as_object()
+        .map(|object| object.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    keys.sort_unstable();
+    keys
+}
+
+fn assert_product_page_shape(request: &ReceivedRequest, event: &str, data: &Value) {
+    let body: Value = serde_json::from_slice(&request.body).expect("the body is JSON");
+    assert_eq!(keys(&body), ["data", "event", "timestamp"]);
+    assert_eq!(body["event"], event);
+    let timestamp = body["timestamp"].as_str().expect("timestamp is a string");
+    // The product page's form: 2024-03-15T10:30:00Z.
+    assert_eq!(timestamp.len(), 20, "{timestamp}");
+    assert!(timestamp.ends_with('Z') && timestamp.as_bytes()[10] == b'T', "{timestamp}");
+    assert_eq!(&body["data"], data);
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.header("content-type"), Some("application/json"));
+    assert_eq!(request.header("x-feedbackpulse-event"), Some(event));
+    let delivery = request.header("x-feedbackpulse-delivery").expect("delivery id header");
+    assert!(uuid::Uuid::parse_str(delivery).is_ok(), "{delivery}");
+    assert_eq!(request.header("webhook-id"), Some(delivery));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submission_events_reach_an_https_receiver_signed_and_are_logged() -> anyhow::Result<()> {
+    let mut env = TestEnvironment::new("e2e").await?;
+    let receiver = TlsReceiver::start("127.0.0.1:0".parse()?, always_ok()).await?;
+    let ca_path = env.dir.join("receiver-ca.pem");
+    receiver.write_ca_pem(&ca_path)?;
+    env.set("FP__DISPATCHER__ALLOW_PRIVATE_CIDRS", "127.0.0.0/8");
+    env.set("FP__DISPATCHER__EXTRA_ROOT_CERTS", ca_path.display().to_string());
+
+    let api_address = free_local_address()?;
+    let dashboard_address = free_local_address()?;
+    let dispatcher_health = free_local_address()?;
+    let ingest_health = free_local_address()?;
+    env.start(
+        "fp-api",
+        &[("FP__API__LISTEN", api_address.to_string())],
+        Readiness::Answers(format!("http://{api_address}/api/v2/webhooks/config")),
+    )
+    .await?;
+    env.start(
+        "fp-dispatcher",
+        &[("FP__DISPATCHER__HEALTH_LISTEN", dispatcher_health.to_string())],
+        Readiness::Ok(format!("http://{dispatcher_health}/readyz")),
+    )
+    .await?;
+    env.start(
+        "fp-log-ingest",
+        &[("FP__LOG_INGEST__HEALTH_LISTEN", ingest_health.to_string())],
+        Readiness::Ok(format!("http://{ingest_health}/readyz")),
+    )
+    .await?;
+    env.start(
+        "fp-dashboard",
+        &[("FP__DASHBOARD__LISTEN", dashboard_address.to_string())],
+        Readiness::Answers(format!("http://{dashboard_address}/healthz")),
+    )
+    .await?;
+
+    let tenant: Value = serde_json::from_str(&env.fpctl(&["tenant", "create", "Acme GmbH"]).await?)?;
+    let tenant_id = tenant["tenant_id"].as_str().context("tenant_id")?.to_owned();
+    let api = Api {
+        base: format!("http://{api_address}"),
+        key: tenant["api_key"].as_str().context("api_key")?.to_owned(),
+        http: reqwest::Client::builder().no_proxy().build()?,
+    };
+
+    let secret = "your_shared_secret";
+    let hook_url = receiver.url("/webhooks/feedbackpulse");
+    let (status, config) = api
+        .send(
+            reqwest::Method::PUT,
+            "/api/v2/webhooks/config",
+            Some(&json!({"url": hook_url, "events": ["submission.created", "submission.status_changed"], "secret": secret}).to_string()),
+        )
+        .await?;
+    assert_eq!(status, 200, "{config}");
+    assert_eq!(config["secret_set"], true);
+    assert!(!config.to_string().contains(secret), "the secret must never be returned");
+    let (_, fetched) = api.send(reqwest::Method::GET, "/api/v2/webhooks/config", None).await?;
+    assert_eq!(fetched["url"], hook_url);
+    assert!(!fetched.to_string().contains(secret));
+
+    let (status, created) = api
+        .send(
+            reqwest::Method::POST,
+            "/api/v2/submissions",
+            Some(r#"{"campaign_id": 1, "star_rating": 5, "text_feedback": "Love this product!", "customer_name": "Jane Doe"}"#),
+        )
+        .await?;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["status"], "pending");
+    let id = created["id"].as_i64().context("id")?;
+
+    let (status, changed) = api
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/api/v2/submissions/{id}"),
+            Some(r#"{"status": "approved"}"#),
+        )
+        .await?;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["status"], "approved");
+
+    let requests = receiver.wait_for(2, Duration::from_secs(30)).await?;
+    assert_eq!(requests.len(), 2);
+    let data = |status: &str| {
+        json!({"id": id, "campaign_id": 1, "star_rating": 5, "text_feedback": "Love this product!", "customer_name": "Jane Doe", "status": status})
+    };
+    let created_request = requests
+        .iter()
+        .find(|request| request.header("x-feedbackpulse-event") == Some("submission.created"))
+        .context("no submission.created delivery")?;
+    let changed_request = requests
+        .iter()
+        .find(|request| request.header("x-feedbackpulse-event") == Some("submission.status_changed"))
+        .context("no submission.status_changed delivery")?;
+    assert_product_page_shape(created_request, "submission.created", &data("pending"));
+    let mut changed_data = data("approved");
+    changed_data["previous_status"] = json!("pending");
+    assert_product_page_shape(changed_request, "submission.status_changed", &changed_data);
+    for request in &requests {
+        assert_eq!(request.target, "/webhooks/feedbackpulse");
+        assert_eq!(
+            request.header("x-feedbackpulse-signature"),
+            Some(expected_signature(secret, &request.body).as_str())
+        );
+        let timestamp = request.header("webhook-timestamp").context("webhook-timestamp")?;
+        assert!(timestamp.parse::<i64>().is_ok(), "{timestamp}");
+        assert!(request.header("webhook-signature").is_some_and(|value| value.starts_with("v1,")));
+    }
+
+    // Both attempts, as the tenant reads them back.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let entries = loop {
+        let (status, page) = api.send(reqwest::Method::GET, "/api/v2/webhooks/logs", None).await?;
+        assert_eq!(status, 200, "{page}");
+        let entries = page["data"].as_array().cloned().unwrap_or_default();
+        if entries.len() >= 2 || tokio::time::Instant::now() > deadline {
+            break entries;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    // Newest first.
+    assert_eq!(entries[0]["event_type"], "submission.status_changed");
+    assert_eq!(entries[1]["event_type"], "submission.created");
+    for (entry, request) in entries.iter().zip([changed_request, created_request]) {
+        assert_eq!(entry["url"], hook_url);
+        assert_eq!(entry["response_code"], 200);
+        assert_eq!(entry["response_body"], "ok");
+        assert_eq!(entry["payload"].as_str().map(str::as_bytes), Some(request.body.as_slice()));
+        assert_eq!(entry["delivery_id"].as_str(), request.header("x-feedbackpulse-delivery"));
+        assert!(entry["timestamp"].as_str().is_some());
+        assert!(entry["error"].is_null(), "{entry}");
+    }
+
+    // The dashboard shows the same deliveries to the tenant's user.
+    env.fpctl(&[
+        "user", "create", "--email", "admin@acme.example", "--password", "correct horse battery", "--tenant", &tenant_id,
+    ])
+    .await?;
+    let browser = reqwest::Client::builder().no_proxy().cookie_store(true).build()?;
+    let dashboard = format!("http://{dashboard_address}");
+    let form = browser.get(format!("{dashboard}/login")).send().await?.text().await?;
+    let csrf_token = hidden_field(&form, "csrf_token").context("the log-in form has a CSRF token")?;
+    let login = browser
+        .post(format!("{dashboard}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "email=admin%40acme.example&password=correct+horse+battery&csrf_token={csrf_token}"
+        ))
+        .send()
+        .await?;
+    assert!(login.status().is_success(), "log-in answered {}", login.status());
+    let page = browser.get(format!("{dashboard}/webhooks/logs")).send().await?.text().await?;
+    assert!(page.contains("submission.status_changed"), "{page}");
+    assert!(page.contains("submission.created"));
+    // Tera escapes `/` too, as OWASP recommends for HTML text.
+    assert!(page.contains(&hook_url.replace('/', "&#x2F;")), "{page}");
+
+    env.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_error_and_writes_nothing() -> anyhow::Result<()> {
+    let mut env = TestEnvironment::new("badinput").await?;
+    let api_address = free_local_address()?;
+    env.start(
+        "fp-api",
+        &[("FP__API__LISTEN", api_address.to_string())],
+        Readiness::Answers(format!("http://{api_address}/api/v2/webhooks/config")),
+    )
+    .await?;
+    let tenant: Value = serde_json::from_str(&env.fpctl(&["tenant", "create", "Acme"]).await?)?;
+    let api = Api {
+        base: format!("http://{api_address}"),
+        key: tenant["api_key"].as_str().context("api_key")?.to_owned(),
+        http: reqwest::Client::builder().no_proxy().build()?,
+    };
+    let post = reqwest::Method::POST;
+    let put = reqwest::Method::PUT;
+    let cases: Vec<(reqwest::Method, &str, &str, u16, Option<&str>)> = vec![
+        (post.clone(), "/api/v2/submissions", r#"{"campaign_id": 1,"#, 400, None),
+        (post.clone(), "/api/v2/submissions", "not json at all", 400, None),
+        (post.clone(), "/api/v2/submissions", r#"{"campaign_id": 1, "star_rating": "five", "text_feedback": "x"}"#, 422, Some("star_rating")),
+        (post.clone(), "/api/v2/submissions", r#"{"campaign_id": 1, "text_feedback": "x"}"#, 422, Some("star_rating")),
+        (post.clone(), "/api/v2/submissions", r#"{"campaign_id": 1, "star_rating": 9, "text_feedback": "x"}"#, 422, Some("star_rating")),
+        (post.clone(), "/api/v2/submissions", r#"{"campaign_id": 1, "star_rating": 3, "text_feedback": "x", "colour": "red"}"#, 422, Some("colour")),
+        (put.clone(), "/api/v2/webhooks/config", r#"{"url": "http://example.com/hook", "events": ["submission.created"]}"#, 422, Some("url")),
+        (put.clone(), "/api/v2/webhooks/config", r#"{"url": "https://10.0.0.1/hook", "events": ["submission.created"]}"#, 422, Some("url")),
+        (put.clone(), "/api/v2/webhooks/config", r#"{"url": "https://example.com/hook", "events": ["submission.deleted"]}"#, 422, Some("events[0]")),
+        (put.clone(), "/api/v2/webhooks/config", r#"{"url": "https://example.com/hook", "events": []}"#, 422, Some("events")),
+        (put.clone(), "/api/v2/webhooks/config", r#"{"url": "https://example.com/hook", "events": "submission.created"}"#, 422, Some("events")),
+        (put.clone(), "/api/v2/webhooks/config", r#"{"url": "https://example.com/hook", "events": ["submission.created"], "secret": "short"}"#, 422, Some("secret")),
+    ];
+    for (method, path, body, expected_status, expected_field) in cases {
+        let (status, error) = api.send(method, path, Some(body)).await?;
+        assert_eq!(status, expected_status, "{path} {body}: {error}");
+        assert!(error["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{error}");
+        assert_eq!(error["error"]["field"].as_str(), expected_field, "{body}: {error}");
+    }
+    let (status, error) = api
+        .send(reqwest::Method::PATCH, "/api/v2/submissions/999999", Some(r#"{"status": "approved"}"#))
+        .await?;
+    assert_eq!(status, 404, "{error}");
+
+    // An unknown key, and no key at all.
+    let stranger = Api {
+        key: "fpk_0000000000000000000000000000000000000000000000000000000000000000".to_owned(),
+        ..api
+    };
+    let (status, error) = stranger
+        .send(reqwest::Method::POST, "/api/v2/submissions", Some(r#"{"campaign_id": 1, "star_rating": 5, "text_feedback": "x"}"#))
+        .await?;
+    assert_eq!(status, 401, "{error}");
+    assert_eq!(error["error"]["code"], "unauthorized");
+    let anonymous = stranger.http.get(format!("{}/api/v2/webhooks/logs", stranger.base)).send().await?;
+    assert_eq!(anonymous.status().as_u16(), 401);
+
+    // Nothing of the above was written: no config, no submission, no event.
+    let rows = count_rows(&env, &["submissions", "outbox", "webhook_configs"]).await?;
+    assert_eq!(rows, vec![0, 0, 0]);
+
+    env.finish().await
+}
+
+/// The value of `<input type="hidden" name="NAME" value="...">` in a page.
+fn hidden_field(page: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page.find(&marker)? + marker.len();
+    let end = page[start..].find('"')? + start;
+    Some(page[start..end].to_owned())
+}
+
+async fn count_rows(env: &TestEnvironment, tables: &[&str]) -> anyhow::Result<Vec<i64>> {
+    use diesel::QueryableByName;
+    use diesel_async::RunQueryDsl;
+
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        count: i64,
+    }
+    let mut conn = fp_store::connect(&env.database_url).await?;
+    let mut counts = Vec::new();
+    for table in tables {
+        let row: Count = diesel::sql_query(format!("SELECT count(*) AS count FROM {table}"))
+            .get_result(&mut conn)
+            .await?;
+        counts.push(row.count);
+    }
+    Ok(counts)
+}

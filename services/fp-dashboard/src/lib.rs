@@ -1,0 +1,111 @@
+//! The dashboard: server-rendered pages for tenant admins.
+//!
+//! It reads PostgreSQL through a read-only role and never writes a table (writes will go through
+//! the api). Hence sessions are signed cookies rather than rows; see [`session`].
+
+mod error;
+mod pages;
+mod password;
+mod session;
+mod views;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::middleware::{DefaultHeaders, ErrorHandlers, Logger};
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use fp_settings::Settings;
+use fp_store::{PgPool, PooledConnection, StoreError};
+use ring::rand::SystemRandom;
+
+use crate::password::PasswordChecker;
+use crate::session::SessionSigner;
+use crate::views::Templates;
+
+/// Nothing but scripts-free pages and our own stylesheet may load; no framing, no form posts
+/// elsewhere.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
+     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// The log-in and log-out forms are tiny.
+const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// What every request handler can reach.
+pub(crate) struct AppState {
+    pub pool: PgPool,
+    pub signer: SessionSigner,
+    pub passwords: PasswordChecker,
+    pub templates: Templates,
+    pub rng: SystemRandom,
+}
+
+impl AppState {
+    fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
+        let rng = SystemRandom::new();
+        let (signer, generated) =
+            SessionSigner::from_config(&settings.dashboard.session_key, &rng)?;
+        if generated {
+            tracing::warn!(
+                "dashboard.session_key is empty: using a random key, so every session ends when \
+                 fp-dashboard restarts and several instances cannot share sessions"
+            );
+        }
+        Ok(AppState {
+            pool: fp_store::pool(&settings.database.readonly_url, settings.database.pool_size)?,
+            signer,
+            passwords: PasswordChecker::new(&rng)?,
+            templates: Templates::load().context("the embedded templates do not parse")?,
+            rng,
+        })
+    }
+
+    async fn connection(&self) -> Result<PooledConnection, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+/// Checks the schema, then serves HTTP until the process is told to stop.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let state = AppState::from_settings(&settings).context("fp-dashboard cannot start")?;
+    fp_store::ensure_migrated(&state.pool)
+        .await
+        .context("fp-dashboard cannot start")?;
+    let state = web::Data::new(state);
+
+    let listen = settings.dashboard.listen;
+    let server = HttpServer::new(move || app(state.clone()))
+        .bind(listen)
+        .with_context(|| format!("fp-dashboard cannot listen on {listen}"))?;
+    tracing::info!(%listen, "fp-dashboard listening");
+    server.run().await?;
+    Ok(())
+}
+
+fn app(
+    state: web::Data<AppState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
+        .app_data(web::FormConfig::default().limit(MAX_FORM_BYTES))
+        .configure(pages::routes)
+        .default_service(web::to(pages::not_found))
+        .wrap(ErrorHandlers::new().default_handler(error::render_error_page))
+        // Outside the error pages, so they carry the headers too.
+        .wrap(
+            DefaultHeaders::new()
+                .add(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
+                .add(("X-Content-Type-Options", "nosniff"))
+                .add(("Referrer-Policy", "same-origin")),
+        )
+        .wrap(Logger::new("%r %s %Dms"))
+}
+
+#[cfg(test)]
+mod tests;

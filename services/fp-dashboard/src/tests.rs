@@ -1,0 +1,213 @@
+//! The routes, headers and error pages, through the real app with a database that cannot be
+//! reached (every query fails, which is what the error-page tests need).
+
+use actix_web::cookie::Cookie;
+use actix_web::dev::ServiceResponse;
+use actix_web::http::{StatusCode, header};
+use actix_web::test::{self, TestRequest};
+use uuid::Uuid;
+
+use super::*;
+use crate::session::{CsrfPurpose, LOGIN_NONCE_COOKIE, SESSION_COOKIE};
+
+fn state() -> web::Data<AppState> {
+    let rng = SystemRandom::new();
+    web::Data::new(AppState {
+        // Port 9 (discard) is closed on test machines: connecting fails at once.
+        pool: fp_store::pool("postgres://nobody@127.0.0.1:9/none", 1).expect("lazy pool"),
+        signer: SessionSigner::from_key_bytes(&[3u8; 32]),
+        passwords: PasswordChecker::new(&rng).expect("checker"),
+        templates: Templates::load().expect("templates parse"),
+        rng,
+    })
+}
+
+fn header_of<'a, B>(response: &'a ServiceResponse<B>, name: &str) -> &'a str {
+    response
+        .headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+}
+
+fn assert_security_headers<B>(response: &ServiceResponse<B>) {
+    assert_eq!(
+        header_of(response, "content-security-policy"),
+        CONTENT_SECURITY_POLICY
+    );
+    assert_eq!(header_of(response, "x-content-type-options"), "nosniff");
+}
+
+async fn body_text<B: MessageBody>(response: ServiceResponse<B>) -> String {
+    String::from_utf8(test::read_body(response).await.to_vec()).expect("utf-8 body")
+}
+
+fn valid_session(state: &AppState) -> String {
+    let expires_at = chrono::Utc::now().timestamp() + 60;
+    state.signer.sign_session(Uuid::now_v7(), expires_at)
+}
+
+#[actix_web::test]
+async fn health_stylesheet_and_home() {
+    let app = test::init_service(app(state())).await;
+
+    let response = test::call_service(&app, TestRequest::get().uri("/healthz").to_request()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_security_headers(&response);
+    assert_eq!(body_text(response).await, "ok");
+
+    let response =
+        test::call_service(&app, TestRequest::get().uri("/static/app.css").to_request()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(header_of(&response, "content-type").starts_with("text/css"));
+    assert_security_headers(&response);
+
+    let response = test::call_service(&app, TestRequest::get().uri("/").to_request()).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(header_of(&response, "location"), "/webhooks/logs");
+}
+
+#[actix_web::test]
+async fn the_log_in_form_has_labelled_fields_and_a_csrf_token() {
+    let app = test::init_service(app(state())).await;
+    let response = test::call_service(&app, TestRequest::get().uri("/login").to_request()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_security_headers(&response);
+    let nonce_cookie = response
+        .response()
+        .cookies()
+        .find(|cookie| cookie.name() == LOGIN_NONCE_COOKIE)
+        .expect("nonce cookie")
+        .into_owned();
+    assert_eq!(nonce_cookie.http_only(), Some(true));
+    let html = body_text(response).await;
+    assert!(
+        html.contains(r#"<label for="email">Email</label>"#),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"<label for="password">Password</label>"#),
+        "{html}"
+    );
+    assert!(html.contains(r#"name="csrf_token""#), "{html}");
+    assert!(
+        html.contains("<title>Log in · FeedbackPulse</title>"),
+        "{html}"
+    );
+}
+
+#[actix_web::test]
+async fn log_in_without_a_matching_token_shows_a_fresh_form() {
+    let app = test::init_service(app(state())).await;
+    let request = TestRequest::post()
+        .uri("/login")
+        .set_form([
+            ("email", "a@example.com"),
+            ("password", "x"),
+            ("csrf_token", "00"),
+        ])
+        .to_request();
+    let response = test::call_service(&app, request).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_security_headers(&response);
+    let html = body_text(response).await;
+    assert!(html.contains("The log-in form expired"), "{html}");
+    assert!(html.contains(r#"value="a@example.com""#), "{html}");
+}
+
+#[actix_web::test]
+async fn a_database_failure_during_log_in_is_a_readable_500_page() {
+    let state = state();
+    let app = test::init_service(app(state.clone())).await;
+    let nonce = "ab".repeat(32);
+    let token = state.signer.csrf_token(CsrfPurpose::LogIn, &nonce);
+    let request = TestRequest::post()
+        .uri("/login")
+        .cookie(Cookie::new(LOGIN_NONCE_COOKIE, nonce))
+        .set_form([
+            ("email", "a@example.com"),
+            ("password", "x"),
+            ("csrf_token", token.as_str()),
+        ])
+        .to_request();
+    let response = test::call_service(&app, request).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_security_headers(&response);
+    assert!(header_of(&response, "content-type").starts_with("text/html"));
+    let html = body_text(response).await;
+    assert!(
+        html.contains("The dashboard could not read from its database"),
+        "{html}"
+    );
+    assert!(!html.contains("127.0.0.1"), "no internals leak: {html}");
+}
+
+#[actix_web::test]
+async fn the_log_page_needs_a_valid_session() {
+    let state = state();
+    let app = test::init_service(app(state.clone())).await;
+
+    let response =
+        test::call_service(&app, TestRequest::get().uri("/webhooks/logs").to_request()).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(header_of(&response, header::LOCATION.as_str()), "/login");
+
+    let tampered = valid_session(&state).replace('.', "0.");
+    let request = TestRequest::get()
+        .uri("/webhooks/logs")
+        .cookie(Cookie::new(SESSION_COOKIE, tampered))
+        .to_request();
+    let response = test::call_service(&app, request).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+
+    // A valid session gets as far as the database, which is down here.
+    let request = TestRequest::get()
+        .uri("/webhooks/logs")
+        .cookie(Cookie::new(SESSION_COOKIE, valid_session(&state)))
+        .to_request();
+    let response = test::call_service(&app, request).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_security_headers(&response);
+}
+
+#[actix_web::test]
+async fn log_out_checks_its_token_and_clears_the_cookie() {
+    let state = state();
+    let app = test::init_service(app(state.clone())).await;
+    let session = valid_session(&state);
+
+    let request = TestRequest::post()
+        .uri("/logout")
+        .cookie(Cookie::new(SESSION_COOKIE, session.clone()))
+        .set_form([("csrf_token", "00")])
+        .to_request();
+    let response = test::call_service(&app, request).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(body_text(response).await.contains("This form has expired"));
+
+    let token = state.signer.csrf_token(CsrfPurpose::LogOut, &session);
+    let request = TestRequest::post()
+        .uri("/logout")
+        .cookie(Cookie::new(SESSION_COOKIE, session))
+        .set_form([("csrf_token", token.as_str())])
+        .to_request();
+    let response = test::call_service(&app, request).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(header_of(&response, "location"), "/login");
+    let cleared = response
+        .response()
+        .cookies()
+        .find(|cookie| cookie.name() == SESSION_COOKIE)
+        .expect("removal cookie");
+    assert_eq!(cleared.value(), "");
+    assert_eq!(cleared.path(), Some("/"));
+}
+
+#[actix_web::test]
+async fn unknown_pages_are_a_404_page() {
+    let app = test::init_service(app(state())).await;
+    let response = test::call_service(&app, TestRequest::get().uri("/nope").to_request()).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_security_headers(&response);
+    assert!(body_text(response).await.contains("Page not found"));
+}

@@ -1,0 +1,84 @@
+//! Tenants' webhook configs, cached so that a delivery costs no database round trip while the
+//! entry is fresh. An entry lives `ttl`; a config saved through the api reaches every dispatcher
+//! within that time.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fp_domain::EventType;
+use fp_domain::signing::WebhookSecret;
+use fp_store::{PgPool, StoreError};
+use tokio::sync::RwLock;
+use uuid::Uuid;
+
+/// What a delivery needs to know about the tenant's endpoint.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub url: String,
+    pub events: Vec<EventType>,
+    pub secret: Option<WebhookSecret>,
+    pub enabled: bool,
+}
+
+impl Endpoint {
+    pub fn wants(&self, event: EventType) -> bool {
+        self.enabled && self.events.contains(&event)
+    }
+}
+
+pub struct ConfigCache {
+    pool: PgPool,
+    ttl: Duration,
+    entries: RwLock<HashMap<Uuid, (Instant, Option<Arc<Endpoint>>)>>,
+}
+
+impl ConfigCache {
+    pub fn new(pool: PgPool, ttl: Duration) -> Self {
+        ConfigCache {
+            pool,
+            ttl,
+            entries: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The tenant's endpoint, or `None` when the tenant has not configured one.
+    pub async fn endpoint(&self, tenant_id: Uuid) -> Result<Option<Arc<Endpoint>>, StoreError> {
+        if let Some((loaded_at, endpoint)) = self.entries.read().await.get(&tenant_id)
+            && loaded_at.elapsed() < self.ttl
+        {
+            return Ok(endpoint.clone());
+        }
+        let endpoint = self.load(tenant_id).await?;
+        self.entries
+            .write()
+            .await
+            .insert(tenant_id, (Instant::now(), endpoint.clone()));
+        Ok(endpoint)
+    }
+
+    async fn load(&self, tenant_id: Uuid) -> Result<Option<Arc<Endpoint>>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let Some(row) = fp_store::webhook_config::find(&mut conn, tenant_id).await? else {
+            return Ok(None);
+        };
+        let events = row
+            .events
+            .iter()
+            .filter_map(|name| match name.parse::<EventType>() {
+                Ok(event) => Some(event),
+                Err(error) => {
+                    // The api validates on save; an unknown name here means a newer api wrote it.
+                    tracing::warn!(%tenant_id, %error, "ignoring unknown event type in config");
+                    None
+                }
+            })
+            .collect();
+        Ok(Some(Arc::new(Endpoint {
+            url: row.url,
+            events,
+            secret: row.secret.map(WebhookSecret::new),
+            enabled: row.enabled,
+        })))
+    }
+}

@@ -1,0 +1,143 @@
+//! The dispatcher: consumes events from the shared queue, delivers each to the tenant's endpoint,
+//! publishes one attempt record per attempt, and acks the event only after that record is confirmed
+//! by the broker. A crash at any point leaves the event unacked, so it is delivered again (at least
+//! once; the delivery id stays the same, so receivers can deduplicate).
+
+mod config_cache;
+mod delivery;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use fp_broker::Broker;
+use fp_delivery::{DeliveryClient, DeliveryConfig};
+use fp_domain::address_policy::AddressPolicy;
+use fp_settings::Settings;
+use fp_telemetry::health::{self, Health};
+use futures_util::StreamExt;
+use tokio::task::JoinSet;
+
+use crate::config_cache::ConfigCache;
+use crate::delivery::Dispatcher;
+
+/// Stored response bodies are capped; the rest is discarded and the attempt marked truncated.
+const RESPONSE_BODY_CAP: usize = 64 * 1024;
+/// How long a stopping dispatcher lets in-flight deliveries finish before closing the connection
+/// (their events then return to the queue).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    // reqwest is built without a default crypto provider: name ring explicitly, once.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dispatcher_settings = &settings.dispatcher;
+
+    let health = Health::new();
+    let health_addr = health::serve(dispatcher_settings.health_listen, health.clone())
+        .await
+        .with_context(|| format!("cannot serve health on {}", dispatcher_settings.health_listen))?;
+    tracing::info!(%health_addr, "health endpoints up");
+
+    let policy = Arc::new(AddressPolicy::with_allow_list(
+        dispatcher_settings.allow_private_cidrs.clone(),
+    ));
+    if !policy.allow_list().is_empty() {
+        let allowed: Vec<String> = policy.allow_list().iter().map(ToString::to_string).collect();
+        tracing::warn!(
+            allowed = allowed.join(","),
+            "SSRF allow-list is set: deliveries may reach these private networks"
+        );
+    }
+    let client = DeliveryClient::new(
+        &DeliveryConfig {
+            connect_timeout: Duration::from_millis(dispatcher_settings.connect_timeout_ms),
+            request_timeout: Duration::from_millis(dispatcher_settings.request_timeout_ms),
+            response_body_cap: RESPONSE_BODY_CAP,
+        },
+        policy,
+        dispatcher_settings.extra_root_certs.as_deref(),
+    )?;
+
+    let pool = fp_store::pool(&settings.database.url, settings.database.pool_size)?;
+    fp_store::ensure_migrated(&pool)
+        .await
+        .context("fp-dispatcher cannot start")?;
+    let broker = Broker::connect(&settings.broker.url, &settings.broker.namespace)
+        .await
+        .context("fp-dispatcher cannot start")?;
+    let publisher = broker.publisher().await?;
+    let mut consumer = broker
+        .consume(
+            &broker.names.dispatcher_queue,
+            &format!("fp-dispatcher-{}", std::process::id()),
+            dispatcher_settings.prefetch,
+        )
+        .await
+        .context("cannot consume events: has `fpctl migrate` declared the topology?")?;
+
+    let dispatcher = Arc::new(Dispatcher {
+        configs: ConfigCache::new(pool, Duration::from_millis(dispatcher_settings.config_cache_ttl_ms)),
+        client,
+        publisher,
+        names: broker.names.clone(),
+        delivered: health.counter("fp_dispatcher_events_handled_total"),
+        attempts: health.counter("fp_dispatcher_attempts_total"),
+    });
+    health.set_ready(true);
+    tracing::info!(queue = %broker.names.dispatcher_queue, "dispatcher consuming");
+
+    // Each event is handled in its own task; the prefetch limit bounds how many run at once.
+    let mut in_flight = JoinSet::new();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    let dispatcher = dispatcher.clone();
+                    in_flight.spawn(async move { dispatcher.handle(delivery).await });
+                }
+                Some(Err(error)) => {
+                    anyhow::bail!("lost the event consumer: {error}");
+                }
+                None => anyhow::bail!("the broker cancelled the event consumer"),
+            },
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+        }
+    }
+
+    health.set_ready(false);
+    tracing::info!(in_flight = in_flight.len(), "stopping: draining in-flight deliveries");
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while in_flight.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("drain timed out; unacked events return to the queue");
+    }
+    broker.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

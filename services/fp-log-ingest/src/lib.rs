@@ -1,0 +1,177 @@
+//! log-ingest: consumes attempt records and inserts them in batches. A batch is acked only after
+//! its transaction commits; rows are keyed by attempt id, so a record that arrives twice (a
+//! redelivery after a crash) still makes one row.
+
+mod record;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use fp_broker::{Broker, Consumer, Delivery, Publisher};
+use fp_settings::Settings;
+use fp_store::PgPool;
+use fp_store::attempts::AttemptRow;
+use fp_telemetry::health::{self, Health};
+use futures_util::StreamExt;
+use tokio::time::Instant;
+
+/// Pause before retrying a batch the database refused, so a down database is not hammered.
+const STORE_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let ingest = &settings.log_ingest;
+    let health = Health::new();
+    let health_addr = health::serve(ingest.health_listen, health.clone())
+        .await
+        .with_context(|| format!("cannot serve health on {}", ingest.health_listen))?;
+    tracing::info!(%health_addr, "health endpoints up");
+
+    let pool = fp_store::pool(&settings.database.url, 2)?;
+    fp_store::ensure_migrated(&pool)
+        .await
+        .context("fp-log-ingest cannot start")?;
+    let broker = Broker::connect(&settings.broker.url, &settings.broker.namespace)
+        .await
+        .context("fp-log-ingest cannot start")?;
+    let publisher = broker.publisher().await?;
+    let consumer = broker
+        .consume(
+            &broker.names.attempts_queue,
+            &format!("fp-log-ingest-{}", std::process::id()),
+            ingest.prefetch,
+        )
+        .await
+        .context("cannot consume attempts: has `fpctl migrate` declared the topology?")?;
+    health.set_ready(true);
+    tracing::info!(queue = %broker.names.attempts_queue, "log-ingest consuming");
+
+    let ingestor = Ingestor {
+        pool,
+        publisher,
+        broker: &broker,
+        health: &health,
+        batch_size: ingest.batch_size.max(1),
+        linger: Duration::from_millis(ingest.batch_linger_ms),
+    };
+    let outcome = tokio::select! {
+        outcome = ingestor.run(consumer) => outcome,
+        () = shutdown_signal() => Ok(()),
+    };
+    health.set_ready(false);
+    broker.close().await;
+    outcome
+}
+
+struct Ingestor<'a> {
+    pool: PgPool,
+    publisher: Publisher,
+    broker: &'a Broker,
+    health: &'a Health,
+    batch_size: usize,
+    linger: Duration,
+}
+
+impl Ingestor<'_> {
+    async fn run(&self, mut consumer: Consumer) -> anyhow::Result<()> {
+        loop {
+            let batch = self.next_batch(&mut consumer).await?;
+            self.store(batch).await;
+        }
+    }
+
+    /// Waits for one record, then gathers more until the batch is full or has waited `linger`.
+    async fn next_batch(&self, consumer: &mut Consumer) -> anyhow::Result<Vec<Delivery>> {
+        let first = consumer
+            .next()
+            .await
+            .context("the broker cancelled the attempts consumer")??;
+        let mut batch = vec![first];
+        let deadline = Instant::now() + self.linger;
+        while batch.len() < self.batch_size {
+            tokio::select! {
+                next = consumer.next() => {
+                    batch.push(next.context("the broker cancelled the attempts consumer")??);
+                }
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Stores a batch and acks it, retrying until the database takes it: records are never dropped.
+    async fn store(&self, batch: Vec<Delivery>) {
+        let mut rows: Vec<AttemptRow> = Vec::with_capacity(batch.len());
+        let mut readable: Vec<&Delivery> = Vec::with_capacity(batch.len());
+        for delivery in &batch {
+            match record::attempt_row(&delivery.data) {
+                Ok(row) => {
+                    tracing::debug!(
+                        traceparent = fp_broker::header_text(delivery, fp_broker::TRACEPARENT_HEADER),
+                        attempt_id = %row.id,
+                        delivery_id = %row.delivery_id,
+                        "attempt received"
+                    );
+                    rows.push(row);
+                    readable.push(delivery);
+                }
+                Err(error) => self.dead_letter(delivery, &error.to_string()).await,
+            }
+        }
+        let Some(last) = readable.last() else {
+            return;
+        };
+        loop {
+            match self.insert(&rows).await {
+                Ok(inserted) => {
+                    tracing::debug!(received = rows.len(), inserted, "attempt batch stored");
+                    self.health
+                        .counter("fp_log_ingest_rows_inserted_total")
+                        .fetch_add(inserted as u64, Ordering::Relaxed);
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(error = format!("{error:#}"), "could not store attempts; retrying");
+                    tokio::time::sleep(STORE_RETRY_DELAY).await;
+                }
+            }
+        }
+        // Unreadable records were acked one by one already; acking the rest up to the last one
+        // covers exactly this batch, since one consumer owns the channel and batches are in order.
+        if let Err(error) = fp_broker::ack_up_to(last).await {
+            tracing::warn!(%error, "ack failed; the batch will be delivered again and deduplicated");
+        }
+    }
+
+    async fn insert(&self, rows: &[AttemptRow]) -> anyhow::Result<usize> {
+        let mut conn = self.pool.get().await.map_err(fp_store::StoreError::from)?;
+        Ok(fp_store::attempts::insert_batch(&mut conn, rows).await?)
+    }
+
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) {
+        tracing::error!(reason, "unreadable attempt record: dead-lettering");
+        let names = &self.broker.names;
+        if let Err(error) = self
+            .publisher
+            .dead_letter(names, &names.attempts_queue, delivery, reason)
+            .await
+        {
+            tracing::error!(%error, "could not dead-letter; the broker will redeliver");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = interrupt => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = interrupt.await;
+        }
+    }
+}

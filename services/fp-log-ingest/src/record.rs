@@ -1,0 +1,88 @@
+//! Attempt records from the wire to table rows.
+
+use fp_contracts::v1;
+use fp_contracts::{DecodeError, ProtoMessage, time_from, uuid_from};
+use fp_store::attempts::AttemptRow;
+
+fn headers_json(headers: &[v1::Header]) -> serde_json::Value {
+    serde_json::Value::Array(
+        headers
+            .iter()
+            .map(|header| serde_json::json!([header.name, header.value]))
+            .collect(),
+    )
+}
+
+fn non_empty(text: String) -> Option<String> {
+    (!text.is_empty()).then_some(text)
+}
+
+/// Decodes and validates one record.
+pub fn attempt_row(bytes: &[u8]) -> Result<AttemptRow, DecodeError> {
+    let record = v1::DeliveryAttempt::decode(bytes)?;
+    let out_of_range = |field: &'static str| DecodeError::Field {
+        field,
+        reason: "out of range".to_owned(),
+    };
+    Ok(AttemptRow {
+        id: uuid_from("attempt_id", &record.attempt_id)?,
+        delivery_id: uuid_from("delivery_id", &record.delivery_id)?,
+        event_id: uuid_from("event_id", &record.event_id)?,
+        tenant_id: uuid_from("tenant_id", &record.tenant_id)?,
+        attempted_at: time_from("attempted_at", record.attempted_at.as_ref())?,
+        next_retry_at: record
+            .next_retry_at
+            .as_ref()
+            .map(|at| time_from("next_retry_at", Some(at)))
+            .transpose()?,
+        attempt_number: i32::try_from(record.attempt_number).map_err(|_| out_of_range("attempt_number"))?,
+        duration_ms: i64::try_from(record.duration_ms).map_err(|_| out_of_range("duration_ms"))?,
+        response_status: record
+            .response_status
+            .map(i32::try_from)
+            .transpose()
+            .map_err(|_| out_of_range("response_status"))?,
+        request_headers: headers_json(&record.request_headers),
+        response_headers: headers_json(&record.response_headers),
+        event_type: record.event_type,
+        url: record.url,
+        request_body: record.request_body,
+        response_body: record.response_body,
+        response_truncated: record.response_truncated,
+        error_kind: non_empty(record.error_kind),
+        error_message: non_empty(record.error_message),
+        is_final: record.r#final,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_becomes_a_row_and_garbage_is_refused() {
+        let record = v1::DeliveryAttempt {
+            attempt_id: "0190f0f0-0000-7000-8000-000000000001".into(),
+            delivery_id: "0190f0f0-0000-7000-8000-000000000002".into(),
+            event_id: "0190f0f0-0000-7000-8000-000000000003".into(),
+            tenant_id: "0190f0f0-0000-7000-8000-000000000004".into(),
+            event_type: "submission.created".into(),
+            url: "https://example.com/hook".into(),
+            attempt_number: 1,
+            attempted_at: Some(fp_contracts::timestamp_from(chrono::Utc::now())),
+            response_status: Some(200),
+            request_headers: vec![v1::Header {
+                name: "Content-Type".into(),
+                value: "application/json".into(),
+            }],
+            request_body: b"{}".to_vec(),
+            r#final: true,
+            ..v1::DeliveryAttempt::default()
+        };
+        let row = attempt_row(&record.encode_to_vec()).expect("valid record");
+        assert_eq!(row.response_status, Some(200));
+        assert_eq!(row.request_headers, serde_json::json!([["Content-Type", "application/json"]]));
+        assert_eq!(row.error_kind, None);
+        assert!(attempt_row(b"\x0a\x03abc").is_err());
+    }
+}
