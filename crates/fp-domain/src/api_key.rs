@@ -13,7 +13,9 @@ pub fn format_key(random: [u8; 32]) -> String {
 /// What the database stores: SHA-256 of the whole key. Keys carry 256 random bits, so a slow
 /// password hash would add cost without adding safety.
 pub fn hash_key(key: &str) -> Vec<u8> {
-    digest::digest(&digest::SHA256, key.as_bytes()).as_ref().to_vec()
+    digest::digest(&digest::SHA256, key.as_bytes())
+        .as_ref()
+        .to_vec()
 }
 
 /// The part of a key that may be shown in lists: the prefix and four more characters.

@@ -25,7 +25,10 @@ pub fn build_request(
     let mut headers = vec![
         ("Content-Type".to_owned(), "application/json".to_owned()),
         ("User-Agent".to_owned(), USER_AGENT.to_owned()),
-        ("X-FeedbackPulse-Event".to_owned(), event.event_type().as_str().to_owned()),
+        (
+            "X-FeedbackPulse-Event".to_owned(),
+            event.event_type().as_str().to_owned(),
+        ),
         ("X-FeedbackPulse-Delivery".to_owned(), delivery.clone()),
         ("webhook-id".to_owned(), delivery.clone()),
         ("webhook-timestamp".to_owned(), unix_time.to_string()),
@@ -86,15 +89,33 @@ mod tests {
         let secret = WebhookSecret::new("s3cret-value");
         let request = build_request(&event, delivery, Some(&secret), 1_700_000_000);
         let signature = header(&request, "X-FeedbackPulse-Signature").expect("signed");
-        assert!(verify_feedbackpulse_signature(&secret, &request.body, signature));
-        assert_eq!(header(&request, "webhook-id"), Some(delivery.to_string().as_str()));
-        assert_eq!(header(&request, "X-FeedbackPulse-Delivery"), Some(delivery.to_string().as_str()));
-        assert_eq!(header(&request, "X-FeedbackPulse-Event"), Some("submission.created"));
+        assert!(verify_feedbackpulse_signature(
+            &secret,
+            &request.body,
+            signature
+        ));
+        assert_eq!(
+            header(&request, "webhook-id"),
+            Some(delivery.to_string().as_str())
+        );
+        assert_eq!(
+            header(&request, "X-FeedbackPulse-Delivery"),
+            Some(delivery.to_string().as_str())
+        );
+        assert_eq!(
+            header(&request, "X-FeedbackPulse-Event"),
+            Some("submission.created")
+        );
         assert_eq!(
             header(&request, "webhook-signature"),
             Some(
-                standard_webhooks_signature(&secret, &delivery.to_string(), 1_700_000_000, &request.body)
-                    .as_str()
+                standard_webhooks_signature(
+                    &secret,
+                    &delivery.to_string(),
+                    1_700_000_000,
+                    &request.body
+                )
+                .as_str()
             )
         );
     }

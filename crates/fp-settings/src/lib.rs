@@ -29,7 +29,6 @@ pub struct Settings {
     pub dashboard: DashboardSettings,
     pub dispatcher: DispatcherSettings,
     pub log_ingest: LogIngestSettings,
-    pub secrets: SecretsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -82,11 +81,6 @@ pub struct LogIngestSettings {
     pub batch_linger_ms: u64,
     pub prefetch: u16,
     pub health_listen: SocketAddr,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct SecretsSettings {
-    pub master_key: String,
 }
 
 impl Settings {

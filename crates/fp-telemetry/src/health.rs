@@ -35,15 +35,25 @@ impl Health {
 
     /// A monotonically increasing counter exported as `name` in Prometheus text format.
     pub fn counter(&self, name: &'static str) -> Arc<AtomicU64> {
-        let mut counters = self.counters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut counters = self
+            .counters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         counters.entry(name).or_default().clone()
     }
 
     fn metrics_text(&self) -> String {
-        let counters = self.counters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let counters = self
+            .counters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut text = String::new();
         for (name, value) in counters.iter() {
-            let _ = writeln!(text, "# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
+            let _ = writeln!(
+                text,
+                "# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
         }
         text
     }
@@ -104,7 +114,9 @@ mod tests {
         assert_eq!(health.answer("/readyz").0, 503);
         health.set_ready(true);
         assert_eq!(health.answer("/readyz").0, 200);
-        health.counter("fp_deliveries_total").fetch_add(3, Ordering::Relaxed);
+        health
+            .counter("fp_deliveries_total")
+            .fetch_add(3, Ordering::Relaxed);
         let (_, metrics) = health.answer("/metrics");
         assert!(metrics.contains("fp_deliveries_total 3"), "{metrics}");
         assert_eq!(health.answer("/nope").0, 404);

@@ -21,7 +21,8 @@ pub fn generate() -> anyhow::Result<ServerIdentity> {
     let issuer = Issuer::new(ca_params, ca_key);
 
     let server_key = KeyPair::generate()?;
-    let server_params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
+    let server_params =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
     let server_cert = server_params.signed_by(&server_key, &issuer)?;
     Ok(ServerIdentity {
         ca_pem: ca_cert.pem(),

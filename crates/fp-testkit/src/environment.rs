@@ -19,7 +19,8 @@ pub fn admin_database_url() -> String {
 
 /// RabbitMQ for tests (override: FP_TEST_BROKER_URL).
 pub fn broker_url() -> String {
-    std::env::var("FP_TEST_BROKER_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+    std::env::var("FP_TEST_BROKER_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
 /// A loopback address with a port that was free a moment ago.
@@ -93,7 +94,10 @@ impl TestEnvironment {
                 "FP__DATABASE__READONLY_URL".to_owned(),
                 format!("postgres://fp_dashboard@127.0.0.1:5432/{name}"),
             ),
-            ("FP__DATABASE__READONLY_ROLE".to_owned(), "fp_dashboard".to_owned()),
+            (
+                "FP__DATABASE__READONLY_ROLE".to_owned(),
+                "fp_dashboard".to_owned(),
+            ),
             ("FP__BROKER__URL".to_owned(), broker_url()),
             ("FP__BROKER__NAMESPACE".to_owned(), name.clone()),
             ("RUST_LOG".to_owned(), "info".to_owned()),
@@ -152,7 +156,9 @@ impl TestEnvironment {
         extra: &[(&str, String)],
         readiness: Readiness,
     ) -> anyhow::Result<()> {
-        let log_path = self.dir.join(format!("{binary_name}-{}.log", self.processes.len()));
+        let log_path = self
+            .dir
+            .join(format!("{binary_name}-{}.log", self.processes.len()));
         let log = std::fs::File::create(&log_path)?;
         let child = Command::new(binary(binary_name)?)
             .envs(self.env.iter().cloned())
@@ -170,7 +176,12 @@ impl TestEnvironment {
         self.wait_ready(binary_name, &log_path, readiness).await
     }
 
-    async fn wait_ready(&mut self, name: &str, log_path: &Path, readiness: Readiness) -> anyhow::Result<()> {
+    async fn wait_ready(
+        &mut self,
+        name: &str,
+        log_path: &Path,
+        readiness: Readiness,
+    ) -> anyhow::Result<()> {
         let client = reqwest::Client::builder().no_proxy().build()?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
@@ -199,7 +210,11 @@ impl TestEnvironment {
     pub async fn finish(mut self) -> anyhow::Result<()> {
         for process in &mut self.processes {
             if let Some(pid) = process.child.id() {
-                let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .status()
+                    .await;
             }
             if tokio::time::timeout(Duration::from_secs(10), process.child.wait())
                 .await
@@ -213,9 +228,12 @@ impl TestEnvironment {
         broker.delete_topology().await?;
         broker.close().await;
         let mut admin = fp_store::connect(&admin_database_url()).await?;
-        diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name))
-            .execute(&mut admin)
-            .await?;
+        diesel::sql_query(format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut admin)
+        .await?;
         Ok(())
     }
 }

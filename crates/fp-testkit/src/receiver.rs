@@ -119,7 +119,8 @@ impl TlsReceiver {
     }
 
     pub fn write_ca_pem(&self, path: &Path) -> anyhow::Result<()> {
-        std::fs::write(path, &self.ca_pem).with_context(|| format!("cannot write {}", path.display()))
+        std::fs::write(path, &self.ca_pem)
+            .with_context(|| format!("cannot write {}", path.display()))
     }
 
     pub fn requests(&self) -> Vec<ReceivedRequest> {
@@ -127,7 +128,11 @@ impl TlsReceiver {
     }
 
     /// Waits until at least `count` requests arrived, or fails after `timeout`.
-    pub async fn wait_for(&self, count: usize, timeout: Duration) -> anyhow::Result<Vec<ReceivedRequest>> {
+    pub async fn wait_for(
+        &self,
+        count: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<ReceivedRequest>> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let arrived = self.shared.arrived.notified();
@@ -152,7 +157,9 @@ impl Drop for TlsReceiver {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {

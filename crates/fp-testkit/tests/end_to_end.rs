@@ -16,13 +16,20 @@ struct Api {
 }
 
 impl Api {
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<&str>) -> anyhow::Result<(u16, Value)> {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> anyhow::Result<(u16, Value)> {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.key);
         if let Some(body) = body {
-            request = request.header("content-type", "application/json").body(body.to_owned());
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_owned());
         }
         let response = request.send().await?;
         let status = response.status().as_u16();
@@ -35,7 +42,10 @@ impl Api {
 /// HMAC-SHA256 computed here with ring directly, not with the product's signing code.
 fn expected_signature(secret: &str, body: &[u8]) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    format!("sha256={}", hex::encode(ring::hmac::sign(&key, body).as_ref()))
+    format!(
+        "sha256={}",
+        hex::encode(ring::hmac::sign(&key, body).as_ref())
+    )
 }
 
 fn keys(value: &Value) -> Vec<&str> {
@@ -54,12 +64,17 @@ fn assert_product_page_shape(request: &ReceivedRequest, event: &str, data: &Valu
     let timestamp = body["timestamp"].as_str().expect("timestamp is a string");
     // The product page's form: 2024-03-15T10:30:00Z.
     assert_eq!(timestamp.len(), 20, "{timestamp}");
-    assert!(timestamp.ends_with('Z') && timestamp.as_bytes()[10] == b'T', "{timestamp}");
+    assert!(
+        timestamp.ends_with('Z') && timestamp.as_bytes()[10] == b'T',
+        "{timestamp}"
+    );
     assert_eq!(&body["data"], data);
     assert_eq!(request.method, "POST");
     assert_eq!(request.header("content-type"), Some("application/json"));
     assert_eq!(request.header("x-feedbackpulse-event"), Some(event));
-    let delivery = request.header("x-feedbackpulse-delivery").expect("delivery id header");
+    let delivery = request
+        .header("x-feedbackpulse-delivery")
+        .expect("delivery id header");
     assert!(uuid::Uuid::parse_str(delivery).is_ok(), "{delivery}");
     assert_eq!(request.header("webhook-id"), Some(delivery));
 }
@@ -71,7 +86,10 @@ async fn submission_events_reach_an_https_receiver_signed_and_are_logged() -> an
     let ca_path = env.dir.join("receiver-ca.pem");
     receiver.write_ca_pem(&ca_path)?;
     env.set("FP__DISPATCHER__ALLOW_PRIVATE_CIDRS", "127.0.0.0/8");
-    env.set("FP__DISPATCHER__EXTRA_ROOT_CERTS", ca_path.display().to_string());
+    env.set(
+        "FP__DISPATCHER__EXTRA_ROOT_CERTS",
+        ca_path.display().to_string(),
+    );
 
     let api_address = free_local_address()?;
     let dashboard_address = free_local_address()?;
@@ -85,7 +103,10 @@ async fn submission_events_reach_an_https_receiver_signed_and_are_logged() -> an
     .await?;
     env.start(
         "fp-dispatcher",
-        &[("FP__DISPATCHER__HEALTH_LISTEN", dispatcher_health.to_string())],
+        &[(
+            "FP__DISPATCHER__HEALTH_LISTEN",
+            dispatcher_health.to_string(),
+        )],
         Readiness::Ok(format!("http://{dispatcher_health}/readyz")),
     )
     .await?;
@@ -102,8 +123,12 @@ async fn submission_events_reach_an_https_receiver_signed_and_are_logged() -> an
     )
     .await?;
 
-    let tenant: Value = serde_json::from_str(&env.fpctl(&["tenant", "create", "Acme GmbH"]).await?)?;
-    let tenant_id = tenant["tenant_id"].as_str().context("tenant_id")?.to_owned();
+    let tenant: Value =
+        serde_json::from_str(&env.fpctl(&["tenant", "create", "Acme GmbH"]).await?)?;
+    let tenant_id = tenant["tenant_id"]
+        .as_str()
+        .context("tenant_id")?
+        .to_owned();
     let api = Api {
         base: format!("http://{api_address}"),
         key: tenant["api_key"].as_str().context("api_key")?.to_owned(),
@@ -121,8 +146,13 @@ async fn submission_events_reach_an_https_receiver_signed_and_are_logged() -> an
         .await?;
     assert_eq!(status, 200, "{config}");
     assert_eq!(config["secret_set"], true);
-    assert!(!config.to_string().contains(secret), "the secret must never be returned");
-    let (_, fetched) = api.send(reqwest::Method::GET, "/api/v2/webhooks/config", None).await?;
+    assert!(
+        !config.to_string().contains(secret),
+        "the secret must never be returned"
+    );
+    let (_, fetched) = api
+        .send(reqwest::Method::GET, "/api/v2/webhooks/config", None)
+        .await?;
     assert_eq!(fetched["url"], hook_url);
     assert!(!fetched.to_string().contains(secret));
 
@@ -149,16 +179,16 @@ async fn submission_events_reach_an_https_receiver_signed_and_are_logged() -> an
 
     let requests = receiver.wait_for(2, Duration::from_secs(30)).await?;
     assert_eq!(requests.len(), 2);
-    let data = |status: &str| {
-        json!({"id": id, "campaign_id": 1, "star_rating": 5, "text_feedback": "Love this product!", "customer_name": "Jane Doe", "status": status})
-    };
+    let data = |status: &str| json!({"id": id, "campaign_id": 1, "star_rating": 5, "text_feedback": "Love this product!", "customer_name": "Jane Doe", "status": status});
     let created_request = requests
         .iter()
         .find(|request| request.header("x-feedbackpulse-event") == Some("submission.created"))
         .context("no submission.created delivery")?;
     let changed_request = requests
         .iter()
-        .find(|request| request.header("x-feedbackpulse-event") == Some("submission.status_changed"))
+        .find(|request| {
+            request.header("x-feedbackpulse-event") == Some("submission.status_changed")
+        })
         .context("no submission.status_changed delivery")?;
     assert_product_page_shape(created_request, "submission.created", &data("pending"));
     let mut changed_data = data("approved");
@@ -170,15 +200,23 @@ async fn submission_events_reach_an_https_receiver_signed_and_are_logged() -> an
             request.header("x-feedbackpulse-signature"),
             Some(expected_signature(secret, &request.body).as_str())
         );
-        let timestamp = request.header("webhook-timestamp").context("webhook-timestamp")?;
+        let timestamp = request
+            .header("webhook-timestamp")
+            .context("webhook-timestamp")?;
         assert!(timestamp.parse::<i64>().is_ok(), "{timestamp}");
-        assert!(request.header("webhook-signature").is_some_and(|value| value.starts_with("v1,")));
+        assert!(
+            request
+                .header("webhook-signature")
+                .is_some_and(|value| value.starts_with("v1,"))
+        );
     }
 
     // Both attempts, as the tenant reads them back.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let entries = loop {
-        let (status, page) = api.send(reqwest::Method::GET, "/api/v2/webhooks/logs", None).await?;
+        let (status, page) = api
+            .send(reqwest::Method::GET, "/api/v2/webhooks/logs", None)
+            .await?;
         assert_eq!(status, 200, "{page}");
         let entries = page["data"].as_array().cloned().unwrap_or_default();
         if entries.len() >= 2 || tokio::time::Instant::now() > deadline {
@@ -194,21 +232,43 @@ async fn submission_events_reach_an_https_receiver_signed_and_are_logged() -> an
         assert_eq!(entry["url"], hook_url);
         assert_eq!(entry["response_code"], 200);
         assert_eq!(entry["response_body"], "ok");
-        assert_eq!(entry["payload"].as_str().map(str::as_bytes), Some(request.body.as_slice()));
-        assert_eq!(entry["delivery_id"].as_str(), request.header("x-feedbackpulse-delivery"));
+        assert_eq!(
+            entry["payload"].as_str().map(str::as_bytes),
+            Some(request.body.as_slice())
+        );
+        assert_eq!(
+            entry["delivery_id"].as_str(),
+            request.header("x-feedbackpulse-delivery")
+        );
         assert!(entry["timestamp"].as_str().is_some());
         assert!(entry["error"].is_null(), "{entry}");
     }
 
     // The dashboard shows the same deliveries to the tenant's user.
     env.fpctl(&[
-        "user", "create", "--email", "admin@acme.example", "--password", "correct horse battery", "--tenant", &tenant_id,
+        "user",
+        "create",
+        "--email",
+        "admin@acme.example",
+        "--password",
+        "correct horse battery",
+        "--tenant",
+        &tenant_id,
     ])
     .await?;
-    let browser = reqwest::Client::builder().no_proxy().cookie_store(true).build()?;
+    let browser = reqwest::Client::builder()
+        .no_proxy()
+        .cookie_store(true)
+        .build()?;
     let dashboard = format!("http://{dashboard_address}");
-    let form = browser.get(format!("{dashboard}/login")).send().await?.text().await?;
-    let csrf_token = hidden_field(&form, "csrf_token").context("the log-in form has a CSRF token")?;
+    let form = browser
+        .get(format!("{dashboard}/login"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let csrf_token =
+        hidden_field(&form, "csrf_token").context("the log-in form has a CSRF token")?;
     let login = browser
         .post(format!("{dashboard}/login"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -217,8 +277,17 @@ async fn submission_events_reach_an_https_receiver_signed_and_are_logged() -> an
         ))
         .send()
         .await?;
-    assert!(login.status().is_success(), "log-in answered {}", login.status());
-    let page = browser.get(format!("{dashboard}/webhooks/logs")).send().await?.text().await?;
+    assert!(
+        login.status().is_success(),
+        "log-in answered {}",
+        login.status()
+    );
+    let page = browser
+        .get(format!("{dashboard}/webhooks/logs"))
+        .send()
+        .await?
+        .text()
+        .await?;
     assert!(page.contains("submission.status_changed"), "{page}");
     assert!(page.contains("submission.created"));
     // Tera escapes `/` too, as OWASP recommends for HTML text.
@@ -246,27 +315,112 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() -> anyhow::Result<()>
     let post = reqwest::Method::POST;
     let put = reqwest::Method::PUT;
     let cases: Vec<(reqwest::Method, &str, &str, u16, Option<&str>)> = vec![
-        (post.clone(), "/api/v2/submissions", r#"{"campaign_id": 1,"#, 400, None),
-        (post.clone(), "/api/v2/submissions", "not json at all", 400, None),
-        (post.clone(), "/api/v2/submissions", r#"{"campaign_id": 1, "star_rating": "five", "text_feedback": "x"}"#, 422, Some("star_rating")),
-        (post.clone(), "/api/v2/submissions", r#"{"campaign_id": 1, "text_feedback": "x"}"#, 422, Some("star_rating")),
-        (post.clone(), "/api/v2/submissions", r#"{"campaign_id": 1, "star_rating": 9, "text_feedback": "x"}"#, 422, Some("star_rating")),
-        (post.clone(), "/api/v2/submissions", r#"{"campaign_id": 1, "star_rating": 3, "text_feedback": "x", "colour": "red"}"#, 422, Some("colour")),
-        (put.clone(), "/api/v2/webhooks/config", r#"{"url": "http://example.com/hook", "events": ["submission.created"]}"#, 422, Some("url")),
-        (put.clone(), "/api/v2/webhooks/config", r#"{"url": "https://10.0.0.1/hook", "events": ["submission.created"]}"#, 422, Some("url")),
-        (put.clone(), "/api/v2/webhooks/config", r#"{"url": "https://example.com/hook", "events": ["submission.deleted"]}"#, 422, Some("events[0]")),
-        (put.clone(), "/api/v2/webhooks/config", r#"{"url": "https://example.com/hook", "events": []}"#, 422, Some("events")),
-        (put.clone(), "/api/v2/webhooks/config", r#"{"url": "https://example.com/hook", "events": "submission.created"}"#, 422, Some("events")),
-        (put.clone(), "/api/v2/webhooks/config", r#"{"url": "https://example.com/hook", "events": ["submission.created"], "secret": "short"}"#, 422, Some("secret")),
+        (
+            post.clone(),
+            "/api/v2/submissions",
+            r#"{"campaign_id": 1,"#,
+            400,
+            None,
+        ),
+        (
+            post.clone(),
+            "/api/v2/submissions",
+            "not json at all",
+            400,
+            None,
+        ),
+        (
+            post.clone(),
+            "/api/v2/submissions",
+            r#"{"campaign_id": 1, "star_rating": "five", "text_feedback": "x"}"#,
+            422,
+            Some("star_rating"),
+        ),
+        (
+            post.clone(),
+            "/api/v2/submissions",
+            r#"{"campaign_id": 1, "text_feedback": "x"}"#,
+            422,
+            Some("star_rating"),
+        ),
+        (
+            post.clone(),
+            "/api/v2/submissions",
+            r#"{"campaign_id": 1, "star_rating": 9, "text_feedback": "x"}"#,
+            422,
+            Some("star_rating"),
+        ),
+        (
+            post.clone(),
+            "/api/v2/submissions",
+            r#"{"campaign_id": 1, "star_rating": 3, "text_feedback": "x", "colour": "red"}"#,
+            422,
+            Some("colour"),
+        ),
+        (
+            put.clone(),
+            "/api/v2/webhooks/config",
+            r#"{"url": "http://example.com/hook", "events": ["submission.created"]}"#,
+            422,
+            Some("url"),
+        ),
+        (
+            put.clone(),
+            "/api/v2/webhooks/config",
+            r#"{"url": "https://10.0.0.1/hook", "events": ["submission.created"]}"#,
+            422,
+            Some("url"),
+        ),
+        (
+            put.clone(),
+            "/api/v2/webhooks/config",
+            r#"{"url": "https://example.com/hook", "events": ["submission.deleted"]}"#,
+            422,
+            Some("events[0]"),
+        ),
+        (
+            put.clone(),
+            "/api/v2/webhooks/config",
+            r#"{"url": "https://example.com/hook", "events": []}"#,
+            422,
+            Some("events"),
+        ),
+        (
+            put.clone(),
+            "/api/v2/webhooks/config",
+            r#"{"url": "https://example.com/hook", "events": "submission.created"}"#,
+            422,
+            Some("events"),
+        ),
+        (
+            put.clone(),
+            "/api/v2/webhooks/config",
+            r#"{"url": "https://example.com/hook", "events": ["submission.created"], "secret": "short"}"#,
+            422,
+            Some("secret"),
+        ),
     ];
     for (method, path, body, expected_status, expected_field) in cases {
         let (status, error) = api.send(method, path, Some(body)).await?;
         assert_eq!(status, expected_status, "{path} {body}: {error}");
-        assert!(error["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{error}");
-        assert_eq!(error["error"]["field"].as_str(), expected_field, "{body}: {error}");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{error}"
+        );
+        assert_eq!(
+            error["error"]["field"].as_str(),
+            expected_field,
+            "{body}: {error}"
+        );
     }
     let (status, error) = api
-        .send(reqwest::Method::PATCH, "/api/v2/submissions/999999", Some(r#"{"status": "approved"}"#))
+        .send(
+            reqwest::Method::PATCH,
+            "/api/v2/submissions/999999",
+            Some(r#"{"status": "approved"}"#),
+        )
         .await?;
     assert_eq!(status, 404, "{error}");
 
@@ -276,11 +430,19 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() -> anyhow::Result<()>
         ..api
     };
     let (status, error) = stranger
-        .send(reqwest::Method::POST, "/api/v2/submissions", Some(r#"{"campaign_id": 1, "star_rating": 5, "text_feedback": "x"}"#))
+        .send(
+            reqwest::Method::POST,
+            "/api/v2/submissions",
+            Some(r#"{"campaign_id": 1, "star_rating": 5, "text_feedback": "x"}"#),
+        )
         .await?;
     assert_eq!(status, 401, "{error}");
     assert_eq!(error["error"]["code"], "unauthorized");
-    let anonymous = stranger.http.get(format!("{}/api/v2/webhooks/logs", stranger.base)).send().await?;
+    let anonymous = stranger
+        .http
+        .get(format!("{}/api/v2/webhooks/logs", stranger.base))
+        .send()
+        .await?;
     assert_eq!(anonymous.status().as_u16(), 401);
 
     // Nothing of the above was written: no config, no submission, no event.

@@ -63,7 +63,11 @@ enum UserCommand {
         #[arg(long, env = "FP_USER_PASSWORD", hide_env_values = true)]
         password: String,
         /// The tenant the user administers.
-        #[arg(long, required_unless_present = "superadmin", conflicts_with = "superadmin")]
+        #[arg(
+            long,
+            required_unless_present = "superadmin",
+            conflicts_with = "superadmin"
+        )]
         tenant: Option<Uuid>,
         /// A platform superadmin, who sees every tenant's deliveries.
         #[arg(long)]
@@ -117,7 +121,9 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     if fp_store::grant_read_access(&mut conn, role).await? {
         println!("granted read access to role {role}");
     } else {
-        eprintln!("warning: role {role} does not exist; the dashboard's read-only login will fail (run `fpctl setup-database`)");
+        eprintln!(
+            "warning: role {role} does not exist; the dashboard's read-only login will fail (run `fpctl setup-database`)"
+        );
     }
     let broker = Broker::connect(&settings.broker.url, &settings.broker.namespace).await?;
     broker.declare_topology().await?;
@@ -153,7 +159,10 @@ async fn create_tenant(settings: &Settings, name: &str) -> anyhow::Result<()> {
         &fp_domain::api_key::display_prefix(&api_key),
     )
     .await?;
-    println!("{}", serde_json::json!({ "tenant_id": tenant_id, "api_key": api_key }));
+    println!(
+        "{}",
+        serde_json::json!({ "tenant_id": tenant_id, "api_key": api_key })
+    );
     Ok(())
 }
 
@@ -191,7 +200,10 @@ async fn create_user(
     let user_id = identity::create_user(&mut conn, tenant, &email, &password_hash, role)
         .await
         .with_context(|| format!("could not create user {email} (does it exist already?)"))?;
-    println!("{}", serde_json::json!({ "user_id": user_id, "email": email, "role": role }));
+    println!(
+        "{}",
+        serde_json::json!({ "user_id": user_id, "email": email, "role": role })
+    );
     Ok(())
 }
 

@@ -44,7 +44,11 @@ fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-async fn exists(conn: &mut fp_store::PgConnection, query: &str, name: &str) -> anyhow::Result<bool> {
+async fn exists(
+    conn: &mut fp_store::PgConnection,
+    query: &str,
+    name: &str,
+) -> anyhow::Result<bool> {
     Ok(diesel::sql_query(query)
         .bind::<Text, _>(name)
         .get_result::<Exists>(conn)
@@ -62,9 +66,12 @@ async fn ensure_role(conn: &mut fp_store::PgConnection, login: &Login) -> anyhow
     .execute(conn)
     .await?;
     if let Some(password) = &login.password {
-        diesel::sql_query(format!("ALTER ROLE {role} LOGIN PASSWORD {}", quote_literal(password)))
-            .execute(conn)
-            .await?;
+        diesel::sql_query(format!(
+            "ALTER ROLE {role} LOGIN PASSWORD {}",
+            quote_literal(password)
+        ))
+        .execute(conn)
+        .await?;
     }
     println!("role {} ready", login.user);
     Ok(())
@@ -78,7 +85,13 @@ pub async fn run(admin_url: &str, settings: &DatabaseSettings) -> anyhow::Result
     if reader.user != app.user {
         ensure_role(&mut conn, &reader).await?;
     }
-    if !exists(&mut conn, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists", &database).await? {
+    if !exists(
+        &mut conn,
+        "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists",
+        &database,
+    )
+    .await?
+    {
         diesel::sql_query(format!(
             "CREATE DATABASE {} OWNER {}",
             quote_ident(&database),

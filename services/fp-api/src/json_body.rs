@@ -102,7 +102,10 @@ mod tests {
         assert_eq!(field_of(r#"{"star_rating": "five"}"#).0, "star_rating");
         assert_eq!(field_of(r#"{}"#).0, "star_rating");
         assert_eq!(field_of(r#"{"star_rating": 1, "bogus": 2}"#).0, "bogus");
-        assert_eq!(field_of(r#"{"star_rating": 1, "inner": {}}"#).0, "inner.name");
+        assert_eq!(
+            field_of(r#"{"star_rating": 1, "inner": {}}"#).0,
+            "inner.name"
+        );
         let (_, message) = field_of(r#"{"star_rating": "five"}"#);
         assert!(!message.contains("line"), "{message}");
     }
@@ -111,7 +114,10 @@ mod tests {
     fn broken_json_is_malformed() {
         for body in ["{", "not json", r#"{"star_rating": 1} trailing"#, ""] {
             assert!(
-                matches!(decode::<Sample>(body.as_bytes()), Err(ApiError::MalformedJson { .. })),
+                matches!(
+                    decode::<Sample>(body.as_bytes()),
+                    Err(ApiError::MalformedJson { .. })
+                ),
                 "{body}"
             );
         }

@@ -27,10 +27,16 @@ impl Endpoint {
     }
 }
 
+/// A lookup result, including "no config", which is cached too so unconfigured tenants cost no query.
+struct CachedLookup {
+    loaded_at: Instant,
+    endpoint: Option<Arc<Endpoint>>,
+}
+
 pub struct ConfigCache {
     pool: PgPool,
     ttl: Duration,
-    entries: RwLock<HashMap<Uuid, (Instant, Option<Arc<Endpoint>>)>>,
+    entries: RwLock<HashMap<Uuid, CachedLookup>>,
 }
 
 impl ConfigCache {
@@ -44,16 +50,17 @@ impl ConfigCache {
 
     /// The tenant's endpoint, or `None` when the tenant has not configured one.
     pub async fn endpoint(&self, tenant_id: Uuid) -> Result<Option<Arc<Endpoint>>, StoreError> {
-        if let Some((loaded_at, endpoint)) = self.entries.read().await.get(&tenant_id)
-            && loaded_at.elapsed() < self.ttl
+        if let Some(cached) = self.entries.read().await.get(&tenant_id)
+            && cached.loaded_at.elapsed() < self.ttl
         {
-            return Ok(endpoint.clone());
+            return Ok(cached.endpoint.clone());
         }
         let endpoint = self.load(tenant_id).await?;
-        self.entries
-            .write()
-            .await
-            .insert(tenant_id, (Instant::now(), endpoint.clone()));
+        let cached = CachedLookup {
+            loaded_at: Instant::now(),
+            endpoint: endpoint.clone(),
+        };
+        self.entries.write().await.insert(tenant_id, cached);
         Ok(endpoint)
     }
 

@@ -40,7 +40,12 @@ impl Dispatcher {
                 let reason = error.to_string();
                 if let Err(error) = self
                     .publisher
-                    .dead_letter(&self.names, &self.names.dispatcher_queue, &delivery, &reason)
+                    .dead_letter(
+                        &self.names,
+                        &self.names.dispatcher_queue,
+                        &delivery,
+                        &reason,
+                    )
                     .await
                 {
                     tracing::error!(%error, "could not dead-letter; the broker will redeliver");
@@ -55,7 +60,10 @@ impl Dispatcher {
             tenant_id = %event.tenant_id,
             event_type = %event.event_type(),
         );
-        let handled = self.deliver_and_record(&event, trace).instrument(span.clone()).await;
+        let handled = self
+            .deliver_and_record(&event, trace)
+            .instrument(span.clone())
+            .await;
         let _entered = span.enter();
         match handled {
             Ok(()) => {
@@ -65,7 +73,10 @@ impl Dispatcher {
                 self.delivered.fetch_add(1, Ordering::Relaxed);
             }
             Err(error) => {
-                tracing::warn!(error = format!("{error:#}"), "event not handled; returning it to the queue");
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "event not handled; returning it to the queue"
+                );
                 if let Err(error) = fp_broker::requeue(&delivery).await {
                     tracing::warn!(%error, "requeue failed; the broker will redeliver on reconnect");
                 }
@@ -84,16 +95,34 @@ impl Dispatcher {
         }
         let delivery_id = DeliveryId::for_event_and_endpoint(event.id, &endpoint.url);
         let attempted_at = Utc::now();
-        let request = build_request(event, delivery_id, endpoint.secret.as_ref(), attempted_at.timestamp());
+        let request = build_request(
+            event,
+            delivery_id,
+            endpoint.secret.as_ref(),
+            attempted_at.timestamp(),
+        );
         let outcome = self
             .client
-            .post(&endpoint.url, &request.headers, Bytes::from(request.body.clone()))
+            .post(
+                &endpoint.url,
+                &request.headers,
+                Bytes::from(request.body.clone()),
+            )
             .await;
         match &outcome.result {
-            Ok(response) => tracing::info!(status = response.status, duration_ms = outcome.duration.as_millis() as u64, %delivery_id, "delivered"),
+            Ok(response) => {
+                tracing::info!(status = response.status, duration_ms = outcome.duration.as_millis() as u64, %delivery_id, "delivered")
+            }
             Err(error) => tracing::warn!(%error, %delivery_id, "delivery failed"),
         }
-        let record = attempt_record(event, &endpoint, delivery_id, attempted_at, request, outcome);
+        let record = attempt_record(
+            event,
+            &endpoint,
+            delivery_id,
+            attempted_at,
+            request,
+            outcome,
+        );
         self.attempts.fetch_add(1, Ordering::Relaxed);
         // The event is acked only after this confirm: a crash before it redelivers the event.
         self.publisher

@@ -35,14 +35,23 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let health = Health::new();
     let health_addr = health::serve(dispatcher_settings.health_listen, health.clone())
         .await
-        .with_context(|| format!("cannot serve health on {}", dispatcher_settings.health_listen))?;
+        .with_context(|| {
+            format!(
+                "cannot serve health on {}",
+                dispatcher_settings.health_listen
+            )
+        })?;
     tracing::info!(%health_addr, "health endpoints up");
 
     let policy = Arc::new(AddressPolicy::with_allow_list(
         dispatcher_settings.allow_private_cidrs.clone(),
     ));
     if !policy.allow_list().is_empty() {
-        let allowed: Vec<String> = policy.allow_list().iter().map(ToString::to_string).collect();
+        let allowed: Vec<String> = policy
+            .allow_list()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         tracing::warn!(
             allowed = allowed.join(","),
             "SSRF allow-list is set: deliveries may reach these private networks"
@@ -76,7 +85,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .context("cannot consume events: has `fpctl migrate` declared the topology?")?;
 
     let dispatcher = Arc::new(Dispatcher {
-        configs: ConfigCache::new(pool, Duration::from_millis(dispatcher_settings.config_cache_ttl_ms)),
+        configs: ConfigCache::new(
+            pool,
+            Duration::from_millis(dispatcher_settings.config_cache_ttl_ms),
+        ),
         client,
         publisher,
         names: broker.names.clone(),
@@ -108,7 +120,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
 
     health.set_ready(false);
-    tracing::info!(in_flight = in_flight.len(), "stopping: draining in-flight deliveries");
+    tracing::info!(
+        in_flight = in_flight.len(),
+        "stopping: draining in-flight deliveries"
+    );
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while in_flight.join_next().await.is_some() {}
     })

@@ -131,7 +131,10 @@ impl Ingestor<'_> {
                     break;
                 }
                 Err(error) => {
-                    tracing::warn!(error = format!("{error:#}"), "could not store attempts; retrying");
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "could not store attempts; retrying"
+                    );
                     tokio::time::sleep(STORE_RETRY_DELAY).await;
                 }
             }

@@ -35,7 +35,8 @@ pub fn attempt_row(bytes: &[u8]) -> Result<AttemptRow, DecodeError> {
             .as_ref()
             .map(|at| time_from("next_retry_at", Some(at)))
             .transpose()?,
-        attempt_number: i32::try_from(record.attempt_number).map_err(|_| out_of_range("attempt_number"))?,
+        attempt_number: i32::try_from(record.attempt_number)
+            .map_err(|_| out_of_range("attempt_number"))?,
         duration_ms: i64::try_from(record.duration_ms).map_err(|_| out_of_range("duration_ms"))?,
         response_status: record
             .response_status
@@ -81,7 +82,10 @@ mod tests {
         };
         let row = attempt_row(&record.encode_to_vec()).expect("valid record");
         assert_eq!(row.response_status, Some(200));
-        assert_eq!(row.request_headers, serde_json::json!([["Content-Type", "application/json"]]));
+        assert_eq!(
+            row.request_headers,
+            serde_json::json!([["Content-Type", "application/json"]])
+        );
         assert_eq!(row.error_kind, None);
         assert!(attempt_row(b"\x0a\x03abc").is_err());
     }

@@ -22,10 +22,15 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let receiver = TlsReceiver::start(args.listen, always_ok()).await?;
     receiver.write_ca_pem(&args.ca_pem)?;
-    println!("demo receiver listening at {}", receiver.url("/webhooks/feedbackpulse"));
+    println!(
+        "demo receiver listening at {}",
+        receiver.url("/webhooks/feedbackpulse")
+    );
     let mut shown = 0;
     loop {
-        let requests = receiver.wait_for(shown + 1, Duration::from_secs(3600)).await;
+        let requests = receiver
+            .wait_for(shown + 1, Duration::from_secs(3600))
+            .await;
         let Ok(requests) = requests else { continue };
         for request in &requests[shown..] {
             println!(

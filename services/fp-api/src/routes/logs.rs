@@ -85,7 +85,9 @@ pub async fn list(
             .parse::<i64>()
             .ok()
             .filter(|limit| (1..=MAX_LIMIT).contains(limit))
-            .ok_or_else(|| ApiError::invalid("limit", format!("must be an integer from 1 to {MAX_LIMIT}")))?,
+            .ok_or_else(|| {
+                ApiError::invalid("limit", format!("must be an integer from 1 to {MAX_LIMIT}"))
+            })?,
     };
     let mut conn = state.pool.get().await.map_err(fp_store::StoreError::from)?;
     let rows = attempts::newest_for_tenant(&mut conn, tenant_id, limit).await?;

@@ -13,6 +13,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
             .route("/webhooks/config", web::put().to(webhook_config::put))
             .route("/webhooks/logs", web::get().to(logs::list))
             .route("/submissions", web::post().to(submissions::create))
-            .route("/submissions/{id}", web::patch().to(submissions::change_status)),
+            .route(
+                "/submissions/{id}",
+                web::patch().to(submissions::change_status),
+            ),
     );
 }

@@ -65,7 +65,10 @@ impl From<SubmissionRow> for SubmissionResponse {
 
 fn validate(request: &CreateRequest) -> Result<(), ApiError> {
     if request.campaign_id < 1 {
-        return Err(ApiError::invalid("campaign_id", "must be a positive integer"));
+        return Err(ApiError::invalid(
+            "campaign_id",
+            "must be a positive integer",
+        ));
     }
     if !(1..=5).contains(&request.star_rating) {
         return Err(ApiError::invalid("star_rating", "must be between 1 and 5"));
@@ -145,7 +148,8 @@ pub async fn create(
             let change = Change::SubmissionCreated {
                 submission: domain_submission(&row)?,
             };
-            fp_store::outbox::insert(conn, &outbox_event(tenant_id, row.created_at, change)).await?;
+            fp_store::outbox::insert(conn, &outbox_event(tenant_id, row.created_at, change))
+                .await?;
             Ok::<_, StoreError>(row)
         })
         .await?;

@@ -75,16 +75,26 @@ pub async fn put(
     Ok(HttpResponse::Ok().json(ConfigResponse::from(row)))
 }
 
-fn validate(state: &AppState, tenant_id: uuid::Uuid, request: ConfigRequest) -> Result<WebhookConfigRow, ApiError> {
+fn validate(
+    state: &AppState,
+    tenant_id: uuid::Uuid,
+    request: ConfigRequest,
+) -> Result<WebhookConfigRow, ApiError> {
     if request.url.len() > MAX_URL_LENGTH {
-        return Err(ApiError::invalid("url", format!("must be at most {MAX_URL_LENGTH} characters")));
+        return Err(ApiError::invalid(
+            "url",
+            format!("must be at most {MAX_URL_LENGTH} characters"),
+        ));
     }
     let checked = state
         .policy
         .check_url(&request.url)
         .map_err(|blocked| ApiError::invalid("url", blocked.to_string()))?;
     if request.events.is_empty() {
-        return Err(ApiError::invalid("events", "subscribe to at least one event type"));
+        return Err(ApiError::invalid(
+            "events",
+            "subscribe to at least one event type",
+        ));
     }
     let events = request
         .events
@@ -110,7 +120,10 @@ fn validate(state: &AppState, tenant_id: uuid::Uuid, request: ConfigRequest) -> 
     Ok(WebhookConfigRow {
         tenant_id,
         url: checked.url.to_string(),
-        events: events.iter().map(|event| event.as_str().to_owned()).collect(),
+        events: events
+            .iter()
+            .map(|event| event.as_str().to_owned())
+            .collect(),
         secret: request.secret,
         enabled: request.enabled,
         updated_at: Utc::now(),

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Checks that PostgreSQL and RabbitMQ answer on 127.0.0.1. With --start, starts a local one that is
+# down (as this project's CI machines need); without it, says which is down and how to start it.
+set -euo pipefail
+
+start=false
+[ "${1:-}" = "--start" ] && start=true
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for_port() { # port seconds
+  for _ in $(seq 1 "$2"); do port_open "$1" && return 0; sleep 1; done
+  return 1
+}
+
+missing=0
+
+if ! port_open 5432; then
+  if $start && command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+    echo "PostgreSQL is down: starting it"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+    wait_for_port 5432 30 || { echo "PostgreSQL did not come up on 127.0.0.1:5432" >&2; exit 1; }
+  else
+    missing=1
+    cat >&2 <<'MSG'
+PostgreSQL is not reachable on 127.0.0.1:5432.
+  start it:   sudo pg_ctlcluster $(ls /etc/postgresql) main start   (or: sudo systemctl start postgresql)
+  install it: sudo apt-get install postgresql
+MSG
+  fi
+fi
+
+if ! port_open 5672; then
+  if $start && command -v rabbitmq-server >/dev/null; then
+    echo "RabbitMQ is down: starting it"
+    rabbitmq-server -detached
+    wait_for_port 5672 90 || { echo "RabbitMQ did not come up on 127.0.0.1:5672" >&2; exit 1; }
+    rabbitmqctl await_startup >/dev/null 2>&1 || true
+  else
+    missing=1
+    cat >&2 <<'MSG'
+RabbitMQ is not reachable on 127.0.0.1:5672.
+  start it:   sudo rabbitmq-server -detached   (or: sudo systemctl start rabbitmq-server)
+  install it: sudo apt-get install rabbitmq-server
+MSG
+  fi
+fi
+
+exit "$missing"

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# `make run`: the whole system on this machine with demo data. Ctrl-C stops everything.
+#
+# State (generated keys, the demo tenant, logs) lives in .run/ at the repository root.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+state="$root/.run"
+mkdir -p "$state/logs"
+
+deploy/local/ensure-services.sh
+
+echo "Building (debug)..."
+cargo build --workspace --bins --quiet
+bin="$root/target/debug"
+
+# Dev secrets and passwords, generated once and kept in .run/env.
+if [ ! -f "$state/env" ]; then
+  umask 077
+  cat > "$state/env" <<ENV
+FP_APP_PASSWORD=$(openssl rand -hex 16)
+FP_DASHBOARD_PASSWORD=$(openssl rand -hex 16)
+FP__DASHBOARD__SESSION_KEY=$(openssl rand -hex 32)
+ENV
+fi
+# shellcheck disable=SC1091
+. "$state/env"
+export FP__DASHBOARD__SESSION_KEY
+export FP_PROFILE=local FP_CONFIG_DIR="$root/config"
+export FP__DATABASE__URL="postgres://fp_app:${FP_APP_PASSWORD}@127.0.0.1:5432/feedbackpulse"
+export FP__DATABASE__READONLY_URL="postgres://fp_dashboard:${FP_DASHBOARD_PASSWORD}@127.0.0.1:5432/feedbackpulse"
+export FP__DISPATCHER__ALLOW_PRIVATE_CIDRS="127.0.0.0/8"
+export FP__DISPATCHER__EXTRA_ROOT_CERTS="$state/receiver-ca.pem"
+export RUST_LOG="${RUST_LOG:-info}"
+
+admin_url="${FP_ADMIN_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+if ! "$bin/fpctl" setup-database --admin-url "$admin_url"; then
+  cat >&2 <<MSG
+Could not create the database and roles as $admin_url.
+Set FP_ADMIN_DATABASE_URL to a PostgreSQL superuser connection (with its password), e.g.
+  FP_ADMIN_DATABASE_URL=postgres://postgres:SECRET@127.0.0.1:5432/postgres make run
+MSG
+  exit 1
+fi
+"$bin/fpctl" migrate
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  echo
+  echo "Stopping..."
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  echo "Stopped."
+}
+trap 'stop; exit 0' INT TERM
+trap stop EXIT
+
+start() { # name command...
+  local name=$1; shift
+  "$@" >"$state/logs/$name.log" 2>&1 &
+  pids+=($!)
+}
+
+wait_http() { # url what
+  for _ in $(seq 1 60); do
+    curl -s -o /dev/null "$1" && return 0
+    sleep 0.5
+  done
+  echo "$2 did not start; see $state/logs/" >&2
+  exit 1
+}
+
+start demo-receiver "$bin/fp-demo-receiver" --listen 127.0.0.1:8443 --ca-pem "$state/receiver-ca.pem"
+for _ in $(seq 1 40); do [ -s "$state/receiver-ca.pem" ] && break; sleep 0.25; done
+start api "$bin/fp-api"
+start dispatcher "$bin/fp-dispatcher"
+start log-ingest "$bin/fp-log-ingest"
+start dashboard "$bin/fp-dashboard"
+wait_http http://127.0.0.1:8080/api/v2/webhooks/config "fp-api"
+wait_http http://127.0.0.1:8082/readyz "fp-dispatcher"
+wait_http http://127.0.0.1:8083/readyz "fp-log-ingest"
+wait_http http://127.0.0.1:8081/healthz "fp-dashboard"
+
+# The demo tenant: reused while its key still works, created otherwise.
+demo_email="demo@feedbackpulse.test"
+demo_password="demo-password"
+api_key=""
+if [ -f "$state/demo.json" ]; then
+  api_key=$(jq -r .api_key "$state/demo.json")
+  status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $api_key" http://127.0.0.1:8080/api/v2/webhooks/config)
+  [ "$status" = 401 ] && api_key=""
+fi
+if [ -z "$api_key" ]; then
+  "$bin/fpctl" tenant create "Demo GmbH" > "$state/demo.json"
+  api_key=$(jq -r .api_key "$state/demo.json")
+  FP_USER_PASSWORD="$demo_password" "$bin/fpctl" user create --email "$demo_email" \
+    --tenant "$(jq -r .tenant_id "$state/demo.json")" >/dev/null 2>&1 \
+    || echo "note: user $demo_email exists already (from an earlier demo tenant); its password is unchanged"
+fi
+curl -sf -X PUT http://127.0.0.1:8080/api/v2/webhooks/config \
+  -H "Authorization: Bearer $api_key" -H 'Content-Type: application/json' \
+  -d '{"url": "https://127.0.0.1:8443/webhooks/feedbackpulse", "events": ["submission.created", "submission.status_changed"], "secret": "demo_shared_secret"}' >/dev/null
+
+cat <<INFO
+
+FeedbackPulse Webhooks is running.
+  Dashboard:  http://127.0.0.1:8081/webhooks/logs   (log in as $demo_email / $demo_password)
+  API:        http://127.0.0.1:8080/api/v2
+  API key:    $api_key
+  Receiver:   https://127.0.0.1:8443/webhooks/feedbackpulse   (deliveries print in $state/logs/demo-receiver.log)
+  Logs:       $state/logs/
+
+Create a submission (it is delivered to the demo receiver and shows in the dashboard):
+  curl -X POST http://127.0.0.1:8080/api/v2/submissions \\
+    -H 'Authorization: Bearer $api_key' -H 'Content-Type: application/json' \\
+    -d '{"campaign_id": 1, "star_rating": 5, "text_feedback": "Love this product!", "customer_name": "Jane Doe"}'
+
+Press Ctrl-C to stop.
+INFO
+
+wait -n "${pids[@]}" || true
+echo "A service exited; see $state/logs/" >&2
+exit 1
