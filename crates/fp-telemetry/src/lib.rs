@@ -5,6 +5,7 @@
 //! the receiver and into the database.
 
 pub mod health;
+pub mod lifecycle;
 
 use std::fmt;
 

@@ -56,7 +56,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let outcome = tokio::select! {
         outcome = ingestor.run(consumer) => outcome,
-        () = shutdown_signal() => Ok(()),
+        () = fp_telemetry::lifecycle::shutdown_signal() => Ok(()),
     };
     health.set_ready(false);
     broker.close().await;
@@ -160,21 +160,6 @@ impl Ingestor<'_> {
             .await
         {
             tracing::error!(%error, "could not dead-letter; the broker will redeliver");
-        }
-    }
-}
-
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut terminate) => {
-            tokio::select! {
-                _ = interrupt => {}
-                _ = terminate.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = interrupt.await;
         }
     }
 }
