@@ -1,7 +1,7 @@
 //! The HTTP request a delivery sends: body and headers, signed when the tenant set a secret.
 
 use crate::event::{DeliveryId, Event};
-use crate::payload::custom_json_body;
+use crate::format::{EndpointFormat, render_body};
 use crate::signing::{WebhookSecret, feedbackpulse_signature, standard_webhooks_signature};
 
 pub const USER_AGENT: &str = concat!("FeedbackPulse-Webhooks/", env!("CARGO_PKG_VERSION"));
@@ -13,14 +13,16 @@ pub struct WebhookRequest {
     pub body: Vec<u8>,
 }
 
-/// Builds the request for `event` to an endpoint, at `unix_time` (the signing time, in seconds).
+/// Builds the request for `event` to an endpoint of `format`, at `unix_time` (the signing time, in
+/// seconds).
 pub fn build_request(
     event: &Event,
+    format: EndpointFormat,
     delivery_id: DeliveryId,
     secret: Option<&WebhookSecret>,
     unix_time: i64,
 ) -> WebhookRequest {
-    let body = custom_json_body(event);
+    let body = render_body(event, format);
     let delivery = delivery_id.to_string();
     let mut headers = vec![
         ("Content-Type".to_owned(), "application/json".to_owned()),
@@ -87,7 +89,14 @@ mod tests {
         let event = event();
         let delivery = DeliveryId::for_event_and_endpoint(event.id, "https://x.example/");
         let secret = WebhookSecret::new("s3cret-value");
-        let request = build_request(&event, delivery, Some(&secret), 1_700_000_000);
+        let request = build_request(
+            &event,
+            EndpointFormat::Custom,
+            delivery,
+            Some(&secret),
+            1_700_000_000,
+        );
+        assert_eq!(request.body, crate::payload::custom_json_body(&event));
         let signature = header(&request, "X-FeedbackPulse-Signature").expect("signed");
         assert!(verify_feedbackpulse_signature(
             &secret,
@@ -125,6 +134,7 @@ mod tests {
         let event = event();
         let request = build_request(
             &event,
+            EndpointFormat::Slack,
             DeliveryId::for_event_and_endpoint(event.id, "https://x.example/"),
             None,
             1,

@@ -1,0 +1,79 @@
+//! Endpoint formats: Slack and Discord endpoints get a message people can read, every other endpoint
+//! the product page's raw JSON.
+//!
+//! The format is chosen from the parsed URL, never from a substring, so a look-alike such as
+//! `https://hooks.slack.com.evil.example/services/x` stays a custom endpoint. Tenant text is escaped
+//! for the target service, and every size limit of that service holds for any input: long text is
+//! shortened with `…` rather than refused, because a refused message is a lost notification.
+
+mod discord;
+mod endpoint;
+mod message;
+mod slack;
+mod text;
+
+#[cfg(test)]
+mod fixtures;
+
+use crate::event::Event;
+use crate::payload::custom_json_body;
+use message::Message;
+
+pub use endpoint::{delivery_url, detect};
+
+/// The body shape an endpoint expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndpointFormat {
+    /// The product page's JSON, byte for byte what is signed.
+    Custom,
+    /// Slack incoming webhook: Block Kit message.
+    Slack,
+    /// Discord webhook: one embed.
+    Discord,
+}
+
+impl EndpointFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointFormat::Custom => "custom",
+            EndpointFormat::Slack => "slack",
+            EndpointFormat::Discord => "discord",
+        }
+    }
+}
+
+/// The request body for `event` in `format`.
+pub fn render_body(event: &Event, format: EndpointFormat) -> Vec<u8> {
+    let body = match format {
+        EndpointFormat::Custom => return custom_json_body(event),
+        EndpointFormat::Slack => slack::message(&Message::new(event)),
+        EndpointFormat::Discord => discord::message(&Message::new(event)),
+    };
+    // Serialising a `serde_json::Value` cannot fail.
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::fixtures::{adversarial_events, jane_approved, jane_created};
+
+    #[test]
+    fn custom_format_is_the_custom_json_body_byte_for_byte() {
+        let mut events = vec![jane_created(), jane_approved()];
+        events.extend(adversarial_events().into_iter().take(8));
+        for event in &events {
+            assert_eq!(
+                render_body(event, EndpointFormat::Custom),
+                custom_json_body(event)
+            );
+        }
+    }
+
+    #[test]
+    fn format_names() {
+        assert_eq!(EndpointFormat::Custom.as_str(), "custom");
+        assert_eq!(EndpointFormat::Slack.as_str(), "slack");
+        assert_eq!(EndpointFormat::Discord.as_str(), "discord");
+    }
+}
