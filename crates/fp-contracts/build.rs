@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         proto_root.join("feedbackpulse/v1/events.proto"),
         proto_root.join("feedbackpulse/v1/attempts.proto"),
+        proto_root.join("feedbackpulse/v1/jobs.proto"),
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());

@@ -5,6 +5,8 @@
 //! runs, share one broker without seeing each other's messages.
 
 use lapin::Confirmation;
+use std::time::Duration;
+
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
@@ -61,6 +63,8 @@ pub struct Names {
     pub events_exchange: String,
     /// The dispatchers' shared work queue.
     pub dispatcher_queue: String,
+    /// Delivery jobs whose delay is over (retries, deferred attempts), also shared by dispatchers.
+    pub retry_queue: String,
     /// Topic exchange of delivery-attempt records.
     pub attempts_exchange: String,
     /// log-ingest's queue.
@@ -68,6 +72,7 @@ pub struct Names {
     /// Fanout exchange and queue of messages that could not be processed.
     pub dead_letter_exchange: String,
     pub dead_letter_queue: String,
+    namespace: String,
 }
 
 impl Names {
@@ -75,11 +80,19 @@ impl Names {
         Names {
             events_exchange: format!("{namespace}.events"),
             dispatcher_queue: format!("{namespace}.dispatcher.events"),
+            retry_queue: format!("{namespace}.dispatcher.retries"),
             attempts_exchange: format!("{namespace}.attempts"),
             attempts_queue: format!("{namespace}.log-ingest.attempts"),
             dead_letter_exchange: format!("{namespace}.dead"),
             dead_letter_queue: format!("{namespace}.dead-letters"),
+            namespace: namespace.to_owned(),
         }
+    }
+
+    /// The delay queue of one retry tier: messages wait there until their TTL, then move to
+    /// `retry_queue`. One queue per delay, since RabbitMQ expires only the head of a queue.
+    pub fn delay_queue(&self, tier: Duration) -> String {
+        format!("{}.delay.{}ms", self.namespace, tier.as_millis())
     }
 }
 
@@ -136,6 +149,7 @@ impl Broker {
             "#",
         )
         .await?;
+        declare_quorum_queue(&channel, &names.retry_queue, dead_letters).await?;
         declare_quorum_queue(&channel, &names.attempts_queue, dead_letters).await?;
         bind(
             &channel,
@@ -148,15 +162,65 @@ impl Broker {
         Ok(())
     }
 
-    /// Removes everything `declare_topology` made. For tests and for retiring a namespace.
-    pub async fn delete_topology(&self) -> Result<(), BrokerError> {
+    /// Declares one delay queue per tier. Idempotent; the dispatcher calls it on start, so a changed
+    /// schedule brings its queues along.
+    pub async fn declare_delay_tiers(&self, tiers: &[Duration]) -> Result<(), BrokerError> {
+        let channel = self.channel().await?;
+        for tier in tiers {
+            let mut arguments = FieldTable::default();
+            arguments.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+            let ttl = i64::try_from(tier.as_millis()).unwrap_or(i64::MAX);
+            arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
+            // Expired messages go, through the default exchange, to the retry queue...
+            arguments.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString("".into()),
+            );
+            arguments.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(self.names.retry_queue.as_str().into()),
+            );
+            // ...and leave the delay queue only once the retry queue has them.
+            arguments.insert(
+                "x-dead-letter-strategy".into(),
+                AMQPValue::LongString("at-least-once".into()),
+            );
+            arguments.insert(
+                "x-overflow".into(),
+                AMQPValue::LongString("reject-publish".into()),
+            );
+            channel
+                .queue_declare(
+                    self.names.delay_queue(*tier).as_str().into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    arguments,
+                )
+                .await
+                .map_err(amqp("queue.declare"))?;
+        }
+        channel.close(200, "delay tiers declared".into()).await.ok();
+        Ok(())
+    }
+
+    /// Removes everything `declare_topology` and `declare_delay_tiers` made. For tests and for
+    /// retiring a namespace.
+    pub async fn delete_topology(&self, delay_tiers: &[Duration]) -> Result<(), BrokerError> {
         let channel = self.channel().await?;
         let names = &self.names;
-        for queue in [
-            &names.dispatcher_queue,
-            &names.attempts_queue,
-            &names.dead_letter_queue,
-        ] {
+        let mut queues = vec![
+            names.dispatcher_queue.clone(),
+            names.retry_queue.clone(),
+            names.attempts_queue.clone(),
+            names.dead_letter_queue.clone(),
+        ];
+        queues.extend(delay_tiers.iter().map(|tier| names.delay_queue(*tier)));
+        for queue in queues {
             channel
                 .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                 .await
@@ -297,6 +361,8 @@ pub struct OutgoingMessage<'a> {
     pub payload: &'a [u8],
     /// Extra string headers.
     pub headers: &'a [(&'a str, &'a str)],
+    /// Per-message TTL, for delay queues.
+    pub expiration: Option<Duration>,
 }
 
 /// Publishes with publisher confirms: `publish` returns only once the broker has taken
@@ -317,11 +383,15 @@ impl Publisher {
         for (name, value) in message.headers {
             headers.insert((*name).into(), AMQPValue::LongString((*value).into()));
         }
-        let properties = BasicProperties::default()
+        let mut properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/x-protobuf".into())
             .with_message_id(message.message_id.into())
             .with_headers(headers);
+        if let Some(expiration) = message.expiration {
+            properties =
+                properties.with_expiration(expiration.as_millis().to_string().as_str().into());
+        }
         let confirmation = self
             .channel
             .basic_publish(
@@ -387,6 +457,7 @@ impl Publisher {
                 (DEAD_LETTER_REASON_HEADER, reason),
                 (DEAD_LETTER_SOURCE_HEADER, source_queue),
             ],
+            expiration: None,
         })
         .await?;
         delivery
@@ -460,6 +531,10 @@ mod tests {
         assert_eq!(names.events_exchange, "t42.events");
         assert_eq!(names.dispatcher_queue, "t42.dispatcher.events");
         assert_eq!(names.attempts_queue, "t42.log-ingest.attempts");
+        assert_eq!(
+            names.delay_queue(Duration::from_secs(5)),
+            "t42.delay.5000ms"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Broker message contracts, generated from `proto/` at build time, and their mapping to the domain.
 
 use chrono::{DateTime, Utc};
-use fp_domain::{Change, Event, Submission, SubmissionStatus};
+use fp_domain::{Change, DeliveryId, Event, Submission, SubmissionStatus};
 use prost::Message;
 use uuid::Uuid;
 
@@ -108,7 +108,40 @@ pub fn encode_event(event: &Event) -> Vec<u8> {
 
 /// Decodes and validates an event from the broker.
 pub fn decode_event(bytes: &[u8]) -> Result<Event, DecodeError> {
-    let envelope = v1::EventEnvelope::decode(bytes)?;
+    event_from_envelope(v1::EventEnvelope::decode(bytes)?)
+}
+
+/// One event for one endpoint, continuing a delivery (a retry or a deferred attempt).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryJob {
+    pub event: Event,
+    pub delivery_id: DeliveryId,
+    pub attempt_number: u32,
+}
+
+pub fn encode_job(job: &DeliveryJob) -> Vec<u8> {
+    v1::DeliveryJob {
+        event: Some(envelope_from_event(&job.event)),
+        delivery_id: job.delivery_id.to_string(),
+        attempt_number: job.attempt_number,
+    }
+    .encode_to_vec()
+}
+
+pub fn decode_job(bytes: &[u8]) -> Result<DeliveryJob, DecodeError> {
+    let job = v1::DeliveryJob::decode(bytes)?;
+    let envelope = job.event.ok_or_else(|| field_error("event", "absent"))?;
+    if job.attempt_number < 1 {
+        return Err(field_error("attempt_number", "must be at least 1"));
+    }
+    Ok(DeliveryJob {
+        event: event_from_envelope(envelope)?,
+        delivery_id: DeliveryId(uuid_from("delivery_id", &job.delivery_id)?),
+        attempt_number: job.attempt_number,
+    })
+}
+
+fn event_from_envelope(envelope: v1::EventEnvelope) -> Result<Event, DecodeError> {
     let change = match envelope.payload {
         Some(v1::event_envelope::Payload::SubmissionCreated(created)) => {
             Change::SubmissionCreated {
@@ -166,6 +199,36 @@ mod tests {
         };
         let decoded = decode_event(&encode_event(&event)).expect("decodes");
         assert_eq!(decoded, event);
+    }
+
+    #[test]
+    fn jobs_round_trip_and_need_an_attempt_number() {
+        let event = Event {
+            id: Uuid::now_v7(),
+            tenant_id: Uuid::now_v7(),
+            occurred_at: DateTime::from_timestamp(1_710_498_600, 0).expect("time"),
+            change: Change::SubmissionCreated {
+                submission: Submission {
+                    id: 1,
+                    campaign_id: 1,
+                    star_rating: 5,
+                    text_feedback: "ok".into(),
+                    customer_name: None,
+                    status: SubmissionStatus::Pending,
+                },
+            },
+        };
+        let job = DeliveryJob {
+            delivery_id: DeliveryId::for_event_and_endpoint(event.id, "https://a.example/"),
+            event,
+            attempt_number: 3,
+        };
+        assert_eq!(decode_job(&encode_job(&job)).expect("decodes"), job);
+        let zeroth = DeliveryJob {
+            attempt_number: 0,
+            ..job
+        };
+        assert!(decode_job(&encode_job(&zeroth)).is_err());
     }
 
     #[test]

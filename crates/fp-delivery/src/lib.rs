@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fp_domain::address_policy::{AddressPolicy, Blocked};
+use fp_domain::retry::FailureKind;
 use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -56,15 +57,26 @@ pub enum DeliveryError {
 }
 
 impl DeliveryError {
+    pub fn failure_kind(&self) -> FailureKind {
+        match self {
+            DeliveryError::Blocked(_) => FailureKind::Blocked,
+            DeliveryError::Dns(_) => FailureKind::Dns,
+            DeliveryError::Connect(_) => FailureKind::Connect,
+            DeliveryError::Tls(_) => FailureKind::Tls,
+            DeliveryError::Timeout(_) => FailureKind::Timeout,
+            DeliveryError::Other(_) => FailureKind::Other,
+        }
+    }
+
     /// The attempt record's `error_kind`.
     pub fn kind(&self) -> &'static str {
-        match self {
-            DeliveryError::Blocked(_) => "blocked",
-            DeliveryError::Dns(_) => "dns",
-            DeliveryError::Connect(_) => "connect",
-            DeliveryError::Tls(_) => "tls",
-            DeliveryError::Timeout(_) => "timeout",
-            DeliveryError::Other(_) => "other",
+        match self.failure_kind() {
+            FailureKind::Blocked => "blocked",
+            FailureKind::Dns => "dns",
+            FailureKind::Connect => "connect",
+            FailureKind::Tls => "tls",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Other => "other",
         }
     }
 }

@@ -7,8 +7,10 @@
 pub mod address_policy;
 pub mod api_key;
 pub mod event;
+pub mod format;
 pub mod payload;
 pub mod request;
+pub mod retry;
 pub mod signing;
 pub mod submission;
 

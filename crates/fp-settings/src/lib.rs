@@ -8,7 +8,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use config::{Config, Environment, File, FileFormat};
+use std::time::Duration;
+
 use fp_domain::address_policy::Cidr;
+use fp_domain::retry::RetrySchedule;
 use serde::Deserialize;
 
 const DEFAULTS: &str = include_str!("defaults.toml");
@@ -69,6 +72,12 @@ pub struct DispatcherSettings {
     pub prefetch: u16,
     pub config_cache_ttl_ms: u64,
     pub health_listen: SocketAddr,
+    #[serde(rename = "retry_schedule")]
+    retry_schedule_raw: String,
+    pub max_in_flight_per_endpoint: usize,
+    pub endpoint_busy_delay_ms: u64,
+    #[serde(skip)]
+    pub retry_schedule: RetrySchedule,
     #[serde(skip)]
     pub allow_private_cidrs: Vec<Cidr>,
     #[serde(skip)]
@@ -120,7 +129,32 @@ impl DispatcherSettings {
             .collect::<Result<_, _>>()?;
         let certs = self.extra_root_certs_raw.trim();
         self.extra_root_certs = (!certs.is_empty()).then(|| PathBuf::from(certs));
+        self.retry_schedule = RetrySchedule::parse(&self.retry_schedule_raw).map_err(|err| {
+            SettingsError::Invalid {
+                key: "dispatcher.retry_schedule",
+                reason: err.to_string(),
+            }
+        })?;
+        if self.max_in_flight_per_endpoint == 0 {
+            return Err(SettingsError::Invalid {
+                key: "dispatcher.max_in_flight_per_endpoint",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
         Ok(())
+    }
+
+    /// Every delay queue the dispatcher uses: the schedule's tiers and the busy-endpoint delay.
+    pub fn delay_tiers(&self) -> Vec<Duration> {
+        let mut tiers = self.retry_schedule.tiers();
+        tiers.push(self.endpoint_busy_delay());
+        tiers.sort_unstable();
+        tiers.dedup();
+        tiers
+    }
+
+    pub fn endpoint_busy_delay(&self) -> Duration {
+        Duration::from_millis(self.endpoint_busy_delay_ms)
     }
 }
 
@@ -137,6 +171,10 @@ mod tests {
             prefetch: 1,
             config_cache_ttl_ms: 1,
             health_listen: "127.0.0.1:0".parse().expect("addr"),
+            retry_schedule_raw: "1s,5s".into(),
+            max_in_flight_per_endpoint: 4,
+            endpoint_busy_delay_ms: 1000,
+            retry_schedule: RetrySchedule::standard(),
             allow_private_cidrs: Vec::new(),
             extra_root_certs: None,
         }
@@ -148,6 +186,22 @@ mod tests {
         dispatcher.resolve().expect("valid list");
         assert_eq!(dispatcher.allow_private_cidrs.len(), 2);
         assert_eq!(dispatcher.extra_root_certs, None);
+    }
+
+    #[test]
+    fn delay_tiers_cover_the_schedule_and_the_busy_delay_once() {
+        let mut dispatcher = dispatcher_with("");
+        dispatcher.resolve().expect("valid");
+        assert_eq!(
+            dispatcher.delay_tiers(),
+            vec![Duration::from_secs(1), Duration::from_secs(5)]
+        );
+        dispatcher.retry_schedule_raw = "2x".into();
+        let error = dispatcher.resolve().expect_err("invalid schedule");
+        assert!(
+            error.to_string().contains("dispatcher.retry_schedule"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -224,9 +224,7 @@ impl TestEnvironment {
                 let _ = process.child.kill().await;
             }
         }
-        let broker = fp_broker::Broker::connect(&broker_url(), &self.namespace).await?;
-        broker.delete_topology().await?;
-        broker.close().await;
+        self.fpctl(&["delete-topology"]).await?;
         let mut admin = fp_store::connect(&admin_database_url()).await?;
         diesel::sql_query(format!(
             "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",

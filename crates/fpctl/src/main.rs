@@ -33,6 +33,8 @@ enum Command {
     },
     /// Applies database migrations and declares the broker topology. Idempotent.
     Migrate,
+    /// Deletes this namespace's exchanges and queues, messages included (tests; retiring a deployment).
+    DeleteTopology,
     /// Tenants.
     Tenant {
         #[command(subcommand)]
@@ -94,6 +96,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             setup_database::run(&admin_url, &settings.database).await?;
         }
         Command::Migrate => migrate(&settings).await?,
+        Command::DeleteTopology => {
+            let broker = Broker::connect(&settings.broker.url, &settings.broker.namespace).await?;
+            broker
+                .delete_topology(&settings.dispatcher.delay_tiers())
+                .await?;
+            broker.close().await;
+            println!("broker topology `{}.*` deleted", settings.broker.namespace);
+        }
         Command::Tenant {
             command: TenantCommand::Create { name },
         } => create_tenant(&settings, &name).await?,
@@ -127,6 +137,9 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     }
     let broker = Broker::connect(&settings.broker.url, &settings.broker.namespace).await?;
     broker.declare_topology().await?;
+    broker
+        .declare_delay_tiers(&settings.dispatcher.delay_tiers())
+        .await?;
     broker.close().await;
     println!(
         "database migrated; broker topology `{}.*` declared",

@@ -78,6 +78,7 @@ impl OutboxRelay {
                 traceparent: &event.traceparent,
                 payload: &event.payload,
                 headers: &[],
+                expiration: None,
             })
             .await
     }

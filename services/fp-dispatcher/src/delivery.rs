@@ -1,51 +1,71 @@
-//! Handling one event: decide, deliver, record, ack.
+//! Handling one message: decide, deliver, record, schedule the retry, ack.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use fp_broker::{Delivery, Names, OutgoingMessage, Publisher};
-use fp_contracts::v1;
-use fp_contracts::{ProtoMessage, timestamp_from};
-use fp_delivery::{AttemptOutcome, DeliveryClient};
+use fp_contracts::{DeliveryJob, ProtoMessage, timestamp_from, v1};
+use fp_delivery::{AttemptOutcome, DeliveryClient, DeliveryResponse};
+use fp_domain::format::{self, EndpointFormat};
 use fp_domain::request::{WebhookRequest, build_request};
+use fp_domain::retry::{PlannedRetry, RetrySchedule, Verdict, judge_response, parse_retry_after};
 use fp_domain::{DeliveryId, Event};
 use fp_telemetry::TraceContext;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::config_cache::{ConfigCache, Endpoint};
+use crate::endpoint_limits::EndpointLimits;
+
+/// Which queue a message came from, and so how to read it.
+#[derive(Debug, Clone, Copy)]
+pub enum Input {
+    /// A domain event from `fp.events`: fan out to the tenant's endpoint.
+    Event,
+    /// A delivery job whose delay is over: one more attempt of one delivery.
+    Job,
+}
 
 pub struct Dispatcher {
     pub configs: ConfigCache,
     pub client: DeliveryClient,
     pub publisher: Publisher,
     pub names: Names,
-    pub delivered: Arc<AtomicU64>,
+    pub schedule: RetrySchedule,
+    pub limits: EndpointLimits,
+    pub busy_delay: Duration,
+    pub handled: Arc<AtomicU64>,
     pub attempts: Arc<AtomicU64>,
+    pub deferred: Arc<AtomicU64>,
 }
 
 impl Dispatcher {
-    /// Handles one message from the event queue. Never panics and never drops a message: it is
-    /// acked (handled), dead-lettered (unreadable) or returned to the queue (a dependency failed).
-    pub async fn handle(&self, delivery: Delivery) {
+    /// Handles one message. Never panics and never drops a message: it is acked (handled),
+    /// dead-lettered (unreadable) or returned to its queue (a dependency failed).
+    pub async fn handle(&self, input: Input, delivery: Delivery) {
         let trace = TraceContext::from_header_or_new(
             fp_broker::header_text(&delivery, fp_broker::TRACEPARENT_HEADER).as_deref(),
         );
-        let event = match fp_contracts::decode_event(&delivery.data) {
-            Ok(event) => event,
+        let (job, source_queue) = match input {
+            Input::Event => (
+                fp_contracts::decode_event(&delivery.data).map(JobOrEvent::Event),
+                &self.names.dispatcher_queue,
+            ),
+            Input::Job => (
+                fp_contracts::decode_job(&delivery.data).map(JobOrEvent::Job),
+                &self.names.retry_queue,
+            ),
+        };
+        let job = match job {
+            Ok(job) => job,
             Err(error) => {
-                tracing::error!(trace_id = %trace.trace_id(), %error, "unreadable event: dead-lettering");
-                let reason = error.to_string();
+                tracing::error!(trace_id = %trace.trace_id(), %error, queue = %source_queue, "unreadable message: dead-lettering");
                 if let Err(error) = self
                     .publisher
-                    .dead_letter(
-                        &self.names,
-                        &self.names.dispatcher_queue,
-                        &delivery,
-                        &reason,
-                    )
+                    .dead_letter(&self.names, source_queue, &delivery, &error.to_string())
                     .await
                 {
                     tracing::error!(%error, "could not dead-letter; the broker will redeliver");
@@ -53,29 +73,27 @@ impl Dispatcher {
                 return;
             }
         };
+        let event = job.event();
         let span = tracing::info_span!(
-            "event",
+            "delivery",
             trace_id = %trace.trace_id(),
             event_id = %event.id,
             tenant_id = %event.tenant_id,
             event_type = %event.event_type(),
         );
-        let handled = self
-            .deliver_and_record(&event, trace)
-            .instrument(span.clone())
-            .await;
+        let handled = self.process(job, trace).instrument(span.clone()).await;
         let _entered = span.enter();
         match handled {
             Ok(()) => {
                 if let Err(error) = fp_broker::ack(&delivery).await {
-                    tracing::warn!(%error, "ack failed; the event will be delivered again");
+                    tracing::warn!(%error, "ack failed; the message will be handled again");
                 }
-                self.delivered.fetch_add(1, Ordering::Relaxed);
+                self.handled.fetch_add(1, Ordering::Relaxed);
             }
             Err(error) => {
                 tracing::warn!(
                     error = format!("{error:#}"),
-                    "event not handled; returning it to the queue"
+                    "not handled; returning it to the queue"
                 );
                 if let Err(error) = fp_broker::requeue(&delivery).await {
                     tracing::warn!(%error, "requeue failed; the broker will redeliver on reconnect");
@@ -84,59 +102,175 @@ impl Dispatcher {
         }
     }
 
-    async fn deliver_and_record(&self, event: &Event, trace: TraceContext) -> anyhow::Result<()> {
+    async fn process(&self, job: JobOrEvent, trace: TraceContext) -> anyhow::Result<()> {
+        let event = job.event();
         let Some(endpoint) = self.configs.endpoint(event.tenant_id).await? else {
             tracing::debug!("tenant has no webhook config; nothing to deliver");
             return Ok(());
         };
         if !endpoint.wants(event.event_type()) {
-            tracing::debug!("tenant is not subscribed to this event (or disabled)");
+            // Also ends pending retries of a tenant who disabled the endpoint or unsubscribed.
+            tracing::debug!("endpoint disabled or not subscribed to this event");
             return Ok(());
         }
-        let delivery_id = DeliveryId::for_event_and_endpoint(event.id, &endpoint.url);
+        let job = match job {
+            JobOrEvent::Event(event) => DeliveryJob {
+                delivery_id: DeliveryId::for_event_and_endpoint(event.id, &endpoint.url),
+                event,
+                attempt_number: 1,
+            },
+            JobOrEvent::Job(job) => job,
+        };
+        let Some(_slot) = self.limits.try_acquire(&endpoint.url) else {
+            tracing::debug!(delivery_id = %job.delivery_id, "endpoint at its in-flight cap; deferring");
+            self.deferred.fetch_add(1, Ordering::Relaxed);
+            return self.publish_job(&job, self.busy_delay, None, &trace).await;
+        };
+        self.attempt(&job, &endpoint, trace).await
+    }
+
+    /// One HTTP attempt, its record, and the retry it calls for. Both messages are confirmed by
+    /// the broker before the input is acked, so a crash leaves the input to be handled again.
+    async fn attempt(
+        &self,
+        job: &DeliveryJob,
+        endpoint: &Endpoint,
+        trace: TraceContext,
+    ) -> anyhow::Result<()> {
+        let parsed_url = url::Url::parse(&endpoint.url)?;
+        let format = format::detect(&parsed_url);
+        let target = format::delivery_url(format, &parsed_url);
         let attempted_at = Utc::now();
         let request = build_request(
-            event,
-            delivery_id,
+            &job.event,
+            format,
+            job.delivery_id,
             endpoint.secret.as_ref(),
             attempted_at.timestamp(),
         );
         let outcome = self
             .client
             .post(
-                &endpoint.url,
+                target.as_str(),
                 &request.headers,
                 Bytes::from(request.body.clone()),
             )
             .await;
-        match &outcome.result {
-            Ok(response) => {
-                tracing::info!(status = response.status, duration_ms = outcome.duration.as_millis() as u64, %delivery_id, "delivered")
-            }
-            Err(error) => tracing::warn!(%error, %delivery_id, "delivery failed"),
-        }
-        let record = attempt_record(
-            event,
-            &endpoint,
-            delivery_id,
-            attempted_at,
-            request,
-            outcome,
-        );
         self.attempts.fetch_add(1, Ordering::Relaxed);
-        // The event is acked only after this confirm: a crash before it redelivers the event.
+
+        let (verdict, retry_after) = match &outcome.result {
+            Ok(response) => (
+                judge_response(format, response.status, &response.body),
+                retry_after(response, attempted_at),
+            ),
+            Err(error) => (error.failure_kind().verdict(), None),
+        };
+        let retry = match verdict {
+            Verdict::Retry => {
+                self.schedule
+                    .next_retry(job.attempt_number, retry_after, rand::random::<f64>())
+            }
+            Verdict::Delivered | Verdict::GiveUp => None,
+        };
+        match (&outcome.result, verdict, retry) {
+            (Ok(response), Verdict::Delivered, _) => tracing::info!(
+                status = response.status,
+                attempt = job.attempt_number,
+                duration_ms = duration_ms(outcome.duration),
+                delivery_id = %job.delivery_id,
+                "delivered"
+            ),
+            (_, _, Some(retry)) => tracing::warn!(
+                attempt = job.attempt_number,
+                retry_in_ms = duration_ms(retry.delay),
+                delivery_id = %job.delivery_id,
+                "attempt failed; retry scheduled"
+            ),
+            (_, _, None) => tracing::warn!(
+                attempt = job.attempt_number,
+                delivery_id = %job.delivery_id,
+                "attempt failed; the delivery has failed for good"
+            ),
+        }
+
+        let record = attempt_record(job, endpoint, format, attempted_at, request, outcome, retry);
+        if let Some(retry) = retry {
+            let next = DeliveryJob {
+                attempt_number: retry.attempt_number,
+                ..job.clone()
+            };
+            self.publish_job(&next, retry.tier, Some(retry.delay), &trace)
+                .await?;
+        }
         self.publisher
             .publish(&OutgoingMessage {
                 exchange: &self.names.attempts_exchange,
-                routing_key: event.event_type().as_str(),
+                routing_key: job.event.event_type().as_str(),
                 message_id: &record.attempt_id,
                 traceparent: &trace.child().to_traceparent(),
                 payload: &record.encode_to_vec(),
                 headers: &[],
+                expiration: None,
             })
             .await?;
         Ok(())
     }
+
+    /// Parks a job in the delay queue of `tier`; it comes back through the retry queue after
+    /// `expiration` (or the tier's own delay).
+    async fn publish_job(
+        &self,
+        job: &DeliveryJob,
+        tier: Duration,
+        expiration: Option<Duration>,
+        trace: &TraceContext,
+    ) -> anyhow::Result<()> {
+        self.publisher
+            .publish(&OutgoingMessage {
+                exchange: "",
+                routing_key: &self.names.delay_queue(tier),
+                message_id: &format!("{}/{}", job.delivery_id, job.attempt_number),
+                traceparent: &trace.child().to_traceparent(),
+                payload: &fp_contracts::encode_job(job),
+                headers: &[],
+                expiration,
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// A decoded input: a fresh event, or a job continuing a delivery.
+enum JobOrEvent {
+    Event(Event),
+    Job(DeliveryJob),
+}
+
+impl JobOrEvent {
+    fn event(&self) -> &Event {
+        match self {
+            JobOrEvent::Event(event) => event,
+            JobOrEvent::Job(job) => &job.event,
+        }
+    }
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The receiver's `Retry-After`, or Discord's `retry_after` in a JSON body.
+fn retry_after(response: &DeliveryResponse, now: DateTime<Utc>) -> Option<Duration> {
+    let header = response
+        .headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("retry-after"))
+        .and_then(|(_, value)| parse_retry_after(value, now));
+    header.or_else(|| {
+        let body: serde_json::Value = serde_json::from_slice(&response.body).ok()?;
+        let seconds = body.get("retry_after")?.as_f64()?;
+        parse_retry_after(&seconds.to_string(), now)
+    })
 }
 
 fn headers_to_proto(headers: Vec<(String, String)>) -> Vec<v1::Header> {
@@ -146,40 +280,61 @@ fn headers_to_proto(headers: Vec<(String, String)>) -> Vec<v1::Header> {
         .collect()
 }
 
-/// The record of one attempt. Until retries exist, every attempt is final.
 fn attempt_record(
-    event: &Event,
+    job: &DeliveryJob,
     endpoint: &Endpoint,
-    delivery_id: DeliveryId,
+    format: EndpointFormat,
     attempted_at: DateTime<Utc>,
     request: WebhookRequest,
     outcome: AttemptOutcome,
+    retry: Option<PlannedRetry>,
 ) -> v1::DeliveryAttempt {
+    let event = &job.event;
     let mut record = v1::DeliveryAttempt {
         attempt_id: Uuid::now_v7().to_string(),
-        delivery_id: delivery_id.to_string(),
+        delivery_id: job.delivery_id.to_string(),
         event_id: event.id.to_string(),
         tenant_id: event.tenant_id.to_string(),
         event_type: event.event_type().as_str().to_owned(),
         url: endpoint.url.clone(),
-        attempt_number: 1,
+        attempt_number: job.attempt_number,
         attempted_at: Some(timestamp_from(attempted_at)),
-        duration_ms: u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
+        duration_ms: duration_ms(outcome.duration),
         request_headers: headers_to_proto(request.headers),
         request_body: request.body,
-        r#final: true,
+        r#final: retry.is_none(),
+        next_retry_at: retry.and_then(|retry| {
+            chrono::Duration::from_std(retry.delay)
+                .ok()
+                .map(|delay| timestamp_from(attempted_at + delay))
+        }),
         ..v1::DeliveryAttempt::default()
     };
     match outcome.result {
         Ok(response) => {
             record.response_status = Some(u32::from(response.status));
+            if (300..400).contains(&response.status) {
+                let location = response
+                    .headers
+                    .iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case("location"))
+                    .map_or("(none)", |(_, value)| value.as_str());
+                record.error_kind = "redirect".to_owned();
+                record.error_message = format!(
+                    "the endpoint answered HTTP {} to Location {location}; redirects are not followed",
+                    response.status
+                );
+            } else if !(200..300).contains(&response.status) {
+                record.error_kind = "http_status".to_owned();
+                record.error_message = format!(
+                    "the {} endpoint answered HTTP {}",
+                    format.as_str(),
+                    response.status
+                );
+            }
             record.response_headers = headers_to_proto(response.headers);
             record.response_body = response.body;
             record.response_truncated = response.body_truncated;
-            if !(200..300).contains(&response.status) {
-                record.error_kind = "http_status".to_owned();
-                record.error_message = format!("the endpoint answered HTTP {}", response.status);
-            }
         }
         Err(error) => {
             record.error_kind = error.kind().to_owned();

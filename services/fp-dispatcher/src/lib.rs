@@ -5,6 +5,7 @@
 
 mod config_cache;
 mod delivery;
+mod endpoint_limits;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,8 @@ use futures_util::StreamExt;
 use tokio::task::JoinSet;
 
 use crate::config_cache::ConfigCache;
-use crate::delivery::Dispatcher;
+use crate::delivery::{Dispatcher, Input};
+use crate::endpoint_limits::EndpointLimits;
 
 /// Stored response bodies are capped; the rest is discarded and the attempt marked truncated.
 const RESPONSE_BODY_CAP: usize = 64 * 1024;
@@ -74,15 +76,29 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let broker = Broker::connect(&settings.broker.url, &settings.broker.namespace)
         .await
         .context("fp-dispatcher cannot start")?;
+    broker
+        .declare_delay_tiers(&dispatcher_settings.delay_tiers())
+        .await?;
     let publisher = broker.publisher().await?;
-    let mut consumer = broker
-        .consume(
-            &broker.names.dispatcher_queue,
-            &format!("fp-dispatcher-{}", std::process::id()),
-            dispatcher_settings.prefetch,
-        )
-        .await
-        .context("cannot consume events: has `fpctl migrate` declared the topology?")?;
+    let consumer_tag = format!("fp-dispatcher-{}", std::process::id());
+    let consume = |queue: String| {
+        let tag = consumer_tag.clone();
+        let broker = &broker;
+        async move {
+            broker
+                .consume(&queue, &tag, dispatcher_settings.prefetch)
+                .await
+                .with_context(|| {
+                    format!("cannot consume {queue}: has `fpctl migrate` declared the topology?")
+                })
+        }
+    };
+    let events = consume(broker.names.dispatcher_queue.clone()).await?;
+    let jobs = consume(broker.names.retry_queue.clone()).await?;
+    let mut inputs = futures_util::stream::select(
+        events.map(|delivery| (Input::Event, delivery)),
+        jobs.map(|delivery| (Input::Job, delivery)),
+    );
 
     let dispatcher = Arc::new(Dispatcher {
         configs: ConfigCache::new(
@@ -92,28 +108,34 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         client,
         publisher,
         names: broker.names.clone(),
-        delivered: health.counter("fp_dispatcher_events_handled_total"),
+        schedule: dispatcher_settings.retry_schedule.clone(),
+        limits: EndpointLimits::new(dispatcher_settings.max_in_flight_per_endpoint),
+        busy_delay: dispatcher_settings.endpoint_busy_delay(),
+        handled: health.counter("fp_dispatcher_messages_handled_total"),
         attempts: health.counter("fp_dispatcher_attempts_total"),
+        deferred: health.counter("fp_dispatcher_deferred_total"),
     });
     health.set_ready(true);
-    tracing::info!(queue = %broker.names.dispatcher_queue, "dispatcher consuming");
+    tracing::info!(
+        events = %broker.names.dispatcher_queue,
+        retries = %broker.names.retry_queue,
+        "dispatcher consuming"
+    );
 
-    // Each event is handled in its own task; the prefetch limit bounds how many run at once.
+    // Each message is handled in its own task; the prefetch limits bound how many run at once.
     let mut in_flight = JoinSet::new();
-    let shutdown = shutdown_signal();
+    let shutdown = fp_telemetry::lifecycle::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            next = consumer.next() => match next {
-                Some(Ok(delivery)) => {
+            next = inputs.next() => match next {
+                Some((input, Ok(delivery))) => {
                     let dispatcher = dispatcher.clone();
-                    in_flight.spawn(async move { dispatcher.handle(delivery).await });
+                    in_flight.spawn(async move { dispatcher.handle(input, delivery).await });
                 }
-                Some(Err(error)) => {
-                    anyhow::bail!("lost the event consumer: {error}");
-                }
-                None => anyhow::bail!("the broker cancelled the event consumer"),
+                Some((_, Err(error))) => anyhow::bail!("lost a consumer: {error}"),
+                None => anyhow::bail!("the broker cancelled the consumers"),
             },
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
         }
@@ -133,26 +155,4 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     broker.close().await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
 }
