@@ -18,7 +18,10 @@ use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-pub use resolver::{HickoryLookup, HostLookup, LookupFailed, PinningResolver, ResolveRefused};
+pub use resolver::{
+    HickoryLookup, HostLookup, HostsFileLookup, LookupFailed, PinningResolver, ResolveRefused,
+    system_lookup,
+};
 
 /// How the client is built.
 #[derive(Debug, Clone)]
@@ -106,16 +109,17 @@ pub struct DeliveryClient {
 }
 
 impl DeliveryClient {
-    /// Builds the client with the system resolver (hosts file honoured) and the webpki roots plus
-    /// any PEM file of extra roots.
+    /// Builds the client with the system resolver (behind `hosts_file`, if given) and the webpki
+    /// roots plus any PEM file of extra roots.
     pub fn new(
         config: &DeliveryConfig,
         policy: Arc<AddressPolicy>,
         extra_root_certs: Option<&Path>,
+        hosts_file: Option<&Path>,
     ) -> Result<Self, ClientBuildError> {
-        let lookup = HickoryLookup::from_system_config()
-            .map_err(|err| ClientBuildError::Resolver(err.to_string()))?;
-        Self::with_lookup(config, policy, extra_root_certs, Arc::new(lookup))
+        let lookup =
+            system_lookup(hosts_file).map_err(|err| ClientBuildError::Resolver(err.to_string()))?;
+        Self::with_lookup(config, policy, extra_root_certs, lookup)
     }
 
     /// As [`DeliveryClient::new`], resolving names through `lookup` (tests inject answers here).

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -62,6 +63,70 @@ impl HostLookup for HickoryLookup {
     }
 }
 
+/// Names from an operator's hosts file first, then another lookup. The file is read on every lookup,
+/// so edits apply at once; its answers are judged by the policy like any DNS answer.
+pub struct HostsFileLookup {
+    path: PathBuf,
+    fallback: Arc<dyn HostLookup>,
+}
+
+impl HostsFileLookup {
+    pub fn new(path: PathBuf, fallback: Arc<dyn HostLookup>) -> Self {
+        HostsFileLookup { path, fallback }
+    }
+}
+
+/// Addresses of `name` in hosts-file text (`address name [name ...]`, `#` comments).
+fn hosts_entries(text: &str, name: &str) -> Vec<IpAddr> {
+    let wanted = name.trim_end_matches('.');
+    text.lines()
+        .map(|line| line.split('#').next().unwrap_or_default())
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let address: IpAddr = fields.next()?.parse().ok()?;
+            fields
+                .any(|alias| alias.trim_end_matches('.').eq_ignore_ascii_case(wanted))
+                .then_some(address)
+        })
+        .collect()
+}
+
+impl HostLookup for HostsFileLookup {
+    fn lookup<'a>(&'a self, name: &'a str) -> LookupFuture<'a> {
+        Box::pin(async move {
+            let text = tokio::fs::read_to_string(&self.path)
+                .await
+                .map_err(|err| LookupFailed {
+                    name: name.to_owned(),
+                    reason: format!("cannot read hosts file {}: {err}", self.path.display()),
+                })?;
+            let addresses = hosts_entries(&text, name);
+            if addresses.is_empty() {
+                self.fallback.lookup(name).await
+            } else {
+                Ok(addresses)
+            }
+        })
+    }
+}
+
+/// The lookup every component uses: the system resolver, behind the operator's hosts file if set,
+/// so `fpctl check-url`, the api's save-time check and the dispatcher answer alike.
+pub fn system_lookup(
+    hosts_file: Option<&std::path::Path>,
+) -> Result<Arc<dyn HostLookup>, LookupFailed> {
+    let system: Arc<dyn HostLookup> = Arc::new(HickoryLookup::from_system_config().map_err(
+        |err| LookupFailed {
+            name: String::new(),
+            reason: format!("cannot read the system resolver configuration: {err}"),
+        },
+    )?);
+    Ok(match hosts_file {
+        Some(path) => Arc::new(HostsFileLookup::new(path.to_path_buf(), system)),
+        None => system,
+    })
+}
+
 /// reqwest's resolver: looks a name up once, refuses it if any answer is blocked, and returns the
 /// answers that passed so hyper connects to exactly those.
 pub struct PinningResolver {
@@ -113,5 +178,24 @@ impl Resolve for PinningResolver {
                 Err(ResolveRefused::Blocked(blocked)) => Err(BlockedByPolicy(blocked).into()),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_file_entries_match_names_case_insensitively() {
+        let text = "# comment\n127.0.0.1 localhost\n10.0.0.7 Hooks.Example.Test other # trailing\n::1 hooks.example.test\nnot-an-ip hooks.example.test\n";
+        let found = hosts_entries(text, "hooks.example.test.");
+        assert_eq!(
+            found,
+            vec![
+                "10.0.0.7".parse::<IpAddr>().expect("ip"),
+                "::1".parse().expect("ip")
+            ]
+        );
+        assert!(hosts_entries(text, "example.test").is_empty());
     }
 }

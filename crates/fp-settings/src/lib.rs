@@ -67,6 +67,8 @@ pub struct DispatcherSettings {
     allow_private_cidrs_raw: String,
     #[serde(rename = "extra_root_certs")]
     extra_root_certs_raw: String,
+    #[serde(rename = "hosts_file")]
+    hosts_file_raw: String,
     pub connect_timeout_ms: u64,
     pub request_timeout_ms: u64,
     pub prefetch: u16,
@@ -82,6 +84,8 @@ pub struct DispatcherSettings {
     pub allow_private_cidrs: Vec<Cidr>,
     #[serde(skip)]
     pub extra_root_certs: Option<PathBuf>,
+    #[serde(skip)]
+    pub hosts_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,8 +131,8 @@ impl DispatcherSettings {
                 })
             })
             .collect::<Result<_, _>>()?;
-        let certs = self.extra_root_certs_raw.trim();
-        self.extra_root_certs = (!certs.is_empty()).then(|| PathBuf::from(certs));
+        self.extra_root_certs = optional_path(&self.extra_root_certs_raw);
+        self.hosts_file = optional_path(&self.hosts_file_raw);
         self.retry_schedule = RetrySchedule::parse(&self.retry_schedule_raw).map_err(|err| {
             SettingsError::Invalid {
                 key: "dispatcher.retry_schedule",
@@ -158,6 +162,11 @@ impl DispatcherSettings {
     }
 }
 
+fn optional_path(text: &str) -> Option<PathBuf> {
+    let text = text.trim();
+    (!text.is_empty()).then(|| PathBuf::from(text))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +175,7 @@ mod tests {
         DispatcherSettings {
             allow_private_cidrs_raw: cidrs.into(),
             extra_root_certs_raw: " ".into(),
+            hosts_file_raw: String::new(),
             connect_timeout_ms: 1,
             request_timeout_ms: 1,
             prefetch: 1,
@@ -177,6 +187,7 @@ mod tests {
             retry_schedule: RetrySchedule::standard(),
             allow_private_cidrs: Vec::new(),
             extra_root_certs: None,
+            hosts_file: None,
         }
     }
 

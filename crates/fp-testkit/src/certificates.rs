@@ -1,4 +1,4 @@
-//! A private CA and a server certificate for `127.0.0.1` and `localhost`, made fresh per receiver.
+//! A private CA and a server certificate for the names a receiver answers to, made fresh per receiver.
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -10,7 +10,8 @@ pub struct ServerIdentity {
     pub key: PrivateKeyDer<'static>,
 }
 
-pub fn generate() -> anyhow::Result<ServerIdentity> {
+/// `names` are DNS names or IP addresses for the certificate's subject alternative names.
+pub fn generate(names: &[&str]) -> anyhow::Result<ServerIdentity> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -21,8 +22,12 @@ pub fn generate() -> anyhow::Result<ServerIdentity> {
     let issuer = Issuer::new(ca_params, ca_key);
 
     let server_key = KeyPair::generate()?;
-    let server_params =
-        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
+    let server_params = CertificateParams::new(
+        names
+            .iter()
+            .map(|name| (*name).to_owned())
+            .collect::<Vec<_>>(),
+    )?;
     let server_cert = server_params.signed_by(&server_key, &issuer)?;
     Ok(ServerIdentity {
         ca_pem: ca_cert.pem(),

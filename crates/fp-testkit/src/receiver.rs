@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -69,6 +70,8 @@ pub fn always_ok() -> Responder {
 }
 
 struct Shared {
+    /// TCP connections accepted, whether or not a request followed (a refused TLS handshake counts).
+    connections: AtomicUsize,
     requests: Mutex<Vec<ReceivedRequest>>,
     arrived: Notify,
     responder: Responder,
@@ -82,10 +85,20 @@ pub struct TlsReceiver {
 }
 
 impl TlsReceiver {
-    /// Listens on `listen` (port 0 for any free port).
+    /// Listens on `listen` (port 0 for any free port) with a certificate for `127.0.0.1` and
+    /// `localhost`.
     pub async fn start(listen: SocketAddr, responder: Responder) -> anyhow::Result<Self> {
+        Self::start_with_names(listen, &["127.0.0.1", "localhost"], responder).await
+    }
+
+    /// As [`TlsReceiver::start`], with a certificate for `names` (to play e.g. `hooks.slack.com`).
+    pub async fn start_with_names(
+        listen: SocketAddr,
+        names: &[&str],
+        responder: Responder,
+    ) -> anyhow::Result<Self> {
         crate::install_crypto_provider();
-        let identity = certificates::generate()?;
+        let identity = certificates::generate(names)?;
         let mut config = rustls::ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(identity.chain, identity.key)?;
@@ -96,6 +109,7 @@ impl TlsReceiver {
             .with_context(|| format!("receiver cannot listen on {listen}"))?;
         let address = listener.local_addr()?;
         let shared = Arc::new(Shared {
+            connections: AtomicUsize::new(0),
             requests: Mutex::new(Vec::new()),
             arrived: Notify::new(),
             responder,
@@ -121,6 +135,10 @@ impl TlsReceiver {
     pub fn write_ca_pem(&self, path: &Path) -> anyhow::Result<()> {
         std::fs::write(path, &self.ca_pem)
             .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
     }
 
     pub fn requests(&self) -> Vec<ReceivedRequest> {
@@ -167,6 +185,7 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<S
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        shared.connections.fetch_add(1, Ordering::SeqCst);
         let acceptor = acceptor.clone();
         let shared = shared.clone();
         tokio::spawn(async move {

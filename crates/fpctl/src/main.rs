@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use argon2::password_hash::{PasswordHasher, SaltString};
 use clap::{Parser, Subcommand};
 use fp_broker::Broker;
-use fp_delivery::{HickoryLookup, PinningResolver};
+use fp_delivery::PinningResolver;
 use fp_domain::address_policy::{AddressPolicy, TargetHost};
 use fp_settings::Settings;
 use fp_store::identity;
@@ -229,9 +229,8 @@ async fn check_url(settings: &Settings, url: &str) -> anyhow::Result<ExitCode> {
         Ok(checked) => match checked.host {
             TargetHost::Ip(_) => Ok(()),
             TargetHost::Name(name) => {
-                let lookup = HickoryLookup::from_system_config()
-                    .context("could not read the system resolver configuration")?;
-                PinningResolver::new(Arc::new(lookup), policy)
+                let lookup = fp_delivery::system_lookup(settings.dispatcher.hosts_file.as_deref())?;
+                PinningResolver::new(lookup, policy)
                     .resolve_checked(&name)
                     .await
                     .map(|_| ())

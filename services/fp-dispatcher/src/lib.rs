@@ -67,6 +67,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         },
         policy,
         dispatcher_settings.extra_root_certs.as_deref(),
+        dispatcher_settings.hosts_file.as_deref(),
     )?;
 
     let pool = fp_store::pool(&settings.database.url, settings.database.pool_size)?;
