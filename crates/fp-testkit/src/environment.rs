@@ -206,6 +206,19 @@ impl TestEnvironment {
         }
     }
 
+    /// Kills the most recently started process of `binary_name` with SIGKILL: no drain, no acks, as
+    /// in a crash.
+    pub async fn kill(&mut self, binary_name: &str) -> anyhow::Result<()> {
+        let index = self
+            .processes
+            .iter()
+            .rposition(|process| process.name == binary_name)
+            .with_context(|| format!("no {binary_name} is running"))?;
+        let mut process = self.processes.remove(index);
+        process.child.kill().await?;
+        Ok(())
+    }
+
     /// Ends every process, deletes the broker namespace and drops the database.
     pub async fn finish(mut self) -> anyhow::Result<()> {
         for process in &mut self.processes {

@@ -8,6 +8,8 @@
 
 pub mod certificates;
 pub mod environment;
+pub mod mock_services;
+pub mod pipeline;
 pub mod receiver;
 
 /// reqwest and rustls are built without a default crypto provider; tests name ring once.

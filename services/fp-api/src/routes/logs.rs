@@ -47,6 +47,8 @@ struct LogEntry {
     attempt_number: i32,
     #[serde(rename = "final")]
     is_final: bool,
+    /// When the next attempt of this delivery is due; absent on final attempts.
+    next_retry_at: Option<DateTime<Utc>>,
     error: Option<AttemptError>,
 }
 
@@ -66,6 +68,7 @@ impl From<AttemptRow> for LogEntry {
             duration_ms: row.duration_ms,
             attempt_number: row.attempt_number,
             is_final: row.is_final,
+            next_retry_at: row.next_retry_at,
             error: row.error_kind.map(|kind| AttemptError {
                 kind,
                 message: row.error_message.unwrap_or_default(),

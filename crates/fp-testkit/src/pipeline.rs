@@ -1,0 +1,191 @@
+//! Starting the services of a test deployment and talking to its api as a tenant.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use crate::environment::{Readiness, TestEnvironment, free_local_address};
+
+/// Addresses of a running api, dispatcher(s) and log-ingest.
+pub struct Pipeline {
+    pub api: SocketAddr,
+    /// Health and metrics address of each dispatcher started, in start order.
+    pub dispatchers: Vec<SocketAddr>,
+    pub log_ingest: SocketAddr,
+}
+
+impl Pipeline {
+    /// Starts fp-api, `dispatchers` fp-dispatcher processes and fp-log-ingest, each ready.
+    pub async fn start(env: &mut TestEnvironment, dispatchers: usize) -> anyhow::Result<Self> {
+        let api = free_local_address()?;
+        env.start(
+            "fp-api",
+            &[("FP__API__LISTEN", api.to_string())],
+            Readiness::Answers(format!("http://{api}/api/v2/webhooks/config")),
+        )
+        .await?;
+        let mut pipeline = Pipeline {
+            api,
+            dispatchers: Vec::new(),
+            log_ingest: free_local_address()?,
+        };
+        for _ in 0..dispatchers {
+            pipeline.start_dispatcher(env).await?;
+        }
+        let log_ingest = pipeline.log_ingest;
+        env.start(
+            "fp-log-ingest",
+            &[("FP__LOG_INGEST__HEALTH_LISTEN", log_ingest.to_string())],
+            Readiness::Ok(format!("http://{log_ingest}/readyz")),
+        )
+        .await?;
+        Ok(pipeline)
+    }
+
+    /// Starts one more dispatcher (after a crash, or to scale out).
+    pub async fn start_dispatcher(
+        &mut self,
+        env: &mut TestEnvironment,
+    ) -> anyhow::Result<SocketAddr> {
+        let health = free_local_address()?;
+        env.start(
+            "fp-dispatcher",
+            &[("FP__DISPATCHER__HEALTH_LISTEN", health.to_string())],
+            Readiness::Ok(format!("http://{health}/readyz")),
+        )
+        .await?;
+        self.dispatchers.push(health);
+        Ok(health)
+    }
+
+    /// A tenant created with `fpctl tenant create`, with a client for the api.
+    pub async fn tenant(&self, env: &TestEnvironment, name: &str) -> anyhow::Result<TenantApi> {
+        let created: Value = serde_json::from_str(&env.fpctl(&["tenant", "create", name]).await?)?;
+        Ok(TenantApi {
+            base: format!("http://{}", self.api),
+            tenant_id: created["tenant_id"]
+                .as_str()
+                .context("tenant_id")?
+                .to_owned(),
+            key: created["api_key"].as_str().context("api_key")?.to_owned(),
+            http: reqwest::Client::builder().no_proxy().build()?,
+        })
+    }
+}
+
+/// A counter from a service's `/metrics`, 0 when absent.
+pub async fn metric(health: SocketAddr, name: &str) -> anyhow::Result<u64> {
+    let text = reqwest::Client::builder()
+        .no_proxy()
+        .build()?
+        .get(format!("http://{health}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0))
+}
+
+/// A tenant's view of the api.
+pub struct TenantApi {
+    pub base: String,
+    pub key: String,
+    pub tenant_id: String,
+    pub http: reqwest::Client,
+}
+
+impl TenantApi {
+    /// Sends a request with the tenant's key; returns the status and the JSON answer.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.key);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_owned());
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        let json = serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?;
+        Ok((status, json))
+    }
+
+    /// Saves the webhook config for both event types; fails unless the api accepts it.
+    pub async fn configure(&self, url: &str, secret: Option<&str>) -> anyhow::Result<Value> {
+        let body = json!({
+            "url": url,
+            "events": ["submission.created", "submission.status_changed"],
+            "secret": secret,
+        });
+        let (status, config) = self
+            .send(
+                reqwest::Method::PUT,
+                "/api/v2/webhooks/config",
+                Some(&body.to_string()),
+            )
+            .await?;
+        anyhow::ensure!(status == 200, "config refused ({status}): {config}");
+        Ok(config)
+    }
+
+    /// Creates a submission; returns its id.
+    pub async fn submit(
+        &self,
+        text_feedback: &str,
+        customer_name: Option<&str>,
+    ) -> anyhow::Result<i64> {
+        let body = json!({
+            "campaign_id": 1,
+            "star_rating": 4,
+            "text_feedback": text_feedback,
+            "customer_name": customer_name,
+        });
+        let (status, created) = self
+            .send(
+                reqwest::Method::POST,
+                "/api/v2/submissions",
+                Some(&body.to_string()),
+            )
+            .await?;
+        anyhow::ensure!(status == 201, "submission refused ({status}): {created}");
+        created["id"].as_i64().context("submission id")
+    }
+
+    /// The tenant's log entries (newest first), polled until `done` holds or `timeout` passes;
+    /// then the last entries seen.
+    pub async fn logs_until(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> anyhow::Result<Vec<Value>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (status, page) = self
+                .send(
+                    reqwest::Method::GET,
+                    "/api/v2/webhooks/logs?limit=200",
+                    None,
+                )
+                .await?;
+            anyhow::ensure!(status == 200, "logs answered {status}: {page}");
+            let entries = page["data"].as_array().cloned().unwrap_or_default();
+            if done(&entries) || tokio::time::Instant::now() > deadline {
+                return Ok(entries);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! The dispatcher through real deliveries: retries through the broker, timeouts, redirects, 410,
+//! blocked targets, crashes, scale-out, a slow endpoint among fast ones, and poison messages.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use fp_broker::{Broker, OutgoingMessage};
+use fp_testkit::environment::{TestEnvironment, broker_url};
+use fp_testkit::pipeline::{Pipeline, metric};
+use fp_testkit::receiver::{CannedResponse, Responder, TlsReceiver};
+use futures_util::StreamExt;
+use serde_json::Value;
+
+/// Retries run in fractions of a second through the same delay queues as in production.
+const FAST_RETRIES: &str = "300ms,300ms,300ms";
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Answers per request path: the n-th request to a path gets the n-th script entry (the last one
+/// repeats), so one receiver (one certificate) plays several endpoints.
+fn scripted(scripts: Vec<(&str, Vec<CannedResponse>)>) -> Responder {
+    let scripts: HashMap<String, Vec<CannedResponse>> = scripts
+        .into_iter()
+        .map(|(path, answers)| (path.to_owned(), answers))
+        .collect();
+    let seen: Mutex<HashMap<String, usize>> = Mutex::new(HashMap::new());
+    Arc::new(move |request, _| {
+        let path = request
+            .target
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let mut seen = seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = seen.entry(path.clone()).or_insert(0);
+        let index = *count;
+        *count += 1;
+        scripts
+            .get(&path)
+            .and_then(|answers| answers.get(index).or(answers.last()))
+            .cloned()
+            .unwrap_or_else(|| CannedResponse::new(404, "no such test endpoint"))
+    })
+}
+
+fn answer(status: u16, body: &str) -> CannedResponse {
+    CannedResponse::new(status, body)
+}
+
+fn slow(status: u16, delay: Duration) -> CannedResponse {
+    CannedResponse {
+        delay,
+        ..CannedResponse::new(status, "ok")
+    }
+}
+
+/// An environment whose dispatchers trust `receiver`'s certificates and may reach 127.0.0.1 only.
+async fn environment(label: &str, receiver: &TlsReceiver) -> anyhow::Result<TestEnvironment> {
+    let mut env = TestEnvironment::new(label).await?;
+    let ca_path = env.dir.join("receiver-ca.pem");
+    receiver.write_ca_pem(&ca_path)?;
+    env.set(
+        "FP__DISPATCHER__EXTRA_ROOT_CERTS",
+        ca_path.display().to_string(),
+    );
+    env.set("FP__DISPATCHER__ALLOW_PRIVATE_CIDRS", "127.0.0.1/32");
+    env.set("FP__DISPATCHER__RETRY_SCHEDULE", FAST_RETRIES);
+    Ok(env)
+}
+
+type AttemptSummary = (i64, Option<i64>, bool, Option<String>);
+
+/// (attempt number, response code, final, error kind) of each entry, by attempt number.
+fn attempts_of(entries: &[Value]) -> Vec<AttemptSummary> {
+    let mut attempts: Vec<_> = entries
+        .iter()
+        .map(|entry| {
+            (
+                entry["attempt_number"].as_i64().unwrap_or(0),
+                entry["response_code"].as_i64(),
+                entry["final"].as_bool().unwrap_or(false),
+                entry["error"]["kind"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    attempts.sort();
+    attempts
+}
+
+fn has_final(entries: &[Value]) -> bool {
+    entries.iter().any(|entry| entry["final"] == true)
+}
+
+fn requests_to(receiver: &TlsReceiver, path: &str) -> usize {
+    receiver
+        .requests()
+        .iter()
+        .filter(|request| request.target.starts_with(path))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_retried_through_the_broker_and_recorded_honestly() -> anyhow::Result<()> {
+    let receiver = TlsReceiver::start_with_names(
+        "127.0.0.1:0".parse()?,
+        &["127.0.0.1", "rebinding.test"],
+        scripted(vec![
+            (
+                "/flaky",
+                vec![answer(500, "boom"), answer(500, "boom"), answer(200, "ok")],
+            ),
+            (
+                "/hang",
+                vec![slow(200, Duration::from_secs(5)), answer(200, "ok")],
+            ),
+            ("/gone", vec![answer(410, "gone")]),
+            ("/blocked", vec![answer(200, "ok")]),
+        ]),
+    )
+    .await?;
+    // Where the redirect points: a second host that must never be contacted.
+    let internal = TlsReceiver::start("127.0.0.2:0".parse()?, scripted(vec![])).await?;
+    let port = receiver.address().port();
+    let redirecting = TlsReceiver::start_with_names(
+        "127.0.0.1:0".parse()?,
+        &["127.0.0.1"],
+        Arc::new({
+            let location = internal.url("/latest/meta-data/");
+            move |_, _| CannedResponse {
+                headers: vec![("location".to_owned(), location.clone())],
+                ..answer(302, "moved")
+            }
+        }),
+    )
+    .await?;
+
+    let mut env = environment("retries", &receiver).await?;
+    // Trust both receivers' authorities: the PEM file may hold several.
+    let ca_path = env.dir.join("receiver-ca.pem");
+    let mut pems = std::fs::read_to_string(&ca_path)?;
+    redirecting.write_ca_pem(&env.dir.join("redirecting-ca.pem"))?;
+    pems.push_str(&std::fs::read_to_string(
+        env.dir.join("redirecting-ca.pem"),
+    )?);
+    std::fs::write(&ca_path, pems)?;
+    env.set("FP__DISPATCHER__REQUEST_TIMEOUT_MS", "1000");
+    let hosts_file = env.dir.join("hosts");
+    std::fs::write(&hosts_file, "127.0.0.1 rebinding.test\n")?;
+    env.set(
+        "FP__DISPATCHER__HOSTS_FILE",
+        hosts_file.display().to_string(),
+    );
+    let pipeline = Pipeline::start(&mut env, 1).await?;
+
+    let flaky = pipeline.tenant(&env, "flaky").await?;
+    flaky.configure(&receiver.url("/flaky"), None).await?;
+    let hang = pipeline.tenant(&env, "hang").await?;
+    hang.configure(&receiver.url("/hang"), None).await?;
+    let gone = pipeline.tenant(&env, "gone").await?;
+    gone.configure(&receiver.url("/gone"), None).await?;
+    let redirect = pipeline.tenant(&env, "redirect").await?;
+    redirect.configure(&redirecting.url("/hook"), None).await?;
+    let blocked = pipeline.tenant(&env, "blocked").await?;
+    blocked
+        .configure(&format!("https://rebinding.test:{port}/blocked"), None)
+        .await?;
+    // After the save-time check passed, the name now points at a private address.
+    std::fs::write(&hosts_file, "10.0.0.1 rebinding.test\n")?;
+
+    for tenant in [&flaky, &hang, &gone, &redirect, &blocked] {
+        tenant.submit("a delivery with a story", None).await?;
+    }
+
+    // Fails twice, then works: three attempts, one success, one delivery id, each attempt a row.
+    let entries = flaky.logs_until(PATIENCE, has_final).await?;
+    assert_eq!(
+        attempts_of(&entries),
+        vec![
+            (1, Some(500), false, Some("http_status".into())),
+            (2, Some(500), false, Some("http_status".into())),
+            (3, Some(200), true, None),
+        ]
+    );
+    let delivery_ids: HashSet<&str> = entries
+        .iter()
+        .filter_map(|e| e["delivery_id"].as_str())
+        .collect();
+    assert_eq!(delivery_ids.len(), 1, "{delivery_ids:?}");
+    assert!(
+        entries
+            .iter()
+            .filter(|entry| entry["final"] == false)
+            .all(|entry| entry["next_retry_at"].is_string()),
+        "every non-final attempt says when the next one comes: {entries:?}"
+    );
+    assert_eq!(requests_to(&receiver, "/flaky"), 3);
+
+    // A receiver that hangs is cut at the timeout and tried again.
+    let entries = hang.logs_until(PATIENCE, has_final).await?;
+    assert_eq!(
+        attempts_of(&entries),
+        vec![
+            (1, None, false, Some("timeout".into())),
+            (2, Some(200), true, None)
+        ]
+    );
+
+    // 410 ends the delivery at once.
+    let entries = gone.logs_until(PATIENCE, has_final).await?;
+    assert_eq!(
+        attempts_of(&entries),
+        vec![(1, Some(410), true, Some("http_status".into()))]
+    );
+
+    // A 302 to an internal address is recorded with its Location and not followed.
+    let entries = redirect.logs_until(PATIENCE, has_final).await?;
+    let first = entries
+        .iter()
+        .find(|entry| entry["attempt_number"] == 1)
+        .context("first redirect attempt")?;
+    assert_eq!(first["response_code"], 302);
+    assert_eq!(first["error"]["kind"], "redirect");
+    let message = first["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&internal.url("/latest/meta-data/")),
+        "{message}"
+    );
+
+    // A name that now resolves to a private address: recorded as blocked, final, nothing sent.
+    let entries = blocked.logs_until(PATIENCE, has_final).await?;
+    assert_eq!(
+        attempts_of(&entries),
+        vec![(1, None, true, Some("blocked".into()))]
+    );
+    let message = entries[0]["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("10.0.0.1") && message.contains("private"),
+        "{message}"
+    );
+    assert_eq!(requests_to(&receiver, "/blocked"), 0);
+
+    // Past every retry: still no further attempts, and the internal host never saw a packet.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(requests_to(&receiver, "/gone"), 1);
+    assert_eq!(requests_to(&receiver, "/flaky"), 3);
+    assert_eq!(internal.connections(), 0);
+
+    env.finish().await
+}
+
+/// Every delivery reached the receiver, and no attempt was logged twice or invented: per delivery,
+/// rows never outnumber the requests that really arrived, and one row is a success.
+fn assert_every_delivery_logged(receiver: &TlsReceiver, entries: &[Value], deliveries: usize) {
+    let mut requests: HashMap<String, usize> = HashMap::new();
+    for request in receiver.requests() {
+        let id = request
+            .header("x-feedbackpulse-delivery")
+            .unwrap_or_default()
+            .to_owned();
+        *requests.entry(id).or_default() += 1;
+    }
+    assert_eq!(
+        requests.len(),
+        deliveries,
+        "distinct deliveries that arrived"
+    );
+    let mut rows: HashMap<&str, (usize, usize)> = HashMap::new();
+    for entry in entries {
+        let row = rows
+            .entry(entry["delivery_id"].as_str().unwrap_or_default())
+            .or_default();
+        row.0 += 1;
+        if entry["response_code"] == 200 {
+            row.1 += 1;
+        }
+    }
+    assert_eq!(rows.len(), deliveries, "distinct deliveries logged");
+    for (delivery, (logged, succeeded)) in rows {
+        let arrived = requests.get(delivery).copied().unwrap_or(0);
+        assert!(
+            logged <= arrived,
+            "{delivery}: {logged} rows for {arrived} requests"
+        );
+        assert!(succeeded >= 1, "{delivery}: no successful attempt logged");
+    }
+}
+
+fn distinct_successes(entries: &[Value]) -> usize {
+    entries
+        .iter()
+        .filter(|entry| entry["response_code"] == 200)
+        .filter_map(|entry| entry["delivery_id"].as_str())
+        .collect::<HashSet<_>>()
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_dispatcher_loses_nothing_and_two_dispatchers_share_the_work() -> anyhow::Result<()>
+{
+    let receiver = TlsReceiver::start(
+        "127.0.0.1:0".parse()?,
+        Arc::new(|_, _| slow(200, Duration::from_millis(150))),
+    )
+    .await?;
+    let mut env = environment("crash", &receiver).await?;
+    let mut pipeline = Pipeline::start(&mut env, 1).await?;
+    let tenant = pipeline.tenant(&env, "crash").await?;
+    tenant.configure(&receiver.url("/hook"), None).await?;
+
+    const CRASH_EVENTS: usize = 30;
+    for n in 0..CRASH_EVENTS {
+        tenant.submit(&format!("feedback {n}"), None).await?;
+    }
+    receiver.wait_for(4, PATIENCE).await?;
+    env.kill("fp-dispatcher").await?;
+    let crashed_at = receiver.requests().len();
+    pipeline.start_dispatcher(&mut env).await?;
+    let entries = tenant
+        .logs_until(PATIENCE, |entries| {
+            distinct_successes(entries) == CRASH_EVENTS
+        })
+        .await?;
+    assert!(
+        crashed_at < CRASH_EVENTS,
+        "the kill came while deliveries were in flight"
+    );
+    assert_every_delivery_logged(&receiver, &entries, CRASH_EVENTS);
+
+    // Scale out: a second dispatcher joins; the next events are shared, and nothing is lost.
+    let second = pipeline.start_dispatcher(&mut env).await?;
+    let first = pipeline.dispatchers[1];
+    let before = metric(first, "fp_dispatcher_attempts_total").await?;
+    const SHARED_EVENTS: usize = 40;
+    for n in 0..SHARED_EVENTS {
+        tenant.submit(&format!("shared {n}"), None).await?;
+    }
+    let entries = tenant
+        .logs_until(PATIENCE, |entries| {
+            distinct_successes(entries) == CRASH_EVENTS + SHARED_EVENTS
+        })
+        .await?;
+    assert_every_delivery_logged(&receiver, &entries, CRASH_EVENTS + SHARED_EVENTS);
+    let by_first = metric(first, "fp_dispatcher_attempts_total").await? - before;
+    let by_second = metric(second, "fp_dispatcher_attempts_total").await?;
+    assert!(
+        by_first > 0 && by_second > 0,
+        "shared: {by_first} and {by_second}"
+    );
+    assert_eq!(
+        by_first + by_second,
+        SHARED_EVENTS as u64,
+        "each event attempted once"
+    );
+
+    env.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_endpoint_does_not_hold_up_other_tenants() -> anyhow::Result<()> {
+    // The slow endpoint answers only after 10 s; the fast tenant's deliveries must not wait for it.
+    let receiver = TlsReceiver::start(
+        "127.0.0.1:0".parse()?,
+        scripted(vec![
+            ("/slow", vec![slow(200, Duration::from_secs(10))]),
+            ("/fast", vec![answer(200, "ok")]),
+        ]),
+    )
+    .await?;
+    let mut env = environment("slow", &receiver).await?;
+    env.set("FP__DISPATCHER__PREFETCH", "16");
+    env.set("FP__DISPATCHER__MAX_IN_FLIGHT_PER_ENDPOINT", "4");
+    env.set("FP__DISPATCHER__REQUEST_TIMEOUT_MS", "12000");
+    let pipeline = Pipeline::start(&mut env, 1).await?;
+    let slow_tenant = pipeline.tenant(&env, "slow").await?;
+    slow_tenant.configure(&receiver.url("/slow"), None).await?;
+    let fast_tenant = pipeline.tenant(&env, "fast").await?;
+    fast_tenant.configure(&receiver.url("/fast"), None).await?;
+
+    // More slow events than the whole prefetch window, queued ahead of the fast ones.
+    for n in 0..40 {
+        slow_tenant.submit(&format!("slow {n}"), None).await?;
+    }
+    for n in 0..10 {
+        fast_tenant.submit(&format!("fast {n}"), None).await?;
+    }
+    // All fast deliveries arrive while the first slow answers are still pending (10 s).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    while requests_to(&receiver, "/fast") < 10 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(requests_to(&receiver, "/fast"), 10);
+    assert!(
+        requests_to(&receiver, "/slow") <= 4,
+        "the slow endpoint held at most its cap of in-flight deliveries"
+    );
+    assert!(metric(pipeline.dispatchers[0], "fp_dispatcher_deferred_total").await? > 0);
+
+    env.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_event_is_dead_lettered_and_the_dispatcher_carries_on() -> anyhow::Result<()>
+{
+    let receiver = TlsReceiver::start(
+        "127.0.0.1:0".parse()?,
+        scripted(vec![("/hook", vec![answer(200, "ok")])]),
+    )
+    .await?;
+    let mut env = environment("poison", &receiver).await?;
+    let pipeline = Pipeline::start(&mut env, 1).await?;
+    let tenant = pipeline.tenant(&env, "poison").await?;
+    tenant.configure(&receiver.url("/hook"), None).await?;
+
+    let broker = Broker::connect(&broker_url(), &env.namespace).await?;
+    let publisher = broker.publisher().await?;
+    publisher
+        .publish(&OutgoingMessage {
+            exchange: &broker.names.events_exchange,
+            routing_key: "submission.created",
+            message_id: "poison-1",
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            payload: b"\x08\x96\x01 definitely not an event",
+            headers: &[],
+            expiration: None,
+        })
+        .await?;
+    let mut dead_letters = broker
+        .consume(&broker.names.dead_letter_queue, "test-dead-letters", 10)
+        .await?;
+    let dead = tokio::time::timeout(PATIENCE, dead_letters.next())
+        .await
+        .context("no dead letter")?
+        .context("consumer ended")??;
+    let reason =
+        fp_broker::header_text(&dead, fp_broker::DEAD_LETTER_REASON_HEADER).unwrap_or_default();
+    assert!(!reason.is_empty());
+    assert_eq!(
+        fp_broker::header_text(&dead, fp_broker::DEAD_LETTER_SOURCE_HEADER).as_deref(),
+        Some(broker.names.dispatcher_queue.as_str())
+    );
+    fp_broker::ack(&dead).await?;
+
+    tenant.submit("after the poison", None).await?;
+    receiver.wait_for(1, PATIENCE).await?;
+    broker.close().await;
+    env.finish().await
+}
