@@ -224,7 +224,14 @@ fn classify(error: reqwest::Error) -> DeliveryError {
         if current.downcast_ref::<rustls::Error>().is_some() {
             return DeliveryError::Tls(current.to_string());
         }
-        cause = current.source();
+        // `io::Error::source` skips the error it wraps, which is where rustls puts its own.
+        cause = match current
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            Some(wrapped) => Some(wrapped as &(dyn std::error::Error + 'static)),
+            None => current.source(),
+        };
     }
     if error.is_timeout() {
         DeliveryError::Timeout(message)

@@ -4,8 +4,11 @@ use std::collections::BTreeSet;
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
+use fp_delivery::ResolveRefused;
 use fp_domain::EventType;
-use fp_store::webhook_config::{self, WebhookConfigRow};
+use fp_domain::address_policy::{Blocked, TargetHost};
+use fp_domain::format;
+use fp_store::webhook_config::{self, EndpointHealth, WebhookConfigRow};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -36,18 +39,32 @@ struct ConfigResponse {
     url: String,
     events: Vec<String>,
     enabled: bool,
+    /// How deliveries are formatted for this URL: `custom`, `slack` or `discord`.
+    format: &'static str,
     secret_set: bool,
     updated_at: DateTime<Utc>,
+    /// Start of the current run of failed deliveries, if the endpoint is failing.
+    failing_since: Option<DateTime<Utc>>,
+    /// Set when FeedbackPulse disabled the endpoint; saving the config again re-enables it.
+    disabled_at: Option<DateTime<Utc>>,
+    disabled_reason: Option<String>,
 }
 
-impl From<WebhookConfigRow> for ConfigResponse {
-    fn from(row: WebhookConfigRow) -> Self {
+impl ConfigResponse {
+    fn new(row: WebhookConfigRow, health: EndpointHealth) -> Self {
+        let format = url::Url::parse(&row.url)
+            .map(|url| format::detect(&url))
+            .unwrap_or(format::EndpointFormat::Custom);
         ConfigResponse {
             url: row.url,
             events: row.events,
             enabled: row.enabled,
+            format: format.as_str(),
             secret_set: row.secret.is_some(),
             updated_at: row.updated_at,
+            failing_since: health.failing_since,
+            disabled_at: health.disabled_at,
+            disabled_reason: health.disabled_reason,
         }
     }
 }
@@ -60,7 +77,10 @@ pub async fn get(
     let config = webhook_config::find(&mut conn, tenant_id)
         .await?
         .ok_or(ApiError::NotFound("webhook config"))?;
-    Ok(HttpResponse::Ok().json(ConfigResponse::from(config)))
+    let health = webhook_config::health(&mut conn, tenant_id)
+        .await?
+        .unwrap_or_default();
+    Ok(HttpResponse::Ok().json(ConfigResponse::new(config, health)))
 }
 
 pub async fn put(
@@ -68,14 +88,15 @@ pub async fn put(
     AuthenticatedTenant(tenant_id): AuthenticatedTenant,
     JsonBody(request): JsonBody<ConfigRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let row = validate(&state, tenant_id, request)?;
+    let row = validate(&state, tenant_id, request).await?;
     let mut conn = state.pool.get().await.map_err(fp_store::StoreError::from)?;
     webhook_config::upsert(&mut conn, &row).await?;
     tracing::info!(%tenant_id, url = %row.url, "webhook config saved");
-    Ok(HttpResponse::Ok().json(ConfigResponse::from(row)))
+    // Saving clears any failure record, so the saved config is healthy by definition.
+    Ok(HttpResponse::Ok().json(ConfigResponse::new(row, EndpointHealth::default())))
 }
 
-fn validate(
+async fn validate(
     state: &AppState,
     tenant_id: uuid::Uuid,
     request: ConfigRequest,
@@ -117,6 +138,8 @@ fn validate(
             ),
         ));
     }
+    // Last, as the only check that waits on the network.
+    check_resolved_host(state, &checked.host).await?;
     Ok(WebhookConfigRow {
         tenant_id,
         url: checked.url.to_string(),
@@ -128,4 +151,30 @@ fn validate(
         enabled: request.enabled,
         updated_at: Utc::now(),
     })
+}
+
+/// Resolves a named host as the dispatcher will and refuses it if any answer is blocked, with the
+/// reason the dispatcher and `fpctl check-url` give. A name that does not resolve (not yet created,
+/// DNS down) is accepted: that is no reason to refuse the save, and every delivery judges its
+/// answers again.
+async fn check_resolved_host(state: &AppState, host: &TargetHost) -> Result<(), ApiError> {
+    let TargetHost::Name(name) = host else {
+        // IP literals were judged by `check_url` and are never resolved.
+        return Ok(());
+    };
+    match state.resolver.resolve_checked(name).await {
+        Ok(_) => Ok(()),
+        Err(
+            unresolved @ (ResolveRefused::Lookup(_)
+            | ResolveRefused::Blocked(Blocked::NoAddresses(_))),
+        ) => {
+            tracing::info!(
+                host = %name,
+                reason = %unresolved,
+                "webhook host does not resolve yet; saved anyway, every delivery checks it"
+            );
+            Ok(())
+        }
+        Err(ResolveRefused::Blocked(blocked)) => Err(ApiError::invalid("url", blocked.to_string())),
+    }
 }
