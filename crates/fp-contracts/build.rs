@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         proto_root.join("feedbackpulse/v1/events.proto"),
         proto_root.join("feedbackpulse/v1/attempts.proto"),
         proto_root.join("feedbackpulse/v1/jobs.proto"),
+        proto_root.join("feedbackpulse/v1/health.proto"),
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());

@@ -8,6 +8,13 @@ start=false
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# A listening RabbitMQ can still be wedged (seen here once: connections accepted, never answered).
+# A healthy broker answers the AMQP 0-9-1 protocol header with a Connection.Start frame (type 1).
+amqp_answers() {
+  timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5672; printf "AMQP\x00\x00\x09\x01" >&3; head -c 1 <&3 | od -An -tx1' \
+    2>/dev/null | grep -q 01
+}
+
 wait_for_port() { # port seconds
   for _ in $(seq 1 "$2"); do port_open "$1" && return 0; sleep 1; done
   return 1
@@ -30,12 +37,18 @@ MSG
   fi
 fi
 
+if $start && port_open 5672 && ! amqp_answers && command -v rabbitmq-server >/dev/null; then
+  echo "RabbitMQ accepts connections but does not answer: restarting it"
+  pkill -9 -f beam.smp || true
+  sleep 1
+fi
+
 if ! port_open 5672; then
   if $start && command -v rabbitmq-server >/dev/null; then
     echo "RabbitMQ is down: starting it"
     rabbitmq-server -detached
     wait_for_port 5672 90 || { echo "RabbitMQ did not come up on 127.0.0.1:5672" >&2; exit 1; }
-    rabbitmqctl await_startup >/dev/null 2>&1 || true
+    timeout 60 rabbitmqctl await_startup >/dev/null 2>&1 || true
   else
     missing=1
     cat >&2 <<'MSG'

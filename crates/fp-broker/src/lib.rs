@@ -69,6 +69,9 @@ pub struct Names {
     pub attempts_exchange: String,
     /// log-ingest's queue.
     pub attempts_queue: String,
+    /// Topic exchange of endpoint health reports, and fp-api's queue of them.
+    pub endpoint_health_exchange: String,
+    pub endpoint_health_queue: String,
     /// Fanout exchange and queue of messages that could not be processed.
     pub dead_letter_exchange: String,
     pub dead_letter_queue: String,
@@ -83,6 +86,8 @@ impl Names {
             retry_queue: format!("{namespace}.dispatcher.retries"),
             attempts_exchange: format!("{namespace}.attempts"),
             attempts_queue: format!("{namespace}.log-ingest.attempts"),
+            endpoint_health_exchange: format!("{namespace}.endpoint-health"),
+            endpoint_health_queue: format!("{namespace}.api.endpoint-health"),
             dead_letter_exchange: format!("{namespace}.dead"),
             dead_letter_queue: format!("{namespace}.dead-letters"),
             namespace: namespace.to_owned(),
@@ -129,6 +134,12 @@ impl Broker {
         let names = &self.names;
         declare_exchange(&channel, &names.events_exchange, ExchangeKind::Topic).await?;
         declare_exchange(&channel, &names.attempts_exchange, ExchangeKind::Topic).await?;
+        declare_exchange(
+            &channel,
+            &names.endpoint_health_exchange,
+            ExchangeKind::Topic,
+        )
+        .await?;
         declare_exchange(&channel, &names.dead_letter_exchange, ExchangeKind::Fanout).await?;
 
         declare_quorum_queue(&channel, &names.dead_letter_queue, None).await?;
@@ -155,6 +166,14 @@ impl Broker {
             &channel,
             &names.attempts_queue,
             &names.attempts_exchange,
+            "#",
+        )
+        .await?;
+        declare_quorum_queue(&channel, &names.endpoint_health_queue, dead_letters).await?;
+        bind(
+            &channel,
+            &names.endpoint_health_queue,
+            &names.endpoint_health_exchange,
             "#",
         )
         .await?;
@@ -217,6 +236,7 @@ impl Broker {
             names.dispatcher_queue.clone(),
             names.retry_queue.clone(),
             names.attempts_queue.clone(),
+            names.endpoint_health_queue.clone(),
             names.dead_letter_queue.clone(),
         ];
         queues.extend(delay_tiers.iter().map(|tier| names.delay_queue(*tier)));
@@ -229,6 +249,7 @@ impl Broker {
         for exchange in [
             &names.events_exchange,
             &names.attempts_exchange,
+            &names.endpoint_health_exchange,
             &names.dead_letter_exchange,
         ] {
             channel

@@ -96,7 +96,7 @@ pub struct RetrySchedule {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a retry schedule such as `5s,5m,30m,2h` (units: ms, s, m, h)")]
+#[error("`{0}` is not a retry schedule such as `5s,5m,30m,2h` (units: ms, s, m, h, d)")]
 pub struct InvalidSchedule(pub String);
 
 /// Jitter keeps a burst of failures from retrying in lockstep: each wait is drawn from
@@ -141,7 +141,7 @@ impl RetrySchedule {
             .split(',')
             .map(str::trim)
             .filter(|step| !step.is_empty())
-            .map(|step| parse_step(step).ok_or_else(invalid))
+            .map(|step| parse_duration(step).ok_or_else(invalid))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(RetrySchedule { delays })
     }
@@ -194,7 +194,8 @@ impl Default for RetrySchedule {
     }
 }
 
-fn parse_step(step: &str) -> Option<Duration> {
+/// A positive duration in config form: a whole number and a unit, `ms`, `s`, `m`, `h` or `d`.
+pub fn parse_duration(step: &str) -> Option<Duration> {
     let split = step.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = step.split_at(split);
     let number: u64 = number.parse().ok()?;
@@ -203,6 +204,7 @@ fn parse_step(step: &str) -> Option<Duration> {
         "s" => Duration::from_secs(number),
         "m" => Duration::from_secs(number.checked_mul(60)?),
         "h" => Duration::from_secs(number.checked_mul(3600)?),
+        "d" => Duration::from_secs(number.checked_mul(86_400)?),
         _ => return None,
     };
     (!duration.is_zero()).then_some(duration)
@@ -333,6 +335,7 @@ mod tests {
             ]
         );
         assert_eq!(schedule.max_attempts(), 5);
+        assert_eq!(parse_duration("5d"), Some(Duration::from_secs(5 * 86_400)));
         for bad in ["5", "5x", "0s", "s", "1.5s"] {
             assert!(RetrySchedule::parse(bad).is_err(), "{bad}");
         }

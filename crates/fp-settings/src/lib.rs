@@ -11,7 +11,7 @@ use config::{Config, Environment, File, FileFormat};
 use std::time::Duration;
 
 use fp_domain::address_policy::Cidr;
-use fp_domain::retry::RetrySchedule;
+use fp_domain::retry::{RetrySchedule, parse_duration};
 use serde::Deserialize;
 
 const DEFAULTS: &str = include_str!("defaults.toml");
@@ -52,6 +52,10 @@ pub struct BrokerSettings {
 pub struct ApiSettings {
     pub listen: SocketAddr,
     pub outbox_poll_interval_ms: u64,
+    #[serde(rename = "disable_failing_endpoints_after")]
+    disable_failing_endpoints_after_raw: String,
+    #[serde(skip)]
+    pub disable_failing_endpoints_after: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -78,6 +82,7 @@ pub struct DispatcherSettings {
     retry_schedule_raw: String,
     pub max_in_flight_per_endpoint: usize,
     pub endpoint_busy_delay_ms: u64,
+    pub health_report_interval_ms: u64,
     #[serde(skip)]
     pub retry_schedule: RetrySchedule,
     #[serde(skip)]
@@ -112,6 +117,16 @@ impl Settings {
             .build()?;
         let mut settings: Settings = raw.try_deserialize()?;
         settings.dispatcher.resolve()?;
+        settings.api.disable_failing_endpoints_after =
+            parse_duration(&settings.api.disable_failing_endpoints_after_raw).ok_or_else(|| {
+                SettingsError::Invalid {
+                    key: "api.disable_failing_endpoints_after",
+                    reason: format!(
+                        "`{}` is not a duration such as 5d or 12h",
+                        settings.api.disable_failing_endpoints_after_raw
+                    ),
+                }
+            })?;
         Ok(settings)
     }
 }
@@ -184,6 +199,7 @@ mod tests {
             retry_schedule_raw: "1s,5s".into(),
             max_in_flight_per_endpoint: 4,
             endpoint_busy_delay_ms: 1000,
+            health_report_interval_ms: 1000,
             retry_schedule: RetrySchedule::standard(),
             allow_private_cidrs: Vec::new(),
             extra_root_certs: None,

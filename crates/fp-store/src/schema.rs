@@ -38,6 +38,10 @@ diesel::table! {
         secret -> Nullable<Text>,
         enabled -> Bool,
         updated_at -> Timestamptz,
+        last_success_at -> Nullable<Timestamptz>,
+        failing_since -> Nullable<Timestamptz>,
+        disabled_at -> Nullable<Timestamptz>,
+        disabled_reason -> Nullable<Text>,
     }
 }
 

@@ -35,6 +35,10 @@ pub async fn upsert(
             webhook_configs::secret.eq(excluded(webhook_configs::secret)),
             webhook_configs::enabled.eq(excluded(webhook_configs::enabled)),
             webhook_configs::updated_at.eq(excluded(webhook_configs::updated_at)),
+            // Saving the config again is how a tenant re-enables an endpoint after fixing it.
+            webhook_configs::failing_since.eq(None::<DateTime<Utc>>),
+            webhook_configs::disabled_at.eq(None::<DateTime<Utc>>),
+            webhook_configs::disabled_reason.eq(None::<String>),
         ))
         .execute(conn)
         .await?;
@@ -51,4 +55,82 @@ pub async fn find(
         .first(conn)
         .await
         .optional()?)
+}
+
+/// Why and since when an endpoint is unhealthy or disabled.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = webhook_configs)]
+pub struct EndpointHealth {
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub failing_since: Option<DateTime<Utc>>,
+    pub disabled_at: Option<DateTime<Utc>>,
+    pub disabled_reason: Option<String>,
+}
+
+pub async fn health(
+    conn: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+) -> Result<Option<EndpointHealth>, StoreError> {
+    Ok(webhook_configs::table
+        .find(tenant_id)
+        .select(EndpointHealth::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// A dispatcher saw `url` answer successfully at `at`: the run of failures before it is over.
+pub async fn record_success(
+    conn: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+    url: &str,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    diesel::sql_query(
+        "UPDATE webhook_configs SET \
+           last_success_at = GREATEST(last_success_at, $3), \
+           failing_since = CASE WHEN failing_since <= $3 THEN NULL ELSE failing_since END \
+         WHERE tenant_id = $1 AND url = $2",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(tenant_id)
+    .bind::<diesel::sql_types::Text, _>(url)
+    .bind::<diesel::sql_types::Timestamptz, _>(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A dispatcher has seen `url` fail since `since`. Runs of failures from several dispatchers merge
+/// into the earliest start after the last success anyone saw. When the run is older than
+/// `disable_before`, the endpoint is disabled with a reason. Returns whether this disabled it.
+pub async fn record_failure(
+    conn: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+    url: &str,
+    since: DateTime<Utc>,
+    disable_before: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    diesel::sql_query(
+        "UPDATE webhook_configs SET failing_since = LEAST(\
+             COALESCE(failing_since, 'infinity'), \
+             GREATEST($3, COALESCE(last_success_at, $3))) \
+         WHERE tenant_id = $1 AND url = $2",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(tenant_id)
+    .bind::<diesel::sql_types::Text, _>(url)
+    .bind::<diesel::sql_types::Timestamptz, _>(since)
+    .execute(conn)
+    .await?;
+    let disabled = diesel::sql_query(
+        "UPDATE webhook_configs SET enabled = false, disabled_at = now(), \
+           disabled_reason = 'every delivery failed since ' || \
+             to_char(failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+         WHERE tenant_id = $1 AND url = $2 AND enabled AND failing_since <= $3",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(tenant_id)
+    .bind::<diesel::sql_types::Text, _>(url)
+    .bind::<diesel::sql_types::Timestamptz, _>(disable_before)
+    .execute(conn)
+    .await?;
+    Ok(disabled > 0)
 }

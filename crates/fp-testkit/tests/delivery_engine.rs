@@ -446,3 +446,59 @@ async fn an_unreadable_event_is_dead_lettered_and_the_dispatcher_carries_on() ->
     broker.close().await;
     env.finish().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_failing_for_too_long_is_disabled_until_saved_again() -> anyhow::Result<()> {
+    let receiver = TlsReceiver::start(
+        "127.0.0.1:0".parse()?,
+        scripted(vec![("/down", vec![answer(503, "down for maintenance")])]),
+    )
+    .await?;
+    let mut env = environment("health", &receiver).await?;
+    // The production default is 5 days; the same code path runs here in seconds.
+    env.set("FP__API__DISABLE_FAILING_ENDPOINTS_AFTER", "2s");
+    env.set("FP__DISPATCHER__HEALTH_REPORT_INTERVAL_MS", "200");
+    env.set("FP__DISPATCHER__CONFIG_CACHE_TTL_MS", "200");
+    let pipeline = Pipeline::start(&mut env, 1).await?;
+    let tenant = pipeline.tenant(&env, "down").await?;
+    let url = receiver.url("/down");
+    tenant.configure(&url, None).await?;
+
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let disabled = loop {
+        tenant.submit("is anyone there?", None).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (_, config) = tenant
+            .send(reqwest::Method::GET, "/api/v2/webhooks/config", None)
+            .await?;
+        if config["enabled"] == false || tokio::time::Instant::now() > deadline {
+            break config;
+        }
+    };
+    assert_eq!(disabled["enabled"], false, "{disabled}");
+    let reason = disabled["disabled_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("every delivery failed since"),
+        "{disabled}"
+    );
+    assert!(disabled["disabled_at"].is_string() && disabled["failing_since"].is_string());
+
+    // Disabled means no more deliveries: once the dispatcher's cache has caught up, new events
+    // are not sent.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = requests_to(&receiver, "/down");
+    tenant.submit("while disabled", None).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(requests_to(&receiver, "/down"), before);
+
+    // Saving the config again re-enables it.
+    let saved = tenant.configure(&url, None).await?;
+    assert_eq!(saved["enabled"], true);
+    let (_, config) = tenant
+        .send(reqwest::Method::GET, "/api/v2/webhooks/config", None)
+        .await?;
+    assert_eq!(config["enabled"], true, "{config}");
+    assert!(config["disabled_reason"].is_null() && config["failing_since"].is_null());
+
+    env.finish().await
+}

@@ -137,9 +137,6 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     }
     let broker = Broker::connect(&settings.broker.url, &settings.broker.namespace).await?;
     broker.declare_topology().await?;
-    broker
-        .declare_delay_tiers(&settings.dispatcher.delay_tiers())
-        .await?;
     broker.close().await;
     println!(
         "database migrated; broker topology `{}.*` declared",

@@ -3,6 +3,7 @@
 //! [`outbox_relay`].
 
 mod auth;
+mod endpoint_health;
 mod error;
 mod json_body;
 pub mod outbox_relay;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use fp_broker::Broker;
+use fp_delivery::PinningResolver;
 use fp_domain::address_policy::AddressPolicy;
 use fp_settings::Settings;
 use fp_store::PgPool;
@@ -25,6 +27,8 @@ pub(crate) struct AppState {
     pub pool: PgPool,
     /// The dispatcher's policy (same allow-list keys), so a save is judged as a delivery would be.
     pub policy: Arc<AddressPolicy>,
+    /// The dispatcher's resolver (same hosts file, same policy), so a name is judged by its answers.
+    pub resolver: Arc<PinningResolver>,
     /// Wakes the relay right after an outbox row commits, so events leave without waiting a poll.
     pub outbox_wakeup: Arc<Notify>,
 }
@@ -46,9 +50,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let policy = Arc::new(AddressPolicy::with_allow_list(
         settings.dispatcher.allow_private_cidrs.clone(),
     ));
+    let lookup = fp_delivery::system_lookup(settings.dispatcher.hosts_file.as_deref())
+        .context("fp-api cannot start")?;
+    let resolver = Arc::new(PinningResolver::new(lookup, policy.clone()));
     let state = AppState {
         pool: pool.clone(),
         policy,
+        resolver,
         outbox_wakeup: Arc::new(Notify::new()),
     };
 
@@ -60,6 +68,23 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         poll_interval: Duration::from_millis(settings.api.outbox_poll_interval_ms),
     };
     let relay_task = tokio::spawn(relay.run());
+    let health_consumer = broker
+        .consume(
+            &broker.names.endpoint_health_queue,
+            &format!("fp-api-{}", std::process::id()),
+            64,
+        )
+        .await
+        .context(
+            "cannot consume endpoint health reports: has `fpctl migrate` declared the topology?",
+        )?;
+    let health_recorder = endpoint_health::EndpointHealthRecorder {
+        pool: state.pool.clone(),
+        publisher: broker.publisher().await?,
+        names: broker.names.clone(),
+        disable_after: settings.api.disable_failing_endpoints_after,
+    };
+    let health_task = tokio::spawn(health_recorder.run(health_consumer));
 
     let listen = settings.api.listen;
     let server = HttpServer::new(move || {
@@ -74,6 +99,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(%listen, "fp-api listening");
     server.run().await?;
     relay_task.abort();
+    health_task.abort();
     broker.close().await;
     Ok(())
 }

@@ -18,6 +18,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::config_cache::{ConfigCache, Endpoint};
+use crate::endpoint_health::HealthReporter;
 use crate::endpoint_limits::EndpointLimits;
 
 /// Which queue a message came from, and so how to read it.
@@ -37,6 +38,7 @@ pub struct Dispatcher {
     pub schedule: RetrySchedule,
     pub limits: EndpointLimits,
     pub busy_delay: Duration,
+    pub health: HealthReporter,
     pub handled: Arc<AtomicU64>,
     pub attempts: Arc<AtomicU64>,
     pub deferred: Arc<AtomicU64>,
@@ -213,7 +215,34 @@ impl Dispatcher {
                 expiration: None,
             })
             .await?;
+        let delivered = verdict == Verdict::Delivered;
+        if let Some(report) =
+            self.health
+                .observe(job.event.tenant_id, &endpoint.url, delivered, attempted_at)
+        {
+            self.report_health(&report, &trace).await;
+        }
         Ok(())
+    }
+
+    /// Health reports are advisory: one that cannot be published is logged, and the next one
+    /// (due within the report interval) carries the news.
+    async fn report_health(&self, report: &v1::EndpointHealthReport, trace: &TraceContext) {
+        let published = self
+            .publisher
+            .publish(&OutgoingMessage {
+                exchange: &self.names.endpoint_health_exchange,
+                routing_key: if report.healthy { "healthy" } else { "failing" },
+                message_id: &Uuid::now_v7().to_string(),
+                traceparent: &trace.child().to_traceparent(),
+                payload: &report.encode_to_vec(),
+                headers: &[],
+                expiration: None,
+            })
+            .await;
+        if let Err(error) = published {
+            tracing::warn!(%error, "could not publish an endpoint health report");
+        }
     }
 
     /// Parks a job in the delay queue of `tier`; it comes back through the retry queue after

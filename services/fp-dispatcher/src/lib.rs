@@ -5,6 +5,7 @@
 
 mod config_cache;
 mod delivery;
+mod endpoint_health;
 mod endpoint_limits;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use tokio::task::JoinSet;
 
 use crate::config_cache::ConfigCache;
 use crate::delivery::{Dispatcher, Input};
+use crate::endpoint_health::HealthReporter;
 use crate::endpoint_limits::EndpointLimits;
 
 /// Stored response bodies are capped; the rest is discarded and the attempt marked truncated.
@@ -112,6 +114,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         schedule: dispatcher_settings.retry_schedule.clone(),
         limits: EndpointLimits::new(dispatcher_settings.max_in_flight_per_endpoint),
         busy_delay: dispatcher_settings.endpoint_busy_delay(),
+        health: HealthReporter::new(Duration::from_millis(
+            dispatcher_settings.health_report_interval_ms,
+        )),
         handled: health.counter("fp_dispatcher_messages_handled_total"),
         attempts: health.counter("fp_dispatcher_attempts_total"),
         deferred: health.counter("fp_dispatcher_deferred_total"),
