@@ -42,6 +42,8 @@ pub struct Dispatcher {
     pub handled: Arc<AtomicU64>,
     pub attempts: Arc<AtomicU64>,
     pub deferred: Arc<AtomicU64>,
+    /// Deliveries dropped because the endpoint's secret does not open with the master key.
+    pub secret_unreadable: Arc<AtomicU64>,
 }
 
 impl Dispatcher {
@@ -83,25 +85,29 @@ impl Dispatcher {
             tenant_id = %event.tenant_id,
             event_type = %event.event_type(),
         );
-        let handled = self.process(job, trace).instrument(span.clone()).await;
-        let _entered = span.enter();
-        match handled {
-            Ok(()) => {
-                if let Err(error) = fp_broker::ack(&delivery).await {
-                    tracing::warn!(%error, "ack failed; the message will be handled again");
+        // The span is attached to each future rather than entered across awaits, so deliveries
+        // interleaved on one thread never log under each other's trace id.
+        async {
+            match self.process(job, trace).await {
+                Ok(()) => {
+                    if let Err(error) = fp_broker::ack(&delivery).await {
+                        tracing::warn!(%error, "ack failed; the message will be handled again");
+                    }
+                    self.handled.fetch_add(1, Ordering::Relaxed);
                 }
-                self.handled.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(error) => {
-                tracing::warn!(
-                    error = format!("{error:#}"),
-                    "not handled; returning it to the queue"
-                );
-                if let Err(error) = fp_broker::requeue(&delivery).await {
-                    tracing::warn!(%error, "requeue failed; the broker will redeliver on reconnect");
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "not handled; returning it to the queue"
+                    );
+                    if let Err(error) = fp_broker::requeue(&delivery).await {
+                        tracing::warn!(%error, "requeue failed; the broker will redeliver on reconnect");
+                    }
                 }
             }
         }
+        .instrument(span)
+        .await;
     }
 
     async fn process(&self, job: JobOrEvent, trace: TraceContext) -> anyhow::Result<()> {
@@ -113,6 +119,16 @@ impl Dispatcher {
         if !endpoint.wants(event.event_type()) {
             // Also ends pending retries of a tenant who disabled the endpoint or unsubscribed.
             tracing::debug!("endpoint disabled or not subscribed to this event");
+            return Ok(());
+        }
+        if endpoint.secret_unreadable {
+            // Never unsigned, and not requeued (that would loop until the key is fixed): dropped,
+            // counted, and logged.
+            self.secret_unreadable.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                tenant_id = %event.tenant_id,
+                "not delivered: the endpoint's secret cannot be opened with FP__SECRETS__MASTER_KEY"
+            );
             return Ok(());
         }
         let job = match job {
