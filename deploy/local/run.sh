@@ -24,9 +24,14 @@ FP_DASHBOARD_PASSWORD=$(openssl rand -hex 16)
 FP__DASHBOARD__SESSION_KEY=$(openssl rand -hex 32)
 ENV
 fi
+# Added later than the rest: an older .run/env gets it appended, once (a new key would make every
+# saved webhook secret unreadable).
+if ! grep -q '^FP__SECRETS__MASTER_KEY=' "$state/env"; then
+  (umask 077; echo "FP__SECRETS__MASTER_KEY=$(openssl rand -hex 32)" >> "$state/env")
+fi
 # shellcheck disable=SC1091
 . "$state/env"
-export FP__DASHBOARD__SESSION_KEY
+export FP__DASHBOARD__SESSION_KEY FP__SECRETS__MASTER_KEY
 export FP_PROFILE=local FP_CONFIG_DIR="$root/config"
 export FP__DATABASE__URL="postgres://fp_app:${FP_APP_PASSWORD}@127.0.0.1:5432/feedbackpulse"
 export FP__DATABASE__READONLY_URL="postgres://fp_dashboard:${FP_DASHBOARD_PASSWORD}@127.0.0.1:5432/feedbackpulse"

@@ -11,6 +11,7 @@ pub mod format;
 pub mod payload;
 pub mod request;
 pub mod retry;
+pub mod secret_box;
 pub mod signing;
 pub mod submission;
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use fp_domain::address_policy::Cidr;
 use fp_domain::retry::{RetrySchedule, parse_duration};
+use fp_domain::secret_box::MasterKey;
 use serde::Deserialize;
 
 const DEFAULTS: &str = include_str!("defaults.toml");
@@ -22,7 +23,12 @@ pub enum SettingsError {
     Load(#[from] config::ConfigError),
     #[error("configuration key `{key}` is invalid: {reason}")]
     Invalid { key: &'static str, reason: String },
+    #[error("{MASTER_KEY_MISSING}")]
+    MissingMasterKey,
 }
+
+/// Says what to set when a process that needs the master key has none.
+pub const MASTER_KEY_MISSING: &str = "webhook secrets need a master key: set FP__SECRETS__MASTER_KEY to 64 hex characters (32 bytes), e.g. `openssl rand -hex 32`";
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -32,6 +38,7 @@ pub struct Settings {
     pub dashboard: DashboardSettings,
     pub dispatcher: DispatcherSettings,
     pub log_ingest: LogIngestSettings,
+    pub secrets: SecretsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -101,6 +108,46 @@ pub struct LogIngestSettings {
     pub health_listen: SocketAddr,
 }
 
+/// The key that seals webhook secrets at rest. The api and the dispatcher need it; the other
+/// processes never read a secret.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SecretsSettings {
+    #[serde(rename = "master_key")]
+    master_key_raw: String,
+    #[serde(skip)]
+    master_key: Option<MasterKey>,
+}
+
+impl SecretsSettings {
+    /// Parses the key; a key that is set must be valid, and the `production` profile must set one.
+    fn resolve(&mut self, profile: &str) -> Result<(), SettingsError> {
+        let raw = self.master_key_raw.trim();
+        self.master_key = if raw.is_empty() {
+            if profile == "production" {
+                return Err(SettingsError::MissingMasterKey);
+            }
+            None
+        } else {
+            Some(
+                MasterKey::from_hex(raw).map_err(|err| SettingsError::Invalid {
+                    key: "secrets.master_key",
+                    reason: format!(
+                        "{err}; set FP__SECRETS__MASTER_KEY to 64 hex characters (32 bytes), e.g. `openssl rand -hex 32`"
+                    ),
+                })?,
+            )
+        };
+        Ok(())
+    }
+
+    /// The master key, for the processes that seal or open webhook secrets.
+    pub fn master_key(&self) -> Result<&MasterKey, SettingsError> {
+        self.master_key
+            .as_ref()
+            .ok_or(SettingsError::MissingMasterKey)
+    }
+}
+
 impl Settings {
     /// Reads the layered configuration of this process.
     pub fn load() -> Result<Self, SettingsError> {
@@ -117,6 +164,7 @@ impl Settings {
             .build()?;
         let mut settings: Settings = raw.try_deserialize()?;
         settings.dispatcher.resolve()?;
+        settings.secrets.resolve(&profile)?;
         settings.api.disable_failing_endpoints_after =
             parse_duration(&settings.api.disable_failing_endpoints_after_raw).ok_or_else(|| {
                 SettingsError::Invalid {
@@ -252,5 +300,46 @@ mod tests {
         assert_eq!(settings.api.listen.port(), 8080);
         assert_eq!(settings.dashboard.listen.port(), 8081);
         assert_eq!(settings.broker.namespace, "fp");
+        assert!(settings.secrets.master_key_raw.is_empty());
+    }
+
+    fn secrets_with(raw: &str) -> SecretsSettings {
+        SecretsSettings {
+            master_key_raw: raw.into(),
+            master_key: None,
+        }
+    }
+
+    #[test]
+    fn master_key_is_parsed_when_set() {
+        let mut secrets = secrets_with(&"ab".repeat(32));
+        secrets.resolve("production").expect("valid key");
+        assert!(secrets.master_key().is_ok());
+    }
+
+    #[test]
+    fn a_missing_master_key_stops_production_and_says_what_to_set() {
+        let error = secrets_with("").resolve("production").expect_err("missing");
+        assert!(
+            error.to_string().contains("FP__SECRETS__MASTER_KEY"),
+            "{error}"
+        );
+        let mut local = secrets_with(" ");
+        local.resolve("local").expect("allowed outside production");
+        let error = local.master_key().expect_err("no key");
+        assert!(
+            error.to_string().contains("FP__SECRETS__MASTER_KEY"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_bad_master_key_is_refused_in_every_profile() {
+        for raw in ["not hex", &"ab".repeat(16)] {
+            let error = secrets_with(raw).resolve("local").expect_err("invalid");
+            let text = error.to_string();
+            assert!(text.contains("secrets.master_key"), "{text}");
+            assert!(text.contains("FP__SECRETS__MASTER_KEY"), "{text}");
+        }
     }
 }

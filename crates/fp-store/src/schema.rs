@@ -35,13 +35,13 @@ diesel::table! {
         tenant_id -> Uuid,
         url -> Text,
         events -> Array<Text>,
-        secret -> Nullable<Text>,
         enabled -> Bool,
         updated_at -> Timestamptz,
         last_success_at -> Nullable<Timestamptz>,
         failing_since -> Nullable<Timestamptz>,
         disabled_at -> Nullable<Timestamptz>,
         disabled_reason -> Nullable<Text>,
+        secret_sealed -> Nullable<Bytea>,
     }
 }
 

@@ -15,7 +15,8 @@ pub struct WebhookConfigRow {
     pub tenant_id: Uuid,
     pub url: String,
     pub events: Vec<String>,
-    pub secret: Option<String>,
+    /// The secret sealed with `fp_domain::secret_box` (never the plaintext).
+    pub secret_sealed: Option<Vec<u8>>,
     pub enabled: bool,
     pub updated_at: DateTime<Utc>,
 }
@@ -32,7 +33,7 @@ pub async fn upsert(
         .set((
             webhook_configs::url.eq(excluded(webhook_configs::url)),
             webhook_configs::events.eq(excluded(webhook_configs::events)),
-            webhook_configs::secret.eq(excluded(webhook_configs::secret)),
+            webhook_configs::secret_sealed.eq(excluded(webhook_configs::secret_sealed)),
             webhook_configs::enabled.eq(excluded(webhook_configs::enabled)),
             webhook_configs::updated_at.eq(excluded(webhook_configs::updated_at)),
             // Saving the config again is how a tenant re-enables an endpoint after fixing it.

@@ -100,6 +100,16 @@ impl TestEnvironment {
             ),
             ("FP__BROKER__URL".to_owned(), broker_url()),
             ("FP__BROKER__NAMESPACE".to_owned(), name.clone()),
+            // A fresh master key per environment (two random UUIDs: 32 bytes, 244 random bits), so
+            // webhook secrets are sealed as in production.
+            (
+                "FP__SECRETS__MASTER_KEY".to_owned(),
+                format!(
+                    "{}{}",
+                    uuid::Uuid::new_v4().simple(),
+                    uuid::Uuid::new_v4().simple()
+                ),
+            ),
             ("RUST_LOG".to_owned(), "info".to_owned()),
         ];
         let environment = TestEnvironment {

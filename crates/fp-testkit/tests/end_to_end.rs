@@ -155,6 +155,20 @@ async fn submission_events_reach_an_https_receiver_signed_and_are_logged() -> an
         .await?;
     assert_eq!(fetched["url"], hook_url);
     assert!(!fetched.to_string().contains(secret));
+    // At rest the secret is sealed: no plaintext column, and the sealed bytes do not contain it.
+    let (sealed, plaintext_column) = stored_secret(&env, &tenant_id).await?;
+    assert!(
+        !plaintext_column,
+        "webhook_configs must have no plaintext secret column"
+    );
+    let sealed = sealed.context("the secret must be stored sealed")?;
+    assert!(sealed.len() > secret.len());
+    assert!(
+        !sealed
+            .windows(secret.len())
+            .any(|window| window == secret.as_bytes()),
+        "the stored secret must not contain the plaintext"
+    );
 
     let (status, created) = api
         .send(
@@ -478,4 +492,31 @@ async fn count_rows(env: &TestEnvironment, tables: &[&str]) -> anyhow::Result<Ve
         counts.push(row.count);
     }
     Ok(counts)
+}
+
+/// The tenant's stored (sealed) secret, and whether `webhook_configs` still has a plaintext column.
+async fn stored_secret(
+    env: &TestEnvironment,
+    tenant_id: &str,
+) -> anyhow::Result<(Option<Vec<u8>>, bool)> {
+    use diesel::QueryableByName;
+    use diesel_async::RunQueryDsl;
+
+    #[derive(QueryableByName)]
+    struct Stored {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Bytea>)]
+        secret_sealed: Option<Vec<u8>>,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        plaintext_column: bool,
+    }
+    let mut conn = fp_store::connect(&env.database_url).await?;
+    let row: Stored = diesel::sql_query(
+        "SELECT secret_sealed, EXISTS (SELECT 1 FROM information_schema.columns \
+           WHERE table_name = 'webhook_configs' AND column_name = 'secret') AS plaintext_column \
+         FROM webhook_configs WHERE tenant_id = $1::uuid",
+    )
+    .bind::<diesel::sql_types::Text, _>(tenant_id)
+    .get_result(&mut conn)
+    .await?;
+    Ok((row.secret_sealed, row.plaintext_column))
 }

@@ -17,6 +17,7 @@ use anyhow::Context;
 use fp_broker::Broker;
 use fp_delivery::PinningResolver;
 use fp_domain::address_policy::AddressPolicy;
+use fp_domain::secret_box::MasterKey;
 use fp_settings::Settings;
 use fp_store::PgPool;
 use tokio::sync::Notify;
@@ -31,6 +32,10 @@ pub(crate) struct AppState {
     pub resolver: Arc<PinningResolver>,
     /// Wakes the relay right after an outbox row commits, so events leave without waiting a poll.
     pub outbox_wakeup: Arc<Notify>,
+    /// Seals webhook secrets before they are stored.
+    pub master_key: MasterKey,
+    /// Source of the nonce of every sealed secret.
+    pub rng: Arc<ring::rand::SystemRandom>,
 }
 
 /// Largest request body accepted; config and submission bodies are far smaller.
@@ -38,6 +43,12 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Starts the relay and serves HTTP until the process is told to stop.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    // Checked first: without the key no secret can be saved, so the api must not serve at all.
+    let master_key = settings
+        .secrets
+        .master_key()
+        .context("fp-api cannot start")?
+        .clone();
     let pool = fp_store::pool(&settings.database.url, settings.database.pool_size)?;
     fp_store::ensure_migrated(&pool)
         .await
@@ -58,6 +69,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         policy,
         resolver,
         outbox_wakeup: Arc::new(Notify::new()),
+        master_key,
+        rng: Arc::new(ring::rand::SystemRandom::new()),
     };
 
     let relay = outbox_relay::OutboxRelay {

@@ -1,12 +1,17 @@
 //! Tenants' webhook configs, cached so that a delivery costs no database round trip while the
 //! entry is fresh. An entry lives `ttl`; a config saved through the api reaches every dispatcher
 //! within that time.
+//!
+//! Secrets are stored sealed (`fp_domain::secret_box`) and opened here with the master key. A secret
+//! that does not open (another master key, a tampered row) never means "deliver unsigned": the
+//! endpoint is marked unreadable and the dispatcher delivers nothing to it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fp_domain::EventType;
+use fp_domain::secret_box::{self, MasterKey};
 use fp_domain::signing::WebhookSecret;
 use fp_store::{PgPool, StoreError};
 use tokio::sync::RwLock;
@@ -18,6 +23,9 @@ pub struct Endpoint {
     pub url: String,
     pub events: Vec<EventType>,
     pub secret: Option<WebhookSecret>,
+    /// A secret is set but did not open with this dispatcher's master key: nothing may be sent,
+    /// since a delivery without the signature the receiver expects must not go out.
+    pub secret_unreadable: bool,
     pub enabled: bool,
 }
 
@@ -36,14 +44,16 @@ struct CachedLookup {
 pub struct ConfigCache {
     pool: PgPool,
     ttl: Duration,
+    master_key: MasterKey,
     entries: RwLock<HashMap<Uuid, CachedLookup>>,
 }
 
 impl ConfigCache {
-    pub fn new(pool: PgPool, ttl: Duration) -> Self {
+    pub fn new(pool: PgPool, ttl: Duration, master_key: MasterKey) -> Self {
         ConfigCache {
             pool,
             ttl,
+            master_key,
             entries: RwLock::new(HashMap::new()),
         }
     }
@@ -81,10 +91,28 @@ impl ConfigCache {
                 }
             })
             .collect();
+        let (secret, secret_unreadable) = match row.secret_sealed {
+            None => (None, false),
+            Some(sealed) => match secret_box::open(&self.master_key, tenant_id, &sealed) {
+                Ok(secret) => (Some(WebhookSecret::new(secret)), false),
+                Err(error) => {
+                    tracing::error!(
+                        %tenant_id,
+                        %error,
+                        "the webhook secret of this tenant cannot be opened with this dispatcher's \
+                         master key (FP__SECRETS__MASTER_KEY differs from the api's, or the row was \
+                         altered): nothing is delivered to its endpoint until the key is fixed or \
+                         the tenant saves the secret again"
+                    );
+                    (None, true)
+                }
+            },
+        };
         Ok(Some(Arc::new(Endpoint {
             url: row.url,
             events,
-            secret: row.secret.map(WebhookSecret::new),
+            secret,
+            secret_unreadable,
             enabled: row.enabled,
         })))
     }

@@ -35,6 +35,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // reqwest is built without a default crypto provider: name ring explicitly, once.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dispatcher_settings = &settings.dispatcher;
+    // Checked first: without the key no signed delivery can be made.
+    let master_key = settings
+        .secrets
+        .master_key()
+        .context("fp-dispatcher cannot start")?
+        .clone();
 
     let health = Health::new();
     let health_addr = health::serve(dispatcher_settings.health_listen, health.clone())
@@ -107,6 +113,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         configs: ConfigCache::new(
             pool,
             Duration::from_millis(dispatcher_settings.config_cache_ttl_ms),
+            master_key,
         ),
         client,
         publisher,
@@ -120,6 +127,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         handled: health.counter("fp_dispatcher_messages_handled_total"),
         attempts: health.counter("fp_dispatcher_attempts_total"),
         deferred: health.counter("fp_dispatcher_deferred_total"),
+        secret_unreadable: health.counter("fp_dispatcher_secret_unreadable_total"),
     });
     health.set_ready(true);
     tracing::info!(

@@ -8,7 +8,9 @@ use fp_delivery::ResolveRefused;
 use fp_domain::EventType;
 use fp_domain::address_policy::{Blocked, TargetHost};
 use fp_domain::format;
+use fp_domain::secret_box;
 use fp_store::webhook_config::{self, EndpointHealth, WebhookConfigRow};
+use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -60,7 +62,7 @@ impl ConfigResponse {
             events: row.events,
             enabled: row.enabled,
             format: format.as_str(),
-            secret_set: row.secret.is_some(),
+            secret_set: row.secret_sealed.is_some(),
             updated_at: row.updated_at,
             failing_since: health.failing_since,
             disabled_at: health.disabled_at,
@@ -147,10 +149,28 @@ async fn validate(
             .iter()
             .map(|event| event.as_str().to_owned())
             .collect(),
-        secret: request.secret,
+        secret_sealed: request
+            .secret
+            .map(|secret| seal_secret(state, tenant_id, &secret))
+            .transpose()?,
         enabled: request.enabled,
         updated_at: Utc::now(),
     })
+}
+
+/// Seals the secret under the master key with a fresh random nonce; only the sealed bytes are stored.
+fn seal_secret(state: &AppState, tenant_id: uuid::Uuid, secret: &str) -> Result<Vec<u8>, ApiError> {
+    let mut nonce = [0u8; 12];
+    state
+        .rng
+        .fill(&mut nonce)
+        .map_err(|_| ApiError::Internal(anyhow::anyhow!("the system random generator failed")))?;
+    Ok(secret_box::seal(
+        &state.master_key,
+        nonce,
+        tenant_id,
+        secret,
+    ))
 }
 
 /// Resolves a named host as the dispatcher will and refuses it if any answer is blocked, with the
