@@ -19,15 +19,8 @@ pub struct Pipeline {
 impl Pipeline {
     /// Starts fp-api, `dispatchers` fp-dispatcher processes and fp-log-ingest, each ready.
     pub async fn start(env: &mut TestEnvironment, dispatchers: usize) -> anyhow::Result<Self> {
-        let api = free_local_address()?;
-        env.start(
-            "fp-api",
-            &[("FP__API__LISTEN", api.to_string())],
-            Readiness::Answers(format!("http://{api}/api/v2/webhooks/config")),
-        )
-        .await?;
         let mut pipeline = Pipeline {
-            api,
+            api: start_api(env).await?,
             dispatchers: Vec::new(),
             log_ingest: free_local_address()?,
         };
@@ -62,17 +55,20 @@ impl Pipeline {
 
     /// A tenant created with `fpctl tenant create`, with a client for the api.
     pub async fn tenant(&self, env: &TestEnvironment, name: &str) -> anyhow::Result<TenantApi> {
-        let created: Value = serde_json::from_str(&env.fpctl(&["tenant", "create", name]).await?)?;
-        Ok(TenantApi {
-            base: format!("http://{}", self.api),
-            tenant_id: created["tenant_id"]
-                .as_str()
-                .context("tenant_id")?
-                .to_owned(),
-            key: created["api_key"].as_str().context("api_key")?.to_owned(),
-            http: reqwest::Client::builder().no_proxy().build()?,
-        })
+        TenantApi::create(env, self.api, name).await
     }
+}
+
+/// Starts fp-api alone (for tests of the api) and returns its address once it answers.
+pub async fn start_api(env: &mut TestEnvironment) -> anyhow::Result<SocketAddr> {
+    let api = free_local_address()?;
+    env.start(
+        "fp-api",
+        &[("FP__API__LISTEN", api.to_string())],
+        Readiness::Answers(format!("http://{api}/api/v2/webhooks/config")),
+    )
+    .await?;
+    Ok(api)
 }
 
 /// A counter from a service's `/metrics`, 0 when absent.
@@ -100,6 +96,24 @@ pub struct TenantApi {
 }
 
 impl TenantApi {
+    /// Creates a tenant with `fpctl tenant create` and a client for the api at `api`.
+    pub async fn create(
+        env: &TestEnvironment,
+        api: SocketAddr,
+        name: &str,
+    ) -> anyhow::Result<Self> {
+        let created: Value = serde_json::from_str(&env.fpctl(&["tenant", "create", name]).await?)?;
+        Ok(TenantApi {
+            base: format!("http://{api}"),
+            tenant_id: created["tenant_id"]
+                .as_str()
+                .context("tenant_id")?
+                .to_owned(),
+            key: created["api_key"].as_str().context("api_key")?.to_owned(),
+            http: reqwest::Client::builder().no_proxy().build()?,
+        })
+    }
+
     /// Sends a request with the tenant's key; returns the status and the JSON answer.
     pub async fn send(
         &self,

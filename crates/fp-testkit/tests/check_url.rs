@@ -2,8 +2,8 @@
 //! Names get their addresses from a hosts file (`FP__DISPATCHER__HOSTS_FILE`; this machine has no
 //! outside DNS), and a name is blocked when any one of its answers is.
 
-use anyhow::Context;
-use fp_testkit::environment::{Readiness, TestEnvironment, free_local_address};
+use fp_testkit::environment::TestEnvironment;
+use fp_testkit::pipeline::{TenantApi, start_api};
 use serde_json::{Value, json};
 
 const HOSTS_FILE: &str = "\
@@ -84,45 +84,23 @@ async fn check_url_names_the_range_that_blocks_a_target() -> anyhow::Result<()> 
 }
 
 /// `PUT /api/v2/webhooks/config` with `url`: status and JSON body.
-async fn put_config(
-    http: &reqwest::Client,
-    base: &str,
-    api_key: &str,
-    url: &str,
-) -> anyhow::Result<(u16, Value)> {
-    let response = http
-        .put(format!("{base}/api/v2/webhooks/config"))
-        .bearer_auth(api_key)
-        .header("content-type", "application/json")
-        .body(json!({"url": url, "events": ["submission.created"]}).to_string())
-        .send()
-        .await?;
-    let status = response.status().as_u16();
-    let text = response.text().await?;
-    let body = serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?;
-    Ok((status, body))
+async fn put_config(api: &TenantApi, url: &str) -> anyhow::Result<(u16, Value)> {
+    let body = json!({"url": url, "events": ["submission.created"]}).to_string();
+    api.send(reqwest::Method::PUT, "/api/v2/webhooks/config", Some(&body))
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saving_a_config_judges_the_addresses_a_name_resolves_to() -> anyhow::Result<()> {
     let mut env = environment_with_hosts_file("savecheck").await?;
-    let api_address = free_local_address()?;
-    env.start(
-        "fp-api",
-        &[("FP__API__LISTEN", api_address.to_string())],
-        Readiness::Answers(format!("http://{api_address}/api/v2/webhooks/config")),
-    )
-    .await?;
-    let tenant: Value = serde_json::from_str(&env.fpctl(&["tenant", "create", "Acme"]).await?)?;
-    let api_key = tenant["api_key"].as_str().context("api_key")?;
-    let base = format!("http://{api_address}");
-    let http = reqwest::Client::builder().no_proxy().build()?;
+    let api_address = start_api(&mut env).await?;
+    let api = TenantApi::create(&env, api_address, "Acme").await?;
 
     for (url, address) in [
         ("https://internal.example.test/hook", "10.1.2.3"),
         ("https://mixed.example.test/hook", "192.168.1.1"),
     ] {
-        let (status, body) = put_config(&http, &base, api_key, url).await?;
+        let (status, body) = put_config(&api, url).await?;
         assert_eq!(status, 422, "{url}: {body}");
         assert_eq!(body["error"]["field"], "url", "{body}");
         let message = body["error"]["message"].as_str().unwrap_or_default();
@@ -137,7 +115,7 @@ async fn saving_a_config_judges_the_addresses_a_name_resolves_to() -> anyhow::Re
         "https://nowhere.example.test/hook",
         "https://public.example.test/hook",
     ] {
-        let (status, body) = put_config(&http, &base, api_key, url).await?;
+        let (status, body) = put_config(&api, url).await?;
         assert_eq!(status, 200, "{url}: {body}");
         assert_eq!(body["url"], url);
     }

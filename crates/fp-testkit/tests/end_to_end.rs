@@ -6,38 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fp_testkit::environment::{Readiness, TestEnvironment, free_local_address};
+use fp_testkit::pipeline::{Pipeline, TenantApi, start_api};
 use fp_testkit::receiver::{ReceivedRequest, TlsReceiver, always_ok};
 use serde_json::{Value, json};
-
-struct Api {
-    base: String,
-    key: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&str>,
-    ) -> anyhow::Result<(u16, Value)> {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.key);
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.to_owned());
-        }
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        let text = response.text().await?;
-        let json = serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?;
-        Ok((status, json))
-    }
-}
 
 /// HMAC-SHA256 computed here with ring directly, not with the product's signing code.
 fn expected_signature(secret: &str, body: &[u8]) -> String {
@@ -91,49 +62,16 @@ async fn submission_events_reach_an_https_receiver_signed_and_are_logged() -> an
         ca_path.display().to_string(),
     );
 
-    let api_address = free_local_address()?;
+    let pipeline = Pipeline::start(&mut env, 1).await?;
     let dashboard_address = free_local_address()?;
-    let dispatcher_health = free_local_address()?;
-    let ingest_health = free_local_address()?;
-    env.start(
-        "fp-api",
-        &[("FP__API__LISTEN", api_address.to_string())],
-        Readiness::Answers(format!("http://{api_address}/api/v2/webhooks/config")),
-    )
-    .await?;
-    env.start(
-        "fp-dispatcher",
-        &[(
-            "FP__DISPATCHER__HEALTH_LISTEN",
-            dispatcher_health.to_string(),
-        )],
-        Readiness::Ok(format!("http://{dispatcher_health}/readyz")),
-    )
-    .await?;
-    env.start(
-        "fp-log-ingest",
-        &[("FP__LOG_INGEST__HEALTH_LISTEN", ingest_health.to_string())],
-        Readiness::Ok(format!("http://{ingest_health}/readyz")),
-    )
-    .await?;
     env.start(
         "fp-dashboard",
         &[("FP__DASHBOARD__LISTEN", dashboard_address.to_string())],
         Readiness::Answers(format!("http://{dashboard_address}/healthz")),
     )
     .await?;
-
-    let tenant: Value =
-        serde_json::from_str(&env.fpctl(&["tenant", "create", "Acme GmbH"]).await?)?;
-    let tenant_id = tenant["tenant_id"]
-        .as_str()
-        .context("tenant_id")?
-        .to_owned();
-    let api = Api {
-        base: format!("http://{api_address}"),
-        key: tenant["api_key"].as_str().context("api_key")?.to_owned(),
-        http: reqwest::Client::builder().no_proxy().build()?,
-    };
+    let api = pipeline.tenant(&env, "Acme GmbH").await?;
+    let tenant_id = api.tenant_id.clone();
 
     let secret = "your_shared_secret";
     let hook_url = receiver.url("/webhooks/feedbackpulse");
@@ -313,19 +251,8 @@ async fn submission_events_reach_an_https_receiver_signed_and_are_logged() -> an
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_clear_error_and_writes_nothing() -> anyhow::Result<()> {
     let mut env = TestEnvironment::new("badinput").await?;
-    let api_address = free_local_address()?;
-    env.start(
-        "fp-api",
-        &[("FP__API__LISTEN", api_address.to_string())],
-        Readiness::Answers(format!("http://{api_address}/api/v2/webhooks/config")),
-    )
-    .await?;
-    let tenant: Value = serde_json::from_str(&env.fpctl(&["tenant", "create", "Acme"]).await?)?;
-    let api = Api {
-        base: format!("http://{api_address}"),
-        key: tenant["api_key"].as_str().context("api_key")?.to_owned(),
-        http: reqwest::Client::builder().no_proxy().build()?,
-    };
+    let api_address = start_api(&mut env).await?;
+    let api = TenantApi::create(&env, api_address, "Acme").await?;
     let post = reqwest::Method::POST;
     let put = reqwest::Method::PUT;
     let cases: Vec<(reqwest::Method, &str, &str, u16, Option<&str>)> = vec![
@@ -439,7 +366,7 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() -> anyhow::Result<()>
     assert_eq!(status, 404, "{error}");
 
     // An unknown key, and no key at all.
-    let stranger = Api {
+    let stranger = TenantApi {
         key: "fpk_0000000000000000000000000000000000000000000000000000000000000000".to_owned(),
         ..api
     };
