@@ -68,7 +68,7 @@ async fn ids_for(api: &TenantApi, query: &str) -> anyhow::Result<Vec<String>> {
 /// What a filter should return, worked out here from the seed, newest first.
 fn expected(rows: &[AttemptRow], keep: impl Fn(&AttemptRow) -> bool) -> Vec<String> {
     let mut kept: Vec<&AttemptRow> = rows.iter().filter(|row| keep(row)).collect();
-    kept.sort_by(|a, b| (b.attempted_at, b.id).cmp(&(a.attempted_at, a.id)));
+    kept.sort_by_key(|row| std::cmp::Reverse((row.attempted_at, row.id)));
     kept.iter().map(|row| row.id.to_string()).collect()
 }
 
