@@ -77,3 +77,43 @@ pub async fn set_status(
         .get_result(conn)
         .await?)
 }
+
+/// One of the tenant's submissions.
+pub async fn find(
+    conn: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+    id: i64,
+) -> Result<Option<SubmissionRow>, StoreError> {
+    Ok(submissions::table
+        .filter(submissions::tenant_id.eq(tenant_id))
+        .filter(submissions::id.eq(id))
+        .select(SubmissionRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// The tenant's submissions, newest first, after the one with id `before` if given; one more than
+/// `limit` is fetched so the caller knows whether another page follows.
+pub async fn newest(
+    conn: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<SubmissionRow>, bool), StoreError> {
+    let mut query = submissions::table
+        .filter(submissions::tenant_id.eq(tenant_id))
+        .select(SubmissionRow::as_select())
+        .into_boxed();
+    if let Some(before) = before {
+        query = query.filter(submissions::id.lt(before));
+    }
+    let mut rows = query
+        .order(submissions::id.desc())
+        .limit(limit + 1)
+        .load(conn)
+        .await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok((rows, more))
+}

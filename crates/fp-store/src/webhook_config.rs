@@ -135,3 +135,12 @@ pub async fn record_failure(
     .await?;
     Ok(disabled > 0)
 }
+
+/// Removes the tenant's config; returns whether there was one. Deliveries stop once dispatchers'
+/// caches expire; pending retries find no config and end.
+pub async fn delete(conn: &mut AsyncPgConnection, tenant_id: Uuid) -> Result<bool, StoreError> {
+    let deleted = diesel::delete(webhook_configs::table.find(tenant_id))
+        .execute(conn)
+        .await?;
+    Ok(deleted > 0)
+}

@@ -157,16 +157,83 @@ pub async fn create(
     Ok(HttpResponse::Created().json(SubmissionResponse::from(row)))
 }
 
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 200;
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SubmissionPage {
+    data: Vec<SubmissionResponse>,
+    next_cursor: Option<String>,
+}
+
+/// Another tenant's id and a malformed id answer alike: nothing reveals what exists.
+fn submission_id(text: &str) -> Result<i64, ApiError> {
+    text.parse::<i64>()
+        .map_err(|_| ApiError::NotFound("submission"))
+}
+
+pub async fn get(
+    state: web::Data<AppState>,
+    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = submission_id(&path)?;
+    let mut conn = state.pool.get().await.map_err(StoreError::from)?;
+    let row = submissions::find(&mut conn, tenant_id, id)
+        .await?
+        .ok_or(ApiError::NotFound("submission"))?;
+    Ok(HttpResponse::Ok().json(SubmissionResponse::from(row)))
+}
+
+pub async fn list(
+    state: web::Data<AppState>,
+    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = match &query.limit {
+        None => DEFAULT_PAGE,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|limit| (1..=MAX_PAGE).contains(limit))
+            .ok_or_else(|| {
+                ApiError::invalid("limit", format!("must be an integer from 1 to {MAX_PAGE}"))
+            })?,
+    };
+    let before = query
+        .cursor
+        .as_deref()
+        .map(|cursor| {
+            cursor
+                .parse::<i64>()
+                .map_err(|_| ApiError::invalid("cursor", "is not a cursor this api returned"))
+        })
+        .transpose()?;
+    let mut conn = state.pool.get().await.map_err(StoreError::from)?;
+    let (rows, more) = submissions::newest(&mut conn, tenant_id, before, limit).await?;
+    let next_cursor = more
+        .then(|| rows.last().map(|row| row.id.to_string()))
+        .flatten();
+    Ok(HttpResponse::Ok().json(SubmissionPage {
+        data: rows.into_iter().map(SubmissionResponse::from).collect(),
+        next_cursor,
+    }))
+}
+
 pub async fn change_status(
     state: web::Data<AppState>,
     AuthenticatedTenant(tenant_id): AuthenticatedTenant,
     path: web::Path<String>,
     JsonBody(request): JsonBody<StatusRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    // Another tenant's id and a malformed id answer alike: nothing reveals what exists.
-    let id = path
-        .parse::<i64>()
-        .map_err(|_| ApiError::NotFound("submission"))?;
+    let id = submission_id(&path)?;
     let status = request
         .status
         .parse::<SubmissionStatus>()

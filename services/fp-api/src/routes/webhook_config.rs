@@ -85,6 +85,18 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(ConfigResponse::new(config, health)))
 }
 
+pub async fn delete(
+    state: web::Data<AppState>,
+    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+) -> Result<HttpResponse, ApiError> {
+    let mut conn = state.pool.get().await.map_err(fp_store::StoreError::from)?;
+    if !webhook_config::delete(&mut conn, tenant_id).await? {
+        return Err(ApiError::NotFound("webhook config"));
+    }
+    tracing::info!(%tenant_id, "webhook config deleted");
+    Ok(HttpResponse::NoContent().finish())
+}
+
 pub async fn put(
     state: web::Data<AppState>,
     AuthenticatedTenant(tenant_id): AuthenticatedTenant,
