@@ -186,11 +186,7 @@ impl Broker {
     pub async fn declare_delay_tiers(&self, tiers: &[Duration]) -> Result<(), BrokerError> {
         let channel = self.channel().await?;
         for tier in tiers {
-            let mut arguments = FieldTable::default();
-            arguments.insert(
-                "x-queue-type".into(),
-                AMQPValue::LongString("quorum".into()),
-            );
+            let mut arguments = quorum_arguments();
             let ttl = i64::try_from(tier.as_millis()).unwrap_or(i64::MAX);
             arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
             // Expired messages go, through the default exchange, to the retry queue...
@@ -211,17 +207,7 @@ impl Broker {
                 "x-overflow".into(),
                 AMQPValue::LongString("reject-publish".into()),
             );
-            channel
-                .queue_declare(
-                    self.names.delay_queue(*tier).as_str().into(),
-                    QueueDeclareOptions {
-                        durable: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    arguments,
-                )
-                .await
-                .map_err(amqp("queue.declare"))?;
+            declare_durable_queue(&channel, &self.names.delay_queue(*tier), arguments).await?;
         }
         channel.close(200, "delay tiers declared".into()).await.ok();
         Ok(())
@@ -320,27 +306,22 @@ async fn declare_exchange(
         .map_err(amqp("exchange.declare"))
 }
 
-/// Quorum queues: replicated in a cluster, and on RabbitMQ 3.10 faster than classic durable queues.
-async fn declare_quorum_queue(
-    channel: &Channel,
-    name: &str,
-    dead_letter_exchange: Option<&str>,
-) -> Result<(), BrokerError> {
+/// Arguments every queue starts from: quorum queues are replicated in a cluster, and on
+/// RabbitMQ 3.10 faster than classic durable queues.
+fn quorum_arguments() -> FieldTable {
     let mut arguments = FieldTable::default();
     arguments.insert(
         "x-queue-type".into(),
         AMQPValue::LongString("quorum".into()),
     );
-    if let Some(exchange) = dead_letter_exchange {
-        arguments.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString(exchange.into()),
-        );
-        arguments.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongLongInt(DELIVERY_LIMIT),
-        );
-    }
+    arguments
+}
+
+async fn declare_durable_queue(
+    channel: &Channel,
+    name: &str,
+    arguments: FieldTable,
+) -> Result<(), BrokerError> {
     channel
         .queue_declare(
             name.into(),
@@ -353,6 +334,27 @@ async fn declare_quorum_queue(
         .await
         .map_err(amqp("queue.declare"))?;
     Ok(())
+}
+
+/// A work queue; with a dead-letter exchange, also a delivery limit so a message that crashes its
+/// consumer every time ends there instead of looping.
+async fn declare_quorum_queue(
+    channel: &Channel,
+    name: &str,
+    dead_letter_exchange: Option<&str>,
+) -> Result<(), BrokerError> {
+    let mut arguments = quorum_arguments();
+    if let Some(exchange) = dead_letter_exchange {
+        arguments.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(exchange.into()),
+        );
+        arguments.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(DELIVERY_LIMIT),
+        );
+    }
+    declare_durable_queue(channel, name, arguments).await
 }
 
 async fn bind(
