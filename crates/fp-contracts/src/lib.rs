@@ -1,7 +1,7 @@
 //! Broker message contracts, generated from `proto/` at build time, and their mapping to the domain.
 
 use chrono::{DateTime, Utc};
-use fp_domain::{Change, DeliveryId, Event, Submission, SubmissionStatus};
+use fp_domain::{Change, DeliveryId, Event, EventType, Submission, SubmissionStatus};
 use prost::Message;
 use uuid::Uuid;
 
@@ -91,6 +91,7 @@ pub fn envelope_from_event(event: &Event) -> v1::EventEnvelope {
             submission: Some(submission_to_proto(submission)),
             previous_status: previous_status.as_str().to_owned(),
         }),
+        Change::WebhookTest => v1::event_envelope::Payload::WebhookTest(v1::WebhookTest {}),
     };
     v1::EventEnvelope {
         id: event.id.to_string(),
@@ -111,33 +112,107 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, DecodeError> {
     event_from_envelope(v1::EventEnvelope::decode(bytes)?)
 }
 
-/// One event for one endpoint, continuing a delivery (a retry or a deferred attempt).
+/// One attempt of one delivery to one endpoint: a retry, a deferred attempt or a redelivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryJob {
-    pub event: Event,
+    pub content: JobContent,
     pub delivery_id: DeliveryId,
     pub attempt_number: u32,
+    /// Asked for by the tenant: one attempt, final whatever its outcome.
+    pub manual: bool,
+}
+
+/// What a job sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobContent {
+    /// The event, rendered and signed anew.
+    Event(Event),
+    /// The exact body of an earlier attempt, signed anew.
+    Stored(StoredRequest),
+}
+
+/// The request of an earlier attempt, as its attempt record stored it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRequest {
+    pub tenant_id: Uuid,
+    pub event_id: Uuid,
+    pub event_type: EventType,
+    /// The endpoint it went to.
+    pub url: String,
+    pub body: Vec<u8>,
+}
+
+impl DeliveryJob {
+    pub fn tenant_id(&self) -> Uuid {
+        match &self.content {
+            JobContent::Event(event) => event.tenant_id,
+            JobContent::Stored(stored) => stored.tenant_id,
+        }
+    }
+
+    pub fn event_id(&self) -> Uuid {
+        match &self.content {
+            JobContent::Event(event) => event.id,
+            JobContent::Stored(stored) => stored.event_id,
+        }
+    }
+
+    pub fn event_type(&self) -> EventType {
+        match &self.content {
+            JobContent::Event(event) => event.event_type(),
+            JobContent::Stored(stored) => stored.event_type,
+        }
+    }
 }
 
 pub fn encode_job(job: &DeliveryJob) -> Vec<u8> {
+    let content = match &job.content {
+        JobContent::Event(event) => v1::delivery_job::Content::Event(envelope_from_event(event)),
+        JobContent::Stored(stored) => v1::delivery_job::Content::StoredRequest(v1::StoredRequest {
+            tenant_id: stored.tenant_id.to_string(),
+            event_id: stored.event_id.to_string(),
+            event_type: stored.event_type.as_str().to_owned(),
+            url: stored.url.clone(),
+            body: stored.body.clone(),
+        }),
+    };
     v1::DeliveryJob {
-        event: Some(envelope_from_event(&job.event)),
+        content: Some(content),
         delivery_id: job.delivery_id.to_string(),
         attempt_number: job.attempt_number,
+        manual: job.manual,
     }
     .encode_to_vec()
 }
 
 pub fn decode_job(bytes: &[u8]) -> Result<DeliveryJob, DecodeError> {
     let job = v1::DeliveryJob::decode(bytes)?;
-    let envelope = job.event.ok_or_else(|| field_error("event", "absent"))?;
     if job.attempt_number < 1 {
         return Err(field_error("attempt_number", "must be at least 1"));
     }
+    let content = match job.content {
+        Some(v1::delivery_job::Content::Event(envelope)) => {
+            JobContent::Event(event_from_envelope(envelope)?)
+        }
+        Some(v1::delivery_job::Content::StoredRequest(stored)) => {
+            JobContent::Stored(StoredRequest {
+                tenant_id: uuid_from("stored_request.tenant_id", &stored.tenant_id)?,
+                event_id: uuid_from("stored_request.event_id", &stored.event_id)?,
+                event_type: stored
+                    .event_type
+                    .parse()
+                    .map_err(|err| field_error("stored_request.event_type", err))?,
+                url: stored.url,
+                body: stored.body,
+            })
+        }
+        None => return Err(field_error("content", "absent")),
+    };
     Ok(DeliveryJob {
-        event: event_from_envelope(envelope)?,
+        content,
         delivery_id: DeliveryId(uuid_from("delivery_id", &job.delivery_id)?),
         attempt_number: job.attempt_number,
+        manual: job.manual,
     })
 }
 
@@ -154,6 +229,7 @@ fn event_from_envelope(envelope: v1::EventEnvelope) -> Result<Event, DecodeError
                 previous_status: status_from("previous_status", &changed.previous_status)?,
             }
         }
+        Some(v1::event_envelope::Payload::WebhookTest(v1::WebhookTest {})) => Change::WebhookTest,
         None => return Err(field_error("payload", "absent")),
     };
     let event = Event {
@@ -220,8 +296,9 @@ mod tests {
         };
         let job = DeliveryJob {
             delivery_id: DeliveryId::for_event_and_endpoint(event.id, "https://a.example/"),
-            event,
+            content: JobContent::Event(event),
             attempt_number: 3,
+            manual: false,
         };
         assert_eq!(decode_job(&encode_job(&job)).expect("decodes"), job);
         let zeroth = DeliveryJob {
@@ -229,6 +306,108 @@ mod tests {
             ..job
         };
         assert!(decode_job(&encode_job(&zeroth)).is_err());
+    }
+
+    #[test]
+    fn test_events_round_trip() {
+        let event = Event {
+            id: Uuid::now_v7(),
+            tenant_id: Uuid::now_v7(),
+            occurred_at: DateTime::from_timestamp(1_710_498_600, 0).expect("time"),
+            change: Change::WebhookTest,
+        };
+        let envelope = envelope_from_event(&event);
+        assert_eq!(envelope.event_type, "webhook.test");
+        assert_eq!(
+            decode_event(&envelope.encode_to_vec()).expect("decodes"),
+            event
+        );
+    }
+
+    #[test]
+    fn manual_redelivery_jobs_carry_the_stored_request_byte_for_byte() {
+        let stored = StoredRequest {
+            tenant_id: Uuid::now_v7(),
+            event_id: Uuid::now_v7(),
+            event_type: EventType::SubmissionStatusChanged,
+            url: "https://a.example/hook".into(),
+            body: br#"{"event":"submission.status_changed","data":{"text":"\u00e9 \xff"}}"#
+                .to_vec(),
+        };
+        let job = DeliveryJob {
+            delivery_id: DeliveryId::for_event_and_endpoint(stored.event_id, &stored.url),
+            content: JobContent::Stored(stored),
+            attempt_number: 4,
+            manual: true,
+        };
+        let decoded = decode_job(&encode_job(&job)).expect("decodes");
+        assert_eq!(decoded, job);
+        assert_eq!(decoded.event_type(), EventType::SubmissionStatusChanged);
+
+        // Fields a dispatcher relies on are checked, naming the field.
+        let mut wire = v1::DeliveryJob::decode(encode_job(&job).as_slice()).expect("wire form");
+        if let Some(v1::delivery_job::Content::StoredRequest(stored)) = &mut wire.content {
+            stored.event_type = "submission.deleted".into();
+        }
+        let error = decode_job(&wire.encode_to_vec()).expect_err("unknown type");
+        assert!(
+            error.to_string().contains("stored_request.event_type"),
+            "{error}"
+        );
+        wire.content = None;
+        let error = decode_job(&wire.encode_to_vec()).expect_err("no content");
+        assert!(error.to_string().contains("content"), "{error}");
+    }
+
+    #[test]
+    fn a_job_from_before_the_oneof_still_decodes() {
+        // Field 1 kept its number when it moved into `content`, so jobs already parked in delay
+        // queues by the previous version decode as event jobs.
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct OldJob {
+            #[prost(message, optional, tag = "1")]
+            event: Option<v1::EventEnvelope>,
+            #[prost(string, tag = "2")]
+            delivery_id: String,
+            #[prost(uint32, tag = "3")]
+            attempt_number: u32,
+        }
+        let event = Event {
+            id: Uuid::now_v7(),
+            tenant_id: Uuid::now_v7(),
+            occurred_at: DateTime::from_timestamp(1_710_498_600, 0).expect("time"),
+            change: Change::WebhookTest,
+        };
+        let delivery_id = DeliveryId::for_event_and_endpoint(event.id, "https://a.example/");
+        let old = OldJob {
+            event: Some(envelope_from_event(&event)),
+            delivery_id: delivery_id.to_string(),
+            attempt_number: 2,
+        };
+        let decoded = decode_job(&old.encode_to_vec()).expect("decodes");
+        assert_eq!(
+            decoded,
+            DeliveryJob {
+                content: JobContent::Event(event),
+                delivery_id,
+                attempt_number: 2,
+                manual: false,
+            }
+        );
+    }
+
+    #[test]
+    fn attempt_records_carry_the_manual_mark() {
+        let record = v1::DeliveryAttempt {
+            attempt_id: Uuid::now_v7().to_string(),
+            manual: true,
+            r#final: true,
+            ..v1::DeliveryAttempt::default()
+        };
+        let decoded =
+            v1::DeliveryAttempt::decode(record.encode_to_vec().as_slice()).expect("decodes");
+        assert!(decoded.manual && decoded.r#final);
+        assert!(!v1::DeliveryAttempt::default().manual);
     }
 
     #[test]

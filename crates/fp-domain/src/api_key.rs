@@ -23,6 +23,29 @@ pub fn display_prefix(key: &str) -> String {
     key.chars().take(PREFIX.len() + 4).collect()
 }
 
+/// A freshly issued key: the key itself is shown once; only `hash` and `prefix` are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedKey {
+    pub key: String,
+    pub hash: Vec<u8>,
+    pub prefix: String,
+}
+
+impl IssuedKey {
+    /// Issues a key from 32 random bytes the caller drew from a secure source.
+    pub fn from_random(random: [u8; 32]) -> Self {
+        let key = format_key(random);
+        IssuedKey {
+            hash: hash_key(&key),
+            prefix: display_prefix(&key),
+            key,
+        }
+    }
+}
+
+/// Longest label a key may carry.
+pub const MAX_NAME_CHARS: usize = 100;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,5 +58,13 @@ mod tests {
         assert_eq!(hash_key(&key), hash_key(&key));
         assert_ne!(hash_key(&key), hash_key(&format_key([8; 32])));
         assert_eq!(display_prefix(&key), "fpk_0707");
+    }
+
+    #[test]
+    fn an_issued_key_stores_its_hash_and_prefix_only() {
+        let issued = IssuedKey::from_random([9; 32]);
+        assert_eq!(issued.hash, hash_key(&issued.key));
+        assert_eq!(issued.prefix, "fpk_0909");
+        assert!(!issued.hash.windows(4).any(|window| window == b"fpk_"));
     }
 }

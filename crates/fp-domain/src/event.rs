@@ -1,4 +1,4 @@
-//! Event types a tenant can subscribe to, and the identity of one delivery.
+//! Event types, the events themselves, and the identity of one delivery.
 
 use std::fmt;
 use std::str::FromStr;
@@ -16,10 +16,20 @@ pub enum EventType {
     SubmissionCreated,
     #[serde(rename = "submission.status_changed")]
     SubmissionStatusChanged,
+    /// Sent only when a tenant asks for it (`POST /api/v2/webhooks/test`), never by subscription.
+    #[serde(rename = "webhook.test")]
+    WebhookTest,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 2] = [
+    pub const ALL: [EventType; 3] = [
+        EventType::SubmissionCreated,
+        EventType::SubmissionStatusChanged,
+        EventType::WebhookTest,
+    ];
+
+    /// The types a webhook config can list in `events`.
+    pub const SUBSCRIBABLE: [EventType; 2] = [
         EventType::SubmissionCreated,
         EventType::SubmissionStatusChanged,
     ];
@@ -28,8 +38,23 @@ impl EventType {
         match self {
             EventType::SubmissionCreated => "submission.created",
             EventType::SubmissionStatusChanged => "submission.status_changed",
+            EventType::WebhookTest => "webhook.test",
         }
     }
+
+    /// This type, if a webhook config may subscribe to it.
+    pub fn subscribable(self) -> Result<Self, NotSubscribable> {
+        if Self::SUBSCRIBABLE.contains(&self) {
+            Ok(self)
+        } else {
+            Err(NotSubscribable(self))
+        }
+    }
+}
+
+/// The subscribable names, for error messages: "submission.created, submission.status_changed".
+fn subscribable_names() -> String {
+    EventType::SUBSCRIBABLE.map(EventType::as_str).join(", ")
 }
 
 impl fmt::Display for EventType {
@@ -39,8 +64,16 @@ impl fmt::Display for EventType {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown event type `{0}` (known: submission.created, submission.status_changed)")]
+#[error("unknown event type `{0}` (known: {known})", known = subscribable_names())]
 pub struct UnknownEventType(pub String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` cannot be subscribed to: it is sent only on request, through POST /api/v2/webhooks/test \
+     (subscribable: {known})",
+    known = subscribable_names()
+)]
+pub struct NotSubscribable(pub EventType);
 
 impl FromStr for EventType {
     type Err = UnknownEventType;
@@ -73,6 +106,8 @@ pub enum Change {
         submission: Submission,
         previous_status: SubmissionStatus,
     },
+    /// A tenant asked for a test delivery; it carries no data of the account.
+    WebhookTest,
 }
 
 impl Event {
@@ -80,6 +115,7 @@ impl Event {
         match self.change {
             Change::SubmissionCreated { .. } => EventType::SubmissionCreated,
             Change::SubmissionStatusChanged { .. } => EventType::SubmissionStatusChanged,
+            Change::WebhookTest => EventType::WebhookTest,
         }
     }
 }
@@ -121,6 +157,30 @@ mod tests {
         assert_eq!(
             "submission.deleted".parse::<EventType>(),
             Err(UnknownEventType("submission.deleted".into()))
+        );
+    }
+
+    #[test]
+    fn webhook_test_is_known_but_not_subscribable() {
+        assert_eq!(
+            "webhook.test".parse::<EventType>(),
+            Ok(EventType::WebhookTest)
+        );
+        for event in EventType::SUBSCRIBABLE {
+            assert_eq!(event.subscribable(), Ok(event));
+        }
+        let refused = EventType::WebhookTest
+            .subscribable()
+            .expect_err("not subscribable")
+            .to_string();
+        assert!(
+            refused.contains("webhook.test") && refused.contains("POST /api/v2/webhooks/test"),
+            "{refused}"
+        );
+        let unknown = UnknownEventType("x".into()).to_string();
+        assert!(
+            unknown.ends_with("(known: submission.created, submission.status_changed)"),
+            "{unknown}"
         );
     }
 

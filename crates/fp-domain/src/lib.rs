@@ -15,5 +15,5 @@ pub mod secret_box;
 pub mod signing;
 pub mod submission;
 
-pub use event::{Change, DeliveryId, Event, EventType, UnknownEventType};
+pub use event::{Change, DeliveryId, Event, EventType, NotSubscribable, UnknownEventType};
 pub use submission::{Submission, SubmissionStatus, UnknownStatus};

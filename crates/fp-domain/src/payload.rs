@@ -6,11 +6,23 @@ use serde::Serialize;
 use crate::event::{Change, Event};
 use crate::submission::{Submission, SubmissionStatus};
 
+/// What a `webhook.test` event says, in every format.
+pub const TEST_EVENT_MESSAGE: &str = "This is a test event from FeedbackPulse, sent because it was \
+     requested. If you can read it, your endpoint receives FeedbackPulse webhooks.";
+
 #[derive(Serialize)]
 struct CustomBody<'a> {
     event: &'static str,
     timestamp: String,
-    data: SubmissionData<'a>,
+    data: Data<'a>,
+}
+
+/// The `data` object: the submission, or the test event's message.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Data<'a> {
+    Submission(SubmissionData<'a>),
+    Test { message: &'static str },
 }
 
 /// Field order follows the product page, so receivers that log raw bodies see the documented shape.
@@ -43,11 +55,16 @@ impl<'a> SubmissionData<'a> {
 /// The raw JSON body sent to a custom (non-Slack, non-Discord) endpoint.
 pub fn custom_json_body(event: &Event) -> Vec<u8> {
     let data = match &event.change {
-        Change::SubmissionCreated { submission } => SubmissionData::new(submission, None),
+        Change::SubmissionCreated { submission } => {
+            Data::Submission(SubmissionData::new(submission, None))
+        }
         Change::SubmissionStatusChanged {
             submission,
             previous_status,
-        } => SubmissionData::new(submission, Some(*previous_status)),
+        } => Data::Submission(SubmissionData::new(submission, Some(*previous_status))),
+        Change::WebhookTest => Data::Test {
+            message: TEST_EVENT_MESSAGE,
+        },
     };
     let body = CustomBody {
         event: event.event_type().as_str(),
@@ -97,6 +114,18 @@ mod tests {
         assert_eq!(
             body,
             r#"{"event":"submission.created","timestamp":"2024-03-15T10:30:00Z","data":{"id":42,"campaign_id":1,"star_rating":5,"text_feedback":"Love this product!","customer_name":"Jane Doe","status":"pending"}}"#
+        );
+    }
+
+    #[test]
+    fn test_event_body_has_the_product_page_shape_and_a_message() {
+        let event = at_product_page_time(Change::WebhookTest);
+        let body = String::from_utf8(custom_json_body(&event)).expect("utf-8");
+        assert_eq!(
+            body,
+            format!(
+                r#"{{"event":"webhook.test","timestamp":"2024-03-15T10:30:00Z","data":{{"message":"{TEST_EVENT_MESSAGE}"}}}}"#
+            )
         );
     }
 

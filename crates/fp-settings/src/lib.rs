@@ -63,6 +63,11 @@ pub struct ApiSettings {
     disable_failing_endpoints_after_raw: String,
     #[serde(skip)]
     pub disable_failing_endpoints_after: Duration,
+    #[serde(rename = "secret_rotation_grace")]
+    secret_rotation_grace_raw: String,
+    /// How long a replaced webhook secret still signs deliveries.
+    #[serde(skip)]
+    pub secret_rotation_grace: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -175,9 +180,25 @@ impl Settings {
                     ),
                 }
             })?;
+        settings.api.secret_rotation_grace = settings.api.rotation_grace()?;
         Ok(settings)
     }
 }
+
+impl ApiSettings {
+    fn rotation_grace(&self) -> Result<Duration, SettingsError> {
+        let raw = &self.secret_rotation_grace_raw;
+        parse_duration(raw)
+            // The api adds it to timestamps; so large a grace is a typo, not a wish.
+            .filter(|grace| *grace <= MAX_ROTATION_GRACE)
+            .ok_or_else(|| SettingsError::Invalid {
+                key: "api.secret_rotation_grace",
+                reason: format!("`{raw}` is not a duration from 1ms to 365d, such as 24h"),
+            })
+    }
+}
+
+const MAX_ROTATION_GRACE: Duration = Duration::from_secs(365 * 86_400);
 
 impl DispatcherSettings {
     /// Parses the string-typed keys, naming the key in any error.
@@ -301,6 +322,32 @@ mod tests {
         assert_eq!(settings.dashboard.listen.port(), 8081);
         assert_eq!(settings.broker.namespace, "fp");
         assert!(settings.secrets.master_key_raw.is_empty());
+        assert_eq!(
+            settings.api.rotation_grace().expect("valid default"),
+            Duration::from_secs(24 * 3600)
+        );
+    }
+
+    #[test]
+    fn a_bad_rotation_grace_names_the_key() {
+        let raw = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .build()
+            .expect("defaults parse");
+        let mut api = raw
+            .try_deserialize::<Settings>()
+            .expect("defaults fit the types")
+            .api;
+        for bad in ["0s", "24", "1y", "366d"] {
+            api.secret_rotation_grace_raw = bad.into();
+            let error = api.rotation_grace().expect_err(bad);
+            assert!(
+                error.to_string().contains("api.secret_rotation_grace"),
+                "{error}"
+            );
+        }
+        api.secret_rotation_grace_raw = "3s".into();
+        assert_eq!(api.rotation_grace().expect("valid"), Duration::from_secs(3));
     }
 
     fn secrets_with(raw: &str) -> SecretsSettings {

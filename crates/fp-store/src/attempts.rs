@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -31,6 +32,8 @@ pub struct AttemptRow {
     pub error_message: Option<String>,
     pub is_final: bool,
     pub next_retry_at: Option<DateTime<Utc>>,
+    /// A redelivery the tenant asked for.
+    pub manual: bool,
 }
 
 /// Inserts a batch in one statement; rows whose id is already stored are skipped, so a record the
@@ -88,11 +91,14 @@ pub struct AttemptQuery {
     pub limit: i64,
 }
 
-/// One page of attempts matching `query`, and whether more follow.
-pub async fn page(
-    conn: &mut AsyncPgConnection,
-    query: &AttemptQuery,
-) -> Result<(Vec<AttemptRow>, bool), StoreError> {
+type PageStatement = delivery_attempts::BoxedQuery<
+    'static,
+    diesel::pg::Pg,
+    diesel::dsl::AsSelect<AttemptRow, diesel::pg::Pg>,
+>;
+
+/// The statement behind [`page`]; [`explain_page`] plans the very same one.
+fn page_statement(query: &AttemptQuery) -> PageStatement {
     use delivery_attempts::dsl;
 
     let mut statement = dsl::delivery_attempts
@@ -119,18 +125,247 @@ pub async fn page(
         statement = statement.filter(dsl::attempted_at.lt(to));
     }
     if let Some((at, id)) = query.after {
+        // A row comparison rather than `a < x OR (a = x AND id < y)`: PostgreSQL turns it into an
+        // index range bound, so a deep page starts where the last one ended instead of filtering.
         statement = statement.filter(
-            dsl::attempted_at
-                .lt(at)
-                .or(dsl::attempted_at.eq(at).and(dsl::id.lt(id))),
+            diesel::dsl::sql::<sql_types::Bool>("(attempted_at, id) < (")
+                .bind::<sql_types::Timestamptz, _>(at)
+                .sql(", ")
+                .bind::<sql_types::Uuid, _>(id)
+                .sql(")"),
         );
     }
-    let mut rows = statement
+    statement
         .order((dsl::attempted_at.desc(), dsl::id.desc()))
         .limit(query.limit + 1)
-        .load(conn)
-        .await?;
+}
+
+/// One page of attempts matching `query`, and whether more follow.
+pub async fn page(
+    conn: &mut AsyncPgConnection,
+    query: &AttemptQuery,
+) -> Result<(Vec<AttemptRow>, bool), StoreError> {
+    let mut rows = page_statement(query).load(conn).await?;
     let more = rows.len() as i64 > query.limit;
     rows.truncate(usize::try_from(query.limit).unwrap_or(0));
     Ok((rows, more))
+}
+
+/// PostgreSQL's plan for the page `query` asks for, one line a row, so operators and tests can
+/// check that log pages stay index scans as the table grows.
+pub async fn explain_page(
+    conn: &mut AsyncPgConnection,
+    query: &AttemptQuery,
+) -> Result<Vec<String>, StoreError> {
+    Ok(Explain(page_statement(query)).load(conn).await?)
+}
+
+/// `EXPLAIN` in front of any query, keeping its bind parameters.
+#[derive(diesel::query_builder::QueryId)]
+struct Explain<Q>(Q);
+
+impl<Q: diesel::query_builder::QueryFragment<diesel::pg::Pg>>
+    diesel::query_builder::QueryFragment<diesel::pg::Pg> for Explain<Q>
+{
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        out.push_sql("EXPLAIN ");
+        self.0.walk_ast(out.reborrow())
+    }
+}
+
+impl<Q> diesel::query_builder::Query for Explain<Q> {
+    type SqlType = sql_types::Text;
+}
+
+/// One attempt; with `tenant_id`, only if it is that tenant's (so another tenant's id is not found).
+pub async fn find(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    tenant_id: Option<Uuid>,
+) -> Result<Option<AttemptRow>, StoreError> {
+    use delivery_attempts::dsl;
+
+    let mut statement = dsl::delivery_attempts
+        .filter(dsl::id.eq(id))
+        .select(AttemptRow::as_select())
+        .into_boxed();
+    if let Some(tenant_id) = tenant_id {
+        statement = statement.filter(dsl::tenant_id.eq(tenant_id));
+    }
+    Ok(statement.first(conn).await.optional()?)
+}
+
+type DeliveryStatement = diesel::dsl::Order<
+    diesel::dsl::Select<
+        diesel::dsl::Filter<
+            diesel::dsl::Filter<
+                delivery_attempts::table,
+                diesel::dsl::Eq<delivery_attempts::delivery_id, Uuid>,
+            >,
+            diesel::dsl::Eq<delivery_attempts::tenant_id, Uuid>,
+        >,
+        diesel::dsl::AsSelect<AttemptRow, diesel::pg::Pg>,
+    >,
+    (
+        delivery_attempts::attempt_number,
+        delivery_attempts::attempted_at,
+        delivery_attempts::id,
+    ),
+>;
+
+fn delivery_statement(tenant_id: Uuid, delivery_id: Uuid) -> DeliveryStatement {
+    use delivery_attempts::dsl;
+
+    dsl::delivery_attempts
+        .filter(dsl::delivery_id.eq(delivery_id))
+        .filter(dsl::tenant_id.eq(tenant_id))
+        .select(AttemptRow::as_select())
+        .order((dsl::attempt_number, dsl::attempted_at, dsl::id))
+}
+
+/// Every attempt of one delivery, in the order they were made.
+pub async fn of_delivery(
+    conn: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+    delivery_id: Uuid,
+) -> Result<Vec<AttemptRow>, StoreError> {
+    Ok(delivery_statement(tenant_id, delivery_id)
+        .load(conn)
+        .await?)
+}
+
+/// PostgreSQL's plan for [`of_delivery`].
+pub async fn explain_of_delivery(
+    conn: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+    delivery_id: Uuid,
+) -> Result<Vec<String>, StoreError> {
+    Ok(Explain(delivery_statement(tenant_id, delivery_id))
+        .load(conn)
+        .await?)
+}
+
+/// What redelivering a delivery needs: the request one of its attempts sent, and how far the
+/// delivery got.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct StoredDelivery {
+    #[diesel(sql_type = sql_types::Uuid)]
+    pub delivery_id: Uuid,
+    #[diesel(sql_type = sql_types::Uuid)]
+    pub event_id: Uuid,
+    #[diesel(sql_type = sql_types::Text)]
+    pub event_type: String,
+    #[diesel(sql_type = sql_types::Text)]
+    pub url: String,
+    /// The exact bytes sent.
+    #[diesel(sql_type = sql_types::Bytea)]
+    pub request_body: Vec<u8>,
+    /// The highest attempt number recorded for the delivery.
+    #[diesel(sql_type = sql_types::Int4)]
+    pub last_attempt_number: i32,
+}
+
+/// The delivery of the tenant's attempt `attempt_id`, with the request that attempt sent; `None`
+/// when the tenant has no such attempt (another tenant's id included).
+pub async fn stored_delivery(
+    conn: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+    attempt_id: Uuid,
+) -> Result<Option<StoredDelivery>, StoreError> {
+    Ok(diesel::sql_query(
+        "SELECT a.delivery_id, a.event_id, a.event_type, a.url, a.request_body, \
+           (SELECT max(m.attempt_number) FROM delivery_attempts m \
+             WHERE m.tenant_id = a.tenant_id AND m.delivery_id = a.delivery_id) \
+             AS last_attempt_number \
+         FROM delivery_attempts a WHERE a.tenant_id = $1 AND a.id = $2",
+    )
+    .bind::<sql_types::Uuid, _>(tenant_id)
+    .bind::<sql_types::Uuid, _>(attempt_id)
+    .get_result(conn)
+    .await
+    .optional()?)
+}
+
+/// The tenant's deliveries that failed for good: an attempt in `[$2, $3)`, no 2xx answer ever, and
+/// a final latest attempt (deliveries still being retried are left to their retries). Each with
+/// its latest attempt's request and when its first attempt in the range was made. The range is
+/// read through `delivery_attempts_tenant_time`; each delivery's attempts through
+/// `delivery_attempts_delivery`.
+const FAILED_DELIVERIES: &str = "\
+    WITH touched AS ( \
+        SELECT delivery_id, min(attempted_at) AS first_at FROM delivery_attempts \
+        WHERE tenant_id = $1 AND attempted_at >= $2 AND attempted_at < $3 \
+        GROUP BY delivery_id \
+    ), failed AS ( \
+        SELECT touched.first_at, latest.* FROM touched \
+        CROSS JOIN LATERAL ( \
+            SELECT a.delivery_id, a.event_id, a.event_type, a.url, a.request_body, \
+                   a.attempt_number AS last_attempt_number, a.final \
+            FROM delivery_attempts a \
+            WHERE a.tenant_id = $1 AND a.delivery_id = touched.delivery_id \
+            ORDER BY a.attempt_number DESC, a.attempted_at DESC, a.id DESC LIMIT 1 \
+        ) latest \
+        WHERE latest.final AND NOT EXISTS ( \
+            SELECT 1 FROM delivery_attempts ok \
+            WHERE ok.tenant_id = $1 AND ok.delivery_id = touched.delivery_id \
+              AND ok.response_status BETWEEN 200 AND 299) \
+    ) ";
+
+/// Failed deliveries of a time range, split by whether they went to the endpoint's current URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedDeliveries {
+    /// Those sent to the current URL, oldest first, at most the limit asked for.
+    pub sent_to_url: Vec<StoredDelivery>,
+    /// More than the limit were sent to the current URL.
+    pub more: bool,
+    /// How many went to another URL (the endpoint changed since).
+    pub sent_elsewhere: i64,
+}
+
+/// The tenant's failed deliveries with an attempt in `[from, to)` (see `FAILED_DELIVERIES`).
+pub async fn failed_deliveries(
+    conn: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    url: &str,
+    limit: i64,
+) -> Result<FailedDeliveries, StoreError> {
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = sql_types::Int8)]
+        count: i64,
+    }
+    let mut sent_to_url: Vec<StoredDelivery> = diesel::sql_query(format!(
+        "{FAILED_DELIVERIES} SELECT delivery_id, event_id, event_type, url, request_body, \
+           last_attempt_number FROM failed WHERE url = $4 \
+         ORDER BY first_at, delivery_id LIMIT $5"
+    ))
+    .bind::<sql_types::Uuid, _>(tenant_id)
+    .bind::<sql_types::Timestamptz, _>(from)
+    .bind::<sql_types::Timestamptz, _>(to)
+    .bind::<sql_types::Text, _>(url)
+    .bind::<sql_types::Int8, _>(limit + 1)
+    .load(conn)
+    .await?;
+    let more = sent_to_url.len() as i64 > limit;
+    sent_to_url.truncate(usize::try_from(limit).unwrap_or(0));
+    let sent_elsewhere = diesel::sql_query(format!(
+        "{FAILED_DELIVERIES} SELECT count(*) AS count FROM failed WHERE url <> $4"
+    ))
+    .bind::<sql_types::Uuid, _>(tenant_id)
+    .bind::<sql_types::Timestamptz, _>(from)
+    .bind::<sql_types::Timestamptz, _>(to)
+    .bind::<sql_types::Text, _>(url)
+    .get_result::<Count>(conn)
+    .await?
+    .count;
+    Ok(FailedDeliveries {
+        sent_to_url,
+        more,
+        sent_elsewhere,
+    })
 }

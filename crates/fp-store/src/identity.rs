@@ -30,37 +30,135 @@ pub async fn tenant_exists(conn: &mut AsyncPgConnection, id: Uuid) -> Result<boo
     Ok(found.is_some())
 }
 
+/// Who an API key acts for; the key's role follows from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOwner {
+    /// A tenant admin's key: every call is scoped to this tenant.
+    Tenant(Uuid),
+    /// A superadmin key: platform-wide, admin routes only.
+    Platform,
+}
+
+impl KeyOwner {
+    fn tenant_id(self) -> Option<Uuid> {
+        match self {
+            KeyOwner::Tenant(tenant_id) => Some(tenant_id),
+            KeyOwner::Platform => None,
+        }
+    }
+
+    fn role(self) -> &'static str {
+        match self {
+            KeyOwner::Tenant(_) => ROLE_TENANT_ADMIN,
+            KeyOwner::Platform => ROLE_SUPERADMIN,
+        }
+    }
+}
+
+/// An API key as lists show it: never the key, only its first characters.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = api_keys)]
+pub struct ApiKeyRow {
+    pub id: Uuid,
+    pub tenant_id: Option<Uuid>,
+    pub role: String,
+    pub name: String,
+    pub key_prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl ApiKeyRow {
+    pub fn owner(&self) -> KeyOwner {
+        match self.tenant_id {
+            Some(tenant_id) => KeyOwner::Tenant(tenant_id),
+            None => KeyOwner::Platform,
+        }
+    }
+}
+
 pub async fn create_api_key(
     conn: &mut AsyncPgConnection,
-    tenant_id: Uuid,
+    owner: KeyOwner,
+    name: &str,
     key_hash: &[u8],
     key_prefix: &str,
-) -> Result<Uuid, StoreError> {
-    let id = Uuid::now_v7();
-    diesel::insert_into(api_keys::table)
+) -> Result<ApiKeyRow, StoreError> {
+    Ok(diesel::insert_into(api_keys::table)
         .values((
-            api_keys::id.eq(id),
-            api_keys::tenant_id.eq(tenant_id),
+            api_keys::id.eq(Uuid::now_v7()),
+            api_keys::tenant_id.eq(owner.tenant_id()),
+            api_keys::role.eq(owner.role()),
+            api_keys::name.eq(name),
             api_keys::key_hash.eq(key_hash),
             api_keys::key_prefix.eq(key_prefix),
         ))
-        .execute(conn)
-        .await?;
-    Ok(id)
+        .returning(ApiKeyRow::as_returning())
+        .get_result(conn)
+        .await?)
 }
 
-/// The tenant a live (unrevoked) key belongs to.
-pub async fn tenant_for_key_hash(
+/// The live (unrevoked) key with this hash.
+pub async fn live_key_by_hash(
     conn: &mut AsyncPgConnection,
     key_hash: &[u8],
-) -> Result<Option<Uuid>, StoreError> {
+) -> Result<Option<ApiKeyRow>, StoreError> {
     Ok(api_keys::table
         .filter(api_keys::key_hash.eq(key_hash))
         .filter(api_keys::revoked_at.is_null())
-        .select(api_keys::tenant_id)
-        .first::<Uuid>(conn)
+        .select(ApiKeyRow::as_select())
+        .first(conn)
         .await
         .optional()?)
+}
+
+/// The owner's keys, revoked ones included, oldest first.
+pub async fn list_api_keys(
+    conn: &mut AsyncPgConnection,
+    owner: KeyOwner,
+) -> Result<Vec<ApiKeyRow>, StoreError> {
+    let query = api_keys::table
+        .select(ApiKeyRow::as_select())
+        .order((api_keys::created_at, api_keys::id))
+        .into_boxed();
+    let query = match owner.tenant_id() {
+        Some(tenant_id) => query.filter(api_keys::tenant_id.eq(tenant_id)),
+        None => query.filter(api_keys::tenant_id.is_null()),
+    };
+    Ok(query.load(conn).await?)
+}
+
+pub async fn count_live_api_keys(
+    conn: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+) -> Result<i64, StoreError> {
+    Ok(api_keys::table
+        .filter(api_keys::tenant_id.eq(tenant_id))
+        .filter(api_keys::revoked_at.is_null())
+        .count()
+        .get_result(conn)
+        .await?)
+}
+
+/// Revokes one of the owner's keys (a no-op if it already is). `None` when the owner has no key
+/// with that id, so another tenant's key looks exactly like a key that does not exist.
+pub async fn revoke_api_key(
+    conn: &mut AsyncPgConnection,
+    owner: KeyOwner,
+    key_id: Uuid,
+) -> Result<Option<ApiKeyRow>, StoreError> {
+    Ok(diesel::update(
+        api_keys::table
+            .filter(api_keys::id.eq(key_id))
+            .filter(api_keys::tenant_id.is_not_distinct_from(owner.tenant_id())),
+    )
+    .set(api_keys::revoked_at.eq(diesel::dsl::sql::<
+        diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
+    >("COALESCE(revoked_at, now())")))
+    .returning(ApiKeyRow::as_returning())
+    .get_result(conn)
+    .await
+    .optional()?)
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]

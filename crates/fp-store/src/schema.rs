@@ -11,11 +11,13 @@ diesel::table! {
 diesel::table! {
     api_keys (id) {
         id -> Uuid,
-        tenant_id -> Uuid,
+        tenant_id -> Nullable<Uuid>,
         key_hash -> Bytea,
         key_prefix -> Text,
         created_at -> Timestamptz,
         revoked_at -> Nullable<Timestamptz>,
+        role -> Text,
+        name -> Text,
     }
 }
 
@@ -42,6 +44,8 @@ diesel::table! {
         disabled_at -> Nullable<Timestamptz>,
         disabled_reason -> Nullable<Text>,
         secret_sealed -> Nullable<Bytea>,
+        previous_secret_sealed -> Nullable<Bytea>,
+        previous_secret_expires_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -95,6 +99,7 @@ diesel::table! {
         is_final -> Bool,
         next_retry_at -> Nullable<Timestamptz>,
         ingested_at -> Timestamptz,
+        manual -> Bool,
     }
 }
 

@@ -47,15 +47,29 @@ pub async fn insert(
 
 /// The tenant's submission, locked until the transaction ends so concurrent status changes
 /// serialise and each event names the right previous status.
+type OneSubmission = diesel::dsl::Select<
+    diesel::dsl::Filter<
+        diesel::dsl::Filter<submissions::table, diesel::dsl::Eq<submissions::tenant_id, Uuid>>,
+        diesel::dsl::Eq<submissions::id, i64>,
+    >,
+    diesel::dsl::AsSelect<SubmissionRow, diesel::pg::Pg>,
+>;
+
+/// The tenant's submission `id`: one query for [`find`] and [`find_for_update`].
+fn one_submission(tenant_id: Uuid, id: i64) -> OneSubmission {
+    submissions::table
+        .filter(submissions::tenant_id.eq(tenant_id))
+        .filter(submissions::id.eq(id))
+        .select(SubmissionRow::as_select())
+}
+
+/// [`find`], locking the row until the transaction ends.
 pub async fn find_for_update(
     conn: &mut AsyncPgConnection,
     tenant_id: Uuid,
     id: i64,
 ) -> Result<Option<SubmissionRow>, StoreError> {
-    Ok(submissions::table
-        .filter(submissions::tenant_id.eq(tenant_id))
-        .filter(submissions::id.eq(id))
-        .select(SubmissionRow::as_select())
+    Ok(one_submission(tenant_id, id)
         .for_update()
         .first(conn)
         .await
@@ -84,13 +98,7 @@ pub async fn find(
     tenant_id: Uuid,
     id: i64,
 ) -> Result<Option<SubmissionRow>, StoreError> {
-    Ok(submissions::table
-        .filter(submissions::tenant_id.eq(tenant_id))
-        .filter(submissions::id.eq(id))
-        .select(SubmissionRow::as_select())
-        .first(conn)
-        .await
-        .optional()?)
+    Ok(one_submission(tenant_id, id).first(conn).await.optional()?)
 }
 
 /// The tenant's submissions, newest first, after the one with id `before` if given; one more than

@@ -17,11 +17,17 @@ pub struct WebhookConfigRow {
     pub events: Vec<String>,
     /// The secret sealed with `fp_domain::secret_box` (never the plaintext).
     pub secret_sealed: Option<Vec<u8>>,
+    /// The secret `secret_sealed` replaced, sealed the same way; deliveries are signed with it too
+    /// until `previous_secret_expires_at`. Both are set or both are `None`.
+    pub previous_secret_sealed: Option<Vec<u8>>,
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
     pub enabled: bool,
     pub updated_at: DateTime<Utc>,
 }
 
-/// Saves the tenant's one config, replacing any earlier one whole.
+/// Saves the tenant's one config, replacing any earlier one whole, the previous secret included:
+/// a caller that rotates the secret reads the current row with [`find_for_update`] in the same
+/// transaction, so a concurrent save cannot drop the secret still in its grace period.
 pub async fn upsert(
     conn: &mut AsyncPgConnection,
     config: &WebhookConfigRow,
@@ -34,6 +40,10 @@ pub async fn upsert(
             webhook_configs::url.eq(excluded(webhook_configs::url)),
             webhook_configs::events.eq(excluded(webhook_configs::events)),
             webhook_configs::secret_sealed.eq(excluded(webhook_configs::secret_sealed)),
+            webhook_configs::previous_secret_sealed
+                .eq(excluded(webhook_configs::previous_secret_sealed)),
+            webhook_configs::previous_secret_expires_at
+                .eq(excluded(webhook_configs::previous_secret_expires_at)),
             webhook_configs::enabled.eq(excluded(webhook_configs::enabled)),
             webhook_configs::updated_at.eq(excluded(webhook_configs::updated_at)),
             // Saving the config again is how a tenant re-enables an endpoint after fixing it.
@@ -46,13 +56,33 @@ pub async fn upsert(
     Ok(())
 }
 
+type TenantConfig = diesel::dsl::Select<
+    diesel::dsl::Find<webhook_configs::table, Uuid>,
+    diesel::dsl::AsSelect<WebhookConfigRow, diesel::pg::Pg>,
+>;
+
+fn tenant_config(tenant_id: Uuid) -> TenantConfig {
+    webhook_configs::table
+        .find(tenant_id)
+        .select(WebhookConfigRow::as_select())
+}
+
 pub async fn find(
     conn: &mut AsyncPgConnection,
     tenant_id: Uuid,
 ) -> Result<Option<WebhookConfigRow>, StoreError> {
-    Ok(webhook_configs::table
-        .find(tenant_id)
-        .select(WebhookConfigRow::as_select())
+    Ok(tenant_config(tenant_id).first(conn).await.optional()?)
+}
+
+/// The tenant's config, locked until the transaction ends, so saves that derive the new secrets
+/// from the stored ones serialise. Without a row nothing is locked; concurrent first saves then
+/// resolve by the upsert, the last one winning.
+pub async fn find_for_update(
+    conn: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+) -> Result<Option<WebhookConfigRow>, StoreError> {
+    Ok(tenant_config(tenant_id)
+        .for_update()
         .first(conn)
         .await
         .optional()?)

@@ -11,6 +11,8 @@ use anyhow::{Context, bail};
 use diesel_async::RunQueryDsl;
 use tokio::process::{Child, Command};
 
+use crate::receiver::TlsReceiver;
+
 /// Superuser connection used to create and drop test databases (override: FP_TEST_ADMIN_DATABASE_URL).
 pub fn admin_database_url() -> String {
     std::env::var("FP_TEST_ADMIN_DATABASE_URL")
@@ -131,6 +133,20 @@ impl TestEnvironment {
     pub fn set(&mut self, key: &str, value: impl Into<String>) {
         self.env.retain(|(existing, _)| existing != key);
         self.env.push((key.to_owned(), value.into()));
+    }
+
+    /// Lets services started from now on deliver to `receiver` as to a tenant's endpoint: its
+    /// private CA is trusted and 127.0.0.1, where it listens, passes the SSRF policy (through the
+    /// allow-list, as in production config; never by switching the policy off).
+    pub fn trust_receiver(&mut self, receiver: &TlsReceiver) -> anyhow::Result<()> {
+        let ca_path = self.dir.join("receiver-ca.pem");
+        receiver.write_ca_pem(&ca_path)?;
+        self.set(
+            "FP__DISPATCHER__EXTRA_ROOT_CERTS",
+            ca_path.display().to_string(),
+        );
+        self.set("FP__DISPATCHER__ALLOW_PRIVATE_CIDRS", "127.0.0.1/32");
+        Ok(())
     }
 
     /// Runs `fpctl` with the environment's configuration; fails on a non-zero exit.

@@ -11,6 +11,7 @@ pub mod environment;
 pub mod mock_services;
 pub mod pipeline;
 pub mod receiver;
+pub mod seed;
 
 /// reqwest and rustls are built without a default crypto provider; tests name ring once.
 pub fn install_crypto_provider() {

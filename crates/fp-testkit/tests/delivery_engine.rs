@@ -58,13 +58,7 @@ fn slow(status: u16, delay: Duration) -> CannedResponse {
 /// An environment whose dispatchers trust `receiver`'s certificates and may reach 127.0.0.1 only.
 async fn environment(label: &str, receiver: &TlsReceiver) -> anyhow::Result<TestEnvironment> {
     let mut env = TestEnvironment::new(label).await?;
-    let ca_path = env.dir.join("receiver-ca.pem");
-    receiver.write_ca_pem(&ca_path)?;
-    env.set(
-        "FP__DISPATCHER__EXTRA_ROOT_CERTS",
-        ca_path.display().to_string(),
-    );
-    env.set("FP__DISPATCHER__ALLOW_PRIVATE_CIDRS", "127.0.0.1/32");
+    env.trust_receiver(receiver)?;
     env.set("FP__DISPATCHER__RETRY_SCHEDULE", FAST_RETRIES);
     Ok(env)
 }

@@ -54,13 +54,7 @@ fn assert_product_page_shape(request: &ReceivedRequest, event: &str, data: &Valu
 async fn submission_events_reach_an_https_receiver_signed_and_are_logged() -> anyhow::Result<()> {
     let mut env = TestEnvironment::new("e2e").await?;
     let receiver = TlsReceiver::start("127.0.0.1:0".parse()?, always_ok()).await?;
-    let ca_path = env.dir.join("receiver-ca.pem");
-    receiver.write_ca_pem(&ca_path)?;
-    env.set("FP__DISPATCHER__ALLOW_PRIVATE_CIDRS", "127.0.0.0/8");
-    env.set(
-        "FP__DISPATCHER__EXTRA_ROOT_CERTS",
-        ca_path.display().to_string(),
-    );
+    env.trust_receiver(&receiver)?;
 
     let pipeline = Pipeline::start(&mut env, 1).await?;
     let dashboard_address = free_local_address()?;

@@ -11,8 +11,9 @@ use clap::{Parser, Subcommand};
 use fp_broker::Broker;
 use fp_delivery::PinningResolver;
 use fp_domain::address_policy::{AddressPolicy, TargetHost};
+use fp_domain::api_key::IssuedKey;
 use fp_settings::Settings;
-use fp_store::identity;
+use fp_store::identity::{self, KeyOwner};
 use ring::rand::{SecureRandom, SystemRandom};
 use uuid::Uuid;
 
@@ -40,6 +41,11 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// API keys: several per tenant, revocable; superadmin keys for the admin routes.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// Dashboard users.
     User {
         #[command(subcommand)]
@@ -53,6 +59,50 @@ enum Command {
 enum TenantCommand {
     /// Creates a tenant and its first API key; prints `{"tenant_id", "api_key"}`.
     Create { name: String },
+}
+
+/// Whose keys a key command acts on: one tenant's, or the platform's superadmin keys.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct KeyOwnerArgs {
+    /// The tenant the key belongs to.
+    #[arg(long)]
+    tenant: Option<Uuid>,
+    /// A platform key for the superadmin routes (`/api/v2/admin/...`).
+    #[arg(long)]
+    superadmin: bool,
+}
+
+impl KeyOwnerArgs {
+    fn owner(&self) -> KeyOwner {
+        match self.tenant {
+            Some(tenant_id) => KeyOwner::Tenant(tenant_id),
+            None => KeyOwner::Platform,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Issues a key; prints `{"id", "api_key", ...}`. The key is shown only this once.
+    Create {
+        #[command(flatten)]
+        owner: KeyOwnerArgs,
+        /// A label to tell keys apart, e.g. "billing service".
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// Lists keys (without the keys themselves), revoked ones included, one JSON object a line.
+    List {
+        #[command(flatten)]
+        owner: KeyOwnerArgs,
+    },
+    /// Revokes a key at once: calls with it get 401 from then on.
+    Revoke {
+        #[command(flatten)]
+        owner: KeyOwnerArgs,
+        id: Uuid,
+    },
 }
 
 #[derive(Subcommand)]
@@ -107,6 +157,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Tenant {
             command: TenantCommand::Create { name },
         } => create_tenant(&settings, &name).await?,
+        Command::Key { command } => manage_keys(&settings, command).await?,
         Command::User {
             command:
                 UserCommand::Create {
@@ -160,20 +211,80 @@ async fn create_tenant(settings: &Settings, name: &str) -> anyhow::Result<()> {
     }
     let mut conn = fp_store::connect(&settings.database.url).await?;
     let tenant_id = Uuid::now_v7();
-    let api_key = fp_domain::api_key::format_key(random_bytes()?);
+    let issued = IssuedKey::from_random(random_bytes()?);
     identity::create_tenant(&mut conn, tenant_id, name).await?;
     identity::create_api_key(
         &mut conn,
-        tenant_id,
-        &fp_domain::api_key::hash_key(&api_key),
-        &fp_domain::api_key::display_prefix(&api_key),
+        KeyOwner::Tenant(tenant_id),
+        "first key",
+        &issued.hash,
+        &issued.prefix,
     )
     .await?;
     println!(
         "{}",
-        serde_json::json!({ "tenant_id": tenant_id, "api_key": api_key })
+        serde_json::json!({ "tenant_id": tenant_id, "api_key": issued.key })
     );
     Ok(())
+}
+
+async fn manage_keys(settings: &Settings, command: KeyCommand) -> anyhow::Result<()> {
+    let mut conn = fp_store::connect(&settings.database.url).await?;
+    match command {
+        KeyCommand::Create { owner, name } => {
+            let owner = owner.owner();
+            let name = name.trim();
+            if name.chars().count() > fp_domain::api_key::MAX_NAME_CHARS {
+                bail!(
+                    "the key name must be at most {} characters",
+                    fp_domain::api_key::MAX_NAME_CHARS
+                );
+            }
+            if let KeyOwner::Tenant(tenant_id) = owner
+                && !identity::tenant_exists(&mut conn, tenant_id).await?
+            {
+                bail!("no tenant with id {tenant_id}");
+            }
+            let issued = IssuedKey::from_random(random_bytes()?);
+            let row =
+                identity::create_api_key(&mut conn, owner, name, &issued.hash, &issued.prefix)
+                    .await?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "id": row.id,
+                    "api_key": issued.key,
+                    "tenant_id": row.tenant_id,
+                    "role": row.role,
+                    "name": row.name,
+                })
+            );
+        }
+        KeyCommand::List { owner } => {
+            for key in identity::list_api_keys(&mut conn, owner.owner()).await? {
+                println!("{}", key_json(&key));
+            }
+        }
+        KeyCommand::Revoke { owner, id } => {
+            let Some(key) = identity::revoke_api_key(&mut conn, owner.owner(), id).await? else {
+                bail!("no such key for this owner: {id}");
+            };
+            println!("{}", key_json(&key));
+        }
+    }
+    Ok(())
+}
+
+fn key_json(key: &identity::ApiKeyRow) -> serde_json::Value {
+    serde_json::json!({
+        "id": key.id,
+        "tenant_id": key.tenant_id,
+        "role": key.role,
+        "name": key.name,
+        "prefix": key.key_prefix,
+        "created_at": key.created_at,
+        "revoked_at": key.revoked_at,
+    })
 }
 
 async fn create_user(

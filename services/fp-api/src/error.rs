@@ -4,16 +4,29 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::MAX_BODY_BYTES;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
     MalformedJson { message: String },
     #[error("{message}")]
     InvalidField { field: String, message: String },
+    #[error("the request body is larger than {} bytes", MAX_BODY_BYTES)]
+    BodyTooLarge,
     #[error("missing or invalid API key: send `Authorization: Bearer <key>`")]
     Unauthorized,
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The request is valid but the current state does not allow it.
+    #[error("{0}")]
+    Conflict(String),
+    /// A dependency (the broker) did not take the request; nothing was done, or the message says
+    /// how much was.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -30,8 +43,12 @@ impl ApiError {
         match self {
             ApiError::MalformedJson { .. } => "malformed_json",
             ApiError::InvalidField { .. } => "invalid_field",
+            ApiError::BodyTooLarge => "body_too_large",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -43,16 +60,21 @@ impl From<fp_store::StoreError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
+/// Every error answer: what went wrong, and for a bad field, which one.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
+#[derive(Serialize, utoipa::ToSchema)]
+struct ErrorDetail {
+    /// Stable, for programs: `malformed_json`, `invalid_field`, `body_too_large`, `unauthorized`, `forbidden`,
+    /// `not_found`, `conflict`, `unavailable` or `internal`.
+    code: String,
+    /// For people: what to change.
     message: String,
-    field: Option<&'a str>,
+    /// The offending field (a JSON path such as `events[1]`, or a query parameter); null otherwise.
+    field: Option<String>,
 }
 
 impl ResponseError for ApiError {
@@ -60,8 +82,12 @@ impl ResponseError for ApiError {
         match self {
             ApiError::MalformedJson { .. } => StatusCode::BAD_REQUEST,
             ApiError::InvalidField { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -81,9 +107,9 @@ impl ResponseError for ApiError {
         }
         response.json(ErrorBody {
             error: ErrorDetail {
-                code: self.code(),
+                code: self.code().to_owned(),
                 message: self.to_string(),
-                field,
+                field: field.map(str::to_owned),
             },
         })
     }

@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use serde::de::DeserializeOwned;
 
@@ -21,8 +22,14 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let bytes = web::Bytes::from_request(req, payload);
         Box::pin(async move {
-            let bytes = bytes.await.map_err(|err| ApiError::MalformedJson {
-                message: format!("could not read the request body: {err}"),
+            let bytes = bytes.await.map_err(|err| {
+                if err.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::BodyTooLarge
+                } else {
+                    ApiError::MalformedJson {
+                        message: format!("could not read the request body: {err}"),
+                    }
+                }
             })?;
             decode(&bytes).map(JsonBody)
         })

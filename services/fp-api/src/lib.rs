@@ -6,7 +6,9 @@ mod auth;
 mod endpoint_health;
 mod error;
 mod json_body;
+mod openapi;
 pub mod outbox_relay;
+mod request_id;
 mod routes;
 
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use fp_broker::Broker;
+use fp_broker::{Broker, Names, Publisher};
 use fp_delivery::PinningResolver;
 use fp_domain::address_policy::AddressPolicy;
 use fp_domain::secret_box::MasterKey;
@@ -36,10 +38,15 @@ pub(crate) struct AppState {
     pub master_key: MasterKey,
     /// Source of the nonce of every sealed secret.
     pub rng: Arc<ring::rand::SystemRandom>,
+    /// How long a replaced webhook secret still signs deliveries.
+    pub secret_rotation_grace: chrono::TimeDelta,
+    /// Publishes manual redeliveries (with confirms) straight to the dispatchers' retry queue.
+    pub job_publisher: Publisher,
+    pub broker_names: Names,
 }
 
 /// Largest request body accepted; config and submission bodies are far smaller.
-const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Starts the relay and serves HTTP until the process is told to stop.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
@@ -71,6 +78,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         outbox_wakeup: Arc::new(Notify::new()),
         master_key,
         rng: Arc::new(ring::rand::SystemRandom::new()),
+        secret_rotation_grace: chrono::TimeDelta::from_std(settings.api.secret_rotation_grace)
+            .context("api.secret_rotation_grace is out of range")?,
+        job_publisher: broker.publisher().await?,
+        broker_names: broker.names.clone(),
     };
 
     let relay = outbox_relay::OutboxRelay {
@@ -104,8 +115,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         App::new()
             .app_data(web::Data::new(state.clone()))
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
-            .wrap(actix_web::middleware::Logger::new("%r %s %Dms"))
+            .wrap(actix_web::middleware::from_fn(request_id::middleware))
+            .app_data(web::QueryConfig::default().error_handler(|error, _| {
+                error::ApiError::invalid("query", error.to_string()).into()
+            }))
             .configure(routes::configure)
+            .default_service(web::to(routes::unknown_route))
     })
     .bind(listen)
     .with_context(|| format!("fp-api cannot listen on {listen}"))?;

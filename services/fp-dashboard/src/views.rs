@@ -148,6 +148,7 @@ mod tests {
             error_message: Some("no response within 15000 ms".into()),
             is_final: false,
             next_retry_at: None,
+            manual: false,
         }
     }
 

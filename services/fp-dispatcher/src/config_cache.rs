@@ -4,15 +4,18 @@
 //!
 //! Secrets are stored sealed (`fp_domain::secret_box`) and opened here with the master key. A secret
 //! that does not open (another master key, a tampered row) never means "deliver unsigned": the
-//! endpoint is marked unreadable and the dispatcher delivers nothing to it.
+//! endpoint is marked unreadable and the dispatcher delivers nothing to it. A previous secret (one
+//! replaced, still in its grace period) that does not open is only left out: the current secret
+//! alone decides whether a delivery may go.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use fp_domain::EventType;
 use fp_domain::secret_box::{self, MasterKey};
-use fp_domain::signing::WebhookSecret;
+use fp_domain::signing::{SigningSecrets, WebhookSecret};
 use fp_store::{PgPool, StoreError};
 use tokio::sync::RwLock;
 use uuid::Uuid;
@@ -26,12 +29,40 @@ pub struct Endpoint {
     /// A secret is set but did not open with this dispatcher's master key: nothing may be sent,
     /// since a delivery without the signature the receiver expects must not go out.
     pub secret_unreadable: bool,
+    /// The secret `secret` replaced, while it may still sign.
+    pub previous_secret: Option<PreviousSecret>,
     pub enabled: bool,
+}
+
+/// A replaced secret and the end of its grace period.
+#[derive(Debug)]
+pub struct PreviousSecret {
+    pub secret: WebhookSecret,
+    pub expires_at: DateTime<Utc>,
 }
 
 impl Endpoint {
     pub fn wants(&self, event: EventType) -> bool {
-        self.enabled && self.events.contains(&event)
+        // `webhook.test` goes out when the tenant asks for it, whatever the endpoint subscribes to.
+        self.enabled && (event == EventType::WebhookTest || self.events.contains(&event))
+    }
+
+    /// Whether a request once sent to `url` may be sent again: only to this same, enabled endpoint.
+    pub fn takes_redelivery_to(&self, url: &str) -> bool {
+        self.enabled && self.url == url
+    }
+
+    /// The secrets a delivery signed at `now` carries; `None` when it goes unsigned. Judged per
+    /// delivery, not per cache load, so the grace period ends on time whatever the cache holds.
+    pub fn signing_secrets(&self, now: DateTime<Utc>) -> Option<SigningSecrets<'_>> {
+        Some(SigningSecrets {
+            current: self.secret.as_ref()?,
+            previous: self
+                .previous_secret
+                .as_ref()
+                .filter(|previous| now < previous.expires_at)
+                .map(|previous| &previous.secret),
+        })
     }
 }
 
@@ -108,12 +139,101 @@ impl ConfigCache {
                 }
             },
         };
+        let previous_secret = match (row.previous_secret_sealed, row.previous_secret_expires_at) {
+            // Expired ones are not even opened: they sign nothing.
+            (Some(sealed), Some(expires_at)) if Utc::now() < expires_at => {
+                match secret_box::open(&self.master_key, tenant_id, &sealed) {
+                    Ok(secret) => Some(PreviousSecret {
+                        secret: WebhookSecret::new(secret),
+                        expires_at,
+                    }),
+                    Err(error) => {
+                        tracing::warn!(
+                            %tenant_id,
+                            %error,
+                            "the previous webhook secret of this tenant (replaced, still in its \
+                             grace period) cannot be opened with this dispatcher's master key: \
+                             deliveries are signed with the current secret only"
+                        );
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         Ok(Some(Arc::new(Endpoint {
             url: row.url,
             events,
             secret,
             secret_unreadable,
+            previous_secret,
             enabled: row.enabled,
         })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(seconds, 0).expect("valid time")
+    }
+
+    fn endpoint(secret: Option<&str>, previous: Option<(&str, i64)>) -> Endpoint {
+        Endpoint {
+            url: "https://hooks.example/".into(),
+            events: vec![EventType::SubmissionCreated],
+            secret: secret.map(WebhookSecret::new),
+            secret_unreadable: false,
+            previous_secret: previous.map(|(secret, until)| PreviousSecret {
+                secret: WebhookSecret::new(secret),
+                expires_at: at(until),
+            }),
+            enabled: true,
+        }
+    }
+
+    fn exposed(secrets: Option<SigningSecrets<'_>>) -> Option<(&str, Option<&str>)> {
+        secrets.map(|secrets| {
+            (
+                secrets.current.expose(),
+                secrets.previous.map(WebhookSecret::expose),
+            )
+        })
+    }
+
+    #[test]
+    fn the_previous_secret_signs_only_until_its_grace_ends() {
+        let rotating = endpoint(Some("new-secret"), Some(("old-secret", 100)));
+        assert_eq!(
+            exposed(rotating.signing_secrets(at(99))),
+            Some(("new-secret", Some("old-secret")))
+        );
+        assert_eq!(
+            exposed(rotating.signing_secrets(at(100))),
+            Some(("new-secret", None))
+        );
+    }
+
+    #[test]
+    fn without_a_current_secret_nothing_is_signed() {
+        assert_eq!(exposed(endpoint(None, None).signing_secrets(at(0))), None);
+        assert_eq!(
+            exposed(endpoint(None, Some(("old-secret", 100))).signing_secrets(at(0))),
+            None
+        );
+    }
+
+    #[test]
+    fn test_events_and_redeliveries_ignore_the_subscription_but_not_the_switch() {
+        let mut subscribed = endpoint(None, None);
+        assert!(subscribed.wants(EventType::WebhookTest));
+        assert!(!subscribed.wants(EventType::SubmissionStatusChanged));
+        assert!(subscribed.takes_redelivery_to("https://hooks.example/"));
+        assert!(!subscribed.takes_redelivery_to("https://elsewhere.example/"));
+        subscribed.enabled = false;
+        assert!(!subscribed.wants(EventType::WebhookTest));
+        assert!(!subscribed.takes_redelivery_to("https://hooks.example/"));
     }
 }

@@ -7,12 +7,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use fp_broker::{Delivery, Names, OutgoingMessage, Publisher};
-use fp_contracts::{DeliveryJob, ProtoMessage, timestamp_from, v1};
+use fp_contracts::{DeliveryJob, JobContent, ProtoMessage, timestamp_from, v1};
 use fp_delivery::{AttemptOutcome, DeliveryClient, DeliveryResponse};
 use fp_domain::format::{self, EndpointFormat};
-use fp_domain::request::{WebhookRequest, build_request};
+use fp_domain::request::{WebhookRequest, build_request, build_stored_request};
 use fp_domain::retry::{PlannedRetry, RetrySchedule, Verdict, judge_response, parse_retry_after};
-use fp_domain::{DeliveryId, Event};
+use fp_domain::{DeliveryId, Event, EventType};
 use fp_telemetry::TraceContext;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -26,7 +26,8 @@ use crate::endpoint_limits::EndpointLimits;
 pub enum Input {
     /// A domain event from `fp.events`: fan out to the tenant's endpoint.
     Event,
-    /// A delivery job whose delay is over: one more attempt of one delivery.
+    /// A delivery job whose delay is over, or a redelivery from the api: one more attempt of one
+    /// delivery.
     Job,
 }
 
@@ -77,13 +78,13 @@ impl Dispatcher {
                 return;
             }
         };
-        let event = job.event();
         let span = tracing::info_span!(
             "delivery",
             trace_id = %trace.trace_id(),
-            event_id = %event.id,
-            tenant_id = %event.tenant_id,
-            event_type = %event.event_type(),
+            event_id = %job.event_id(),
+            tenant_id = %job.tenant_id(),
+            event_type = %job.event_type(),
+            manual = job.manual(),
         );
         // The span is attached to each future rather than entered across awaits, so deliveries
         // interleaved on one thread never log under each other's trace id.
@@ -111,12 +112,23 @@ impl Dispatcher {
     }
 
     async fn process(&self, job: JobOrEvent, trace: TraceContext) -> anyhow::Result<()> {
-        let event = job.event();
-        let Some(endpoint) = self.configs.endpoint(event.tenant_id).await? else {
+        let tenant_id = job.tenant_id();
+        let Some(endpoint) = self.configs.endpoint(tenant_id).await? else {
             tracing::debug!("tenant has no webhook config; nothing to deliver");
             return Ok(());
         };
-        if !endpoint.wants(event.event_type()) {
+        if let JobOrEvent::Job(DeliveryJob {
+            content: JobContent::Stored(stored),
+            ..
+        }) = &job
+        {
+            if !endpoint.takes_redelivery_to(&stored.url) {
+                // The api checked this when it accepted the redelivery; the tenant changed the
+                // endpoint since, and a stored request goes only where it went before.
+                tracing::info!("endpoint disabled, removed or changed since; not redelivered");
+                return Ok(());
+            }
+        } else if !endpoint.wants(job.event_type()) {
             // Also ends pending retries of a tenant who disabled the endpoint or unsubscribed.
             tracing::debug!("endpoint disabled or not subscribed to this event");
             return Ok(());
@@ -126,7 +138,7 @@ impl Dispatcher {
             // counted, and logged.
             self.secret_unreadable.fetch_add(1, Ordering::Relaxed);
             tracing::error!(
-                tenant_id = %event.tenant_id,
+                %tenant_id,
                 "not delivered: the endpoint's secret cannot be opened with FP__SECRETS__MASTER_KEY"
             );
             return Ok(());
@@ -134,8 +146,9 @@ impl Dispatcher {
         let job = match job {
             JobOrEvent::Event(event) => DeliveryJob {
                 delivery_id: DeliveryId::for_event_and_endpoint(event.id, &endpoint.url),
-                event,
+                content: JobContent::Event(event),
                 attempt_number: 1,
+                manual: false,
             },
             JobOrEvent::Job(job) => job,
         };
@@ -159,13 +172,23 @@ impl Dispatcher {
         let format = format::detect(&parsed_url);
         let target = format::delivery_url(format, &parsed_url);
         let attempted_at = Utc::now();
-        let request = build_request(
-            &job.event,
-            format,
-            job.delivery_id,
-            endpoint.secret.as_ref(),
-            attempted_at.timestamp(),
-        );
+        let secrets = endpoint.signing_secrets(attempted_at);
+        let request = match &job.content {
+            JobContent::Event(event) => build_request(
+                event,
+                format,
+                job.delivery_id,
+                secrets,
+                attempted_at.timestamp(),
+            ),
+            JobContent::Stored(stored) => build_stored_request(
+                stored.event_type,
+                job.delivery_id,
+                stored.body.clone(),
+                secrets,
+                attempted_at.timestamp(),
+            ),
+        };
         let outcome = self
             .client
             .post(
@@ -184,11 +207,12 @@ impl Dispatcher {
             Err(error) => (error.failure_kind().verdict(), None),
         };
         let retry = match verdict {
-            Verdict::Retry => {
+            // A manual attempt is a one-off: the tenant asked for one attempt and sees its outcome.
+            Verdict::Retry if !job.manual => {
                 self.schedule
                     .next_retry(job.attempt_number, retry_after, rand::random::<f64>())
             }
-            Verdict::Delivered | Verdict::GiveUp => None,
+            Verdict::Retry | Verdict::Delivered | Verdict::GiveUp => None,
         };
         match (&outcome.result, verdict, retry) {
             (Ok(response), Verdict::Delivered, _) => tracing::info!(
@@ -223,7 +247,7 @@ impl Dispatcher {
         self.publisher
             .publish(&OutgoingMessage {
                 exchange: &self.names.attempts_exchange,
-                routing_key: job.event.event_type().as_str(),
+                routing_key: job.event_type().as_str(),
                 message_id: &record.attempt_id,
                 traceparent: &trace.child().to_traceparent(),
                 payload: &record.encode_to_vec(),
@@ -234,7 +258,7 @@ impl Dispatcher {
         let delivered = verdict == Verdict::Delivered;
         if let Some(report) =
             self.health
-                .observe(job.event.tenant_id, &endpoint.url, delivered, attempted_at)
+                .observe(job.tenant_id(), &endpoint.url, delivered, attempted_at)
         {
             self.report_health(&report, &trace).await;
         }
@@ -292,11 +316,29 @@ enum JobOrEvent {
 }
 
 impl JobOrEvent {
-    fn event(&self) -> &Event {
+    fn tenant_id(&self) -> Uuid {
         match self {
-            JobOrEvent::Event(event) => event,
-            JobOrEvent::Job(job) => &job.event,
+            JobOrEvent::Event(event) => event.tenant_id,
+            JobOrEvent::Job(job) => job.tenant_id(),
         }
+    }
+
+    fn event_id(&self) -> Uuid {
+        match self {
+            JobOrEvent::Event(event) => event.id,
+            JobOrEvent::Job(job) => job.event_id(),
+        }
+    }
+
+    fn event_type(&self) -> EventType {
+        match self {
+            JobOrEvent::Event(event) => event.event_type(),
+            JobOrEvent::Job(job) => job.event_type(),
+        }
+    }
+
+    fn manual(&self) -> bool {
+        matches!(self, JobOrEvent::Job(job) if job.manual)
     }
 }
 
@@ -334,13 +376,12 @@ fn attempt_record(
     outcome: AttemptOutcome,
     retry: Option<PlannedRetry>,
 ) -> v1::DeliveryAttempt {
-    let event = &job.event;
     let mut record = v1::DeliveryAttempt {
         attempt_id: Uuid::now_v7().to_string(),
         delivery_id: job.delivery_id.to_string(),
-        event_id: event.id.to_string(),
-        tenant_id: event.tenant_id.to_string(),
-        event_type: event.event_type().as_str().to_owned(),
+        event_id: job.event_id().to_string(),
+        tenant_id: job.tenant_id().to_string(),
+        event_type: job.event_type().as_str().to_owned(),
         url: endpoint.url.clone(),
         attempt_number: job.attempt_number,
         attempted_at: Some(timestamp_from(attempted_at)),
@@ -348,6 +389,7 @@ fn attempt_record(
         request_headers: headers_to_proto(request.headers),
         request_body: request.body,
         r#final: retry.is_none(),
+        manual: job.manual,
         next_retry_at: retry.and_then(|retry| {
             chrono::Duration::from_std(retry.delay)
                 .ok()

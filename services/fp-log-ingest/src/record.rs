@@ -53,6 +53,7 @@ pub fn attempt_row(bytes: &[u8]) -> Result<AttemptRow, DecodeError> {
         error_kind: non_empty(record.error_kind),
         error_message: non_empty(record.error_message),
         is_final: record.r#final,
+        manual: record.manual,
     })
 }
 
@@ -87,6 +88,16 @@ mod tests {
             serde_json::json!([["Content-Type", "application/json"]])
         );
         assert_eq!(row.error_kind, None);
+        assert!(!row.manual);
+        let manual = v1::DeliveryAttempt {
+            manual: true,
+            ..record
+        };
+        assert!(
+            attempt_row(&manual.encode_to_vec())
+                .expect("valid record")
+                .manual
+        );
         assert!(attempt_row(b"\x0a\x03abc").is_err());
     }
 }

@@ -5,11 +5,13 @@
 //! no ping. Tenant text also has Discord's markdown characters escaped, so a customer cannot dress
 //! up a masked link (`[click](https://…)`) or hide text in spoilers.
 
-use chrono::SecondsFormat;
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use super::message::{CUSTOMER_NAME_MAX_CHARS, Message};
+use super::message::{CUSTOMER_NAME_MAX_CHARS, Message, TEST_HEADLINE};
 use super::text::truncate_chars;
+use crate::event::EventType;
+use crate::payload::TEST_EVENT_MESSAGE;
 use crate::submission::SubmissionStatus;
 
 const USERNAME: &str = "FeedbackPulse";
@@ -63,19 +65,46 @@ pub(super) fn message(message: &Message<'_>) -> Value {
     let description = message
         .feedback()
         .map_or_else(|| NO_TEXT.to_owned(), tenant_text);
-    json!({
-        "username": USERNAME,
-        "content": fit(&headline, CONTENT_MAX_CHARS),
-        "embeds": [{
+    webhook_body(
+        &headline,
+        json!({
             "title": title,
             "description": fit(&description, description_max_chars),
             "color": color(message),
             "fields": fields.map(|(name, value)| json!({ "name": name, "value": value, "inline": true })),
             "footer": { "text": footer },
-            "timestamp": message.occurred_at.to_rfc3339_opts(SecondsFormat::Secs, true),
-        }],
+            "timestamp": timestamp(message.occurred_at),
+        }),
+    )
+}
+
+/// The `webhook.test` message: our own wording only, well within every limit.
+pub(super) fn test_message(occurred_at: DateTime<Utc>) -> Value {
+    webhook_body(
+        TEST_HEADLINE,
+        json!({
+            "title": fit(TEST_HEADLINE, TITLE_MAX_CHARS),
+            "description": fit(TEST_EVENT_MESSAGE, DESCRIPTION_MAX_CHARS),
+            "color": BLUE,
+            "fields": [{ "name": "Event", "value": EventType::WebhookTest.as_str(), "inline": true }],
+            "footer": { "text": USERNAME },
+            "timestamp": timestamp(occurred_at),
+        }),
+    )
+}
+
+/// The webhook body around one embed, with every mention switched off.
+fn webhook_body(content: &str, embed: Value) -> Value {
+    json!({
+        "username": USERNAME,
+        "content": fit(content, CONTENT_MAX_CHARS),
+        "embeds": [embed],
         "allowed_mentions": { "parse": [] },
     })
+}
+
+fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// Green for praise or approval, red for complaints or rejection, amber in between.
@@ -134,7 +163,7 @@ mod tests {
     use crate::format::EndpointFormat;
     use crate::format::fixtures::{
         adversarial_events, char_len, created, jane_approved, jane_created, render_json,
-        sample_submission, status_changed, strings,
+        sample_submission, status_changed, strings, submission_message, webhook_test,
     };
     use crate::submission::Submission;
 
@@ -240,6 +269,19 @@ mod tests {
     }
 
     #[test]
+    fn test_event_reads_as_a_test_within_every_limit() {
+        let body = render_json(&webhook_test(), EndpointFormat::Discord);
+        assert_within_discord_limits(&body);
+        assert_eq!(body["content"], TEST_HEADLINE);
+        let embed = &body["embeds"][0];
+        assert_eq!(embed["title"], TEST_HEADLINE);
+        assert_eq!(embed["description"], TEST_EVENT_MESSAGE);
+        assert_eq!(embed["color"], BLUE);
+        assert_eq!(embed["fields"][0]["value"], "webhook.test");
+        assert_eq!(embed["timestamp"], "2024-03-15T10:30:00Z");
+    }
+
+    #[test]
     fn colour_follows_rating_or_new_status() {
         let rated = |star_rating| {
             created(Submission {
@@ -247,9 +289,9 @@ mod tests {
                 ..sample_submission()
             })
         };
-        assert_eq!(color(&Message::new(&rated(1))), RED);
-        assert_eq!(color(&Message::new(&rated(3))), AMBER);
-        assert_eq!(color(&Message::new(&rated(4))), GREEN);
+        assert_eq!(color(&submission_message(&rated(1))), RED);
+        assert_eq!(color(&submission_message(&rated(3))), AMBER);
+        assert_eq!(color(&submission_message(&rated(4))), GREEN);
         let rejected = status_changed(
             Submission {
                 status: SubmissionStatus::Rejected,
@@ -257,7 +299,7 @@ mod tests {
             },
             SubmissionStatus::Pending,
         );
-        assert_eq!(color(&Message::new(&rejected)), RED);
+        assert_eq!(color(&submission_message(&rejected)), RED);
     }
 
     #[test]

@@ -4,6 +4,7 @@ use chrono::{TimeZone, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::message::Message;
 use super::{EndpointFormat, render_body};
 use crate::event::{Change, Event};
 use crate::submission::{Submission, SubmissionStatus};
@@ -56,6 +57,16 @@ pub(super) fn jane_approved() -> Event {
         },
         SubmissionStatus::Pending,
     )
+}
+
+/// A `webhook.test` event at the product page's time.
+pub(super) fn webhook_test() -> Event {
+    at_product_page_time(Change::WebhookTest)
+}
+
+/// The chat facts of a submission event.
+pub(super) fn submission_message(event: &Event) -> Message<'_> {
+    Message::new(event).expect("a submission event")
 }
 
 /// Feedback texts built to break limits, escaping and mention handling.

@@ -12,6 +12,9 @@ pub(super) const CUSTOMER_NAME_MAX_CHARS: usize = 100;
 
 const MAX_STARS: i32 = 5;
 
+/// The headline of a `webhook.test` message.
+pub(super) const TEST_HEADLINE: &str = "Test event from FeedbackPulse";
+
 pub(super) struct Message<'a> {
     pub(super) submission: &'a Submission,
     /// Set when the event is a status change.
@@ -20,19 +23,21 @@ pub(super) struct Message<'a> {
 }
 
 impl<'a> Message<'a> {
-    pub(super) fn new(event: &'a Event) -> Self {
+    /// The facts of a submission event; `None` for an event about no submission (`webhook.test`).
+    pub(super) fn new(event: &'a Event) -> Option<Self> {
         let (submission, previous_status) = match &event.change {
             Change::SubmissionCreated { submission } => (submission, None),
             Change::SubmissionStatusChanged {
                 submission,
                 previous_status,
             } => (submission, Some(*previous_status)),
+            Change::WebhookTest => return None,
         };
-        Message {
+        Some(Message {
             submission,
             previous_status,
             occurred_at: event.occurred_at,
-        }
+        })
     }
 
     /// What happened, in one line: "New feedback: ★★★★★ 5/5" or "Feedback #42 approved".
@@ -113,12 +118,19 @@ fn status_verb(status: SubmissionStatus) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::fixtures::{created, jane_approved, jane_created, sample_submission};
+    use crate::format::fixtures::{
+        created, jane_approved, jane_created, sample_submission, submission_message, webhook_test,
+    };
+
+    #[test]
+    fn a_test_event_has_no_submission_facts() {
+        assert!(Message::new(&webhook_test()).is_none());
+    }
 
     #[test]
     fn created_event_reads_as_new_feedback() {
         let event = jane_created();
-        let message = Message::new(&event);
+        let message = submission_message(&event);
         assert_eq!(message.headline(), "New feedback: ★★★★★ 5/5");
         assert_eq!(message.status(), "pending");
         assert_eq!(message.customer(), "Jane Doe");
@@ -130,7 +142,7 @@ mod tests {
     #[test]
     fn status_change_reads_as_from_and_to() {
         let event = jane_approved();
-        let message = Message::new(&event);
+        let message = submission_message(&event);
         assert_eq!(message.headline(), "Feedback #42 approved");
         assert_eq!(message.status(), "from pending to approved");
     }
@@ -143,9 +155,9 @@ mod tests {
                 ..sample_submission()
             })
         };
-        assert_eq!(Message::new(&rated(-3)).rating(), "☆☆☆☆☆ -3/5");
-        assert_eq!(Message::new(&rated(9)).rating(), "★★★★★ 9/5");
-        assert_eq!(Message::new(&rated(3)).rating(), "★★★☆☆ 3/5");
+        assert_eq!(submission_message(&rated(-3)).rating(), "☆☆☆☆☆ -3/5");
+        assert_eq!(submission_message(&rated(9)).rating(), "★★★★★ 9/5");
+        assert_eq!(submission_message(&rated(3)).rating(), "★★★☆☆ 3/5");
     }
 
     #[test]
@@ -160,7 +172,7 @@ mod tests {
                 customer_name: customer_name.map(str::to_owned),
                 ..sample_submission()
             });
-            assert_eq!(Message::new(&event).customer(), shown);
+            assert_eq!(submission_message(&event).customer(), shown);
         }
     }
 
@@ -170,6 +182,6 @@ mod tests {
             text_feedback: " \n ".into(),
             ..sample_submission()
         });
-        assert_eq!(Message::new(&event).feedback(), None);
+        assert_eq!(submission_message(&event).feedback(), None);
     }
 }

@@ -44,10 +44,13 @@ impl EndpointFormat {
 
 /// The request body for `event` in `format`.
 pub fn render_body(event: &Event, format: EndpointFormat) -> Vec<u8> {
-    let body = match format {
-        EndpointFormat::Custom => return custom_json_body(event),
-        EndpointFormat::Slack => slack::message(&Message::new(event)),
-        EndpointFormat::Discord => discord::message(&Message::new(event)),
+    let body = match (format, Message::new(event)) {
+        (EndpointFormat::Custom, _) => return custom_json_body(event),
+        (EndpointFormat::Slack, Some(message)) => slack::message(&message),
+        (EndpointFormat::Discord, Some(message)) => discord::message(&message),
+        // No submission: the event is a `webhook.test`.
+        (EndpointFormat::Slack, None) => slack::test_message(event.occurred_at),
+        (EndpointFormat::Discord, None) => discord::test_message(event.occurred_at),
     };
     // Serialising a `serde_json::Value` cannot fail.
     serde_json::to_vec(&body).unwrap_or_default()
@@ -56,11 +59,11 @@ pub fn render_body(event: &Event, format: EndpointFormat) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::fixtures::{adversarial_events, jane_approved, jane_created};
+    use crate::format::fixtures::{adversarial_events, jane_approved, jane_created, webhook_test};
 
     #[test]
     fn custom_format_is_the_custom_json_body_byte_for_byte() {
-        let mut events = vec![jane_created(), jane_approved()];
+        let mut events = vec![jane_created(), jane_approved(), webhook_test()];
         events.extend(adversarial_events().into_iter().take(8));
         for event in &events {
             assert_eq!(

@@ -5,10 +5,13 @@
 //! after escaping, so the escaped text fits and no entity is cut in half. Our own wording contains
 //! none of those characters, which keeps every `&` in the output the start of an entity.
 
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::message::{CUSTOMER_NAME_MAX_CHARS, Message};
+use super::message::{CUSTOMER_NAME_MAX_CHARS, Message, TEST_HEADLINE};
 use super::text::truncate_chars;
+use crate::event::EventType;
+use crate::payload::TEST_EVENT_MESSAGE;
 
 const HEADER_MAX_CHARS: usize = 150;
 /// Also used for the top-level `text`, the fallback shown in notifications.
@@ -31,34 +34,55 @@ pub(super) fn message(message: &Message<'_>) -> Value {
         ("Status", message.status()),
     ]
     .map(|(label, value)| mrkdwn(&format!("*{label}*\n{value}"), FIELD_MAX_CHARS));
-    let time = message.occurred_at.format("%Y-%m-%d %H:%M UTC").to_string();
     json!({
         "text": fit(&fallback, TEXT_MAX_CHARS),
         "blocks": [
-            {
-                "type": "header",
-                "text": {
-                    "type": "plain_text",
-                    "text": fit(&headline, HEADER_MAX_CHARS),
-                    "emoji": true,
-                },
-            },
+            header(&headline),
             { "type": "section", "fields": fields },
             {
                 "type": "section",
                 "text": mrkdwn(feedback.as_deref().unwrap_or(NO_TEXT), TEXT_MAX_CHARS),
             },
             { "type": "divider" },
-            {
-                "type": "context",
-                "elements": [
-                    mrkdwn(&message.campaign(), TEXT_MAX_CHARS),
-                    mrkdwn(&message.submission_ref(), TEXT_MAX_CHARS),
-                    mrkdwn(&time, TEXT_MAX_CHARS),
-                ],
-            },
+            context(&[
+                &message.campaign(),
+                &message.submission_ref(),
+                &time(message.occurred_at),
+            ]),
         ],
     })
+}
+
+/// The `webhook.test` message: our own wording only, which has nothing to escape.
+pub(super) fn test_message(occurred_at: DateTime<Utc>) -> Value {
+    json!({
+        "text": fit(&format!("{TEST_HEADLINE}: {TEST_EVENT_MESSAGE}"), TEXT_MAX_CHARS),
+        "blocks": [
+            header(TEST_HEADLINE),
+            { "type": "section", "text": mrkdwn(TEST_EVENT_MESSAGE, TEXT_MAX_CHARS) },
+            { "type": "divider" },
+            context(&[EventType::WebhookTest.as_str(), &time(occurred_at)]),
+        ],
+    })
+}
+
+fn header(text: &str) -> Value {
+    json!({
+        "type": "header",
+        "text": { "type": "plain_text", "text": fit(text, HEADER_MAX_CHARS), "emoji": true },
+    })
+}
+
+fn context(elements: &[&str]) -> Value {
+    let elements: Vec<Value> = elements
+        .iter()
+        .map(|text| mrkdwn(text, TEXT_MAX_CHARS))
+        .collect();
+    json!({ "type": "context", "elements": elements })
+}
+
+fn time(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
 fn mrkdwn(text: &str, max_chars: usize) -> Value {
@@ -94,7 +118,7 @@ mod tests {
     use crate::format::EndpointFormat;
     use crate::format::fixtures::{
         adversarial_events, char_len, created, jane_approved, jane_created, render_json,
-        sample_submission, strings,
+        sample_submission, strings, webhook_test,
     };
     use crate::submission::Submission;
 
@@ -213,6 +237,21 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("Jane Doe") && text.contains("Campaign #1"));
+    }
+
+    #[test]
+    fn test_event_reads_as_a_test_within_every_limit() {
+        let body = render_json(&webhook_test(), EndpointFormat::Slack);
+        assert_within_slack_limits(&body);
+        assert_eq!(body["blocks"][0]["text"]["text"], TEST_HEADLINE);
+        assert_eq!(
+            body["text"],
+            format!("{TEST_HEADLINE}: {TEST_EVENT_MESSAGE}")
+        );
+        let text = all_text(&body);
+        for fact in [TEST_EVENT_MESSAGE, "webhook.test", "2024-03-15 10:30 UTC"] {
+            assert!(text.contains(fact), "missing {fact:?} in {text}");
+        }
     }
 
     #[test]

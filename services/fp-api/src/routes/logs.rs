@@ -1,4 +1,6 @@
-//! `GET /api/v2/webhooks/logs`: the tenant's delivery attempts, newest first.
+//! Delivery logs: `GET /api/v2/webhooks/logs` (the tenant's attempts, newest first) and
+//! `/logs/{id}` (one attempt with its headers and the whole delivery), and the same two for
+//! superadmins under `/api/v2/admin/webhooks/logs`, across tenants.
 
 use actix_web::{HttpResponse, web};
 use base64::Engine;
@@ -9,43 +11,87 @@ use fp_store::attempts::{self, AttemptQuery, AttemptRow, StatusFilter};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::uuid_in_path;
 use crate::AppState;
-use crate::auth::AuthenticatedTenant;
-use crate::error::ApiError;
+use crate::auth::{AuthenticatedTenant, Superadmin};
+use crate::error::{ApiError, ErrorBody};
 
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 200;
 
 /// Query string of `GET /api/v2/webhooks/logs`; every filter is optional and they combine.
-#[derive(Deserialize)]
+/// Values are read as text and parsed here, so a bad one gets a 422 naming its parameter.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogQuery {
+    /// Entries per page, 1 to 200 (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
     limit: Option<String>,
+    /// Only this event type, e.g. `submission.created`.
     event_type: Option<String>,
     /// An exact code (`404`), a class (`5xx`), or `none` for attempts that got no answer.
+    #[param(pattern = "^([1-5][0-9][0-9]|[1-5]xx|none)$")]
     status: Option<String>,
-    /// RFC 3339; `from` is inclusive, `to` exclusive.
+    /// Attempts at or after this time (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     from: Option<String>,
+    /// Attempts before this time (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     to: Option<String>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
-struct LogPage {
-    data: Vec<LogEntry>,
+/// The admin view's query: the tenant's filters plus an optional tenant.
+#[derive(Deserialize)]
+pub struct AdminLogQuery {
+    #[serde(flatten)]
+    filters: LogQuery,
+    tenant_id: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct LogPage<T> {
+    data: Vec<T>,
     /// Pass as `cursor` for the next page; absent on the last page.
     next_cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+/// An entry of the admin view: whose delivery it was, and the entry itself.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AdminLogEntry<T> {
+    tenant_id: Uuid,
+    #[serde(flatten)]
+    entry: T,
+}
+
+/// An HTTP header as sent or received, in order.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Header {
+    name: String,
+    value: String,
+}
+
+/// One attempt with what only a detail view needs: the headers, and every attempt of its delivery.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct LogDetail {
+    #[serde(flatten)]
+    entry: LogEntry,
+    request_headers: Vec<Header>,
+    response_headers: Vec<Header>,
+    /// Every attempt of this delivery, first to last (this one included).
+    attempts: Vec<LogEntry>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
 struct AttemptError {
     kind: String,
     message: String,
 }
 
 /// One attempt, with everything the product page lists plus what debugging needs.
-#[derive(Serialize)]
-struct LogEntry {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct LogEntry {
     id: Uuid,
     delivery_id: Uuid,
     event_id: Uuid,
@@ -63,6 +109,8 @@ struct LogEntry {
     is_final: bool,
     /// When the next attempt of this delivery is due; absent on final attempts.
     next_retry_at: Option<DateTime<Utc>>,
+    /// A redelivery the tenant asked for, rather than an attempt of the retry schedule.
+    manual: bool,
     error: Option<AttemptError>,
 }
 
@@ -83,6 +131,7 @@ impl From<AttemptRow> for LogEntry {
             attempt_number: row.attempt_number,
             is_final: row.is_final,
             next_retry_at: row.next_retry_at,
+            manual: row.manual,
             error: row.error_kind.map(|kind| AttemptError {
                 kind,
                 message: row.error_message.unwrap_or_default(),
@@ -91,6 +140,16 @@ impl From<AttemptRow> for LogEntry {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/webhooks/logs",
+    tag = "logs",
+    params(LogQuery),
+    responses(
+        (status = 200, description = "The tenant's attempts, newest first", body = LogPage<LogEntry>),
+        (status = 422, description = "A parameter is invalid; `field` names it", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     state: web::Data<AppState>,
     AuthenticatedTenant(tenant_id): AuthenticatedTenant,
@@ -98,8 +157,91 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let mut filter = attempt_query(&query)?;
     filter.tenant_id = Some(tenant_id);
+    respond_with_page(&state, &filter, LogEntry::from).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v2/webhooks/logs/{id}",
+    tag = "logs",
+    params(("id" = Uuid, Path, description = "A log entry's `id`")),
+    responses(
+        (status = 200, description = "The attempt, its headers and every attempt of its delivery", body = LogDetail),
+        (status = 404, description = "No such entry for this tenant", body = ErrorBody),
+    ),
+)]
+pub async fn detail(
+    state: web::Data<AppState>,
+    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let owned = load_detail(&state, &path, Some(tenant_id)).await?;
+    Ok(HttpResponse::Ok().json(owned.detail))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v2/admin/webhooks/logs",
+    tag = "admin",
+    params(
+        LogQuery,
+        ("tenant_id" = Option<Uuid>, Query, description = "Only this tenant's attempts"),
+    ),
+    responses(
+        (status = 200, description = "Every tenant's attempts, newest first", body = LogPage<AdminLogEntry<LogEntry>>),
+        (status = 422, description = "A parameter is invalid; `field` names it", body = ErrorBody),
+    ),
+)]
+pub async fn admin_list(
+    state: web::Data<AppState>,
+    _: Superadmin,
+    query: web::Query<AdminLogQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let mut filter = attempt_query(&query.filters)?;
+    filter.tenant_id = query
+        .tenant_id
+        .as_deref()
+        .map(|text| {
+            Uuid::parse_str(text.trim())
+                .map_err(|_| ApiError::invalid("tenant_id", "must be a tenant id (a UUID)"))
+        })
+        .transpose()?;
+    respond_with_page(&state, &filter, |row| AdminLogEntry {
+        tenant_id: row.tenant_id,
+        entry: LogEntry::from(row),
+    })
+    .await
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v2/admin/webhooks/logs/{id}",
+    tag = "admin",
+    params(("id" = Uuid, Path, description = "A log entry's `id`")),
+    responses(
+        (status = 200, description = "The attempt with its tenant, headers and delivery", body = AdminLogEntry<LogDetail>),
+        (status = 404, description = "No such entry", body = ErrorBody),
+    ),
+)]
+pub async fn admin_detail(
+    state: web::Data<AppState>,
+    _: Superadmin,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let owned = load_detail(&state, &path, None).await?;
+    Ok(HttpResponse::Ok().json(AdminLogEntry {
+        tenant_id: owned.tenant_id,
+        entry: owned.detail,
+    }))
+}
+
+async fn respond_with_page<T: Serialize>(
+    state: &AppState,
+    filter: &AttemptQuery,
+    to_entry: impl Fn(AttemptRow) -> T,
+) -> Result<HttpResponse, ApiError> {
     let mut conn = state.pool.get().await.map_err(fp_store::StoreError::from)?;
-    let (rows, more) = attempts::page(&mut conn, &filter).await?;
+    let (rows, more) = attempts::page(&mut conn, filter).await?;
     let next_cursor = more
         .then(|| {
             rows.last()
@@ -107,23 +249,54 @@ pub async fn list(
         })
         .flatten();
     Ok(HttpResponse::Ok().json(LogPage {
-        data: rows.into_iter().map(LogEntry::from).collect(),
+        data: rows.into_iter().map(to_entry).collect(),
         next_cursor,
     }))
 }
 
+struct OwnedDetail {
+    tenant_id: Uuid,
+    detail: LogDetail,
+}
+
+/// The attempt `{id}` names, if `tenant_id` is `None` (superadmin) or owns it; otherwise 404.
+async fn load_detail(
+    state: &AppState,
+    id: &str,
+    tenant_id: Option<Uuid>,
+) -> Result<OwnedDetail, ApiError> {
+    let not_found = || ApiError::NotFound("log entry");
+    let id = uuid_in_path(id, "log entry")?;
+    let mut conn = state.pool.get().await.map_err(fp_store::StoreError::from)?;
+    let row = attempts::find(&mut conn, id, tenant_id)
+        .await?
+        .ok_or_else(not_found)?;
+    let delivery = attempts::of_delivery(&mut conn, row.tenant_id, row.delivery_id).await?;
+    let request_headers = header_list(&row.request_headers);
+    let response_headers = header_list(&row.response_headers);
+    Ok(OwnedDetail {
+        tenant_id: row.tenant_id,
+        detail: LogDetail {
+            entry: LogEntry::from(row),
+            request_headers,
+            response_headers,
+            attempts: delivery.into_iter().map(LogEntry::from).collect(),
+        },
+    })
+}
+
+/// Headers are stored as `[[name, value], ...]`; anything else (never written) reads as none.
+fn header_list(stored: &serde_json::Value) -> Vec<Header> {
+    Vec::<(String, String)>::deserialize(stored)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, value)| Header { name, value })
+        .collect()
+}
+
 /// The store query a request asks for, every parameter validated with its name in the error.
 fn attempt_query(query: &LogQuery) -> Result<AttemptQuery, ApiError> {
-    let limit = match &query.limit {
-        None => DEFAULT_LIMIT,
-        Some(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|limit| (1..=MAX_LIMIT).contains(limit))
-            .ok_or_else(|| {
-                ApiError::invalid("limit", format!("must be an integer from 1 to {MAX_LIMIT}"))
-            })?,
-    };
+    let limit = super::page_limit(query.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let event_type = query
         .event_type
         .as_deref()

@@ -15,29 +15,35 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::AuthenticatedTenant;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::json_body::JsonBody;
 
 const MAX_TEXT_FEEDBACK_CHARS: usize = 10_000;
 const MAX_CUSTOMER_NAME_CHARS: usize = 200;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
+    #[schema(minimum = 1)]
     campaign_id: i64,
+    #[schema(minimum = 1, maximum = 5)]
     star_rating: i32,
+    #[schema(max_length = 10000)]
     text_feedback: String,
+    #[schema(max_length = 200)]
     customer_name: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusRequest {
+    /// `pending`, `approved`, `rejected` or `archived`.
+    #[schema(pattern = "^(pending|approved|rejected|archived)$")]
     status: String,
 }
 
-#[derive(Serialize)]
-struct SubmissionResponse {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SubmissionResponse {
     id: i64,
     campaign_id: i64,
     star_rating: i32,
@@ -109,7 +115,11 @@ fn diesel_error(message: String) -> fp_store::DieselError {
 }
 
 /// The outbox row announcing `change`, with a new trace that follows the event through every service.
-fn outbox_event(tenant_id: Uuid, occurred_at: DateTime<Utc>, change: Change) -> NewOutboxEvent {
+pub(super) fn outbox_event(
+    tenant_id: Uuid,
+    occurred_at: DateTime<Utc>,
+    change: Change,
+) -> NewOutboxEvent {
     let event = Event {
         id: Uuid::now_v7(),
         tenant_id,
@@ -127,6 +137,16 @@ fn outbox_event(tenant_id: Uuid, occurred_at: DateTime<Utc>, change: Change) -> 
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v2/submissions",
+    tag = "submissions",
+    request_body = CreateRequest,
+    responses(
+        (status = 201, description = "Stored; `submission.created` is on its way", body = SubmissionResponse),
+        (status = 422, description = "A field is invalid; `field` names it", body = ErrorBody),
+    ),
+)]
 pub async fn create(
     state: web::Data<AppState>,
     AuthenticatedTenant(tenant_id): AuthenticatedTenant,
@@ -160,15 +180,18 @@ pub async fn create(
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 200;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Submissions per page, 1 to 200 (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
     limit: Option<String>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
-struct SubmissionPage {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SubmissionPage {
     data: Vec<SubmissionResponse>,
     next_cursor: Option<String>,
 }
@@ -179,6 +202,16 @@ fn submission_id(text: &str) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::NotFound("submission"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/submissions/{id}",
+    tag = "submissions",
+    params(("id" = i64, Path, description = "The submission's `id`")),
+    responses(
+        (status = 200, description = "The submission", body = SubmissionResponse),
+        (status = 404, description = "No such submission for this tenant", body = ErrorBody),
+    ),
+)]
 pub async fn get(
     state: web::Data<AppState>,
     AuthenticatedTenant(tenant_id): AuthenticatedTenant,
@@ -192,21 +225,22 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(SubmissionResponse::from(row)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/submissions",
+    tag = "submissions",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The tenant's submissions, newest first", body = SubmissionPage),
+        (status = 422, description = "A parameter is invalid; `field` names it", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     state: web::Data<AppState>,
     AuthenticatedTenant(tenant_id): AuthenticatedTenant,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = match &query.limit {
-        None => DEFAULT_PAGE,
-        Some(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|limit| (1..=MAX_PAGE).contains(limit))
-            .ok_or_else(|| {
-                ApiError::invalid("limit", format!("must be an integer from 1 to {MAX_PAGE}"))
-            })?,
-    };
+    let limit = super::page_limit(query.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
     let before = query
         .cursor
         .as_deref()
@@ -227,6 +261,18 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v2/submissions/{id}",
+    tag = "submissions",
+    params(("id" = i64, Path, description = "The submission's `id`")),
+    request_body = StatusRequest,
+    responses(
+        (status = 200, description = "The submission; a change emits `submission.status_changed`, the same status emits nothing", body = SubmissionResponse),
+        (status = 404, description = "No such submission for this tenant", body = ErrorBody),
+        (status = 422, description = "A field is invalid; `field` names it", body = ErrorBody),
+    ),
+)]
 pub async fn change_status(
     state: web::Data<AppState>,
     AuthenticatedTenant(tenant_id): AuthenticatedTenant,

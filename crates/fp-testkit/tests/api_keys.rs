@@ -1,0 +1,223 @@
+//! API keys through the api and `fpctl`: several live per tenant, shown once, stored hashed,
+//! revocable at once; 401 for missing, unknown or revoked keys; a request id on every answer.
+
+use anyhow::Context;
+use fp_testkit::environment::TestEnvironment;
+use fp_testkit::pipeline::{TenantApi, start_api};
+use serde_json::{Value, json};
+
+fn with_key(api: &TenantApi, key: &str) -> TenantApi {
+    TenantApi {
+        base: api.base.clone(),
+        key: key.to_owned(),
+        tenant_id: api.tenant_id.clone(),
+        http: api.http.clone(),
+    }
+}
+
+async fn config_status(api: &TenantApi) -> anyhow::Result<u16> {
+    Ok(api
+        .send(reqwest::Method::GET, "/api/v2/webhooks/config", None)
+        .await?
+        .0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_issued_listed_and_revoked_per_tenant() -> anyhow::Result<()> {
+    let mut env = TestEnvironment::new("apikeys").await?;
+    let api_address = start_api(&mut env).await?;
+    let alice = TenantApi::create(&env, api_address, "Alice").await?;
+    let bob = TenantApi::create(&env, api_address, "Bob").await?;
+
+    // Issued through the api: shown once, usable at once, alongside the first key.
+    let (status, created) = alice
+        .send(
+            reqwest::Method::POST,
+            "/api/v2/api-keys",
+            Some(&json!({ "name": "billing service" }).to_string()),
+        )
+        .await?;
+    assert_eq!(status, 201, "{created}");
+    let second_key = created["key"].as_str().context("key")?.to_owned();
+    assert!(second_key.starts_with("fpk_") && second_key.len() == 68);
+    assert_eq!(created["prefix"], &second_key[..8]);
+    let second = with_key(&alice, &second_key);
+    assert_eq!(
+        config_status(&second).await?,
+        404,
+        "authenticated, no config yet"
+    );
+
+    // Listed without the keys; only the hash is stored.
+    let (status, list) = alice
+        .send(reqwest::Method::GET, "/api/v2/api-keys", None)
+        .await?;
+    assert_eq!(status, 200, "{list}");
+    let keys = list["data"].as_array().context("data")?;
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[1]["name"], "billing service");
+    let listed = list.to_string();
+    assert!(!listed.contains(&second_key) && !listed.contains(&alice.key));
+    let mut conn = fp_store::connect(&env.database_url).await?;
+    let stored = fp_store::identity::list_api_keys(
+        &mut conn,
+        fp_store::identity::KeyOwner::Tenant(alice.tenant_id.parse()?),
+    )
+    .await?;
+    assert_eq!(stored.len(), 2);
+
+    // Bob can neither see nor revoke Alice's keys.
+    let second_id = created["id"].as_str().context("id")?.to_owned();
+    let (status, _) = bob
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/v2/api-keys/{second_id}"),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 404);
+    let (_, bob_list) = bob
+        .send(reqwest::Method::GET, "/api/v2/api-keys", None)
+        .await?;
+    assert_eq!(bob_list["data"].as_array().map(Vec::len), Some(1));
+    assert_eq!(config_status(&second).await?, 404, "still live");
+
+    // Revoked: 401 from the next call on; revoking again is a no-op.
+    let (status, revoked) = alice
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/v2/api-keys/{second_id}"),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 200, "{revoked}");
+    assert!(revoked["revoked_at"].is_string());
+    assert_eq!(config_status(&second).await?, 401);
+    let (status, again) = alice
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/v2/api-keys/{second_id}"),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 200);
+    assert_eq!(again["revoked_at"], revoked["revoked_at"]);
+    assert_eq!(
+        config_status(&alice).await?,
+        404,
+        "the first key still works"
+    );
+
+    // fpctl issues, lists and revokes too.
+    let issued: Value = serde_json::from_str(
+        &env.fpctl(&["key", "create", "--tenant", &bob.tenant_id, "--name", "ci"])
+            .await?,
+    )?;
+    let bob_ci = with_key(&bob, issued["api_key"].as_str().context("api_key")?);
+    assert_eq!(config_status(&bob_ci).await?, 404);
+    let listed = env
+        .fpctl(&["key", "list", "--tenant", &bob.tenant_id])
+        .await?;
+    assert_eq!(listed.lines().count(), 2);
+    assert!(!listed.contains(&bob_ci.key));
+    let issued_id = issued["id"].as_str().context("id")?;
+    env.fpctl(&["key", "revoke", "--tenant", &bob.tenant_id, issued_id])
+        .await?;
+    assert_eq!(config_status(&bob_ci).await?, 401);
+    let wrong_owner = env
+        .fpctl_output(&["key", "revoke", "--tenant", &alice.tenant_id, issued_id])
+        .await?;
+    assert!(!wrong_owner.status.success());
+
+    // Bad requests name the field.
+    for (body, field) in [
+        (json!({ "name": "x".repeat(101) }), "name"),
+        (json!({ "name": "ok", "scope": "all" }), "scope"),
+    ] {
+        let (status, error) = alice
+            .send(
+                reqwest::Method::POST,
+                "/api/v2/api-keys",
+                Some(&body.to_string()),
+            )
+            .await?;
+        assert_eq!(status, 422, "{error}");
+        assert_eq!(error["error"]["field"], field, "{error}");
+    }
+    env.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_calls_get_401_and_every_answer_has_a_request_id() -> anyhow::Result<()> {
+    let mut env = TestEnvironment::new("authn").await?;
+    let api_address = start_api(&mut env).await?;
+    let alice = TenantApi::create(&env, api_address, "Alice").await?;
+    let http = &alice.http;
+    let base = &alice.base;
+
+    for (method, path) in [
+        (reqwest::Method::GET, "/api/v2/webhooks/config"),
+        (reqwest::Method::PUT, "/api/v2/webhooks/config"),
+        (reqwest::Method::DELETE, "/api/v2/webhooks/config"),
+        (reqwest::Method::GET, "/api/v2/webhooks/logs"),
+        (reqwest::Method::GET, "/api/v2/submissions"),
+        (reqwest::Method::POST, "/api/v2/submissions"),
+        (reqwest::Method::GET, "/api/v2/api-keys"),
+        (reqwest::Method::GET, "/api/v2/admin/webhooks/logs"),
+    ] {
+        for authorization in [None, Some("Bearer fpk_unknown"), Some("Basic YTpi")] {
+            let mut request = http.request(method.clone(), format!("{base}{path}"));
+            if let Some(value) = authorization {
+                request = request.header("authorization", value);
+            }
+            let response = request.send().await?;
+            assert_eq!(response.status(), 401, "{method} {path} {authorization:?}");
+            assert_eq!(response.headers()["www-authenticate"], "Bearer");
+            assert!(response.headers().contains_key("x-request-id"));
+            let body: Value = serde_json::from_str(&response.text().await?)?;
+            assert_eq!(body["error"]["code"], "unauthorized");
+        }
+    }
+
+    // A fresh id per request, the caller's own id when it sent a sane one, and JSON for unknown
+    // routes too.
+    let first = http
+        .get(format!("{base}/api/v2/nowhere"))
+        .bearer_auth(&alice.key)
+        .send()
+        .await?;
+    assert_eq!(first.status(), 404);
+    let first_id = first.headers()["x-request-id"].to_str()?.to_owned();
+    let body: Value = serde_json::from_str(&first.text().await?)?;
+    assert_eq!(body["error"]["code"], "not_found");
+    let second = http.get(format!("{base}/nowhere")).send().await?;
+    assert_eq!(second.status(), 404);
+    assert_ne!(second.headers()["x-request-id"].to_str()?, first_id);
+    let echoed = http
+        .get(format!("{base}/api/v2/webhooks/config"))
+        .bearer_auth(&alice.key)
+        .header("x-request-id", "gateway-42")
+        .send()
+        .await?;
+    assert_eq!(echoed.headers()["x-request-id"], "gateway-42");
+    let replaced = http
+        .get(format!("{base}/api/v2/webhooks/config"))
+        .bearer_auth(&alice.key)
+        .header("x-request-id", "has spaces and <tags>")
+        .send()
+        .await?;
+    assert_ne!(replaced.headers()["x-request-id"], "has spaces and <tags>");
+
+    // Bodies are capped before they are parsed.
+    let huge = json!({ "campaign_id": 1, "star_rating": 5, "text_feedback": "x".repeat(100_000) });
+    let (status, error) = alice
+        .send(
+            reqwest::Method::POST,
+            "/api/v2/submissions",
+            Some(&huge.to_string()),
+        )
+        .await?;
+    assert_eq!(status, 413, "{error}");
+    assert_eq!(error["error"]["code"], "body_too_large");
+    env.finish().await
+}

@@ -1,0 +1,68 @@
+//! `POST /api/v2/webhooks/test`: a `webhook.test` event to the tenant's endpoint through the real
+//! pipeline (outbox, relay, broker, dispatcher), whatever the endpoint subscribes to.
+
+use actix_web::{HttpResponse, web};
+use chrono::Utc;
+use fp_domain::{Change, DeliveryId};
+use fp_store::webhook_config::{self, WebhookConfigRow};
+use fp_store::{PgConnection, StoreError};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::submissions::outbox_event;
+use crate::AppState;
+use crate::auth::AuthenticatedTenant;
+use crate::error::{ApiError, ErrorBody};
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TestEventSent {
+    event_id: Uuid,
+    /// `X-FeedbackPulse-Delivery` of the delivery; its attempts show in the logs under this id.
+    delivery_id: Uuid,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v2/webhooks/test",
+    tag = "webhooks",
+    responses(
+        (status = 202, description = "A `webhook.test` event is on its way to the configured URL", body = TestEventSent),
+        (status = 409, description = "No webhook config, or it is disabled", body = ErrorBody),
+    ),
+)]
+pub async fn send(
+    state: web::Data<AppState>,
+    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+) -> Result<HttpResponse, ApiError> {
+    let mut conn = state.pool.get().await.map_err(StoreError::from)?;
+    let config = enabled_config(&mut conn, tenant_id).await?;
+    let event = outbox_event(tenant_id, Utc::now(), Change::WebhookTest);
+    // One row, so no transaction: the dispatcher checks the config again when it delivers.
+    fp_store::outbox::insert(&mut conn, &event).await?;
+    state.outbox_wakeup.notify_one();
+    Ok(HttpResponse::Accepted().json(TestEventSent {
+        event_id: event.event_id,
+        // The dispatcher derives the same id from the same event and URL.
+        delivery_id: DeliveryId::for_event_and_endpoint(event.event_id, &config.url).0,
+    }))
+}
+
+/// The tenant's config if deliveries can go to it now; otherwise a 409 that says how to fix it.
+pub(super) async fn enabled_config(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+) -> Result<WebhookConfigRow, ApiError> {
+    let config = webhook_config::find(conn, tenant_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::Conflict("no webhook config: PUT /api/v2/webhooks/config first".to_owned())
+        })?;
+    if !config.enabled {
+        return Err(ApiError::Conflict(
+            "the webhook config is disabled, so nothing is delivered: saving it again \
+             (PUT /api/v2/webhooks/config) re-enables it"
+                .to_owned(),
+        ));
+    }
+    Ok(config)
+}
