@@ -12,6 +12,7 @@ pub mod payload;
 pub mod request;
 pub mod retry;
 pub mod secret_box;
+pub mod session_token;
 pub mod signing;
 pub mod submission;
 

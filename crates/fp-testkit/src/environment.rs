@@ -68,6 +68,16 @@ struct ServiceProcess {
     child: Child,
 }
 
+/// 32 bytes as 64 hex characters (two random UUIDs: 244 random bits), the shape of the
+/// services' keys.
+pub fn random_key_hex() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
 pub struct TestEnvironment {
     pub name: String,
     /// Logs of every process and scratch files of the test.
@@ -102,16 +112,10 @@ impl TestEnvironment {
             ),
             ("FP__BROKER__URL".to_owned(), broker_url()),
             ("FP__BROKER__NAMESPACE".to_owned(), name.clone()),
-            // A fresh master key per environment (two random UUIDs: 32 bytes, 244 random bits), so
-            // webhook secrets are sealed as in production.
-            (
-                "FP__SECRETS__MASTER_KEY".to_owned(),
-                format!(
-                    "{}{}",
-                    uuid::Uuid::new_v4().simple(),
-                    uuid::Uuid::new_v4().simple()
-                ),
-            ),
+            // Fresh keys per environment, so secrets are sealed and sessions signed as in
+            // production.
+            ("FP__SECRETS__MASTER_KEY".to_owned(), random_key_hex()),
+            ("FP__DASHBOARD__SESSION_KEY".to_owned(), random_key_hex()),
             ("RUST_LOG".to_owned(), "info".to_owned()),
         ];
         let environment = TestEnvironment {
@@ -133,6 +137,14 @@ impl TestEnvironment {
     pub fn set(&mut self, key: &str, value: impl Into<String>) {
         self.env.retain(|(existing, _)| existing != key);
         self.env.push((key.to_owned(), value.into()));
+    }
+
+    /// A configuration variable as services started now would see it.
+    pub fn var(&self, key: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(existing, _)| existing == key)
+            .map(|(_, value)| value.as_str())
     }
 
     /// Lets services started from now on deliver to `receiver` as to a tenant's endpoint: its

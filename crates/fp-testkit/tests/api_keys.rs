@@ -2,9 +2,11 @@
 //! revocable at once; 401 for missing, unknown or revoked keys; a request id on every answer.
 
 use anyhow::Context;
+use fp_domain::session_token::SessionKey;
 use fp_testkit::environment::TestEnvironment;
 use fp_testkit::pipeline::{TenantApi, start_api};
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 fn with_key(api: &TenantApi, key: &str) -> TenantApi {
     TenantApi {
@@ -208,6 +210,35 @@ async fn unauthenticated_calls_get_401_and_every_answer_has_a_request_id() -> an
         .await?;
     assert_ne!(replaced.headers()["x-request-id"], "has spaces and <tags>");
 
+    // A known path with a method it lacks: 405 naming the allowed ones.
+    let response = http
+        .request(
+            reqwest::Method::PATCH,
+            format!("{base}/api/v2/webhooks/config"),
+        )
+        .bearer_auth(&alice.key)
+        .send()
+        .await?;
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET, PUT, DELETE");
+    let body: Value = serde_json::from_str(&response.text().await?)?;
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+
+    // Text PostgreSQL cannot store, and bodies that are not objects, are refused up front.
+    let (status, error) = alice
+        .send(
+            reqwest::Method::POST,
+            "/api/v2/submissions",
+            Some(r#"{"campaign_id": 1, "star_rating": 5, "text_feedback": "a\u0000b"}"#),
+        )
+        .await?;
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error["error"]["field"], "text_feedback");
+    let (status, error) = alice
+        .send(reqwest::Method::POST, "/api/v2/api-keys", Some("[]"))
+        .await?;
+    assert_eq!(status, 400, "{error}");
+
     // Bodies are capped before they are parsed.
     let huge = json!({ "campaign_id": 1, "star_rating": 5, "text_feedback": "x".repeat(100_000) });
     let (status, error) = alice
@@ -219,5 +250,84 @@ async fn unauthenticated_calls_get_401_and_every_answer_has_a_request_id() -> an
         .await?;
     assert_eq!(status, 413, "{error}");
     assert_eq!(error["error"]["code"], "body_too_large");
+    env.finish().await
+}
+
+/// The dashboard writes through the api with the signed-in user's session
+/// (`Authorization: Session <token>`): the user's role and tenant apply, and nothing else passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_sessions_act_with_their_users_role() -> anyhow::Result<()> {
+    let mut env = TestEnvironment::new("sessions").await?;
+    let api_address = start_api(&mut env).await?;
+    let alice = TenantApi::create(&env, api_address, "Alice").await?;
+    let key = SessionKey::from_hex(
+        env.var("FP__DASHBOARD__SESSION_KEY")
+            .context("the environment sets a session key")?,
+    )?;
+    let user_id = |created: &str| -> anyhow::Result<Uuid> {
+        let created: Value = serde_json::from_str(created)?;
+        Ok(created["user_id"].as_str().context("user_id")?.parse()?)
+    };
+    let admin_of_alice = user_id(
+        &env.fpctl(&[
+            "user",
+            "create",
+            "--email",
+            "admin@alice.example",
+            "--password",
+            "correct horse battery",
+            "--tenant",
+            &alice.tenant_id,
+        ])
+        .await?,
+    )?;
+    let superadmin = user_id(
+        &env.fpctl(&[
+            "user",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--password",
+            "correct horse battery",
+            "--superadmin",
+        ])
+        .await?,
+    )?;
+    let now = chrono::Utc::now().timestamp();
+    let call = |token: String, path: &'static str| {
+        let http = alice.http.clone();
+        let url = format!("{}{path}", alice.base);
+        async move {
+            let response = http
+                .get(url)
+                .header("authorization", format!("Session {token}"))
+                .send()
+                .await?;
+            anyhow::Ok(response.status().as_u16())
+        }
+    };
+
+    // Alice's admin acts for Alice: her (absent) config, her submissions.
+    let session = key.sign(admin_of_alice, now + 600);
+    assert_eq!(call(session.clone(), "/api/v2/webhooks/config").await?, 404);
+    assert_eq!(call(session.clone(), "/api/v2/submissions").await?, 200);
+    assert_eq!(call(session, "/api/v2/admin/webhooks/logs").await?, 403);
+    // The superadmin reads the admin routes only.
+    let session = key.sign(superadmin, now + 600);
+    assert_eq!(
+        call(session.clone(), "/api/v2/admin/webhooks/logs").await?,
+        200
+    );
+    assert_eq!(call(session, "/api/v2/webhooks/config").await?, 403);
+    // Expired, forged with another key, naming nobody, or garbage: 401.
+    let other_key = SessionKey::from_bytes(&[9u8; 32]);
+    for token in [
+        key.sign(admin_of_alice, now - 1),
+        other_key.sign(admin_of_alice, now + 600),
+        key.sign(Uuid::now_v7(), now + 600),
+        "not-a-session".to_owned(),
+    ] {
+        assert_eq!(call(token, "/api/v2/webhooks/config").await?, 401);
+    }
     env.finish().await
 }

@@ -1,7 +1,8 @@
 //! API-key authentication and roles. A handler states whom it serves by the extractor it takes:
 //! [`AuthenticatedTenant`] (a tenant admin's key; every query is scoped by that tenant, never by an
 //! id from the request) or [`Superadmin`] (a platform key, for the admin routes). A missing or
-//! unknown key is a 401; a live key of the other role is a 403.
+//! unknown key is a 401; a live key of the other role is a 403. Dashboard sessions
+//! (`Authorization: Session <token>`, see `fp_domain::session_token`) act with their user's role.
 
 use std::future::{Ready, ready};
 
@@ -9,7 +10,7 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, http::header, web};
-use fp_store::identity::{self, ApiKeyRow, KeyOwner};
+use fp_store::identity::{self, KeyOwner};
 use uuid::Uuid;
 
 use crate::AppState;
@@ -21,44 +22,83 @@ pub struct AuthenticatedTenant(pub Uuid);
 /// A superadmin's key: may read every tenant's delivery logs through the admin routes.
 pub struct Superadmin;
 
-/// Resolves the `Authorization: Bearer <key>` of every request in the scope before any extractor
-/// runs, so a call without a live key is a 401 whatever else is wrong with it (actix polls a
-/// handler's extractors together, and a bad body would otherwise answer first).
+/// What an `Authorization` header offers.
+enum Credential {
+    /// `Bearer <API key>`.
+    ApiKey(String),
+    /// `Session <token>`: a dashboard session, sent by the dashboard for the user it serves.
+    Session(String),
+}
+
+fn credential(req: &ServiceRequest) -> Option<Credential> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    if let Some(key) = value.strip_prefix("Bearer ") {
+        return Some(Credential::ApiKey(key.trim().to_owned()));
+    }
+    value
+        .strip_prefix("Session ")
+        .map(|token| Credential::Session(token.trim().to_owned()))
+}
+
+/// Resolves the credential of every request in the scope before any extractor runs, so a call
+/// without a live key or session is a 401 whatever else is wrong with it (actix polls a handler's
+/// extractors together, and a bad body would otherwise answer first).
 pub async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let key = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(|key| key.trim().to_owned());
-    let state = req.app_data::<web::Data<AppState>>().cloned();
-    let (Some(key), Some(state)) = (key, state) else {
+    let (Some(credential), Some(state)) = (
+        credential(&req),
+        req.app_data::<web::Data<AppState>>().cloned(),
+    ) else {
         return Ok(req.error_response(ApiError::Unauthorized));
     };
-    let found = match live_key(&state, &key).await {
-        Ok(found) => found,
+    let owner = match owner_of_credential(&state, credential).await {
+        Ok(Some(owner)) => owner,
+        Ok(None) => return Ok(req.error_response(ApiError::Unauthorized)),
         Err(error) => return Ok(req.error_response(error)),
     };
-    let Some(found) = found else {
-        return Ok(req.error_response(ApiError::Unauthorized));
-    };
-    req.extensions_mut().insert(found);
+    req.extensions_mut().insert(owner);
     Ok(next.call(req).await?.map_into_boxed_body())
 }
 
-async fn live_key(state: &AppState, key: &str) -> Result<Option<ApiKeyRow>, ApiError> {
+/// Whom a credential acts for: a live key's owner, or a signed-in dashboard user's tenant (or the
+/// platform, for a superadmin). `None` for anything unknown, revoked, expired or forged.
+async fn owner_of_credential(
+    state: &AppState,
+    credential: Credential,
+) -> Result<Option<KeyOwner>, ApiError> {
     let mut conn = state.pool.get().await.map_err(fp_store::StoreError::from)?;
-    Ok(identity::live_key_by_hash(&mut conn, &fp_domain::api_key::hash_key(key)).await?)
+    match credential {
+        Credential::ApiKey(key) => {
+            let hash = fp_domain::api_key::hash_key(&key);
+            Ok(identity::live_key_by_hash(&mut conn, &hash)
+                .await?
+                .map(|key| key.owner()))
+        }
+        Credential::Session(token) => {
+            let Some(session_key) = &state.session_key else {
+                return Ok(None);
+            };
+            let Ok(user_id) = session_key.verify(&token, chrono::Utc::now().timestamp()) else {
+                return Ok(None);
+            };
+            // Looked up on every call, so a deleted user's sessions stop working at once.
+            Ok(identity::user_by_id(&mut conn, user_id)
+                .await?
+                .map(|user| match user.tenant_id {
+                    Some(tenant_id) => KeyOwner::Tenant(tenant_id),
+                    None => KeyOwner::Platform,
+                }))
+        }
+    }
 }
 
-/// The key [`authenticate`] found; a route outside its scope has none, which is a 401 too.
+/// The owner [`authenticate`] found; a route outside its scope has none, which is a 401 too.
 fn owner_of(req: &HttpRequest) -> Result<KeyOwner, ApiError> {
     req.extensions()
-        .get::<ApiKeyRow>()
-        .map(ApiKeyRow::owner)
+        .get::<KeyOwner>()
+        .copied()
         .ok_or(ApiError::Unauthorized)
 }
 

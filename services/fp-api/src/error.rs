@@ -20,6 +20,9 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The path exists, the method does not; carries the `Allow` header's value.
+    #[error("method not allowed here; allowed: {0}")]
+    MethodNotAllowed(&'static str),
     /// The request is valid but the current state does not allow it.
     #[error("{0}")]
     Conflict(String),
@@ -47,6 +50,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -68,8 +72,8 @@ pub struct ErrorBody {
 
 #[derive(Serialize, utoipa::ToSchema)]
 struct ErrorDetail {
-    /// Stable, for programs: `malformed_json`, `invalid_field`, `body_too_large`, `unauthorized`, `forbidden`,
-    /// `not_found`, `conflict`, `unavailable` or `internal`.
+    /// Stable, for programs: `malformed_json`, `invalid_field`, `body_too_large`, `unauthorized`,
+    /// `forbidden`, `not_found`, `method_not_allowed`, `conflict`, `unavailable` or `internal`.
     code: String,
     /// For people: what to change.
     message: String,
@@ -86,6 +90,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -102,8 +107,14 @@ impl ResponseError for ApiError {
             _ => None,
         };
         let mut response = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::Unauthorized) {
-            response.insert_header(("WWW-Authenticate", "Bearer"));
+        match self {
+            ApiError::Unauthorized => {
+                response.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            ApiError::MethodNotAllowed(allow) => {
+                response.insert_header(("Allow", *allow));
+            }
+            _ => {}
         }
         response.json(ErrorBody {
             error: ErrorDetail {

@@ -37,22 +37,52 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|err| ApiError::MalformedJson {
+            message: format!("the body is not valid JSON: {err}"),
+        })?;
+    // Without this, `[]` or `null` would read as a struct whose fields all have defaults.
+    if !value.is_object() {
+        return Err(ApiError::MalformedJson {
+            message: "the body must be a JSON object".to_owned(),
+        });
+    }
+    // PostgreSQL text cannot hold U+0000: refuse it here, naming the field, not at the insert.
+    if let Some(field) = path_of_nul(&value, "") {
+        return Err(ApiError::invalid(
+            field,
+            "must not contain the NUL character (U+0000)",
+        ));
+    }
+    serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
-        let inner = err.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return ApiError::MalformedJson {
-                message: format!("the body is not valid JSON: {inner}"),
+        let message = err.into_inner().to_string();
+        let field = field_name(&path, &message);
+        ApiError::invalid(field, strip_position(&message))
+    })
+}
+
+/// The path (as serde_path_to_error writes it) of the first string holding U+0000, if any.
+fn path_of_nul(value: &serde_json::Value, path: &str) -> Option<String> {
+    match value {
+        serde_json::Value::String(text) => text.contains('\0').then(|| path.to_owned()),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(index, item)| path_of_nul(item, &format!("{path}[{index}]"))),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(name, item)| {
+            let field = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}.{name}")
             };
-        }
-        let field = field_name(&path, &inner.to_string());
-        ApiError::invalid(field, strip_position(&inner.to_string()))
-    })?;
-    deserializer.end().map_err(|err| ApiError::MalformedJson {
-        message: format!("the body is not valid JSON: {err}"),
-    })?;
-    Ok(value)
+            if name.contains('\0') {
+                return Some(field);
+            }
+            path_of_nul(item, &field)
+        }),
+        _ => None,
+    }
 }
 
 /// The path serde_path_to_error reports. For a missing field that path is the object holding it,
@@ -119,7 +149,15 @@ mod tests {
 
     #[test]
     fn broken_json_is_malformed() {
-        for body in ["{", "not json", r#"{"star_rating": 1} trailing"#, ""] {
+        for body in [
+            "{",
+            "not json",
+            r#"{"star_rating": 1} trailing"#,
+            "",
+            "[]",
+            "null",
+            "5",
+        ] {
             assert!(
                 matches!(
                     decode::<Sample>(body.as_bytes()),
@@ -128,5 +166,16 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    #[test]
+    fn nul_characters_are_refused_where_they_are() {
+        assert_eq!(
+            field_of(r#"{"star_rating": 1, "inner": {"name": "a\u0000b"}}"#).0,
+            "inner.name"
+        );
+        assert_eq!(field_of(r#"{"star_rating": 1, "x\u0000": 2}"#).0, "x\0");
+        // An escaped backslash followed by "u0000" is text, not NUL.
+        assert!(decode::<Sample>(br#"{"star_rating": 1, "inner": {"name": "a\\u0000"}}"#).is_ok());
     }
 }

@@ -20,6 +20,7 @@ use fp_broker::{Broker, Names, Publisher};
 use fp_delivery::PinningResolver;
 use fp_domain::address_policy::AddressPolicy;
 use fp_domain::secret_box::MasterKey;
+use fp_domain::session_token::SessionKey;
 use fp_settings::Settings;
 use fp_store::PgPool;
 use tokio::sync::Notify;
@@ -36,6 +37,8 @@ pub(crate) struct AppState {
     pub outbox_wakeup: Arc<Notify>,
     /// Seals webhook secrets before they are stored.
     pub master_key: MasterKey,
+    /// Verifies dashboard sessions; `None` when `dashboard.session_key` is not set here.
+    pub session_key: Option<SessionKey>,
     /// Source of the nonce of every sealed secret.
     pub rng: Arc<ring::rand::SystemRandom>,
     /// How long a replaced webhook secret still signs deliveries.
@@ -47,6 +50,21 @@ pub(crate) struct AppState {
 
 /// Largest request body accepted; config and submission bodies are far smaller.
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The key of dashboard sessions, if configured here; a malformed one stops the start.
+fn dashboard_session_key(settings: &Settings) -> anyhow::Result<Option<SessionKey>> {
+    let hex_key = settings.dashboard.session_key.trim();
+    if hex_key.is_empty() {
+        tracing::info!(
+            "dashboard.session_key is not set: only API keys authenticate (the dashboard cannot \
+             save through this api)"
+        );
+        return Ok(None);
+    }
+    Ok(Some(
+        SessionKey::from_hex(hex_key).context("fp-api cannot start")?,
+    ))
+}
 
 /// Starts the relay and serves HTTP until the process is told to stop.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
@@ -77,6 +95,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         resolver,
         outbox_wakeup: Arc::new(Notify::new()),
         master_key,
+        session_key: dashboard_session_key(&settings)?,
         rng: Arc::new(ring::rand::SystemRandom::new()),
         secret_rotation_grace: chrono::TimeDelta::from_std(settings.api.secret_rotation_grace)
             .context("api.secret_rotation_grace is out of range")?,

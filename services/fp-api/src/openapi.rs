@@ -4,6 +4,7 @@
 use std::sync::LazyLock;
 
 use actix_web::HttpResponse;
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{RefOr, Response, ResponseBuilder, content::ContentBuilder};
@@ -79,7 +80,27 @@ impl Modify for Authentication {
             .flatten()
             {
                 add_common_errors(operation);
+                add_request_id_header(operation);
             }
+        }
+    }
+}
+
+/// Every answer carries `X-Request-Id` (see `request_id`).
+fn add_request_id_header(operation: &mut Operation) {
+    for response in operation.responses.responses.values_mut() {
+        if let RefOr::T(response) = response {
+            response.headers.insert(
+                crate::request_id::HEADER.as_str().to_owned(),
+                RefOr::T(
+                HeaderBuilder::new()
+                    .schema(Some(String::schema()))
+                    .description(Some(
+                        "Names this request in the server's logs; the caller's own if it sent a \
+                         plain one",
+                    ))
+                    .build()),
+            );
         }
     }
 }

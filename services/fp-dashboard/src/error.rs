@@ -22,7 +22,7 @@ pub enum PageError {
     #[error("the password check did not complete")]
     PasswordCheck(#[from] actix_web::error::BlockingError),
     #[error("random bytes unavailable")]
-    Random(#[from] crate::session::SessionKeyError),
+    Random(#[from] crate::session::RandomFailed),
     /// A form whose CSRF token does not match the browser's cookie: stale, or sent by another site.
     #[error("form token rejected")]
     StaleForm,

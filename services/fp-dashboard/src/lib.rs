@@ -14,6 +14,7 @@ use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::middleware::{DefaultHeaders, ErrorHandlers, Logger};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
+use fp_domain::session_token::SessionKey;
 use fp_settings::Settings;
 use fp_store::{PgPool, PooledConnection, StoreError};
 use ring::rand::SystemRandom;
@@ -41,14 +42,13 @@ pub(crate) struct AppState {
 impl AppState {
     fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
         let rng = SystemRandom::new();
-        let (signer, generated) =
-            SessionSigner::from_config(&settings.dashboard.session_key, &rng)?;
-        if generated {
-            tracing::warn!(
-                "dashboard.session_key is empty: using a random key, so every session ends when \
-                 fp-dashboard restarts and several instances cannot share sessions"
+        if settings.dashboard.session_key.trim().is_empty() {
+            anyhow::bail!(
+                "dashboard.session_key is required (FP__DASHBOARD__SESSION_KEY, e.g. `openssl rand \
+                 -hex 32`): it signs sessions, and the api verifies the dashboard's writes with it"
             );
         }
+        let signer = SessionSigner::new(SessionKey::from_hex(&settings.dashboard.session_key)?);
         Ok(AppState {
             pool: fp_store::pool(&settings.database.readonly_url, settings.database.pool_size)?,
             signer,

@@ -15,7 +15,7 @@ fn state() -> web::Data<AppState> {
     web::Data::new(AppState {
         // Port 9 (discard) is closed on test machines: connecting fails at once.
         pool: fp_store::pool("postgres://nobody@127.0.0.1:9/none", 1).expect("lazy pool"),
-        signer: SessionSigner::from_key_bytes(&[3u8; 32]),
+        signer: SessionSigner::new(fp_domain::session_token::SessionKey::from_bytes(&[3u8; 32])),
         passwords: PasswordChecker::new(&rng).expect("checker"),
         templates: Templates::load().expect("templates parse"),
         rng,

@@ -14,43 +14,58 @@ use crate::error::ApiError;
 
 pub fn configure(config: &mut web::ServiceConfig) {
     // Before the scope, which would otherwise claim the path and ask for a key.
-    config.route(
-        "/api/v2/openapi.json",
-        web::get().to(crate::openapi::document),
+    config.service(
+        resource("/api/v2/openapi.json", "GET").route(web::get().to(crate::openapi::document)),
     );
     config.service(
         web::scope("/api/v2")
             .wrap(actix_web::middleware::from_fn(crate::auth::authenticate))
-            .route("/webhooks/config", web::get().to(webhook_config::get))
-            .route("/webhooks/config", web::put().to(webhook_config::put))
-            .route("/webhooks/config", web::delete().to(webhook_config::delete))
-            .route("/webhooks/logs", web::get().to(logs::list))
-            .route("/webhooks/test", web::post().to(test_event::send))
-            .route(
-                "/webhooks/logs/redeliver",
-                web::post().to(redelivery::redeliver_failed),
+            .service(
+                resource("/webhooks/config", "GET, PUT, DELETE")
+                    .route(web::get().to(webhook_config::get))
+                    .route(web::put().to(webhook_config::put))
+                    .route(web::delete().to(webhook_config::delete)),
             )
-            .route(
-                "/webhooks/logs/{id}/redeliver",
-                web::post().to(redelivery::redeliver_one),
+            .service(resource("/webhooks/test", "POST").route(web::post().to(test_event::send)))
+            .service(resource("/webhooks/logs", "GET").route(web::get().to(logs::list)))
+            .service(
+                resource("/webhooks/logs/redeliver", "POST")
+                    .route(web::post().to(redelivery::redeliver_failed)),
             )
-            .route("/webhooks/logs/{id}", web::get().to(logs::detail))
-            .route("/admin/webhooks/logs", web::get().to(logs::admin_list))
-            .route(
-                "/admin/webhooks/logs/{id}",
-                web::get().to(logs::admin_detail),
+            .service(resource("/webhooks/logs/{id}", "GET").route(web::get().to(logs::detail)))
+            .service(
+                resource("/webhooks/logs/{id}/redeliver", "POST")
+                    .route(web::post().to(redelivery::redeliver_one)),
             )
-            .route("/api-keys", web::post().to(api_keys::create))
-            .route("/api-keys", web::get().to(api_keys::list))
-            .route("/api-keys/{id}", web::delete().to(api_keys::revoke))
-            .route("/submissions", web::post().to(submissions::create))
-            .route("/submissions", web::get().to(submissions::list))
-            .route("/submissions/{id}", web::get().to(submissions::get))
-            .route(
-                "/submissions/{id}",
-                web::patch().to(submissions::change_status),
+            .service(resource("/admin/webhooks/logs", "GET").route(web::get().to(logs::admin_list)))
+            .service(
+                resource("/admin/webhooks/logs/{id}", "GET")
+                    .route(web::get().to(logs::admin_detail)),
+            )
+            .service(
+                resource("/api-keys", "GET, POST")
+                    .route(web::get().to(api_keys::list))
+                    .route(web::post().to(api_keys::create)),
+            )
+            .service(resource("/api-keys/{id}", "DELETE").route(web::delete().to(api_keys::revoke)))
+            .service(
+                resource("/submissions", "GET, POST")
+                    .route(web::get().to(submissions::list))
+                    .route(web::post().to(submissions::create)),
+            )
+            .service(
+                resource("/submissions/{id}", "GET, PATCH")
+                    .route(web::get().to(submissions::get))
+                    .route(web::patch().to(submissions::change_status)),
             ),
     );
+}
+
+/// A path whose other methods answer 405 with `Allow: allow`, in the one error shape.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed(allow))
+    }))
 }
 
 /// An id in the path. One that is not even a UUID names nothing, so it is a 404 like any other

@@ -31,9 +31,14 @@ const SECRET_LENGTH: std::ops::RangeInclusive<usize> = 8..=256;
 #[serde(deny_unknown_fields)]
 pub struct ConfigRequest {
     /// An https URL that passes the SSRF policy.
-    #[schema(max_length = 2048)]
+    #[schema(
+        max_length = 2048,
+        pattern = "^https://",
+        example = "https://hooks.example.com/feedbackpulse"
+    )]
     url: String,
-    /// At least one of `submission.created`, `submission.status_changed`; duplicates are folded.
+    /// The event types to deliver, at least one; duplicates are folded.
+    #[schema(schema_with = subscribable_events)]
     events: Vec<String>,
     /// Absent: keep the stored secret; `null`: remove it; a string: set it, or rotate to it. So a
     /// client that never sees the secret (the dashboard) can save the rest without touching it.
@@ -42,6 +47,18 @@ pub struct ConfigRequest {
     secret: Option<Option<String>>,
     #[serde(default = "enabled_by_default")]
     enabled: bool,
+}
+
+/// The `events` schema, listing exactly the types the validation below accepts.
+fn subscribable_events() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(
+            utoipa::openapi::schema::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::String)
+                .enum_values(Some(EventType::SUBSCRIBABLE.map(EventType::as_str))),
+        )
+        .min_items(Some(1))
+        .build()
 }
 
 fn enabled_by_default() -> bool {
