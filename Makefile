@@ -1,7 +1,7 @@
 # FeedbackPulse Webhooks. `make run` runs everything with demo data; `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: build test run lint fmt schemathesis
+.PHONY: build test run lint fmt schemathesis browser
 
 # The schemathesis of the OpenAPI conformance test (crates/fp-testkit/tests/openapi_conformance.rs),
 # installed into a venv under target/ by deploy/local/ensure-schemathesis.sh.
@@ -12,7 +12,7 @@ build:
 	$(CARGO) build --workspace --bins
 
 # One debug build serves every test binary; the end-to-end tests start the service binaries it made.
-test: schemathesis
+test: schemathesis browser
 	deploy/local/ensure-services.sh
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
@@ -20,6 +20,10 @@ test: schemathesis
 # Installs the pinned schemathesis unless it is already there.
 schemathesis:
 	deploy/local/ensure-schemathesis.sh
+
+# Installs Debian's chromium and chromium-driver (the dashboard's browser tests) unless present.
+browser:
+	deploy/local/ensure-browser.sh
 
 run:
 	deploy/local/run.sh

@@ -104,6 +104,11 @@ if [ -z "$api_key" ]; then
     --tenant "$(jq -r .tenant_id "$state/demo.json")" >/dev/null 2>&1 \
     || echo "note: user $demo_email exists already (from an earlier demo tenant); its password is unchanged"
 fi
+# The platform superadmin, for the admin viewer; created once.
+admin_email="admin@feedbackpulse.test"
+admin_password="admin-password"
+FP_USER_PASSWORD="$admin_password" "$bin/fpctl" user create --email "$admin_email" --superadmin \
+  >/dev/null 2>&1 || true
 curl -sf -X PUT http://127.0.0.1:8080/api/v2/webhooks/config \
   -H "Authorization: Bearer $api_key" -H 'Content-Type: application/json' \
   -d '{"url": "https://127.0.0.1:8443/webhooks/feedbackpulse", "events": ["submission.created", "submission.status_changed"], "secret": "demo_shared_secret"}' >/dev/null
@@ -111,7 +116,9 @@ curl -sf -X PUT http://127.0.0.1:8080/api/v2/webhooks/config \
 cat <<INFO
 
 FeedbackPulse Webhooks is running.
-  Dashboard:  http://127.0.0.1:8081/webhooks/logs   (log in as $demo_email / $demo_password)
+  Dashboard:  http://127.0.0.1:8081/   (log in as $demo_email / $demo_password)
+              Settings > Integrations: http://127.0.0.1:8081/settings/integrations
+  Admin:      http://127.0.0.1:8081/admin/webhook-logs   (log in as $admin_email / $admin_password)
   API:        http://127.0.0.1:8080/api/v2
   API key:    $api_key
   Receiver:   https://127.0.0.1:8443/webhooks/feedbackpulse   (deliveries print in $state/logs/demo-receiver.log)

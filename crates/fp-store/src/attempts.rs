@@ -369,3 +369,242 @@ pub async fn failed_deliveries(
         sent_elsewhere,
     })
 }
+
+/// `StatusFilter` text was none of a code, a class or `none`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("must be a code from 100 to 599 (e.g. 404), a class (1xx to 5xx) or `none`")]
+pub struct InvalidStatusFilter;
+
+/// The text form the api and the dashboard share: `404`, `5xx` (any case) or `none`.
+impl std::str::FromStr for StatusFilter {
+    type Err = InvalidStatusFilter;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim().to_ascii_lowercase();
+        if text == "none" {
+            return Ok(StatusFilter::NoResponse);
+        }
+        if let Some(class) = text.strip_suffix("xx") {
+            return class
+                .parse::<i32>()
+                .ok()
+                .filter(|class| (1..=5).contains(class))
+                .map(StatusFilter::Class)
+                .ok_or(InvalidStatusFilter);
+        }
+        text.parse::<i32>()
+            .ok()
+            .filter(|code| (100..=599).contains(code))
+            .map(StatusFilter::Exact)
+            .ok_or(InvalidStatusFilter)
+    }
+}
+
+/// The attempts a log view's statistics count: its filters over a bounded time range `[from, to)`,
+/// so every statistic is a range scan of `delivery_attempts_tenant_time` (tenant view) or
+/// `delivery_attempts_time` (admin view).
+#[derive(Debug, Clone)]
+pub struct AttemptFilter {
+    /// `None` only for the platform-wide admin view.
+    pub tenant_id: Option<Uuid>,
+    pub event_type: Option<String>,
+    pub status: Option<StatusFilter>,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+/// What counts as a failure in statistics: anything but a 2xx answer, no answer included.
+const FAILED: &str = "(response_status IS NULL OR response_status NOT BETWEEN 200 AND 299)";
+
+/// Raw SQL with numbered bind parameters: a boxed `sql_query` takes its binds in order but does not
+/// write their placeholders, so this writes `$n` as it binds.
+struct Statement {
+    query: diesel::query_builder::BoxedSqlQuery<
+        'static,
+        diesel::pg::Pg,
+        diesel::query_builder::SqlQuery,
+    >,
+    binds: usize,
+}
+
+impl Statement {
+    fn new(sql: &str) -> Self {
+        Statement {
+            query: diesel::sql_query(sql).into_boxed(),
+            binds: 0,
+        }
+    }
+
+    fn sql(mut self, sql: &str) -> Self {
+        self.query = self.query.sql(sql);
+        self
+    }
+
+    fn bind<ST, V>(mut self, value: V) -> Self
+    where
+        diesel::pg::Pg: sql_types::HasSqlType<ST>,
+        V: diesel::serialize::ToSql<ST, diesel::pg::Pg> + Send + 'static,
+        ST: Send + 'static,
+    {
+        self.binds += 1;
+        self.query = self
+            .query
+            .sql(format!("${}", self.binds))
+            .bind::<ST, V>(value);
+        self
+    }
+
+    /// ` FROM delivery_attempts WHERE <the filter>`.
+    fn filtered_rows(self, filter: &AttemptFilter) -> Self {
+        let mut statement = self
+            .sql(" FROM delivery_attempts WHERE attempted_at >= ")
+            .bind::<sql_types::Timestamptz, _>(filter.from)
+            .sql(" AND attempted_at < ")
+            .bind::<sql_types::Timestamptz, _>(filter.to);
+        if let Some(tenant_id) = filter.tenant_id {
+            statement = statement
+                .sql(" AND tenant_id = ")
+                .bind::<sql_types::Uuid, _>(tenant_id);
+        }
+        if let Some(event_type) = &filter.event_type {
+            statement = statement
+                .sql(" AND event_type = ")
+                .bind::<sql_types::Text, _>(event_type.clone());
+        }
+        match filter.status {
+            None => statement,
+            Some(StatusFilter::Exact(code)) => statement
+                .sql(" AND response_status = ")
+                .bind::<sql_types::Int4, _>(code),
+            Some(StatusFilter::Class(class)) => statement
+                .sql(" AND response_status BETWEEN ")
+                .bind::<sql_types::Int4, _>(class * 100)
+                .sql(" AND ")
+                .bind::<sql_types::Int4, _>(class * 100 + 99),
+            Some(StatusFilter::NoResponse) => statement.sql(" AND response_status IS NULL"),
+        }
+    }
+}
+
+/// Successes and failures of one time bucket; `bucket` counts buckets from the filter's `from`.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct BucketCounts {
+    #[diesel(sql_type = sql_types::Int8)]
+    pub bucket: i64,
+    #[diesel(sql_type = sql_types::Int8)]
+    pub succeeded: i64,
+    #[diesel(sql_type = sql_types::Int8)]
+    pub failed: i64,
+}
+
+/// The filter's attempts counted per `bucket_seconds` from `filter.from`, 2xx answers apart from
+/// the rest; buckets without attempts are absent.
+pub async fn counts_per_bucket(
+    conn: &mut AsyncPgConnection,
+    filter: &AttemptFilter,
+    bucket_seconds: i64,
+) -> Result<Vec<BucketCounts>, StoreError> {
+    // Seconds as float8: `extract(epoch ...)` is numeric, and numeric - float8 is float8.
+    let origin = filter.from.timestamp_micros() as f64 / 1e6;
+    let statement = Statement::new("SELECT floor((extract(epoch FROM attempted_at) - ")
+        .bind::<sql_types::Double, _>(origin)
+        .sql(") / ")
+        .bind::<sql_types::Double, _>(bucket_seconds as f64)
+        .sql(&format!(
+            ")::int8 AS bucket, \
+             count(*) FILTER (WHERE response_status BETWEEN 200 AND 299) AS succeeded, \
+             count(*) FILTER (WHERE {FAILED}) AS failed"
+        ))
+        .filtered_rows(filter)
+        .sql(" GROUP BY 1 ORDER BY 1");
+    Ok(statement.query.load(conn).await?)
+}
+
+/// How the filter's attempts went: how many, how many got a 2xx answer, the 95th percentile of
+/// their durations (`None` without attempts).
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+pub struct AttemptSummary {
+    #[diesel(sql_type = sql_types::Int8)]
+    pub attempts: i64,
+    #[diesel(sql_type = sql_types::Int8)]
+    pub succeeded: i64,
+    #[diesel(sql_type = sql_types::Nullable<sql_types::Double>)]
+    pub p95_duration_ms: Option<f64>,
+}
+
+pub async fn summary(
+    conn: &mut AsyncPgConnection,
+    filter: &AttemptFilter,
+) -> Result<AttemptSummary, StoreError> {
+    let statement = Statement::new(
+        "SELECT count(*) AS attempts, \
+         count(*) FILTER (WHERE response_status BETWEEN 200 AND 299) AS succeeded, \
+         percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95_duration_ms",
+    )
+    .filtered_rows(filter);
+    Ok(statement.query.get_result(conn).await?)
+}
+
+/// A tenant and how many of the filter's attempts to it failed.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct TenantFailures {
+    #[diesel(sql_type = sql_types::Uuid)]
+    pub tenant_id: Uuid,
+    #[diesel(sql_type = sql_types::Text)]
+    pub name: String,
+    #[diesel(sql_type = sql_types::Int8)]
+    pub failures: i64,
+}
+
+/// The `limit` tenants with the most failed attempts among the filter's, most first; for the
+/// superadmin's platform view only (it names tenants).
+pub async fn most_failing_tenants(
+    conn: &mut AsyncPgConnection,
+    filter: &AttemptFilter,
+    limit: i64,
+) -> Result<Vec<TenantFailures>, StoreError> {
+    let statement = Statement::new(
+        "SELECT f.tenant_id, t.name, f.failures FROM (SELECT tenant_id, count(*) AS failures",
+    )
+    .filtered_rows(filter)
+    .sql(&format!(
+        " AND {FAILED} GROUP BY tenant_id ORDER BY failures DESC, tenant_id LIMIT "
+    ))
+    .bind::<sql_types::Int8, _>(limit)
+    .sql(") f JOIN tenants t ON t.id = f.tenant_id ORDER BY f.failures DESC, f.tenant_id");
+    Ok(statement.query.load(conn).await?)
+}
+
+/// The names of `tenant_ids` (those that exist), for labelling platform-wide log rows.
+pub async fn tenant_names(
+    conn: &mut AsyncPgConnection,
+    tenant_ids: &[Uuid],
+) -> Result<Vec<(Uuid, String)>, StoreError> {
+    use crate::schema::tenants::dsl;
+
+    Ok(dsl::tenants
+        .filter(dsl::id.eq_any(tenant_ids.to_vec()))
+        .select((dsl::id, dsl::name))
+        .load(conn)
+        .await?)
+}
+
+#[cfg(test)]
+mod status_filter_tests {
+    use super::*;
+
+    #[test]
+    fn status_filters_parse_codes_classes_and_none() {
+        assert_eq!("404".parse(), Ok(StatusFilter::Exact(404)));
+        assert_eq!(" 5xx ".parse(), Ok(StatusFilter::Class(5)));
+        assert_eq!("2XX".parse(), Ok(StatusFilter::Class(2)));
+        assert_eq!("None".parse(), Ok(StatusFilter::NoResponse));
+        for bad in ["6xx", "0xx", "99", "600", "abc", "xx", "", "4o4"] {
+            assert_eq!(
+                bad.parse::<StatusFilter>(),
+                Err(InvalidStatusFilter),
+                "{bad}"
+            );
+        }
+    }
+}

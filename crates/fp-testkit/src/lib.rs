@@ -5,8 +5,13 @@
 //!   loopback allow-list, as a tenant's endpoint would be reached.
 //! - [`environment::TestEnvironment`]: a fresh database and broker namespace per test, and the real
 //!   service binaries started as separate processes against them.
+//! - [`browser::Browser`]: a headless Chromium driven over WebDriver (Debian's chromium and
+//!   chromedriver), and [`dashboard::DashboardFixture`]: the dashboard on the real pipeline with
+//!   users who can log in, for the browser tests.
 
+pub mod browser;
 pub mod certificates;
+pub mod dashboard;
 pub mod environment;
 pub mod mock_services;
 pub mod pipeline;

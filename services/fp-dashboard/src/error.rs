@@ -11,6 +11,7 @@ use actix_web::{HttpResponse, ResponseError, web};
 use fp_store::StoreError;
 
 use crate::AppState;
+use crate::session::{SESSION_COOKIE, removal_cookie};
 use crate::views::ErrorPage;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,35 +24,55 @@ pub enum PageError {
     PasswordCheck(#[from] actix_web::error::BlockingError),
     #[error("random bytes unavailable")]
     Random(#[from] crate::session::RandomFailed),
+    #[error("the api call failed")]
+    Api(#[from] crate::api_client::ApiClientError),
+    /// The api answered in a way the page cannot handle (a 5xx, or a refusal of the session).
+    #[error("the api answered {status}: {message}")]
+    ApiRefused { status: u16, message: String },
     /// A form whose CSRF token does not match the browser's cookie: stale, or sent by another site.
     #[error("form token rejected")]
     StaleForm,
+    /// No valid session: answered with a redirect to the log-in page.
+    #[error("sign-in required")]
+    SignInRequired,
+    /// Signed in, but the role may not open the page.
+    #[error("not allowed for this role")]
+    Forbidden,
     #[error("no such page")]
     NotFound,
 }
 
 impl PageError {
-    fn heading(&self) -> &'static str {
+    /// Catalog paths of the page's heading and message.
+    fn texts(&self) -> (&'static str, &'static str) {
         match self {
-            PageError::StaleForm => "This form has expired",
-            PageError::NotFound => "Page not found",
-            _ => "Something went wrong",
-        }
-    }
-
-    fn user_message(&self) -> &'static str {
-        match self {
-            PageError::Database(_) => {
-                "The dashboard could not read from its database. The problem has been logged; please try again in a moment."
+            PageError::Database(_) => (
+                "common.errors.generic_heading",
+                "common.errors.database_message",
+            ),
+            PageError::PasswordCheck(_) => (
+                "common.errors.generic_heading",
+                "common.errors.password_check_message",
+            ),
+            PageError::Template(_) | PageError::Random(_) => (
+                "common.errors.generic_heading",
+                "common.errors.render_message",
+            ),
+            PageError::Api(_) | PageError::ApiRefused { .. } => {
+                ("common.errors.generic_heading", "common.errors.api_message")
             }
-            PageError::PasswordCheck(_) => {
-                "Your log-in could not be checked. Please try again in a moment."
-            }
-            PageError::Template(_) | PageError::Random(_) => {
-                "This page could not be displayed. The problem has been logged; please try again in a moment."
-            }
-            PageError::StaleForm => "Go back, reload the page and try again.",
-            PageError::NotFound => "There is no page at this address.",
+            PageError::StaleForm => (
+                "common.errors.stale_form_heading",
+                "common.errors.retry_message",
+            ),
+            PageError::SignInRequired | PageError::Forbidden => (
+                "common.errors.forbidden_heading",
+                "common.errors.forbidden_message",
+            ),
+            PageError::NotFound => (
+                "common.errors.not_found_heading",
+                "common.errors.not_found_message",
+            ),
         }
     }
 }
@@ -59,7 +80,8 @@ impl PageError {
 impl ResponseError for PageError {
     fn status_code(&self) -> StatusCode {
         match self {
-            PageError::StaleForm => StatusCode::FORBIDDEN,
+            PageError::StaleForm | PageError::Forbidden => StatusCode::FORBIDDEN,
+            PageError::SignInRequired => StatusCode::UNAUTHORIZED,
             PageError::NotFound => StatusCode::NOT_FOUND,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -72,7 +94,7 @@ impl ResponseError for PageError {
         }
         HttpResponse::build(self.status_code())
             .content_type(ContentType::plaintext())
-            .body(self.user_message())
+            .body(self.to_string())
     }
 }
 
@@ -104,40 +126,55 @@ pub fn render_error_page<B: MessageBody + 'static>(
         ));
     };
     let status = response.status();
-    let (heading, message) = match error.as_error::<PageError>() {
-        Some(page_error) => (page_error.heading(), page_error.user_message()),
+    let page_error = error.as_error::<PageError>();
+    if matches!(page_error, Some(PageError::SignInRequired)) {
+        let (request, _) = response.into_parts();
+        let redirect = crate::pages::see_other(crate::pages::LOGIN_PATH)
+            .cookie(removal_cookie(SESSION_COOKIE))
+            .finish();
+        return Ok(ErrorHandlerResponse::Response(
+            ServiceResponse::new(request, redirect).map_into_right_body(),
+        ));
+    }
+    let (heading, message) = match page_error {
+        Some(page_error) => page_error.texts(),
         // Raised by actix itself, e.g. a form body that cannot be parsed.
         None if status.is_client_error() => (
-            "That request could not be handled",
-            "Go back, reload the page and try again.",
+            "common.errors.bad_request_heading",
+            "common.errors.retry_message",
         ),
         None => (
-            "Something went wrong",
-            "The problem has been logged; please try again in a moment.",
+            "common.errors.generic_heading",
+            "common.errors.generic_message",
         ),
     };
 
     let (request, _) = response.into_parts();
-    let page = ErrorPage {
-        signed_in: None,
-        heading,
-        message,
-    };
-    let rendered = request
-        .app_data::<web::Data<AppState>>()
-        .map(|state| state.templates.render("error.html", &page));
+    let rendered = request.app_data::<web::Data<AppState>>().map(|state| {
+        let (heading, message) = (state.text(&request, heading), state.text(&request, message));
+        let page = ErrorPage {
+            layout: state.layout(&request, None, ""),
+            heading,
+            message,
+        };
+        state
+            .templates
+            .render("error.html", &page)
+            .map_err(|error| (error, format!("{heading}. {message}")))
+    });
     let new_response = match rendered {
         Some(Ok(html)) => HttpResponse::build(status)
             .content_type(ContentType::html())
             .body(html),
-        failed => {
-            if let Some(Err(error)) = failed {
-                tracing::error!(%error, "the error page could not be rendered");
-            }
+        Some(Err((error, plain))) => {
+            tracing::error!(%error, "the error page could not be rendered");
             HttpResponse::build(status)
                 .content_type(ContentType::plaintext())
-                .body(format!("{heading}. {message}"))
+                .body(plain)
         }
+        None => HttpResponse::build(status)
+            .content_type(ContentType::plaintext())
+            .body(status.to_string()),
     };
     Ok(ErrorHandlerResponse::Response(
         ServiceResponse::new(request, new_response).map_into_right_body(),

@@ -3,10 +3,13 @@
 //! It reads PostgreSQL through a read-only role and never writes a table (writes will go through
 //! the api). Hence sessions are signed cookies rather than rows; see [`session`].
 
+mod api_client;
 mod error;
+mod i18n;
 mod pages;
 mod password;
 mod session;
+mod throttle;
 mod views;
 
 use actix_web::body::MessageBody;
@@ -19,8 +22,11 @@ use fp_settings::Settings;
 use fp_store::{PgPool, PooledConnection, StoreError};
 use ring::rand::SystemRandom;
 
+use crate::api_client::ApiClient;
+use crate::i18n::Catalog;
 use crate::password::PasswordChecker;
 use crate::session::SessionSigner;
+use crate::throttle::LoginThrottle;
 use crate::views::Templates;
 
 /// Nothing but scripts-free pages and our own stylesheet may load; no framing, no form posts
@@ -33,8 +39,13 @@ const MAX_FORM_BYTES: usize = 16 * 1024;
 /// What every request handler can reach.
 pub(crate) struct AppState {
     pub pool: PgPool,
+    /// The api, for every write (the dashboard's own role only reads).
+    pub api: ApiClient,
+    pub catalog: Catalog,
     pub signer: SessionSigner,
     pub passwords: PasswordChecker,
+    /// Failed log-ins per email and client, in this process's memory.
+    pub login_throttle: LoginThrottle,
     pub templates: Templates,
     pub rng: SystemRandom,
 }
@@ -51,8 +62,11 @@ impl AppState {
         let signer = SessionSigner::new(SessionKey::from_hex(&settings.dashboard.session_key)?);
         Ok(AppState {
             pool: fp_store::pool(&settings.database.readonly_url, settings.database.pool_size)?,
+            api: ApiClient::new(&settings.dashboard.api_url)?,
+            catalog: Catalog::load().context("the embedded texts do not load")?,
             signer,
             passwords: PasswordChecker::new(&rng)?,
+            login_throttle: LoginThrottle::default(),
             templates: Templates::load().context("the embedded templates do not parse")?,
             rng,
         })
@@ -97,6 +111,10 @@ fn app(
         .configure(pages::routes)
         .default_service(web::to(pages::not_found))
         .wrap(ErrorHandlers::new().default_handler(error::render_error_page))
+        // Outside the error pages, whose redirects may set cookies too.
+        .wrap(actix_web::middleware::from_fn(
+            session::secure_cookies_over_https,
+        ))
         // Outside the error pages, so they carry the headers too.
         .wrap(
             DefaultHeaders::new()

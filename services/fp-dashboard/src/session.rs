@@ -5,8 +5,11 @@
 //! HMACs too, bound to a value the browser holds in an HttpOnly cookie (the session cookie, or a
 //! random nonce before log-in), so a page on another site can neither read nor forge one.
 
+use actix_web::body::MessageBody;
 use actix_web::cookie::time::Duration as CookieDuration;
 use actix_web::cookie::{Cookie, SameSite};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
 use fp_domain::session_token::{SessionError, SessionKey};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -30,6 +33,9 @@ pub struct RandomFailed;
 pub enum CsrfPurpose {
     LogIn,
     LogOut,
+    SaveIntegration,
+    SendTestEvent,
+    Redeliver,
 }
 
 impl CsrfPurpose {
@@ -37,6 +43,9 @@ impl CsrfPurpose {
         match self {
             CsrfPurpose::LogIn => "login",
             CsrfPurpose::LogOut => "logout",
+            CsrfPurpose::SaveIntegration => "save-integration",
+            CsrfPurpose::SendTestEvent => "send-test-event",
+            CsrfPurpose::Redeliver => "redeliver",
         }
     }
 }
@@ -98,6 +107,33 @@ pub fn new_login_nonce(rng: &SystemRandom) -> Result<String, RandomFailed> {
     let mut nonce = [0u8; 32];
     rng.fill(&mut nonce).map_err(|_| RandomFailed)?;
     Ok(hex::encode(nonce))
+}
+
+/// Marks every cookie of the answer `Secure` when the request came over https (directly, or through
+/// a proxy that says so with `X-Forwarded-Proto`/`Forwarded`), so a cookie set over https is never
+/// sent back over plain http. Plain http (local development) keeps them usable.
+pub async fn secure_cookies_over_https(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let https = request.connection_info().scheme() == "https";
+    let mut response = next.call(request).await?;
+    if https {
+        let cookies: Vec<Cookie<'static>> = response
+            .response()
+            .cookies()
+            .map(|cookie| {
+                let mut cookie = cookie.into_owned();
+                cookie.set_secure(true);
+                cookie
+            })
+            .collect();
+        for cookie in cookies {
+            response.response_mut().del_cookie(cookie.name());
+            response.response_mut().add_cookie(&cookie)?;
+        }
+    }
+    Ok(response)
 }
 
 /// HttpOnly so scripts cannot read it; SameSite=Strict so other sites cannot send it.

@@ -15,8 +15,11 @@ fn state() -> web::Data<AppState> {
     web::Data::new(AppState {
         // Port 9 (discard) is closed on test machines: connecting fails at once.
         pool: fp_store::pool("postgres://nobody@127.0.0.1:9/none", 1).expect("lazy pool"),
+        api: ApiClient::new("http://127.0.0.1:9").expect("api client"),
+        catalog: Catalog::load().expect("texts load"),
         signer: SessionSigner::new(fp_domain::session_token::SessionKey::from_bytes(&[3u8; 32])),
         passwords: PasswordChecker::new(&rng).expect("checker"),
+        login_throttle: crate::throttle::LoginThrottle::default(),
         templates: Templates::load().expect("templates parse"),
         rng,
     })
@@ -210,4 +213,35 @@ async fn unknown_pages_are_a_404_page() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_security_headers(&response);
     assert!(body_text(response).await.contains("Page not found"));
+}
+
+#[actix_web::test]
+async fn cookies_are_secure_over_https_only() {
+    let app = test::init_service(app(state())).await;
+    for (proto, secure) in [("https", true), ("http", false)] {
+        let response = test::call_service(
+            &app,
+            TestRequest::get()
+                .uri("/login")
+                .insert_header(("x-forwarded-proto", proto))
+                .to_request(),
+        )
+        .await;
+        let set_cookie: Vec<String> = response
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .filter_map(|value| value.to_str().ok().map(str::to_owned))
+            .collect();
+        assert!(
+            !set_cookie.is_empty(),
+            "{proto}: the form sets its nonce cookie"
+        );
+        for cookie in &set_cookie {
+            assert_eq!(cookie.contains("; Secure"), secure, "{proto}: {cookie}");
+            assert!(
+                cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+                "{cookie}"
+            );
+        }
+    }
 }

@@ -3,18 +3,44 @@
 //! Every template name ends in `.html`, so tera escapes every value it prints: delivery payloads
 //! carry feedback text that anyone can submit. No template uses `| safe`.
 
-use fp_store::attempts::AttemptRow;
+pub mod logs;
+
 use serde::Serialize;
+use serde_json::Value;
 use tera::{Context, Tera};
 
-const TEMPLATES: [(&str, &str); 4] = [
+const TEMPLATES: [(&str, &str); 10] = [
     ("base.html", include_str!("../templates/base.html")),
     ("login.html", include_str!("../templates/login.html")),
     (
-        "webhook_logs.html",
-        include_str!("../templates/webhook_logs.html"),
+        "logs_macros.html",
+        include_str!("../templates/logs_macros.html"),
+    ),
+    (
+        "logs_filters.html",
+        include_str!("../templates/logs_filters.html"),
+    ),
+    (
+        "logs_chart.html",
+        include_str!("../templates/logs_chart.html"),
+    ),
+    (
+        "logs_summary.html",
+        include_str!("../templates/logs_summary.html"),
+    ),
+    (
+        "logs_list.html",
+        include_str!("../templates/logs_list.html"),
+    ),
+    (
+        "log_detail.html",
+        include_str!("../templates/log_detail.html"),
     ),
     ("error.html", include_str!("../templates/error.html")),
+    (
+        "integrations.html",
+        include_str!("../templates/integrations.html"),
+    ),
 ];
 
 pub const STYLESHEET: &str = include_str!("../static/app.css");
@@ -45,9 +71,31 @@ pub struct SignedIn {
     pub logout_csrf_token: String,
 }
 
+/// A link of the language switch.
+#[derive(Serialize)]
+pub struct LanguageLink {
+    pub code: &'static str,
+    pub href: String,
+    pub current: bool,
+}
+
+/// What `base.html` needs on every page; page structs flatten it in.
+#[derive(Serialize)]
+pub struct Layout<'a> {
+    /// The texts of the page's language (`t.common.log_out`, ...).
+    pub t: &'a Value,
+    pub lang: &'static str,
+    pub signed_in: Option<SignedIn>,
+    pub is_superadmin: bool,
+    /// Which navigation entry is this page's (`integrations`, `webhook_logs`, `admin`), or "".
+    pub active_nav: &'static str,
+    pub languages: Vec<LanguageLink>,
+}
+
 #[derive(Serialize)]
 pub struct LoginPage<'a> {
-    pub signed_in: Option<SignedIn>,
+    #[serde(flatten)]
+    pub layout: Layout<'a>,
     pub csrf_token: &'a str,
     /// Echoed back after a failed attempt so the user only retypes the password.
     pub email: &'a str,
@@ -55,166 +103,26 @@ pub struct LoginPage<'a> {
 }
 
 #[derive(Serialize)]
-pub struct WebhookLogsPage {
-    pub signed_in: Option<SignedIn>,
-    pub active_nav: &'static str,
-    /// Superadmins belong to no tenant; their platform-wide viewer is not built yet.
-    pub is_superadmin: bool,
-    pub limit: i64,
-    pub attempts: Vec<AttemptView>,
-}
-
-#[derive(Serialize)]
 pub struct ErrorPage<'a> {
-    pub signed_in: Option<SignedIn>,
+    #[serde(flatten)]
+    pub layout: Layout<'a>,
     pub heading: &'a str,
     pub message: &'a str,
 }
 
-/// One delivery attempt, formatted for the table.
-#[derive(Debug, Serialize)]
-pub struct AttemptView {
-    pub event_type: String,
-    pub url: String,
-    pub response_code: String,
-    pub succeeded: bool,
-    pub attempted_at: String,
-    pub duration_ms: i64,
-    pub attempt_number: i32,
-    /// `kind: message`, when the attempt failed before or without a response.
-    pub error: Option<String>,
-    pub payload: String,
-    pub response_body: String,
-    pub response_truncated: bool,
-}
-
-impl From<&AttemptRow> for AttemptView {
-    fn from(row: &AttemptRow) -> Self {
-        let error = match (&row.error_kind, &row.error_message) {
-            (Some(kind), Some(message)) => Some(format!("{kind}: {message}")),
-            (Some(only), None) | (None, Some(only)) => Some(only.clone()),
-            (None, None) => None,
-        };
-        AttemptView {
-            event_type: row.event_type.clone(),
-            url: row.url.clone(),
-            response_code: row
-                .response_status
-                .map_or_else(|| "No response".to_owned(), |status| status.to_string()),
-            succeeded: row
-                .response_status
-                .is_some_and(|status| (200..300).contains(&status)),
-            attempted_at: row.attempted_at.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
-            duration_ms: row.duration_ms,
-            attempt_number: row.attempt_number,
-            error,
-            // Shown as the bytes that were sent (not re-formatted), decoded leniently because a
-            // response body need not be UTF-8.
-            payload: String::from_utf8_lossy(&row.request_body).into_owned(),
-            response_body: String::from_utf8_lossy(&row.response_body).into_owned(),
-            response_truncated: row.response_truncated,
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use chrono::TimeZone;
-    use uuid::Uuid;
-
+pub(crate) mod tests {
     use super::*;
+    use crate::i18n::{Catalog, Lang};
 
-    pub fn attempt_row() -> AttemptRow {
-        AttemptRow {
-            id: Uuid::now_v7(),
-            delivery_id: Uuid::now_v7(),
-            event_id: Uuid::now_v7(),
-            tenant_id: Uuid::now_v7(),
-            event_type: "submission.created".into(),
-            url: "https://example.com/hook?a=1&b=2".into(),
-            attempt_number: 2,
-            attempted_at: chrono::Utc
-                .with_ymd_and_hms(2026, 11, 27, 9, 30, 5)
-                .single()
-                .expect("valid time"),
-            duration_ms: 123,
-            request_headers: serde_json::json!([]),
-            request_body: br#"{"data":{"text_feedback":"<script>alert(1)</script>"}}"#.to_vec(),
-            response_status: None,
-            response_headers: serde_json::json!([]),
-            response_body: b"<b>\"bad\" & 'worse'</b>".to_vec(),
-            response_truncated: true,
-            error_kind: Some("timeout".into()),
-            error_message: Some("no response within 15000 ms".into()),
-            is_final: false,
-            next_retry_at: None,
-            manual: false,
+    pub fn layout(catalog: &Catalog, signed_in: Option<SignedIn>) -> Layout<'_> {
+        Layout {
+            t: catalog.texts(Lang::En),
+            lang: "en",
+            signed_in,
+            is_superadmin: false,
+            active_nav: "webhook_logs",
+            languages: Vec::new(),
         }
-    }
-
-    #[test]
-    fn an_attempt_is_formatted_for_the_table() {
-        let view = AttemptView::from(&attempt_row());
-        assert_eq!(view.attempted_at, "2026-11-27 09:30:05.000");
-        assert_eq!(view.response_code, "No response");
-        assert!(!view.succeeded);
-        assert_eq!(
-            view.error.as_deref(),
-            Some("timeout: no response within 15000 ms")
-        );
-
-        let mut delivered = attempt_row();
-        delivered.response_status = Some(204);
-        delivered.error_kind = None;
-        delivered.error_message = None;
-        let view = AttemptView::from(&delivered);
-        assert_eq!(view.response_code, "204");
-        assert!(view.succeeded);
-        assert_eq!(view.error, None);
-    }
-
-    #[test]
-    fn everything_from_the_database_is_escaped() {
-        let page = WebhookLogsPage {
-            signed_in: Some(SignedIn {
-                email: "<i>admin</i>@example.com".into(),
-                logout_csrf_token: "token".into(),
-            }),
-            active_nav: "webhook_logs",
-            is_superadmin: false,
-            limit: 100,
-            attempts: vec![AttemptView::from(&attempt_row())],
-        };
-        let html = Templates::load()
-            .expect("templates parse")
-            .render("webhook_logs.html", &page)
-            .expect("page renders");
-        assert!(!html.contains("<script>alert"), "{html}");
-        assert!(
-            html.contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt;"),
-            "{html}"
-        );
-        assert!(!html.contains("<b>"), "{html}");
-        assert!(!html.contains("<i>admin"), "{html}");
-        assert!(html.contains("&amp;b=2"), "{html}");
-        assert!(html.contains("<details>"), "{html}");
-        assert!(!html.contains("No deliveries yet"), "{html}");
-    }
-
-    #[test]
-    fn an_empty_log_says_so() {
-        let page = WebhookLogsPage {
-            signed_in: None,
-            active_nav: "webhook_logs",
-            is_superadmin: false,
-            limit: 100,
-            attempts: Vec::new(),
-        };
-        let html = Templates::load()
-            .expect("templates parse")
-            .render("webhook_logs.html", &page)
-            .expect("page renders");
-        assert!(html.contains("No deliveries yet"), "{html}");
-        assert!(!html.contains("<table"), "{html}");
     }
 }

@@ -326,29 +326,10 @@ fn attempt_query(query: &LogQuery) -> Result<AttemptQuery, ApiError> {
 }
 
 fn parse_status(text: &str) -> Result<StatusFilter, ApiError> {
-    let invalid = || {
-        ApiError::invalid(
-            "status",
-            "must be a code from 100 to 599 (e.g. 404), a class (1xx to 5xx) or `none`",
-        )
-    };
-    let text = text.trim().to_ascii_lowercase();
-    if text == "none" {
-        return Ok(StatusFilter::NoResponse);
-    }
-    if let Some(class) = text.strip_suffix("xx") {
-        return class
-            .parse::<i32>()
-            .ok()
-            .filter(|class| (1..=5).contains(class))
-            .map(StatusFilter::Class)
-            .ok_or_else(invalid);
-    }
-    text.parse::<i32>()
-        .ok()
-        .filter(|code| (100..=599).contains(code))
-        .map(StatusFilter::Exact)
-        .ok_or_else(invalid)
+    text.parse()
+        .map_err(|error: attempts::InvalidStatusFilter| {
+            ApiError::invalid("status", error.to_string())
+        })
 }
 
 fn parse_time(field: &'static str, text: &str) -> Result<DateTime<Utc>, ApiError> {

@@ -1,28 +1,31 @@
-//! Request handlers: log-in, log-out and the tenant's webhook log.
+//! Log-in, log-out, the language switch, and the routes every site has (home, health, styles).
+
+use std::time::Instant;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, CacheControl, CacheDirective, ContentType};
-use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, web};
-use fp_store::{attempts, identity};
+use actix_web::{HttpRequest, HttpResponse, web};
+use fp_store::identity;
 use serde::Deserialize;
-use uuid::Uuid;
 
+use super::{LOGIN_PATH, SignedInUser, html_response, see_other, session_of};
 use crate::AppState;
 use crate::error::PageError;
+use crate::i18n::{Lang, lang_cookie};
 use crate::session::{
     CsrfPurpose, LOGIN_NONCE_COOKIE, SESSION_COOKIE, SESSION_LIFETIME_SECS, login_nonce_cookie,
     new_login_nonce, removal_cookie, session_cookie,
 };
-use crate::views::{AttemptView, LoginPage, STYLESHEET, SignedIn, WebhookLogsPage};
+use crate::views::{LoginPage, STYLESHEET};
 
-const LOGIN_PATH: &str = "/login";
-const WEBHOOK_LOGS_PATH: &str = "/webhooks/logs";
-/// The first dashboard shows one page of the newest attempts; paging comes with the full viewer.
-const WEBHOOK_LOGS_LIMIT: i64 = 100;
+/// Where a signed-in user lands: the tenant's log, or the platform's for a superadmin.
+const HOME_PATH: &str = "/webhooks/logs";
+const ADMIN_HOME_PATH: &str = "/admin/webhook-logs";
 /// The same words whichever of email or password was wrong, so the form does not reveal which
 /// emails have accounts.
-const INVALID_CREDENTIALS: &str = "Invalid email or password";
-const LOGIN_FORM_EXPIRED: &str = "The log-in form expired. Please try again.";
+const INVALID_CREDENTIALS: &str = "common.login.invalid_credentials";
+const LOGIN_FORM_EXPIRED: &str = "common.login.form_expired";
+const THROTTLED: &str = "common.login.throttled";
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -32,11 +35,15 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route(LOGIN_PATH, web::get().to(login_form))
         .route(LOGIN_PATH, web::post().to(log_in))
         .route("/logout", web::post().to(log_out))
-        .route(WEBHOOK_LOGS_PATH, web::get().to(webhook_logs));
+        .route("/lang/{code}", web::get().to(switch_language));
 }
 
-async fn home() -> HttpResponse {
-    see_other(WEBHOOK_LOGS_PATH).finish()
+/// A superadmin's home is the platform's log; everyone else's is their tenant's.
+async fn home(user: Option<SignedInUser>) -> HttpResponse {
+    match user {
+        Some(user) if user.user.tenant_id.is_none() => see_other(ADMIN_HOME_PATH).finish(),
+        _ => see_other(HOME_PATH).finish(),
+    }
 }
 
 async fn healthz() -> HttpResponse {
@@ -60,11 +67,11 @@ async fn login_form(
     state: web::Data<AppState>,
     request: HttpRequest,
 ) -> Result<HttpResponse, PageError> {
-    if signed_in_user(&state, &request).is_some() {
-        return Ok(see_other(WEBHOOK_LOGS_PATH).finish());
+    if session_of(&request).is_some() {
+        return Ok(see_other("/").finish());
     }
     let nonce = new_login_nonce(&state.rng)?;
-    let html = render_login(&state, &nonce, "", None)?;
+    let html = render_login(&state, &request, &nonce, "", None)?;
     Ok(html_response(StatusCode::OK)
         .cookie(login_nonce_cookie(nonce))
         .body(html))
@@ -101,10 +108,32 @@ async fn log_in(
         });
     let Some(nonce) = nonce else {
         let fresh_nonce = new_login_nonce(&state.rng)?;
-        let html = render_login(&state, &fresh_nonce, &email, Some(LOGIN_FORM_EXPIRED))?;
+        let message = state.text(&request, LOGIN_FORM_EXPIRED);
+        let html = render_login(&state, &request, &fresh_nonce, &email, Some(message))?;
         return Ok(html_response(StatusCode::FORBIDDEN)
             .cookie(login_nonce_cookie(fresh_nonce))
             .body(html));
+    };
+
+    // Before the user lookup and argon2, so refused attempts cost next to nothing. The peer
+    // address, not a forwarded-for header, which any client could set to a fresh value.
+    let client = request.peer_addr().map(|address| address.ip());
+    let attempt = match state.login_throttle.admit(&email, client, Instant::now()) {
+        Ok(attempt) => attempt,
+        Err(throttled) => {
+            tracing::warn!(
+                retry_after_secs = throttled.retry_after.as_secs(),
+                "log-in refused: too many failed attempts"
+            );
+            let message = state.text(&request, THROTTLED);
+            let html = render_login(&state, &request, &nonce, &email, Some(message))?;
+            return Ok(html_response(StatusCode::TOO_MANY_REQUESTS)
+                .insert_header((
+                    header::RETRY_AFTER,
+                    throttled.retry_after.as_secs().max(1).to_string(),
+                ))
+                .body(html));
+        }
     };
 
     let user = {
@@ -119,17 +148,19 @@ async fn log_in(
 
     match user {
         Some(user) if password_matches => {
+            state.login_throttle.succeeded(attempt);
             let expires_at = chrono::Utc::now().timestamp() + SESSION_LIFETIME_SECS;
             let session = state.signer.sign_session(user.id, expires_at);
             tracing::info!(user_id = %user.id, "user logged in");
-            Ok(see_other(WEBHOOK_LOGS_PATH)
+            Ok(see_other("/")
                 .cookie(session_cookie(session))
                 .cookie(removal_cookie(LOGIN_NONCE_COOKIE))
                 .finish())
         }
         _ => {
             tracing::info!("log-in refused: invalid email or password");
-            let html = render_login(&state, &nonce, &email, Some(INVALID_CREDENTIALS))?;
+            let message = state.text(&request, INVALID_CREDENTIALS);
+            let html = render_login(&state, &request, &nonce, &email, Some(message))?;
             Ok(html_response(StatusCode::UNAUTHORIZED).body(html))
         }
     }
@@ -149,7 +180,7 @@ async fn log_out(
     form: web::Form<LogoutForm>,
 ) -> Result<HttpResponse, PageError> {
     // Without a valid session there is nothing to protect: just clear whatever cookie is left.
-    if let Some((session, _)) = signed_in_user(&state, &request)
+    if let Some((session, _)) = session_of(&request)
         && !state
             .signer
             .verify_csrf(CsrfPurpose::LogOut, &session, &form.csrf_token)
@@ -159,65 +190,16 @@ async fn log_out(
     Ok(signed_out_redirect())
 }
 
-async fn webhook_logs(
-    state: web::Data<AppState>,
-    request: HttpRequest,
-) -> Result<HttpResponse, PageError> {
-    let Some((session, user_id)) = signed_in_user(&state, &request) else {
-        return Ok(see_other(LOGIN_PATH).finish());
-    };
-    let mut conn = state.connection().await?;
-    let Some(user) = identity::user_by_id(&mut conn, user_id).await? else {
-        // Deleted since logging in.
-        return Ok(signed_out_redirect());
-    };
-    // Scoped by the tenant of the signed-in user, never by anything in the request.
-    let attempts = match user.tenant_id {
-        Some(tenant_id) => attempts::newest_for_tenant(&mut conn, tenant_id, WEBHOOK_LOGS_LIMIT)
-            .await?
-            .iter()
-            .map(AttemptView::from)
-            .collect(),
-        None => Vec::new(),
-    };
-    drop(conn);
-
-    let page = WebhookLogsPage {
-        signed_in: Some(SignedIn {
-            email: user.email,
-            logout_csrf_token: state.signer.csrf_token(CsrfPurpose::LogOut, &session),
-        }),
-        active_nav: "webhook_logs",
-        is_superadmin: user.tenant_id.is_none(),
-        limit: WEBHOOK_LOGS_LIMIT,
-        attempts,
-    };
-    let html = state.templates.render("webhook_logs.html", &page)?;
-    Ok(html_response(StatusCode::OK).body(html))
-}
-
-/// The session cookie's value and the user it names, if it is ours and still valid.
-fn signed_in_user(state: &AppState, request: &HttpRequest) -> Option<(String, Uuid)> {
-    let cookie = request.cookie(SESSION_COOKIE)?;
-    let now = chrono::Utc::now().timestamp();
-    match state.signer.verify_session(cookie.value(), now) {
-        Ok(user_id) => Some((cookie.value().to_owned(), user_id)),
-        Err(reason) => {
-            tracing::debug!(%reason, "session cookie refused");
-            None
-        }
-    }
-}
-
 fn render_login(
     state: &AppState,
+    request: &HttpRequest,
     nonce: &str,
     email: &str,
     error: Option<&str>,
 ) -> Result<String, PageError> {
     let csrf_token = state.signer.csrf_token(CsrfPurpose::LogIn, nonce);
     let page = LoginPage {
-        signed_in: None,
+        layout: state.layout(request, None, ""),
         csrf_token: &csrf_token,
         email,
         error,
@@ -225,24 +207,28 @@ fn render_login(
     Ok(state.templates.render("login.html", &page)?)
 }
 
-/// Pages show tenant data, so no cache (browser or proxy) keeps a copy.
-fn html_response(status: StatusCode) -> HttpResponseBuilder {
-    let mut response = HttpResponse::build(status);
-    response
-        .content_type(ContentType::html())
-        .insert_header(CacheControl(vec![CacheDirective::NoStore]));
-    response
-}
-
-/// 303, so the browser follows with a GET even after a POST.
-fn see_other(location: &'static str) -> HttpResponseBuilder {
-    let mut response = HttpResponse::SeeOther();
-    response.insert_header((header::LOCATION, location));
-    response
-}
-
 fn signed_out_redirect() -> HttpResponse {
     see_other(LOGIN_PATH)
         .cookie(removal_cookie(SESSION_COOKIE))
         .finish()
+}
+
+#[derive(Deserialize)]
+struct LanguageSwitch {
+    back: Option<String>,
+}
+
+/// Remembers the chosen language and returns to the page the switch was clicked on.
+async fn switch_language(
+    path: web::Path<String>,
+    query: web::Query<LanguageSwitch>,
+) -> Result<HttpResponse, PageError> {
+    let lang = Lang::from_code(&path).ok_or(PageError::NotFound)?;
+    // Only a path on this site: never an open redirect to another.
+    let back = query
+        .back
+        .as_deref()
+        .filter(|back| back.starts_with('/') && !back.starts_with("//") && !back.contains('\\'))
+        .unwrap_or("/");
+    Ok(see_other(back).cookie(lang_cookie(lang)).finish())
 }

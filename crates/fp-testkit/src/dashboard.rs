@@ -1,0 +1,270 @@
+//! The dashboard on the real pipeline, with users who can log in: the fixture of the browser tests.
+//!
+//! ```ignore
+//! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+//! async fn my_page() -> anyhow::Result<()> {
+//!     browser_test("mypage", async |fixture, browser| {
+//!         log_in(browser, &fixture.base, &fixture.tenant_email, &fixture.password).await?;
+//!         browser.goto(&fixture.url("/my/page")).await?;
+//!         browser.screenshots("my-page").await
+//!     })
+//!     .await
+//! }
+//! ```
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+
+use anyhow::Context;
+use futures_util::FutureExt;
+use serde_json::Value;
+
+use crate::browser::Browser;
+use crate::environment::{Readiness, TestEnvironment, free_local_address};
+use crate::pipeline::{Pipeline, TenantApi};
+use crate::receiver::{TlsReceiver, always_ok};
+
+/// fpctl wants at least 10 characters.
+const PASSWORD: &str = "correct horse battery staple";
+
+/// fp-api, one fp-dispatcher, fp-log-ingest and fp-dashboard, a tenant with an admin user, a
+/// superadmin user, and an HTTPS receiver the dispatcher trusts.
+pub struct DashboardFixture {
+    /// The dashboard's base URL, `http://127.0.0.1:<port>` (no trailing slash).
+    pub base: String,
+    pub address: SocketAddr,
+    /// The tenant, through the api with its key.
+    pub api: TenantApi,
+    /// The tenant's admin user.
+    pub tenant_email: String,
+    /// A platform superadmin (no tenant).
+    pub superadmin_email: String,
+    /// Both users' password.
+    pub password: String,
+    pub pipeline: Pipeline,
+    /// Answers `200 ok` to every delivery; the tenant's config is not saved until
+    /// [`DashboardFixture::configure_webhook`] (or a page) does it.
+    pub receiver: TlsReceiver,
+    /// The receiver's webhook URL, `https://127.0.0.1:<port>/webhooks/feedbackpulse`.
+    pub receiver_url: String,
+}
+
+impl DashboardFixture {
+    /// Starts the pipeline and the dashboard in `env` and creates the tenant and the users.
+    pub async fn start(env: &mut TestEnvironment) -> anyhow::Result<DashboardFixture> {
+        // Trusted before the dispatcher starts: it reads its trust roots once.
+        let receiver = TlsReceiver::start("127.0.0.1:0".parse()?, always_ok()).await?;
+        env.trust_receiver(&receiver)?;
+        let pipeline = Pipeline::start(env, 1).await?;
+
+        let address = free_local_address()?;
+        env.start(
+            "fp-dashboard",
+            &[
+                ("FP__DASHBOARD__LISTEN", address.to_string()),
+                // Its writes go through the api, with the signed-in user's session.
+                ("FP__DASHBOARD__API_URL", format!("http://{}", pipeline.api)),
+            ],
+            Readiness::Answers(format!("http://{address}/healthz")),
+        )
+        .await?;
+
+        let api = pipeline.tenant(env, "Acme GmbH").await?;
+        let tenant_email = "admin@acme.example".to_owned();
+        let superadmin_email = "ops@feedbackpulse.example".to_owned();
+        env.fpctl(&[
+            "user",
+            "create",
+            "--email",
+            &tenant_email,
+            "--password",
+            PASSWORD,
+            "--tenant",
+            &api.tenant_id,
+        ])
+        .await?;
+        env.fpctl(&[
+            "user",
+            "create",
+            "--email",
+            &superadmin_email,
+            "--password",
+            PASSWORD,
+            "--superadmin",
+        ])
+        .await?;
+
+        Ok(DashboardFixture {
+            base: format!("http://{address}"),
+            address,
+            api,
+            tenant_email,
+            superadmin_email,
+            password: PASSWORD.to_owned(),
+            pipeline,
+            receiver_url: receiver.url("/webhooks/feedbackpulse"),
+            receiver,
+        })
+    }
+
+    /// The dashboard URL of `path` (`/webhooks/logs`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Saves the tenant's webhook config (both submission events, no secret) for the receiver.
+    pub async fn configure_webhook(&self) -> anyhow::Result<Value> {
+        self.api.configure(&self.receiver_url, None).await
+    }
+}
+
+/// Runs `test` with a fresh [`TestEnvironment`] (named after `label`), a [`DashboardFixture`] and
+/// a [`Browser`]; closes the browser and finishes the environment (database and broker namespace
+/// removed, processes ended) whether the test passed, failed or panicked.
+pub async fn browser_test<F>(label: &str, test: F) -> anyhow::Result<()>
+where
+    F: AsyncFnOnce(&DashboardFixture, &Browser) -> anyhow::Result<()>,
+{
+    browser_test_in(label, async |_, fixture, browser| {
+        test(fixture, browser).await
+    })
+    .await
+}
+
+/// [`browser_test`] for a test that also needs the environment, e.g. to create another tenant
+/// with `fixture.pipeline.tenant(env, "...")`.
+pub async fn browser_test_in<F>(label: &str, test: F) -> anyhow::Result<()>
+where
+    F: AsyncFnOnce(&TestEnvironment, &DashboardFixture, &Browser) -> anyhow::Result<()>,
+{
+    let mut env = TestEnvironment::new(label).await?;
+    let outcome = AssertUnwindSafe(async {
+        let fixture = DashboardFixture::start(&mut env).await?;
+        let browser = Browser::start().await?;
+        let tested = test(&env, &fixture, &browser).await;
+        let closed = browser.close().await;
+        tested.and(closed)
+    })
+    .catch_unwind()
+    .await;
+    if !matches!(outcome, Ok(Ok(()))) {
+        eprintln!("the services' logs are in {}", env.dir.display());
+    }
+    let finished = env.finish().await;
+    match outcome {
+        Ok(Ok(())) => finished,
+        Ok(Err(error)) => {
+            if let Err(also) = finished {
+                eprintln!("finishing the test environment failed too: {also:#}");
+            }
+            Err(error)
+        }
+        Err(panic) => {
+            if let Err(error) = finished {
+                eprintln!("finishing the test environment failed too: {error:#}");
+            }
+            std::panic::resume_unwind(panic)
+        }
+    }
+}
+
+/// A browser without JavaScript for the dashboard's HTTP tests: a cookie store, the given
+/// `Accept-Language`, and redirects followed only when `follow_redirects` (otherwise the test sees
+/// each `303` and its `Location`).
+pub fn http_client(
+    accept_language: &str,
+    follow_redirects: bool,
+) -> anyhow::Result<reqwest::Client> {
+    crate::install_crypto_provider();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::ACCEPT_LANGUAGE, accept_language.parse()?);
+    let redirects = if follow_redirects {
+        reqwest::redirect::Policy::default()
+    } else {
+        reqwest::redirect::Policy::none()
+    };
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .cookie_store(true)
+        .default_headers(headers)
+        .redirect(redirects)
+        .build()?)
+}
+
+/// One log-in attempt through the dashboard's form at `base`, as a browser makes it: the form
+/// (for its CSRF token), then the post. Returns the answer's status and body, whatever they are.
+pub async fn http_log_in(
+    client: &reqwest::Client,
+    base: &str,
+    email: &str,
+    password: &str,
+) -> anyhow::Result<(reqwest::StatusCode, String)> {
+    let form = client
+        .get(format!("{base}/login"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let token = hidden_field_after(&form, r#"action="/login""#, "csrf_token")
+        .context("the log-in form has no CSRF token")?;
+    let answer = client
+        .post(format!("{base}/login"))
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(form_body(&[
+            ("email", email),
+            ("password", password),
+            ("csrf_token", &token),
+        ]))
+        .send()
+        .await?;
+    Ok((answer.status(), answer.text().await?))
+}
+
+/// A client ([`http_client`], following redirects) signed in to the dashboard at `base` as
+/// `email`; fails unless the log-in succeeds.
+pub async fn http_session(
+    base: &str,
+    email: &str,
+    password: &str,
+    accept_language: &str,
+) -> anyhow::Result<reqwest::Client> {
+    let client = http_client(accept_language, true)?;
+    let (status, body) = http_log_in(&client, base, email, password).await?;
+    anyhow::ensure!(
+        status.is_success(),
+        "log-in as {email} answered {status}: {body}"
+    );
+    Ok(client)
+}
+
+/// The value of the first field `name` (`name="..." value="..."`, as the dashboard writes hidden
+/// fields) after `marker` (e.g. the start of its form) in `html`, as written (still escaped).
+pub fn hidden_field_after(html: &str, marker: &str, name: &str) -> Option<String> {
+    let rest = &html[html.find(marker)?..];
+    let field = format!(r#"name="{name}" value=""#);
+    let start = rest.find(&field)? + field.len();
+    let end = rest[start..].find('"')? + start;
+    Some(rest[start..end].to_owned())
+}
+
+/// `application/x-www-form-urlencoded` encoding of `pairs` (names may repeat, as checkboxes do).
+pub fn form_body(pairs: &[(&str, &str)]) -> String {
+    let encode = |text: &str| -> String {
+        text.bytes()
+            .map(|byte| match byte {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (byte as char).to_string()
+                }
+                _ => format!("%{byte:02X}"),
+            })
+            .collect()
+    };
+    pairs
+        .iter()
+        .map(|(name, value)| format!("{}={}", encode(name), encode(value)))
+        .collect::<Vec<_>>()
+        .join("&")
+}

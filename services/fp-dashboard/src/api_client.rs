@@ -1,0 +1,103 @@
+//! The dashboard's writes (config, test event, redelivery) go through the api, which owns those
+//! tables; each call carries the signed-in user's own session, so the api applies that user's role
+//! and tenant (`Authorization: Session <token>`).
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::Value;
+
+/// The api answers in milliseconds; a stuck one must not hold a page for long.
+const API_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiClientError {
+    #[error("could not build the api client: {0}")]
+    Build(reqwest::Error),
+    #[error("the api at {url} did not answer: {error}")]
+    Unreachable { url: String, error: reqwest::Error },
+    #[error("the api answered {status} with a body that is not JSON: {error}")]
+    NotJson {
+        status: u16,
+        error: serde_json::Error,
+    },
+}
+
+/// An answer of the api: its status and JSON body (`Null` for an empty one, such as a 204).
+#[derive(Debug)]
+pub struct ApiAnswer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl ApiAnswer {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The api's error message and the field it names, for showing next to the form field.
+    pub fn error(&self) -> (Option<&str>, Option<&str>) {
+        let error = &self.body["error"];
+        (error["message"].as_str(), error["field"].as_str())
+    }
+}
+
+pub struct ApiClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    pub fn new(base: &str) -> Result<Self, ApiClientError> {
+        // reqwest is built without a default TLS provider (the workspace picks ring once).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(API_TIMEOUT)
+            .no_proxy()
+            .build()
+            .map_err(ApiClientError::Build)?;
+        Ok(ApiClient {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+        })
+    }
+
+    /// Calls `path` (e.g. `/api/v2/webhooks/config`) as the user whose session this is.
+    pub async fn call(
+        &self,
+        session: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<ApiAnswer, ApiClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self
+            .http
+            .request(method, &url)
+            .header("authorization", format!("Session {session}"));
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|error| ApiClientError::Unreachable {
+                url: url.clone(),
+                error,
+            })?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|error| ApiClientError::Unreachable { url, error })?;
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .map_err(|error| ApiClientError::NotJson { status, error })?
+        };
+        Ok(ApiAnswer { status, body })
+    }
+}

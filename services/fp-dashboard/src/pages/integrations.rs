@@ -1,0 +1,759 @@
+//! Einstellungen > Integrations: the tenant's webhook endpoint (URL, events, secret, enabled) and
+//! the test event.
+//!
+//! The config is read and written through the api with the user's own session, so the api's
+//! checks (SSRF policy, events, secret length) and its tenant scoping apply unchanged; the page
+//! only shows the api's answers. The secret is write-only: the page shows whether one is set,
+//! never the secret, and a form that leaves it empty keeps it.
+
+use std::time::{Duration, Instant};
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use fp_domain::EventType;
+use fp_store::attempts::{self, AttemptRow};
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{SignedInUser, html_response, see_other};
+use crate::AppState;
+use crate::api_client::ApiAnswer;
+use crate::error::PageError;
+use crate::session::CsrfPurpose;
+use crate::views::Layout;
+
+const PAGE_PATH: &str = "/settings/integrations";
+const TEST_PATH: &str = "/settings/integrations/test";
+const CONFIG_API: &str = "/api/v2/webhooks/config";
+const TEST_API: &str = "/api/v2/webhooks/test";
+/// How long sending a test event waits for its first attempt to be logged: a healthy pipeline
+/// logs one within a second or two; a slow endpoint's result shows in the logs later.
+const TEST_WAIT: Duration = Duration::from_secs(5);
+const TEST_POLL_INTERVAL: Duration = Duration::from_millis(250);
+const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S UTC";
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route(PAGE_PATH, web::get().to(show))
+        .route(PAGE_PATH, web::post().to(save))
+        .route(TEST_PATH, web::post().to(send_test));
+}
+
+/// The config as the api's `GET /api/v2/webhooks/config` returns it.
+#[derive(Debug, Deserialize)]
+struct StoredConfig {
+    url: String,
+    events: Vec<String>,
+    enabled: bool,
+    format: String,
+    secret_set: bool,
+    secret_rotating_until: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
+    failing_since: Option<DateTime<Utc>>,
+    disabled_at: Option<DateTime<Utc>>,
+    disabled_reason: Option<String>,
+}
+
+/// What the save form sent. Read from the raw pairs because the event checkboxes repeat one name.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct IntegrationForm {
+    csrf_token: String,
+    url: String,
+    events: Vec<String>,
+    enabled: bool,
+    /// Empty: keep the stored secret.
+    secret: String,
+    remove_secret: bool,
+}
+
+/// What a save does to the secret (the api's `secret`: absent, `null`, or a string).
+#[derive(Debug, PartialEq, Eq)]
+enum SecretChange {
+    Keep,
+    Remove,
+    Set(String),
+}
+
+/// A new secret typed and "remove" ticked at once: which one was meant is unclear.
+#[derive(Debug, PartialEq, Eq)]
+struct SecretConflict;
+
+impl IntegrationForm {
+    fn from_pairs(pairs: Vec<(String, String)>) -> Self {
+        let mut form = IntegrationForm::default();
+        for (name, value) in pairs {
+            match name.as_str() {
+                "csrf_token" => form.csrf_token = value,
+                "url" => form.url = value.trim().to_owned(),
+                "events" if !form.events.contains(&value) => form.events.push(value),
+                "events" => {}
+                // A ticked checkbox sends its value; an unticked one sends nothing.
+                "enabled" => form.enabled = true,
+                "remove_secret" => form.remove_secret = true,
+                "secret" => form.secret = value,
+                _ => {}
+            }
+        }
+        form
+    }
+
+    fn secret_change(&self) -> Result<SecretChange, SecretConflict> {
+        match (self.secret.is_empty(), self.remove_secret) {
+            (true, false) => Ok(SecretChange::Keep),
+            (true, true) => Ok(SecretChange::Remove),
+            (false, false) => Ok(SecretChange::Set(self.secret.clone())),
+            (false, true) => Err(SecretConflict),
+        }
+    }
+
+    /// The body of `PUT /api/v2/webhooks/config`.
+    fn api_body(&self) -> Result<Value, SecretConflict> {
+        let mut body = json!({
+            "url": self.url,
+            "events": self.events,
+            "enabled": self.enabled,
+        });
+        match self.secret_change()? {
+            SecretChange::Keep => {}
+            SecretChange::Remove => body["secret"] = Value::Null,
+            SecretChange::Set(secret) => body["secret"] = Value::String(secret),
+        }
+        Ok(body)
+    }
+
+    /// The form as the stored config fills it, or as a first config starts.
+    fn from_stored(config: Option<&StoredConfig>) -> Self {
+        match config {
+            Some(config) => IntegrationForm {
+                url: config.url.clone(),
+                events: config.events.clone(),
+                // An endpoint FeedbackPulse disabled was not switched off by the user, and saving
+                // re-enables it, so the box starts ticked.
+                enabled: config.enabled || config.disabled_at.is_some(),
+                ..IntegrationForm::default()
+            },
+            None => IntegrationForm {
+                events: EventType::SUBSCRIBABLE
+                    .map(|event| event.as_str().to_owned())
+                    .to_vec(),
+                enabled: true,
+                ..IntegrationForm::default()
+            },
+        }
+    }
+}
+
+/// Messages shown next to the fields they concern, or above the form.
+#[derive(Debug, Default, Serialize)]
+struct FieldErrors {
+    url: Option<String>,
+    events: Option<String>,
+    secret: Option<String>,
+    form: Option<String>,
+    any: bool,
+}
+
+impl FieldErrors {
+    /// Puts the api's message where its `field` (`url`, `events[1]`, ...) is.
+    fn from_api(message: &str, field: Option<&str>) -> Self {
+        let message = Some(message.to_owned());
+        let mut errors = FieldErrors {
+            any: true,
+            ..FieldErrors::default()
+        };
+        match field {
+            Some("url") => errors.url = message,
+            Some(field) if field == "events" || field.starts_with("events[") => {
+                errors.events = message;
+            }
+            Some("secret") => errors.secret = message,
+            _ => errors.form = message,
+        }
+        errors
+    }
+}
+
+#[derive(Serialize)]
+struct EventOption {
+    value: &'static str,
+    /// The checkbox's id (`event-submission-created`).
+    id: String,
+    description: String,
+    checked: bool,
+}
+
+#[derive(Serialize)]
+struct FormView {
+    url: String,
+    events: Vec<EventOption>,
+    enabled: bool,
+    remove_secret: bool,
+}
+
+/// The stored config's state, beside the form.
+#[derive(Serialize)]
+struct ConfigStatus {
+    enabled: bool,
+    format: String,
+    secret_set: bool,
+    secret_rotating_until: Option<String>,
+    updated_at: String,
+    failing_since: Option<String>,
+    disabled_at: Option<String>,
+    disabled_reason: Option<String>,
+}
+
+/// What became of a test event.
+#[derive(Debug, Serialize)]
+struct TestOutcome {
+    /// `delivered`, `failed`, `pending` (nothing logged yet) or `refused` (by the api).
+    kind: &'static str,
+    delivery_id: Option<String>,
+    response_code: Option<i32>,
+    error: Option<String>,
+    attempted_at: Option<String>,
+    /// `/webhooks/logs/<attempt id>`, once an attempt is logged.
+    entry_link: Option<String>,
+    /// The api's reason for a refusal.
+    message: Option<String>,
+}
+
+impl TestOutcome {
+    /// From the delivery's attempts, first to last; the last one says how it stands.
+    fn of_delivery(delivery_id: Uuid, attempts: &[AttemptRow]) -> Self {
+        let Some(latest) = attempts.last() else {
+            return TestOutcome {
+                kind: "pending",
+                delivery_id: Some(delivery_id.to_string()),
+                response_code: None,
+                error: None,
+                attempted_at: None,
+                entry_link: None,
+                message: None,
+            };
+        };
+        let delivered = latest
+            .response_status
+            .is_some_and(|status| (200..300).contains(&status));
+        let error = match (&latest.error_kind, &latest.error_message) {
+            (Some(kind), Some(message)) => Some(format!("{kind}: {message}")),
+            (Some(only), None) | (None, Some(only)) => Some(only.clone()),
+            (None, None) => None,
+        };
+        TestOutcome {
+            kind: if delivered { "delivered" } else { "failed" },
+            delivery_id: Some(delivery_id.to_string()),
+            response_code: latest.response_status,
+            error,
+            attempted_at: Some(latest.attempted_at.format(TIME_FORMAT).to_string()),
+            entry_link: Some(format!("/webhooks/logs/{}", latest.id)),
+            message: None,
+        }
+    }
+
+    fn refused(message: String) -> Self {
+        TestOutcome {
+            kind: "refused",
+            delivery_id: None,
+            response_code: None,
+            error: None,
+            attempted_at: None,
+            entry_link: None,
+            message: Some(message),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct IntegrationsPage<'a> {
+    #[serde(flatten)]
+    layout: Layout<'a>,
+    save_csrf_token: String,
+    test_csrf_token: String,
+    /// `None` before the first save.
+    config: Option<ConfigStatus>,
+    form: FormView,
+    errors: FieldErrors,
+    saved: bool,
+    test: Option<TestOutcome>,
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    saved: Option<String>,
+    /// The delivery id of a test event just sent, whose outcome the page shows.
+    test: Option<String>,
+}
+
+async fn show(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    user: SignedInUser,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, PageError> {
+    let tenant_id = user.tenant_id()?;
+    // An id that is not a UUID is simply no outcome; the lookup is scoped by the user's tenant,
+    // so another tenant's delivery id shows nothing either.
+    let test = match query.test.as_deref().map(Uuid::parse_str) {
+        Some(Ok(delivery_id)) => {
+            let mut conn = state.connection().await?;
+            let attempts = attempts::of_delivery(&mut conn, tenant_id, delivery_id).await?;
+            Some(TestOutcome::of_delivery(delivery_id, &attempts))
+        }
+        _ => None,
+    };
+    let rendering = Rendering {
+        saved: query.saved.is_some(),
+        test,
+        ..Rendering::default()
+    };
+    render(&state, &request, &user, rendering, StatusCode::OK).await
+}
+
+async fn save(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    user: SignedInUser,
+    pairs: web::Form<Vec<(String, String)>>,
+) -> Result<HttpResponse, PageError> {
+    user.tenant_id()?;
+    let form = IntegrationForm::from_pairs(pairs.into_inner());
+    user.check_csrf(&state, CsrfPurpose::SaveIntegration, &form.csrf_token)?;
+
+    let Ok(body) = form.api_body() else {
+        let message = state.text(&request, "integrations.secret_conflict");
+        let errors = FieldErrors {
+            secret: Some(message.to_owned()),
+            any: true,
+            ..FieldErrors::default()
+        };
+        return render_rejected(&state, &request, &user, form, errors).await;
+    };
+    let answer = state
+        .api
+        .call(&user.session, Method::PUT, CONFIG_API, Some(&body))
+        .await?;
+    if answer.is_success() {
+        tracing::info!(user_id = %user.user.id, "webhook config saved");
+        return Ok(see_other(&format!("{PAGE_PATH}?saved=1")).finish());
+    }
+    match answer.status {
+        400 | 413 | 422 => {
+            let (message, field) = answer.error();
+            let message = message.unwrap_or_else(|| state.text(&request, "integrations.not_saved"));
+            let errors = FieldErrors::from_api(message, field);
+            render_rejected(&state, &request, &user, form, errors).await
+        }
+        _ => Err(unexpected(&answer)),
+    }
+}
+
+#[derive(Deserialize)]
+struct TestForm {
+    /// Defaulted so a missing token is refused like a wrong one.
+    #[serde(default)]
+    csrf_token: String,
+}
+
+async fn send_test(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    user: SignedInUser,
+    form: web::Form<TestForm>,
+) -> Result<HttpResponse, PageError> {
+    let tenant_id = user.tenant_id()?;
+    user.check_csrf(&state, CsrfPurpose::SendTestEvent, &form.csrf_token)?;
+
+    let answer = state
+        .api
+        .call(&user.session, Method::POST, TEST_API, None)
+        .await?;
+    match answer.status {
+        202 => {
+            let delivery_id = answer.body["delivery_id"]
+                .as_str()
+                .and_then(|id| Uuid::parse_str(id).ok())
+                .ok_or_else(|| unexpected(&answer))?;
+            wait_for_first_attempt(&state, tenant_id, delivery_id).await?;
+            // The outcome page is a GET, so reloading it refreshes the outcome instead of
+            // sending another event.
+            Ok(see_other(&format!("{PAGE_PATH}?test={delivery_id}#test-outcome")).finish())
+        }
+        409 | 422 => {
+            let message = answer
+                .error()
+                .0
+                .unwrap_or_else(|| state.text(&request, "integrations.test_refused"));
+            let rendering = Rendering {
+                test: Some(TestOutcome::refused(message.to_owned())),
+                ..Rendering::default()
+            };
+            render(&state, &request, &user, rendering, StatusCode::CONFLICT).await
+        }
+        _ => Err(unexpected(&answer)),
+    }
+}
+
+/// Polls the read-only database until the delivery's first attempt is logged or [`TEST_WAIT`]
+/// has passed; either way the page then shows what is known.
+async fn wait_for_first_attempt(
+    state: &AppState,
+    tenant_id: Uuid,
+    delivery_id: Uuid,
+) -> Result<(), PageError> {
+    let deadline = Instant::now() + TEST_WAIT;
+    loop {
+        let logged = {
+            // A connection per poll, so waiting does not hold one of the pool's few.
+            let mut conn = state.connection().await?;
+            !attempts::of_delivery(&mut conn, tenant_id, delivery_id)
+                .await?
+                .is_empty()
+        };
+        if logged || Instant::now() >= deadline {
+            return Ok(());
+        }
+        actix_web::rt::time::sleep(TEST_POLL_INTERVAL).await;
+    }
+}
+
+/// An api answer the page has no place for.
+fn unexpected(answer: &ApiAnswer) -> PageError {
+    match answer.status {
+        403 => PageError::Forbidden,
+        status => PageError::ApiRefused {
+            status,
+            message: answer.error().0.unwrap_or_default().to_owned(),
+        },
+    }
+}
+
+/// What a rendering shows besides the stored config.
+#[derive(Default)]
+struct Rendering {
+    /// The user's input after a refused save; otherwise the form shows the stored config.
+    submitted: Option<IntegrationForm>,
+    errors: FieldErrors,
+    saved: bool,
+    test: Option<TestOutcome>,
+}
+
+/// The form again with the user's input (never the secret) and the reasons it was refused.
+async fn render_rejected(
+    state: &AppState,
+    request: &HttpRequest,
+    user: &SignedInUser,
+    form: IntegrationForm,
+    errors: FieldErrors,
+) -> Result<HttpResponse, PageError> {
+    let rendering = Rendering {
+        submitted: Some(form),
+        errors,
+        ..Rendering::default()
+    };
+    render(
+        state,
+        request,
+        user,
+        rendering,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await
+}
+
+async fn render(
+    state: &AppState,
+    request: &HttpRequest,
+    user: &SignedInUser,
+    rendering: Rendering,
+    status: StatusCode,
+) -> Result<HttpResponse, PageError> {
+    let stored = load_config(state, user).await?;
+    let form = rendering
+        .submitted
+        .unwrap_or_else(|| IntegrationForm::from_stored(stored.as_ref()));
+    let page = IntegrationsPage {
+        layout: state.layout(request, Some(user), "integrations"),
+        save_csrf_token: user.csrf_token(state, CsrfPurpose::SaveIntegration),
+        test_csrf_token: user.csrf_token(state, CsrfPurpose::SendTestEvent),
+        config: stored.map(|config| config_status(state, request, config)),
+        form: form_view(state, request, &form),
+        errors: rendering.errors,
+        saved: rendering.saved,
+        test: rendering.test,
+    };
+    let html = state.templates.render("integrations.html", &page)?;
+    Ok(html_response(status).body(html))
+}
+
+/// The tenant's config through the api, `None` if there is none yet.
+async fn load_config(
+    state: &AppState,
+    user: &SignedInUser,
+) -> Result<Option<StoredConfig>, PageError> {
+    let answer = state
+        .api
+        .call(&user.session, Method::GET, CONFIG_API, None)
+        .await?;
+    match answer.status {
+        200 => serde_json::from_value(answer.body)
+            .map(Some)
+            .map_err(|error| PageError::ApiRefused {
+                status: 200,
+                message: format!("unexpected config shape: {error}"),
+            }),
+        404 => Ok(None),
+        _ => Err(unexpected(&answer)),
+    }
+}
+
+fn form_view(state: &AppState, request: &HttpRequest, form: &IntegrationForm) -> FormView {
+    FormView {
+        url: form.url.clone(),
+        events: EventType::SUBSCRIBABLE
+            .into_iter()
+            .map(|event| {
+                let value = event.as_str();
+                let key = value.replace('.', "_");
+                EventOption {
+                    value,
+                    id: format!("event-{}", key.replace('_', "-")),
+                    description: state
+                        .text(request, &format!("integrations.event_{key}"))
+                        .to_owned(),
+                    checked: form.events.iter().any(|chosen| chosen == value),
+                }
+            })
+            .collect(),
+        enabled: form.enabled,
+        remove_secret: form.remove_secret,
+    }
+}
+
+fn config_status(state: &AppState, request: &HttpRequest, config: StoredConfig) -> ConfigStatus {
+    let format_key = match config.format.as_str() {
+        "slack" => "integrations.format_slack",
+        "discord" => "integrations.format_discord",
+        _ => "integrations.format_custom",
+    };
+    let time = |at: DateTime<Utc>| at.format(TIME_FORMAT).to_string();
+    ConfigStatus {
+        enabled: config.enabled,
+        format: state.text(request, format_key).to_owned(),
+        secret_set: config.secret_set,
+        secret_rotating_until: config.secret_rotating_until.map(time),
+        updated_at: time(config.updated_at),
+        failing_since: config.failing_since.map(time),
+        disabled_at: config.disabled_at.map(time),
+        disabled_reason: config.disabled_reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::i18n::{Catalog, Lang};
+    use crate::views::Templates;
+
+    fn layout(catalog: &Catalog) -> Layout<'_> {
+        Layout {
+            t: catalog.texts(Lang::En),
+            lang: "en",
+            signed_in: None,
+            is_superadmin: false,
+            active_nav: "integrations",
+            languages: Vec::new(),
+        }
+    }
+
+    /// A failed first attempt; tests change what they need.
+    fn attempt() -> AttemptRow {
+        AttemptRow {
+            id: Uuid::now_v7(),
+            delivery_id: Uuid::now_v7(),
+            event_id: Uuid::now_v7(),
+            tenant_id: Uuid::now_v7(),
+            event_type: "webhook.test".into(),
+            url: "https://example.com/hook".into(),
+            attempt_number: 1,
+            attempted_at: Utc::now(),
+            duration_ms: 15_000,
+            request_headers: json!([]),
+            request_body: b"{}".to_vec(),
+            response_status: None,
+            response_headers: json!([]),
+            response_body: Vec::new(),
+            response_truncated: false,
+            error_kind: Some("timeout".into()),
+            error_message: Some("no response within 15000 ms".into()),
+            is_final: false,
+            next_retry_at: None,
+            manual: false,
+        }
+    }
+
+    fn pairs(fields: &[(&str, &str)]) -> Vec<(String, String)> {
+        fields
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_form_becomes_the_apis_body() {
+        let form = IntegrationForm::from_pairs(pairs(&[
+            ("csrf_token", "t"),
+            ("url", "  https://hooks.example.com/x  "),
+            ("events", "submission.created"),
+            ("events", "submission.status_changed"),
+            ("events", "submission.created"),
+            ("enabled", "on"),
+            ("secret", ""),
+            ("unknown", "ignored"),
+        ]));
+        assert_eq!(form.csrf_token, "t");
+        assert_eq!(
+            form.api_body(),
+            Ok(json!({
+                "url": "https://hooks.example.com/x",
+                "events": ["submission.created", "submission.status_changed"],
+                "enabled": true,
+            }))
+        );
+    }
+
+    #[test]
+    fn an_empty_secret_keeps_a_typed_one_sets_and_remove_removes() {
+        let keep = IntegrationForm::from_pairs(pairs(&[("url", "https://a.example")]));
+        let body = keep.api_body().expect("body");
+        assert!(body.get("secret").is_none(), "{body}");
+        assert_eq!(body["enabled"], false);
+
+        let set = IntegrationForm::from_pairs(pairs(&[("secret", " new secret ")]));
+        assert_eq!(set.api_body().expect("body")["secret"], " new secret ");
+
+        let remove = IntegrationForm::from_pairs(pairs(&[("remove_secret", "on")]));
+        let body = remove.api_body().expect("body");
+        assert_eq!(body.get("secret"), Some(&Value::Null), "{body}");
+
+        let both =
+            IntegrationForm::from_pairs(pairs(&[("secret", "12345678"), ("remove_secret", "on")]));
+        assert_eq!(both.api_body(), Err(SecretConflict));
+    }
+
+    #[test]
+    fn the_apis_field_decides_where_its_message_shows() {
+        assert_eq!(
+            FieldErrors::from_api("blocked", Some("url")).url.as_deref(),
+            Some("blocked")
+        );
+        assert!(
+            FieldErrors::from_api("bad", Some("events[1]"))
+                .events
+                .is_some()
+        );
+        assert!(
+            FieldErrors::from_api("short", Some("secret"))
+                .secret
+                .is_some()
+        );
+        assert!(FieldErrors::from_api("odd", None).form.is_some());
+    }
+
+    fn stored(url: &str) -> StoredConfig {
+        StoredConfig {
+            url: url.to_owned(),
+            events: vec!["submission.created".into()],
+            enabled: false,
+            format: "slack".into(),
+            secret_set: true,
+            secret_rotating_until: Some(Utc::now()),
+            updated_at: Utc::now(),
+            failing_since: Some(Utc::now()),
+            disabled_at: Some(Utc::now()),
+            disabled_reason: Some("every delivery <b>failed</b>".into()),
+        }
+    }
+
+    #[test]
+    fn the_page_escapes_what_it_shows_and_never_holds_the_secret() {
+        let catalog = Catalog::load().expect("texts load");
+        let form = IntegrationForm::from_pairs(pairs(&[
+            ("url", "https://x.example/\"><script>alert(1)</script>"),
+            ("events", "submission.created"),
+            ("secret", "do-not-echo-me"),
+        ]));
+        let config = stored("https://hooks.slack.com/services/<i>");
+        let page = IntegrationsPage {
+            layout: layout(&catalog),
+            save_csrf_token: "save-token".into(),
+            test_csrf_token: "test-token".into(),
+            config: Some(ConfigStatus {
+                enabled: config.enabled,
+                format: "Slack".into(),
+                secret_set: config.secret_set,
+                secret_rotating_until: Some("2026-01-01 00:00:00 UTC".into()),
+                updated_at: "2026-01-01 00:00:00 UTC".into(),
+                failing_since: None,
+                disabled_at: Some("2026-01-01 00:00:00 UTC".into()),
+                disabled_reason: config.disabled_reason,
+            }),
+            form: FormView {
+                url: form.url.clone(),
+                events: Vec::new(),
+                enabled: form.enabled,
+                remove_secret: false,
+            },
+            errors: FieldErrors::from_api("<u>blocked</u> address", Some("url")),
+            saved: false,
+            test: Some(TestOutcome::refused("<em>no config</em>".into())),
+        };
+        let html = Templates::load()
+            .expect("templates parse")
+            .render("integrations.html", &page)
+            .expect("page renders");
+        for raw in ["<script>", "<b>failed", "<u>blocked", "<em>no"] {
+            assert!(!html.contains(raw), "{raw} in {html}");
+        }
+        assert!(!html.contains("do-not-echo-me"), "{html}");
+        assert!(html.contains("&lt;u&gt;blocked"), "{html}");
+        assert!(html.contains(r#"id="url-error""#), "{html}");
+        assert!(html.contains(r#"aria-invalid="true""#), "{html}");
+        assert!(html.contains("A secret is set"), "{html}");
+        assert!(html.contains("every delivery &lt;b&gt;failed"), "{html}");
+    }
+
+    #[test]
+    fn a_test_outcome_comes_from_the_latest_attempt() {
+        let delivery_id = Uuid::now_v7();
+        let pending = TestOutcome::of_delivery(delivery_id, &[]);
+        assert_eq!(pending.kind, "pending");
+        assert_eq!(pending.entry_link, None);
+
+        let mut first = attempt();
+        first.response_status = Some(503);
+        first.error_kind = None;
+        first.error_message = None;
+        let mut second = attempt();
+        second.response_status = Some(204);
+        second.error_kind = None;
+        second.error_message = None;
+        let outcome = TestOutcome::of_delivery(delivery_id, &[first, second.clone()]);
+        assert_eq!(outcome.kind, "delivered");
+        assert_eq!(outcome.response_code, Some(204));
+        assert_eq!(
+            outcome.entry_link,
+            Some(format!("/webhooks/logs/{}", second.id))
+        );
+
+        let failed = TestOutcome::of_delivery(delivery_id, &[attempt()]);
+        assert_eq!(failed.kind, "failed");
+        assert_eq!(
+            failed.error.as_deref(),
+            Some("timeout: no response within 15000 ms")
+        );
+    }
+}

@@ -1,0 +1,465 @@
+//! What the Webhook Logs pages render: the list (tenant and admin), an attempt's detail page.
+
+use std::collections::BTreeMap;
+
+use fp_store::attempts::AttemptRow;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::Layout;
+use crate::pages::logs::chart::Chart;
+use crate::pages::logs::filter::FilterParams;
+
+/// Times are shown in UTC (the pages say so).
+const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+
+/// The list of attempts, with its filters, chart and paging links.
+#[derive(Serialize)]
+pub struct LogListPage<'a> {
+    #[serde(flatten)]
+    pub layout: Layout<'a>,
+    /// The platform view: tenant column, tenant filter, summary.
+    pub admin: bool,
+    /// The list's own path (the form's action).
+    pub list_path: &'static str,
+    /// The filters as typed, for the form.
+    pub params: &'a FilterParams,
+    /// Field → message; with any, nothing is listed.
+    pub errors: BTreeMap<&'static str, &'a str>,
+    pub event_types: &'static [&'static str],
+    pub range: Option<RangeView>,
+    pub entries: Vec<AttemptView>,
+    /// Set on later pages: back to the newest entries with the same filters.
+    pub first_page_href: Option<String>,
+    pub next_page_href: Option<String>,
+    pub chart: Option<Chart>,
+    pub summary: Option<SummaryView>,
+}
+
+/// The time range a list covers.
+#[derive(Serialize)]
+pub struct RangeView {
+    pub from: String,
+    pub to: String,
+    /// No range was given: the default applies.
+    pub default: bool,
+}
+
+/// The admin view's platform summary.
+#[derive(Serialize)]
+pub struct SummaryView {
+    pub attempts: i64,
+    /// `97.5`, one decimal; `None` without attempts.
+    pub success_rate: Option<String>,
+    /// Milliseconds, rounded; `None` without attempts.
+    pub p95_ms: Option<i64>,
+    pub most_failing: Vec<TenantLabel>,
+}
+
+/// A tenant on the admin view, linking to the list filtered by it.
+#[derive(Debug, Serialize)]
+pub struct TenantLabel {
+    pub id: String,
+    /// Absent if the tenant was deleted.
+    pub name: Option<String>,
+    pub filter_href: String,
+    /// Failures, in the summary.
+    pub count: i64,
+}
+
+/// One attempt, formatted for the table, the timeline and the detail page.
+#[derive(Debug, Serialize)]
+pub struct AttemptView {
+    pub id: String,
+    pub href: String,
+    pub event_type: String,
+    pub url: String,
+    /// `None`: no HTTP answer (the template says so in the page's language).
+    pub response_code: Option<i32>,
+    /// `2xx` ... `5xx`, or `none`: the colour of the code.
+    pub status_class: String,
+    pub succeeded: bool,
+    pub attempted_at: String,
+    pub duration_ms: i64,
+    pub attempt_number: i32,
+    pub manual: bool,
+    /// `kind: message`, when the attempt failed before or without a response.
+    pub error: Option<String>,
+    /// On the admin view.
+    pub tenant: Option<TenantLabel>,
+}
+
+impl AttemptView {
+    /// `detail_path` is the path of detail pages (`/webhooks/logs`); the attempt's id is appended.
+    pub fn new(row: &AttemptRow, detail_path: &str) -> Self {
+        let error = match (&row.error_kind, &row.error_message) {
+            (Some(kind), Some(message)) => Some(format!("{kind}: {message}")),
+            (Some(only), None) | (None, Some(only)) => Some(only.clone()),
+            (None, None) => None,
+        };
+        AttemptView {
+            id: row.id.to_string(),
+            href: format!("{detail_path}/{}", row.id),
+            event_type: row.event_type.clone(),
+            url: row.url.clone(),
+            response_code: row.response_status,
+            status_class: status_class(row.response_status),
+            succeeded: row
+                .response_status
+                .is_some_and(|status| (200..300).contains(&status)),
+            attempted_at: row.attempted_at.format(TIME_FORMAT).to_string(),
+            duration_ms: row.duration_ms,
+            attempt_number: row.attempt_number,
+            manual: row.manual,
+            error,
+            tenant: None,
+        }
+    }
+}
+
+fn status_class(status: Option<i32>) -> String {
+    match status {
+        Some(code @ 100..=599) => format!("{}xx", code / 100),
+        _ => "none".to_owned(),
+    }
+}
+
+/// One attempt in full, with every attempt of its delivery.
+#[derive(Serialize)]
+pub struct LogDetailPage<'a> {
+    #[serde(flatten)]
+    pub layout: Layout<'a>,
+    pub admin: bool,
+    pub list_path: &'static str,
+    pub attempt: AttemptView,
+    pub delivery_id: String,
+    pub event_id: String,
+    pub is_final: bool,
+    pub next_retry_at: Option<String>,
+    pub request_headers: Vec<Header>,
+    /// The body sent, pretty-printed if it is JSON.
+    pub payload: String,
+    pub response_headers: Vec<Header>,
+    pub response_body: String,
+    pub response_truncated: bool,
+    /// Every attempt of the delivery, first to last.
+    pub timeline: Vec<AttemptView>,
+    /// Tenant users only: superadmins may look, not redeliver.
+    pub redeliver: Option<RedeliverForm>,
+    pub notice: Option<Notice<'a>>,
+}
+
+impl<'a> LogDetailPage<'a> {
+    pub fn new(
+        layout: Layout<'a>,
+        admin: bool,
+        list_path: &'static str,
+        row: &AttemptRow,
+        timeline: &[AttemptRow],
+    ) -> Self {
+        LogDetailPage {
+            layout,
+            admin,
+            list_path,
+            attempt: AttemptView::new(row, list_path),
+            delivery_id: row.delivery_id.to_string(),
+            event_id: row.event_id.to_string(),
+            is_final: row.is_final,
+            next_retry_at: row
+                .next_retry_at
+                .map(|at| at.format(TIME_FORMAT).to_string()),
+            request_headers: header_pairs(&row.request_headers),
+            payload: pretty_json(&row.request_body),
+            response_headers: header_pairs(&row.response_headers),
+            // Decoded leniently: a response body need not be UTF-8.
+            response_body: String::from_utf8_lossy(&row.response_body).into_owned(),
+            response_truncated: row.response_truncated,
+            timeline: timeline
+                .iter()
+                .map(|attempt| AttemptView::new(attempt, list_path))
+                .collect(),
+            redeliver: None,
+            notice: None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct RedeliverForm {
+    pub action: String,
+    pub csrf_token: String,
+}
+
+/// The outcome of a redelivery, shown above the attempt.
+#[derive(Serialize)]
+pub struct Notice<'a> {
+    pub success: bool,
+    pub text: &'a str,
+    /// The api's own words, if it gave any.
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Header {
+    pub name: String,
+    pub value: String,
+}
+
+/// Headers as stored (`[[name, value], ...]`); anything of another shape is skipped.
+fn header_pairs(headers: &Value) -> Vec<Header> {
+    headers
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|pair| match pair.as_array()?.as_slice() {
+            [name, value] => Some(Header {
+                name: name.as_str()?.to_owned(),
+                value: value.as_str()?.to_owned(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A JSON body indented for reading, keys in the order they were sent (a `Value` would sort
+/// them); any other body as text.
+pub fn pretty_json(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    if serde_json::from_str::<serde::de::IgnoredAny>(&text).is_err() {
+        return text.into_owned();
+    }
+    let mut out = String::with_capacity(text.len() * 2);
+    let mut depth = 0_usize;
+    let (mut in_string, mut escaped) = (false, false);
+    let mut chars = text.chars().peekable();
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        out.push_str(&"  ".repeat(depth));
+    };
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                out.push(c);
+                // Empty containers stay `{}` / `[]`.
+                while chars.peek().is_some_and(|next| next.is_ascii_whitespace()) {
+                    chars.next();
+                }
+                if chars.peek().is_some_and(|next| matches!(next, '}' | ']')) {
+                    continue;
+                }
+                depth += 1;
+                newline(&mut out, depth);
+            }
+            '}' | ']' => {
+                if !(out.ends_with('{') || out.ends_with('[')) {
+                    depth = depth.saturating_sub(1);
+                    newline(&mut out, depth);
+                }
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_ascii_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::i18n::Catalog;
+    use crate::views::{SignedIn, Templates, tests::layout};
+
+    pub fn attempt_row() -> AttemptRow {
+        AttemptRow {
+            id: Uuid::now_v7(),
+            delivery_id: Uuid::now_v7(),
+            event_id: Uuid::now_v7(),
+            tenant_id: Uuid::now_v7(),
+            event_type: "submission.created".into(),
+            url: "https://example.com/hook?a=1&b=2".into(),
+            attempt_number: 2,
+            attempted_at: chrono::Utc
+                .with_ymd_and_hms(2026, 11, 27, 9, 30, 5)
+                .single()
+                .expect("valid time"),
+            duration_ms: 123,
+            request_headers: serde_json::json!([
+                ["content-type", "application/json"],
+                ["x-evil", "<i>"]
+            ]),
+            request_body: br#"{"data":{"text_feedback":"<script>alert(1)</script>"}}"#.to_vec(),
+            response_status: None,
+            response_headers: serde_json::json!([]),
+            response_body: b"<b>\"bad\" & 'worse'</b>".to_vec(),
+            response_truncated: true,
+            error_kind: Some("timeout".into()),
+            error_message: Some("no response within 15000 ms".into()),
+            is_final: false,
+            next_retry_at: None,
+            manual: false,
+        }
+    }
+
+    #[test]
+    fn an_attempt_is_formatted_for_the_table() {
+        let row = attempt_row();
+        let view = AttemptView::new(&row, "/webhooks/logs");
+        assert_eq!(view.attempted_at, "2026-11-27 09:30:05");
+        assert_eq!(view.href, format!("/webhooks/logs/{}", row.id));
+        assert_eq!(
+            (view.response_code, view.status_class.as_str()),
+            (None, "none")
+        );
+        assert!(!view.succeeded);
+        assert_eq!(
+            view.error.as_deref(),
+            Some("timeout: no response within 15000 ms")
+        );
+
+        for (status, class, succeeded) in
+            [(204, "2xx", true), (302, "3xx", false), (503, "5xx", false)]
+        {
+            let answered = AttemptRow {
+                response_status: Some(status),
+                error_kind: None,
+                error_message: None,
+                ..attempt_row()
+            };
+            let view = AttemptView::new(&answered, "/x");
+            assert_eq!(
+                (view.status_class.as_str(), view.succeeded),
+                (class, succeeded)
+            );
+            assert_eq!(view.error, None);
+        }
+    }
+
+    #[test]
+    fn json_is_indented_in_its_own_key_order() {
+        assert_eq!(
+            pretty_json(br#"{"z":1,"a":[1, {"s":"a,b:{\"}"}],"e":{},"f":[ ]}"#),
+            "{\n  \"z\": 1,\n  \"a\": [\n    1,\n    {\n      \"s\": \"a,b:{\\\"}\"\n    }\n  ],\n  \"e\": {},\n  \"f\": []\n}"
+        );
+        assert_eq!(pretty_json(b"not json {"), "not json {");
+        assert_eq!(pretty_json(b"\"text\""), "\"text\"");
+    }
+
+    #[test]
+    fn headers_are_read_leniently() {
+        let headers = serde_json::json!([["a", "1"], ["b"], "c", [1, 2], ["d", "4"]]);
+        let names: Vec<String> = header_pairs(&headers).into_iter().map(|h| h.name).collect();
+        assert_eq!(names, ["a", "d"]);
+        assert!(header_pairs(&serde_json::json!({"a": "1"})).is_empty());
+    }
+
+    fn render(name: &str, page: &impl Serialize) -> String {
+        Templates::load()
+            .expect("templates parse")
+            .render(name, page)
+            .expect("page renders")
+    }
+
+    #[test]
+    fn everything_from_the_database_is_escaped() {
+        let catalog = Catalog::load().expect("texts load");
+        let signed_in = || {
+            Some(SignedIn {
+                email: "<i>admin</i>@example.com".into(),
+                logout_csrf_token: "token".into(),
+            })
+        };
+        let row = attempt_row();
+        let params = FilterParams {
+            status: "\"><script>".into(),
+            ..FilterParams::default()
+        };
+        let list = LogListPage {
+            layout: layout(&catalog, signed_in()),
+            admin: false,
+            list_path: "/webhooks/logs",
+            params: &params,
+            errors: BTreeMap::new(),
+            event_types: &[],
+            range: None,
+            entries: vec![AttemptView::new(&row, "/webhooks/logs")],
+            first_page_href: None,
+            next_page_href: Some("/webhooks/logs?cursor=a&b".into()),
+            chart: None,
+            summary: None,
+        };
+        let detail = LogDetailPage::new(
+            layout(&catalog, signed_in()),
+            false,
+            "/webhooks/logs",
+            &row,
+            std::slice::from_ref(&row),
+        );
+        for html in [
+            render("logs_list.html", &list),
+            render("log_detail.html", &detail),
+        ] {
+            assert!(!html.contains("<script>"), "{html}");
+            assert!(!html.contains("<i>"), "{html}");
+            assert!(!html.contains("<b>"), "{html}");
+            assert!(html.contains("&amp;b"), "{html}");
+        }
+        let detail = render("log_detail.html", &detail);
+        // The payload is shown, pretty-printed and escaped.
+        assert!(
+            detail.contains(
+                "&quot;text_feedback&quot;: &quot;&lt;script&gt;alert(1)&lt;&#x2F;script&gt;&quot;"
+            ),
+            "{detail}"
+        );
+        assert!(detail.contains("&lt;i&gt;"), "{detail}");
+    }
+
+    #[test]
+    fn an_empty_list_says_so() {
+        let catalog = Catalog::load().expect("texts load");
+        let params = FilterParams::default();
+        let page = LogListPage {
+            layout: layout(&catalog, None),
+            admin: false,
+            list_path: "/webhooks/logs",
+            params: &params,
+            errors: BTreeMap::new(),
+            event_types: &[],
+            range: None,
+            entries: Vec::new(),
+            first_page_href: None,
+            next_page_href: None,
+            chart: None,
+            summary: None,
+        };
+        let html = render("logs_list.html", &page);
+        assert!(
+            html.contains(catalog.text(crate::i18n::Lang::En, "logs.empty")),
+            "{html}"
+        );
+        assert!(!html.contains("<table"), "{html}");
+    }
+}
