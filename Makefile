@@ -28,6 +28,18 @@ browser:
 run:
 	deploy/local/run.sh
 
+# The performance harness of issue #6 (bench/README.md): release builds of the services it runs,
+# then the real pipeline under load; the table goes to the terminal, the JSON to bench/results/.
+# The binary is run directly: `cargo run -p fp-bench` would unify features differently and build
+# the dependencies a second time.
+# BENCH_ARGS adds driver flags, e.g. `make bench BENCH_ARGS="--dispatchers 2 --events 100000"`.
+.PHONY: bench
+BENCH_ARGS ?=
+bench:
+	deploy/local/ensure-services.sh
+	$(CARGO) build --release -p fp-api -p fp-dispatcher -p fp-log-ingest -p fpctl -p fp-bench --bins
+	$${CARGO_TARGET_DIR:-target}/release/fp-bench --profile release $(BENCH_ARGS)
+
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,19 @@
+//! The performance harness of `make bench` (issue #6).
+//!
+//! - `fp-bench-receiver`: a fast HTTPS endpoint in its own process that records each arrival and
+//!   answers over a plain-HTTP control port ([`arrivals`] is the record format both sides share).
+//! - `fp-bench`: the driver. It starts the real services against a fresh database and broker
+//!   namespace ([`deployment`]), drives load through them, reads CPU and memory from `/proc`
+//!   ([`proc_stats`]) and writes the figures ([`report`]).
+
+pub mod arrivals;
+pub mod deployment;
+pub mod driver;
+pub mod limits;
+pub mod proc_stats;
+pub mod report;
+
+/// reqwest and rustls are built without a default crypto provider; the harness names ring once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

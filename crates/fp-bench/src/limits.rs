@@ -1,0 +1,184 @@
+//! The machine's own limits, measured with the same receiver, broker and database as the pipeline
+//! (issue #6, item 3): what one delivery cannot avoid costing.
+//!
+//! Each function only does the work; the driver times it and reads the CPU of every process.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::Utc;
+use fp_broker::{Broker, OutgoingMessage};
+use fp_store::attempts::AttemptRow;
+use futures_util::{StreamExt, TryStreamExt};
+use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use uuid::Uuid;
+
+/// (a) A client like the dispatcher's: ring, ALPN h2 and http/1.1, the receiver's CA as the only
+/// root, connections kept alive.
+pub fn https_client(ca_pem: &Path) -> anyhow::Result<reqwest::Client> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_pem)
+        .with_context(|| format!("cannot read {}", ca_pem.display()))?
+    {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .no_proxy()
+        .build()?)
+}
+
+/// (a) `count` POSTs of `body` to `url`, `concurrency` in flight. Send one first, untimed, so the
+/// connection is up (the dispatcher's are, once it runs) and the figure is not a handshake storm.
+pub async fn https_posts(
+    client: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+    count: u64,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let body = bytes::Bytes::from(body);
+    futures_util::stream::iter(0..count)
+        .map(|_| {
+            let request = client
+                .post(url)
+                .header("content-type", "application/json")
+                .header("x-feedbackpulse-delivery", Uuid::new_v4().to_string())
+                .body(body.clone());
+            async move {
+                let response = request.send().await?.error_for_status()?;
+                response.bytes().await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<()>()
+        .await
+}
+
+/// A quorum queue of its own for the broker limit; [`delete_queue`] removes it.
+pub fn raw_queue_name(namespace: &str) -> String {
+    format!("{namespace}.bench.raw")
+}
+
+/// (b), first half: `count` persistent messages of `size` bytes published with confirms, through
+/// the default exchange, to the raw quorum queue (declared here), `window` unconfirmed at once.
+pub async fn broker_publish(
+    broker: &Broker,
+    queue: &str,
+    size: usize,
+    count: u64,
+    window: usize,
+) -> anyhow::Result<()> {
+    let channel = broker.channel().await?;
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            arguments,
+        )
+        .await?;
+    let publisher = broker.publisher().await?;
+    let payload = vec![b'x'; size];
+    let traceparent = fp_telemetry::TraceContext::new_root().to_traceparent();
+    futures_util::stream::iter(0..count)
+        .map(|_| {
+            let publisher = publisher.clone();
+            let payload = &payload;
+            let traceparent = &traceparent;
+            async move {
+                let id = Uuid::now_v7().to_string();
+                publisher
+                    .publish(&OutgoingMessage {
+                        exchange: "",
+                        routing_key: queue,
+                        message_id: &id,
+                        traceparent,
+                        payload,
+                        headers: &[],
+                        expiration: None,
+                    })
+                    .await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(window)
+        .try_collect::<()>()
+        .await
+}
+
+/// (b), second half: consumes `count` messages from the raw queue, acking each.
+pub async fn broker_consume(
+    broker: &Broker,
+    queue: &str,
+    count: u64,
+    prefetch: u16,
+) -> anyhow::Result<()> {
+    let mut consumer = broker.consume(queue, "fp-bench-raw", prefetch).await?;
+    let mut consumed = 0;
+    while consumed < count {
+        let delivery = consumer
+            .next()
+            .await
+            .context("the raw queue's consumer ended early")??;
+        fp_broker::ack(&delivery).await?;
+        consumed += 1;
+    }
+    Ok(())
+}
+
+pub async fn delete_queue(broker: &Broker, queue: &str) -> anyhow::Result<()> {
+    let channel = broker.channel().await?;
+    channel
+        .queue_delete(queue.into(), QueueDeleteOptions::default())
+        .await?;
+    Ok(())
+}
+
+/// (c) `count` attempt rows shaped like the pipeline's (same body size, a successful first
+/// attempt), inserted in batches of `batch` as log-ingest inserts them.
+pub async fn attempt_inserts(
+    database_url: &str,
+    tenant_id: Uuid,
+    body_size: usize,
+    count: u64,
+    batch: usize,
+) -> anyhow::Result<()> {
+    let mut conn = fp_store::connect(database_url).await?;
+    let body = vec![b'x'; body_size];
+    let mut remaining = count;
+    while remaining > 0 {
+        let size = remaining.min(batch as u64);
+        let rows: Vec<AttemptRow> = (0..size)
+            .map(|_| AttemptRow {
+                url: "https://127.0.0.1/hook/raw".to_owned(),
+                duration_ms: 1,
+                request_headers: serde_json::json!([["content-type", "application/json"]]),
+                request_body: body.clone(),
+                response_body: b"ok".to_vec(),
+                ..fp_testkit::seed::attempt_row(tenant_id, Utc::now())
+            })
+            .collect();
+        fp_store::attempts::insert_batch(&mut conn, &rows).await?;
+        remaining -= size;
+    }
+    Ok(())
+}

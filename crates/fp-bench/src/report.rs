@@ -1,0 +1,334 @@
+//! The figures of one run: what goes to `bench/results/<timestamp>.json` and the terminal table.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::proc_stats::Machine;
+
+/// Latency percentiles in milliseconds (nearest rank).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Percentiles {
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    /// `values_ns` need not be sorted.
+    pub fn from_ns(mut values_ns: Vec<u64>) -> Self {
+        if values_ns.is_empty() {
+            return Percentiles::default();
+        }
+        values_ns.sort_unstable();
+        let rank = |p: f64| {
+            let index =
+                ((p * values_ns.len() as f64).ceil() as usize).clamp(1, values_ns.len()) - 1;
+            values_ns[index] as f64 / 1e6
+        };
+        Percentiles {
+            samples: values_ns.len(),
+            p50_ms: rank(0.50),
+            p90_ms: rank(0.90),
+            p99_ms: rank(0.99),
+            max_ms: rank(1.0),
+        }
+    }
+}
+
+/// CPU and memory of one process (or server) over one scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessFigures {
+    pub label: String,
+    pub cpu_seconds: f64,
+    pub cpu_seconds_per_1000_deliveries: f64,
+    /// `VmHWM` at the end of the scenario (peak since the process started); `None` for the
+    /// shared servers, whose peak says nothing about this run.
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Whether every event reached the receiver and the log.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Completeness {
+    pub expected: u64,
+    /// Distinct expected delivery ids the receiver saw.
+    pub delivered: u64,
+    /// Requests beyond the first per delivery id (at-least-once redeliveries).
+    pub duplicates: u64,
+    /// Requests whose delivery id was not one this scenario expected.
+    pub unexpected: u64,
+    /// Rows log-ingest reported inserting during the scenario.
+    pub logged_rows: u64,
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Ingest {
+    /// Rows per second between the scenario's first and last inserted row (sampled).
+    pub rows_per_second: f64,
+    /// Largest gap between arrivals at the receiver and rows in the database seen while sampling.
+    pub max_lag_rows: u64,
+    /// From the last arrival until the last row was in, in milliseconds (sampling resolution).
+    pub tail_lag_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioReport {
+    pub name: String,
+    pub events: u64,
+    /// Publish rate asked for; `None` = as fast as confirms allow.
+    pub target_rate_per_second: Option<f64>,
+    pub publish_rate_per_second: f64,
+    /// From the first event's time to the last arrival.
+    pub duration_seconds: f64,
+    pub deliveries_per_second: f64,
+    /// Event time (set just before publishing) to arrival at the receiver.
+    pub latency: Percentiles,
+    pub ingest: Ingest,
+    pub completeness: Completeness,
+    pub processes: Vec<ProcessFigures>,
+    /// `fp_dispatcher_attempts_total` of each dispatcher during the scenario (work sharing).
+    pub attempts_per_dispatcher: Vec<u64>,
+    /// Mean body size the receiver got.
+    pub mean_body_bytes: u64,
+}
+
+/// One raw operation measured alone: its rate and the CPU of the processes doing it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitReport {
+    pub name: String,
+    pub operations: u64,
+    pub seconds: f64,
+    pub operations_per_second: f64,
+    /// CPU per 1,000 operations summed over `processes`.
+    pub cpu_seconds_per_1000: f64,
+    /// The processes that take part (`cpu_seconds_per_1000_deliveries` is per 1,000 operations).
+    pub processes: Vec<ProcessFigures>,
+}
+
+/// The ideal pipeline from the limits: per delivery two broker hops (publish with confirm, then
+/// consume with ack), one HTTPS POST and one inserted row, and nothing else.
+#[derive(Debug, Clone, Serialize)]
+pub struct Model {
+    pub model_cpu_seconds_per_1000: f64,
+    /// Every measured process in the max-rate phase, per 1,000 deliveries.
+    pub ours_cpu_seconds_per_1000: f64,
+    /// Ours divided by the model (target <= 1.5).
+    pub cpu_multiple: f64,
+    /// What the model allows on this machine if CPU is the limit: CPUs / model CPU per delivery.
+    pub model_deliveries_per_second: f64,
+    pub ours_deliveries_per_second: f64,
+    /// Ours divided by the model's (target >= 0.6).
+    pub throughput_share: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSettings {
+    pub profile: String,
+    pub smoke: bool,
+    pub events: u64,
+    pub tenants: u64,
+    pub dispatchers: usize,
+    pub text_bytes: usize,
+    pub publish_window: usize,
+}
+
+/// Final check of the database against everything published.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LogCheck {
+    pub expected: u64,
+    pub rows: u64,
+    pub distinct_deliveries: u64,
+    pub rows_with_200: u64,
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub started_at: String,
+    pub machine: Machine,
+    pub settings: RunSettings,
+    pub scenarios: Vec<ScenarioReport>,
+    pub log_check: LogCheck,
+    /// The raw limits (empty with `--skip-limits`).
+    pub limits: Vec<LimitReport>,
+    pub model: Option<Model>,
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    pub fn complete(&self) -> bool {
+        self.log_check.complete
+            && self
+                .scenarios
+                .iter()
+                .all(|scenario| scenario.completeness.complete)
+    }
+
+    /// The terminal table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let m = &self.machine;
+        let s = &self.settings;
+        let _ = writeln!(
+            out,
+            "fp-bench {} | {} ({} CPUs, {} MiB, Linux {}) | profile {} | {} tenants, {} dispatcher(s){}",
+            self.started_at,
+            m.cpu_model,
+            m.cpus,
+            m.memory_mib,
+            m.kernel,
+            s.profile,
+            s.tenants,
+            s.dispatchers,
+            if s.smoke {
+                " | SMOKE (figures meaningless)"
+            } else {
+                ""
+            }
+        );
+        for scenario in &self.scenarios {
+            let c = &scenario.completeness;
+            let l = &scenario.latency;
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "== {} ({} events{}) ==",
+                scenario.name,
+                scenario.events,
+                scenario
+                    .target_rate_per_second
+                    .map(|rate| format!(", paced at {rate:.0}/s"))
+                    .unwrap_or_default()
+            );
+            let _ = writeln!(
+                out,
+                "  deliveries/s {:>10.1}   publish/s {:>10.1}   duration {:>8.2} s",
+                scenario.deliveries_per_second,
+                scenario.publish_rate_per_second,
+                scenario.duration_seconds
+            );
+            let _ = writeln!(
+                out,
+                "  e2e latency ms  p50 {:>8.2}  p90 {:>8.2}  p99 {:>8.2}  max {:>8.2}  (n={})",
+                l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms, l.samples
+            );
+            let _ = writeln!(
+                out,
+                "  log-ingest rows/s {:>10.1}   max lag {} rows   tail lag {:.0} ms",
+                scenario.ingest.rows_per_second,
+                scenario.ingest.max_lag_rows,
+                scenario.ingest.tail_lag_ms
+            );
+            let _ = writeln!(
+                out,
+                "  arrived {}/{} (duplicates {}, unexpected {}), logged {}: {}",
+                c.delivered,
+                c.expected,
+                c.duplicates,
+                c.unexpected,
+                c.logged_rows,
+                if c.complete { "complete" } else { "INCOMPLETE" }
+            );
+            if !scenario.attempts_per_dispatcher.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  attempts per dispatcher: {:?}",
+                    scenario.attempts_per_dispatcher
+                );
+            }
+            let _ = writeln!(
+                out,
+                "  {:<24} {:>10} {:>16} {:>14}",
+                "process", "CPU s", "CPU s/1000 del.", "peak RSS MiB"
+            );
+            for process in &scenario.processes {
+                let _ = writeln!(
+                    out,
+                    "  {:<24} {:>10.2} {:>16.3} {:>14}",
+                    process.label,
+                    process.cpu_seconds,
+                    process.cpu_seconds_per_1000_deliveries,
+                    process
+                        .peak_rss_mib
+                        .map(|mib| format!("{mib:.1}"))
+                        .unwrap_or_else(|| "-".to_owned())
+                );
+            }
+        }
+        if !self.limits.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(out, "== limits (same receiver, broker, database) ==");
+            let _ = writeln!(
+                out,
+                "  {:<34} {:>9} {:>12} {:>16}",
+                "operation", "ops", "ops/s", "CPU s/1000 ops"
+            );
+            for limit in &self.limits {
+                let _ = writeln!(
+                    out,
+                    "  {:<34} {:>9} {:>12.1} {:>16.3}",
+                    limit.name,
+                    limit.operations,
+                    limit.operations_per_second,
+                    limit.cpu_seconds_per_1000
+                );
+            }
+        }
+        if let Some(model) = &self.model {
+            let _ = writeln!(
+                out,
+                "  model CPU s/1000 deliveries {:.3}; ours {:.3} = {:.2}x the model",
+                model.model_cpu_seconds_per_1000,
+                model.ours_cpu_seconds_per_1000,
+                model.cpu_multiple
+            );
+            let _ = writeln!(
+                out,
+                "  model deliveries/s {:.1}; ours {:.1} = {:.0} % of the model",
+                model.model_deliveries_per_second,
+                model.ours_deliveries_per_second,
+                model.throughput_share * 100.0
+            );
+        }
+        let check = &self.log_check;
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "database: {} rows, {} distinct deliveries, {} answered 200, of {} expected: {}",
+            check.rows,
+            check.distinct_deliveries,
+            check.rows_with_200,
+            check.expected,
+            if check.complete {
+                "complete"
+            } else {
+                "INCOMPLETE"
+            }
+        );
+        for note in &self.notes {
+            let _ = writeln!(out, "note: {note}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let values: Vec<u64> = (1..=100).map(|ms| ms * 1_000_000).collect();
+        let p = Percentiles::from_ns(values);
+        assert_eq!(p.samples, 100);
+        assert_eq!(p.p50_ms, 50.0);
+        assert_eq!(p.p90_ms, 90.0);
+        assert_eq!(p.p99_ms, 99.0);
+        assert_eq!(p.max_ms, 100.0);
+        assert_eq!(Percentiles::from_ns(Vec::new()).samples, 0);
+        assert_eq!(Percentiles::from_ns(vec![7_000_000]).p50_ms, 7.0);
+    }
+}
