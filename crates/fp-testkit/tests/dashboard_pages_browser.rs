@@ -184,6 +184,11 @@ async fn a_tenant_sets_up_its_webhook_tests_it_and_works_with_its_logs() -> anyh
             browser.count("#log-table").await? == 0 && !page.contains(&delivery_id),
             "the admin page shows deliveries to a tenant: {page}"
         );
+        // Still signed in on the refusal: the header keeps the user's navigation and log-out.
+        anyhow::ensure!(
+            page.contains(&fixture.tenant_email) && page.contains("Log out"),
+            "the 403 page lost the signed-in header: {page}"
+        );
         browser.screenshots("admin-forbidden").await
     })
     .await

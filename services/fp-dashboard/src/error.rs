@@ -7,7 +7,7 @@ use actix_web::dev::ServiceResponse;
 use actix_web::http::StatusCode;
 use actix_web::http::header::ContentType;
 use actix_web::middleware::ErrorHandlerResponse;
-use actix_web::{HttpResponse, ResponseError, web};
+use actix_web::{HttpMessage, HttpResponse, ResponseError, web};
 use fp_store::StoreError;
 
 use crate::AppState;
@@ -152,8 +152,12 @@ pub fn render_error_page<B: MessageBody + 'static>(
     let (request, _) = response.into_parts();
     let rendered = request.app_data::<web::Data<AppState>>().map(|state| {
         let (heading, message) = (state.text(&request, heading), state.text(&request, message));
+        let signed_in = request
+            .extensions()
+            .get::<crate::pages::SignedInUser>()
+            .cloned();
         let page = ErrorPage {
-            layout: state.layout(&request, None, ""),
+            layout: state.layout(&request, signed_in.as_ref(), ""),
             heading,
             message,
         };

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, CacheControl, CacheDirective};
-use actix_web::{FromRequest, HttpRequest, HttpResponse, HttpResponseBuilder, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, web};
 use fp_store::identity::{self, UserRow};
 
 use crate::AppState;
@@ -34,6 +34,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
 
 /// The user of a valid session; a handler that takes one only runs for a signed-in user, and
 /// anyone else is sent to the log-in page.
+#[derive(Clone)]
 pub struct SignedInUser {
     /// The session cookie's value: what CSRF tokens bind to, and what the api is called with.
     pub session: String,
@@ -79,6 +80,7 @@ impl FromRequest for SignedInUser {
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = request.app_data::<web::Data<AppState>>().cloned();
         let session = session_of(request);
+        let request = request.clone();
         Box::pin(async move {
             let (Some(state), Some((session, user_id))) = (state, session) else {
                 return Err(PageError::SignInRequired);
@@ -88,7 +90,10 @@ impl FromRequest for SignedInUser {
             let user = identity::user_by_id(&mut conn, user_id)
                 .await?
                 .ok_or(PageError::SignInRequired)?;
-            Ok(SignedInUser { session, user })
+            let signed_in = SignedInUser { session, user };
+            // For the error pages, so a 403 keeps the user's header (navigation, log-out).
+            request.extensions_mut().insert(signed_in.clone());
+            Ok(signed_in)
         })
     }
 }
