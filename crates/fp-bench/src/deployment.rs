@@ -15,7 +15,7 @@ use tokio::process::{Child, ChildStdout, Command};
 use crate::arrivals::ReceiverAddresses;
 
 pub use fp_testkit::environment::{
-    admin_database_url, broker_url, free_local_address, random_key_hex,
+    admin_database_url, broker_url, free_local_address, isolated_settings,
 };
 
 /// One started process.
@@ -53,26 +53,12 @@ impl Deployment {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let database_url = format!("postgres://fp_app@127.0.0.1:5432/{name}");
-        let master_key_hex = random_key_hex();
-        let env = vec![
-            ("FP_PROFILE".to_owned(), "bench".to_owned()),
-            // No config file applies: only the defaults and what the bench sets.
-            ("FP_CONFIG_DIR".to_owned(), dir.display().to_string()),
-            ("FP__DATABASE__URL".to_owned(), database_url.clone()),
-            (
-                "FP__DATABASE__READONLY_URL".to_owned(),
-                format!("postgres://fp_dashboard@127.0.0.1:5432/{name}"),
-            ),
-            (
-                "FP__DATABASE__READONLY_ROLE".to_owned(),
-                "fp_dashboard".to_owned(),
-            ),
-            ("FP__BROKER__URL".to_owned(), broker_url()),
-            ("FP__BROKER__NAMESPACE".to_owned(), name.clone()),
-            ("FP__SECRETS__MASTER_KEY".to_owned(), master_key_hex.clone()),
-            ("FP__DASHBOARD__SESSION_KEY".to_owned(), random_key_hex()),
-            ("RUST_LOG".to_owned(), "info".to_owned()),
-        ];
+        let env = isolated_settings("bench", &name, &dir);
+        let master_key_hex = env
+            .iter()
+            .find(|(key, _)| key == "FP__SECRETS__MASTER_KEY")
+            .map(|(_, value)| value.clone())
+            .context("isolated settings carry a master key")?;
         let deployment = Deployment {
             name,
             dir,

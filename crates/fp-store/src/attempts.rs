@@ -1,5 +1,7 @@
 //! Delivery attempts (written only by fp-log-ingest; read by the api and the dashboard).
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types;
@@ -138,6 +140,20 @@ fn page_statement(query: &AttemptQuery) -> PageStatement {
     statement
         .order((dsl::attempted_at.desc(), dsl::id.desc()))
         .limit(query.limit + 1)
+}
+
+/// The opaque cursor of a page position (`AttemptQuery::after`): the api and the dashboard both
+/// hand it out as `next_cursor`, so either reads the other's.
+pub fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}|{id}", at.timestamp_micros()))
+}
+
+/// The position a cursor of [`encode_cursor`] names; `None` for anything else.
+pub fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
+    let (micros, id) = text.split_once('|')?;
+    let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+    Some((at, Uuid::parse_str(id).ok()?))
 }
 
 /// One page of attempts matching `query`, and whether more follow.

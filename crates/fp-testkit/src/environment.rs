@@ -78,6 +78,34 @@ pub fn random_key_hex() -> String {
     )
 }
 
+/// The configuration of a deployment of its own: database and broker namespace `name` (the
+/// services' roles on 127.0.0.1), fresh keys (secrets are sealed and sessions signed as in
+/// production), and no config file (`config_dir` holds none, so only the defaults and these apply).
+/// Tests and the bench both run their services this way.
+pub fn isolated_settings(profile: &str, name: &str, config_dir: &Path) -> Vec<(String, String)> {
+    [
+        ("FP_PROFILE", profile.to_owned()),
+        ("FP_CONFIG_DIR", config_dir.display().to_string()),
+        (
+            "FP__DATABASE__URL",
+            format!("postgres://fp_app@127.0.0.1:5432/{name}"),
+        ),
+        (
+            "FP__DATABASE__READONLY_URL",
+            format!("postgres://fp_dashboard@127.0.0.1:5432/{name}"),
+        ),
+        ("FP__DATABASE__READONLY_ROLE", "fp_dashboard".to_owned()),
+        ("FP__BROKER__URL", broker_url()),
+        ("FP__BROKER__NAMESPACE", name.to_owned()),
+        ("FP__SECRETS__MASTER_KEY", random_key_hex()),
+        ("FP__DASHBOARD__SESSION_KEY", random_key_hex()),
+        ("RUST_LOG", "info".to_owned()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), value))
+    .collect()
+}
+
 pub struct TestEnvironment {
     pub name: String,
     /// Logs of every process and scratch files of the test.
@@ -97,27 +125,7 @@ impl TestEnvironment {
         let dir = binaries_dir()?.join("test-runs").join(&name);
         std::fs::create_dir_all(&dir)?;
         let database_url = format!("postgres://fp_app@127.0.0.1:5432/{name}");
-        let env = vec![
-            ("FP_PROFILE".to_owned(), "test".to_owned()),
-            // No config file applies: only defaults and what the test sets.
-            ("FP_CONFIG_DIR".to_owned(), dir.display().to_string()),
-            ("FP__DATABASE__URL".to_owned(), database_url.clone()),
-            (
-                "FP__DATABASE__READONLY_URL".to_owned(),
-                format!("postgres://fp_dashboard@127.0.0.1:5432/{name}"),
-            ),
-            (
-                "FP__DATABASE__READONLY_ROLE".to_owned(),
-                "fp_dashboard".to_owned(),
-            ),
-            ("FP__BROKER__URL".to_owned(), broker_url()),
-            ("FP__BROKER__NAMESPACE".to_owned(), name.clone()),
-            // Fresh keys per environment, so secrets are sealed and sessions signed as in
-            // production.
-            ("FP__SECRETS__MASTER_KEY".to_owned(), random_key_hex()),
-            ("FP__DASHBOARD__SESSION_KEY".to_owned(), random_key_hex()),
-            ("RUST_LOG".to_owned(), "info".to_owned()),
-        ];
+        let env = isolated_settings("test", &name, &dir);
         let environment = TestEnvironment {
             namespace: name.clone(),
             name,

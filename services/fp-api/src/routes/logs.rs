@@ -3,8 +3,6 @@
 //! superadmins under `/api/v2/admin/webhooks/logs`, across tenants.
 
 use actix_web::{HttpResponse, web};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use fp_domain::EventType;
 use fp_store::attempts::{self, AttemptQuery, AttemptRow, StatusFilter};
@@ -245,7 +243,7 @@ async fn respond_with_page<T: Serialize>(
     let next_cursor = more
         .then(|| {
             rows.last()
-                .map(|row| encode_cursor(row.attempted_at, row.id))
+                .map(|row| attempts::encode_cursor(row.attempted_at, row.id))
         })
         .flatten();
     Ok(HttpResponse::Ok().json(LogPage {
@@ -343,25 +341,9 @@ fn parse_time(field: &'static str, text: &str) -> Result<DateTime<Utc>, ApiError
         })
 }
 
-/// Opaque to clients: the position of the last entry of a page.
-fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}|{id}", at.timestamp_micros()))
-}
-
 fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
-    let invalid = || ApiError::invalid("cursor", "is not a cursor this api returned");
-    let text = URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(invalid)?;
-    let (micros, id) = text.split_once('|').ok_or_else(invalid)?;
-    let at = micros
-        .parse::<i64>()
-        .ok()
-        .and_then(DateTime::from_timestamp_micros)
-        .ok_or_else(invalid)?;
-    Ok((at, Uuid::parse_str(id).map_err(|_| invalid())?))
+    attempts::decode_cursor(cursor)
+        .ok_or_else(|| ApiError::invalid("cursor", "is not a cursor this api returned"))
 }
 
 #[cfg(test)]
@@ -383,7 +365,10 @@ mod tests {
     fn cursors_round_trip_and_garbage_is_refused() {
         let at = DateTime::from_timestamp_micros(1_710_498_600_123_456).expect("time");
         let id = Uuid::now_v7();
-        assert_eq!(decode_cursor(&encode_cursor(at, id)).ok(), Some((at, id)));
+        assert_eq!(
+            decode_cursor(&attempts::encode_cursor(at, id)).ok(),
+            Some((at, id))
+        );
         assert!(decode_cursor("not-a-cursor").is_err());
     }
 }

@@ -13,7 +13,7 @@ use fp_store::attempts::{self, AttemptRow};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use self::filter::{EVENT_TYPES, FilterParams, encode_cursor};
+use self::filter::{EVENT_TYPES, FilterParams};
 use super::{SignedInUser, html_response, see_other};
 use crate::AppState;
 use crate::error::PageError;
@@ -170,7 +170,7 @@ pub async fn list_page(
         &counts,
     ));
     page.next_page_href = rows.last().filter(|_| more).map(|last| {
-        let cursor = encode_cursor(last.attempted_at, last.id);
+        let cursor = attempts::encode_cursor(last.attempted_at, last.id);
         format!("{list_path}{}", params.query_string(Some(&cursor)))
     });
     page.first_page_href = filters

@@ -155,17 +155,9 @@ impl AppState {
     }
 }
 
-/// Encodes everything but unreserved characters, so a path with a query survives as one value.
+/// One query-string value, encoded so a path with a query of its own survives as one value.
 pub fn percent_encode_query_value(value: &str) -> String {
-    value
-        .bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (byte as char).to_string()
-            }
-            _ => format!("%{byte:02X}"),
-        })
-        .collect()
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
 /// Pages show tenant data, so no cache (browser or proxy) keeps a copy.

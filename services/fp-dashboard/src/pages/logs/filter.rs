@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Days, NaiveDate, NaiveDateTime, TimeDelta, Utc};
-use fp_store::attempts::{AttemptFilter, AttemptQuery, StatusFilter};
+use fp_store::attempts::{AttemptFilter, AttemptQuery, StatusFilter, decode_cursor};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -35,7 +35,7 @@ pub struct FilterParams {
     /// Only on the admin view.
     #[serde(default)]
     pub tenant: String,
-    /// Where the page starts (see [`encode_cursor`]); not part of the form.
+    /// Where the page starts (see `fp_store::attempts::encode_cursor`); not part of the form.
     #[serde(default)]
     pub cursor: String,
 }
@@ -205,18 +205,6 @@ fn optional_time(
     time
 }
 
-/// Where the next page starts: after the last entry shown. Opaque to users (hex), as the api's.
-pub fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
-    hex::encode(format!("{}|{id}", at.timestamp_micros()))
-}
-
-fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let text = String::from_utf8(hex::decode(cursor).ok()?).ok()?;
-    let (micros, id) = text.split_once('|')?;
-    let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
-    Some((at, Uuid::parse_str(id).ok()?))
-}
-
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -336,7 +324,7 @@ mod tests {
             .timestamp_micros(1_800_000_000_123_456)
             .single()
             .expect("valid");
-        let cursor = encode_cursor(at, id);
+        let cursor = fp_store::attempts::encode_cursor(at, id);
         let filters = params(&[("cursor", &cursor)])
             .parse(now(), false)
             .expect("valid");
