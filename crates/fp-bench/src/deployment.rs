@@ -2,6 +2,7 @@
 //! and the real service binaries as child processes (as `fp_testkit::environment` does for tests,
 //! plus the pids the measurements read `/proc` by).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -30,6 +31,24 @@ pub struct Service {
     child: Child,
 }
 
+impl Service {
+    /// SIGTERM, then SIGKILL after 10 s.
+    async fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .status()
+            .await;
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!("{} did not stop on SIGTERM; killing it", self.label);
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
 pub struct Deployment {
     pub name: String,
     /// Logs of every process and scratch files of the run.
@@ -39,6 +58,8 @@ pub struct Deployment {
     pub master_key_hex: String,
     env: Vec<(String, String)>,
     pub services: Vec<Service>,
+    /// How many processes of each binary were started so far.
+    started: HashMap<String, usize>,
     /// Kept open so the receiver never writes into a closed pipe.
     _receiver_stdout: Vec<BufReader<ChildStdout>>,
 }
@@ -67,6 +88,7 @@ impl Deployment {
             master_key_hex,
             env,
             services: Vec::new(),
+            started: HashMap::new(),
             _receiver_stdout: Vec::new(),
         };
         let prepared = async {
@@ -185,12 +207,10 @@ impl Deployment {
         need_ok: bool,
         health: Option<SocketAddr>,
     ) -> anyhow::Result<()> {
-        let same = self
-            .services
-            .iter()
-            .filter(|service| service.binary == binary_name)
-            .count();
-        let label = format!("{binary_name}#{}", same + 1);
+        // Numbered over the whole run, so a restarted service never reuses a stopped one's label.
+        let started = self.started.entry(binary_name.to_owned()).or_default();
+        *started += 1;
+        let label = format!("{binary_name}#{started}");
         let (log_path, log) = self.log_file(&label)?;
         let child = Command::new(self.binary(binary_name)?)
             .envs(self.env.iter().cloned())
@@ -270,22 +290,23 @@ impl Deployment {
             .filter(move |service| service.binary == binary_name)
     }
 
+    /// Stops every running process of one binary, as an operator would (SIGTERM: a dispatcher
+    /// lets its in-flight deliveries finish, and unacked messages return to the queue).
+    pub async fn stop_all(&mut self, binary_name: &str) {
+        let (stopping, running): (Vec<Service>, Vec<Service>) = std::mem::take(&mut self.services)
+            .into_iter()
+            .partition(|service| service.binary == binary_name);
+        self.services = running;
+        for mut service in stopping {
+            service.stop().await;
+        }
+    }
+
     /// Ends every process (SIGTERM, then SIGKILL after 10 s), deletes the broker namespace and
     /// drops the database. Runs every step even when one fails, and reports the first failure.
     pub async fn finish(mut self) -> anyhow::Result<()> {
         for service in &mut self.services {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(service.pid.to_string())
-                .status()
-                .await;
-            if tokio::time::timeout(Duration::from_secs(10), service.child.wait())
-                .await
-                .is_err()
-            {
-                eprintln!("{} did not stop on SIGTERM; killing it", service.label);
-                let _ = service.child.kill().await;
-            }
+            service.stop().await;
         }
         let topology = self.fpctl(&["delete-topology"]).await;
         let raw_queue = delete_raw_queue(&self.name).await;

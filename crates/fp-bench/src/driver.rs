@@ -1,37 +1,41 @@
-//! The `fp-bench` driver: sets up a deployment, runs the scenarios, writes the report.
+//! The `fp-bench` driver: sets up a deployment, runs the phases, writes the report.
 //!
-//! Scenario "events": events are published to `fp.events` as internal services publish them
-//! (protobuf, routing key = event type, message id, traceparent, publisher confirms), first as fast
-//! as confirms allow, then paced at half the rate that reached the receiver; each phase ends when
-//! every delivery arrived and log-ingest inserted every attempt row (or at the timeout).
+//! Phases, in order (bench/README.md explains each figure):
+//! - "events": events published to `fp.events` as internal services publish them (protobuf,
+//!   routing key = event type, message id, traceparent, publisher confirms), first as fast as
+//!   confirms allow, then paced at half the rate that reached the receiver;
+//! - "submissions": the same through the api (`POST /api/v2/submissions`, the outbox relay);
+//! - scale-out: the max-rate events load again with more dispatchers;
+//! - backlog: events queued while the receiver is down and no dispatcher runs, then drained.
+//!
+//! Each phase ends when every delivery arrived and log-ingest inserted every attempt row (or at
+//! the timeout). Then the machine's own limits are measured with the same receiver, broker and
+//! database.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use clap::{Parser, ValueEnum};
 use diesel::sql_types::BigInt;
-use fp_broker::{Broker, OutgoingMessage, Publisher};
+use fp_broker::Broker;
+use fp_domain::api_key::IssuedKey;
 use fp_domain::secret_box::{self, MasterKey};
-use fp_domain::{Change, DeliveryId, Event, Submission, SubmissionStatus};
+use fp_domain::{Change, Event, Submission, SubmissionStatus};
+use fp_store::identity::KeyOwner;
 use fp_store::webhook_config::WebhookConfigRow;
-use futures_util::StreamExt;
 use uuid::Uuid;
 
-use crate::arrivals::{self, ReceiverAddresses, ReceiverStats, now_ns};
-use fp_testkit::pipeline::metric;
-
+use crate::arrivals::{ReceiverAddresses, now_ns};
 use crate::deployment::{Deployment, broker_url};
+use crate::load::{LoadTarget, Tenant};
+use crate::phase::{Observed, PhaseLoad, Probe, cpu_snapshot, process_figures};
 use crate::proc_stats;
 use crate::report::{
-    Completeness, Ingest, LimitReport, LogCheck, Model, Percentiles, ProcessFigures, Report,
-    RunSettings, ScenarioReport,
+    LimitReport, LogCheck, Model, Percentiles, Report, RunSettings, ScenarioReport,
 };
+use crate::{LOAD, POSTGRESQL, RABBITMQ, RECEIVER};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Profile {
@@ -60,16 +64,32 @@ pub struct Args {
     /// Tenants, each with a webhook config subscribed to the event and its own endpoint path.
     #[arg(long, default_value_t = 1_000)]
     pub tenants: u64,
+    /// Dispatchers of the main phases.
     #[arg(long, default_value_t = 1)]
     pub dispatchers: usize,
+    /// Dispatchers of the scale-out phase (the max-rate load again); 0 skips it.
+    #[arg(long, default_value_t = 2)]
+    pub scale_out_dispatchers: usize,
+    /// Submissions created through the api in the second scenario's max-rate phase (the paced
+    /// phase creates half as many); 0 skips the scenario.
+    #[arg(long, default_value_t = 20_000)]
+    pub submissions: u64,
+    /// Requests to the api in flight at once in the submissions scenario.
+    #[arg(long, default_value_t = 64)]
+    pub api_window: usize,
+    /// Events queued while the receiver is down and no dispatcher runs, then released; 0 skips
+    /// the backlog phase.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub backlog_events: u64,
     /// Which build of the services to run (`target/<profile>/`).
     #[arg(long, value_enum, default_value = "release")]
     pub profile: Profile,
     /// Directory of the service binaries, instead of `target/<profile>/`.
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
-    /// Tiny load (200 events, 20 tenants unless given); checks only that every event arrived and
-    /// was logged. Writes its JSON into the run directory, not `bench/results/`.
+    /// Tiny load (200 events, 100 submissions, a backlog of 300, 20 tenants, unless given);
+    /// checks only that every event arrived and was logged. Writes its JSON into the run
+    /// directory, not `bench/results/`.
     #[arg(long)]
     pub smoke: bool,
     /// Where the JSON report goes.
@@ -100,11 +120,18 @@ pub async fn main(mut args: Args) -> anyhow::Result<i32> {
     crate::install_crypto_provider();
     if args.smoke {
         // A tiny load unless sizes were given explicitly on the command line.
-        if !std::env::args().any(|arg| arg.starts_with("--events")) {
+        let given = |flag: &str| std::env::args().any(|arg| arg.starts_with(flag));
+        if !given("--events") {
             args.events = 200;
         }
-        if !std::env::args().any(|arg| arg.starts_with("--tenants")) {
+        if !given("--tenants") {
             args.tenants = 20;
+        }
+        if !given("--submissions") {
+            args.submissions = 100;
+        }
+        if !given("--backlog-events") {
+            args.backlog_events = 300;
         }
     }
     if args.events == 0 || args.tenants == 0 || args.dispatchers == 0 {
@@ -166,21 +193,22 @@ fn target_dir() -> anyhow::Result<PathBuf> {
         .to_path_buf())
 }
 
-/// What the scenarios need of a running deployment.
+/// What the phases need of a running deployment.
 struct Bench {
-    publisher: Publisher,
-    exchange: String,
+    load: LoadTarget,
+    observed: Observed,
     broker: Broker,
-    receiver: ReceiverAddresses,
-    control: reqwest::Client,
-    /// Endpoint URL of each tenant, by tenant index.
-    tenants: Vec<(Uuid, String)>,
-    text: String,
-    log_ingest_health: SocketAddr,
-    dispatcher_health: Vec<SocketAddr>,
-    clock_ticks: f64,
     receiver_ca: PathBuf,
     namespace: String,
+}
+
+async fn start_dispatchers(deployment: &mut Deployment, count: usize) -> anyhow::Result<()> {
+    for _ in 0..count {
+        deployment
+            .start_worker("fp-dispatcher", "FP__DISPATCHER__HEALTH_LISTEN")
+            .await?;
+    }
+    Ok(())
 }
 
 async fn run(
@@ -190,79 +218,87 @@ async fn run(
 ) -> anyhow::Result<Report> {
     let receiver = deployment.start_receiver().await?;
     let receiver_ca = deployment.dir.join("receiver-ca.pem");
-    deployment.start_api().await?;
-    let mut dispatcher_health = Vec::new();
-    for _ in 0..args.dispatchers {
-        dispatcher_health.push(
-            deployment
-                .start_worker("fp-dispatcher", "FP__DISPATCHER__HEALTH_LISTEN")
-                .await?,
-        );
-    }
+    let api = deployment.start_api().await?;
+    start_dispatchers(deployment, args.dispatchers).await?;
     let log_ingest_health = deployment
         .start_worker("fp-log-ingest", "FP__LOG_INGEST__HEALTH_LISTEN")
         .await?;
 
     let tenants = seed_tenants(deployment, &receiver, args.tenants).await?;
     let broker = Broker::connect(&broker_url(), &deployment.name).await?;
-    let publisher = broker.publisher().await?;
     let bench = Bench {
-        publisher,
-        exchange: broker.names.events_exchange.clone(),
+        load: LoadTarget {
+            publisher: broker.publisher().await?,
+            events_exchange: broker.names.events_exchange.clone(),
+            api,
+            api_client: reqwest::Client::builder().no_proxy().build()?,
+            database_url: deployment.database_url.clone(),
+            tenants,
+            text: "x".repeat(args.text_bytes),
+        },
+        observed: Observed {
+            receiver,
+            log_ingest_health,
+            control: reqwest::Client::builder().no_proxy().build()?,
+            clock_ticks: proc_stats::clock_ticks_per_second() as f64,
+        },
         broker,
-        receiver,
-        control: reqwest::Client::builder().no_proxy().build()?,
-        tenants,
-        text: "x".repeat(args.text_bytes),
-        log_ingest_health,
-        dispatcher_health,
-        clock_ticks: proc_stats::clock_ticks_per_second() as f64,
         receiver_ca,
         namespace: deployment.name.clone(),
     };
 
     let mut scenarios = Vec::new();
-    let max = events_phase(
-        deployment,
-        &bench,
-        args,
-        "events: max rate",
-        args.events,
-        None,
-    )
-    .await?;
-    let half_rate = max.deliveries_per_second / 2.0;
-    let max_complete = max.completeness.complete;
-    scenarios.push(max);
-    if !args.skip_paced && max_complete && half_rate > 0.0 {
-        let events = (args.events / 2).max(1);
-        scenarios.push(
-            events_phase(
-                deployment,
-                &bench,
-                args,
-                "events: half of max rate",
-                events,
-                Some(half_rate),
-            )
-            .await?,
-        );
+    for source in [Source::Events, Source::Submissions] {
+        let count = match source {
+            Source::Events => args.events,
+            Source::Submissions => args.submissions,
+        };
+        if count == 0 {
+            continue;
+        }
+        let max = load_phase(deployment, &bench, args, source, count, None).await?;
+        let half_rate = max.deliveries_per_second / 2.0;
+        let max_complete = max.completeness.complete;
+        scenarios.push(max);
+        if !args.skip_paced && max_complete && half_rate > 0.0 {
+            let paced = (count / 2).max(1);
+            scenarios
+                .push(load_phase(deployment, &bench, args, source, paced, Some(half_rate)).await?);
+        }
     }
+    let running = deployment.services_of("fp-dispatcher").count();
+    if args.scale_out_dispatchers > 0 {
+        start_dispatchers(
+            deployment,
+            args.scale_out_dispatchers.saturating_sub(running),
+        )
+        .await?;
+        scenarios
+            .push(load_phase(deployment, &bench, args, Source::Events, args.events, None).await?);
+    }
+    if args.backlog_events > 0 {
+        scenarios.push(backlog_phase(deployment, &bench, args).await?);
+    }
+
     let expected: u64 = scenarios.iter().map(|scenario| scenario.events).sum();
     let log_check = check_log(deployment, expected).await?;
-    let (limits, model) = if args.skip_limits {
-        (Vec::new(), None)
-    } else {
-        let limits = measure_limits(deployment, &bench, args, &scenarios).await?;
-        let model = model_of(&limits, &scenarios[0]);
-        (limits, model)
+    let events_max = scenarios.iter().find(|scenario| {
+        scenario.source == Source::Events.name() && scenario.target_rate_per_second.is_none()
+    });
+    let (limits, model) = match events_max {
+        Some(events_max) if !args.skip_limits => {
+            let limits = measure_limits(deployment, &bench, args, events_max).await?;
+            let model = model_of(&limits, events_max);
+            (limits, model)
+        }
+        _ => (Vec::new(), None),
     };
     bench.broker.close().await;
 
     let mut notes = vec![
         "rabbitmq and postgresql CPU is the whole server's: other work on the machine counts too"
             .to_owned(),
-        "latency runs from the event's time, set just before publishing, to the arrival at the receiver"
+        "latency runs from the event's time (set just before publishing, or by the api for submissions) to the arrival at the receiver"
             .to_owned(),
     ];
     if args.smoke {
@@ -277,10 +313,14 @@ async fn run(
             profile: args.profile.dir_name().to_owned(),
             smoke: args.smoke,
             events: args.events,
+            submissions: args.submissions,
+            backlog_events: args.backlog_events,
             tenants: args.tenants,
             dispatchers: args.dispatchers,
+            scale_out_dispatchers: args.scale_out_dispatchers,
             text_bytes: args.text_bytes,
             publish_window: args.publish_window,
+            api_window: args.api_window,
         },
         scenarios,
         log_check,
@@ -290,14 +330,119 @@ async fn run(
     })
 }
 
-/// Creates the tenants and their configs straight in the database (the api's tables, written the
-/// way the api writes them: the secret sealed under the deployment's master key), which takes
-/// seconds for thousands of tenants where the api would take minutes through `fpctl`.
+/// Where a phase's load enters the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Events published to `fp.events`, as the outbox relay publishes them.
+    Events,
+    /// Submissions created through the api, whose outbox relay publishes the events.
+    Submissions,
+}
+
+impl Source {
+    fn name(self) -> &'static str {
+        match self {
+            Source::Events => "events",
+            Source::Submissions => "submissions",
+        }
+    }
+}
+
+/// One phase: `count` events or submissions as fast as possible (`rate` None) or paced.
+async fn load_phase(
+    deployment: &Deployment,
+    bench: &Bench,
+    args: &Args,
+    source: Source,
+    count: u64,
+    rate: Option<f64>,
+) -> anyhow::Result<ScenarioReport> {
+    let dispatchers = deployment.services_of("fp-dispatcher").count();
+    let name = match rate {
+        None => format!("{}: max rate, {dispatchers} dispatcher(s)", source.name()),
+        Some(rate) => format!("{}: half of max rate ({rate:.0}/s)", source.name()),
+    };
+    eprintln!("fp-bench: {name}: {count}");
+    bench.observed.receiver_post("/reset").await?;
+    let probe = Probe::start(deployment, &bench.observed).await?;
+    let started = tokio::time::Instant::now();
+    let expected = match source {
+        Source::Events => {
+            bench
+                .load
+                .publish_events(count, rate, args.publish_window)
+                .await?
+        }
+        Source::Submissions => {
+            bench
+                .load
+                .create_submissions(count, rate, args.api_window)
+                .await?
+        }
+    };
+    let load = PhaseLoad {
+        name,
+        source: source.name(),
+        rate,
+        expected,
+        produce_seconds: started.elapsed().as_secs_f64(),
+        measured_from_ns: None,
+        timeout: Duration::from_secs(args.timeout_secs),
+    };
+    probe.finish(deployment, &bench.observed, load).await
+}
+
+/// Item 4 of the issue: the dispatchers are stopped and the receiver is down while
+/// `--backlog-events` events are queued; then the receiver comes up and the dispatchers start
+/// afresh (so their peak RSS is the backlog's), and the phase runs until the queue is drained
+/// and logged. With dispatchers running, a down receiver would park each event in the retry
+/// schedule (5 s, then 5 min), and the drain time would be the schedule's, not the pipeline's.
+async fn backlog_phase(
+    deployment: &mut Deployment,
+    bench: &Bench,
+    args: &Args,
+) -> anyhow::Result<ScenarioReport> {
+    let count = args.backlog_events;
+    let name = format!(
+        "backlog: {count} queued while down, then drained by {} dispatcher(s)",
+        args.dispatchers
+    );
+    eprintln!("fp-bench: {name}");
+    deployment.stop_all("fp-dispatcher").await;
+    bench.observed.receiver_post("/down").await?;
+    bench.observed.receiver_post("/reset").await?;
+    let started = tokio::time::Instant::now();
+    let expected = bench
+        .load
+        .publish_events(count, None, args.publish_window)
+        .await?;
+    let produce_seconds = started.elapsed().as_secs_f64();
+    let probe = Probe::start(deployment, &bench.observed).await?;
+    bench.observed.receiver_post("/up").await?;
+    let released_ns = now_ns();
+    start_dispatchers(deployment, args.dispatchers).await?;
+    let load = PhaseLoad {
+        name,
+        source: "backlog",
+        rate: None,
+        expected,
+        produce_seconds,
+        measured_from_ns: Some(released_ns),
+        // Draining a large backlog takes longer than one phase's usual limit.
+        timeout: Duration::from_secs(args.timeout_secs.max(count / 500)),
+    };
+    probe.finish(deployment, &bench.observed, load).await
+}
+
+/// Creates the tenants, their configs and API keys straight in the database (the api's tables,
+/// written the way the api writes them: the secret sealed under the deployment's master key, the
+/// key stored as its hash), which takes seconds for thousands of tenants where the api would take
+/// minutes through `fpctl`.
 async fn seed_tenants(
     deployment: &Deployment,
     receiver: &ReceiverAddresses,
     count: u64,
-) -> anyhow::Result<Vec<(Uuid, String)>> {
+) -> anyhow::Result<Vec<Tenant>> {
     let key = MasterKey::from_hex(&deployment.master_key_hex)
         .map_err(|error| anyhow::anyhow!("master key: {error}"))?;
     let mut conn = fp_store::connect(&deployment.database_url).await?;
@@ -328,371 +473,22 @@ async fn seed_tenants(
             updated_at: Utc::now(),
         };
         fp_store::webhook_config::upsert(&mut conn, &config).await?;
-        tenants.push((tenant_id, url));
+        let api_key = IssuedKey::from_random(rand::random());
+        fp_store::identity::create_api_key(
+            &mut conn,
+            KeyOwner::Tenant(tenant_id),
+            "bench",
+            &api_key.hash,
+            &api_key.prefix,
+        )
+        .await?;
+        tenants.push(Tenant {
+            id: tenant_id,
+            url,
+            api_key: api_key.key,
+        });
     }
     Ok(tenants)
-}
-
-/// CPU counters of every measured process at one moment, by label.
-fn cpu_snapshot(deployment: &Deployment) -> Vec<(String, u64)> {
-    let mut snapshot: Vec<(String, u64)> = deployment
-        .services
-        .iter()
-        .map(|service| {
-            let ticks = proc_stats::cpu_ticks(service.pid).unwrap_or_default();
-            (service.label.clone(), ticks.own)
-        })
-        .collect();
-    snapshot.push((
-        "fp-bench (load)".to_owned(),
-        proc_stats::cpu_ticks(std::process::id())
-            .map(|ticks| ticks.own)
-            .unwrap_or(0),
-    ));
-    snapshot.push((
-        "rabbitmq (server)".to_owned(),
-        proc_stats::server_ticks("beam.smp"),
-    ));
-    snapshot.push((
-        "postgresql (server)".to_owned(),
-        proc_stats::server_ticks("postgres"),
-    ));
-    snapshot
-}
-
-async fn receiver_stats(bench: &Bench) -> anyhow::Result<ReceiverStats> {
-    let bytes = bench
-        .control
-        .get(format!("http://{}/stats", bench.receiver.control))
-        .send()
-        .await?
-        .error_for_status()?
-        .bytes()
-        .await?;
-    Ok(serde_json::from_slice(&bytes)?)
-}
-
-async fn receiver_post(bench: &Bench, path: &str) -> anyhow::Result<()> {
-    bench
-        .control
-        .post(format!("http://{}{path}", bench.receiver.control))
-        .send()
-        .await?
-        .error_for_status()?;
-    Ok(())
-}
-
-async fn receiver_arrivals(bench: &Bench) -> anyhow::Result<Vec<arrivals::Arrival>> {
-    let bytes = bench
-        .control
-        .get(format!("http://{}/arrivals", bench.receiver.control))
-        .send()
-        .await?
-        .error_for_status()?
-        .bytes()
-        .await?;
-    Ok(arrivals::decode(&bytes)?)
-}
-
-/// One publish: the event is made (and its time taken) just before it is published.
-async fn publish_event(bench: &Bench, index: u64) -> anyhow::Result<(u128, u64)> {
-    let tenant_index = usize::try_from(index % bench.tenants.len() as u64)?;
-    let (tenant_id, url) = &bench.tenants[tenant_index];
-    let occurred_ns = now_ns();
-    let event = Event {
-        id: Uuid::now_v7(),
-        tenant_id: *tenant_id,
-        occurred_at: DateTime::from_timestamp_nanos(i64::try_from(occurred_ns)?),
-        change: Change::SubmissionCreated {
-            submission: Submission {
-                id: i64::try_from(index)? + 1,
-                campaign_id: 1,
-                star_rating: 4,
-                text_feedback: bench.text.clone(),
-                customer_name: Some("Bench Customer".to_owned()),
-                status: SubmissionStatus::Pending,
-            },
-        },
-    };
-    let payload = fp_contracts::encode_event(&event);
-    let traceparent = fp_telemetry::TraceContext::new_root().to_traceparent();
-    bench
-        .publisher
-        .publish(&OutgoingMessage {
-            exchange: &bench.exchange,
-            routing_key: event.event_type().as_str(),
-            message_id: &event.id.to_string(),
-            traceparent: &traceparent,
-            payload: &payload,
-            headers: &[],
-            expiration: None,
-        })
-        .await?;
-    let delivery = DeliveryId::for_event_and_endpoint(event.id, url);
-    Ok((delivery.0.as_u128(), occurred_ns))
-}
-
-/// One sample of progress while a phase runs.
-#[derive(Debug, Clone, Copy)]
-struct Sample {
-    at_ns: u64,
-    arrivals: u64,
-    rows: u64,
-}
-
-async fn events_phase(
-    deployment: &Deployment,
-    bench: &Bench,
-    args: &Args,
-    name: &str,
-    events: u64,
-    rate: Option<f64>,
-) -> anyhow::Result<ScenarioReport> {
-    eprintln!(
-        "fp-bench: {name}: {events} events{}",
-        rate.map(|rate| format!(" at {rate:.0}/s"))
-            .unwrap_or_default()
-    );
-    receiver_post(bench, "/reset").await?;
-    let rows_before = metric(bench.log_ingest_health, "fp_log_ingest_rows_inserted_total").await?;
-    let mut attempts_before = Vec::new();
-    for health in &bench.dispatcher_health {
-        attempts_before.push(metric(*health, "fp_dispatcher_attempts_total").await?);
-    }
-    let cpu_before = cpu_snapshot(deployment);
-
-    // Progress is sampled while the phase runs, for the log-ingest rate and lag.
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let sampling = sampling.clone();
-        let control = bench.control.clone();
-        let stats_url = format!("http://{}/stats", bench.receiver.control);
-        let log_ingest = bench.log_ingest_health;
-        tokio::spawn(async move {
-            let mut samples = Vec::new();
-            while sampling.load(Ordering::Relaxed) {
-                let stats = async {
-                    let bytes = control.get(&stats_url).send().await?.bytes().await?;
-                    let stats: ReceiverStats = serde_json::from_slice(&bytes)?;
-                    let rows = metric(log_ingest, "fp_log_ingest_rows_inserted_total").await?;
-                    anyhow::Ok((stats.requests, rows))
-                }
-                .await;
-                if let Ok((arrivals, rows)) = stats {
-                    samples.push(Sample {
-                        at_ns: now_ns(),
-                        arrivals,
-                        rows: rows.saturating_sub(rows_before),
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            samples
-        })
-    };
-
-    let publish_started = tokio::time::Instant::now();
-    let published: Vec<anyhow::Result<(u128, u64)>> = match rate {
-        None => {
-            futures_util::stream::iter(0..events)
-                .map(|index| publish_event(bench, index))
-                .buffer_unordered(args.publish_window)
-                .collect()
-                .await
-        }
-        Some(rate) => {
-            futures_util::stream::iter(0..events)
-                .then(|index| async move {
-                    let due = publish_started + Duration::from_secs_f64(index as f64 / rate);
-                    tokio::time::sleep_until(due).await;
-                    index
-                })
-                .map(|index| publish_event(bench, index))
-                .buffer_unordered(args.publish_window)
-                .collect()
-                .await
-        }
-    };
-    let publish_seconds = publish_started.elapsed().as_secs_f64();
-    let mut expected: HashMap<u128, u64> = HashMap::with_capacity(published.len());
-    for outcome in published {
-        let (delivery, occurred_ns) = outcome.context("publishing an event")?;
-        expected.insert(delivery, occurred_ns);
-    }
-
-    // Waits for every delivery to arrive and every row to be inserted.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_secs);
-    // When log-ingest's counter first showed every row (this loop polls faster than the sampler).
-    let mut rows_done_ns = None;
-    let (arrived, rows) = loop {
-        let stats = receiver_stats(bench).await?;
-        let rows = metric(bench.log_ingest_health, "fp_log_ingest_rows_inserted_total")
-            .await?
-            .saturating_sub(rows_before);
-        if rows >= events && rows_done_ns.is_none() {
-            rows_done_ns = Some(now_ns());
-        }
-        if stats.requests >= events && rows >= events {
-            let arrived = receiver_arrivals(bench).await?;
-            let delivered = distinct_expected(&arrived, &expected);
-            if delivered == events {
-                break (arrived, rows);
-            }
-        }
-        if tokio::time::Instant::now() > deadline {
-            eprintln!(
-                "fp-bench: {name}: timed out with {} requests and {rows} rows of {events}",
-                stats.requests
-            );
-            break (receiver_arrivals(bench).await?, rows);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let cpu_after = cpu_snapshot(deployment);
-    let final_stats = receiver_stats(bench).await?;
-    sampling.store(false, Ordering::Relaxed);
-    let samples = sampler.await.unwrap_or_default();
-    let mut attempts_per_dispatcher = Vec::new();
-    for (health, before) in bench.dispatcher_health.iter().zip(&attempts_before) {
-        attempts_per_dispatcher.push(
-            metric(*health, "fp_dispatcher_attempts_total")
-                .await?
-                .saturating_sub(*before),
-        );
-    }
-
-    // First arrival of each expected delivery: its latency; later ones are duplicates.
-    let mut first_arrival: HashMap<u128, u64> = HashMap::with_capacity(expected.len());
-    let mut duplicates = 0u64;
-    let mut unexpected = 0u64;
-    for arrival in &arrived {
-        if !expected.contains_key(&arrival.delivery_id) {
-            unexpected += 1;
-            continue;
-        }
-        match first_arrival.entry(arrival.delivery_id) {
-            std::collections::hash_map::Entry::Occupied(mut entry) => {
-                duplicates += 1;
-                if arrival.arrived_at_ns < *entry.get() {
-                    entry.insert(arrival.arrived_at_ns);
-                }
-            }
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                entry.insert(arrival.arrived_at_ns);
-            }
-        }
-    }
-    let latencies: Vec<u64> = first_arrival
-        .iter()
-        .filter_map(|(delivery, arrived)| {
-            let occurred = expected.get(delivery)?;
-            Some(arrived.saturating_sub(*occurred))
-        })
-        .collect();
-    let first_event_ns = expected.values().copied().min().unwrap_or(0);
-    let last_arrival_ns = first_arrival
-        .values()
-        .copied()
-        .max()
-        .unwrap_or(first_event_ns);
-    let duration_seconds = (last_arrival_ns.saturating_sub(first_event_ns)) as f64 / 1e9;
-    let delivered = first_arrival.len() as u64;
-    let deliveries_per_second = if duration_seconds > 0.0 {
-        delivered as f64 / duration_seconds
-    } else {
-        0.0
-    };
-
-    let processes = cpu_before
-        .iter()
-        .zip(&cpu_after)
-        .map(|((label, before), (_, after))| {
-            let cpu_seconds = after.saturating_sub(*before) as f64 / bench.clock_ticks;
-            let peak_rss_mib = deployment
-                .services
-                .iter()
-                .find(|service| &service.label == label)
-                .and_then(|service| proc_stats::status_kib(service.pid, "VmHWM").ok())
-                .map(|kib| kib as f64 / 1024.0);
-            ProcessFigures {
-                label: label.clone(),
-                cpu_seconds,
-                cpu_seconds_per_1000_deliveries: if delivered > 0 {
-                    cpu_seconds * 1000.0 / delivered as f64
-                } else {
-                    0.0
-                },
-                peak_rss_mib,
-            }
-        })
-        .collect();
-
-    Ok(ScenarioReport {
-        name: name.to_owned(),
-        events,
-        target_rate_per_second: rate,
-        publish_rate_per_second: if publish_seconds > 0.0 {
-            events as f64 / publish_seconds
-        } else {
-            0.0
-        },
-        duration_seconds,
-        deliveries_per_second,
-        latency: Percentiles::from_ns(latencies),
-        ingest: ingest_figures(&samples, rows, rows_done_ns, last_arrival_ns),
-        completeness: Completeness {
-            expected: events,
-            delivered,
-            duplicates,
-            unexpected,
-            logged_rows: rows,
-            complete: delivered == events && rows >= events,
-        },
-        processes,
-        attempts_per_dispatcher,
-        mean_body_bytes: final_stats
-            .body_bytes
-            .checked_div(final_stats.requests)
-            .unwrap_or(0),
-    })
-}
-
-fn distinct_expected(arrived: &[arrivals::Arrival], expected: &HashMap<u128, u64>) -> u64 {
-    let mut seen = std::collections::HashSet::with_capacity(expected.len());
-    for arrival in arrived {
-        if expected.contains_key(&arrival.delivery_id) {
-            seen.insert(arrival.delivery_id);
-        }
-    }
-    seen.len() as u64
-}
-
-/// Log-ingest's rate from its first sampled row to the moment every row was in, its largest lag
-/// behind the receiver, and how long after the last arrival the last row was in.
-fn ingest_figures(
-    samples: &[Sample],
-    rows: u64,
-    rows_done_ns: Option<u64>,
-    last_arrival_ns: u64,
-) -> Ingest {
-    let first_row = samples.iter().find(|sample| sample.rows > 0);
-    let rows_per_second = match (first_row, rows_done_ns) {
-        (Some(first), Some(done)) if done > first.at_ns => {
-            rows.saturating_sub(first.rows) as f64 / ((done - first.at_ns) as f64 / 1e9)
-        }
-        _ => 0.0,
-    };
-    Ingest {
-        rows_per_second,
-        max_lag_rows: samples
-            .iter()
-            .map(|sample| sample.arrivals.saturating_sub(sample.rows))
-            .max()
-            .unwrap_or(0),
-        tail_lag_ms: rows_done_ns
-            .map(|done| done.saturating_sub(last_arrival_ns) as f64 / 1e6)
-            .unwrap_or(0.0),
-    }
 }
 
 #[derive(diesel::QueryableByName)]
@@ -730,36 +526,6 @@ async fn check_log(deployment: &Deployment, expected: u64) -> anyhow::Result<Log
     })
 }
 
-/// CPU of the processes named in `involved` between two snapshots, per 1,000 operations.
-fn figures_between(
-    deployment: &Deployment,
-    bench: &Bench,
-    before: &[(String, u64)],
-    after: &[(String, u64)],
-    involved: &[&str],
-    operations: u64,
-) -> Vec<ProcessFigures> {
-    before
-        .iter()
-        .zip(after)
-        .filter(|((label, _), _)| involved.contains(&label.as_str()))
-        .map(|((label, before), (_, after))| {
-            let cpu_seconds = after.saturating_sub(*before) as f64 / bench.clock_ticks;
-            ProcessFigures {
-                label: label.clone(),
-                cpu_seconds,
-                cpu_seconds_per_1000_deliveries: cpu_seconds * 1000.0 / operations.max(1) as f64,
-                peak_rss_mib: deployment
-                    .services
-                    .iter()
-                    .find(|service| &service.label == label)
-                    .and_then(|service| proc_stats::status_kib(service.pid, "VmHWM").ok())
-                    .map(|kib| kib as f64 / 1024.0),
-            }
-        })
-        .collect()
-}
-
 /// Times `work` and reads the CPU of `involved` around it.
 async fn measure(
     deployment: &Deployment,
@@ -775,7 +541,14 @@ async fn measure(
     work.await.with_context(|| format!("limit `{name}`"))?;
     let seconds = started.elapsed().as_secs_f64();
     let after = cpu_snapshot(deployment);
-    let processes = figures_between(deployment, bench, &before, &after, involved, operations);
+    let processes = process_figures(
+        deployment,
+        bench.observed.clock_ticks,
+        &before,
+        &after,
+        Some(involved),
+        operations,
+    );
     Ok(LimitReport {
         name: name.to_owned(),
         operations,
@@ -790,13 +563,9 @@ async fn measure(
             .map(|process| process.cpu_seconds_per_1000_deliveries)
             .sum(),
         processes,
+        latency: None,
     })
 }
-
-const LOAD: &str = "fp-bench (load)";
-const RECEIVER: &str = "fp-bench-receiver";
-const RABBITMQ: &str = "rabbitmq (server)";
-const POSTGRESQL: &str = "postgresql (server)";
 
 /// Item 3 of the issue: (a) HTTPS POSTs to the same receiver with the deliveries' body size,
 /// (b) broker publish with confirms, then consume with acks, with the events' message size,
@@ -805,21 +574,21 @@ async fn measure_limits(
     deployment: &Deployment,
     bench: &Bench,
     args: &Args,
-    scenarios: &[ScenarioReport],
+    events_max: &ScenarioReport,
 ) -> anyhow::Result<Vec<LimitReport>> {
     let operations = args.limit_ops.unwrap_or(args.events).max(1);
-    let body_size = usize::try_from(scenarios.first().map_or(0, |s| s.mean_body_bytes))?.max(1);
-    let (tenant_id, _) = bench.tenants.first().context("no tenant")?;
+    let body_size = usize::try_from(events_max.mean_body_bytes)?.max(1);
+    let tenant_id = bench.load.tenants.first().context("no tenant")?.id;
     let message_size = fp_contracts::encode_event(&Event {
         id: Uuid::now_v7(),
-        tenant_id: *tenant_id,
+        tenant_id,
         occurred_at: Utc::now(),
         change: Change::SubmissionCreated {
             submission: Submission {
                 id: 1,
                 campaign_id: 1,
                 star_rating: 4,
-                text_feedback: bench.text.clone(),
+                text_feedback: bench.load.text.clone(),
                 customer_name: Some("Bench Customer".to_owned()),
                 status: SubmissionStatus::Pending,
             },
@@ -827,8 +596,8 @@ async fn measure_limits(
     })
     .len();
     let mut limits = Vec::new();
-    receiver_post(bench, "/reset").await?;
-    let url = format!("https://{}/raw", bench.receiver.https);
+    bench.observed.receiver_post("/reset").await?;
+    let url = format!("https://{}/raw", bench.observed.receiver.https);
     let client = crate::limits::https_client(&bench.receiver_ca)?;
     crate::limits::https_posts(&client, &url, vec![b'x'; body_size], 1, 1).await?;
     limits.push(
@@ -850,6 +619,9 @@ async fn measure_limits(
     );
 
     let queue = crate::limits::raw_queue_name(&bench.namespace);
+    // One hop's latency at the paced phase's rate: the broker's share of the end-to-end figure.
+    let round_trip_rate = (events_max.deliveries_per_second / 2.0).max(1.0);
+    let round_trips = (operations / 2).max(1);
     let broker = async {
         let publish = measure(
             deployment,
@@ -875,7 +647,28 @@ async fn measure_limits(
             crate::limits::broker_consume(&bench.broker, &queue, operations, 256),
         )
         .await?;
-        anyhow::Ok([publish, consume])
+        let mut latencies = Vec::new();
+        let mut round_trip = measure(
+            deployment,
+            bench,
+            &format!("rabbitmq one hop at {round_trip_rate:.0}/s"),
+            round_trips,
+            &[LOAD, RABBITMQ],
+            async {
+                latencies = crate::limits::broker_round_trips(
+                    &bench.broker,
+                    &queue,
+                    message_size,
+                    round_trips,
+                    round_trip_rate,
+                )
+                .await?;
+                Ok(())
+            },
+        )
+        .await?;
+        round_trip.latency = Some(Percentiles::from_ns(latencies));
+        anyhow::Ok([publish, consume, round_trip])
     }
     .await;
     // The raw queue is not part of the namespace's topology: it goes here, whatever happened.
@@ -892,7 +685,7 @@ async fn measure_limits(
             &[LOAD, POSTGRESQL],
             crate::limits::attempt_inserts(
                 &deployment.database_url,
-                *tenant_id,
+                tenant_id,
                 body_size,
                 operations,
                 500,

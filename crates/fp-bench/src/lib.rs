@@ -3,13 +3,16 @@
 //! - `fp-bench-receiver`: a fast HTTPS endpoint in its own process that records each arrival and
 //!   answers over a plain-HTTP control port ([`arrivals`] is the record format both sides share).
 //! - `fp-bench`: the driver. It starts the real services against a fresh database and broker
-//!   namespace ([`deployment`]), drives load through them, reads CPU and memory from `/proc`
-//!   ([`proc_stats`]) and writes the figures ([`report`]).
+//!   namespace ([`deployment`]), drives load through them ([`load`]), measures each phase
+//!   ([`phase`]; CPU and memory from `/proc`, [`proc_stats`]) and the machine's own limits
+//!   ([`limits`]), and writes the figures ([`report`]).
 
 pub mod arrivals;
 pub mod deployment;
 pub mod driver;
 pub mod limits;
+pub mod load;
+pub mod phase;
 pub mod proc_stats;
 pub mod report;
 
@@ -17,3 +20,9 @@ pub mod report;
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// Labels of the processes measured besides the services (whose labels are `<binary>#<n>`).
+pub const LOAD: &str = "fp-bench (load)";
+pub const RECEIVER: &str = "fp-bench-receiver";
+pub const RABBITMQ: &str = "rabbitmq (server)";
+pub const POSTGRESQL: &str = "postgresql (server)";

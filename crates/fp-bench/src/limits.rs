@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
@@ -143,6 +144,70 @@ pub async fn broker_consume(
         consumed += 1;
     }
     Ok(())
+}
+
+/// (b), its latency: `count` messages paced at `rate` per second through the raw quorum queue
+/// (published with confirms, consumed with acks at the same time), each carrying its send time.
+/// Returns publish-to-consume latencies in nanoseconds: the broker's own share of the pipeline's
+/// end-to-end latency, one hop.
+pub async fn broker_round_trips(
+    broker: &Broker,
+    queue: &str,
+    size: usize,
+    count: u64,
+    rate: f64,
+) -> anyhow::Result<Vec<u64>> {
+    let mut consumer = broker.consume(queue, "fp-bench-round-trip", 256).await?;
+    let receiving = tokio::spawn(async move {
+        let mut latencies = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        while (latencies.len() as u64) < count {
+            let delivery = consumer
+                .next()
+                .await
+                .context("the round-trip consumer ended early")??;
+            let received = crate::arrivals::now_ns();
+            let sent = delivery
+                .data
+                .first_chunk::<8>()
+                .map(|bytes| u64::from_le_bytes(*bytes))
+                .context("a round-trip message without its send time")?;
+            latencies.push(received.saturating_sub(sent));
+            fp_broker::ack(&delivery).await?;
+        }
+        anyhow::Ok(latencies)
+    });
+    let publisher = broker.publisher().await?;
+    let traceparent = fp_telemetry::TraceContext::new_root().to_traceparent();
+    let started = tokio::time::Instant::now();
+    futures_util::stream::iter(0..count)
+        .then(|index| async move {
+            tokio::time::sleep_until(started + Duration::from_secs_f64(index as f64 / rate)).await;
+        })
+        .map(|()| {
+            let publisher = publisher.clone();
+            let traceparent = &traceparent;
+            async move {
+                let mut payload = vec![b'x'; size.max(8)];
+                payload[..8].copy_from_slice(&crate::arrivals::now_ns().to_le_bytes());
+                let id = Uuid::now_v7().to_string();
+                publisher
+                    .publish(&OutgoingMessage {
+                        exchange: "",
+                        routing_key: queue,
+                        message_id: &id,
+                        traceparent,
+                        payload: &payload,
+                        headers: &[],
+                        expiration: None,
+                    })
+                    .await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(512)
+        .try_collect::<()>()
+        .await?;
+    receiving.await?
 }
 
 pub async fn delete_queue(broker: &Broker, queue: &str) -> anyhow::Result<()> {

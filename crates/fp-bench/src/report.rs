@@ -77,13 +77,19 @@ pub struct Ingest {
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioReport {
     pub name: String,
+    /// `events`, `submissions` or `backlog`.
+    pub source: String,
     pub events: u64,
+    /// Dispatchers running at the end of the phase.
+    pub dispatchers: usize,
     /// Publish rate asked for; `None` = as fast as confirms allow.
     pub target_rate_per_second: Option<f64>,
     pub publish_rate_per_second: f64,
-    /// From the first event's time to the last arrival.
+    /// From the first event's time (the backlog: from its release) to the last arrival.
     pub duration_seconds: f64,
     pub deliveries_per_second: f64,
+    /// The backlog only: from its release until every delivery arrived and every row was in.
+    pub drain_seconds: Option<f64>,
     /// Event time (set just before publishing) to arrival at the receiver.
     pub latency: Percentiles,
     pub ingest: Ingest,
@@ -106,6 +112,8 @@ pub struct LimitReport {
     pub cpu_seconds_per_1000: f64,
     /// The processes that take part (`cpu_seconds_per_1000_deliveries` is per 1,000 operations).
     pub processes: Vec<ProcessFigures>,
+    /// One broker hop's latency (publish to consume), for the paced round trip only.
+    pub latency: Option<Percentiles>,
 }
 
 /// The ideal pipeline from the limits: per delivery two broker hops (publish with confirm, then
@@ -129,10 +137,14 @@ pub struct RunSettings {
     pub profile: String,
     pub smoke: bool,
     pub events: u64,
+    pub submissions: u64,
+    pub backlog_events: u64,
     pub tenants: u64,
     pub dispatchers: usize,
+    pub scale_out_dispatchers: usize,
     pub text_bytes: usize,
     pub publish_window: usize,
+    pub api_window: usize,
 }
 
 /// Final check of the database against everything published.
@@ -174,7 +186,7 @@ impl Report {
         let s = &self.settings;
         let _ = writeln!(
             out,
-            "fp-bench {} | {} ({} CPUs, {} MiB, Linux {}) | profile {} | {} tenants, {} dispatcher(s){}",
+            "fp-bench {} | {} ({} CPUs, {} MiB, Linux {}) | profile {} | {} tenants{}",
             self.started_at,
             m.cpu_model,
             m.cpus,
@@ -182,7 +194,6 @@ impl Report {
             m.kernel,
             s.profile,
             s.tenants,
-            s.dispatchers,
             if s.smoke {
                 " | SMOKE (figures meaningless)"
             } else {
@@ -210,6 +221,13 @@ impl Report {
                 scenario.publish_rate_per_second,
                 scenario.duration_seconds
             );
+            if let Some(drain) = scenario.drain_seconds {
+                let _ = writeln!(
+                    out,
+                    "  drained in {drain:.2} s from the release (queued at {:.1}/s)",
+                    scenario.publish_rate_per_second
+                );
+            }
             let _ = writeln!(
                 out,
                 "  e2e latency ms  p50 {:>8.2}  p90 {:>8.2}  p99 {:>8.2}  max {:>8.2}  (n={})",
@@ -275,6 +293,13 @@ impl Report {
                     limit.operations_per_second,
                     limit.cpu_seconds_per_1000
                 );
+                if let Some(l) = &limit.latency {
+                    let _ = writeln!(
+                        out,
+                        "    publish to consume ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+                        l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
+                    );
+                }
             }
         }
         if let Some(model) = &self.model {

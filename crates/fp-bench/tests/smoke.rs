@@ -17,5 +17,9 @@ fn the_bench_harness_delivers_and_logs_every_event_at_a_tiny_load() {
         "fp-bench --smoke failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
-    assert!(stdout.contains("database: 300 rows"), "{stdout}");
+    // Events 200 + 100 paced, submissions 100 + 50 paced, scale-out 200, backlog 300.
+    assert!(
+        stdout.contains("database: 950 rows, 950 distinct deliveries, 950 answered 200"),
+        "{stdout}"
+    );
 }

@@ -1,0 +1,229 @@
+//! The load generator: events published to `fp.events` as internal services publish them, or
+//! submissions created through the api (whose outbox relay publishes the events).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::DateTime;
+use diesel::sql_types::{BigInt, Bytea};
+use fp_broker::{OutgoingMessage, Publisher};
+use fp_domain::{Change, DeliveryId, Event, Submission, SubmissionStatus};
+use futures_util::{StreamExt, TryStreamExt};
+use uuid::Uuid;
+
+use crate::arrivals::now_ns;
+
+/// One tenant of the run.
+pub struct Tenant {
+    pub id: Uuid,
+    /// Its endpoint on the receiver (`/hook/<n>`).
+    pub url: String,
+    /// Its API key, for creating submissions.
+    pub api_key: String,
+}
+
+/// What the load generator sends and where.
+pub struct LoadTarget {
+    pub publisher: Publisher,
+    pub events_exchange: String,
+    pub api: SocketAddr,
+    pub api_client: reqwest::Client,
+    pub database_url: String,
+    pub tenants: Vec<Tenant>,
+    /// The submissions' `text_feedback`.
+    pub text: String,
+}
+
+/// Runs `work(index)` for `0..count`, `window` at once, started at `rate` per second when given.
+async fn drive<T, Work, Started>(
+    count: u64,
+    rate: Option<f64>,
+    window: usize,
+    work: Work,
+) -> anyhow::Result<Vec<T>>
+where
+    Work: Fn(u64) -> Started,
+    Started: Future<Output = anyhow::Result<T>>,
+{
+    let started = tokio::time::Instant::now();
+    futures_util::stream::iter(0..count)
+        .then(|index| async move {
+            if let Some(rate) = rate {
+                tokio::time::sleep_until(started + Duration::from_secs_f64(index as f64 / rate))
+                    .await;
+            }
+            index
+        })
+        .map(work)
+        .buffer_unordered(window.max(1))
+        .try_collect()
+        .await
+}
+
+impl LoadTarget {
+    fn tenant(&self, index: u64) -> anyhow::Result<&Tenant> {
+        let count = self.tenants.len() as u64;
+        self.tenants
+            .get(usize::try_from(
+                index.checked_rem(count).context("no tenants")?,
+            )?)
+            .context("tenant index")
+    }
+
+    /// Publishes `count` events round-robin over the tenants, `window` unconfirmed at once.
+    /// Returns each expected delivery's event time.
+    pub async fn publish_events(
+        &self,
+        count: u64,
+        rate: Option<f64>,
+        window: usize,
+    ) -> anyhow::Result<HashMap<u128, u64>> {
+        let published = drive(count, rate, window, |index| self.publish_event(index)).await?;
+        Ok(published.into_iter().collect())
+    }
+
+    /// One publish: the event is made (and its time taken) just before it is published, with
+    /// confirms, as the outbox relay publishes.
+    async fn publish_event(&self, index: u64) -> anyhow::Result<(u128, u64)> {
+        let tenant = self.tenant(index)?;
+        let occurred_ns = now_ns();
+        let event = Event {
+            id: Uuid::now_v7(),
+            tenant_id: tenant.id,
+            occurred_at: DateTime::from_timestamp_nanos(i64::try_from(occurred_ns)?),
+            change: Change::SubmissionCreated {
+                submission: Submission {
+                    id: i64::try_from(index)? + 1,
+                    campaign_id: 1,
+                    star_rating: 4,
+                    text_feedback: self.text.clone(),
+                    customer_name: Some("Bench Customer".to_owned()),
+                    status: SubmissionStatus::Pending,
+                },
+            },
+        };
+        let payload = fp_contracts::encode_event(&event);
+        let traceparent = fp_telemetry::TraceContext::new_root().to_traceparent();
+        self.publisher
+            .publish(&OutgoingMessage {
+                exchange: &self.events_exchange,
+                routing_key: event.event_type().as_str(),
+                message_id: &event.id.to_string(),
+                traceparent: &traceparent,
+                payload: &payload,
+                headers: &[],
+                expiration: None,
+            })
+            .await?;
+        let delivery = DeliveryId::for_event_and_endpoint(event.id, &tenant.url);
+        Ok((delivery.0.as_u128(), occurred_ns))
+    }
+
+    /// Creates `count` submissions through `POST /api/v2/submissions`, round-robin over the
+    /// tenants with each one's key, `window` requests at once. The expected deliveries come from
+    /// the events the api wrote to its outbox (the event time is the api's).
+    pub async fn create_submissions(
+        &self,
+        count: u64,
+        rate: Option<f64>,
+        window: usize,
+    ) -> anyhow::Result<HashMap<u128, u64>> {
+        let outbox_before = self.outbox_events_after(i64::MAX).await?.last_id;
+        drive(count, rate, window, |index| self.create_submission(index)).await?;
+        let written = self.outbox_events_after(outbox_before).await?;
+        if written.events.len() as u64 != count {
+            bail!(
+                "the api wrote {} outbox events for {count} submissions",
+                written.events.len()
+            );
+        }
+        let urls: HashMap<Uuid, &str> = self
+            .tenants
+            .iter()
+            .map(|tenant| (tenant.id, tenant.url.as_str()))
+            .collect();
+        written
+            .events
+            .iter()
+            .map(|event| {
+                let url = urls
+                    .get(&event.tenant_id)
+                    .context("an outbox event of an unknown tenant")?;
+                let delivery = DeliveryId::for_event_and_endpoint(event.id, url);
+                let occurred_ns = event
+                    .occurred_at
+                    .timestamp_nanos_opt()
+                    .and_then(|ns| u64::try_from(ns).ok())
+                    .context("event time out of range")?;
+                Ok((delivery.0.as_u128(), occurred_ns))
+            })
+            .collect()
+    }
+
+    async fn create_submission(&self, index: u64) -> anyhow::Result<()> {
+        let tenant = self.tenant(index)?;
+        let response = self
+            .api_client
+            .post(format!("http://{}/api/v2/submissions", self.api))
+            .bearer_auth(&tenant.api_key)
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&serde_json::json!({
+                "campaign_id": 1,
+                "star_rating": 4,
+                "text_feedback": self.text,
+                "customer_name": "Bench Customer",
+            }))?)
+            .send()
+            .await?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!(
+                "POST /api/v2/submissions answered {status}: {}",
+                response.text().await.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    /// The outbox's events with an id above `after` (with `i64::MAX`: none, only the last id).
+    async fn outbox_events_after(&self, after: i64) -> anyhow::Result<OutboxEvents> {
+        use diesel_async::RunQueryDsl;
+        let mut conn = fp_store::connect(&self.database_url).await?;
+        let last: LastId = diesel::sql_query("SELECT coalesce(max(id), 0) AS id FROM outbox")
+            .get_result(&mut conn)
+            .await?;
+        let rows: Vec<OutboxPayload> =
+            diesel::sql_query("SELECT payload FROM outbox WHERE id > $1 ORDER BY id")
+                .bind::<BigInt, _>(after)
+                .load(&mut conn)
+                .await?;
+        let events = rows
+            .iter()
+            .map(|row| fp_contracts::decode_event(&row.payload))
+            .collect::<Result<Vec<_>, _>>()
+            .context("an outbox event that does not decode")?;
+        Ok(OutboxEvents {
+            last_id: last.id,
+            events,
+        })
+    }
+}
+
+struct OutboxEvents {
+    last_id: i64,
+    events: Vec<Event>,
+}
+
+#[derive(diesel::QueryableByName)]
+struct LastId {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+#[derive(diesel::QueryableByName)]
+struct OutboxPayload {
+    #[diesel(sql_type = Bytea)]
+    payload: Vec<u8>,
+}
