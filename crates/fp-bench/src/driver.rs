@@ -695,6 +695,7 @@ async fn measure_limits(
         )
         .await?,
     );
+    crate::limits::delete_raw_rows(&deployment.database_url).await?;
     Ok(limits)
 }
 

@@ -218,6 +218,10 @@ pub async fn delete_queue(broker: &Broker, queue: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The endpoint URL of the rows [`attempt_inserts`] writes, by which [`delete_raw_rows`] finds
+/// them again.
+const RAW_ROWS_URL: &str = "https://127.0.0.1/hook/raw";
+
 /// (c) `count` attempt rows shaped like the pipeline's (same body size, a successful first
 /// attempt), inserted in batches of `batch` as log-ingest inserts them.
 pub async fn attempt_inserts(
@@ -234,7 +238,7 @@ pub async fn attempt_inserts(
         let size = remaining.min(batch as u64);
         let rows: Vec<AttemptRow> = (0..size)
             .map(|_| AttemptRow {
-                url: "https://127.0.0.1/hook/raw".to_owned(),
+                url: RAW_ROWS_URL.to_owned(),
                 duration_ms: 1,
                 request_headers: serde_json::json!([["content-type", "application/json"]]),
                 request_body: body.clone(),
@@ -245,5 +249,17 @@ pub async fn attempt_inserts(
         fp_store::attempts::insert_batch(&mut conn, &rows).await?;
         remaining -= size;
     }
+    Ok(())
+}
+
+/// Removes the rows of (c), so the attempt table again holds only what the pipeline wrote (the
+/// backlog phase and the final check come after the limits).
+pub async fn delete_raw_rows(database_url: &str) -> anyhow::Result<()> {
+    use diesel_async::RunQueryDsl;
+    let mut conn = fp_store::connect(database_url).await?;
+    diesel::sql_query("DELETE FROM delivery_attempts WHERE url = $1")
+        .bind::<diesel::sql_types::Text, _>(RAW_ROWS_URL)
+        .execute(&mut conn)
+        .await?;
     Ok(())
 }
