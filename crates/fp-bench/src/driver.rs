@@ -3,7 +3,7 @@
 //! Phases, in order (bench/README.md explains each figure):
 //! - "events": events published to `fp.events` as internal services publish them (protobuf,
 //!   routing key = event type, message id, traceparent, publisher confirms), first as fast as
-//!   confirms allow, then paced at half the rate that reached the receiver;
+//!   confirms allow, then paced at shares of the rate that reached the receiver (half, a quarter);
 //! - "submissions": the same through the api (`POST /api/v2/submissions`, the outbox relay);
 //! - scale-out: the max-rate events load again with more dispatchers;
 //! - backlog: events queued while the receiver is down and no dispatcher runs, then drained.
@@ -58,7 +58,7 @@ impl Profile {
     about = "Runs the real FeedbackPulse services under load and reports throughput, latency, CPU and memory"
 )]
 pub struct Args {
-    /// Events of the max-rate phase (the paced phase publishes half as many).
+    /// Events of the max-rate phase (a paced phase publishes its share of them).
     #[arg(long, default_value_t = 50_000)]
     pub events: u64,
     /// Tenants, each with a webhook config subscribed to the event and its own endpoint path.
@@ -71,7 +71,7 @@ pub struct Args {
     #[arg(long, default_value_t = 2)]
     pub scale_out_dispatchers: usize,
     /// Submissions created through the api in the second scenario's max-rate phase (the paced
-    /// phase creates half as many); 0 skips the scenario.
+    /// phases create their share of them); 0 skips the scenario.
     #[arg(long, default_value_t = 20_000)]
     pub submissions: u64,
     /// Requests to the api in flight at once in the submissions scenario.
@@ -104,7 +104,11 @@ pub struct Args {
     /// Longest wait for one phase to complete.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
-    /// Skips the paced phase at half the measured rate.
+    /// Paced phases after each max-rate phase, as shares of the rate it reached (comma-separated).
+    /// The latency target is judged at 0.5; lower shares show how latency falls with load.
+    #[arg(long, value_delimiter = ',', default_value = "0.5,0.25")]
+    pub paced_shares: Vec<f64>,
+    /// Skips the paced phases.
     #[arg(long)]
     pub skip_paced: bool,
     /// Skips the raw limits (HTTPS POSTs, broker round trips, row inserts).
@@ -257,17 +261,24 @@ async fn run(
             continue;
         }
         let max = load_phase(deployment, &bench, args, source, count, None).await?;
-        let half_rate = max.deliveries_per_second / 2.0;
+        let max_rate = max.deliveries_per_second;
         let max_complete = max.completeness.complete;
         scenarios.push(max);
-        if !args.skip_paced && max_complete && half_rate > 0.0 {
-            let paced = (count / 2).max(1);
-            scenarios
-                .push(load_phase(deployment, &bench, args, source, paced, Some(half_rate)).await?);
+        if args.skip_paced || !max_complete || max_rate <= 0.0 {
+            continue;
+        }
+        for &share in &args.paced_shares {
+            // As many as keep the paced phase about as long as the max-rate one.
+            let paced = ((count as f64 * share) as u64).max(1);
+            let pace = Pace {
+                share,
+                rate: max_rate * share,
+            };
+            scenarios.push(load_phase(deployment, &bench, args, source, paced, Some(pace)).await?);
         }
     }
-    // The limits come before the backlog, whose million messages leave the broker busy for a
-    // while after they are gone: measured then, they would make the model look costlier.
+    // The limits are the yardstick for the phases before them: they are measured on the broker in
+    // the same state, before a million messages go through it.
     let events_max = scenarios.iter().find(|scenario| {
         scenario.source == Source::Events.name() && scenario.target_rate_per_second.is_none()
     });
@@ -350,20 +361,32 @@ impl Source {
     }
 }
 
-/// One phase: `count` events or submissions as fast as possible (`rate` None) or paced.
+/// A paced phase's rate, as a share of the max-rate phase's.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    share: f64,
+    rate: f64,
+}
+
+/// One phase: `count` events or submissions as fast as possible (`pace` None) or paced.
 async fn load_phase(
     deployment: &Deployment,
     bench: &Bench,
     args: &Args,
     source: Source,
     count: u64,
-    rate: Option<f64>,
+    pace: Option<Pace>,
 ) -> anyhow::Result<ScenarioReport> {
     let dispatchers = deployment.services_of("fp-dispatcher").count();
-    let name = match rate {
+    let name = match pace {
         None => format!("{}: max rate, {dispatchers} dispatcher(s)", source.name()),
-        Some(rate) => format!("{}: half of max rate ({rate:.0}/s)", source.name()),
+        Some(Pace { share, rate }) => format!(
+            "{}: {:.0} % of max rate ({rate:.0}/s)",
+            source.name(),
+            share * 100.0
+        ),
     };
+    let rate = pace.map(|pace| pace.rate);
     eprintln!("fp-bench: {name}: {count}");
     bench.observed.receiver_post("/reset").await?;
     let probe = Probe::start(deployment, &bench.observed).await?;

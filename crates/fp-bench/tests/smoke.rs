@@ -17,9 +17,9 @@ fn the_bench_harness_delivers_and_logs_every_event_at_a_tiny_load() {
         "fp-bench --smoke failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
-    // Events 200 + 100 paced, submissions 100 + 50 paced, scale-out 200, backlog 300.
+    // Events 200 + 100 + 50 paced, submissions 100 + 50 + 25 paced, scale-out 200, backlog 300.
     assert!(
-        stdout.contains("database: 950 rows, 950 distinct deliveries, 950 answered 200"),
+        stdout.contains("database: 1025 rows, 1025 distinct deliveries, 1025 answered 200"),
         "{stdout}"
     );
 }
