@@ -189,13 +189,12 @@ impl Dispatcher {
                 attempted_at.timestamp(),
             ),
         };
+        // The body goes to the client and then into the attempt record without a copy: `Bytes`
+        // takes over the Vec's buffer, and gives it back once the client has dropped its handle.
+        let body = Bytes::from(request.body);
         let outcome = self
             .client
-            .post(
-                target.as_str(),
-                &request.headers,
-                Bytes::from(request.body.clone()),
-            )
+            .post(target.as_str(), &request.headers, body.clone())
             .await;
         self.attempts.fetch_add(1, Ordering::Relaxed);
 
@@ -235,7 +234,11 @@ impl Dispatcher {
             ),
         }
 
-        let record = attempt_record(job, endpoint, format, attempted_at, request, outcome, retry);
+        let sent = WebhookRequest {
+            headers: request.headers,
+            body: Vec::from(body),
+        };
+        let record = attempt_record(job, endpoint, format, attempted_at, sent, outcome, retry);
         if let Some(retry) = retry {
             let next = DeliveryJob {
                 attempt_number: retry.attempt_number,
