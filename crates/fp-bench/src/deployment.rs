@@ -15,6 +15,7 @@ use tokio::process::{Child, ChildStdout, Command};
 
 use crate::arrivals::ReceiverAddresses;
 
+use fp_testkit::environment::stop_child;
 pub use fp_testkit::environment::{
     admin_database_url, broker_url, free_local_address, isolated_settings,
 };
@@ -32,20 +33,8 @@ pub struct Service {
 }
 
 impl Service {
-    /// SIGTERM, then SIGKILL after 10 s.
     async fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid.to_string())
-            .status()
-            .await;
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .is_err()
-        {
-            eprintln!("{} did not stop on SIGTERM; killing it", self.label);
-            let _ = self.child.kill().await;
-        }
+        stop_child(&mut self.child, &self.label).await;
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
-use fp_broker::{Broker, OutgoingMessage};
+use fp_broker::{Broker, OutgoingMessage, Publisher};
 use fp_store::attempts::AttemptRow;
 use futures_util::{StreamExt, TryStreamExt};
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
@@ -101,26 +101,7 @@ pub async fn broker_publish(
     let payload = vec![b'x'; size];
     let traceparent = fp_telemetry::TraceContext::new_root().to_traceparent();
     futures_util::stream::iter(0..count)
-        .map(|_| {
-            let publisher = publisher.clone();
-            let payload = &payload;
-            let traceparent = &traceparent;
-            async move {
-                let id = Uuid::now_v7().to_string();
-                publisher
-                    .publish(&OutgoingMessage {
-                        exchange: "",
-                        routing_key: queue,
-                        message_id: &id,
-                        traceparent,
-                        payload,
-                        headers: &[],
-                        expiration: None,
-                    })
-                    .await?;
-                anyhow::Ok(())
-            }
-        })
+        .map(|_| publish_raw(&publisher, queue, &traceparent, &payload))
         .buffer_unordered(window)
         .try_collect::<()>()
         .await
@@ -184,30 +165,38 @@ pub async fn broker_round_trips(
             tokio::time::sleep_until(started + Duration::from_secs_f64(index as f64 / rate)).await;
         })
         .map(|()| {
-            let publisher = publisher.clone();
+            let mut payload = vec![b'x'; size.max(8)];
+            payload[..8].copy_from_slice(&crate::arrivals::now_ns().to_le_bytes());
+            let publisher = &publisher;
             let traceparent = &traceparent;
-            async move {
-                let mut payload = vec![b'x'; size.max(8)];
-                payload[..8].copy_from_slice(&crate::arrivals::now_ns().to_le_bytes());
-                let id = Uuid::now_v7().to_string();
-                publisher
-                    .publish(&OutgoingMessage {
-                        exchange: "",
-                        routing_key: queue,
-                        message_id: &id,
-                        traceparent,
-                        payload: &payload,
-                        headers: &[],
-                        expiration: None,
-                    })
-                    .await?;
-                anyhow::Ok(())
-            }
+            async move { publish_raw(publisher, queue, traceparent, &payload).await }
         })
         .buffer_unordered(512)
         .try_collect::<()>()
         .await?;
     receiving.await?
+}
+
+/// One persistent message through the default exchange to `queue`, confirmed by the broker.
+async fn publish_raw(
+    publisher: &Publisher,
+    queue: &str,
+    traceparent: &str,
+    payload: &[u8],
+) -> anyhow::Result<()> {
+    let id = Uuid::now_v7().to_string();
+    publisher
+        .publish(&OutgoingMessage {
+            exchange: "",
+            routing_key: queue,
+            message_id: &id,
+            traceparent,
+            payload,
+            headers: &[],
+            expiration: None,
+        })
+        .await?;
+    Ok(())
 }
 
 pub async fn delete_queue(broker: &Broker, queue: &str) -> anyhow::Result<()> {

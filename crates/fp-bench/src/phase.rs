@@ -27,16 +27,20 @@ pub struct Observed {
 }
 
 impl Observed {
-    pub async fn receiver_stats(&self) -> anyhow::Result<ReceiverStats> {
-        let bytes = self
+    /// `GET <path>` on the receiver's control port.
+    async fn receiver_get(&self, path: &str) -> anyhow::Result<bytes::Bytes> {
+        Ok(self
             .control
-            .get(format!("http://{}/stats", self.receiver.control))
+            .get(format!("http://{}{path}", self.receiver.control))
             .send()
             .await?
             .error_for_status()?
             .bytes()
-            .await?;
-        Ok(serde_json::from_slice(&bytes)?)
+            .await?)
+    }
+
+    pub async fn receiver_stats(&self) -> anyhow::Result<ReceiverStats> {
+        Ok(serde_json::from_slice(&self.receiver_get("/stats").await?)?)
     }
 
     /// `POST /reset`, `/down` or `/up` on the receiver's control port.
@@ -50,15 +54,7 @@ impl Observed {
     }
 
     async fn receiver_arrivals(&self) -> anyhow::Result<Vec<arrivals::Arrival>> {
-        let bytes = self
-            .control
-            .get(format!("http://{}/arrivals", self.receiver.control))
-            .send()
-            .await?
-            .error_for_status()?
-            .bytes()
-            .await?;
-        Ok(arrivals::decode(&bytes)?)
+        Ok(arrivals::decode(&self.receiver_get("/arrivals").await?)?)
     }
 
     async fn rows_inserted(&self) -> anyhow::Result<u64> {

@@ -268,20 +268,7 @@ impl TestEnvironment {
     /// Ends every process, deletes the broker namespace and drops the database.
     pub async fn finish(mut self) -> anyhow::Result<()> {
         for process in &mut self.processes {
-            if let Some(pid) = process.child.id() {
-                let _ = Command::new("kill")
-                    .arg("-TERM")
-                    .arg(pid.to_string())
-                    .status()
-                    .await;
-            }
-            if tokio::time::timeout(Duration::from_secs(10), process.child.wait())
-                .await
-                .is_err()
-            {
-                eprintln!("{} did not stop on SIGTERM; killing it", process.name);
-                let _ = process.child.kill().await;
-            }
+            stop_child(&mut process.child, &process.name).await;
         }
         self.fpctl(&["delete-topology"]).await?;
         let mut admin = fp_store::connect(&admin_database_url()).await?;
@@ -292,5 +279,24 @@ impl TestEnvironment {
         .execute(&mut admin)
         .await?;
         Ok(())
+    }
+}
+
+/// Stops a service as an operator would: SIGTERM (in-flight work finishes, unacked messages
+/// return to their queue), then SIGKILL if it is still running after 10 s.
+pub async fn stop_child(child: &mut Child, name: &str) {
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await;
+    }
+    if tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .is_err()
+    {
+        eprintln!("{name} did not stop on SIGTERM; killing it");
+        let _ = child.kill().await;
     }
 }
