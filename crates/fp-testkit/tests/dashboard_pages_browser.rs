@@ -73,16 +73,24 @@ async fn query_pairs(browser: &Browser) -> anyhow::Result<Vec<(String, String)>>
 }
 
 /// Checks that the current URL's query holds each of `expected` (the filters, bookmarkable).
+/// Waits up to 10 s: after a form's POST and its redirect, WebDriver can report the new URL while
+/// the page's scripts still see the old document.
 async fn assert_query_holds(browser: &Browser, expected: &[(&str, &str)]) -> anyhow::Result<()> {
-    let pairs = query_pairs(browser).await?;
-    for (name, value) in expected {
-        anyhow::ensure!(
-            pairs.iter().any(|(n, v)| n == name && v == value),
-            "the address does not hold {name}={value}: {}",
-            browser.current_url().await?
-        );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let pairs = query_pairs(browser).await?;
+        let missing = expected
+            .iter()
+            .find(|(name, value)| !pairs.iter().any(|(n, v)| n == name && v == value));
+        match missing {
+            None => return Ok(()),
+            Some((name, value)) if tokio::time::Instant::now() > deadline => anyhow::bail!(
+                "the address does not hold {name}={value}: {}",
+                browser.current_url().await?
+            ),
+            Some(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
     }
-    Ok(())
 }
 
 /// Clicks the element matching `css` and waits for the page it leads to.
