@@ -15,10 +15,10 @@ use tokio::process::{Child, ChildStdout, Command};
 
 use crate::arrivals::ReceiverAddresses;
 
-use fp_testkit::environment::stop_child;
 pub use fp_testkit::environment::{
     admin_database_url, broker_url, free_local_address, isolated_settings,
 };
+use fp_testkit::environment::{fpctl_stdout, stop_child};
 
 /// One started process.
 pub struct Service {
@@ -124,16 +124,7 @@ impl Deployment {
             .stdin(Stdio::null())
             .output()
             .await?;
-        if !output.status.success() {
-            bail!(
-                "fpctl {} failed ({}): {}{}",
-                args.join(" "),
-                output.status,
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        fpctl_stdout(args, output)
     }
 
     fn log_file(&self, label: &str) -> anyhow::Result<(PathBuf, std::fs::File)> {

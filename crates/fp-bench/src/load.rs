@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::DateTime;
 use diesel::sql_types::{BigInt, Bytea};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use fp_broker::{OutgoingMessage, Publisher};
 use fp_domain::{Change, DeliveryId, Event, Submission, SubmissionStatus};
 use futures_util::{StreamExt, TryStreamExt};
@@ -130,13 +131,14 @@ impl LoadTarget {
         rate: Option<f64>,
         window: usize,
     ) -> anyhow::Result<HashMap<u128, u64>> {
-        let outbox_before = self.outbox_events_after(i64::MAX).await?.last_id;
+        let mut conn = fp_store::connect(&self.database_url).await?;
+        let outbox_before = last_outbox_id(&mut conn).await?;
         drive(count, rate, window, |index| self.create_submission(index)).await?;
-        let written = self.outbox_events_after(outbox_before).await?;
-        if written.events.len() as u64 != count {
+        let written = outbox_events_after(&mut conn, outbox_before).await?;
+        if written.len() as u64 != count {
             bail!(
                 "the api wrote {} outbox events for {count} submissions",
-                written.events.len()
+                written.len()
             );
         }
         let urls: HashMap<Uuid, &str> = self
@@ -145,7 +147,6 @@ impl LoadTarget {
             .map(|tenant| (tenant.id, tenant.url.as_str()))
             .collect();
         written
-            .events
             .iter()
             .map(|event| {
                 let url = urls
@@ -186,34 +187,29 @@ impl LoadTarget {
         }
         Ok(())
     }
-
-    /// The outbox's events with an id above `after` (with `i64::MAX`: none, only the last id).
-    async fn outbox_events_after(&self, after: i64) -> anyhow::Result<OutboxEvents> {
-        use diesel_async::RunQueryDsl;
-        let mut conn = fp_store::connect(&self.database_url).await?;
-        let last: LastId = diesel::sql_query("SELECT coalesce(max(id), 0) AS id FROM outbox")
-            .get_result(&mut conn)
-            .await?;
-        let rows: Vec<OutboxPayload> =
-            diesel::sql_query("SELECT payload FROM outbox WHERE id > $1 ORDER BY id")
-                .bind::<BigInt, _>(after)
-                .load(&mut conn)
-                .await?;
-        let events = rows
-            .iter()
-            .map(|row| fp_contracts::decode_event(&row.payload))
-            .collect::<Result<Vec<_>, _>>()
-            .context("an outbox event that does not decode")?;
-        Ok(OutboxEvents {
-            last_id: last.id,
-            events,
-        })
-    }
 }
 
-struct OutboxEvents {
-    last_id: i64,
-    events: Vec<Event>,
+async fn last_outbox_id(conn: &mut AsyncPgConnection) -> anyhow::Result<i64> {
+    let last: LastId = diesel::sql_query("SELECT coalesce(max(id), 0) AS id FROM outbox")
+        .get_result(conn)
+        .await?;
+    Ok(last.id)
+}
+
+/// The events the api wrote to its outbox after row `after`, in order.
+async fn outbox_events_after(
+    conn: &mut AsyncPgConnection,
+    after: i64,
+) -> anyhow::Result<Vec<Event>> {
+    let rows: Vec<OutboxPayload> =
+        diesel::sql_query("SELECT payload FROM outbox WHERE id > $1 ORDER BY id")
+            .bind::<BigInt, _>(after)
+            .load(conn)
+            .await?;
+    rows.iter()
+        .map(|row| fp_contracts::decode_event(&row.payload))
+        .collect::<Result<Vec<_>, _>>()
+        .context("an outbox event that does not decode")
 }
 
 #[derive(diesel::QueryableByName)]

@@ -171,17 +171,7 @@ impl TestEnvironment {
 
     /// Runs `fpctl` with the environment's configuration; fails on a non-zero exit.
     pub async fn fpctl(&self, args: &[&str]) -> anyhow::Result<String> {
-        let output = self.fpctl_output(args).await?;
-        if !output.status.success() {
-            bail!(
-                "fpctl {} failed ({}): {}{}",
-                args.join(" "),
-                output.status,
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        fpctl_stdout(args, self.fpctl_output(args).await?)
     }
 
     /// Runs `fpctl` and returns its output whatever the exit code.
@@ -299,4 +289,18 @@ pub async fn stop_child(child: &mut Child, name: &str) {
         eprintln!("{name} did not stop on SIGTERM; killing it");
         let _ = child.kill().await;
     }
+}
+
+/// What `fpctl <args>` printed, or an error with everything it printed when it failed.
+pub fn fpctl_stdout(args: &[&str], output: std::process::Output) -> anyhow::Result<String> {
+    if !output.status.success() {
+        bail!(
+            "fpctl {} failed ({}): {}{}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
