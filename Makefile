@@ -1,7 +1,7 @@
 # FeedbackPulse Webhooks. `make run` runs everything with demo data; `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: build test run lint fmt schemathesis browser
+.PHONY: build test run lint fmt schemathesis browser services
 
 # The schemathesis of the OpenAPI conformance test (crates/fp-testkit/tests/openapi_conformance.rs),
 # installed into a venv under target/ by deploy/local/ensure-schemathesis.sh.
@@ -12,10 +12,14 @@ build:
 	$(CARGO) build --workspace --bins
 
 # One debug build serves every test binary; the end-to-end tests start the service binaries it made.
-test: schemathesis browser
-	deploy/local/ensure-services.sh
+test: services schemathesis browser
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
+
+# Installs PostgreSQL and RabbitMQ with apt-get if missing, configures their loopback logins, starts
+# them and waits until they answer (deploy/local/ensure-services.sh).
+services:
+	deploy/local/ensure-services.sh
 
 # Installs the pinned schemathesis unless it is already there.
 schemathesis:
@@ -35,8 +39,7 @@ run:
 # BENCH_ARGS adds driver flags, e.g. `make bench BENCH_ARGS="--dispatchers 2 --events 100000"`.
 .PHONY: bench
 BENCH_ARGS ?=
-bench:
-	deploy/local/ensure-services.sh
+bench: services
 	$(CARGO) build --release -p fp-api -p fp-dispatcher -p fp-log-ingest -p fpctl -p fp-bench --bins
 	$${CARGO_TARGET_DIR:-target}/release/fp-bench --profile release $(BENCH_ARGS)
 

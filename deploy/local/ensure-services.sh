@@ -1,62 +1,157 @@
 #!/usr/bin/env bash
-# Checks that PostgreSQL and RabbitMQ answer on 127.0.0.1. With --start, starts a local one that is
-# down (as this project's CI machines need); without it, says which is down and how to start it.
+# Makes PostgreSQL and RabbitMQ answer on 127.0.0.1, from a bare Debian or Ubuntu machine:
+# installs what is missing with apt-get, configures how the project's roles log in over loopback,
+# starts what is down and waits until each answers. Idempotent; says every step it takes.
+# `make run`, `make test`, `make bench` and `.ci/run` call it.
+#
+# Without root (or password-less sudo) it changes nothing and prints the one command to run.
+# `--check` only reports what is down.
+#
+# What it changes on the machine, and only when needed:
+# - apt packages: postgresql, rabbitmq-server, curl, jq, openssl (used by `make run`) and python3 with
+#   venv (the OpenAPI test's schemathesis);
+# - PostgreSQL: starts Debian's cluster (creating it if the package left none) and, when the
+#   superuser cannot log in over loopback without a password (Debian's default asks for one), adds
+#   one marked block to its pg_hba.conf that trusts loopback logins of the roles the project uses
+#   (postgres, fp_app, fp_dashboard). Set FP_ADMIN_DATABASE_URL to leave authentication alone.
+# - RabbitMQ: starts the default node (guest/guest on 127.0.0.1:5672). A wedged node (listening but
+#   not answering AMQP) is stopped by its node name or its pid file, never by killing every Erlang VM.
 set -euo pipefail
 
-start=false
-[ "${1:-}" = "--start" ] && start=true
+check_only=false
+[ "${1:-}" = "--check" ] && check_only=true
+
+say() { echo "ensure-services: $*"; }
+fail() { echo "ensure-services: $*" >&2; exit 1; }
+
+PG_ROLES="postgres,fp_app,fp_dashboard"
+HBA_BEGIN="# BEGIN feedbackpulse loopback logins (deploy/local/ensure-services.sh)"
+HBA_END="# END feedbackpulse loopback logins"
+ADMIN_URL="${FP_ADMIN_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# A listening RabbitMQ can still be wedged (seen here once: connections accepted, never answered).
+# A listening RabbitMQ can still be wedged (seen once: connections accepted, never answered).
 # A healthy broker answers the AMQP 0-9-1 protocol header with a Connection.Start frame (type 1).
 amqp_answers() {
   timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5672; printf "AMQP\x00\x00\x09\x01" >&3; head -c 1 <&3 | od -An -tx1' \
     2>/dev/null | grep -q 01
 }
 
-wait_for_port() { # port seconds
-  for _ in $(seq 1 "$2"); do port_open "$1" && return 0; sleep 1; done
-  return 1
+wait_until() { # seconds description command...
+  local seconds=$1 what=$2; shift 2
+  for _ in $(seq 1 "$seconds"); do "$@" && return 0; sleep 1; done
+  fail "$what did not come up within ${seconds} s"
 }
 
-missing=0
+admin_login_works() { psql -w -X -q -At "$ADMIN_URL" -c 'SELECT 1' >/dev/null 2>&1; }
 
+if $check_only; then
+  down=0
+  port_open 5432 || { echo "PostgreSQL is not reachable on 127.0.0.1:5432" >&2; down=1; }
+  amqp_answers || { echo "RabbitMQ does not answer on 127.0.0.1:5672" >&2; down=1; }
+  [ "$down" = 0 ] || echo "run: sudo deploy/local/ensure-services.sh" >&2
+  exit "$down"
+fi
+
+# Everything below may need root: decide once how to get it.
+if [ "$(id -u)" -eq 0 ]; then
+  as_root=()
+elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+  as_root=(sudo -n)
+else
+  as_root=(false)
+fi
+need_root() { # what
+  if [ "${as_root[0]:-}" = false ]; then
+    cat >&2 <<MSG
+ensure-services: $1 needs root. Run, once:
+  sudo $(cd "$(dirname "$0")" && pwd)/ensure-services.sh
+MSG
+    exit 1
+  fi
+}
+
+# --- packages -----------------------------------------------------------------------------------
+missing=()
+command -v pg_ctlcluster >/dev/null && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
+for tool in curl jq openssl; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+# The OpenAPI test installs schemathesis into a venv (deploy/local/ensure-schemathesis.sh).
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3 python3-venv)
+if [ "${#missing[@]}" -gt 0 ]; then
+  need_root "installing ${missing[*]}"
+  command -v apt-get >/dev/null || fail "apt-get is not available; install ${missing[*]} by hand"
+  export DEBIAN_FRONTEND=noninteractive
+  # A fresh machine or container has no package lists: apt then knows no candidate.
+  if ! apt-cache policy "${missing[@]}" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    say "apt-get update"
+    "${as_root[@]}" apt-get update -q
+  fi
+  say "installing ${missing[*]}"
+  if ! "${as_root[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+    # Stale lists name files the mirror no longer has: refresh once and try again.
+    "${as_root[@]}" apt-get update -q
+    "${as_root[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+  fi
+fi
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+# Debian's cluster: the newest installed version, cluster `main`.
+pg_version=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
 if ! port_open 5432; then
-  if $start && command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
-    echo "PostgreSQL is down: starting it"
-    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
-    wait_for_port 5432 30 || { echo "PostgreSQL did not come up on 127.0.0.1:5432" >&2; exit 1; }
-  else
-    missing=1
-    cat >&2 <<'MSG'
-PostgreSQL is not reachable on 127.0.0.1:5432.
-  start it:   sudo pg_ctlcluster $(ls /etc/postgresql) main start   (or: sudo systemctl start postgresql)
-  install it: sudo apt-get install postgresql
-MSG
+  need_root "starting PostgreSQL"
+  if [ ! -d "/etc/postgresql/$pg_version/main" ]; then
+    say "creating PostgreSQL $pg_version cluster main"
+    "${as_root[@]}" pg_createcluster "$pg_version" main
   fi
+  say "starting PostgreSQL $pg_version cluster main"
+  "${as_root[@]}" pg_ctlcluster --skip-systemctl-redirect "$pg_version" main start
+  wait_until 60 "PostgreSQL on 127.0.0.1:5432" pg_isready -q -h 127.0.0.1 -p 5432
 fi
+pg_isready -q -h 127.0.0.1 -p 5432 || wait_until 60 "PostgreSQL on 127.0.0.1:5432" pg_isready -q -h 127.0.0.1 -p 5432
 
-if $start && port_open 5672 && ! amqp_answers && command -v rabbitmq-server >/dev/null; then
-  echo "RabbitMQ accepts connections but does not answer: restarting it"
-  pkill -9 -f beam.smp || true
-  sleep 1
+if ! admin_login_works; then
+  hba="/etc/postgresql/$pg_version/main/pg_hba.conf"
+  if [ -n "${FP_ADMIN_DATABASE_URL:-}" ] || [ ! -f "$hba" ]; then
+    fail "cannot log in to PostgreSQL as $ADMIN_URL; set FP_ADMIN_DATABASE_URL to a superuser connection that works"
+  fi
+  need_root "letting the project's roles log in over loopback"
+  if ! grep -qF "$HBA_BEGIN" "$hba"; then
+    # pg_hba.conf is read top-down and the first matching line wins: the block goes first.
+    say "trusting loopback logins of $PG_ROLES in $hba"
+    block=$(printf '%s\nhost all %s 127.0.0.1/32 trust\nhost all %s ::1/128 trust\n%s\n' \
+      "$HBA_BEGIN" "$PG_ROLES" "$PG_ROLES" "$HBA_END")
+    { echo "$block"; "${as_root[@]}" cat "$hba"; } | "${as_root[@]}" tee "$hba.fp-new" >/dev/null
+    "${as_root[@]}" chown --reference="$hba" "$hba.fp-new"
+    "${as_root[@]}" chmod --reference="$hba" "$hba.fp-new"
+    "${as_root[@]}" mv "$hba.fp-new" "$hba"
+  fi
+  "${as_root[@]}" pg_ctlcluster --skip-systemctl-redirect "$pg_version" main reload
+  wait_until 10 "a loopback login as postgres" admin_login_works
 fi
+say "PostgreSQL $pg_version answers on 127.0.0.1:5432"
 
+# --- RabbitMQ -----------------------------------------------------------------------------------
+node="rabbit@$(hostname -s)"
+if port_open 5672 && ! amqp_answers; then
+  need_root "restarting RabbitMQ"
+  say "RabbitMQ accepts connections but does not answer: stopping node $node"
+  if ! timeout 30 "${as_root[@]}" rabbitmqctl -n "$node" stop >/dev/null 2>&1; then
+    pid_file="/var/lib/rabbitmq/mnesia/$node.pid"
+    if [ -f "$pid_file" ]; then
+      say "node $node did not stop: killing its VM (pid $(cat "$pid_file"))"
+      "${as_root[@]}" kill -9 "$(cat "$pid_file")" || true
+    fi
+  fi
+  wait_until 30 "the old RabbitMQ to let go of port 5672" bash -c '! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null'
+fi
 if ! port_open 5672; then
-  if $start && command -v rabbitmq-server >/dev/null; then
-    echo "RabbitMQ is down: starting it"
-    rabbitmq-server -detached
-    wait_for_port 5672 90 || { echo "RabbitMQ did not come up on 127.0.0.1:5672" >&2; exit 1; }
-    timeout 60 rabbitmqctl await_startup >/dev/null 2>&1 || true
-  else
-    missing=1
-    cat >&2 <<'MSG'
-RabbitMQ is not reachable on 127.0.0.1:5672.
-  start it:   sudo rabbitmq-server -detached   (or: sudo systemctl start rabbitmq-server)
-  install it: sudo apt-get install rabbitmq-server
-MSG
-  fi
+  need_root "starting RabbitMQ"
+  say "starting RabbitMQ node $node"
+  "${as_root[@]}" rabbitmq-server -detached
+  wait_until 120 "RabbitMQ on 127.0.0.1:5672" amqp_answers
+  timeout 60 "${as_root[@]}" rabbitmqctl -n "$node" await_startup >/dev/null 2>&1 || true
 fi
-
-exit "$missing"
+wait_until 60 "RabbitMQ on 127.0.0.1:5672" amqp_answers
+say "RabbitMQ answers on 127.0.0.1:5672"
