@@ -294,18 +294,21 @@ async fn a_killed_dispatcher_loses_nothing_and_two_dispatchers_share_the_work() 
 {
     let receiver = TlsReceiver::start(
         "127.0.0.1:0".parse()?,
-        Arc::new(|_, _| slow(200, Duration::from_millis(150))),
+        Arc::new(|_, _| slow(200, Duration::from_millis(500))),
     )
     .await?;
     let mut env = environment("crash", &receiver).await?;
-    let mut pipeline = Pipeline::start(&mut env, 1).await?;
+    let mut pipeline = Pipeline::start(&mut env, 0).await?;
     let tenant = pipeline.tenant(&env, "crash").await?;
     tenant.configure(&receiver.url("/hook"), None).await?;
 
+    // Every event is queued before the dispatcher starts, so the kill comes with deliveries in
+    // flight however fast or slow the submissions were.
     const CRASH_EVENTS: usize = 30;
     for n in 0..CRASH_EVENTS {
         tenant.submit(&format!("feedback {n}"), None).await?;
     }
+    pipeline.start_dispatcher(&mut env).await?;
     receiver.wait_for(4, PATIENCE).await?;
     env.kill("fp-dispatcher").await?;
     let crashed_at = receiver.requests().len();
