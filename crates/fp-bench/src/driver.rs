@@ -232,7 +232,7 @@ async fn run(
     let broker = Broker::connect(&broker_url(), &deployment.name).await?;
     let bench = Bench {
         load: LoadTarget {
-            publisher: broker.publisher().await?,
+            publisher: broker.publisher(),
             events_exchange: broker.names.events_exchange.clone(),
             api,
             api_client: reqwest::Client::builder().no_proxy().build()?,

@@ -97,7 +97,7 @@ pub async fn broker_publish(
             arguments,
         )
         .await?;
-    let publisher = broker.publisher().await?;
+    let publisher = broker.publisher();
     let payload = vec![b'x'; size];
     let traceparent = fp_telemetry::TraceContext::new_root().to_traceparent();
     futures_util::stream::iter(0..count)
@@ -114,13 +114,13 @@ pub async fn broker_consume(
     count: u64,
     prefetch: u16,
 ) -> anyhow::Result<()> {
-    let mut consumer = broker.consume(queue, "fp-bench-raw", prefetch).await?;
+    let mut consumer = broker.consume(queue, "fp-bench-raw", prefetch);
     let mut consumed = 0;
     while consumed < count {
         let delivery = consumer
             .next()
             .await
-            .context("the raw queue's consumer ended early")??;
+            .context("the raw queue's consumer ended early")?;
         fp_broker::ack(&delivery).await?;
         consumed += 1;
     }
@@ -138,14 +138,14 @@ pub async fn broker_round_trips(
     count: u64,
     rate: f64,
 ) -> anyhow::Result<Vec<u64>> {
-    let mut consumer = broker.consume(queue, "fp-bench-round-trip", 256).await?;
+    let mut consumer = broker.consume(queue, "fp-bench-round-trip", 256);
     let receiving = tokio::spawn(async move {
         let mut latencies = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
         while (latencies.len() as u64) < count {
             let delivery = consumer
                 .next()
                 .await
-                .context("the round-trip consumer ended early")??;
+                .context("the round-trip consumer ended early")?;
             let received = crate::arrivals::now_ns();
             let sent = delivery
                 .data
@@ -157,7 +157,7 @@ pub async fn broker_round_trips(
         }
         anyhow::Ok(latencies)
     });
-    let publisher = broker.publisher().await?;
+    let publisher = broker.publisher();
     let traceparent = fp_telemetry::TraceContext::new_root().to_traceparent();
     let started = tokio::time::Instant::now();
     futures_util::stream::iter(0..count)

@@ -39,6 +39,26 @@ pub struct Settings {
     pub dispatcher: DispatcherSettings,
     pub log_ingest: LogIngestSettings,
     pub secrets: SecretsSettings,
+    pub lifecycle: LifecycleSettings,
+}
+
+/// How every service starts and stops.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LifecycleSettings {
+    /// After SIGTERM: how long in-flight work may take to finish before the rest is handed back.
+    pub drain_timeout_ms: u64,
+    /// How often readiness probes the database.
+    pub readiness_probe_interval_ms: u64,
+}
+
+impl LifecycleSettings {
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    pub fn readiness_probe_interval(&self) -> Duration {
+        Duration::from_millis(self.readiness_probe_interval_ms)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

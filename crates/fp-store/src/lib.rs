@@ -19,6 +19,9 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub use diesel_async::AsyncConnection;
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 pub type PgPool = Pool<AsyncPgConnection>;
 pub type PooledConnection = Object<AsyncPgConnection>;
 pub use diesel::result::Error as DieselError;
@@ -75,6 +78,68 @@ fn redact_password(url: &str) -> String {
             parsed.to_string()
         }
         _ => url.to_owned(),
+    }
+}
+
+/// How long a reachability probe waits for its answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whether the database answered the last probe: what readiness reports. Cheap to clone and read.
+#[derive(Clone)]
+pub struct Reachability {
+    last: Arc<Mutex<Result<(), String>>>,
+}
+
+impl Reachability {
+    /// Probes with `SELECT 1` through `pool` every `every` in a background task, for as long as the
+    /// process runs.
+    pub fn watch(pool: PgPool, every: Duration) -> Reachability {
+        let reachability = Reachability {
+            last: Arc::new(Mutex::new(Err("not probed yet".to_owned()))),
+        };
+        let last = reachability.last.clone();
+        tokio::spawn(async move {
+            loop {
+                let outcome = match tokio::time::timeout(PROBE_TIMEOUT, probe(&pool)).await {
+                    Ok(outcome) => outcome.map_err(|error| error.to_string()),
+                    Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+                };
+                *last.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = outcome;
+                tokio::time::sleep(every).await;
+            }
+        });
+        reachability
+    }
+
+    pub fn status(&self) -> Result<(), String> {
+        self.last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+async fn probe(pool: &PgPool) -> Result<(), StoreError> {
+    let mut conn = pool.get().await?;
+    diesel::sql_query("SELECT 1").execute(&mut conn).await?;
+    Ok(())
+}
+
+impl StoreError {
+    /// Whether the database could not be reached (down, restarting, no connection to be had), as
+    /// opposed to a query it refused: the first is worth a 503 and a retry, the second is not.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            StoreError::Pool(_) | StoreError::Connect { .. } => true,
+            StoreError::Query(diesel::result::Error::DatabaseError(kind, _)) => matches!(
+                kind,
+                diesel::result::DatabaseErrorKind::ClosedConnection
+                    | diesel::result::DatabaseErrorKind::UnableToSendCommand
+            ),
+            StoreError::Query(_) | StoreError::Migration(_) | StoreError::NotMigrated { .. } => {
+                false
+            }
+        }
     }
 }
 

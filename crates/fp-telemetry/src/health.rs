@@ -12,10 +12,14 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// A dependency readiness waits for: `Err` says why it is not usable now.
+pub type ReadinessCheck = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 /// Liveness, readiness and counters of one process.
 #[derive(Default)]
 pub struct Health {
     ready: AtomicBool,
+    checks: Mutex<Vec<(&'static str, ReadinessCheck)>>,
     counters: Mutex<BTreeMap<&'static str, Arc<AtomicU64>>>,
 }
 
@@ -24,13 +28,47 @@ impl Health {
         Arc::new(Health::default())
     }
 
-    /// Marks the process ready (connected, consuming) or not (starting, draining).
+    /// Marks the process ready (started) or not (starting, draining). Readiness also needs every
+    /// dependency check to pass.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
     }
 
+    /// Adds a dependency (the broker, the database) that must be reachable for the process to be
+    /// ready, so an orchestrator stops routing to it while it is not.
+    pub fn require(
+        &self,
+        name: &'static str,
+        check: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+    ) {
+        self.checks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((name, Box::new(check)));
+    }
+
+    /// `Ok` when started and every dependency is reachable; otherwise what is missing.
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.ready.load(Ordering::Acquire) {
+            return Err("starting or stopping".to_owned());
+        }
+        let checks = self
+            .checks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let failing: Vec<String> = checks
+            .iter()
+            .filter_map(|(name, check)| check().err().map(|why| format!("{name}: {why}")))
+            .collect();
+        if failing.is_empty() {
+            Ok(())
+        } else {
+            Err(failing.join("; "))
+        }
+    }
+
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.readiness().is_ok()
     }
 
     /// A monotonically increasing counter exported as `name` in Prometheus text format.
@@ -58,15 +96,43 @@ impl Health {
         text
     }
 
-    fn answer(&self, path: &str) -> (u16, String) {
+    /// The status and body of a probe path (`/healthz`, `/readyz`, `/metrics`), for the services
+    /// that serve them from their own HTTP server.
+    pub fn answer(&self, path: &str) -> (u16, String) {
         match path {
             "/healthz" => (200, "ok\n".to_owned()),
-            "/readyz" if self.is_ready() => (200, "ready\n".to_owned()),
-            "/readyz" => (503, "not ready\n".to_owned()),
+            "/readyz" => match self.readiness() {
+                Ok(()) => (200, "ready\n".to_owned()),
+                Err(why) => (503, format!("not ready: {why}\n")),
+            },
             "/metrics" => (200, self.metrics_text()),
             _ => (404, "not found\n".to_owned()),
         }
     }
+}
+
+/// The probe routes of a service with its own actix-web server, answered from the
+/// `web::Data<Arc<Health>>` it registers.
+#[cfg(feature = "actix")]
+pub fn actix_routes(config: &mut actix_web::web::ServiceConfig) {
+    use actix_web::web;
+    config
+        .route("/healthz", web::get().to(actix_probe))
+        .route("/readyz", web::get().to(actix_probe));
+}
+
+#[cfg(feature = "actix")]
+async fn actix_probe(
+    request: actix_web::HttpRequest,
+    health: actix_web::web::Data<Arc<Health>>,
+) -> actix_web::HttpResponse {
+    use actix_web::http::StatusCode;
+    let (status, body) = health.answer(request.path());
+    actix_web::HttpResponse::build(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    )
+    .content_type("text/plain; charset=utf-8")
+    .body(body)
 }
 
 /// Binds `listen` and answers health requests until the process ends.
@@ -113,6 +179,21 @@ mod tests {
         assert_eq!(health.answer("/healthz").0, 200);
         assert_eq!(health.answer("/readyz").0, 503);
         health.set_ready(true);
+        assert_eq!(health.answer("/readyz").0, 200);
+        let broker_up = Arc::new(AtomicBool::new(false));
+        let up = broker_up.clone();
+        health.require("broker", move || {
+            if up.load(Ordering::Relaxed) {
+                Ok(())
+            } else {
+                Err("reconnecting".to_owned())
+            }
+        });
+        assert_eq!(
+            health.answer("/readyz"),
+            (503, "not ready: broker: reconnecting\n".to_owned())
+        );
+        broker_up.store(true, Ordering::Relaxed);
         assert_eq!(health.answer("/readyz").0, 200);
         health
             .counter("fp_deliveries_total")

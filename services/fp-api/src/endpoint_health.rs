@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use fp_broker::{Consumer, Delivery, Names, Publisher};
+use fp_broker::{Deliveries, Delivery, Names, Publisher};
 use fp_contracts::{DecodeError, ProtoMessage, time_from, uuid_from, v1};
 use fp_store::{PgPool, StoreError, webhook_config};
 use futures_util::StreamExt;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 /// Pause before retrying a report the database refused.
@@ -22,15 +23,18 @@ pub struct EndpointHealthRecorder {
 }
 
 impl EndpointHealthRecorder {
-    pub async fn run(self, mut consumer: Consumer) {
-        while let Some(next) = consumer.next().await {
-            match next {
-                Ok(delivery) => self.handle(delivery).await,
-                Err(error) => {
-                    tracing::error!(%error, "endpoint health consumer failed");
-                    return;
-                }
-            }
+    /// Records reports until `stop` turns true (the report in hand is finished) or the broker is
+    /// closed. A lost connection is consumed again by the broker's supervisor.
+    pub async fn run(self, mut consumer: Deliveries, mut stop: watch::Receiver<bool>) {
+        loop {
+            let next = tokio::select! {
+                next = consumer.next() => next,
+                _ = stop.wait_for(|stopping| *stopping) => return,
+            };
+            let Some(delivery) = next else {
+                return;
+            };
+            self.handle(delivery).await;
         }
     }
 

@@ -58,8 +58,19 @@ impl ApiError {
     }
 }
 
+/// What a client is told to wait before trying again after a 503.
+pub const RETRY_AFTER_SECONDS: u32 = 5;
+
 impl From<fp_store::StoreError> for ApiError {
     fn from(error: fp_store::StoreError) -> Self {
+        if error.is_unreachable() {
+            tracing::warn!(%error, "database unreachable");
+            return ApiError::Unavailable(
+                "the database is unreachable right now; nothing was changed: try again after \
+                 Retry-After seconds"
+                    .to_owned(),
+            );
+        }
         ApiError::Internal(error.into())
     }
 }
@@ -113,6 +124,9 @@ impl ResponseError for ApiError {
             }
             ApiError::MethodNotAllowed(allow) => {
                 response.insert_header(("Allow", *allow));
+            }
+            ApiError::Unavailable(_) => {
+                response.insert_header(("Retry-After", RETRY_AFTER_SECONDS.to_string()));
             }
             _ => {}
         }

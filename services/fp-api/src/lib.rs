@@ -16,14 +16,15 @@ use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use fp_broker::{Broker, Names, Publisher};
+use fp_broker::{Broker, Declarations, Names, Publisher};
 use fp_delivery::PinningResolver;
 use fp_domain::address_policy::AddressPolicy;
 use fp_domain::secret_box::MasterKey;
 use fp_domain::session_token::SessionKey;
 use fp_settings::Settings;
 use fp_store::PgPool;
-use tokio::sync::Notify;
+use fp_telemetry::health::Health;
+use tokio::sync::{Notify, watch};
 
 /// What every request handler can reach.
 #[derive(Clone)]
@@ -78,10 +79,22 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     fp_store::ensure_migrated(&pool)
         .await
         .context("fp-api cannot start")?;
-    let broker = Broker::connect(&settings.broker.url, &settings.broker.namespace)
-        .await
-        .context("fp-api cannot start")?;
-    let publisher = broker.publisher().await?;
+    let health = Health::new();
+    let database =
+        fp_store::Reachability::watch(pool.clone(), settings.lifecycle.readiness_probe_interval());
+    health.require("database", move || database.status());
+    // Supervised: submissions are taken (into the outbox) while RabbitMQ is away, and the relay
+    // and the health consumer carry on by themselves once it is back.
+    let broker = Broker::supervise(
+        &settings.broker.url,
+        &settings.broker.namespace,
+        Declarations {
+            topology: true,
+            delay_tiers: Vec::new(),
+        },
+    );
+    let connection = broker.clone();
+    health.require("broker", move || connection.status());
 
     let policy = Arc::new(AddressPolicy::with_allow_list(
         settings.dispatcher.allow_private_cidrs.clone(),
@@ -99,54 +112,70 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         rng: Arc::new(ring::rand::SystemRandom::new()),
         secret_rotation_grace: chrono::TimeDelta::from_std(settings.api.secret_rotation_grace)
             .context("api.secret_rotation_grace is out of range")?,
-        job_publisher: broker.publisher().await?,
+        job_publisher: broker.publisher(),
         broker_names: broker.names.clone(),
     };
 
+    // Background work stops when this turns true, after the HTTP server has drained.
+    let (stop, stopping) = watch::channel(false);
     let relay = outbox_relay::OutboxRelay {
         pool,
-        publisher,
+        broker: broker.clone(),
+        publisher: broker.publisher(),
         exchange: broker.names.events_exchange.clone(),
         wakeup: state.outbox_wakeup.clone(),
         poll_interval: Duration::from_millis(settings.api.outbox_poll_interval_ms),
     };
-    let relay_task = tokio::spawn(relay.run());
-    let health_consumer = broker
-        .consume(
-            &broker.names.endpoint_health_queue,
-            &format!("fp-api-{}", std::process::id()),
-            64,
-        )
-        .await
-        .context(
-            "cannot consume endpoint health reports: has `fpctl migrate` declared the topology?",
-        )?;
+    let relay_task = tokio::spawn(relay.run(stopping.clone()));
+    let health_consumer = broker.consume(
+        &broker.names.endpoint_health_queue,
+        &format!("fp-api-{}", std::process::id()),
+        64,
+    );
     let health_recorder = endpoint_health::EndpointHealthRecorder {
         pool: state.pool.clone(),
-        publisher: broker.publisher().await?,
+        publisher: broker.publisher(),
         names: broker.names.clone(),
         disable_after: settings.api.disable_failing_endpoints_after,
     };
-    let health_task = tokio::spawn(health_recorder.run(health_consumer));
+    let health_task = tokio::spawn(health_recorder.run(health_consumer, stopping));
 
     let listen = settings.api.listen;
+    let drain = settings.lifecycle.drain_timeout();
+    let probes = web::Data::new(health.clone());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
+            .app_data(probes.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
             .wrap(actix_web::middleware::from_fn(request_id::middleware))
             .app_data(web::QueryConfig::default().error_handler(|error, _| {
                 error::ApiError::invalid("query", error.to_string()).into()
             }))
+            .configure(fp_telemetry::health::actix_routes)
             .configure(routes::configure)
             .default_service(web::to(routes::unknown_route))
     })
+    // SIGTERM: stop accepting, let requests in flight finish for up to the drain timeout.
+    .shutdown_timeout(drain.as_secs().max(1))
     .bind(listen)
     .with_context(|| format!("fp-api cannot listen on {listen}"))?;
     tracing::info!(%listen, "fp-api listening");
+    health.set_ready(true);
     server.run().await?;
-    relay_task.abort();
-    health_task.abort();
+    health.set_ready(false);
+
+    // The relay finishes its batch (or leaves it unmarked, to go out again) and the health
+    // recorder its report, then both end.
+    let _ = stop.send(true);
+    let background = async {
+        let _ = relay_task.await;
+        let _ = health_task.await;
+    };
+    if tokio::time::timeout(drain, background).await.is_err() {
+        tracing::warn!("background work did not finish within the drain timeout");
+    }
     broker.close().await;
+    tracing::info!("stopped");
     Ok(())
 }

@@ -7,16 +7,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fp_broker::{BrokerError, OutgoingMessage, Publisher};
+use fp_broker::{Broker, BrokerError, OutgoingMessage, Publisher};
 use fp_store::outbox::{self, PendingEvent};
 use fp_store::{AsyncConnection, PgPool, StoreError};
 use futures_util::future::try_join_all;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 const BATCH_SIZE: i64 = 200;
 
 pub struct OutboxRelay {
     pub pool: PgPool,
+    pub broker: Broker,
     pub publisher: Publisher,
     pub exchange: String,
     pub wakeup: Arc<Notify>,
@@ -38,17 +39,41 @@ impl From<fp_store::DieselError> for RelayError {
 }
 
 impl OutboxRelay {
-    pub async fn run(self) {
-        loop {
+    /// Relays until `stop` turns true; a batch under way is finished first.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut failures: u32 = 0;
+        while !*stop.borrow() {
+            // While the broker is away nothing is claimed: events wait in the outbox, and the
+            // relay waits for the supervisor's next connection instead of failing every poll.
+            if !self.broker.is_connected() {
+                tracing::info!("outbox relay waiting for RabbitMQ");
+                tokio::select! {
+                    _ = self.broker.wait_connected(Duration::from_secs(3600)) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
             match self.publish_batch().await {
                 // A full batch suggests more are waiting.
-                Ok(published) if published as i64 == BATCH_SIZE => continue,
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "outbox relay failed; retrying"),
+                Ok(published) if published as i64 == BATCH_SIZE => {
+                    failures = 0;
+                    continue;
+                }
+                Ok(_) => failures = 0,
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    // Said once per outage, not every poll.
+                    if failures == 1 {
+                        tracing::warn!(%error, "outbox relay failed; retrying");
+                    } else {
+                        tracing::debug!(%error, failures, "outbox relay failed again");
+                    }
+                }
             }
             tokio::select! {
                 () = self.wakeup.notified() => {}
                 () = tokio::time::sleep(self.poll_interval) => {}
+                _ = stop.changed() => {}
             }
         }
     }

@@ -20,6 +20,7 @@ use anyhow::Context;
 use fp_domain::session_token::SessionKey;
 use fp_settings::Settings;
 use fp_store::{PgPool, PooledConnection, StoreError};
+use fp_telemetry::health::Health;
 use ring::rand::SystemRandom;
 
 use crate::api_client::ApiClient;
@@ -83,14 +84,25 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     fp_store::ensure_migrated(&state.pool)
         .await
         .context("fp-dashboard cannot start")?;
+    let health = Health::new();
+    let database = fp_store::Reachability::watch(
+        state.pool.clone(),
+        settings.lifecycle.readiness_probe_interval(),
+    );
+    health.require("database", move || database.status());
     let state = web::Data::new(state);
+    let probes = web::Data::new(health.clone());
 
     let listen = settings.dashboard.listen;
-    let server = HttpServer::new(move || app(state.clone()))
+    let server = HttpServer::new(move || app(state.clone()).app_data(probes.clone()))
+        // SIGTERM: stop accepting, let requests in flight finish for up to the drain timeout.
+        .shutdown_timeout(settings.lifecycle.drain_timeout().as_secs().max(1))
         .bind(listen)
         .with_context(|| format!("fp-dashboard cannot listen on {listen}"))?;
     tracing::info!(%listen, "fp-dashboard listening");
+    health.set_ready(true);
     server.run().await?;
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -109,6 +121,7 @@ fn app(
         .app_data(state)
         .app_data(web::FormConfig::default().limit(MAX_FORM_BYTES))
         .configure(pages::routes)
+        .configure(fp_telemetry::health::actix_routes)
         .default_service(web::to(pages::not_found))
         .wrap(ErrorHandlers::new().default_handler(error::render_error_page))
         // Outside the error pages, whose redirects may set cookies too.

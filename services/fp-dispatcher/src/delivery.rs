@@ -21,6 +21,10 @@ use crate::config_cache::{ConfigCache, Endpoint};
 use crate::endpoint_health::HealthReporter;
 use crate::endpoint_limits::EndpointLimits;
 
+/// How long an attempt's record waits for a lost broker connection to come back before the
+/// attempt is given up as unrecorded (its input then returns to the queue).
+const RECORD_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Which queue a message came from, and so how to read it.
 #[derive(Debug, Clone, Copy)]
 pub enum Input {
@@ -239,25 +243,37 @@ impl Dispatcher {
             body: Vec::from(body),
         };
         let record = attempt_record(job, endpoint, format, attempted_at, sent, outcome, retry);
-        if let Some(retry) = retry {
-            let next = DeliveryJob {
-                attempt_number: retry.attempt_number,
-                ..job.clone()
-            };
-            self.publish_job(&next, retry.tier, Some(retry.delay), &trace)
-                .await?;
-        }
+        // The retry is published once, on this connection: if it is gone, the input cannot be acked
+        // and comes back by itself, so a retry published on the next connection would make a
+        // second chain of attempts.
+        let scheduled = match retry {
+            Some(retry) => {
+                let next = DeliveryJob {
+                    attempt_number: retry.attempt_number,
+                    ..job.clone()
+                };
+                self.publish_job(&next, retry.tier, Some(retry.delay), &trace)
+                    .await
+            }
+            None => Ok(()),
+        };
+        // The record, though, waits for the next connection: the endpoint may have seen this
+        // attempt, so the tenant's log must show it.
         self.publisher
-            .publish(&OutgoingMessage {
-                exchange: &self.names.attempts_exchange,
-                routing_key: job.event_type().as_str(),
-                message_id: &record.attempt_id,
-                traceparent: &trace.child().to_traceparent(),
-                payload: &record.encode_to_vec(),
-                headers: &[],
-                expiration: None,
-            })
+            .publish_patiently(
+                &OutgoingMessage {
+                    exchange: &self.names.attempts_exchange,
+                    routing_key: job.event_type().as_str(),
+                    message_id: &record.attempt_id,
+                    traceparent: &trace.child().to_traceparent(),
+                    payload: &record.encode_to_vec(),
+                    headers: &[],
+                    expiration: None,
+                },
+                RECORD_PATIENCE,
+            )
             .await?;
+        scheduled?;
         let delivered = verdict == Verdict::Delivered;
         if let Some(report) =
             self.health

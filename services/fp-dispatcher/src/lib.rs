@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use fp_broker::Broker;
+use fp_broker::{Broker, Declarations};
 use fp_delivery::{DeliveryClient, DeliveryConfig};
 use fp_domain::address_policy::AddressPolicy;
 use fp_settings::Settings;
@@ -27,9 +27,6 @@ use crate::endpoint_limits::EndpointLimits;
 
 /// Stored response bodies are capped; the rest is discarded and the attempt marked truncated.
 const RESPONSE_BODY_CAP: usize = 64 * 1024;
-/// How long a stopping dispatcher lets in-flight deliveries finish before closing the connection
-/// (their events then return to the queue).
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // reqwest is built without a default crypto provider: name ring explicitly, once.
@@ -82,28 +79,26 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     fp_store::ensure_migrated(&pool)
         .await
         .context("fp-dispatcher cannot start")?;
-    let broker = Broker::connect(&settings.broker.url, &settings.broker.namespace)
-        .await
-        .context("fp-dispatcher cannot start")?;
-    broker
-        .declare_delay_tiers(&dispatcher_settings.delay_tiers())
-        .await?;
-    let publisher = broker.publisher().await?;
+    let database =
+        fp_store::Reachability::watch(pool.clone(), settings.lifecycle.readiness_probe_interval());
+    health.require("database", move || database.status());
+    // Supervised: the dispatcher starts (not ready) while RabbitMQ is away and reconnects by
+    // itself; every connection first declares the topology and this schedule's delay queues.
+    let broker = Broker::supervise(
+        &settings.broker.url,
+        &settings.broker.namespace,
+        Declarations {
+            topology: true,
+            delay_tiers: dispatcher_settings.delay_tiers(),
+        },
+    );
+    let connection = broker.clone();
+    health.require("broker", move || connection.status());
+    let publisher = broker.publisher();
     let consumer_tag = format!("fp-dispatcher-{}", std::process::id());
-    let consume = |queue: String| {
-        let tag = consumer_tag.clone();
-        let broker = &broker;
-        async move {
-            broker
-                .consume(&queue, &tag, dispatcher_settings.prefetch)
-                .await
-                .with_context(|| {
-                    format!("cannot consume {queue}: has `fpctl migrate` declared the topology?")
-                })
-        }
-    };
-    let events = consume(broker.names.dispatcher_queue.clone()).await?;
-    let jobs = consume(broker.names.retry_queue.clone()).await?;
+    let prefetch = dispatcher_settings.prefetch;
+    let events = broker.consume(&broker.names.dispatcher_queue, &consumer_tag, prefetch);
+    let jobs = broker.consume(&broker.names.retry_queue, &consumer_tag, prefetch);
     let mut inputs = futures_util::stream::select(
         events.map(|delivery| (Input::Event, delivery)),
         jobs.map(|delivery| (Input::Job, delivery)),
@@ -144,12 +139,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         tokio::select! {
             () = &mut shutdown => break,
             next = inputs.next() => match next {
-                Some((input, Ok(delivery))) => {
+                Some((input, delivery)) => {
                     let dispatcher = dispatcher.clone();
                     in_flight.spawn(async move { dispatcher.handle(input, delivery).await });
                 }
-                Some((_, Err(error))) => anyhow::bail!("lost a consumer: {error}"),
-                None => anyhow::bail!("the broker cancelled the consumers"),
+                // Only a closed broker ends the consumers; a lost connection is consumed again.
+                None => break,
             },
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
         }
@@ -160,13 +155,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         in_flight = in_flight.len(),
         "stopping: draining in-flight deliveries"
     );
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+    // Unpulled prefetched messages stay unacked and return to the queue when the connection closes.
+    drop(inputs);
+    let drained = tokio::time::timeout(settings.lifecycle.drain_timeout(), async {
         while in_flight.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
-        tracing::warn!("drain timed out; unacked events return to the queue");
+        tracing::warn!(
+            still_in_flight = in_flight.len(),
+            "drain timed out; their events return to the queue"
+        );
     }
     broker.close().await;
+    tracing::info!("stopped");
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
-use fp_broker::{Broker, Consumer, Delivery, Publisher};
+use fp_broker::{Broker, Declarations, Deliveries, Delivery, Publisher};
 use fp_settings::Settings;
 use fp_store::PgPool;
 use fp_store::attempts::AttemptRow;
@@ -31,18 +31,25 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     fp_store::ensure_migrated(&pool)
         .await
         .context("fp-log-ingest cannot start")?;
-    let broker = Broker::connect(&settings.broker.url, &settings.broker.namespace)
-        .await
-        .context("fp-log-ingest cannot start")?;
-    let publisher = broker.publisher().await?;
-    let consumer = broker
-        .consume(
-            &broker.names.attempts_queue,
-            &format!("fp-log-ingest-{}", std::process::id()),
-            ingest.prefetch,
-        )
-        .await
-        .context("cannot consume attempts: has `fpctl migrate` declared the topology?")?;
+    let database =
+        fp_store::Reachability::watch(pool.clone(), settings.lifecycle.readiness_probe_interval());
+    health.require("database", move || database.status());
+    let broker = Broker::supervise(
+        &settings.broker.url,
+        &settings.broker.namespace,
+        Declarations {
+            topology: true,
+            delay_tiers: Vec::new(),
+        },
+    );
+    let connection = broker.clone();
+    health.require("broker", move || connection.status());
+    let publisher = broker.publisher();
+    let consumer = broker.consume(
+        &broker.names.attempts_queue,
+        &format!("fp-log-ingest-{}", std::process::id()),
+        ingest.prefetch,
+    );
     health.set_ready(true);
     tracing::info!(queue = %broker.names.attempts_queue, "log-ingest consuming");
 
@@ -54,13 +61,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         batch_size: ingest.batch_size.max(1),
         linger: Duration::from_millis(ingest.batch_linger_ms),
     };
-    let outcome = tokio::select! {
-        outcome = ingestor.run(consumer) => outcome,
-        () = fp_telemetry::lifecycle::shutdown_signal() => Ok(()),
-    };
+    ingestor
+        .run(consumer, settings.lifecycle.drain_timeout())
+        .await;
     health.set_ready(false);
     broker.close().await;
-    outcome
+    tracing::info!("stopped");
+    Ok(())
 }
 
 struct Ingestor<'a> {
@@ -73,30 +80,50 @@ struct Ingestor<'a> {
 }
 
 impl Ingestor<'_> {
-    async fn run(&self, mut consumer: Consumer) -> anyhow::Result<()> {
+    /// Stores batches until SIGTERM; then the batch being stored is finished (within `drain`) and
+    /// acked, and what was not yet taken returns to the queue when the connection closes.
+    async fn run(&self, mut consumer: Deliveries, drain: Duration) {
+        let shutdown = fp_telemetry::lifecycle::shutdown_signal();
+        tokio::pin!(shutdown);
         loop {
-            let batch = self.next_batch(&mut consumer).await?;
-            self.store(batch).await;
+            let batch = tokio::select! {
+                batch = self.next_batch(&mut consumer) => batch,
+                () = &mut shutdown => return,
+            };
+            let Some(batch) = batch else {
+                return;
+            };
+            let store = self.store(batch);
+            tokio::pin!(store);
+            tokio::select! {
+                () = &mut store => {}
+                () = &mut shutdown => {
+                    tracing::info!("stopping: finishing the batch in hand");
+                    if tokio::time::timeout(drain, store).await.is_err() {
+                        tracing::warn!("drain timed out; the batch returns to the queue");
+                    }
+                    return;
+                }
+            }
         }
     }
 
     /// Waits for one record, then gathers more until the batch is full or has waited `linger`.
-    async fn next_batch(&self, consumer: &mut Consumer) -> anyhow::Result<Vec<Delivery>> {
-        let first = consumer
-            .next()
-            .await
-            .context("the broker cancelled the attempts consumer")??;
+    /// `None` once the broker is closed.
+    async fn next_batch(&self, consumer: &mut Deliveries) -> Option<Vec<Delivery>> {
+        let first = consumer.next().await?;
         let mut batch = vec![first];
         let deadline = Instant::now() + self.linger;
         while batch.len() < self.batch_size {
             tokio::select! {
-                next = consumer.next() => {
-                    batch.push(next.context("the broker cancelled the attempts consumer")??);
-                }
+                next = consumer.next() => match next {
+                    Some(delivery) => batch.push(delivery),
+                    None => break,
+                },
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
-        Ok(batch)
+        Some(batch)
     }
 
     /// Stores a batch and acks it, retrying until the database takes it: records are never dropped.

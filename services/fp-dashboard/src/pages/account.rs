@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, CacheControl, CacheDirective, ContentType};
+use actix_web::http::header::{self, CacheControl, CacheDirective};
 use actix_web::{HttpRequest, HttpResponse, web};
 use fp_store::identity;
 use serde::Deserialize;
@@ -30,7 +30,6 @@ const THROTTLED: &str = "common.login.throttled";
 pub fn routes(config: &mut web::ServiceConfig) {
     config
         .route("/", web::get().to(home))
-        .route("/healthz", web::get().to(healthz))
         .route("/static/app.css", web::get().to(stylesheet))
         .route(LOGIN_PATH, web::get().to(login_form))
         .route(LOGIN_PATH, web::post().to(log_in))
@@ -44,12 +43,6 @@ async fn home(user: Option<SignedInUser>) -> HttpResponse {
         Some(user) if user.user.tenant_id.is_none() => see_other(ADMIN_HOME_PATH).finish(),
         _ => see_other(HOME_PATH).finish(),
     }
-}
-
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type(ContentType::plaintext())
-        .body("ok")
 }
 
 async fn stylesheet() -> HttpResponse {

@@ -1,0 +1,187 @@
+//! Publishing with confirms on the supervised connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::{BasicAckOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::connection::Broker;
+use crate::{
+    BrokerError, DEAD_LETTER_REASON_HEADER, DEAD_LETTER_SOURCE_HEADER, Delivery, Names,
+    TRACEPARENT_HEADER, amqp, header_text,
+};
+
+/// A message to publish: persistent, with an id and the trace context.
+pub struct OutgoingMessage<'a> {
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub message_id: &'a str,
+    pub traceparent: &'a str,
+    pub payload: &'a [u8],
+    /// Extra string headers.
+    pub headers: &'a [(&'a str, &'a str)],
+    /// Per-message TTL, for delay queues.
+    pub expiration: Option<Duration>,
+}
+
+/// Publishes with publisher confirms: `publish` returns only once the broker has taken
+/// responsibility for the message (written to the quorum queue), so callers may then ack their input
+/// or mark their outbox row. Its channel is opened on first use and again on each new connection.
+#[derive(Clone)]
+pub struct Publisher {
+    broker: Broker,
+    /// The confirm-mode channel and the connection generation it belongs to.
+    channel: Arc<Mutex<Option<(u64, Channel)>>>,
+}
+
+impl Publisher {
+    pub(crate) fn new(broker: Broker) -> Self {
+        Publisher {
+            broker,
+            channel: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    async fn channel(&self) -> Result<Channel, BrokerError> {
+        let session = self.broker.session()?;
+        let mut cached = self.channel.lock().await;
+        if let Some((generation, channel)) = cached.as_ref()
+            && *generation == session.generation
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
+        }
+        let channel = session
+            .connection
+            .create_channel()
+            .await
+            .map_err(amqp("channel.open"))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(amqp("confirm.select"))?;
+        *cached = Some((session.generation, channel.clone()));
+        Ok(channel)
+    }
+
+    /// Publishes once. Refused at once with `Unavailable` while the broker is disconnected.
+    pub async fn publish(&self, message: &OutgoingMessage<'_>) -> Result<(), BrokerError> {
+        let channel = self.channel().await?;
+        let mut headers = FieldTable::default();
+        headers.insert(
+            TRACEPARENT_HEADER.into(),
+            AMQPValue::LongString(message.traceparent.into()),
+        );
+        for (name, value) in message.headers {
+            headers.insert((*name).into(), AMQPValue::LongString((*value).into()));
+        }
+        let mut properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/x-protobuf".into())
+            .with_message_id(message.message_id.into())
+            .with_headers(headers);
+        if let Some(expiration) = message.expiration {
+            properties =
+                properties.with_expiration(expiration.as_millis().to_string().as_str().into());
+        }
+        let confirmation = channel
+            .basic_publish(
+                message.exchange.into(),
+                message.routing_key.into(),
+                // Mandatory: a message no queue takes comes back instead of vanishing.
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                message.payload,
+                properties,
+            )
+            .await
+            .map_err(amqp("basic.publish"))?
+            .await
+            .map_err(amqp("basic.publish confirm"))?;
+        let failure = |unroutable: bool| {
+            let exchange = message.exchange.to_owned();
+            let routing_key = message.routing_key.to_owned();
+            if unroutable {
+                BrokerError::Unroutable {
+                    exchange,
+                    routing_key,
+                }
+            } else {
+                BrokerError::Nacked {
+                    exchange,
+                    routing_key,
+                }
+            }
+        };
+        match confirmation {
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Ack(Some(_)) => Err(failure(true)),
+            Confirmation::Nack(_) => Err(failure(false)),
+        }
+    }
+
+    /// Publishes, and when the connection is down or lost before the confirm, publishes again on
+    /// the next connection, for up to `patience`. For records that must not be lost with a
+    /// connection (an attempt the receiver may already have seen).
+    pub async fn publish_patiently(
+        &self,
+        message: &OutgoingMessage<'_>,
+        patience: Duration,
+    ) -> Result<(), BrokerError> {
+        let deadline = Instant::now() + patience;
+        loop {
+            match self.publish(message).await {
+                Err(error) if error.is_connection_loss() && Instant::now() < deadline => {
+                    tracing::debug!(%error, "publish waits for the next connection");
+                    let wait = deadline.saturating_duration_since(Instant::now());
+                    if self.broker.wait_connected(wait).await.is_err() {
+                        return Err(error);
+                    }
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// Moves an unreadable message to the dead-letter exchange with the reason, then acks it. The
+    /// copy is confirmed before the original goes, so the message is never lost.
+    pub async fn dead_letter(
+        &self,
+        names: &Names,
+        source_queue: &str,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> Result<(), BrokerError> {
+        let message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(ShortString::to_string)
+            .unwrap_or_default();
+        let traceparent = header_text(delivery, TRACEPARENT_HEADER).unwrap_or_default();
+        self.publish(&OutgoingMessage {
+            exchange: &names.dead_letter_exchange,
+            routing_key: source_queue,
+            message_id: &message_id,
+            traceparent: &traceparent,
+            payload: &delivery.data,
+            headers: &[
+                (DEAD_LETTER_REASON_HEADER, reason),
+                (DEAD_LETTER_SOURCE_HEADER, source_queue),
+            ],
+            expiration: None,
+        })
+        .await?;
+        delivery
+            .ack(BasicAckOptions::default())
+            .await
+            .map_err(amqp("basic.ack"))?;
+        Ok(())
+    }
+}
