@@ -15,10 +15,10 @@ use tokio::process::{Child, ChildStdout, Command};
 
 use crate::arrivals::ReceiverAddresses;
 
+use fp_testkit::environment::{ServiceEndpoints, fpctl_stdout, stop_child};
 pub use fp_testkit::environment::{
     admin_database_url, broker_url, free_local_address, isolated_settings,
 };
-use fp_testkit::environment::{fpctl_stdout, stop_child};
 
 /// One started process.
 pub struct Service {
@@ -63,7 +63,7 @@ impl Deployment {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let database_url = format!("postgres://fp_app@127.0.0.1:5432/{name}");
-        let env = isolated_settings("bench", &name, &dir);
+        let env = isolated_settings("bench", &name, &dir, &ServiceEndpoints::shared());
         let master_key_hex = env
             .iter()
             .find(|(key, _)| key == "FP__SECRETS__MASTER_KEY")

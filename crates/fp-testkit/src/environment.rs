@@ -25,6 +25,34 @@ pub fn broker_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
+/// Where a deployment's PostgreSQL server and RabbitMQ broker are: the shared ones by default, or
+/// a test's own (`ServiceEndpoints::private`, for tests that stop and start them).
+#[derive(Clone, Debug)]
+pub struct ServiceEndpoints {
+    /// Superuser connection used to create and drop the deployment's database.
+    pub admin_database_url: String,
+    /// `host:port` of that server, where the services log in with their own roles.
+    pub database_host_port: String,
+    pub broker_url: String,
+}
+
+impl ServiceEndpoints {
+    /// The servers every test shares: PostgreSQL on 127.0.0.1:5432, RabbitMQ as [`broker_url`]
+    /// says.
+    pub fn shared() -> Self {
+        ServiceEndpoints {
+            admin_database_url: admin_database_url(),
+            database_host_port: "127.0.0.1:5432".to_owned(),
+            broker_url: broker_url(),
+        }
+    }
+
+    /// Connection of `role` to `database`, without a password: the test servers trust loopback.
+    pub fn database_url(&self, role: &str, database: &str) -> String {
+        format!("postgres://{role}@{}/{database}", self.database_host_port)
+    }
+}
+
 /// A loopback address with a port that was free a moment ago.
 pub fn free_local_address() -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
@@ -79,23 +107,25 @@ pub fn random_key_hex() -> String {
 }
 
 /// The configuration of a deployment of its own: database and broker namespace `name` (the
-/// services' roles on 127.0.0.1), fresh keys (secrets are sealed and sessions signed as in
+/// services' roles) on `endpoints`, fresh keys (secrets are sealed and sessions signed as in
 /// production), and no config file (`config_dir` holds none, so only the defaults and these apply).
 /// Tests and the bench both run their services this way.
-pub fn isolated_settings(profile: &str, name: &str, config_dir: &Path) -> Vec<(String, String)> {
+pub fn isolated_settings(
+    profile: &str,
+    name: &str,
+    config_dir: &Path,
+    endpoints: &ServiceEndpoints,
+) -> Vec<(String, String)> {
     [
         ("FP_PROFILE", profile.to_owned()),
         ("FP_CONFIG_DIR", config_dir.display().to_string()),
-        (
-            "FP__DATABASE__URL",
-            format!("postgres://fp_app@127.0.0.1:5432/{name}"),
-        ),
+        ("FP__DATABASE__URL", endpoints.database_url("fp_app", name)),
         (
             "FP__DATABASE__READONLY_URL",
-            format!("postgres://fp_dashboard@127.0.0.1:5432/{name}"),
+            endpoints.database_url("fp_dashboard", name),
         ),
         ("FP__DATABASE__READONLY_ROLE", "fp_dashboard".to_owned()),
-        ("FP__BROKER__URL", broker_url()),
+        ("FP__BROKER__URL", endpoints.broker_url.clone()),
         ("FP__BROKER__NAMESPACE", name.to_owned()),
         ("FP__SECRETS__MASTER_KEY", random_key_hex()),
         ("FP__DASHBOARD__SESSION_KEY", random_key_hex()),
@@ -112,30 +142,43 @@ pub struct TestEnvironment {
     pub dir: PathBuf,
     pub database_url: String,
     pub namespace: String,
+    /// The servers the database and namespace are on.
+    pub endpoints: ServiceEndpoints,
     env: Vec<(String, String)>,
     processes: Vec<ServiceProcess>,
 }
 
 impl TestEnvironment {
-    /// Creates the database and namespace and runs `fpctl setup-database` and `fpctl migrate`.
+    /// Creates the database and namespace on the shared servers and runs `fpctl setup-database`
+    /// and `fpctl migrate`.
     pub async fn new(label: &str) -> anyhow::Result<Self> {
+        Self::new_on(label, &ServiceEndpoints::shared()).await
+    }
+
+    /// As [`TestEnvironment::new`], on the servers `endpoints` names.
+    pub async fn new_on(label: &str, endpoints: &ServiceEndpoints) -> anyhow::Result<Self> {
         crate::install_crypto_provider();
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let name = format!("fp_test_{label}_{}", &suffix[..10]);
         let dir = binaries_dir()?.join("test-runs").join(&name);
         std::fs::create_dir_all(&dir)?;
-        let database_url = format!("postgres://fp_app@127.0.0.1:5432/{name}");
-        let env = isolated_settings("test", &name, &dir);
+        let database_url = endpoints.database_url("fp_app", &name);
+        let env = isolated_settings("test", &name, &dir, endpoints);
         let environment = TestEnvironment {
             namespace: name.clone(),
             name,
             dir,
             database_url,
+            endpoints: endpoints.clone(),
             env,
             processes: Vec::new(),
         };
         environment
-            .fpctl(&["setup-database", "--admin-url", &admin_database_url()])
+            .fpctl(&[
+                "setup-database",
+                "--admin-url",
+                &environment.endpoints.admin_database_url,
+            ])
             .await?;
         environment.fpctl(&["migrate"]).await?;
         Ok(environment)
@@ -261,7 +304,7 @@ impl TestEnvironment {
             stop_child(&mut process.child, &process.name).await;
         }
         self.fpctl(&["delete-topology"]).await?;
-        let mut admin = fp_store::connect(&admin_database_url()).await?;
+        let mut admin = fp_store::connect(&self.endpoints.admin_database_url).await?;
         diesel::sql_query(format!(
             "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
             self.name

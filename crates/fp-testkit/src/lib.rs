@@ -8,6 +8,8 @@
 //! - [`browser::Browser`]: a headless Chromium driven over WebDriver (Debian's chromium and
 //!   chromedriver), and [`dashboard::DashboardFixture`]: the dashboard on the real pipeline with
 //!   users who can log in, for the browser tests.
+//! - [`private_services`]: a PostgreSQL cluster and a RabbitMQ node of a test's own, for tests that
+//!   stop and start them; [`environment::TestEnvironment::new_on`] runs a deployment on them.
 
 pub mod browser;
 pub mod certificates;
@@ -15,6 +17,7 @@ pub mod dashboard;
 pub mod environment;
 pub mod mock_services;
 pub mod pipeline;
+pub mod private_services;
 pub mod receiver;
 pub mod seed;
 
