@@ -17,7 +17,7 @@ use crate::publisher::Publisher;
 use crate::{BrokerError, Names, amqp, topology};
 
 /// Longest pause between two connection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// First pause after a failed attempt; doubles up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// One node that does not answer within this is skipped for the next.

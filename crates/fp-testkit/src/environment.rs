@@ -94,6 +94,7 @@ pub enum Readiness {
 struct ServiceProcess {
     name: String,
     child: Child,
+    log_path: PathBuf,
 }
 
 /// 32 bytes as 64 hex characters (two random UUIDs: 244 random bits), the shape of the
@@ -251,6 +252,7 @@ impl TestEnvironment {
         self.processes.push(ServiceProcess {
             name: binary_name.to_owned(),
             child,
+            log_path: log_path.clone(),
         });
         self.wait_ready(binary_name, &log_path, readiness).await
     }
@@ -288,14 +290,39 @@ impl TestEnvironment {
     /// Kills the most recently started process of `binary_name` with SIGKILL: no drain, no acks, as
     /// in a crash.
     pub async fn kill(&mut self, binary_name: &str) -> anyhow::Result<()> {
+        let mut process = self.take_process(binary_name)?;
+        process.child.kill().await?;
+        Ok(())
+    }
+
+    /// Stops the most recently started process of `binary_name` as an orchestrator would, with
+    /// SIGTERM, and waits up to `limit` for it to exit. Returns its exit status and its whole log.
+    pub async fn terminate(
+        &mut self,
+        binary_name: &str,
+        limit: Duration,
+    ) -> anyhow::Result<(std::process::ExitStatus, String)> {
+        let mut process = self.take_process(binary_name)?;
+        let pid = process.child.id().context("the process has no pid")?;
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await?;
+        anyhow::ensure!(sent.success(), "kill -TERM {pid} failed");
+        let status = tokio::time::timeout(limit, process.child.wait())
+            .await
+            .with_context(|| format!("{binary_name} did not exit within {limit:?} of SIGTERM"))??;
+        Ok((status, std::fs::read_to_string(&process.log_path)?))
+    }
+
+    fn take_process(&mut self, binary_name: &str) -> anyhow::Result<ServiceProcess> {
         let index = self
             .processes
             .iter()
             .rposition(|process| process.name == binary_name)
             .with_context(|| format!("no {binary_name} is running"))?;
-        let mut process = self.processes.remove(index);
-        process.child.kill().await?;
-        Ok(())
+        Ok(self.processes.remove(index))
     }
 
     /// Ends every process, deletes the broker namespace and drops the database.
