@@ -12,6 +12,15 @@ pub mod v1 {
 
 pub use prost::Message as ProtoMessage;
 
+/// `error_kind` of an attempt whose outcome was never recorded: its pending record
+/// (`DeliveryAttempt.outcome_pending`) was stored, the record with the outcome never came.
+pub const INTERRUPTED_ERROR_KIND: &str = "interrupted";
+/// What the tenant reads beside it.
+pub const INTERRUPTED_ERROR_MESSAGE: &str = "no outcome was recorded for this attempt: it is \
+     still in flight, or it was interrupted (a dispatcher stopped or lost the broker) after the \
+     request was sent, so your endpoint may have received it. The delivery continues with \
+     another attempt.";
+
 /// Why bytes from the broker are not a usable message; the text goes to the dead-letter queue.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {

@@ -5,7 +5,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::StoreError;
@@ -53,6 +53,39 @@ pub async fn insert_batch(
         .do_nothing()
         .execute(conn)
         .await?)
+}
+
+/// Stores a batch in one transaction. An attempt may arrive twice: first as a pending record (sent
+/// just before its request, stored with `pending_kind` as its error kind) and then with its
+/// outcome. A pending row is stored only where its id is new; an outcome replaces its pending row.
+/// A record the broker delivers twice still makes one row. Returns how many rows were written.
+pub async fn store_batch(
+    conn: &mut AsyncPgConnection,
+    outcomes: &[AttemptRow],
+    pending: &[AttemptRow],
+    pending_kind: &str,
+) -> Result<usize, StoreError> {
+    if outcomes.is_empty() && pending.is_empty() {
+        return Ok(0);
+    }
+    let outcome_ids: Vec<Uuid> = outcomes.iter().map(|row| row.id).collect();
+    let pending_kind = pending_kind.to_owned();
+    // Pending rows whose outcome is in this batch were left out by the caller; those stored by an
+    // earlier batch are replaced here.
+    conn.transaction(async move |conn| {
+        if !outcomes.is_empty() {
+            diesel::delete(
+                delivery_attempts::table
+                    .filter(delivery_attempts::id.eq_any(&outcome_ids))
+                    .filter(delivery_attempts::error_kind.eq(&pending_kind)),
+            )
+            .execute(conn)
+            .await?;
+        }
+        let written = insert_batch(conn, outcomes).await? + insert_batch(conn, pending).await?;
+        Ok::<_, StoreError>(written)
+    })
+    .await
 }
 
 /// The tenant's newest attempts first.

@@ -103,3 +103,117 @@ async fn a_record_delivered_twice_makes_one_row_and_garbage_is_dead_lettered() -
     broker.close().await;
     env.finish().await
 }
+
+/// The rows of `tenant_id`, newest first.
+async fn stored_rows(
+    env: &TestEnvironment,
+    tenant_id: Uuid,
+) -> anyhow::Result<Vec<fp_store::attempts::AttemptRow>> {
+    let mut conn = fp_store::connect(&env.database_url).await?;
+    Ok(fp_store::attempts::newest_for_tenant(&mut conn, tenant_id, 100).await?)
+}
+
+/// Polls until `done` holds for the tenant's rows (or 20 s pass), then returns them.
+async fn rows_when(
+    env: &TestEnvironment,
+    tenant_id: Uuid,
+    done: impl Fn(&[fp_store::attempts::AttemptRow]) -> bool,
+) -> anyhow::Result<Vec<fp_store::attempts::AttemptRow>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = stored_rows(env, tenant_id).await?;
+        if done(&rows) || tokio::time::Instant::now() > deadline {
+            return Ok(rows);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_record_shows_as_interrupted_until_its_outcome_replaces_it() -> anyhow::Result<()>
+{
+    let mut env = TestEnvironment::new("pending").await?;
+    let health = free_local_address()?;
+    env.start(
+        "fp-log-ingest",
+        &[("FP__LOG_INGEST__HEALTH_LISTEN", health.to_string())],
+        Readiness::Ok(format!("http://{health}/readyz")),
+    )
+    .await?;
+    let broker = Broker::connect(&broker_url(), &env.namespace).await?;
+    let publisher = broker.publisher();
+    let publish = |record: &v1::DeliveryAttempt| {
+        let publisher = publisher.clone();
+        let exchange = broker.names.attempts_exchange.clone();
+        let payload = record.encode_to_vec();
+        let message_id = record.attempt_id.clone();
+        async move {
+            publisher
+                .publish(&OutgoingMessage {
+                    exchange: &exchange,
+                    routing_key: "submission.created",
+                    message_id: &message_id,
+                    traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                    payload: &payload,
+                    headers: &[],
+                    expiration: None,
+                })
+                .await
+        }
+    };
+    let tenant_id = Uuid::now_v7();
+    let outcome = attempt_record(tenant_id);
+    let pending = v1::DeliveryAttempt {
+        outcome_pending: true,
+        response_status: None,
+        response_body: Vec::new(),
+        r#final: false,
+        error_kind: fp_contracts::INTERRUPTED_ERROR_KIND.to_owned(),
+        error_message: fp_contracts::INTERRUPTED_ERROR_MESSAGE.to_owned(),
+        ..outcome.clone()
+    };
+
+    // The pending record alone: the attempt shows, as interrupted.
+    publish(&pending).await?;
+    let rows = rows_when(&env, tenant_id, |rows| !rows.is_empty()).await?;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].error_kind.as_deref(), Some("interrupted"));
+    assert_eq!(rows[0].response_status, None);
+
+    // Its outcome, in a later batch, replaces it: still one row.
+    publish(&outcome).await?;
+    let rows = rows_when(&env, tenant_id, |rows| {
+        rows.first()
+            .is_some_and(|row| row.response_status == Some(200))
+    })
+    .await?;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].error_kind, None);
+    assert!(rows[0].is_final);
+
+    // A pending record that arrives late (redelivered after its outcome) changes nothing; a
+    // pending record right before its outcome (usually in the same batch) leaves only the outcome.
+    publish(&pending).await?;
+    let second_outcome = attempt_record(tenant_id);
+    let second_pending = v1::DeliveryAttempt {
+        outcome_pending: true,
+        error_kind: fp_contracts::INTERRUPTED_ERROR_KIND.to_owned(),
+        ..second_outcome.clone()
+    };
+    publish(&second_pending).await?;
+    publish(&second_outcome).await?;
+    let rows = rows_when(&env, tenant_id, |rows| rows.len() >= 2).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rows_after = stored_rows(&env, tenant_id).await?;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows_after.len(), 2);
+    assert!(
+        rows_after
+            .iter()
+            .all(|row| row.response_status == Some(200) && row.error_kind.is_none()),
+        "every attempt has its outcome"
+    );
+
+    broker.close().await;
+    env.finish().await
+}

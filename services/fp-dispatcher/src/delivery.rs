@@ -4,13 +4,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use anyhow::Context;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use fp_broker::{Delivery, Names, OutgoingMessage, Publisher};
 use fp_contracts::{DeliveryJob, JobContent, ProtoMessage, timestamp_from, v1};
 use fp_delivery::{AttemptOutcome, DeliveryClient, DeliveryResponse};
 use fp_domain::format::{self, EndpointFormat};
-use fp_domain::request::{WebhookRequest, build_request, build_stored_request};
+use fp_domain::request::{build_request, build_stored_request};
 use fp_domain::retry::{PlannedRetry, RetrySchedule, Verdict, judge_response, parse_retry_after};
 use fp_domain::{DeliveryId, Event, EventType};
 use fp_telemetry::TraceContext;
@@ -193,13 +194,22 @@ impl Dispatcher {
                 attempted_at.timestamp(),
             ),
         };
-        // The body goes to the client and then into the attempt record without a copy: `Bytes`
+        // Recorded before it is sent: if this process or its broker connection dies while the
+        // request is out, the tenant's log still shows the attempt (as interrupted), so it never
+        // shows fewer requests than the endpoint saw. Nothing is sent unless the broker has it.
+        let mut record =
+            pending_record(job, endpoint, attempted_at, &request.headers, request.body);
+        self.publish_record(&record, job, &trace, Duration::ZERO)
+            .await
+            .context("the pending attempt record was not taken; nothing was sent")?;
+        // The body goes to the client and then back into the record without a copy: `Bytes`
         // takes over the Vec's buffer, and gives it back once the client has dropped its handle.
-        let body = Bytes::from(request.body);
+        let body = Bytes::from(std::mem::take(&mut record.request_body));
         let outcome = self
             .client
             .post(target.as_str(), &request.headers, body.clone())
             .await;
+        record.request_body = Vec::from(body);
         self.attempts.fetch_add(1, Ordering::Relaxed);
 
         let (verdict, retry_after) = match &outcome.result {
@@ -238,11 +248,7 @@ impl Dispatcher {
             ),
         }
 
-        let sent = WebhookRequest {
-            headers: request.headers,
-            body: Vec::from(body),
-        };
-        let record = attempt_record(job, endpoint, format, attempted_at, sent, outcome, retry);
+        record_outcome(&mut record, format, attempted_at, outcome, retry);
         // The retry is published once, on this connection: if it is gone, the input cannot be acked
         // and comes back by itself, so a retry published on the next connection would make a
         // second chain of attempts.
@@ -258,7 +264,28 @@ impl Dispatcher {
             None => Ok(()),
         };
         // The record, though, waits for the next connection: the endpoint may have seen this
-        // attempt, so the tenant's log must show it.
+        // attempt, so the tenant's log must show its outcome.
+        self.publish_record(&record, job, &trace, RECORD_PATIENCE)
+            .await?;
+        scheduled?;
+        let delivered = verdict == Verdict::Delivered;
+        if let Some(report) =
+            self.health
+                .observe(job.tenant_id(), &endpoint.url, delivered, attempted_at)
+        {
+            self.report_health(&report, &trace).await;
+        }
+        Ok(())
+    }
+
+    /// Publishes an attempt record, waiting up to `patience` for a lost connection to come back.
+    async fn publish_record(
+        &self,
+        record: &v1::DeliveryAttempt,
+        job: &DeliveryJob,
+        trace: &TraceContext,
+        patience: Duration,
+    ) -> Result<(), fp_broker::BrokerError> {
         self.publisher
             .publish_patiently(
                 &OutgoingMessage {
@@ -270,18 +297,9 @@ impl Dispatcher {
                     headers: &[],
                     expiration: None,
                 },
-                RECORD_PATIENCE,
+                patience,
             )
-            .await?;
-        scheduled?;
-        let delivered = verdict == Verdict::Delivered;
-        if let Some(report) =
-            self.health
-                .observe(job.tenant_id(), &endpoint.url, delivered, attempted_at)
-        {
-            self.report_health(&report, &trace).await;
-        }
-        Ok(())
+            .await
     }
 
     /// Health reports are advisory: one that cannot be published is logged, and the next one
@@ -386,16 +404,16 @@ fn headers_to_proto(headers: Vec<(String, String)>) -> Vec<v1::Header> {
         .collect()
 }
 
-fn attempt_record(
+/// The record of an attempt about to be sent: what is sent, and `interrupted` until its outcome
+/// replaces it.
+fn pending_record(
     job: &DeliveryJob,
     endpoint: &Endpoint,
-    format: EndpointFormat,
     attempted_at: DateTime<Utc>,
-    request: WebhookRequest,
-    outcome: AttemptOutcome,
-    retry: Option<PlannedRetry>,
+    request_headers: &[(String, String)],
+    request_body: Vec<u8>,
 ) -> v1::DeliveryAttempt {
-    let mut record = v1::DeliveryAttempt {
+    v1::DeliveryAttempt {
         attempt_id: Uuid::now_v7().to_string(),
         delivery_id: job.delivery_id.to_string(),
         event_id: job.event_id().to_string(),
@@ -404,18 +422,34 @@ fn attempt_record(
         url: endpoint.url.clone(),
         attempt_number: job.attempt_number,
         attempted_at: Some(timestamp_from(attempted_at)),
-        duration_ms: duration_ms(outcome.duration),
-        request_headers: headers_to_proto(request.headers),
-        request_body: request.body,
-        r#final: retry.is_none(),
+        request_headers: headers_to_proto(request_headers.to_vec()),
+        request_body,
         manual: job.manual,
-        next_retry_at: retry.and_then(|retry| {
-            chrono::Duration::from_std(retry.delay)
-                .ok()
-                .map(|delay| timestamp_from(attempted_at + delay))
-        }),
+        outcome_pending: true,
+        error_kind: fp_contracts::INTERRUPTED_ERROR_KIND.to_owned(),
+        error_message: fp_contracts::INTERRUPTED_ERROR_MESSAGE.to_owned(),
         ..v1::DeliveryAttempt::default()
-    };
+    }
+}
+
+/// Turns a pending record into the attempt's outcome.
+fn record_outcome(
+    record: &mut v1::DeliveryAttempt,
+    format: EndpointFormat,
+    attempted_at: DateTime<Utc>,
+    outcome: AttemptOutcome,
+    retry: Option<PlannedRetry>,
+) {
+    record.outcome_pending = false;
+    record.error_kind.clear();
+    record.error_message.clear();
+    record.duration_ms = duration_ms(outcome.duration);
+    record.r#final = retry.is_none();
+    record.next_retry_at = retry.and_then(|retry| {
+        chrono::Duration::from_std(retry.delay)
+            .ok()
+            .map(|delay| timestamp_from(attempted_at + delay))
+    });
     match outcome.result {
         Ok(response) => {
             record.response_status = Some(u32::from(response.status));
@@ -447,5 +481,4 @@ fn attempt_record(
             record.error_message = error.to_string();
         }
     }
-    record
 }

@@ -4,6 +4,7 @@
 
 mod record;
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use fp_store::attempts::AttemptRow;
 use fp_telemetry::health::{self, Health};
 use futures_util::StreamExt;
 use tokio::time::Instant;
+use uuid::Uuid;
 
 /// Pause before retrying a batch the database refused, so a down database is not hammered.
 const STORE_RETRY_DELAY: Duration = Duration::from_secs(1);
@@ -68,6 +70,33 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     broker.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The rows of one batch: attempts with their outcome, and pending records of attempts sent
+/// just now (or interrupted).
+#[derive(Default)]
+struct BatchRows {
+    outcomes: Vec<AttemptRow>,
+    pending: Vec<AttemptRow>,
+}
+
+impl BatchRows {
+    fn add(&mut self, record: record::AttemptRecord) {
+        if record.outcome_pending {
+            self.pending.push(record.row);
+        } else {
+            self.outcomes.push(record.row);
+        }
+    }
+
+    /// A pending record and its outcome often share a batch: only the outcome is stored.
+    fn drop_pending_with_outcome(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let settled: HashSet<Uuid> = self.outcomes.iter().map(|row| row.id).collect();
+        self.pending.retain(|row| !settled.contains(&row.id));
+    }
 }
 
 struct Ingestor<'a> {
@@ -128,30 +157,32 @@ impl Ingestor<'_> {
 
     /// Stores a batch and acks it, retrying until the database takes it: records are never dropped.
     async fn store(&self, batch: Vec<Delivery>) {
-        let mut rows: Vec<AttemptRow> = Vec::with_capacity(batch.len());
+        let mut rows = BatchRows::default();
         let mut readable: Vec<&Delivery> = Vec::with_capacity(batch.len());
         for delivery in &batch {
             match record::attempt_row(&delivery.data) {
-                Ok(row) => {
+                Ok(record) => {
                     tracing::debug!(
                         traceparent = fp_broker::header_text(delivery, fp_broker::TRACEPARENT_HEADER),
-                        attempt_id = %row.id,
-                        delivery_id = %row.delivery_id,
+                        attempt_id = %record.row.id,
+                        delivery_id = %record.row.delivery_id,
+                        pending = record.outcome_pending,
                         "attempt received"
                     );
-                    rows.push(row);
+                    rows.add(record);
                     readable.push(delivery);
                 }
                 Err(error) => self.dead_letter(delivery, &error.to_string()).await,
             }
         }
+        rows.drop_pending_with_outcome();
         let Some(last) = readable.last() else {
             return;
         };
         loop {
             match self.insert(&rows).await {
                 Ok(inserted) => {
-                    tracing::debug!(received = rows.len(), inserted, "attempt batch stored");
+                    tracing::debug!(received = readable.len(), inserted, "attempt batch stored");
                     self.health
                         .counter("fp_log_ingest_rows_inserted_total")
                         .fetch_add(inserted as u64, Ordering::Relaxed);
@@ -173,9 +204,15 @@ impl Ingestor<'_> {
         }
     }
 
-    async fn insert(&self, rows: &[AttemptRow]) -> anyhow::Result<usize> {
+    async fn insert(&self, rows: &BatchRows) -> anyhow::Result<usize> {
         let mut conn = self.pool.get().await.map_err(fp_store::StoreError::from)?;
-        Ok(fp_store::attempts::insert_batch(&mut conn, rows).await?)
+        Ok(fp_store::attempts::store_batch(
+            &mut conn,
+            &rows.outcomes,
+            &rows.pending,
+            fp_contracts::INTERRUPTED_ERROR_KIND,
+        )
+        .await?)
     }
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) {

@@ -17,14 +17,21 @@ fn non_empty(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
+/// One decoded record: its row, and whether it is the pending record of an attempt being sent.
+pub struct AttemptRecord {
+    pub row: AttemptRow,
+    pub outcome_pending: bool,
+}
+
 /// Decodes and validates one record.
-pub fn attempt_row(bytes: &[u8]) -> Result<AttemptRow, DecodeError> {
+pub fn attempt_row(bytes: &[u8]) -> Result<AttemptRecord, DecodeError> {
     let record = v1::DeliveryAttempt::decode(bytes)?;
+    let outcome_pending = record.outcome_pending;
     let out_of_range = |field: &'static str| DecodeError::Field {
         field,
         reason: "out of range".to_owned(),
     };
-    Ok(AttemptRow {
+    let row = AttemptRow {
         id: uuid_from("attempt_id", &record.attempt_id)?,
         delivery_id: uuid_from("delivery_id", &record.delivery_id)?,
         event_id: uuid_from("event_id", &record.event_id)?,
@@ -54,6 +61,10 @@ pub fn attempt_row(bytes: &[u8]) -> Result<AttemptRow, DecodeError> {
         error_message: non_empty(record.error_message),
         is_final: record.r#final,
         manual: record.manual,
+    };
+    Ok(AttemptRecord {
+        row,
+        outcome_pending,
     })
 }
 
@@ -81,7 +92,9 @@ mod tests {
             r#final: true,
             ..v1::DeliveryAttempt::default()
         };
-        let row = attempt_row(&record.encode_to_vec()).expect("valid record");
+        let decoded = attempt_row(&record.encode_to_vec()).expect("valid record");
+        assert!(!decoded.outcome_pending);
+        let row = decoded.row;
         assert_eq!(row.response_status, Some(200));
         assert_eq!(
             row.request_headers,
@@ -89,6 +102,15 @@ mod tests {
         );
         assert_eq!(row.error_kind, None);
         assert!(!row.manual);
+        let pending = v1::DeliveryAttempt {
+            outcome_pending: true,
+            ..record.clone()
+        };
+        assert!(
+            attempt_row(&pending.encode_to_vec())
+                .expect("valid record")
+                .outcome_pending
+        );
         let manual = v1::DeliveryAttempt {
             manual: true,
             ..record
@@ -96,6 +118,7 @@ mod tests {
         assert!(
             attempt_row(&manual.encode_to_vec())
                 .expect("valid record")
+                .row
                 .manual
         );
         assert!(attempt_row(b"\x0a\x03abc").is_err());
