@@ -9,6 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
+use fp_broker::{Broker, OutgoingMessage};
+use fp_domain::event::{Change, Event};
+use fp_domain::submission::{Submission, SubmissionStatus};
 use fp_testkit::environment::{
     Readiness, ServiceEndpoints, TestEnvironment, binaries_dir, free_local_address,
 };
@@ -146,6 +149,38 @@ fn successes(entries: &[Value]) -> usize {
         .len()
 }
 
+/// A `submission.created` event for `tenant_id`, published as the api's relay would.
+async fn publish_event(broker: &Broker, tenant_id: uuid::Uuid) -> anyhow::Result<()> {
+    let event = Event {
+        id: uuid::Uuid::now_v7(),
+        tenant_id,
+        occurred_at: chrono::Utc::now(),
+        change: Change::SubmissionCreated {
+            submission: Submission {
+                id: 1,
+                campaign_id: 1,
+                star_rating: 5,
+                text_feedback: "published while the database was down".to_owned(),
+                customer_name: None,
+                status: SubmissionStatus::Pending,
+            },
+        },
+    };
+    broker
+        .publisher()
+        .publish(&OutgoingMessage {
+            exchange: &broker.names.events_exchange,
+            routing_key: event.event_type().as_str(),
+            message_id: &event.id.to_string(),
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            payload: &fp_contracts::encode_event(&event),
+            headers: &[],
+            expiration: None,
+        })
+        .await?;
+    Ok(())
+}
+
 const BROKER_USERS: &[&str] = &["fp-api", "fp-dispatcher", "fp-log-ingest"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,6 +234,22 @@ async fn without_the_database_the_api_says_503_with_retry_after() -> anyhow::Res
     let http = &deployment.http;
     deployment.probes.wait_for(http, &[], 200).await?;
 
+    // A second tenant whose config no dispatcher has cached yet: its event, published while the
+    // database is down, cannot be handled until it is back.
+    let late_tenant = TenantApi::create(
+        &deployment.env,
+        deployment
+            .tenant
+            .base
+            .trim_start_matches("http://")
+            .parse()?,
+        "uncached",
+    )
+    .await?;
+    late_tenant
+        .configure(&deployment.receiver.url("/late"), None)
+        .await?;
+
     postgres.stop().await?;
     deployment
         .probes
@@ -234,10 +285,41 @@ async fn without_the_database_the_api_says_503_with_retry_after() -> anyhow::Res
         "{body}"
     );
 
+    // Longer than the queue's delivery limit (20) of immediate requeues would last: the event
+    // must be handed back patiently, never dead-lettered.
+    let broker = Broker::connect(&endpoints.broker_url, &deployment.env.namespace).await?;
+    publish_event(&broker, late_tenant.tenant_id.parse()?).await?;
+    tokio::time::sleep(Duration::from_secs(25)).await;
+
     postgres.start_again().await?;
     deployment.probes.wait_for(http, &[], 200).await?;
     // The pools recovered without a restart: the same processes take and deliver a submission.
     deployment.tenant.submit("after the outage", None).await?;
     delivered_and_logged(&deployment, 1).await?;
+    let late = late_tenant
+        .logs_until(DELIVERY_LIMIT, |entries| successes(entries) == 1)
+        .await?;
+    ensure!(
+        successes(&late) == 1,
+        "the event published during the outage: {late:#?}"
+    );
+    let dead_letters = broker
+        .channel()
+        .await?
+        .queue_declare(
+            broker.names.dead_letter_queue.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await?
+        .message_count();
+    assert_eq!(
+        dead_letters, 0,
+        "an event was dead-lettered during the outage"
+    );
+    broker.close().await;
     deployment.env.finish().await
 }

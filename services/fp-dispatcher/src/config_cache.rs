@@ -91,12 +91,23 @@ impl ConfigCache {
 
     /// The tenant's endpoint, or `None` when the tenant has not configured one.
     pub async fn endpoint(&self, tenant_id: Uuid) -> Result<Option<Arc<Endpoint>>, StoreError> {
-        if let Some(cached) = self.entries.read().await.get(&tenant_id)
-            && cached.loaded_at.elapsed() < self.ttl
-        {
-            return Ok(cached.endpoint.clone());
-        }
-        let endpoint = self.load(tenant_id).await?;
+        let stale = match self.entries.read().await.get(&tenant_id) {
+            Some(cached) if cached.loaded_at.elapsed() < self.ttl => {
+                return Ok(cached.endpoint.clone());
+            }
+            Some(cached) => Some(cached.endpoint.clone()),
+            None => None,
+        };
+        let endpoint = match (self.load(tenant_id).await, stale) {
+            (Ok(endpoint), _) => endpoint,
+            // While the database is unreachable, the last config known goes on serving, so a
+            // database outage does not stop deliveries to tenants already seen.
+            (Err(error), Some(stale)) if error.is_unreachable() => {
+                tracing::debug!(%tenant_id, %error, "database unreachable; using the cached config");
+                return Ok(stale);
+            }
+            (Err(error), _) => return Err(error),
+        };
         let cached = CachedLookup {
             loaded_at: Instant::now(),
             endpoint: endpoint.clone(),

@@ -26,6 +26,9 @@ use crate::endpoint_limits::EndpointLimits;
 /// attempt is given up as unrecorded (its input then returns to the queue).
 const RECORD_PATIENCE: Duration = Duration::from_secs(30);
 
+/// How long a message a dependency kept us from handling waits before it goes back to its queue.
+const HAND_BACK_DELAY: Duration = Duration::from_secs(1);
+
 /// Which queue a message came from, and so how to read it.
 #[derive(Debug, Clone, Copy)]
 pub enum Input {
@@ -104,11 +107,9 @@ impl Dispatcher {
                 Err(error) => {
                     tracing::warn!(
                         error = format!("{error:#}"),
-                        "not handled; returning it to the queue"
+                        "not handled; handing it back to its queue"
                     );
-                    if let Err(error) = fp_broker::requeue(&delivery).await {
-                        tracing::warn!(%error, "requeue failed; the broker will redeliver on reconnect");
-                    }
+                    self.hand_back(&delivery, source_queue, &trace).await;
                 }
             }
         }
@@ -276,6 +277,42 @@ impl Dispatcher {
             self.report_health(&report, &trace).await;
         }
         Ok(())
+    }
+
+    /// Returns a message a dependency kept us from handling to the tail of its queue, after a pause
+    /// so an outage does not become a hot loop. A copy is published (and confirmed) before the
+    /// original is acked: a nack-requeue would count towards the queue's delivery limit, and a
+    /// database outage longer than that limit would dead-letter healthy events.
+    async fn hand_back(&self, delivery: &Delivery, source_queue: &str, trace: &TraceContext) {
+        tokio::time::sleep(HAND_BACK_DELAY).await;
+        let message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let copied = self
+            .publisher
+            .publish(&OutgoingMessage {
+                exchange: "",
+                routing_key: source_queue,
+                message_id: &message_id,
+                traceparent: &trace.to_traceparent(),
+                payload: &delivery.data,
+                headers: &[],
+                expiration: None,
+            })
+            .await;
+        let returned = match copied {
+            Ok(()) => fp_broker::ack(delivery).await,
+            Err(error) => {
+                tracing::debug!(%error, "could not copy it back; requeueing it instead");
+                fp_broker::requeue(delivery).await
+            }
+        };
+        if let Err(error) = returned {
+            tracing::warn!(%error, "could not hand it back; the broker will redeliver it on reconnect");
+        }
     }
 
     /// Publishes an attempt record, waiting up to `patience` for a lost connection to come back.
