@@ -55,18 +55,27 @@ pub async fn insert_batch(
         .await?)
 }
 
+/// How many rows one `store_batch` wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoredRows {
+    /// Attempts stored with their outcome.
+    pub outcomes: usize,
+    /// Attempts stored as pending (`interrupted` until their outcome comes).
+    pub pending: usize,
+}
+
 /// Stores a batch in one transaction. An attempt may arrive twice: first as a pending record (sent
 /// just before its request, stored with `pending_kind` as its error kind) and then with its
 /// outcome. A pending row is stored only where its id is new; an outcome replaces its pending row.
-/// A record the broker delivers twice still makes one row. Returns how many rows were written.
+/// A record the broker delivers twice still makes one row.
 pub async fn store_batch(
     conn: &mut AsyncPgConnection,
     outcomes: &[AttemptRow],
     pending: &[AttemptRow],
     pending_kind: &str,
-) -> Result<usize, StoreError> {
+) -> Result<StoredRows, StoreError> {
     if outcomes.is_empty() && pending.is_empty() {
-        return Ok(0);
+        return Ok(StoredRows::default());
     }
     let outcome_ids: Vec<Uuid> = outcomes.iter().map(|row| row.id).collect();
     let pending_kind = pending_kind.to_owned();
@@ -82,8 +91,10 @@ pub async fn store_batch(
             .execute(conn)
             .await?;
         }
-        let written = insert_batch(conn, outcomes).await? + insert_batch(conn, pending).await?;
-        Ok::<_, StoreError>(written)
+        Ok::<_, StoreError>(StoredRows {
+            outcomes: insert_batch(conn, outcomes).await?,
+            pending: insert_batch(conn, pending).await?,
+        })
     })
     .await
 }

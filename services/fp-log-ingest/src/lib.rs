@@ -181,11 +181,20 @@ impl Ingestor<'_> {
         };
         loop {
             match self.insert(&rows).await {
-                Ok(inserted) => {
-                    tracing::debug!(received = readable.len(), inserted, "attempt batch stored");
+                Ok(stored) => {
+                    tracing::debug!(
+                        received = readable.len(),
+                        outcomes = stored.outcomes,
+                        pending = stored.pending,
+                        "attempt batch stored"
+                    );
+                    // Attempts whose outcome is stored: what "logged" means to a tenant.
                     self.health
                         .counter("fp_log_ingest_rows_inserted_total")
-                        .fetch_add(inserted as u64, Ordering::Relaxed);
+                        .fetch_add(stored.outcomes as u64, Ordering::Relaxed);
+                    self.health
+                        .counter("fp_log_ingest_pending_rows_total")
+                        .fetch_add(stored.pending as u64, Ordering::Relaxed);
                     break;
                 }
                 Err(error) => {
@@ -204,7 +213,7 @@ impl Ingestor<'_> {
         }
     }
 
-    async fn insert(&self, rows: &BatchRows) -> anyhow::Result<usize> {
+    async fn insert(&self, rows: &BatchRows) -> anyhow::Result<fp_store::attempts::StoredRows> {
         let mut conn = self.pool.get().await.map_err(fp_store::StoreError::from)?;
         Ok(fp_store::attempts::store_batch(
             &mut conn,
