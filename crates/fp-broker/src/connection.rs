@@ -35,10 +35,30 @@ pub struct Declarations {
     pub delay_tiers: Vec<Duration>,
 }
 
+impl Declarations {
+    /// The namespace's topology and nothing else: what every service but the dispatcher owns.
+    pub fn topology() -> Self {
+        Declarations {
+            topology: true,
+            delay_tiers: Vec::new(),
+        }
+    }
+}
+
 /// One live connection; a reconnect makes a new one with the next generation number.
 pub(crate) struct Session {
     pub(crate) generation: u64,
     pub(crate) connection: Connection,
+}
+
+impl Session {
+    async fn shut_down(&self) {
+        // Closing a connection that already failed can only fail too: nothing to report.
+        self.connection
+            .close(200, "shutting down".into())
+            .await
+            .ok();
+    }
 }
 
 #[derive(Clone)]
@@ -124,6 +144,12 @@ impl Broker {
         self.session()
             .map(|_| ())
             .map_err(|error| error.to_string())
+    }
+
+    /// [`Broker::status`] as a readiness check a health registry can own.
+    pub fn readiness_check(&self) -> impl Fn() -> Result<(), String> + Send + Sync + 'static {
+        let broker = self.clone();
+        move || broker.status()
     }
 
     /// Waits up to `patience` for a connection.
@@ -225,12 +251,21 @@ impl Broker {
     pub async fn close(&self) {
         let previous = self.shared.link.send_replace(Link::Closed);
         if let Link::Up(session) = previous {
-            session
-                .connection
-                .close(200, "shutting down".into())
-                .await
-                .ok();
+            session.shut_down().await;
         }
+    }
+}
+
+impl Shared {
+    /// Moves the link to `next`, unless `close` came first (then it stays closed): `false`.
+    fn replace_unless_closed(&self, next: Link) -> bool {
+        self.link.send_if_modified(|link| {
+            if matches!(link, Link::Closed) {
+                return false;
+            }
+            *link = next;
+            true
+        })
     }
 }
 
@@ -243,26 +278,16 @@ async fn supervise(shared: Arc<Shared>) {
             Link::Closed => return,
             Link::Up(session) => {
                 let Some(reason) = wait_lost(&session.connection, &shared).await else {
-                    session
-                        .connection
-                        .close(200, "shutting down".into())
-                        .await
-                        .ok();
+                    session.shut_down().await;
                     return;
                 };
                 tracing::warn!(reason = %reason, "lost the RabbitMQ connection; reconnecting");
                 shared.next_endpoint.fetch_add(1, Ordering::Relaxed);
-                let replaced = shared.link.send_if_modified(|link| {
-                    if matches!(link, Link::Closed) {
-                        return false;
-                    }
-                    *link = Link::Down {
-                        since: Instant::now(),
-                        error: reason.as_str().into(),
-                    };
-                    true
-                });
-                if !replaced {
+                let down = Link::Down {
+                    since: Instant::now(),
+                    error: reason.as_str().into(),
+                };
+                if !shared.replace_unless_closed(down) {
                     return;
                 }
             }
@@ -270,19 +295,8 @@ async fn supervise(shared: Arc<Shared>) {
                 Ok(session) => {
                     failures = 0;
                     let session = Arc::new(session);
-                    let installed = shared.link.send_if_modified(|link| {
-                        if matches!(link, Link::Closed) {
-                            return false;
-                        }
-                        *link = Link::Up(session.clone());
-                        true
-                    });
-                    if !installed {
-                        session
-                            .connection
-                            .close(200, "shutting down".into())
-                            .await
-                            .ok();
+                    if !shared.replace_unless_closed(Link::Up(session.clone())) {
+                        session.shut_down().await;
                         return;
                     }
                     tracing::info!(

@@ -117,6 +117,11 @@ impl Reachability {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
     }
+
+    /// [`Reachability::status`] as a readiness check a health registry can own.
+    pub fn into_check(self) -> impl Fn() -> Result<(), String> + Send + Sync + 'static {
+        move || self.status()
+    }
 }
 
 async fn probe(pool: &PgPool) -> Result<(), StoreError> {

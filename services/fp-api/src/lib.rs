@@ -80,21 +80,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("fp-api cannot start")?;
     let health = Health::new();
-    let database =
-        fp_store::Reachability::watch(pool.clone(), settings.lifecycle.readiness_probe_interval());
-    health.require("database", move || database.status());
+    health.require(
+        "database",
+        fp_store::Reachability::watch(pool.clone(), settings.lifecycle.readiness_probe_interval())
+            .into_check(),
+    );
     // Supervised: submissions are taken (into the outbox) while RabbitMQ is away, and the relay
     // and the health consumer carry on by themselves once it is back.
     let broker = Broker::supervise(
         &settings.broker.url,
         &settings.broker.namespace,
-        Declarations {
-            topology: true,
-            delay_tiers: Vec::new(),
-        },
+        Declarations::topology(),
     );
-    let connection = broker.clone();
-    health.require("broker", move || connection.status());
+    health.require("broker", broker.readiness_check());
 
     let policy = Arc::new(AddressPolicy::with_allow_list(
         settings.dispatcher.allow_private_cidrs.clone(),

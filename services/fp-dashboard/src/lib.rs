@@ -85,11 +85,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("fp-dashboard cannot start")?;
     let health = Health::new();
-    let database = fp_store::Reachability::watch(
-        state.pool.clone(),
-        settings.lifecycle.readiness_probe_interval(),
+    health.require(
+        "database",
+        fp_store::Reachability::watch(
+            state.pool.clone(),
+            settings.lifecycle.readiness_probe_interval(),
+        )
+        .into_check(),
     );
-    health.require("database", move || database.status());
     let state = web::Data::new(state);
     let probes = web::Data::new(health.clone());
 

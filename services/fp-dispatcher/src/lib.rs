@@ -79,9 +79,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     fp_store::ensure_migrated(&pool)
         .await
         .context("fp-dispatcher cannot start")?;
-    let database =
-        fp_store::Reachability::watch(pool.clone(), settings.lifecycle.readiness_probe_interval());
-    health.require("database", move || database.status());
+    health.require(
+        "database",
+        fp_store::Reachability::watch(pool.clone(), settings.lifecycle.readiness_probe_interval())
+            .into_check(),
+    );
     // Supervised: the dispatcher starts (not ready) while RabbitMQ is away and reconnects by
     // itself; every connection first declares the topology and this schedule's delay queues.
     let broker = Broker::supervise(
@@ -92,8 +94,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             delay_tiers: dispatcher_settings.delay_tiers(),
         },
     );
-    let connection = broker.clone();
-    health.require("broker", move || connection.status());
+    health.require("broker", broker.readiness_check());
     let publisher = broker.publisher();
     let consumer_tag = format!("fp-dispatcher-{}", std::process::id());
     let prefetch = dispatcher_settings.prefetch;

@@ -33,19 +33,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     fp_store::ensure_migrated(&pool)
         .await
         .context("fp-log-ingest cannot start")?;
-    let database =
-        fp_store::Reachability::watch(pool.clone(), settings.lifecycle.readiness_probe_interval());
-    health.require("database", move || database.status());
+    health.require(
+        "database",
+        fp_store::Reachability::watch(pool.clone(), settings.lifecycle.readiness_probe_interval())
+            .into_check(),
+    );
     let broker = Broker::supervise(
         &settings.broker.url,
         &settings.broker.namespace,
-        Declarations {
-            topology: true,
-            delay_tiers: Vec::new(),
-        },
+        Declarations::topology(),
     );
-    let connection = broker.clone();
-    health.require("broker", move || connection.status());
+    health.require("broker", broker.readiness_check());
     let publisher = broker.publisher();
     let consumer = broker.consume(
         &broker.names.attempts_queue,
