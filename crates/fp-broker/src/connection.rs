@@ -442,3 +442,61 @@ pub(crate) fn backoff(failures: u32) -> Duration {
         .min(MAX_BACKOFF);
     ceiling.mul_f64(0.5 + rand::random::<f64>() / 2.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_url_names_one_node_or_a_cluster() {
+        assert_eq!(
+            endpoints("amqp://a:5672/%2f"),
+            vec!["amqp://a:5672/%2f".to_owned()]
+        );
+        assert_eq!(
+            endpoints(" amqp://a:5672/%2f, amqp://b:5672/%2f ,,amqp://c:5672/%2f"),
+            vec![
+                "amqp://a:5672/%2f".to_owned(),
+                "amqp://b:5672/%2f".to_owned(),
+                "amqp://c:5672/%2f".to_owned()
+            ]
+        );
+        assert!(endpoints(" , ").is_empty());
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_its_cap() {
+        for failures in 1u32..40 {
+            let ceiling = FIRST_BACKOFF
+                .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+                .min(MAX_BACKOFF);
+            let delay = backoff(failures);
+            assert!(delay <= ceiling, "{failures}: {delay:?} > {ceiling:?}");
+            assert!(
+                delay >= ceiling / 2,
+                "{failures}: {delay:?} < half of {ceiling:?}"
+            );
+        }
+        assert!(backoff(100) <= MAX_BACKOFF);
+    }
+
+    #[tokio::test]
+    async fn with_no_node_it_refuses_at_once_and_says_why() {
+        let broker = Broker::supervise("", "t", Declarations::default());
+        let publisher = broker.publisher();
+        let refused = publisher.publish(&crate::OutgoingMessage {
+            exchange: "t.events",
+            routing_key: "x",
+            message_id: "1",
+            traceparent: "",
+            payload: b"",
+            headers: &[],
+            expiration: None,
+        });
+        let error = refused.await.expect_err("no connection");
+        assert!(matches!(error, BrokerError::Unavailable { .. }), "{error}");
+        assert!(broker.status().is_err());
+        broker.close().await;
+        assert!(broker.status().unwrap_err().contains("closed"));
+    }
+}
