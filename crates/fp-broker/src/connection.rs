@@ -497,6 +497,7 @@ mod tests {
         assert!(matches!(error, BrokerError::Unavailable { .. }), "{error}");
         assert!(broker.status().is_err());
         broker.close().await;
-        assert!(broker.status().unwrap_err().contains("closed"));
+        let closed = broker.status().expect_err("closed");
+        assert!(closed.contains("closed"), "{closed}");
     }
 }
