@@ -113,6 +113,11 @@ fn add_common_errors(operation: &mut Operation) {
             "500",
             "An internal error; the request id leads to the server's log",
         ),
+        (
+            "503",
+            "A dependency (the database, or the broker where the route publishes) is unreachable; \
+             nothing was changed: try again after `Retry-After` seconds",
+        ),
     ];
     let with_body = [
         ("400", "The body is not JSON"),
@@ -128,6 +133,17 @@ fn add_common_errors(operation: &mut Operation) {
             .responses
             .entry(status.to_owned())
             .or_insert_with(|| error_response(description));
+    }
+    if let Some(RefOr::T(unavailable)) = operation.responses.responses.get_mut("503") {
+        unavailable.headers.insert(
+            "Retry-After".to_owned(),
+            RefOr::T(
+                HeaderBuilder::new()
+                    .schema(Some(u32::schema()))
+                    .description(Some("Seconds to wait before trying again"))
+                    .build(),
+            ),
+        );
     }
 }
 
