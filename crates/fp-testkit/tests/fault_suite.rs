@@ -39,6 +39,9 @@ const RESTART_GAP: Duration = Duration::from_secs(1);
 const BROKER_OUTAGE: Duration = Duration::from_secs(5);
 const DATABASE_OUTAGE: Duration = Duration::from_secs(30);
 const RECEIVER_FAULT: Duration = Duration::from_secs(5);
+/// How long the receiver takes to answer normally: at the load's rate, several deliveries are in
+/// flight whenever a fault strikes.
+const ANSWER_DELAY: Duration = Duration::from_millis(300);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Past [`REQUEST_TIMEOUT`]: the dispatcher gives up before the receiver answers.
 const HANG: Duration = Duration::from_secs(3);
@@ -160,7 +163,8 @@ struct Answered {
     delivery: String,
     /// The submission of a `submission.created` event.
     submission: Option<i64>,
-    /// A 2xx answered in time: a hanging answer comes after the dispatcher has given up.
+    /// Answered with a 2xx within the dispatcher's timeout (a hanging answer comes after it has
+    /// given up). Whether the dispatcher lived to read it, only the log can tell.
     succeeded: bool,
 }
 
@@ -199,7 +203,10 @@ impl Receiver {
                             ..CannedResponse::new(200, "too late")
                         }
                     } else {
-                        CannedResponse::new(200, "ok")
+                        CannedResponse {
+                            delay: ANSWER_DELAY,
+                            ..CannedResponse::new(200, "ok")
+                        }
                     }
                 }
             }),
@@ -855,7 +862,7 @@ fn report(rows: &[(Fault, Result<Row, String>)], took: Duration) -> String {
     let mut text = format!(
         "# Fault suite report\n\nDate: {}\n\nMachine: {cores} cores (nproc), {}\n\n\
          Each scenario: a load at {SUBMISSIONS_PER_SECOND} submissions/s (POST /api/v2/submissions), \
-         the fault {} s in; retry schedule {RETRY_SCHEDULE}, request timeout {} ms. Recovery: from \
+         the fault {} s in; the receiver answers in {} ms; retry schedule {RETRY_SCHEDULE}, request timeout {} ms. Recovery: from \
          the fault's end to every service ready and every accepted submission delivered and logged \
          (it includes the rest of the load where the load outlasts the fault). Whole suite: {:.0} s.\n\n\
          | scenario | accepted | delivered | receiver requests | log entries | interrupted | duplicates | dead-lettered | recovery (s) | verdict |\n\
@@ -863,6 +870,7 @@ fn report(rows: &[(Fault, Result<Row, String>)], took: Duration) -> String {
         chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
         cpu_model(),
         FAULT_AFTER.as_secs(),
+        ANSWER_DELAY.as_millis(),
         REQUEST_TIMEOUT.as_millis(),
         took.as_secs_f64(),
     );
