@@ -375,14 +375,14 @@ async fn inject(
     fault: Fault,
     env: &mut TestEnvironment,
     pipeline: &mut Pipeline,
-    probes: &mut Probes,
     servers: &mut Servers,
     receiver: &Receiver,
 ) -> anyhow::Result<Injected> {
     let mut poison = Vec::new();
     match fault {
         Fault::KillDispatcher | Fault::KillOneOfTwoDispatchers => {
-            // The most recently started one, as `kill` picks it; its address is no longer probed.
+            // The most recently started one, as `kill` picks it; it leaves the pipeline, so its
+            // address is no longer probed.
             env.kill("fp-dispatcher").await?;
             pipeline
                 .dispatchers
@@ -392,11 +392,9 @@ async fn inject(
                 tokio::time::sleep(RESTART_GAP).await;
                 let ended = Instant::now();
                 pipeline.start_dispatcher(env).await?;
-                *probes = Probes::of(pipeline);
                 return Ok(Injected { ended, poison });
             }
             // With two, the other carries on alone and nobody restarts the dead one.
-            *probes = Probes::of(pipeline);
         }
         Fault::KillLogIngest => {
             env.kill("fp-log-ingest").await?;
@@ -727,22 +725,15 @@ async fn run_scenario(fault: Fault, servers: &mut Servers) -> anyhow::Result<Row
     let mut pipeline = Pipeline::start(&mut env, fault.dispatchers()).await?;
     let tenant = pipeline.tenant(&env, fault.label()).await?;
     tenant.configure(&receiver.tls.url("/hook"), None).await?;
-    let mut probes = Probes::of(&pipeline);
     let http = reqwest::Client::builder().no_proxy().build()?;
 
     let load_started = Instant::now();
     let load = tokio::spawn(run_load(LoadClient::of(&tenant), fault.submissions()));
     tokio::time::sleep(FAULT_AFTER).await;
     let fault_started = load_started.elapsed();
-    let injected = inject(
-        fault,
-        &mut env,
-        &mut pipeline,
-        &mut probes,
-        servers,
-        &receiver,
-    )
-    .await?;
+    let injected = inject(fault, &mut env, &mut pipeline, servers, &receiver).await?;
+    // Every service the scenario expects to be running now.
+    let probes = Probes::of(&pipeline);
     let fault_ended = injected.ended - load_started;
     let load = load.await?;
 
