@@ -16,6 +16,15 @@ test: services schemathesis browser
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
+# The fault suite (crates/fp-testkit/tests/fault_suite.rs): per scenario, a load through the real
+# services on a PostgreSQL cluster and a RabbitMQ node of the suite's own, with one fault injected;
+# the table goes to target/chaos/report.md. `make test` skips it (ignored); it runs here alone.
+# FP_CHAOS_SCENARIOS=kill_api,poison_messages runs only those scenarios.
+.PHONY: chaos
+chaos: services
+	$(CARGO) build --workspace --bins
+	$(CARGO) test -p fp-testkit --test fault_suite -- --ignored --nocapture --test-threads=1
+
 # Installs PostgreSQL and RabbitMQ with apt-get if missing, configures their loopback logins, starts
 # them and waits until they answer (deploy/local/ensure-services.sh).
 services:

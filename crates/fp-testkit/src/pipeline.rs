@@ -27,14 +27,19 @@ impl Pipeline {
         for _ in 0..dispatchers {
             pipeline.start_dispatcher(env).await?;
         }
-        let log_ingest = pipeline.log_ingest;
-        env.start(
-            "fp-log-ingest",
-            &[("FP__LOG_INGEST__HEALTH_LISTEN", log_ingest.to_string())],
-            Readiness::Ok(format!("http://{log_ingest}/readyz")),
-        )
-        .await?;
+        start_log_ingest_on(env, pipeline.log_ingest).await?;
         Ok(pipeline)
+    }
+
+    /// Starts fp-api again on the address it had (after a crash, as an orchestrator restarts a
+    /// service behind an unchanged address), and waits until it answers.
+    pub async fn restart_api(&self, env: &mut TestEnvironment) -> anyhow::Result<()> {
+        start_api_on(env, self.api).await
+    }
+
+    /// Starts fp-log-ingest again with the health address it had, and waits until it is ready.
+    pub async fn restart_log_ingest(&self, env: &mut TestEnvironment) -> anyhow::Result<()> {
+        start_log_ingest_on(env, self.log_ingest).await
     }
 
     /// Starts one more dispatcher (after a crash, or to scale out).
@@ -62,13 +67,26 @@ impl Pipeline {
 /// Starts fp-api alone (for tests of the api) and returns its address once it answers.
 pub async fn start_api(env: &mut TestEnvironment) -> anyhow::Result<SocketAddr> {
     let api = free_local_address()?;
+    start_api_on(env, api).await?;
+    Ok(api)
+}
+
+async fn start_api_on(env: &mut TestEnvironment, api: SocketAddr) -> anyhow::Result<()> {
     env.start(
         "fp-api",
         &[("FP__API__LISTEN", api.to_string())],
         Readiness::Answers(format!("http://{api}/api/v2/webhooks/config")),
     )
-    .await?;
-    Ok(api)
+    .await
+}
+
+async fn start_log_ingest_on(env: &mut TestEnvironment, health: SocketAddr) -> anyhow::Result<()> {
+    env.start(
+        "fp-log-ingest",
+        &[("FP__LOG_INGEST__HEALTH_LISTEN", health.to_string())],
+        Readiness::Ok(format!("http://{health}/readyz")),
+    )
+    .await
 }
 
 /// A counter from a service's `/metrics`, 0 when absent.
