@@ -99,6 +99,31 @@ pub async fn store_batch(
     .await
 }
 
+/// Whether this (automatic) attempt of the delivery is already in the log with an outcome that
+/// needs nothing more: a 2xx, or the end of the delivery. A failed attempt with a retry planned
+/// does not count: its retry may never have been scheduled.
+pub async fn attempt_settled(
+    conn: &mut AsyncPgConnection,
+    delivery_id: Uuid,
+    attempt_number: i32,
+    pending_kind: &str,
+) -> Result<bool, StoreError> {
+    Ok(diesel::select(diesel::dsl::exists(
+        delivery_attempts::table
+            .filter(delivery_attempts::delivery_id.eq(delivery_id))
+            .filter(delivery_attempts::attempt_number.eq(attempt_number))
+            .filter(delivery_attempts::manual.eq(false))
+            .filter(delivery_attempts::error_kind.is_distinct_from(pending_kind))
+            .filter(
+                delivery_attempts::is_final
+                    .eq(true)
+                    .or(delivery_attempts::response_status.between(200, 299)),
+            ),
+    ))
+    .get_result(conn)
+    .await?)
+}
+
 /// The tenant's newest attempts first.
 pub async fn newest_for_tenant(
     conn: &mut AsyncPgConnection,

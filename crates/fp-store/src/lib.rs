@@ -130,17 +130,29 @@ async fn probe(pool: &PgPool) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// What PostgreSQL says to the connections of a server that is stopping or starting (SQLSTATE
+/// 57P01-57P03), which diesel reports as plain database errors.
+const SERVER_GOING_AWAY: [&str; 3] = [
+    "terminating connection",
+    "the database system is shutting down",
+    "the database system is starting up",
+];
+
 impl StoreError {
     /// Whether the database could not be reached (down, restarting, no connection to be had), as
     /// opposed to a query it refused: the first is worth a 503 and a retry, the second is not.
     pub fn is_unreachable(&self) -> bool {
         match self {
             StoreError::Pool(_) | StoreError::Connect { .. } => true,
-            StoreError::Query(diesel::result::Error::DatabaseError(kind, _)) => matches!(
-                kind,
-                diesel::result::DatabaseErrorKind::ClosedConnection
-                    | diesel::result::DatabaseErrorKind::UnableToSendCommand
-            ),
+            StoreError::Query(diesel::result::Error::DatabaseError(kind, info)) => {
+                matches!(
+                    kind,
+                    diesel::result::DatabaseErrorKind::ClosedConnection
+                        | diesel::result::DatabaseErrorKind::UnableToSendCommand
+                ) || SERVER_GOING_AWAY
+                    .iter()
+                    .any(|text| info.message().contains(text))
+            }
             StoreError::Query(_) | StoreError::Migration(_) | StoreError::NotMigrated { .. } => {
                 false
             }
@@ -221,4 +233,31 @@ pub async fn grant_read_access(
         .await?;
     }
     Ok(exists)
+}
+
+#[cfg(test)]
+mod reachability_tests {
+    use super::*;
+    use diesel::result::{DatabaseErrorKind, Error};
+
+    fn database_error(kind: DatabaseErrorKind, message: &str) -> StoreError {
+        StoreError::Query(Error::DatabaseError(kind, Box::new(message.to_owned())))
+    }
+
+    #[test]
+    fn a_server_going_away_is_unreachable_a_refused_query_is_not() {
+        assert!(StoreError::Pool("connection refused".to_owned()).is_unreachable());
+        assert!(
+            database_error(
+                DatabaseErrorKind::Unknown,
+                "terminating connection due to administrator command"
+            )
+            .is_unreachable()
+        );
+        assert!(database_error(DatabaseErrorKind::ClosedConnection, "closed").is_unreachable());
+        assert!(
+            !database_error(DatabaseErrorKind::UniqueViolation, "duplicate key").is_unreachable()
+        );
+        assert!(!StoreError::Query(Error::NotFound).is_unreachable());
+    }
 }

@@ -14,10 +14,12 @@ use fp_domain::format::{self, EndpointFormat};
 use fp_domain::request::{build_request, build_stored_request};
 use fp_domain::retry::{PlannedRetry, RetrySchedule, Verdict, judge_response, parse_retry_after};
 use fp_domain::{DeliveryId, Event, EventType};
+use fp_store::PgPool;
 use fp_telemetry::TraceContext;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::completed::CompletedAttempts;
 use crate::config_cache::{ConfigCache, Endpoint};
 use crate::endpoint_health::HealthReporter;
 use crate::endpoint_limits::EndpointLimits;
@@ -41,6 +43,11 @@ pub enum Input {
 
 pub struct Dispatcher {
     pub configs: ConfigCache,
+    /// Reads the log, to tell whether a redelivered input's attempt was already made elsewhere.
+    pub pool: PgPool,
+    pub completed: CompletedAttempts,
+    /// Copies of completed attempts that were not sent again.
+    pub repeats_skipped: Arc<AtomicU64>,
     pub client: DeliveryClient,
     pub publisher: Publisher,
     pub names: Names,
@@ -97,7 +104,7 @@ impl Dispatcher {
         // The span is attached to each future rather than entered across awaits, so deliveries
         // interleaved on one thread never log under each other's trace id.
         async {
-            match self.process(job, trace).await {
+            match self.process(job, delivery.redelivered, trace).await {
                 Ok(()) => {
                     if let Err(error) = fp_broker::ack(&delivery).await {
                         tracing::warn!(%error, "ack failed; the message will be handled again");
@@ -117,7 +124,12 @@ impl Dispatcher {
         .await;
     }
 
-    async fn process(&self, job: JobOrEvent, trace: TraceContext) -> anyhow::Result<()> {
+    async fn process(
+        &self,
+        job: JobOrEvent,
+        redelivered: bool,
+        trace: TraceContext,
+    ) -> anyhow::Result<()> {
         let tenant_id = job.tenant_id();
         let Some(endpoint) = self.configs.endpoint(tenant_id).await? else {
             tracing::debug!("tenant has no webhook config; nothing to deliver");
@@ -158,12 +170,40 @@ impl Dispatcher {
             },
             JobOrEvent::Job(job) => job,
         };
+        if self.already_made(&job, redelivered).await? {
+            self.repeats_skipped.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                delivery_id = %job.delivery_id,
+                attempt = job.attempt_number,
+                "this attempt was already made and recorded; not sent again"
+            );
+            return Ok(());
+        }
         let Some(_slot) = self.limits.try_acquire(&endpoint.url) else {
             tracing::debug!(delivery_id = %job.delivery_id, "endpoint at its in-flight cap; deferring");
             self.deferred.fetch_add(1, Ordering::Relaxed);
             return self.publish_job(&job, self.busy_delay, None, &trace).await;
         };
         self.attempt(&job, &endpoint, trace).await
+    }
+
+    /// Whether this attempt was completed already: by this process (remembered), or, for an input
+    /// the broker handed out before (its ack was lost), by any dispatcher (the log says so).
+    async fn already_made(&self, job: &DeliveryJob, redelivered: bool) -> anyhow::Result<bool> {
+        if self.completed.contains(job) {
+            return Ok(true);
+        }
+        if !redelivered || job.manual {
+            return Ok(false);
+        }
+        let mut conn = self.pool.get().await.map_err(fp_store::StoreError::from)?;
+        Ok(fp_store::attempts::attempt_settled(
+            &mut conn,
+            job.delivery_id.0,
+            i32::try_from(job.attempt_number).unwrap_or(i32::MAX),
+            fp_contracts::INTERRUPTED_ERROR_KIND,
+        )
+        .await?)
     }
 
     /// One HTTP attempt, its record, and the retry it calls for. Both messages are confirmed by
@@ -269,6 +309,7 @@ impl Dispatcher {
         self.publish_record(&record, job, &trace, RECORD_PATIENCE)
             .await?;
         scheduled?;
+        self.completed.remember(job);
         let delivered = verdict == Verdict::Delivered;
         if let Some(report) =
             self.health

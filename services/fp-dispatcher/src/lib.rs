@@ -3,6 +3,7 @@
 //! by the broker. A crash at any point leaves the event unacked, so it is delivered again (at least
 //! once; the delivery id stays the same, so receivers can deduplicate).
 
+mod completed;
 mod config_cache;
 mod delivery;
 mod endpoint_health;
@@ -107,10 +108,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let dispatcher = Arc::new(Dispatcher {
         configs: ConfigCache::new(
-            pool,
+            pool.clone(),
             Duration::from_millis(dispatcher_settings.config_cache_ttl_ms),
             master_key,
         ),
+        pool,
+        completed: completed::CompletedAttempts::new(),
+        repeats_skipped: health.counter("fp_dispatcher_repeats_skipped_total"),
         client,
         publisher,
         names: broker.names.clone(),
