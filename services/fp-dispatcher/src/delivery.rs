@@ -19,7 +19,7 @@ use fp_telemetry::TraceContext;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::completed::CompletedAttempts;
+use crate::completed::{Claim, CompletedAttempts};
 use crate::config_cache::{ConfigCache, Endpoint};
 use crate::endpoint_health::HealthReporter;
 use crate::endpoint_limits::EndpointLimits;
@@ -27,6 +27,10 @@ use crate::endpoint_limits::EndpointLimits;
 /// How long an attempt's record waits for a lost broker connection to come back before the
 /// attempt is given up as unrecorded (its input then returns to the queue).
 const RECORD_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Longest wait of a copy for the same attempt in flight in this process: its request timeout and
+/// its record's patience are both shorter.
+const COPY_PATIENCE: Duration = Duration::from_secs(60);
 
 /// How long a message a dependency kept us from handling waits before it goes back to its queue.
 const HAND_BACK_DELAY: Duration = Duration::from_secs(1);
@@ -170,15 +174,33 @@ impl Dispatcher {
             },
             JobOrEvent::Job(job) => job,
         };
-        if self.already_made(&job, redelivered).await? {
-            self.repeats_skipped.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
-                delivery_id = %job.delivery_id,
-                attempt = job.attempt_number,
-                "this attempt was already made and recorded; not sent again"
-            );
-            return Ok(());
-        }
+        // The attempt is claimed first and then looked up, so a copy cannot slip in between an
+        // original's last step (remembering it) and its claim's end. A copy of an attempt in
+        // flight here waits for it to end, then looks again.
+        let _claim = loop {
+            match self.completed.begin(&job) {
+                Claim::Claimed(claim) => {
+                    if self.already_made(&job, redelivered).await? {
+                        self.repeats_skipped.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(
+                            delivery_id = %job.delivery_id,
+                            attempt = job.attempt_number,
+                            "this attempt was already made and recorded; not sent again"
+                        );
+                        return Ok(());
+                    }
+                    break claim;
+                }
+                Claim::InFlightElsewhere(ended) => {
+                    let ending = ended.notified();
+                    if self.completed.is_in_flight(&job) {
+                        // Bounded, and looked at again: the original ends within its request
+                        // timeout and its record's patience.
+                        let _ = tokio::time::timeout(COPY_PATIENCE, ending).await;
+                    }
+                }
+            }
+        };
         let Some(_slot) = self.limits.try_acquire(&endpoint.url) else {
             tracing::debug!(delivery_id = %job.delivery_id, "endpoint at its in-flight cap; deferring");
             self.deferred.fetch_add(1, Ordering::Relaxed);
