@@ -36,6 +36,7 @@ if docker image inspect "$base_image" >/dev/null 2>&1; then
 else
   command -v debootstrap >/dev/null || {
     say "installing debootstrap"
+    apt-get update -q >/dev/null
     apt-get install -y -q debootstrap >/dev/null
   }
   rootfs=$(mktemp -d /var/tmp/fp-debootstrap.XXXXXX)
