@@ -40,7 +40,7 @@ else
     apt-get install -y -q debootstrap >/dev/null
   }
   rootfs=$(mktemp -d /var/tmp/fp-debootstrap.XXXXXX)
-  trap 'rm -rf "$rootfs"' EXIT
+  trap 'rm -rf "$rootfs" "$rootfs.log"' EXIT
   started=$SECONDS
   say "debootstrap --variant=minbase bookworm (first time only)"
   debootstrap --variant=minbase bookworm "$rootfs" "$debian_mirror" >"$rootfs.log" 2>&1 || {
@@ -64,10 +64,22 @@ SOURCES
   say "$base_image made in $((SECONDS - started)) s"
 fi
 
+build_log=$(mktemp)
+trap 'rm -f "$build_log"' EXIT
 build() { # image dockerfile context build-arg...
   local image=$1 dockerfile=$2 context=$3; shift 3
-  local started=$SECONDS
-  docker build -q -t "$image" -f "$dockerfile" "$@" "$context" >/dev/null
+  local started=$SECONDS previous
+  previous=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
+  # Its output only on failure: on success the legacy builder only warns that it is deprecated.
+  docker build -q -t "$image" -f "$dockerfile" "$@" "$context" >"$build_log" 2>&1 || {
+    cat "$build_log" >&2
+    say "building $image failed"
+    exit 1
+  }
+  # New binaries make a new image; the one it replaced would stay behind untagged, on every run.
+  if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect --format '{{.Id}}' "$image")" ]; then
+    docker rmi "$previous" >/dev/null 2>&1 || say "the replaced $image ($previous) is still in use; kept"
+  fi
   say "$image built in $((SECONDS - started)) s"
 }
 
