@@ -27,7 +27,8 @@ work=$(mktemp -d)
 env_file="$work/env"
 
 # A /24 for the pinned demo network that overlaps no docker network on this machine.
-demo_subnet=$(docker network inspect --format '{{range .IPAM.Config}}{{.Subnet}} {{end}}' $(docker network ls -q) |
+mapfile -t networks < <(docker network ls -q)
+demo_subnet=$(docker network inspect --format '{{range .IPAM.Config}}{{.Subnet}} {{end}}' "${networks[@]}" |
   python3 -c '
 import ipaddress, random, sys
 taken = [ipaddress.ip_network(s) for s in sys.stdin.read().split() if ":" not in s]
@@ -86,8 +87,10 @@ one_shot="migrate demo-seed"
 # Waits until every container of the project is healthy or (one-shots) exited 0, with `expected`
 # containers of service `service` among them; fails at once on a failed one-shot or a restart.
 wait_until_settled() { # service expected
-  local service=$1 expected=$2 deadline=$((SECONDS + 240)) pending count
+  local service=$1 expected=$2 deadline=$((SECONDS + 240)) pending count containers
   while :; do
+    mapfile -t containers < <(compose ps -q)
+    [ "${#containers[@]}" -gt 0 ] || fail "project $project has no containers"
     pending=""
     count=0
     while read -r name svc status exit_code health restarts; do
@@ -106,7 +109,7 @@ wait_until_settled() { # service expected
       fi
     done < <(docker inspect --format \
       '{{.Name}} {{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{.State.ExitCode}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.RestartCount}}' \
-      $(compose ps -q))
+      "${containers[@]}")
     [ "$count" = "$expected" ] || pending+=" ($count of $expected $service containers)"
     [ -z "$pending" ] && return 0
     [ "$SECONDS" -lt "$deadline" ] || fail "not settled within 240 s:$pending"
