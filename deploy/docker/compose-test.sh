@@ -192,6 +192,15 @@ for index in 1 2 3; do
 done
 say "36 submissions delivered and logged, shared by three dispatchers (${shares# })"
 
+# The services first, while PostgreSQL and RabbitMQ are still up (`down` stops everything at once):
+# on SIGTERM each drains and exits 0.
+compose stop --timeout 30 fp-api fp-dispatcher fp-log-ingest fp-dashboard >/dev/null 2>&1
+mapfile -t services < <(compose ps -q fp-api fp-dispatcher fp-log-ingest fp-dashboard)
+[ "${#services[@]}" = 6 ] || fail "expected 6 service containers, found ${#services[@]}"
+while read -r name status exit_code; do
+  [ "$status $exit_code" = "exited 0" ] || fail "$name is $status ($exit_code) after SIGTERM"
+done < <(docker inspect --format '{{.Name}} {{.State.Status}} {{.State.ExitCode}}' "${services[@]}")
+say "the services drained and exited 0 on SIGTERM"
 compose down --volumes --remove-orphans --timeout 30 >/dev/null 2>&1
 taken_down=true
 left=$(docker ps -aq --filter "label=com.docker.compose.project=$project")
