@@ -1,7 +1,7 @@
 # FeedbackPulse Webhooks. `make run` runs everything with demo data; `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: build test run lint fmt schemathesis browser services
+.PHONY: build test run lint fmt schemathesis browser services images compose-test
 
 # The schemathesis of the OpenAPI conformance test (crates/fp-testkit/tests/openapi_conformance.rs),
 # installed into a venv under target/ by deploy/local/ensure-schemathesis.sh.
@@ -11,10 +11,21 @@ export FP_SCHEMATHESIS
 build:
 	$(CARGO) build --workspace --bins
 
-# One debug build serves every test binary; the end-to-end tests start the service binaries it made.
+# One debug build serves every test binary; the end-to-end tests start the service binaries it made,
+# and the compose test puts them in an image.
 test: services schemathesis browser
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
+	deploy/docker/compose-test.sh
+
+# The local stand-in images (deploy/docker/local-images.sh) from the debug binaries: the first time it
+# makes a Debian base with debootstrap (about 1 min), PostgreSQL and RabbitMQ images (about 2 min each).
+images:
+	deploy/docker/local-images.sh debug
+
+# docker-compose.yml end to end on those images (deploy/docker/compose-test.sh); needs `make build`.
+compose-test:
+	deploy/docker/compose-test.sh
 
 # The fault suite (crates/fp-testkit/tests/fault_suite.rs): per scenario, a load through the real
 # services on a PostgreSQL cluster and a RabbitMQ node of the suite's own, with one fault injected;
