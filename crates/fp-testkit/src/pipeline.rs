@@ -196,8 +196,8 @@ impl TenantApi {
         created["id"].as_i64().context("submission id")
     }
 
-    /// The tenant's log entries (newest first), polled until `done` holds or `timeout` passes;
-    /// then the last entries seen.
+    /// The tenant's log entries (newest first), polled until `done` holds and no attempt may still
+    /// be in flight, or `timeout` passes; then the last entries seen.
     pub async fn logs_until(
         &self,
         timeout: Duration,
@@ -214,10 +214,25 @@ impl TenantApi {
                 .await?;
             anyhow::ensure!(status == 200, "logs answered {status}: {page}");
             let entries = page["data"].as_array().cloned().unwrap_or_default();
-            if done(&entries) || tokio::time::Instant::now() > deadline {
+            let settled = !entries.iter().any(possibly_in_flight);
+            if (done(&entries) && settled) || tokio::time::Instant::now() > deadline {
                 return Ok(entries);
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// How long after its start an `interrupted` row may still be an attempt in flight (its outcome
+/// on the way) rather than one that was really interrupted: the tests' receivers answer well
+/// within it.
+const IN_FLIGHT_HORIZON: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
+
+/// An attempt shows as `interrupted` from just before its request until its outcome is logged.
+fn possibly_in_flight(entry: &Value) -> bool {
+    entry["error"]["kind"] == "interrupted"
+        && entry["timestamp"]
+            .as_str()
+            .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+            .is_some_and(|at| chrono::Utc::now().signed_duration_since(at) < IN_FLIGHT_HORIZON)
 }

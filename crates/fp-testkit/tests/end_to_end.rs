@@ -165,7 +165,12 @@ async fn submission_events_reach_an_https_receiver_signed_and_are_logged() -> an
             .await?;
         assert_eq!(status, 200, "{page}");
         let entries = page["data"].as_array().cloned().unwrap_or_default();
-        if entries.len() >= 2 || tokio::time::Instant::now() > deadline {
+        // An attempt shows as `interrupted` from just before its request until its outcome is
+        // logged: wait for both outcomes.
+        let settled = entries
+            .iter()
+            .all(|entry| entry["error"]["kind"] != "interrupted");
+        if (entries.len() >= 2 && settled) || tokio::time::Instant::now() > deadline {
             break entries;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
