@@ -22,6 +22,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// One node that does not answer within this is skipped for the next.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the broker to confirm a close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a connection's state is looked at, besides lapin's error events.
 const LIVENESS_POLL: Duration = Duration::from_millis(250);
 
@@ -251,7 +253,8 @@ impl Broker {
     pub async fn close(&self) {
         let previous = self.shared.link.send_replace(Link::Closed);
         if let Link::Up(session) = previous {
-            session.shut_down().await;
+            // A broker that does not answer the close must not hold up a process that stops.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.shut_down()).await;
         }
     }
 }
@@ -277,8 +280,8 @@ async fn supervise(shared: Arc<Shared>) {
         match current {
             Link::Closed => return,
             Link::Up(session) => {
+                // `None`: `close` was called, and closes this session itself.
                 let Some(reason) = wait_lost(&session.connection, &shared).await else {
-                    session.shut_down().await;
                     return;
                 };
                 tracing::warn!(reason = %reason, "lost the RabbitMQ connection; reconnecting");
@@ -419,7 +422,11 @@ async fn wait_lost(connection: &Connection, shared: &Shared) -> Option<String> {
     loop {
         tokio::select! {
             event = events.next() => match event {
-                Some(Event::Error(error)) => return Some(error.to_string()),
+                // A channel's error (a queue that is gone, say) is reported here too, on a
+                // connection that is still up: only a connection that is down is lost.
+                Some(Event::Error(error)) if !connection.status().connected() => {
+                    return Some(error.to_string());
+                }
                 Some(_) => {}
                 None => return Some("the connection's event stream ended".to_owned()),
             },
