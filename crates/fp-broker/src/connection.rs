@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use lapin::{Channel, Connection, ConnectionProperties, Event};
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
 use crate::consumer::Deliveries;
+use crate::owned_channel::OwnedChannel;
 use crate::publisher::Publisher;
 use crate::{BrokerError, Names, amqp, topology};
 
@@ -78,6 +80,8 @@ struct Shared {
     generations: AtomicU64,
     /// The node to try first: after a loss, the one after the node that was lost.
     next_endpoint: AtomicUsize,
+    /// Closes of channels their owners dropped (`OwnedChannel`); `close` waits for them.
+    channel_closes: TaskTracker,
 }
 
 /// A supervised connection to RabbitMQ and the names of one namespace. Cheap to clone; every clone
@@ -113,6 +117,7 @@ impl Broker {
             link,
             generations: AtomicU64::new(0),
             next_endpoint: AtomicUsize::new(0),
+            channel_closes: TaskTracker::new(),
         });
         tokio::spawn(supervise(shared.clone()));
         Broker { shared, names }
@@ -129,6 +134,7 @@ impl Broker {
             link: watch::channel(Link::Closed).0,
             generations: AtomicU64::new(0),
             next_endpoint: AtomicUsize::new(0),
+            channel_closes: TaskTracker::new(),
         });
         let session = open_session(&shared).await?;
         shared.link.send_replace(Link::Up(Arc::new(session)));
@@ -212,6 +218,20 @@ impl Broker {
         }
     }
 
+    /// A channel on the current connection that is closed, in order, when dropped.
+    pub(crate) async fn owned_channel(&self) -> Result<(u64, OwnedChannel), BrokerError> {
+        let session = self.session()?;
+        let channel = session
+            .connection
+            .create_channel()
+            .await
+            .map_err(amqp("channel.open"))?;
+        Ok((
+            session.generation,
+            OwnedChannel::new(channel, self.shared.channel_closes.clone()),
+        ))
+    }
+
     /// A channel on the current connection.
     pub async fn channel(&self) -> Result<Channel, BrokerError> {
         self.session()?
@@ -249,11 +269,15 @@ impl Broker {
         crate::consumer::consume(self.clone(), queue, consumer_tag, prefetch)
     }
 
-    /// Stops supervising and closes the connection; consumers end, publishes are refused.
+    /// Stops supervising and closes the connection; consumers end, publishes are refused. Channels
+    /// already given up are closed first, while the connection can still carry their close.
     pub async fn close(&self) {
         let previous = self.shared.link.send_replace(Link::Closed);
+        let channel_closes = &self.shared.channel_closes;
+        channel_closes.close();
+        // A broker that does not answer the close must not hold up a process that stops.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel_closes.wait()).await;
         if let Link::Up(session) = previous {
-            // A broker that does not answer the close must not hold up a process that stops.
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.shut_down()).await;
         }
     }

@@ -5,11 +5,11 @@
 use std::pin::Pin;
 
 use futures_util::{Stream, StreamExt};
-use lapin::Consumer;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 
 use crate::connection::{Broker, backoff};
+use crate::owned_channel::OwnedChannel;
 use crate::{BrokerError, Delivery, amqp};
 
 /// The deliveries of one queue, across reconnects. Ends only when the broker is closed.
@@ -20,7 +20,8 @@ struct Attachment {
     queue: String,
     consumer_tag: String,
     prefetch: u16,
-    consumer: Option<Consumer>,
+    /// The channel consuming now; dropping it cancels the consumer and closes the channel.
+    attached: Option<OwnedChannel>,
     failures: u32,
 }
 
@@ -35,7 +36,7 @@ pub(crate) fn consume(
         queue: queue.to_owned(),
         consumer_tag: consumer_tag.to_owned(),
         prefetch,
-        consumer: None,
+        attached: None,
         failures: 0,
     };
     Box::pin(futures_util::stream::unfold(attachment, next_delivery))
@@ -43,15 +44,15 @@ pub(crate) fn consume(
 
 async fn next_delivery(mut state: Attachment) -> Option<(Delivery, Attachment)> {
     loop {
-        if state.consumer.is_none() {
-            let session = state.broker.session_when_up().await?;
-            match attach(&session.connection, &state).await {
-                Ok(consumer) => {
+        if state.attached.is_none() {
+            state.broker.session_when_up().await?;
+            match attach(&state).await {
+                Ok(attached) => {
                     if state.failures > 0 {
                         tracing::info!(queue = %state.queue, "consuming again");
                     }
                     state.failures = 0;
-                    state.consumer = Some(consumer);
+                    state.attached = Some(attached);
                 }
                 Err(error) => {
                     state.failures = state.failures.saturating_add(1);
@@ -64,7 +65,7 @@ async fn next_delivery(mut state: Attachment) -> Option<(Delivery, Attachment)> 
                 }
             }
         }
-        let consumer = state.consumer.as_mut()?;
+        let consumer = state.attached.as_mut()?.consumer.as_mut()?;
         let next = consumer.next().await;
         if state.broker.is_closed() {
             return None;
@@ -78,7 +79,7 @@ async fn next_delivery(mut state: Attachment) -> Option<(Delivery, Attachment)> 
                 tracing::warn!(queue = %state.queue, "the broker cancelled the consumer; consuming again");
             }
         }
-        state.consumer = None;
+        state.attached = None;
         // A pause, so a queue that cancels every consumer at once cannot make this spin.
         tokio::select! {
             () = tokio::time::sleep(backoff(1)) => {}
@@ -87,19 +88,15 @@ async fn next_delivery(mut state: Attachment) -> Option<(Delivery, Attachment)> 
     }
 }
 
-async fn attach(
-    connection: &lapin::Connection,
-    state: &Attachment,
-) -> Result<Consumer, BrokerError> {
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(amqp("channel.open"))?;
-    channel
+async fn attach(state: &Attachment) -> Result<OwnedChannel, BrokerError> {
+    let (_, owned) = state.broker.owned_channel().await?;
+    owned
+        .channel
         .basic_qos(state.prefetch, BasicQosOptions::default())
         .await
         .map_err(amqp("basic.qos"))?;
-    channel
+    let consumer = owned
+        .channel
         .basic_consume(
             state.queue.as_str().into(),
             state.consumer_tag.as_str().into(),
@@ -107,5 +104,6 @@ async fn attach(
             FieldTable::default(),
         )
         .await
-        .map_err(amqp("basic.consume"))
+        .map_err(amqp("basic.consume"))?;
+    Ok(owned.with_consumer(consumer))
 }

@@ -12,6 +12,7 @@ use lapin::types::{AMQPValue, LongString};
 
 mod connection;
 mod consumer;
+mod owned_channel;
 mod publisher;
 pub mod topology;
 

@@ -10,6 +10,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::connection::Broker;
+use crate::owned_channel::OwnedChannel;
 use crate::{
     BrokerError, DEAD_LETTER_REASON_HEADER, DEAD_LETTER_SOURCE_HEADER, Delivery, Names,
     TRACEPARENT_HEADER, amqp, header_text,
@@ -34,8 +35,9 @@ pub struct OutgoingMessage<'a> {
 #[derive(Clone)]
 pub struct Publisher {
     broker: Broker,
-    /// The confirm-mode channel and the connection generation it belongs to.
-    channel: Arc<Mutex<Option<(u64, Channel)>>>,
+    /// The confirm-mode channel and the connection generation it belongs to; closed when the last
+    /// clone of this publisher goes.
+    channel: Arc<Mutex<Option<(u64, OwnedChannel)>>>,
 }
 
 impl Publisher {
@@ -47,24 +49,22 @@ impl Publisher {
     }
 
     async fn channel(&self) -> Result<Channel, BrokerError> {
-        let session = self.broker.session()?;
+        let current_generation = self.broker.session()?.generation;
         let mut cached = self.channel.lock().await;
-        if let Some((generation, channel)) = cached.as_ref()
-            && *generation == session.generation
-            && channel.status().connected()
+        if let Some((generation, owned)) = cached.as_ref()
+            && *generation == current_generation
+            && owned.channel.status().connected()
         {
-            return Ok(channel.clone());
+            return Ok(owned.channel.clone());
         }
-        let channel = session
-            .connection
-            .create_channel()
-            .await
-            .map_err(amqp("channel.open"))?;
-        channel
+        let (generation, owned) = self.broker.owned_channel().await?;
+        owned
+            .channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(amqp("confirm.select"))?;
-        *cached = Some((session.generation, channel.clone()));
+        let channel = owned.channel.clone();
+        *cached = Some((generation, owned));
         Ok(channel)
     }
 
