@@ -1,19 +1,23 @@
 # FeedbackPulse Webhooks. `make run` runs everything with demo data; `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: build test run lint fmt schemathesis browser services images compose-test
+.PHONY: build test run lint fmt schemathesis kubernetes-validate browser services images compose-test
 
 # The schemathesis of the OpenAPI conformance test (crates/fp-testkit/tests/openapi_conformance.rs),
 # installed into a venv under target/ by deploy/local/ensure-schemathesis.sh.
 FP_SCHEMATHESIS ?= $(CURDIR)/target/tools/schemathesis/bin/schemathesis
 export FP_SCHEMATHESIS
+# The venv of the Kubernetes manifests' schema checks (crates/fp-testkit/tests/deploy_files.rs),
+# installed by deploy/local/ensure-kubernetes-validate.sh.
+FP_KUBERNETES_PYTHON ?= $(CURDIR)/target/tools/kubernetes-validate/bin/python
+export FP_KUBERNETES_PYTHON
 
 build:
 	$(CARGO) build --workspace --bins
 
 # One debug build serves every test binary; the end-to-end tests start the service binaries it made,
 # and the compose test puts them in an image.
-test: services schemathesis browser
+test: services schemathesis kubernetes-validate browser
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 	deploy/docker/compose-test.sh
@@ -44,6 +48,10 @@ services:
 # Installs the pinned schemathesis unless it is already there.
 schemathesis:
 	deploy/local/ensure-schemathesis.sh
+
+# Installs the pinned kubernetes-validate and jsonschema unless they are already there.
+kubernetes-validate:
+	deploy/local/ensure-kubernetes-validate.sh
 
 # Installs Debian's chromium and chromium-driver (the dashboard's browser tests) unless present.
 browser:
