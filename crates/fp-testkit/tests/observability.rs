@@ -393,7 +393,7 @@ async fn prometheus_sees_every_metric_move_while_deliveries_flow() -> anyhow::Re
     failed_log_in(deployment.dashboard).await?;
 
     let exactly = |expected: f64| move |value: f64| (value - expected).abs() < 1e-9;
-    let checks: Vec<(&str, Box<dyn Fn(f64) -> bool>)> = vec![
+    let checks: Vec<(&str, Expectation)> = vec![
         // Attempts by outcome, status class and format: one success; the 500 and the timeouts
         // tried twice each (one retry); the blocked target once (not retryable).
         (
@@ -539,6 +539,9 @@ async fn prometheus_sees_every_metric_move_while_deliveries_flow() -> anyhow::Re
     prometheus.stop().await?;
     deployment.env.finish().await
 }
+
+/// What a PromQL value must satisfy.
+type Expectation = Box<dyn Fn(f64) -> bool>;
 
 /// Whether `text` holds a UUID (8-4-4-4-12 hex digits).
 fn regex_like_uuid(text: &str) -> bool {
