@@ -86,7 +86,7 @@ start dashboard "$bin/fp-dashboard"
 wait_http http://127.0.0.1:8080/api/v2/webhooks/config "fp-api"
 wait_http http://127.0.0.1:8082/readyz "fp-dispatcher"
 wait_http http://127.0.0.1:8083/readyz "fp-log-ingest"
-wait_http http://127.0.0.1:8081/healthz "fp-dashboard"
+wait_http http://127.0.0.1:8085/healthz "fp-dashboard"
 
 # The demo tenant: reused while its key still works, created otherwise.
 demo_email="demo@feedbackpulse.test"

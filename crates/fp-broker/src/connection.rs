@@ -249,6 +249,25 @@ impl Broker {
         Ok(())
     }
 
+    /// How many messages are ready in `queue` now (a passive declare: nothing is created), e.g.
+    /// the dead-letter queue's, for a gauge.
+    pub async fn queue_depth(&self, queue: &str) -> Result<u32, BrokerError> {
+        let (_, owned) = self.owned_channel().await?;
+        let declared = owned
+            .channel
+            .queue_declare(
+                queue.into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..lapin::options::QueueDeclareOptions::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .map_err(amqp("queue.declare passive"))?;
+        Ok(declared.message_count())
+    }
+
     /// Removes the namespace's exchanges and queues (tests, retiring a namespace).
     pub async fn delete_topology(&self, delay_tiers: &[Duration]) -> Result<(), BrokerError> {
         let channel = self.channel().await?;
@@ -299,6 +318,8 @@ impl Shared {
 /// Keeps the connection up until the broker is closed.
 async fn supervise(shared: Arc<Shared>) {
     let mut failures: u32 = 0;
+    let mut ever_connected = false;
+    metrics::gauge!("fp_broker_connected").set(0.0);
     loop {
         let current = shared.link.borrow().clone();
         match current {
@@ -309,6 +330,7 @@ async fn supervise(shared: Arc<Shared>) {
                     return;
                 };
                 tracing::warn!(reason = %reason, "lost the RabbitMQ connection; reconnecting");
+                metrics::gauge!("fp_broker_connected").set(0.0);
                 shared.next_endpoint.fetch_add(1, Ordering::Relaxed);
                 let down = Link::Down {
                     since: Instant::now(),
@@ -326,6 +348,11 @@ async fn supervise(shared: Arc<Shared>) {
                         session.shut_down().await;
                         return;
                     }
+                    metrics::gauge!("fp_broker_connected").set(1.0);
+                    if ever_connected {
+                        metrics::counter!("fp_broker_reconnects_total").increment(1);
+                    }
+                    ever_connected = true;
                     tracing::info!(
                         generation = session.generation,
                         down_ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX),

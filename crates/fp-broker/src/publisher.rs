@@ -70,6 +70,17 @@ impl Publisher {
 
     /// Publishes once. Refused at once with `Unavailable` while the broker is disconnected.
     pub async fn publish(&self, message: &OutgoingMessage<'_>) -> Result<(), BrokerError> {
+        let published = self.publish_once(message).await;
+        if let Err(error) = &published {
+            // Refusals while disconnected are not confirms that failed: readiness shows those.
+            if !matches!(error, BrokerError::Unavailable { .. }) {
+                metrics::counter!("fp_broker_publish_confirms_failed_total").increment(1);
+            }
+        }
+        published
+    }
+
+    async fn publish_once(&self, message: &OutgoingMessage<'_>) -> Result<(), BrokerError> {
         let channel = self.channel().await?;
         let mut headers = FieldTable::default();
         headers.insert(
@@ -178,6 +189,14 @@ impl Publisher {
             expiration: None,
         })
         .await?;
+        // Every caller dead-letters a message it cannot decode; the queue it came from is one of
+        // the topology's few, so both labels stay bounded (the reason text goes in the header).
+        metrics::counter!(
+            "fp_broker_dead_lettered_total",
+            "reason" => "unreadable",
+            "queue" => source_queue.to_owned(),
+        )
+        .increment(1);
         delivery
             .ack(BasicAckOptions::default())
             .await

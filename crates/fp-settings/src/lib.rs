@@ -78,6 +78,8 @@ pub struct BrokerSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ApiSettings {
     pub listen: SocketAddr,
+    /// `/healthz`, `/readyz` and `/metrics`, apart from the public `listen`.
+    pub health_listen: SocketAddr,
     pub outbox_poll_interval_ms: u64,
     #[serde(rename = "disable_failing_endpoints_after")]
     disable_failing_endpoints_after_raw: String,
@@ -93,6 +95,8 @@ pub struct ApiSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct DashboardSettings {
     pub listen: SocketAddr,
+    /// `/healthz`, `/readyz` and `/metrics`, apart from the public `listen`.
+    pub health_listen: SocketAddr,
     pub api_url: String,
     pub session_key: String,
 }
@@ -340,6 +344,8 @@ mod tests {
         let settings: Settings = raw.try_deserialize().expect("defaults fit the types");
         assert_eq!(settings.api.listen.port(), 8080);
         assert_eq!(settings.dashboard.listen.port(), 8081);
+        assert_eq!(settings.api.health_listen.port(), 8084);
+        assert_eq!(settings.dashboard.health_listen.port(), 8085);
         assert_eq!(settings.broker.namespace, "fp");
         assert!(settings.secrets.master_key_raw.is_empty());
         assert_eq!(

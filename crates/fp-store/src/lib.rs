@@ -47,6 +47,7 @@ pub enum StoreError {
 
 impl From<diesel_async::pooled_connection::deadpool::PoolError> for StoreError {
     fn from(error: diesel_async::pooled_connection::deadpool::PoolError) -> Self {
+        metrics::counter!("fp_db_pool_timeouts_total").increment(1);
         StoreError::Pool(error.to_string())
     }
 }
@@ -105,6 +106,7 @@ impl Reachability {
                     Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
                 };
                 *last.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = outcome;
+                record_pool_status(&pool);
                 tokio::time::sleep(every).await;
             }
         });
@@ -122,6 +124,16 @@ impl Reachability {
     pub fn into_check(self) -> impl Fn() -> Result<(), String> + Send + Sync + 'static {
         move || self.status()
     }
+}
+
+/// The pool's state as gauges, sampled with each probe: waiting tasks are requests that found
+/// every connection in use (a pool too small for the load, or a slow database).
+fn record_pool_status(pool: &PgPool) {
+    let status = pool.status();
+    metrics::gauge!("fp_db_pool_waiting").set(status.waiting as f64);
+    metrics::gauge!("fp_db_pool_connections", "state" => "idle").set(status.available as f64);
+    metrics::gauge!("fp_db_pool_connections", "state" => "in_use")
+        .set(status.size.saturating_sub(status.available) as f64);
 }
 
 async fn probe(pool: &PgPool) -> Result<(), StoreError> {

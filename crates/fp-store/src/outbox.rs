@@ -1,7 +1,7 @@
 //! The transactional outbox (owned by fp-api): events committed with the change they announce,
 //! published by the relay afterwards.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
@@ -63,4 +63,16 @@ pub async fn mark_published(conn: &mut AsyncPgConnection, ids: &[i64]) -> Result
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// How many rows wait to be published, and when the oldest of them was committed.
+pub async fn backlog(
+    conn: &mut AsyncPgConnection,
+) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
+    use diesel::dsl::{count_star, min};
+    Ok(outbox::table
+        .filter(outbox::published_at.is_null())
+        .select((count_star(), min(outbox::created_at)))
+        .first(conn)
+        .await?)
 }

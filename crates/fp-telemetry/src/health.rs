@@ -1,26 +1,32 @@
-//! `/healthz`, `/readyz` and `/metrics` for the services that serve no other HTTP.
+//! Liveness, readiness and metrics of every process, on its own `health_listen` address.
 //!
-//! A deliberately tiny HTTP/1.1 responder: these endpoints are read by orchestrators and Prometheus,
-//! answer in one line, and should not pull a web framework into a queue worker.
+//! One implementation for all four services: [`serve`] binds the health address (never the public
+//! one) and answers `/healthz` (liveness: the process runs), `/readyz` (readiness: started, not
+//! draining, every dependency reachable) and `/metrics` (Prometheus text, from the recorder
+//! [`crate::metrics::install`] puts behind the `metrics` facade), over hyper's HTTP/1.1 server.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+
+use crate::metrics::{self, InstallError};
 
 /// A dependency readiness waits for: `Err` says why it is not usable now.
 pub type ReadinessCheck = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
-/// Liveness, readiness and counters of one process.
+/// Liveness and readiness of one process.
 #[derive(Default)]
 pub struct Health {
     ready: AtomicBool,
     checks: Mutex<Vec<(&'static str, ReadinessCheck)>>,
-    counters: Mutex<BTreeMap<&'static str, Arc<AtomicU64>>>,
 }
 
 impl Health {
@@ -71,33 +77,7 @@ impl Health {
         self.readiness().is_ok()
     }
 
-    /// A monotonically increasing counter exported as `name` in Prometheus text format.
-    pub fn counter(&self, name: &'static str) -> Arc<AtomicU64> {
-        let mut counters = self
-            .counters
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        counters.entry(name).or_default().clone()
-    }
-
-    fn metrics_text(&self) -> String {
-        let counters = self
-            .counters
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut text = String::new();
-        for (name, value) in counters.iter() {
-            let _ = writeln!(
-                text,
-                "# TYPE {name} counter\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
-        text
-    }
-
-    /// The status and body of a probe path (`/healthz`, `/readyz`, `/metrics`), for the services
-    /// that serve them from their own HTTP server.
+    /// The status and body of a probe path (`/healthz`, `/readyz`, `/metrics`).
     pub fn answer(&self, path: &str) -> (u16, String) {
         match path {
             "/healthz" => (200, "ok\n".to_owned()),
@@ -105,81 +85,142 @@ impl Health {
                 Ok(()) => (200, "ready\n".to_owned()),
                 Err(why) => (503, format!("not ready: {why}\n")),
             },
-            "/metrics" => (200, self.metrics_text()),
+            "/metrics" => {
+                ::metrics::gauge!("fp_ready").set(if self.is_ready() { 1.0 } else { 0.0 });
+                (
+                    200,
+                    metrics::handle()
+                        .map(|handle| handle.render())
+                        .unwrap_or_default(),
+                )
+            }
             _ => (404, "not found\n".to_owned()),
         }
     }
 }
 
-/// The probe routes of a service with its own actix-web server, answered from the
-/// `web::Data<Arc<Health>>` it registers.
-#[cfg(feature = "actix")]
-pub fn actix_routes(config: &mut actix_web::web::ServiceConfig) {
-    use actix_web::web;
-    config
-        .route("/healthz", web::get().to(actix_probe))
-        .route("/readyz", web::get().to(actix_probe));
+/// Why the health listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot bind {0}: {1}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+    #[error(transparent)]
+    Metrics(#[from] InstallError),
 }
 
-#[cfg(feature = "actix")]
-async fn actix_probe(
-    request: actix_web::HttpRequest,
-    health: actix_web::web::Data<Arc<Health>>,
-) -> actix_web::HttpResponse {
-    use actix_web::http::StatusCode;
-    let (status, body) = health.answer(request.path());
-    actix_web::HttpResponse::build(
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-    )
-    .content_type("text/plain; charset=utf-8")
-    .body(body)
-}
+/// A client that sends nothing is dropped after this.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Binds `listen` and answers health requests until the process ends.
-pub async fn serve(listen: SocketAddr, health: Arc<Health>) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(listen).await?;
-    let bound = listener.local_addr()?;
+/// Installs the metrics recorder, binds `listen` and answers `/healthz`, `/readyz` and `/metrics`
+/// until the process ends. Returns the bound address (`listen` may have port 0).
+pub async fn serve(listen: SocketAddr, health: Arc<Health>) -> Result<SocketAddr, ServeError> {
+    let handle = metrics::install()?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|error| ServeError::Bind(listen, error))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|error| ServeError::Bind(listen, error))?;
+    // Histograms are folded here rather than on every scrape.
+    tokio::spawn(async move {
+        let mut upkeep = tokio::time::interval(metrics::UPKEEP_INTERVAL);
+        loop {
+            upkeep.tick().await;
+            handle.run_upkeep();
+        }
+    });
     tokio::spawn(async move {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "health listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             let health = health.clone();
             tokio::spawn(async move {
-                let mut request = [0u8; 1024];
-                let Ok(read) = stream.read(&mut request).await else {
-                    return;
-                };
-                let head = String::from_utf8_lossy(&request[..read]);
-                let path = head.split_whitespace().nth(1).unwrap_or("/");
-                let (status, body) = health.answer(path);
-                let reason = match status {
-                    200 => "OK",
-                    503 => "Service Unavailable",
-                    _ => "Not Found",
-                };
-                let response = format!(
-                    "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let response = respond(&health, &request);
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let served = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                if let Err(error) = served {
+                    tracing::debug!(%error, "health connection ended with an error");
+                }
             });
         }
     });
     Ok(bound)
 }
 
+fn respond(health: &Health, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let (status, body, content_type) = if request.method() == Method::GET {
+        let (status, body) = health.answer(request.uri().path());
+        let content_type = if request.uri().path() == "/metrics" {
+            "text/plain; version=0.0.4; charset=utf-8"
+        } else {
+            "text/plain; charset=utf-8"
+        };
+        (status, body, content_type)
+    } else {
+        (
+            405,
+            "method not allowed\n".to_owned(),
+            "text/plain; charset=utf-8",
+        )
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[test]
-    fn readiness_and_counters_show_in_answers() {
+    async fn get(address: SocketAddr, path: &str) -> (u16, String) {
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("read");
+        let status = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .expect("status line");
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn probes_and_metrics_are_served_over_http() {
         let health = Health::new();
-        assert_eq!(health.answer("/healthz").0, 200);
-        assert_eq!(health.answer("/readyz").0, 503);
+        let address = serve("127.0.0.1:0".parse().expect("addr"), health.clone())
+            .await
+            .expect("serve");
+        assert_eq!(get(address, "/healthz").await.0, 200);
+        assert_eq!(get(address, "/readyz").await.0, 503);
         health.set_ready(true);
-        assert_eq!(health.answer("/readyz").0, 200);
+        assert_eq!(get(address, "/readyz").await, (200, "ready\n".to_owned()));
         let broker_up = Arc::new(AtomicBool::new(false));
         let up = broker_up.clone();
         health.require("broker", move || {
@@ -190,16 +231,21 @@ mod tests {
             }
         });
         assert_eq!(
-            health.answer("/readyz"),
+            get(address, "/readyz").await,
             (503, "not ready: broker: reconnecting\n".to_owned())
         );
+        let (_, metrics) = get(address, "/metrics").await;
+        assert!(metrics.contains("fp_ready 0"), "{metrics}");
         broker_up.store(true, Ordering::Relaxed);
-        assert_eq!(health.answer("/readyz").0, 200);
-        health
-            .counter("fp_deliveries_total")
-            .fetch_add(3, Ordering::Relaxed);
-        let (_, metrics) = health.answer("/metrics");
-        assert!(metrics.contains("fp_deliveries_total 3"), "{metrics}");
-        assert_eq!(health.answer("/nope").0, 404);
+        assert_eq!(get(address, "/readyz").await.0, 200);
+        ::metrics::counter!("fp_test_things_total", "kind" => "a").increment(3);
+        let (status, metrics) = get(address, "/metrics").await;
+        assert_eq!(status, 200);
+        assert!(metrics.contains("fp_ready 1"), "{metrics}");
+        assert!(
+            metrics.contains("fp_test_things_total{kind=\"a\"} 3"),
+            "{metrics}"
+        );
+        assert_eq!(get(address, "/nope").await.0, 404);
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod health;
 pub mod lifecycle;
+pub mod metrics;
 
 use std::fmt;
 

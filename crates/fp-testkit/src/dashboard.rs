@@ -20,7 +20,7 @@ use futures_util::FutureExt;
 use serde_json::Value;
 
 use crate::browser::Browser;
-use crate::environment::{Readiness, TestEnvironment, free_local_address};
+use crate::environment::TestEnvironment;
 use crate::pipeline::{Pipeline, TenantApi};
 use crate::receiver::{TlsReceiver, always_ok};
 
@@ -57,17 +57,7 @@ impl DashboardFixture {
         env.trust_receiver(&receiver)?;
         let pipeline = Pipeline::start(env, 1).await?;
 
-        let address = free_local_address()?;
-        env.start(
-            "fp-dashboard",
-            &[
-                ("FP__DASHBOARD__LISTEN", address.to_string()),
-                // Its writes go through the api, with the signed-in user's session.
-                ("FP__DASHBOARD__API_URL", format!("http://{}", pipeline.api)),
-            ],
-            Readiness::Answers(format!("http://{address}/healthz")),
-        )
-        .await?;
+        let (address, _) = crate::pipeline::start_dashboard(env, pipeline.api).await?;
 
         let api = pipeline.tenant(env, "Acme GmbH").await?;
         let tenant_email = "admin@acme.example".to_owned();

@@ -130,6 +130,12 @@ pub fn isolated_settings(
         ("FP__BROKER__NAMESPACE", name.to_owned()),
         ("FP__SECRETS__MASTER_KEY", random_key_hex()),
         ("FP__DASHBOARD__SESSION_KEY", random_key_hex()),
+        // Any free port, so deployments side by side never share one; tests that probe a
+        // service's health address set it explicitly.
+        ("FP__API__HEALTH_LISTEN", "127.0.0.1:0".to_owned()),
+        ("FP__DASHBOARD__HEALTH_LISTEN", "127.0.0.1:0".to_owned()),
+        ("FP__DISPATCHER__HEALTH_LISTEN", "127.0.0.1:0".to_owned()),
+        ("FP__LOG_INGEST__HEALTH_LISTEN", "127.0.0.1:0".to_owned()),
         ("RUST_LOG", "info".to_owned()),
     ]
     .into_iter()

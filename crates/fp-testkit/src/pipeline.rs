@@ -11,6 +11,8 @@ use crate::environment::{Readiness, TestEnvironment, free_local_address};
 /// Addresses of a running api, dispatcher(s) and log-ingest.
 pub struct Pipeline {
     pub api: SocketAddr,
+    /// The api's health address (`/healthz`, `/readyz`, `/metrics`), apart from its public one.
+    pub api_health: SocketAddr,
     /// Health and metrics address of each dispatcher started, in start order.
     pub dispatchers: Vec<SocketAddr>,
     pub log_ingest: SocketAddr,
@@ -19,8 +21,10 @@ pub struct Pipeline {
 impl Pipeline {
     /// Starts fp-api, `dispatchers` fp-dispatcher processes and fp-log-ingest, each ready.
     pub async fn start(env: &mut TestEnvironment, dispatchers: usize) -> anyhow::Result<Self> {
+        let (api, api_health) = start_api_with_health(env).await?;
         let mut pipeline = Pipeline {
-            api: start_api(env).await?,
+            api,
+            api_health,
             dispatchers: Vec::new(),
             log_ingest: free_local_address()?,
         };
@@ -34,7 +38,7 @@ impl Pipeline {
     /// Starts fp-api again on the address it had (after a crash, as an orchestrator restarts a
     /// service behind an unchanged address), and waits until it answers.
     pub async fn restart_api(&self, env: &mut TestEnvironment) -> anyhow::Result<()> {
-        start_api_on(env, self.api).await
+        start_api_on(env, self.api, self.api_health).await
     }
 
     /// Starts fp-log-ingest again with the health address it had, and waits until it is ready.
@@ -66,15 +70,30 @@ impl Pipeline {
 
 /// Starts fp-api alone (for tests of the api) and returns its address once it answers.
 pub async fn start_api(env: &mut TestEnvironment) -> anyhow::Result<SocketAddr> {
-    let api = free_local_address()?;
-    start_api_on(env, api).await?;
-    Ok(api)
+    Ok(start_api_with_health(env).await?.0)
 }
 
-async fn start_api_on(env: &mut TestEnvironment, api: SocketAddr) -> anyhow::Result<()> {
+/// Starts fp-api alone and returns its public and its health address once it answers.
+pub async fn start_api_with_health(
+    env: &mut TestEnvironment,
+) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+    let api = free_local_address()?;
+    let health = free_local_address()?;
+    start_api_on(env, api, health).await?;
+    Ok((api, health))
+}
+
+async fn start_api_on(
+    env: &mut TestEnvironment,
+    api: SocketAddr,
+    health: SocketAddr,
+) -> anyhow::Result<()> {
     env.start(
         "fp-api",
-        &[("FP__API__LISTEN", api.to_string())],
+        &[
+            ("FP__API__LISTEN", api.to_string()),
+            ("FP__API__HEALTH_LISTEN", health.to_string()),
+        ],
         Readiness::Answers(format!("http://{api}/api/v2/webhooks/config")),
     )
     .await
@@ -89,7 +108,29 @@ async fn start_log_ingest_on(env: &mut TestEnvironment, health: SocketAddr) -> a
     .await
 }
 
-/// A counter from a service's `/metrics`, 0 when absent.
+/// Starts fp-dashboard with its writes going to `api`; returns its public and its health address
+/// once it is ready.
+pub async fn start_dashboard(
+    env: &mut TestEnvironment,
+    api: SocketAddr,
+) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+    let address = free_local_address()?;
+    let health = free_local_address()?;
+    env.start(
+        "fp-dashboard",
+        &[
+            ("FP__DASHBOARD__LISTEN", address.to_string()),
+            ("FP__DASHBOARD__HEALTH_LISTEN", health.to_string()),
+            // Its writes go through the api, with the signed-in user's session.
+            ("FP__DASHBOARD__API_URL", format!("http://{api}")),
+        ],
+        Readiness::Ok(format!("http://{health}/readyz")),
+    )
+    .await?;
+    Ok((address, health))
+}
+
+/// A counter from a service's `/metrics`, summed over all its label sets; 0 when absent.
 pub async fn metric(health: SocketAddr, name: &str) -> anyhow::Result<u64> {
     let text = reqwest::Client::builder()
         .no_proxy()
@@ -99,10 +140,23 @@ pub async fn metric(health: SocketAddr, name: &str) -> anyhow::Result<u64> {
         .await?
         .text()
         .await?;
-    Ok(text
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0))
+    Ok(sum_of_series(&text, name).round() as u64)
+}
+
+/// The sum of every sample of `name` in a Prometheus text exposition (`name 3`, `name{a="b"} 2`).
+fn sum_of_series(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            // `name_more` is another metric; `name{` or `name ` is this one.
+            let value = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.rsplit_once('}')?.1,
+                None => rest.strip_prefix(' ')?,
+            };
+            value.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .sum()
 }
 
 /// A tenant's view of the api.
@@ -235,4 +289,17 @@ fn possibly_in_flight(entry: &Value) -> bool {
             .as_str()
             .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
             .is_some_and(|at| chrono::Utc::now().signed_duration_since(at) < IN_FLIGHT_HORIZON)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sum_of_series;
+
+    #[test]
+    fn a_metric_is_summed_over_its_labels_and_not_confused_with_longer_names() {
+        let text = "# TYPE fp_x_total counter\nfp_x_total{a=\"1\"} 2\nfp_x_total{a=\"}\"} 3\nfp_x_total_more 40\nfp_y 7\n";
+        assert_eq!(sum_of_series(text, "fp_x_total"), 5.0);
+        assert_eq!(sum_of_series("fp_y 7\n", "fp_y"), 7.0);
+        assert_eq!(sum_of_series("", "fp_y"), 0.0);
+    }
 }

@@ -12,10 +12,8 @@ use anyhow::{Context, ensure};
 use fp_broker::{Broker, OutgoingMessage};
 use fp_domain::event::{Change, Event};
 use fp_domain::submission::{Submission, SubmissionStatus};
-use fp_testkit::environment::{
-    Readiness, ServiceEndpoints, TestEnvironment, binaries_dir, free_local_address,
-};
-use fp_testkit::pipeline::{Pipeline, TenantApi};
+use fp_testkit::environment::{ServiceEndpoints, TestEnvironment, binaries_dir};
+use fp_testkit::pipeline::{Pipeline, TenantApi, start_dashboard};
 use fp_testkit::private_services::{PrivatePostgres, PrivateRabbit};
 use fp_testkit::receiver::{TlsReceiver, always_ok};
 use serde_json::Value;
@@ -94,23 +92,14 @@ async fn deploy(label: &str, endpoints: &ServiceEndpoints) -> anyhow::Result<Dep
     let receiver = TlsReceiver::start("127.0.0.1:0".parse()?, always_ok()).await?;
     env.trust_receiver(&receiver)?;
     let pipeline = Pipeline::start(&mut env, 1).await?;
-    let dashboard = free_local_address()?;
-    env.start(
-        "fp-dashboard",
-        &[
-            ("FP__DASHBOARD__LISTEN", dashboard.to_string()),
-            ("FP__DASHBOARD__API_URL", format!("http://{}", pipeline.api)),
-        ],
-        Readiness::Ok(format!("http://{dashboard}/readyz")),
-    )
-    .await?;
+    let (_, dashboard_health) = start_dashboard(&mut env, pipeline.api).await?;
     let tenant = pipeline.tenant(&env, label).await?;
     tenant.configure(&receiver.url("/hook"), None).await?;
     let probes = Probes(vec![
-        ("fp-api", pipeline.api),
+        ("fp-api", pipeline.api_health),
         ("fp-dispatcher", pipeline.dispatchers[0]),
         ("fp-log-ingest", pipeline.log_ingest),
-        ("fp-dashboard", dashboard),
+        ("fp-dashboard", dashboard_health),
     ]);
     Ok(Deployment {
         env,

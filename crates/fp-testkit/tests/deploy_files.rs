@@ -482,25 +482,28 @@ fn every_setting_named_in_the_kubernetes_overlays_is_a_real_key() {
     }
 }
 
-/// The setting each service listens on, and whether its pod takes traffic (and so pauses before
-/// draining).
-const LISTEN_SETTINGS: [(&str, &str); 4] = [
-    ("fp-api", "FP__API__LISTEN"),
-    ("fp-dashboard", "FP__DASHBOARD__LISTEN"),
-    ("fp-dispatcher", "FP__DISPATCHER__HEALTH_LISTEN"),
-    ("fp-log-ingest", "FP__LOG_INGEST__HEALTH_LISTEN"),
+/// Each service's health setting (`/healthz`, `/readyz`, `/metrics`: where it is probed and
+/// scraped) and, for the two that serve users, its public setting (where its Service sends).
+const LISTEN_SETTINGS: [(&str, &str, Option<&str>); 4] = [
+    ("fp-api", "FP__API__HEALTH_LISTEN", Some("FP__API__LISTEN")),
+    (
+        "fp-dashboard",
+        "FP__DASHBOARD__HEALTH_LISTEN",
+        Some("FP__DASHBOARD__LISTEN"),
+    ),
+    ("fp-dispatcher", "FP__DISPATCHER__HEALTH_LISTEN", None),
+    ("fp-log-ingest", "FP__LOG_INGEST__HEALTH_LISTEN", None),
 ];
 
 #[test]
 fn kubernetes_containers_run_workspace_binaries_listening_where_probed() {
     let built = workspace_binaries();
     let in_image = &image_binaries()[0].1;
-    // The probe paths are the ones fp-telemetry serves (the actix services and the tiny server).
+    // The probe paths are the ones fp-telemetry's health listener serves, for every service.
     let health = read("crates/fp-telemetry/src/health.rs");
-    for path in ["/healthz", "/readyz"] {
+    for path in ["/healthz", "/readyz", "/metrics"] {
         assert!(
-            health.contains(&format!("\"{path}\" =>"))
-                && health.contains(&format!(".route(\"{path}\"")),
+            health.contains(&format!("\"{path}\" =>")),
             "crates/fp-telemetry/src/health.rs no longer serves {path}"
         );
     }
@@ -583,35 +586,48 @@ fn check_listen_and_probes(
     env: &BTreeMap<String, String>,
     objects: &[Value],
 ) {
-    let Some((service, setting)) = LISTEN_SETTINGS
+    let Some((service, health_setting, public_setting)) = LISTEN_SETTINGS
         .iter()
-        .find(|(service, _)| argv.first() == Some(service))
+        .find(|(service, _, _)| argv.first() == Some(service))
     else {
         return;
     };
-    let listen = env.get(*setting).unwrap_or_else(|| {
-        panic!("{at}: {setting} is not set, so {service} listens on loopback only")
-    });
-    let port: u64 = listen
-        .strip_prefix("0.0.0.0:")
-        .and_then(|port| port.parse().ok())
-        .unwrap_or_else(|| panic!("{at}: {setting}={listen}, not 0.0.0.0:<port>"));
     let ports: Vec<&Value> = array(&container["ports"]).iter().collect();
-    let declared = ports
-        .iter()
-        .find(|p| p["containerPort"] == port)
-        .unwrap_or_else(|| {
-            panic!("{at}: {setting} is port {port}, but the container declares {ports:?}")
+    // The port a setting binds on every interface, declared by the container.
+    let declared_port = |setting: &str| {
+        let listen = env.get(setting).unwrap_or_else(|| {
+            panic!("{at}: {setting} is not set, so {service} listens on loopback only")
         });
+        let port: u64 = listen
+            .strip_prefix("0.0.0.0:")
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("{at}: {setting}={listen}, not 0.0.0.0:<port>"));
+        let declared = ports
+            .iter()
+            .find(|p| p["containerPort"] == port)
+            .unwrap_or_else(|| {
+                panic!("{at}: {setting} is port {port}, but the container declares {ports:?}")
+            });
+        (port, *declared)
+    };
+    let (health_port, _) = declared_port(health_setting);
     for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
         let get = &container[probe]["httpGet"];
         assert_eq!(
             (text(&get["path"]), get["port"].as_u64()),
-            (path, Some(port)),
-            "{at}: the {probe} must GET {path} on {setting}'s port {port}"
+            (path, Some(health_port)),
+            "{at}: the {probe} must GET {path} on {health_setting}'s port {health_port} (never the public port)"
         );
     }
-    // A Service of this workload sends its traffic to that port.
+    let Some(public_setting) = public_setting else {
+        return;
+    };
+    let (port, declared) = declared_port(public_setting);
+    assert_ne!(
+        port, health_port,
+        "{at}: {public_setting} and {health_setting} share port {port}"
+    );
+    // A Service of this workload sends its traffic to the public port.
     for svc in objects.iter().filter(|o| o["kind"] == "Service") {
         if svc["spec"]["selector"]["app.kubernetes.io/name"] != *service {
             continue;
@@ -620,7 +636,7 @@ fn check_listen_and_probes(
             let target = &service_port["targetPort"];
             assert!(
                 *target == port || *target == declared["name"],
-                "{at}: Service {} sends to {target}, not {setting}'s port {port}",
+                "{at}: Service {} sends to {target}, not {public_setting}'s port {port}",
                 svc["metadata"]["name"]
             );
         }

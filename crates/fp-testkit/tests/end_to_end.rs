@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use fp_testkit::environment::{Readiness, TestEnvironment, free_local_address};
-use fp_testkit::pipeline::{Pipeline, TenantApi, start_api};
+use fp_testkit::environment::TestEnvironment;
+use fp_testkit::pipeline::{Pipeline, TenantApi, start_api, start_dashboard};
 use fp_testkit::receiver::{ReceivedRequest, TlsReceiver, always_ok};
 use serde_json::{Value, json};
 
@@ -57,13 +57,7 @@ async fn submission_events_reach_an_https_receiver_signed_and_are_logged() -> an
     env.trust_receiver(&receiver)?;
 
     let pipeline = Pipeline::start(&mut env, 1).await?;
-    let dashboard_address = free_local_address()?;
-    env.start(
-        "fp-dashboard",
-        &[("FP__DASHBOARD__LISTEN", dashboard_address.to_string())],
-        Readiness::Answers(format!("http://{dashboard_address}/healthz")),
-    )
-    .await?;
+    let (dashboard_address, _) = start_dashboard(&mut env, pipeline.api).await?;
     let api = pipeline.tenant(&env, "Acme GmbH").await?;
     let tenant_id = api.tenant_id.clone();
 

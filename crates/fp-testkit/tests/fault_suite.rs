@@ -327,7 +327,7 @@ struct Probes(Vec<(&'static str, String)>);
 
 impl Probes {
     fn of(pipeline: &Pipeline) -> Self {
-        let mut probes = vec![("fp-api", format!("http://{}/readyz", pipeline.api))];
+        let mut probes = vec![("fp-api", format!("http://{}/readyz", pipeline.api_health))];
         for dispatcher in &pipeline.dispatchers {
             probes.push(("fp-dispatcher", format!("http://{dispatcher}/readyz")));
         }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::ensure;
-use fp_testkit::environment::{Readiness, TestEnvironment, free_local_address};
-use fp_testkit::pipeline::Pipeline;
+use fp_testkit::environment::TestEnvironment;
+use fp_testkit::pipeline::{Pipeline, start_dashboard};
 use fp_testkit::receiver::{CannedResponse, TlsReceiver};
 
 /// Well below `lifecycle.drain_timeout_ms` (20 s): a clean stop must come within it.
@@ -52,16 +52,7 @@ async fn sigterm_drains_in_flight_work_and_exits_cleanly() -> anyhow::Result<()>
     let mut env = TestEnvironment::new("drain").await?;
     env.trust_receiver(&receiver)?;
     let pipeline = Pipeline::start(&mut env, 1).await?;
-    let dashboard = free_local_address()?;
-    env.start(
-        "fp-dashboard",
-        &[
-            ("FP__DASHBOARD__LISTEN", dashboard.to_string()),
-            ("FP__DASHBOARD__API_URL", format!("http://{}", pipeline.api)),
-        ],
-        Readiness::Ok(format!("http://{dashboard}/readyz")),
-    )
-    .await?;
+    start_dashboard(&mut env, pipeline.api).await?;
     let tenant = pipeline.tenant(&env, "drain").await?;
     tenant.configure(&receiver.url("/hook"), None).await?;
 

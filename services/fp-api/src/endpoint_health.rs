@@ -93,6 +93,7 @@ impl EndpointHealthRecorder {
                 )
                 .await?;
                 if disabled {
+                    metrics::counter!("fp_api_endpoints_disabled_total").increment(1);
                     tracing::warn!(tenant_id = %report.tenant_id, url = %report.url, %since, "endpoint disabled: every delivery failed for too long");
                 }
                 Ok(())

@@ -6,6 +6,7 @@ mod auth;
 mod endpoint_health;
 mod error;
 mod json_body;
+mod metrics;
 mod openapi;
 pub mod outbox_relay;
 mod request_id;
@@ -23,7 +24,7 @@ use fp_domain::secret_box::MasterKey;
 use fp_domain::session_token::SessionKey;
 use fp_settings::Settings;
 use fp_store::PgPool;
-use fp_telemetry::health::Health;
+use fp_telemetry::health::{self, Health};
 use tokio::sync::{Notify, watch};
 
 /// What every request handler can reach.
@@ -80,6 +81,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("fp-api cannot start")?;
     let health = Health::new();
+    // Probes and metrics on their own address, never on the public one.
+    let health_addr = health::serve(settings.api.health_listen, health.clone())
+        .await
+        .with_context(|| format!("cannot serve health on {}", settings.api.health_listen))?;
+    tracing::info!(%health_addr, "health endpoints up");
     health.require(
         "database",
         fp_store::Reachability::watch(pool.clone(), settings.lifecycle.readiness_probe_interval())
@@ -137,20 +143,28 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         disable_after: settings.api.disable_failing_endpoints_after,
     };
     let health_task = tokio::spawn(health_recorder.run(health_consumer, stopping));
+    let sampler_task = tokio::spawn(
+        metrics::Sampler {
+            pool: state.pool.clone(),
+            broker: broker.clone(),
+        }
+        .run(stop.subscribe()),
+    );
 
     let listen = settings.api.listen;
     let drain = settings.lifecycle.drain_timeout();
-    let probes = web::Data::new(health.clone());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
-            .app_data(probes.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
             .wrap(actix_web::middleware::from_fn(request_id::middleware))
+            // Outermost: counts every answer, the request id middleware's included.
+            .wrap(actix_web::middleware::from_fn(
+                fp_telemetry::metrics::actix_middleware,
+            ))
             .app_data(web::QueryConfig::default().error_handler(|error, _| {
                 error::ApiError::invalid("query", error.to_string()).into()
             }))
-            .configure(fp_telemetry::health::actix_routes)
             .configure(routes::configure)
             .default_service(web::to(routes::unknown_route))
     })
@@ -169,6 +183,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let background = async {
         let _ = relay_task.await;
         let _ = health_task.await;
+        let _ = sampler_task.await;
     };
     if tokio::time::timeout(drain, background).await.is_err() {
         tracing::warn!("background work did not finish within the drain timeout");

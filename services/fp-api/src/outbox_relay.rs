@@ -80,18 +80,22 @@ impl OutboxRelay {
 
     async fn publish_batch(&self) -> Result<usize, RelayError> {
         let mut conn = self.pool.get().await.map_err(StoreError::from)?;
-        conn.transaction(async |conn| {
-            let pending = outbox::claim_unpublished(conn, BATCH_SIZE).await?;
-            if pending.is_empty() {
-                return Ok(0);
-            }
-            try_join_all(pending.iter().map(|event| self.publish(event))).await?;
-            let ids: Vec<i64> = pending.iter().map(|event| event.id).collect();
-            outbox::mark_published(conn, &ids).await?;
-            tracing::debug!(count = ids.len(), "outbox events published");
-            Ok::<_, RelayError>(ids.len())
-        })
-        .await
+        let published = conn
+            .transaction(async |conn| {
+                let pending = outbox::claim_unpublished(conn, BATCH_SIZE).await?;
+                if pending.is_empty() {
+                    return Ok(0);
+                }
+                try_join_all(pending.iter().map(|event| self.publish(event))).await?;
+                let ids: Vec<i64> = pending.iter().map(|event| event.id).collect();
+                outbox::mark_published(conn, &ids).await?;
+                tracing::debug!(count = ids.len(), "outbox events published");
+                Ok::<_, RelayError>(ids.len())
+            })
+            .await?;
+        // Counted once committed: a batch whose commit failed goes out again.
+        metrics::counter!("fp_api_outbox_published_total").increment(published as u64);
+        Ok(published)
     }
 
     async fn publish(&self, event: &PendingEvent) -> Result<(), BrokerError> {

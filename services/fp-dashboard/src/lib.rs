@@ -20,7 +20,7 @@ use anyhow::Context;
 use fp_domain::session_token::SessionKey;
 use fp_settings::Settings;
 use fp_store::{PgPool, PooledConnection, StoreError};
-use fp_telemetry::health::Health;
+use fp_telemetry::health::{self, Health};
 use ring::rand::SystemRandom;
 
 use crate::api_client::ApiClient;
@@ -85,6 +85,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("fp-dashboard cannot start")?;
     let health = Health::new();
+    // Probes and metrics on their own address, never on the public one.
+    let health_addr = health::serve(settings.dashboard.health_listen, health.clone())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot serve health on {}",
+                settings.dashboard.health_listen
+            )
+        })?;
+    tracing::info!(%health_addr, "health endpoints up");
     health.require(
         "database",
         fp_store::Reachability::watch(
@@ -94,10 +104,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .into_check(),
     );
     let state = web::Data::new(state);
-    let probes = web::Data::new(health.clone());
 
     let listen = settings.dashboard.listen;
-    let server = HttpServer::new(move || app(state.clone()).app_data(probes.clone()))
+    let server = HttpServer::new(move || app(state.clone()))
         // SIGTERM: stop accepting, let requests in flight finish for up to the drain timeout.
         .shutdown_timeout(settings.lifecycle.drain_timeout().as_secs().max(1))
         .bind(listen)
@@ -124,7 +133,6 @@ fn app(
         .app_data(state)
         .app_data(web::FormConfig::default().limit(MAX_FORM_BYTES))
         .configure(pages::routes)
-        .configure(fp_telemetry::health::actix_routes)
         .default_service(web::to(pages::not_found))
         .wrap(ErrorHandlers::new().default_handler(error::render_error_page))
         // Outside the error pages, whose redirects may set cookies too.
@@ -138,6 +146,10 @@ fn app(
                 .add(("X-Content-Type-Options", "nosniff"))
                 .add(("Referrer-Policy", "same-origin")),
         )
+        // Outside the error pages: counts every page by its route template, errors included.
+        .wrap(actix_web::middleware::from_fn(
+            fp_telemetry::metrics::actix_middleware,
+        ))
         .wrap(Logger::new("%r %s %Dms"))
 }
 

@@ -51,24 +51,15 @@ fn valid_session(state: &AppState) -> String {
 }
 
 #[actix_web::test]
-async fn health_readiness_stylesheet_and_home() {
-    let health = Health::new();
-    health.set_ready(true);
-    health.require("database", || Err("connection refused".to_owned()));
-    let app = test::init_service(app(state()).app_data(web::Data::new(health))).await;
+async fn no_probes_on_the_public_port_stylesheet_and_home() {
+    let app = test::init_service(app(state())).await;
 
-    let response = test::call_service(&app, TestRequest::get().uri("/healthz").to_request()).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_security_headers(&response);
-    assert_eq!(body_text(response).await, "ok\n");
-
-    // Alive, but not ready while its database is unreachable.
-    let response = test::call_service(&app, TestRequest::get().uri("/readyz").to_request()).await;
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        body_text(response).await,
-        "not ready: database: connection refused\n"
-    );
+    // Probes and metrics are served on `dashboard.health_listen` only (fp_telemetry::health).
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let response = test::call_service(&app, TestRequest::get().uri(path).to_request()).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+        assert_security_headers(&response);
+    }
 
     let response =
         test::call_service(&app, TestRequest::get().uri("/static/app.css").to_request()).await;

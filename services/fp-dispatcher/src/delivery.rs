@@ -1,7 +1,5 @@
 //! Handling one message: decide, deliver, record, schedule the retry, ack.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -50,8 +48,6 @@ pub struct Dispatcher {
     /// Reads the log, to tell whether a redelivered input's attempt was already made elsewhere.
     pub pool: PgPool,
     pub completed: CompletedAttempts,
-    /// Copies of completed attempts that were not sent again.
-    pub repeats_skipped: Arc<AtomicU64>,
     pub client: DeliveryClient,
     pub publisher: Publisher,
     pub names: Names,
@@ -59,11 +55,6 @@ pub struct Dispatcher {
     pub limits: EndpointLimits,
     pub busy_delay: Duration,
     pub health: HealthReporter,
-    pub handled: Arc<AtomicU64>,
-    pub attempts: Arc<AtomicU64>,
-    pub deferred: Arc<AtomicU64>,
-    /// Deliveries dropped because the endpoint's secret does not open with the master key.
-    pub secret_unreadable: Arc<AtomicU64>,
 }
 
 impl Dispatcher {
@@ -113,7 +104,7 @@ impl Dispatcher {
                     if let Err(error) = fp_broker::ack(&delivery).await {
                         tracing::warn!(%error, "ack failed; the message will be handled again");
                     }
-                    self.handled.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("fp_dispatcher_messages_handled_total").increment(1);
                 }
                 Err(error) => {
                     tracing::warn!(
@@ -158,7 +149,7 @@ impl Dispatcher {
         if endpoint.secret_unreadable {
             // Never unsigned, and not requeued (that would loop until the key is fixed): dropped,
             // counted, and logged.
-            self.secret_unreadable.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("fp_dispatcher_secret_unreadable_total").increment(1);
             tracing::error!(
                 %tenant_id,
                 "not delivered: the endpoint's secret cannot be opened with FP__SECRETS__MASTER_KEY"
@@ -181,7 +172,7 @@ impl Dispatcher {
             match self.completed.begin(&job) {
                 Claim::Claimed(claim) => {
                     if self.already_made(&job, redelivered).await? {
-                        self.repeats_skipped.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("fp_dispatcher_repeats_skipped_total").increment(1);
                         tracing::info!(
                             delivery_id = %job.delivery_id,
                             attempt = job.attempt_number,
@@ -203,7 +194,7 @@ impl Dispatcher {
         };
         let Some(_slot) = self.limits.try_acquire(&endpoint.url) else {
             tracing::debug!(delivery_id = %job.delivery_id, "endpoint at its in-flight cap; deferring");
-            self.deferred.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("fp_dispatcher_deferred_total").increment(1);
             return self.publish_job(&job, self.busy_delay, None, &trace).await;
         };
         self.attempt(&job, &endpoint, trace).await
@@ -268,12 +259,18 @@ impl Dispatcher {
         // The body goes to the client and then back into the record without a copy: `Bytes`
         // takes over the Vec's buffer, and gives it back once the client has dropped its handle.
         let body = Bytes::from(std::mem::take(&mut record.request_body));
+        if let (1, false, JobContent::Event(event)) = (job.attempt_number, job.manual, &job.content)
+        {
+            crate::metrics::first_attempt(event.occurred_at, attempted_at);
+        }
+        let in_flight = crate::metrics::InFlight::start();
         let outcome = self
             .client
             .post(target.as_str(), &request.headers, body.clone())
             .await;
+        drop(in_flight);
         record.request_body = Vec::from(body);
-        self.attempts.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::attempt_made(&outcome, format);
 
         let (verdict, retry_after) = match &outcome.result {
             Ok(response) => (
@@ -331,6 +328,7 @@ impl Dispatcher {
         self.publish_record(&record, job, &trace, RECORD_PATIENCE)
             .await?;
         scheduled?;
+        crate::metrics::attempt_settled(verdict, retry, job.manual, format);
         self.completed.remember(job);
         let delivered = verdict == Verdict::Delivered;
         if let Some(report) =

@@ -8,6 +8,7 @@ mod config_cache;
 mod delivery;
 mod endpoint_health;
 mod endpoint_limits;
+mod metrics;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,7 +115,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         ),
         pool,
         completed: completed::CompletedAttempts::new(),
-        repeats_skipped: health.counter("fp_dispatcher_repeats_skipped_total"),
         client,
         publisher,
         names: broker.names.clone(),
@@ -124,10 +124,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         health: HealthReporter::new(Duration::from_millis(
             dispatcher_settings.health_report_interval_ms,
         )),
-        handled: health.counter("fp_dispatcher_messages_handled_total"),
-        attempts: health.counter("fp_dispatcher_attempts_total"),
-        deferred: health.counter("fp_dispatcher_deferred_total"),
-        secret_unreadable: health.counter("fp_dispatcher_secret_unreadable_total"),
     });
     health.set_ready(true);
     tracing::info!(

@@ -5,7 +5,6 @@
 mod record;
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -57,7 +56,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         pool,
         publisher,
         broker: &broker,
-        health: &health,
         batch_size: ingest.batch_size.max(1),
         linger: Duration::from_millis(ingest.batch_linger_ms),
     };
@@ -79,6 +77,21 @@ struct BatchRows {
 }
 
 impl BatchRows {
+    /// How long each outcome waited, from the end of its attempt to the commit of its row: the
+    /// attempt record's way through the broker, this batch's linger and the insert.
+    fn record_lag(&self, committed_at: chrono::DateTime<chrono::Utc>) {
+        let lag = metrics::histogram!("fp_log_ingest_lag_seconds");
+        for row in &self.outcomes {
+            let ended = row.attempted_at + chrono::TimeDelta::milliseconds(row.duration_ms);
+            lag.record(
+                (committed_at - ended)
+                    .to_std()
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+            );
+        }
+    }
+
     fn add(&mut self, record: record::AttemptRecord) {
         if record.outcome_pending {
             self.pending.push(record.row);
@@ -101,7 +114,6 @@ struct Ingestor<'a> {
     pool: PgPool,
     publisher: Publisher,
     broker: &'a Broker,
-    health: &'a Health,
     batch_size: usize,
     linger: Duration,
 }
@@ -187,12 +199,12 @@ impl Ingestor<'_> {
                         "attempt batch stored"
                     );
                     // Attempts whose outcome is stored: what "logged" means to a tenant.
-                    self.health
-                        .counter("fp_log_ingest_rows_inserted_total")
-                        .fetch_add(stored.outcomes as u64, Ordering::Relaxed);
-                    self.health
-                        .counter("fp_log_ingest_pending_rows_total")
-                        .fetch_add(stored.pending as u64, Ordering::Relaxed);
+                    metrics::counter!("fp_log_ingest_rows_inserted_total")
+                        .increment(stored.outcomes as u64);
+                    metrics::counter!("fp_log_ingest_pending_rows_total")
+                        .increment(stored.pending as u64);
+                    metrics::histogram!("fp_log_ingest_batch_rows").record(readable.len() as f64);
+                    rows.record_lag(chrono::Utc::now());
                     break;
                 }
                 Err(error) => {

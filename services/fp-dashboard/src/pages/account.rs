@@ -114,6 +114,8 @@ async fn log_in(
     let attempt = match state.login_throttle.admit(&email, client, Instant::now()) {
         Ok(attempt) => attempt,
         Err(throttled) => {
+            metrics::counter!("fp_dashboard_failed_logins_total", "reason" => "throttled")
+                .increment(1);
             tracing::warn!(
                 retry_after_secs = throttled.retry_after.as_secs(),
                 "log-in refused: too many failed attempts"
@@ -151,6 +153,8 @@ async fn log_in(
                 .finish())
         }
         _ => {
+            metrics::counter!("fp_dashboard_failed_logins_total", "reason" => "credentials")
+                .increment(1);
             tracing::info!("log-in refused: invalid email or password");
             let message = state.text(&request, INVALID_CREDENTIALS);
             let html = render_login(&state, &request, &nonce, &email, Some(message))?;
