@@ -156,15 +156,50 @@ fn feedbackpulse_programs(script: &str) -> Vec<String> {
         .collect()
 }
 
+/// `name` of a line `  name:` that opens a block of the compose file (a service under `services:`).
+fn service_header(line: &str) -> Option<&str> {
+    line.strip_prefix("  ")
+        .and_then(|rest| rest.strip_suffix(':'))
+        .filter(|name| !name.starts_with(' ') && !name.contains(' '))
+}
+
+/// The services of a compose file that run an image of someone else's (Prometheus, Jaeger): they
+/// name their own image, and it is not ours.
+fn third_party_services(text: &str) -> BTreeSet<String> {
+    let mut third_party = BTreeSet::new();
+    let mut service = None;
+    for line in text.lines() {
+        if let Some(name) = service_header(line) {
+            service = Some(name.to_owned());
+        } else if let (Some(name), Some(image)) =
+            (&service, line.trim_start().strip_prefix("image:"))
+            && line.starts_with("    ")
+            && !image.contains("feedbackpulse")
+            && !image.contains("FP_IMAGE")
+        {
+            third_party.insert(name.clone());
+        }
+    }
+    third_party
+}
+
 /// The FeedbackPulse programs the compose file `file` starts. Commands are written as one-line
 /// JSON-style lists; `sh` runs either `-ec <script>` or a script bind-mounted from the repository.
 fn compose_programs(file: &str) -> Vec<String> {
     let text = read(file);
+    let third_party = third_party_services(&text);
     let mut programs = Vec::new();
+    let mut service = String::new();
     for line in text.lines() {
+        if let Some(name) = service_header(line) {
+            name.clone_into(&mut service);
+        }
         let Some(value) = line.trim_start().strip_prefix("command:") else {
             continue;
         };
+        if third_party.contains(&service) {
+            continue;
+        }
         let argv: Vec<String> = serde_json::from_str(value.trim()).unwrap_or_else(|err| {
             panic!("{file}: write the command as a one-line list of quoted strings ({err}): {line}")
         });
