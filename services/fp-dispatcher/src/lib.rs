@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use fp_broker::{Broker, Declarations};
+use fp_broker::{Broker, Declarations, QueueOptions};
 use fp_delivery::{DeliveryClient, DeliveryConfig};
 use fp_domain::address_policy::AddressPolicy;
 use fp_settings::Settings;
@@ -93,6 +93,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Declarations {
             topology: true,
             delay_tiers: dispatcher_settings.delay_tiers(),
+            queues: QueueOptions {
+                quorum_initial_group_size: settings.broker.quorum_initial_group_size,
+            },
         },
     );
     health.require("broker", broker.readiness_check());
