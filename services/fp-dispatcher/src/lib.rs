@@ -124,6 +124,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         schedule: dispatcher_settings.retry_schedule.clone(),
         limits: EndpointLimits::new(dispatcher_settings.max_in_flight_per_endpoint),
         busy_delay: dispatcher_settings.endpoint_busy_delay(),
+        in_flight_horizon: delivery::in_flight_horizon(
+            Duration::from_millis(dispatcher_settings.connect_timeout_ms),
+            Duration::from_millis(dispatcher_settings.request_timeout_ms),
+        ),
         health: HealthReporter::new(Duration::from_millis(
             dispatcher_settings.health_report_interval_ms,
         )),
