@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use fp_broker::{Broker, Declarations, QueueOptions, Names, Publisher};
+use fp_broker::{Broker, Declarations, Names, Publisher, QueueOptions};
 use fp_delivery::PinningResolver;
 use fp_domain::address_policy::AddressPolicy;
 use fp_domain::secret_box::MasterKey;

@@ -34,6 +34,14 @@ const LOG_LAG_ALLOWANCE: Duration = Duration::from_secs(5);
 /// How often a copy waiting for another dispatcher's outcome reads the log again.
 const PENDING_POLL: Duration = Duration::from_millis(500);
 
+/// Longest wait of a redelivered copy for another dispatcher's outcome, from when it arrived. A
+/// maker that lost its node notices within two heartbeats (20 s) of the loss, the broker hands its
+/// input out again once it notices too (at once for a closed connection, within the cluster's
+/// net tick, about 10 s, for a node cut off), and the maker records its outcome as soon as it is
+/// connected again: 15 s covers both. A maker that died sends nothing, so the wait only delays
+/// its attempts; this keeps that delay short.
+const COPY_OUTCOME_WAIT: Duration = Duration::from_secs(15);
+
 /// Longest wait of a copy for the same attempt in flight in this process: its request timeout and
 /// its record's patience are both shorter.
 const COPY_PATIENCE: Duration = Duration::from_secs(60);
@@ -233,8 +241,10 @@ impl Dispatcher {
         // not recorded the end of: that dispatcher lost its broker connection (a node went away)
         // and records the outcome on its next one, or it died. Sending now would repeat a request
         // the endpoint may well have answered; so the copy waits, holding its input, until the
-        // outcome is logged (then it is skipped) or the attempt is older than any attempt in
-        // flight can be (then its maker is gone and it is sent again, as before).
+        // outcome is logged (then it is skipped), or for [`COPY_OUTCOME_WAIT`], or until the
+        // attempt is older than any attempt in flight can be (then its maker is taken to be gone
+        // and it is sent again, as before).
+        let give_up = tokio::time::Instant::now() + COPY_OUTCOME_WAIT;
         loop {
             let mut conn = self.pool.get().await.map_err(fp_store::StoreError::from)?;
             if fp_store::attempts::attempt_settled(
@@ -260,7 +270,10 @@ impl Dispatcher {
             };
             let horizon = chrono::TimeDelta::from_std(self.in_flight_horizon)
                 .unwrap_or(chrono::TimeDelta::MAX);
-            let left = (since + horizon - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            let left = (since + horizon - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(give_up.saturating_duration_since(tokio::time::Instant::now()));
             if left.is_zero() {
                 return Ok(false);
             }

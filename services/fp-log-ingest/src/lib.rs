@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
-use fp_broker::{Broker, Declarations, QueueOptions, Deliveries, Delivery, Publisher};
+use fp_broker::{Broker, Declarations, Deliveries, Delivery, Publisher, QueueOptions};
 use fp_settings::Settings;
 use fp_store::PgPool;
 use fp_store::attempts::AttemptRow;
