@@ -143,10 +143,16 @@ impl RabbitCluster {
                 .as_array()
                 .context("list_queues printed no list")?
                 .iter()
-                .filter(|queue| queue["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+                .filter(|queue| {
+                    queue["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with(prefix))
+                })
                 .map(|queue| QueueReplicas {
                     name: queue["name"].as_str().unwrap_or_default().to_owned(),
-                    leader: queue["leader"].as_str().and_then(|leader| self.node_of(leader)),
+                    leader: queue["leader"]
+                        .as_str()
+                        .and_then(|leader| self.node_of(leader)),
                     members: queue["members"]
                         .as_array()
                         .map(|members| {
@@ -164,6 +170,67 @@ impl RabbitCluster {
             "no node answered list_queues: {}",
             last_error.unwrap_or_default()
         )
+    }
+
+    /// Waits until every replica of the quorum queue `queue` is a leader or follower and their
+    /// commit indexes are within `slack` entries of each other: a node that rejoined has caught
+    /// up, so the queue keeps a working majority if another node goes. Returns how long it took.
+    pub async fn wait_replicas_in_sync(
+        &self,
+        queue: &str,
+        slack: u64,
+        limit: Duration,
+    ) -> anyhow::Result<Duration> {
+        let started = tokio::time::Instant::now();
+        let mut last = String::new();
+        while started.elapsed() < limit {
+            for node in NODES {
+                let output = Command::new("docker")
+                    .args([
+                        "exec",
+                        &self.container(node),
+                        "rabbitmq-queues",
+                        "-q",
+                        "quorum_status",
+                        queue,
+                        "--formatter",
+                        "json",
+                    ])
+                    .stdin(Stdio::null())
+                    .output()
+                    .await?;
+                if !output.status.success() {
+                    continue;
+                }
+                let members: Value = match serde_json::from_slice(&output.stdout) {
+                    Ok(members) => members,
+                    Err(_) => continue,
+                };
+                last = members.to_string();
+                let members = members.as_array().cloned().unwrap_or_default();
+                let states_ok = members.iter().all(|member| {
+                    matches!(
+                        member["Raft State"].as_str(),
+                        Some("leader") | Some("follower")
+                    )
+                });
+                let commits: Vec<u64> = members
+                    .iter()
+                    .filter_map(|member| member["Commit Index"].as_u64())
+                    .collect();
+                let spread = commits.iter().max().zip(commits.iter().min());
+                if members.len() == NODES.len()
+                    && states_ok
+                    && commits.len() == NODES.len()
+                    && spread.is_some_and(|(max, min)| max - min <= slack)
+                {
+                    return Ok(started.elapsed());
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        bail!("the replicas of {queue} were not in sync within {limit:?}; last status: {last}")
     }
 
     /// The node that leads `queue` now.
