@@ -5,8 +5,10 @@
 # on this host. Elsewhere, docker-compose.yml pulls postgres:15 and rabbitmq:3.10-management and
 # deploy/docker/Dockerfile builds the application image from source.
 #
-# Usage: deploy/docker/local-images.sh [debug|release]   (the cargo profile whose binaries go in;
-#        default debug, i.e. what `cargo build --workspace --bins` made)
+# Usage: deploy/docker/local-images.sh [debug|release|servers]   (the cargo profile whose binaries
+#        go in, default debug, i.e. what `cargo build --workspace --bins` made; `servers`: only the
+#        base, PostgreSQL and RabbitMQ images, no binaries needed, as deploy/docker/rabbitmq-cluster.sh
+#        wants)
 # Needs root (debootstrap), docker, and the binaries in ${CARGO_TARGET_DIR:-target}/<profile>/.
 set -euo pipefail
 
@@ -23,7 +25,10 @@ binaries=(fp-api fp-dispatcher fp-log-ingest fp-dashboard fpctl fp-demo-receiver
 
 say() { printf '[local-images] %s\n' "$*" >&2; }
 
-for binary in "${binaries[@]}"; do
+servers_only=false
+[ "$profile" = servers ] && servers_only=true
+
+$servers_only || for binary in "${binaries[@]}"; do
   [ -x "$bin_dir/$binary" ] || {
     say "missing $bin_dir/$binary: run \`cargo build --workspace --bins\` first"
     exit 1
@@ -87,6 +92,7 @@ build fp-local/postgres:15 deploy/docker/postgres/Dockerfile deploy/docker/postg
   --build-arg "BASE_IMAGE=$base_image"
 build fp-local/rabbitmq:3.10 deploy/docker/rabbitmq/Dockerfile deploy/docker/rabbitmq \
   --build-arg "BASE_IMAGE=$base_image"
+$servers_only && exit 0
 # The context holds the six binaries alone (hard links where possible), so docker is not sent the
 # whole target directory.
 context="$target_dir/docker-context"

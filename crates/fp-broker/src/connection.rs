@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties, Event};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
@@ -16,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::consumer::Deliveries;
 use crate::owned_channel::OwnedChannel;
 use crate::publisher::Publisher;
+use crate::topology::QueueOptions;
 use crate::{BrokerError, Names, amqp, topology};
 
 /// Longest pause between two connection attempts.
@@ -28,6 +30,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a connection's state is looked at, besides lapin's error events.
 const LIVENESS_POLL: Duration = Duration::from_millis(250);
+/// The AMQP heartbeat asked for when a node's URL names none (`?heartbeat=N` wins). A node that
+/// vanishes without closing its sockets (cut off by the network, its host gone) is given up after
+/// two silent heartbeat intervals: 20 s instead of the two minutes of RabbitMQ's default 60 s,
+/// during which a publish would wait for its confirm and a consumer for messages.
+const DEFAULT_HEARTBEAT_SECS: u16 = 10;
 
 /// What a service declares on every (re)connect, so a broker that lost its definitions, or another
 /// node of a cluster, has them before anything is published or consumed.
@@ -37,14 +44,17 @@ pub struct Declarations {
     pub topology: bool,
     /// The delay queues of these retry tiers.
     pub delay_tiers: Vec<Duration>,
+    /// The x-arguments of every queue declared (`broker.quorum_initial_group_size`).
+    pub queues: QueueOptions,
 }
 
 impl Declarations {
     /// The namespace's topology and nothing else: what every service but the dispatcher owns.
-    pub fn topology() -> Self {
+    pub fn topology(queues: QueueOptions) -> Self {
         Declarations {
             topology: true,
             delay_tiers: Vec::new(),
+            queues,
         }
     }
 }
@@ -126,11 +136,25 @@ impl Broker {
     /// Connects once and fails if no node answers (for tools and tests, which should say so at
     /// once); once connected, the connection is supervised like any other.
     pub async fn connect(urls: &str, namespace: &str) -> Result<Broker, BrokerError> {
+        Self::connect_with(urls, namespace, QueueOptions::default()).await
+    }
+
+    /// As [`Broker::connect`], declaring queues (`declare_topology`) with `queues` (what
+    /// `fpctl migrate` does with the `broker.*` settings).
+    pub async fn connect_with(
+        urls: &str,
+        namespace: &str,
+        queues: QueueOptions,
+    ) -> Result<Broker, BrokerError> {
         let names = Names::new(namespace);
         let shared = Arc::new(Shared {
             endpoints: endpoints(urls),
             names: names.clone(),
-            declarations: Declarations::default(),
+            declarations: Declarations {
+                topology: false,
+                delay_tiers: Vec::new(),
+                queues,
+            },
             link: watch::channel(Link::Closed).0,
             generations: AtomicU64::new(0),
             next_endpoint: AtomicUsize::new(0),
@@ -244,7 +268,7 @@ impl Broker {
     /// Declares every exchange, queue and binding of the namespace. Idempotent.
     pub async fn declare_topology(&self) -> Result<(), BrokerError> {
         let channel = self.channel().await?;
-        topology::declare_topology(&channel, &self.names).await?;
+        topology::declare_topology(&channel, &self.names, self.shared.declarations.queues).await?;
         channel.close(200, "topology declared".into()).await.ok();
         Ok(())
     }
@@ -403,9 +427,19 @@ async fn open_session(shared: &Shared) -> Result<Session, BrokerError> {
     for offset in 0..count {
         let index = (first + offset) % count;
         let url = &shared.endpoints[index];
+        let uri = match with_default_heartbeat(url) {
+            Ok(uri) => uri,
+            Err(reason) => {
+                last_error = Some(BrokerError::Connect {
+                    url: crate::redact(url),
+                    reason,
+                });
+                continue;
+            }
+        };
         let connected = tokio::time::timeout(
             CONNECT_TIMEOUT,
-            Connection::connect(url, ConnectionProperties::default()),
+            Connection::connect_uri(uri, ConnectionProperties::default()),
         )
         .await;
         let connection = match connected {
@@ -445,6 +479,17 @@ async fn open_session(shared: &Shared) -> Result<Session, BrokerError> {
     }))
 }
 
+/// A node's URL parsed, with [`DEFAULT_HEARTBEAT_SECS`] unless it asks for a heartbeat itself.
+fn with_default_heartbeat(url: &str) -> Result<AMQPUri, String> {
+    let mut uri: AMQPUri = url
+        .parse()
+        .map_err(|error| format!("not an AMQP URL: {error}"))?;
+    if uri.query.heartbeat.is_none() {
+        uri.query.heartbeat = Some(DEFAULT_HEARTBEAT_SECS);
+    }
+    Ok(uri)
+}
+
 async fn declare(connection: &Connection, shared: &Shared) -> Result<(), BrokerError> {
     let declarations = &shared.declarations;
     if !declarations.topology && declarations.delay_tiers.is_empty() {
@@ -456,10 +501,16 @@ async fn declare(connection: &Connection, shared: &Shared) -> Result<(), BrokerE
         .await
         .map_err(amqp("channel.open"))?;
     if declarations.topology {
-        topology::declare_topology(&channel, names).await?;
+        topology::declare_topology(&channel, names, declarations.queues).await?;
     }
     if !declarations.delay_tiers.is_empty() {
-        topology::declare_delay_tiers(&channel, names, &declarations.delay_tiers).await?;
+        topology::declare_delay_tiers(
+            &channel,
+            names,
+            &declarations.delay_tiers,
+            declarations.queues,
+        )
+        .await?;
     }
     channel.close(200, "declared".into()).await.ok();
     Ok(())
@@ -520,6 +571,17 @@ mod tests {
             ]
         );
         assert!(endpoints(" , ").is_empty());
+    }
+
+    #[test]
+    fn a_node_without_a_heartbeat_of_its_own_gets_the_default() {
+        let uri = with_default_heartbeat("amqp://u:p@10.0.0.1:5672/%2f").expect("valid");
+        assert_eq!(uri.query.heartbeat, Some(DEFAULT_HEARTBEAT_SECS));
+        assert_eq!(uri.authority.host, "10.0.0.1");
+        let uri = with_default_heartbeat("amqp://10.0.0.1:5672/%2f?heartbeat=30").expect("valid");
+        assert_eq!(uri.query.heartbeat, Some(30));
+        let error = with_default_heartbeat("http://10.0.0.1").expect_err("not AMQP");
+        assert!(error.contains("not an AMQP URL"), "{error}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub use consumer::Deliveries;
 pub use lapin::message::Delivery;
 pub use lapin::options::{BasicAckOptions, BasicNackOptions};
 pub use publisher::{OutgoingMessage, Publisher};
+pub use topology::QueueOptions;
 
 /// AMQP header carrying the W3C trace context.
 pub const TRACEPARENT_HEADER: &str = "traceparent";

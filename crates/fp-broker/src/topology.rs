@@ -16,8 +16,24 @@ use crate::{BrokerError, Names, amqp};
 /// consumer every time cannot keep it in a crash loop.
 const DELIVERY_LIMIT: i64 = 20;
 
+/// How the queues of a deployment are made, beyond their names (`broker.*` settings). Changing
+/// it changes the queues' x-arguments, and RabbitMQ refuses to declare an existing queue with
+/// other arguments (PRECONDITION_FAILED): a changed value needs new queues (a new namespace, or
+/// the old queues drained and deleted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueOptions {
+    /// `x-quorum-initial-group-size` of every quorum queue: how many nodes hold a replica when
+    /// the queue is made. `None` leaves it to the broker (every cluster member). 3 on a
+    /// three-node cluster.
+    pub quorum_initial_group_size: Option<u32>,
+}
+
 /// Declares every exchange, queue and binding.
-pub async fn declare_topology(channel: &Channel, names: &Names) -> Result<(), BrokerError> {
+pub async fn declare_topology(
+    channel: &Channel,
+    names: &Names,
+    options: QueueOptions,
+) -> Result<(), BrokerError> {
     declare_exchange(channel, &names.events_exchange, ExchangeKind::Topic).await?;
     declare_exchange(channel, &names.attempts_exchange, ExchangeKind::Topic).await?;
     declare_exchange(
@@ -28,7 +44,7 @@ pub async fn declare_topology(channel: &Channel, names: &Names) -> Result<(), Br
     .await?;
     declare_exchange(channel, &names.dead_letter_exchange, ExchangeKind::Fanout).await?;
 
-    declare_quorum_queue(channel, &names.dead_letter_queue, None).await?;
+    declare_quorum_queue(channel, &names.dead_letter_queue, None, options).await?;
     bind(
         channel,
         &names.dead_letter_queue,
@@ -38,7 +54,7 @@ pub async fn declare_topology(channel: &Channel, names: &Names) -> Result<(), Br
     .await?;
 
     let dead_letters = Some(names.dead_letter_exchange.as_str());
-    declare_quorum_queue(channel, &names.dispatcher_queue, dead_letters).await?;
+    declare_quorum_queue(channel, &names.dispatcher_queue, dead_letters, options).await?;
     bind(
         channel,
         &names.dispatcher_queue,
@@ -46,8 +62,8 @@ pub async fn declare_topology(channel: &Channel, names: &Names) -> Result<(), Br
         "#",
     )
     .await?;
-    declare_quorum_queue(channel, &names.retry_queue, dead_letters).await?;
-    declare_quorum_queue(channel, &names.attempts_queue, dead_letters).await?;
+    declare_quorum_queue(channel, &names.retry_queue, dead_letters, options).await?;
+    declare_quorum_queue(channel, &names.attempts_queue, dead_letters, options).await?;
     bind(
         channel,
         &names.attempts_queue,
@@ -55,7 +71,7 @@ pub async fn declare_topology(channel: &Channel, names: &Names) -> Result<(), Br
         "#",
     )
     .await?;
-    declare_quorum_queue(channel, &names.endpoint_health_queue, dead_letters).await?;
+    declare_quorum_queue(channel, &names.endpoint_health_queue, dead_letters, options).await?;
     bind(
         channel,
         &names.endpoint_health_queue,
@@ -71,9 +87,10 @@ pub async fn declare_delay_tiers(
     channel: &Channel,
     names: &Names,
     tiers: &[Duration],
+    options: QueueOptions,
 ) -> Result<(), BrokerError> {
     for tier in tiers {
-        let mut arguments = quorum_arguments();
+        let mut arguments = quorum_arguments(options);
         let ttl = i64::try_from(tier.as_millis()).unwrap_or(i64::MAX);
         arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
         // Expired messages go, through the default exchange, to the retry queue...
@@ -155,12 +172,18 @@ async fn declare_exchange(
 
 /// Arguments every queue starts from: quorum queues are replicated in a cluster, and on
 /// RabbitMQ 3.10 faster than classic durable queues.
-fn quorum_arguments() -> FieldTable {
+fn quorum_arguments(options: QueueOptions) -> FieldTable {
     let mut arguments = FieldTable::default();
     arguments.insert(
         "x-queue-type".into(),
         AMQPValue::LongString("quorum".into()),
     );
+    if let Some(size) = options.quorum_initial_group_size {
+        arguments.insert(
+            "x-quorum-initial-group-size".into(),
+            AMQPValue::LongLongInt(i64::from(size)),
+        );
+    }
     arguments
 }
 
@@ -189,8 +212,9 @@ async fn declare_quorum_queue(
     channel: &Channel,
     name: &str,
     dead_letter_exchange: Option<&str>,
+    options: QueueOptions,
 ) -> Result<(), BrokerError> {
-    let mut arguments = quorum_arguments();
+    let mut arguments = quorum_arguments(options);
     if let Some(exchange) = dead_letter_exchange {
         arguments.insert(
             "x-dead-letter-exchange".into(),
@@ -220,4 +244,40 @@ async fn bind(
         )
         .await
         .map_err(amqp("queue.bind"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argument<'a>(arguments: &'a FieldTable, key: &str) -> Option<&'a AMQPValue> {
+        arguments.inner().get(key)
+    }
+
+    #[test]
+    fn queues_are_quorum_queues_with_the_broker_default_group_size_unless_set() {
+        let arguments = quorum_arguments(QueueOptions::default());
+        assert_eq!(
+            argument(&arguments, "x-queue-type"),
+            Some(&AMQPValue::LongString("quorum".into()))
+        );
+        assert_eq!(argument(&arguments, "x-quorum-initial-group-size"), None);
+        assert_eq!(arguments.inner().len(), 1);
+    }
+
+    #[test]
+    fn a_set_group_size_goes_into_every_quorum_queue() {
+        let options = QueueOptions {
+            quorum_initial_group_size: Some(3),
+        };
+        let arguments = quorum_arguments(options);
+        assert_eq!(
+            argument(&arguments, "x-queue-type"),
+            Some(&AMQPValue::LongString("quorum".into()))
+        );
+        assert_eq!(
+            argument(&arguments, "x-quorum-initial-group-size"),
+            Some(&AMQPValue::LongLongInt(3))
+        );
+    }
 }

@@ -73,6 +73,10 @@ pub struct DatabaseSettings {
 pub struct BrokerSettings {
     pub url: String,
     pub namespace: String,
+    /// `x-quorum-initial-group-size` of every quorum queue; `None`: the broker's default (every
+    /// node of the cluster). Changing it needs new queues.
+    #[serde(default)]
+    pub quorum_initial_group_size: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -352,6 +356,38 @@ mod tests {
             settings.api.rotation_grace().expect("valid default"),
             Duration::from_secs(24 * 3600)
         );
+    }
+
+    #[test]
+    fn quorum_group_size_is_unset_by_default_and_read_from_the_environment() {
+        let defaults = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .build()
+            .expect("defaults parse")
+            .try_deserialize::<Settings>()
+            .expect("defaults fit the types");
+        assert_eq!(defaults.broker.quorum_initial_group_size, None);
+        let from_env = |value: &str| {
+            let environment = std::collections::HashMap::from([(
+                "FP__BROKER__QUORUM_INITIAL_GROUP_SIZE".to_owned(),
+                value.to_owned(),
+            )]);
+            Config::builder()
+                .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+                .add_source(
+                    Environment::with_prefix("FP")
+                        .prefix_separator("__")
+                        .separator("__")
+                        .source(Some(environment)),
+                )
+                .build()
+                .expect("parse")
+                .try_deserialize::<Settings>()
+        };
+        let settings = from_env("3").expect("an integer");
+        assert_eq!(settings.broker.quorum_initial_group_size, Some(3));
+        assert!(from_env("three").is_err());
+        assert!(from_env("-1").is_err());
     }
 
     #[test]

@@ -124,6 +124,25 @@ pub async fn attempt_settled(
     .await?)
 }
 
+/// When the newest pending record of an attempt was made, if the log has one (a dispatcher sent,
+/// or was about to send, this attempt and its outcome has not been logged). Its maker may still
+/// be waiting to record the outcome on a new broker connection, or may have died.
+pub async fn attempt_pending_since(
+    conn: &mut AsyncPgConnection,
+    delivery_id: Uuid,
+    attempt_number: i32,
+    pending_kind: &str,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    Ok(delivery_attempts::table
+        .filter(delivery_attempts::delivery_id.eq(delivery_id))
+        .filter(delivery_attempts::attempt_number.eq(attempt_number))
+        .filter(delivery_attempts::manual.eq(false))
+        .filter(delivery_attempts::error_kind.eq(pending_kind))
+        .select(diesel::dsl::max(delivery_attempts::attempted_at))
+        .first::<Option<DateTime<Utc>>>(conn)
+        .await?)
+}
+
 /// The tenant's newest attempts first.
 pub async fn newest_for_tenant(
     conn: &mut AsyncPgConnection,

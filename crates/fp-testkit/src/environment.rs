@@ -33,7 +33,11 @@ pub struct ServiceEndpoints {
     pub admin_database_url: String,
     /// `host:port` of that server, where the services log in with their own roles.
     pub database_host_port: String,
+    /// One node's AMQP URL, or a cluster's, separated by commas (`broker.url`).
     pub broker_url: String,
+    /// `broker.quorum_initial_group_size` of the deployment (3 on a three-node cluster); `None`
+    /// leaves it to the broker.
+    pub quorum_initial_group_size: Option<u32>,
 }
 
 impl ServiceEndpoints {
@@ -44,6 +48,7 @@ impl ServiceEndpoints {
             admin_database_url: admin_database_url(),
             database_host_port: "127.0.0.1:5432".to_owned(),
             broker_url: broker_url(),
+            quorum_initial_group_size: None,
         }
     }
 
@@ -140,6 +145,12 @@ pub fn isolated_settings(
     ]
     .into_iter()
     .map(|(key, value)| (key.to_owned(), value))
+    .chain(endpoints.quorum_initial_group_size.map(|size| {
+        (
+            "FP__BROKER__QUORUM_INITIAL_GROUP_SIZE".to_owned(),
+            size.to_string(),
+        )
+    }))
     .collect()
 }
 

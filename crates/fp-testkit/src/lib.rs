@@ -10,6 +10,8 @@
 //!   users who can log in, for the browser tests.
 //! - [`private_services`]: a PostgreSQL cluster and a RabbitMQ node of a test's own, for tests that
 //!   stop and start them; [`environment::TestEnvironment::new_on`] runs a deployment on them.
+//! - [`rabbitmq_cluster::RabbitCluster`]: a three-node RabbitMQ cluster in containers, whose nodes
+//!   a test stops, starts, cuts off the network and heals.
 
 pub mod browser;
 pub mod certificates;
@@ -18,6 +20,7 @@ pub mod environment;
 pub mod mock_services;
 pub mod pipeline;
 pub mod private_services;
+pub mod rabbitmq_cluster;
 pub mod receiver;
 pub mod seed;
 

@@ -457,6 +457,7 @@ impl ServiceEndpoints {
             admin_database_url: postgres.admin_url(),
             database_host_port: format!("127.0.0.1:{}", postgres.port()),
             broker_url: rabbit.amqp_url(),
+            quorum_initial_group_size: None,
         }
     }
 }

@@ -186,7 +186,11 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
             "warning: role {role} does not exist; the dashboard's read-only login will fail (run `fpctl setup-database`)"
         );
     }
-    let broker = Broker::connect(&settings.broker.url, &settings.broker.namespace).await?;
+    let queues = fp_broker::QueueOptions {
+        quorum_initial_group_size: settings.broker.quorum_initial_group_size,
+    };
+    let broker =
+        Broker::connect_with(&settings.broker.url, &settings.broker.namespace, queues).await?;
     broker.declare_topology().await?;
     broker.close().await;
     println!(

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use fp_broker::{Broker, Declarations, Names, Publisher};
+use fp_broker::{Broker, Declarations, Names, Publisher, QueueOptions};
 use fp_delivery::PinningResolver;
 use fp_domain::address_policy::AddressPolicy;
 use fp_domain::secret_box::MasterKey;
@@ -96,7 +96,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let broker = Broker::supervise(
         &settings.broker.url,
         &settings.broker.namespace,
-        Declarations::topology(),
+        Declarations::topology(QueueOptions {
+            quorum_initial_group_size: settings.broker.quorum_initial_group_size,
+        }),
     );
     health.require("broker", broker.readiness_check());
 

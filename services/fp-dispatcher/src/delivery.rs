@@ -26,6 +26,20 @@ use crate::endpoint_limits::EndpointLimits;
 /// attempt is given up as unrecorded (its input then returns to the queue).
 const RECORD_PATIENCE: Duration = Duration::from_secs(30);
 
+/// Beyond the maker's request timeout and record patience: how far log-ingest may lag behind.
+const LOG_LAG_ALLOWANCE: Duration = Duration::from_secs(5);
+
+/// How often a copy waiting for another dispatcher's outcome reads the log again.
+const PENDING_POLL: Duration = Duration::from_millis(500);
+
+/// Longest wait of a redelivered copy for another dispatcher's outcome, from when it arrived. A
+/// maker that lost its node notices within two heartbeats (20 s) of the loss, the broker hands its
+/// input out again once it notices too (at once for a closed connection, within the cluster's
+/// net tick, about 10 s, for a node cut off), and the maker records its outcome as soon as it is
+/// connected again: 15 s covers both. A maker that died sends nothing, so the wait only delays
+/// its attempts; this keeps that delay short.
+const COPY_OUTCOME_WAIT: Duration = Duration::from_secs(15);
+
 /// Longest wait of a copy for the same attempt in flight in this process: its request timeout and
 /// its record's patience are both shorter.
 const COPY_PATIENCE: Duration = Duration::from_secs(60);
@@ -53,6 +67,10 @@ pub struct Dispatcher {
     pub names: Names,
     pub schedule: RetrySchedule,
     pub limits: EndpointLimits,
+    /// The longest an attempt can be in flight, from its pending record to its outcome record: the
+    /// request timeout plus [`RECORD_PATIENCE`], plus log-ingest's lag. A redelivered copy waits
+    /// that long for another dispatcher's outcome before it sends again (see `already_made`).
+    pub in_flight_horizon: Duration,
     pub busy_delay: Duration,
     pub health: HealthReporter,
 }
@@ -209,14 +227,54 @@ impl Dispatcher {
         if !redelivered || job.manual {
             return Ok(false);
         }
-        let mut conn = self.pool.get().await.map_err(fp_store::StoreError::from)?;
-        Ok(fp_store::attempts::attempt_settled(
-            &mut conn,
-            job.delivery_id.0,
-            i32::try_from(job.attempt_number).unwrap_or(i32::MAX),
-            fp_contracts::INTERRUPTED_ERROR_KIND,
-        )
-        .await?)
+        let attempt_number = i32::try_from(job.attempt_number).unwrap_or(i32::MAX);
+        // A copy whose attempt another dispatcher started (its pending record is logged) but has
+        // not recorded the end of: that dispatcher lost its broker connection (a node went away)
+        // and records the outcome on its next one, or it died. Sending now would repeat a request
+        // the endpoint may well have answered; so the copy waits, holding its input, until the
+        // outcome is logged (then it is skipped), or for [`COPY_OUTCOME_WAIT`], or until the
+        // attempt is older than any attempt in flight can be (then its maker is taken to be gone
+        // and it is sent again, as before).
+        let give_up = tokio::time::Instant::now() + COPY_OUTCOME_WAIT;
+        loop {
+            let mut conn = self.pool.get().await.map_err(fp_store::StoreError::from)?;
+            if fp_store::attempts::attempt_settled(
+                &mut conn,
+                job.delivery_id.0,
+                attempt_number,
+                fp_contracts::INTERRUPTED_ERROR_KIND,
+            )
+            .await?
+            {
+                return Ok(true);
+            }
+            let pending = fp_store::attempts::attempt_pending_since(
+                &mut conn,
+                job.delivery_id.0,
+                attempt_number,
+                fp_contracts::INTERRUPTED_ERROR_KIND,
+            )
+            .await?;
+            drop(conn);
+            let Some(since) = pending else {
+                return Ok(false);
+            };
+            let horizon = chrono::TimeDelta::from_std(self.in_flight_horizon)
+                .unwrap_or(chrono::TimeDelta::MAX);
+            let left = (since + horizon - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(give_up.saturating_duration_since(tokio::time::Instant::now()));
+            if left.is_zero() {
+                return Ok(false);
+            }
+            tracing::info!(
+                delivery_id = %job.delivery_id,
+                attempt = job.attempt_number,
+                "another dispatcher's attempt of this copy has no logged outcome yet; waiting for it"
+            );
+            tokio::time::sleep(left.min(PENDING_POLL)).await;
+        }
     }
 
     /// One HTTP attempt, its record, and the retry it calls for. Both messages are confirmed by
@@ -477,6 +535,11 @@ impl JobOrEvent {
     }
 }
 
+/// [`Dispatcher::in_flight_horizon`] for a client with these timeouts.
+pub fn in_flight_horizon(connect_timeout: Duration, request_timeout: Duration) -> Duration {
+    connect_timeout + request_timeout + RECORD_PATIENCE + LOG_LAG_ALLOWANCE
+}
+
 fn duration_ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -578,5 +641,19 @@ fn record_outcome(
             record.error_kind = error.kind().to_owned();
             record.error_message = error.to_string();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_waits_no_longer_than_an_attempt_can_be_in_flight() {
+        let horizon = in_flight_horizon(Duration::from_secs(5), Duration::from_secs(15));
+        // The maker's connect and request timeouts, its record's patience on a new connection,
+        // and log-ingest's lag: an outcome cannot come later than that.
+        assert_eq!(horizon, Duration::from_secs(5 + 15 + 30 + 5));
+        assert!(horizon > RECORD_PATIENCE);
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use fp_broker::{Broker, Declarations};
+use fp_broker::{Broker, Declarations, QueueOptions};
 use fp_delivery::{DeliveryClient, DeliveryConfig};
 use fp_domain::address_policy::AddressPolicy;
 use fp_settings::Settings;
@@ -94,6 +94,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Declarations {
             topology: true,
             delay_tiers: dispatcher_settings.delay_tiers(),
+            queues: QueueOptions {
+                quorum_initial_group_size: settings.broker.quorum_initial_group_size,
+            },
         },
     );
     health.require("broker", broker.readiness_check());
@@ -121,6 +124,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         schedule: dispatcher_settings.retry_schedule.clone(),
         limits: EndpointLimits::new(dispatcher_settings.max_in_flight_per_endpoint),
         busy_delay: dispatcher_settings.endpoint_busy_delay(),
+        in_flight_horizon: delivery::in_flight_horizon(
+            Duration::from_millis(dispatcher_settings.connect_timeout_ms),
+            Duration::from_millis(dispatcher_settings.request_timeout_ms),
+        ),
         health: HealthReporter::new(Duration::from_millis(
             dispatcher_settings.health_report_interval_ms,
         )),

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::Context;
-use fp_broker::{Broker, Declarations, Deliveries, Delivery, Publisher};
+use fp_broker::{Broker, Declarations, Deliveries, Delivery, Publisher, QueueOptions};
 use fp_settings::Settings;
 use fp_store::PgPool;
 use fp_store::attempts::AttemptRow;
@@ -40,7 +40,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let broker = Broker::supervise(
         &settings.broker.url,
         &settings.broker.namespace,
-        Declarations::topology(),
+        Declarations::topology(QueueOptions {
+            quorum_initial_group_size: settings.broker.quorum_initial_group_size,
+        }),
     );
     health.require("broker", broker.readiness_check());
     let publisher = broker.publisher();
