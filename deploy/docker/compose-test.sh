@@ -2,8 +2,8 @@
 # The compose stack end to end, on the local stand-in images: builds them (deploy/docker/local-images.sh),
 # starts docker-compose.yml with the demo profile under a project name of its own, waits for every
 # health check, sends a submission through the api's published port and sees it at the demo receiver
-# and in GET /api/v2/webhooks/logs, scales to three dispatchers and sees each of them deliver, and
-# takes everything down again (containers, volumes, network), also when a check fails.
+# and in GET /api/v2/webhooks/logs, scales to three dispatchers and sees each of them deliver, sees
+# Prometheus scrape all of them, and takes everything down again (containers, volumes, network), also when a check fails.
 #
 # Needs: docker with docker-compose, curl, jq, python3, and the debug binaries
 # (`cargo build --workspace --bins`). `make test` runs it last.
@@ -46,6 +46,9 @@ cat >>"$env_file" <<ENV
 FP_API_PORT=0
 FP_DASHBOARD_PORT=0
 FP_RABBITMQ_UI_PORT=0
+FP_PROMETHEUS_PORT=0
+# No Jaeger in this run (no local stand-in): export no traces.
+OTEL_EXPORTER_OTLP_ENDPOINT=
 FP_DEMO_SUBNET=$demo_subnet
 FP_DISPATCHER_EXTRA_ROOT_CERTS=/var/lib/feedbackpulse/ca.pem
 ENV
@@ -165,9 +168,12 @@ submit "$one"
 wait_for_deliveries "$one" 1
 say "a submission through $api reached the demo receiver and shows in /api/v2/webhooks/logs"
 
+# Its attempts, summed over outcomes, status classes and formats: 0 before the first (a labelled
+# counter appears with its first increment); nothing if /metrics is not the dispatcher's page.
 dispatcher_attempts() { # index
   compose exec -T --index="$1" fp-dispatcher curl -fsS http://127.0.0.1:8082/metrics |
-    sed -n 's/^fp_dispatcher_attempts_total \([0-9]*\)$/\1/p'
+    awk '$1 ~ /^fp_dispatcher_attempts_total(\{|$)/ { sum += $2 } $1 == "fp_ready" { page = 1 }
+         END { if (page) print sum + 0 }'
 }
 
 say "scaling to three dispatchers"
@@ -177,7 +183,7 @@ wait_until_settled fp-dispatcher 3
 before=()
 for index in 1 2 3; do
   before[index]=$(dispatcher_attempts "$index")
-  [ -n "${before[index]}" ] || fail "dispatcher $index has no fp_dispatcher_attempts_total"
+  [ -n "${before[index]}" ] || fail "dispatcher $index serves no metrics page on its health port"
 done
 
 batch="$project batch"
@@ -191,6 +197,29 @@ for index in 1 2 3; do
   [ "$delivered" -gt 0 ] || fail "dispatcher $index made no attempt of the 36 (${shares# })"
 done
 say "36 submissions delivered and logged, shared by three dispatchers (${shares# })"
+
+# Prometheus of the observability profile (Jaeger, the profile's other half, has no local stand-in
+# and stays out of this run): it scrapes every service on its health port, the three dispatchers
+# found through the compose DNS name, and loads the shipped alert rules.
+compose up -d prometheus >"$work/up.log" 2>&1 ||
+  { cat "$work/up.log" >&2; fail "docker-compose up prometheus failed"; }
+prometheus="http://$(compose port prometheus 9090)"
+promql() { # query: its one value, empty while there is none
+  curl -fsS -G "$prometheus/api/v1/query" --data-urlencode "query=$1" 2>/dev/null |
+    jq -r '.data.result[0].value[1] // empty'
+}
+deadline=$((SECONDS + 90))
+until [ "$(promql 'count(up == 1)')" = 6 ] && [ -n "$(promql 'sum(fp_dispatcher_attempts_total)')" ]; do
+  [ "$SECONDS" -lt "$deadline" ] ||
+    fail "Prometheus did not see all 6 targets up within 90 s: $(curl -fsS "$prometheus/api/v1/targets" 2>&1 |
+      jq -c '[.data.activeTargets[] | {job: .labels.job, health, lastError}]' 2>&1)"
+  sleep 2
+done
+scraped=$(promql 'sum(fp_dispatcher_attempts_total)')
+[ "${scraped%.*}" -ge 37 ] || fail "Prometheus sums $scraped dispatcher attempts, expected at least 37"
+rules=$(curl -fsS "$prometheus/api/v1/rules" | jq '[.data.groups[].rules[]] | length')
+[ "$rules" -gt 0 ] || fail "Prometheus loaded no alert rules"
+say "Prometheus scrapes all 6 service containers ($scraped dispatcher attempts) with $rules alert rules"
 
 # The services first, while PostgreSQL and RabbitMQ are still up (`down` stops everything at once):
 # on SIGTERM each drains and exits 0.

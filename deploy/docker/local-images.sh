@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the local stand-ins of every image the compose stack uses, for machines that cannot pull
-# images (no registry): a Debian bookworm base made with debootstrap, PostgreSQL 15 and RabbitMQ 3.10
-# from Debian's packages on it, and the FeedbackPulse runtime image holding the binaries already built
-# on this host. Elsewhere, docker-compose.yml pulls postgres:15 and rabbitmq:3.10-management and
+# images (no registry): a Debian bookworm base made with debootstrap, PostgreSQL 15, RabbitMQ 3.10 and
+# Prometheus 2.42 from Debian's packages on it, and the FeedbackPulse runtime image holding the
+# binaries already built on this host (Jaeger has no Debian package: no stand-in). Elsewhere, docker-compose.yml pulls postgres:15 and rabbitmq:3.10-management and
 # deploy/docker/Dockerfile builds the application image from source.
 #
 # Usage: deploy/docker/local-images.sh [debug|release|servers]   (the cargo profile whose binaries
@@ -93,6 +93,8 @@ build fp-local/postgres:15 deploy/docker/postgres/Dockerfile deploy/docker/postg
 build fp-local/rabbitmq:3.10 deploy/docker/rabbitmq/Dockerfile deploy/docker/rabbitmq \
   --build-arg "BASE_IMAGE=$base_image"
 $servers_only && exit 0
+build fp-local/prometheus:2.42 deploy/docker/prometheus/Dockerfile deploy/docker/prometheus \
+  --build-arg "BASE_IMAGE=$base_image"
 # The context holds the six binaries alone (hard links where possible), so docker is not sent the
 # whole target directory.
 context="$target_dir/docker-context"
