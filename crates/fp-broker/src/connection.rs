@@ -519,7 +519,7 @@ mod tests {
             exchange: "t.events",
             routing_key: "x",
             message_id: "1",
-            traceparent: "",
+            parent: None,
             payload: b"",
             headers: &[],
             expiration: None,

@@ -15,7 +15,6 @@ use fp_contracts::{DeliveryJob, JobContent, StoredRequest};
 use fp_domain::{DeliveryId, EventType};
 use fp_store::StoreError;
 use fp_store::attempts::{self, StoredDelivery};
-use fp_telemetry::TraceContext;
 use futures_util::{StreamExt, stream};
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
@@ -228,14 +227,13 @@ fn redelivery_job(tenant_id: Uuid, delivery: StoredDelivery) -> Result<DeliveryJ
 
 /// Publishes `job` to the dispatchers' retry queue; returns once the broker confirmed it.
 async fn publish(state: &AppState, job: &DeliveryJob) -> Result<(), BrokerError> {
-    let trace = TraceContext::new_root();
     state
         .job_publisher
         .publish(&OutgoingMessage {
             exchange: "",
             routing_key: &state.broker_names.retry_queue,
             message_id: &format!("{}/{}", job.delivery_id, job.attempt_number),
-            traceparent: &trace.to_traceparent(),
+            parent: None,
             payload: &fp_contracts::encode_job(job),
             headers: &[],
             expiration: None,
@@ -243,7 +241,7 @@ async fn publish(state: &AppState, job: &DeliveryJob) -> Result<(), BrokerError>
         .await
         .inspect_err(|error| tracing::warn!(%error, "could not queue a redelivery"))?;
     tracing::info!(
-        trace_id = %trace.trace_id(),
+        trace_id = %fp_telemetry::propagation::trace_id(&tracing::Span::current()),
         delivery_id = %job.delivery_id,
         attempt_number = job.attempt_number,
         "manual redelivery queued"
