@@ -59,6 +59,21 @@ pub fn traceparent(span: &tracing::Span) -> Option<String> {
     headers.remove(TRACEPARENT)
 }
 
+/// A context as a `traceparent` value (normalised by the propagator), when it names a span.
+pub fn context_traceparent(context: &Context) -> Option<String> {
+    if !context.span().span_context().is_valid() {
+        return None;
+    }
+    let mut headers = HashMap::new();
+    propagator().inject_context(context, &mut headers);
+    headers.remove(TRACEPARENT)
+}
+
+/// `span`'s OpenTelemetry context (empty when the span is not exported).
+pub fn context(span: &tracing::Span) -> Context {
+    span.context()
+}
+
 /// The context a stored `traceparent` names (empty when it is empty or malformed).
 pub fn context_from_traceparent(traceparent: &str) -> Context {
     let headers = HashMap::from([(TRACEPARENT.to_owned(), traceparent.to_owned())]);

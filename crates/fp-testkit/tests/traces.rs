@@ -39,9 +39,16 @@ fn client_spans<'a>(spans: &[&'a ReceivedSpan]) -> Vec<&'a ReceivedSpan> {
 }
 
 /// Everything the trace of one event must hold once it is complete: the api's request, both
-/// attempts (a 500, then the retry's 200) and an insert by log-ingest.
-fn complete(spans: &[ReceivedSpan], trace_id: &str) -> bool {
+/// attempts (a 500, then the retry's 200), an insert by log-ingest, and every parent (a parent
+/// ends, and is exported, after its children).
+fn complete(spans: &[ReceivedSpan], trace_id: &str, caller_span_id: &str) -> bool {
     let spans = in_trace(spans, trace_id);
+    let ids: HashSet<&str> = spans.iter().map(|span| span.span_id.as_str()).collect();
+    if !spans.iter().all(|span| {
+        span.parent_span_id == caller_span_id || ids.contains(span.parent_span_id.as_str())
+    }) {
+        return false;
+    }
     let statuses: HashSet<&str> = client_spans(&spans)
         .iter()
         .filter_map(|span| span.attribute("http.response.status_code"))
@@ -118,7 +125,9 @@ async fn one_trace_per_event(protocol: OtlpProtocol) -> anyhow::Result<()> {
 
     receiver.wait_for(2, Duration::from_secs(30)).await?;
     let all = collector
-        .spans_until(Duration::from_secs(30), |spans| complete(spans, &trace_id))
+        .spans_until(Duration::from_secs(30), |spans| {
+            complete(spans, &trace_id, &caller_span_id)
+        })
         .await;
     let spans = in_trace(&all, &trace_id);
     let summary = || {
@@ -134,7 +143,7 @@ async fn one_trace_per_event(protocol: OtlpProtocol) -> anyhow::Result<()> {
             .join("\n")
     };
     assert!(
-        complete(&all, &trace_id),
+        complete(&all, &trace_id, &caller_span_id),
         "incomplete trace:\n{}",
         summary()
     );
@@ -259,6 +268,58 @@ async fn one_trace_per_event(protocol: OtlpProtocol) -> anyhow::Result<()> {
         })
         .collect();
     assert_eq!(outcomes, HashSet::from(["retry_scheduled", "delivered"]));
+
+    // A manual redelivery, asked for in a request of its own trace, joins the event's trace and
+    // is linked to that request.
+    let entries = api
+        .logs_until(Duration::from_secs(30), |entries| entries.len() >= 2)
+        .await?;
+    let entry_id = entries
+        .first()
+        .and_then(|entry| entry["id"].as_str())
+        .context("a log entry")?
+        .to_owned();
+    let (status, queued) = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/api/v2/webhooks/logs/{entry_id}/redeliver"),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 202, "{queued}");
+    receiver.wait_for(3, Duration::from_secs(30)).await?;
+    // The manual attempt's consumer span, and the api's span that queued it.
+    let manual_process = |spans: &[ReceivedSpan]| {
+        let spans = in_trace(spans, &trace_id);
+        spans.iter().any(|span| {
+            span.name.starts_with("process") && span.attribute("fp.manual") == Some("true")
+        }) && spans
+            .iter()
+            .any(|span| span.service == "fp-api" && span.name == "redeliver")
+    };
+    let all = collector
+        .spans_until(Duration::from_secs(30), |spans| manual_process(spans))
+        .await;
+    assert!(
+        manual_process(&all),
+        "the manual attempt is in the event's trace"
+    );
+    let redeliver = in_trace(&all, &trace_id)
+        .into_iter()
+        .find(|span| span.service == "fp-api" && span.name == "redeliver")
+        .context("the api's redeliver span in the event's trace")?;
+    let (linked_trace, linked_span) = redeliver.links.first().context("a link")?;
+    let request = all
+        .iter()
+        .find(|span| &span.trace_id == linked_trace && &span.span_id == linked_span)
+        .context("the linked request span")?;
+    assert_ne!(linked_trace, &trace_id);
+    assert_eq!(request.name, "POST /api/v2/webhooks/logs/{id}/redeliver");
+    let manual_clients = client_spans(&in_trace(&all, &trace_id)).len();
+    assert_eq!(
+        manual_clients, 3,
+        "two automatic attempts and the manual one"
+    );
 
     // Nothing secret anywhere, in any span of any trace.
     let path_parts = ["T0TRACEPATH", "B0TOKEN9d2e", "q7TRACEQUERY", "/hooks/"];

@@ -191,7 +191,12 @@ impl Ingestor<'_> {
         let mut readable: Vec<&Delivery> = Vec::with_capacity(batch.len());
         for delivery in &batch {
             match record::attempt_row(&delivery.data) {
-                Ok(record) => {
+                Ok(mut record) => {
+                    // The record's trace, kept with the row so a manual redelivery joins it.
+                    record.row.traceparent = fp_telemetry::propagation::context_traceparent(
+                        &fp_broker::trace_context(delivery),
+                    )
+                    .unwrap_or_default();
                     tracing::debug!(
                         traceparent = fp_broker::header_text(delivery, fp_broker::TRACEPARENT_HEADER),
                         attempt_id = %record.row.id,
