@@ -66,7 +66,16 @@ impl ReceivedSpan {
     }
 }
 
-type Spans = Arc<Mutex<Vec<ReceivedSpan>>>;
+/// What the receiver took: every span (tests), or only their number (the bench's stand-in
+/// collector, which must not grow with the load).
+#[derive(Default)]
+struct Received {
+    keep: bool,
+    count: std::sync::atomic::AtomicU64,
+    spans: Mutex<Vec<ReceivedSpan>>,
+}
+
+type Spans = Arc<Received>;
 
 pub struct OtlpReceiver {
     address: SocketAddr,
@@ -76,12 +85,25 @@ pub struct OtlpReceiver {
 }
 
 impl OtlpReceiver {
+    /// A receiver on a free loopback port that keeps every span it takes.
     pub async fn start(protocol: OtlpProtocol) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::start_on("127.0.0.1:0".parse()?, protocol, true).await
+    }
+
+    /// A receiver on `listen`; with `keep` false it only counts spans ([`OtlpReceiver::count`]).
+    pub async fn start_on(
+        listen: SocketAddr,
+        protocol: OtlpProtocol,
+        keep: bool,
+    ) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(listen)
             .await
             .context("the OTLP receiver cannot listen")?;
         let address = listener.local_addr()?;
-        let spans = Spans::default();
+        let spans = Arc::new(Received {
+            keep,
+            ..Received::default()
+        });
         let task = match protocol {
             OtlpProtocol::Grpc => {
                 let service = TraceServiceServer::new(GrpcTraces(spans.clone()));
@@ -125,6 +147,11 @@ impl OtlpReceiver {
         lock(&self.spans).clone()
     }
 
+    /// Spans taken so far (kept or not).
+    pub fn count(&self) -> u64 {
+        self.spans.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Waits until `done` holds for the spans received, or `timeout` passes; then the spans.
     pub async fn spans_until(
         &self,
@@ -150,6 +177,7 @@ impl Drop for OtlpReceiver {
 
 fn lock(spans: &Spans) -> std::sync::MutexGuard<'_, Vec<ReceivedSpan>> {
     spans
+        .spans
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -237,6 +265,18 @@ fn pairs(attributes: &[KeyValue]) -> Vec<(String, String)> {
 }
 
 fn store(spans: &Spans, export: ExportTraceServiceRequest) {
+    if !spans.keep {
+        let count: usize = export
+            .resource_spans
+            .iter()
+            .flat_map(|resource| &resource.scope_spans)
+            .map(|scope| scope.spans.len())
+            .sum();
+        spans
+            .count
+            .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
+        return;
+    }
     let mut received = Vec::new();
     for resource_spans in export.resource_spans {
         let resource = pairs(
@@ -294,6 +334,9 @@ fn store(spans: &Spans, export: ExportTraceServiceRequest) {
             }
         }
     }
+    spans
+        .count
+        .fetch_add(received.len() as u64, std::sync::atomic::Ordering::Relaxed);
     lock(spans).extend(received);
 }
 
