@@ -99,9 +99,8 @@ pub async fn broker_publish(
         .await?;
     let publisher = broker.publisher();
     let payload = vec![b'x'; size];
-    let traceparent = fp_telemetry::TraceContext::new_root().to_traceparent();
     futures_util::stream::iter(0..count)
-        .map(|_| publish_raw(&publisher, queue, &traceparent, &payload))
+        .map(|_| publish_raw(&publisher, queue, &payload))
         .buffer_unordered(window)
         .try_collect::<()>()
         .await
@@ -158,7 +157,6 @@ pub async fn broker_round_trips(
         anyhow::Ok(latencies)
     });
     let publisher = broker.publisher();
-    let traceparent = fp_telemetry::TraceContext::new_root().to_traceparent();
     let started = tokio::time::Instant::now();
     futures_util::stream::iter(0..count)
         .then(|index| async move {
@@ -168,8 +166,7 @@ pub async fn broker_round_trips(
             let mut payload = vec![b'x'; size.max(8)];
             payload[..8].copy_from_slice(&crate::arrivals::now_ns().to_le_bytes());
             let publisher = &publisher;
-            let traceparent = &traceparent;
-            async move { publish_raw(publisher, queue, traceparent, &payload).await }
+            async move { publish_raw(publisher, queue, &payload).await }
         })
         .buffer_unordered(512)
         .try_collect::<()>()
@@ -178,19 +175,14 @@ pub async fn broker_round_trips(
 }
 
 /// One persistent message through the default exchange to `queue`, confirmed by the broker.
-async fn publish_raw(
-    publisher: &Publisher,
-    queue: &str,
-    traceparent: &str,
-    payload: &[u8],
-) -> anyhow::Result<()> {
+async fn publish_raw(publisher: &Publisher, queue: &str, payload: &[u8]) -> anyhow::Result<()> {
     let id = Uuid::now_v7().to_string();
     publisher
         .publish(&OutgoingMessage {
             exchange: "",
             routing_key: queue,
             message_id: &id,
-            traceparent,
+            parent: None,
             payload,
             headers: &[],
             expiration: None,

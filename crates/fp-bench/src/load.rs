@@ -106,13 +106,12 @@ impl LoadTarget {
             },
         };
         let payload = fp_contracts::encode_event(&event);
-        let traceparent = fp_telemetry::TraceContext::new_root().to_traceparent();
         self.publisher
             .publish(&OutgoingMessage {
                 exchange: &self.events_exchange,
                 routing_key: event.event_type().as_str(),
                 message_id: &event.id.to_string(),
-                traceparent: &traceparent,
+                parent: None,
                 payload: &payload,
                 headers: &[],
                 expiration: None,

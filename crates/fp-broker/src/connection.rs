@@ -608,7 +608,7 @@ mod tests {
             exchange: "t.events",
             routing_key: "x",
             message_id: "1",
-            traceparent: "",
+            parent: None,
             payload: b"",
             headers: &[],
             expiration: None,

@@ -13,6 +13,7 @@ use lapin::types::{AMQPValue, LongString};
 mod connection;
 mod consumer;
 mod owned_channel;
+mod propagation;
 mod publisher;
 pub mod topology;
 
@@ -20,11 +21,12 @@ pub use connection::{Broker, Declarations, endpoints};
 pub use consumer::Deliveries;
 pub use lapin::message::Delivery;
 pub use lapin::options::{BasicAckOptions, BasicNackOptions};
+pub use propagation::{AmqpHeaders, AmqpHeadersMut, trace_context};
 pub use publisher::{OutgoingMessage, Publisher};
 pub use topology::QueueOptions;
 
-/// AMQP header carrying the W3C trace context.
-pub const TRACEPARENT_HEADER: &str = "traceparent";
+/// AMQP header carrying the W3C trace context (with `tracestate` beside it when the trace has one).
+pub const TRACEPARENT_HEADER: &str = fp_telemetry::propagation::TRACEPARENT;
 /// AMQP header saying why a message was dead-lettered.
 pub const DEAD_LETTER_REASON_HEADER: &str = "x-fp-dead-letter-reason";
 /// AMQP header naming the queue a dead letter came from.
@@ -56,6 +58,17 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
+    /// A short, fixed name of the failure, for a span's `error.type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BrokerError::Connect { .. } => "connect",
+            BrokerError::Unavailable { .. } => "unavailable",
+            BrokerError::Amqp { .. } => "amqp",
+            BrokerError::Nacked { .. } => "nacked",
+            BrokerError::Unroutable { .. } => "unroutable",
+        }
+    }
+
     /// Whether the failure came from the connection (down, or lost before the confirm), so the same
     /// publish can succeed on the next one; a refusal by the broker cannot.
     pub fn is_connection_loss(&self) -> bool {

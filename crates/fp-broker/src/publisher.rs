@@ -9,19 +9,26 @@ use lapin::{BasicProperties, Channel, Confirmation};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use fp_telemetry::OTEL_TARGET;
+use fp_telemetry::propagation::{self, Context};
+use tracing::Instrument;
+use tracing::field::Empty;
+
 use crate::connection::Broker;
 use crate::owned_channel::OwnedChannel;
+use crate::propagation::AmqpHeadersMut;
 use crate::{
-    BrokerError, DEAD_LETTER_REASON_HEADER, DEAD_LETTER_SOURCE_HEADER, Delivery, Names,
-    TRACEPARENT_HEADER, amqp, header_text,
+    BrokerError, DEAD_LETTER_REASON_HEADER, DEAD_LETTER_SOURCE_HEADER, Delivery, Names, amqp,
 };
 
-/// A message to publish: persistent, with an id and the trace context.
+/// A message to publish: persistent, with an id and the trace context of its publish span.
 pub struct OutgoingMessage<'a> {
     pub exchange: &'a str,
     pub routing_key: &'a str,
     pub message_id: &'a str,
-    pub traceparent: &'a str,
+    /// The parent of the publish span: `None` for the current span (the usual case), `Some` for
+    /// work that continues a stored context (the outbox relay, a manual redelivery).
+    pub parent: Option<&'a Context>,
     pub payload: &'a [u8],
     /// Extra string headers.
     pub headers: &'a [(&'a str, &'a str)],
@@ -68,25 +75,54 @@ impl Publisher {
         Ok(channel)
     }
 
-    /// Publishes once. Refused at once with `Unavailable` while the broker is disconnected.
+    /// Publishes once, in a producer span whose context the message carries. Refused at once with
+    /// `Unavailable` while the broker is disconnected.
     pub async fn publish(&self, message: &OutgoingMessage<'_>) -> Result<(), BrokerError> {
-        let published = self.publish_once(message).await;
-        if let Err(error) = &published {
+        // The destination is the exchange, or the queue for the default exchange.
+        let destination = if message.exchange.is_empty() {
+            message.routing_key
+        } else {
+            message.exchange
+        };
+        let span = tracing::info_span!(
+            target: OTEL_TARGET,
+            "publish",
+            "otel.name" = %format!("publish {destination}"),
+            "otel.kind" = "producer",
+            "otel.status_code" = Empty,
+            "messaging.system" = "rabbitmq",
+            "messaging.operation.type" = "send",
+            "messaging.destination.name" = %destination,
+            "messaging.rabbitmq.destination.routing_key" = %message.routing_key,
+            "messaging.message.id" = %message.message_id,
+            "error.type" = Empty,
+        );
+        if let Some(parent) = message.parent {
+            propagation::set_parent(&span, parent.clone());
+        }
+        let result = self
+            .publish_in(message, &span)
+            .instrument(span.clone())
+            .await;
+        if let Err(error) = &result {
+            span.record("error.type", error.kind());
+            span.record("otel.status_code", "ERROR");
             // Refusals while disconnected are not confirms that failed: readiness shows those.
             if !matches!(error, BrokerError::Unavailable { .. }) {
                 metrics::counter!("fp_broker_publish_confirms_failed_total").increment(1);
             }
         }
-        published
+        result
     }
 
-    async fn publish_once(&self, message: &OutgoingMessage<'_>) -> Result<(), BrokerError> {
+    async fn publish_in(
+        &self,
+        message: &OutgoingMessage<'_>,
+        span: &tracing::Span,
+    ) -> Result<(), BrokerError> {
         let channel = self.channel().await?;
         let mut headers = FieldTable::default();
-        headers.insert(
-            TRACEPARENT_HEADER.into(),
-            AMQPValue::LongString(message.traceparent.into()),
-        );
+        propagation::inject(span, &mut AmqpHeadersMut(&mut headers));
         for (name, value) in message.headers {
             headers.insert((*name).into(), AMQPValue::LongString((*value).into()));
         }
@@ -175,12 +211,13 @@ impl Publisher {
             .as_ref()
             .map(ShortString::to_string)
             .unwrap_or_default();
-        let traceparent = header_text(delivery, TRACEPARENT_HEADER).unwrap_or_default();
+        // The dead letter stays in the trace of the message it was.
+        let parent = crate::trace_context(delivery);
         self.publish(&OutgoingMessage {
             exchange: &names.dead_letter_exchange,
             routing_key: source_queue,
             message_id: &message_id,
-            traceparent: &traceparent,
+            parent: Some(&parent),
             payload: &delivery.data,
             headers: &[
                 (DEAD_LETTER_REASON_HEADER, reason),

@@ -100,6 +100,7 @@ diesel::table! {
         next_retry_at -> Nullable<Timestamptz>,
         ingested_at -> Timestamptz,
         manual -> Bool,
+        traceparent -> Text,
     }
 }
 

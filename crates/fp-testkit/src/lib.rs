@@ -18,6 +18,7 @@ pub mod certificates;
 pub mod dashboard;
 pub mod environment;
 pub mod mock_services;
+pub mod otlp;
 pub mod pipeline;
 pub mod private_services;
 pub mod rabbitmq_cluster;

@@ -29,5 +29,6 @@ pub fn attempt_row(tenant_id: Uuid, attempted_at: DateTime<Utc>) -> AttemptRow {
         is_final: true,
         next_retry_at: None,
         manual: false,
+        traceparent: String::new(),
     }
 }

@@ -69,7 +69,7 @@ async fn closing_right_after_dropping_consumers_and_publishers_is_clean() -> any
                 exchange: "",
                 routing_key: &queue,
                 message_id: &id,
-                traceparent: "",
+                parent: None,
                 payload: id.as_bytes(),
                 headers: &[],
                 expiration: None,

@@ -449,7 +449,7 @@ async fn an_unreadable_event_is_dead_lettered_and_the_dispatcher_carries_on() ->
             exchange: &broker.names.events_exchange,
             routing_key: "submission.created",
             message_id: "poison-1",
-            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            parent: None,
             payload: b"\x08\x96\x01 definitely not an event",
             headers: &[],
             expiration: None,

@@ -161,7 +161,7 @@ async fn publish_event(broker: &Broker, tenant_id: uuid::Uuid) -> anyhow::Result
             exchange: &broker.names.events_exchange,
             routing_key: event.event_type().as_str(),
             message_id: &event.id.to_string(),
-            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            parent: None,
             payload: &fp_contracts::encode_event(&event),
             headers: &[],
             expiration: None,

@@ -59,7 +59,6 @@ const DEAD_LETTER_QUIET: Duration = Duration::from_secs(2);
 const DEAD_LETTER_LIMIT: Duration = Duration::from_secs(30);
 /// More log pages than any scenario can fill (200 entries each): a cursor that never ends is a bug.
 const MAX_LOG_PAGES: usize = 100;
-const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 /// Field number 0 is never valid protobuf, so no decoder can mistake this for a message.
 const POISON: &[u8] = b"\x00\xff\xfe not a protobuf message";
 
@@ -463,7 +462,7 @@ async fn publish_poison(broker_url: &str, namespace: &str) -> anyhow::Result<Vec
                 exchange: "",
                 routing_key: queue,
                 message_id: &message_id,
-                traceparent: TRACEPARENT,
+                parent: None,
                 payload: POISON,
                 headers: &[],
                 expiration: None,

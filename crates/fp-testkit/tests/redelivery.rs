@@ -284,6 +284,7 @@ impl Seed {
             is_final,
             next_retry_at: None,
             manual: false,
+            traceparent: String::new(),
         }
     }
 }
@@ -336,6 +337,7 @@ async fn bulk_redelivers_exactly_the_failed_deliveries_of_the_range() -> anyhow:
         manual_failed.attempt(a, 1, day(3), Some(410), true),
         AttemptRow {
             manual: true,
+            traceparent: String::new(),
             ..manual_failed.attempt(a, 2, day(4), Some(500), true)
         },
         unanswered.attempt(a, 1, day(4), None, true),

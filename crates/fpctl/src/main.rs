@@ -15,6 +15,7 @@ use fp_domain::api_key::IssuedKey;
 use fp_settings::Settings;
 use fp_store::identity::{self, KeyOwner};
 use ring::rand::{SecureRandom, SystemRandom};
+use tracing::Instrument;
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -130,11 +131,38 @@ enum UserCommand {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli.command).await {
+    let tracing = fp_telemetry::init_traces_only("fpctl");
+    // One span for the command: its name only, never an argument (passwords, URLs).
+    let span = tracing::info_span!(
+        target: fp_telemetry::OTEL_TARGET,
+        "fpctl",
+        "otel.name" = %format!("fpctl {}", cli.command.name()),
+        "otel.status_code" = tracing::field::Empty,
+    );
+    fp_telemetry::propagation::set_parent(&span, fp_telemetry::propagation::from_environment());
+    let code = match run(cli.command).instrument(span.clone()).await {
         Ok(code) => code,
         Err(error) => {
+            span.record("otel.status_code", "ERROR");
             eprintln!("error: {error:#}");
             ExitCode::from(2)
+        }
+    };
+    drop(span);
+    tracing.shutdown();
+    code
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::SetupDatabase { .. } => "setup-database",
+            Command::Migrate => "migrate",
+            Command::DeleteTopology => "delete-topology",
+            Command::Tenant { .. } => "tenant",
+            Command::Key { .. } => "key",
+            Command::User { .. } => "user",
+            Command::CheckUrl { .. } => "check-url",
         }
     }
 }

@@ -2,7 +2,12 @@
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    fp_telemetry::init("fp-api");
-    let settings = fp_settings::Settings::load()?;
-    fp_api::run(settings).await
+    let tracing = fp_telemetry::init("fp-api");
+    let result = match fp_settings::Settings::load() {
+        Ok(settings) => fp_api::run(settings).await,
+        Err(error) => Err(error.into()),
+    };
+    // Spans still queued go out before the process ends.
+    tracing.shutdown();
+    result
 }

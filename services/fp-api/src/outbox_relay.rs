@@ -99,12 +99,14 @@ impl OutboxRelay {
     }
 
     async fn publish(&self, event: &PendingEvent) -> Result<(), BrokerError> {
+        // The publish continues the trace of the request that recorded the event.
+        let parent = fp_telemetry::propagation::context_from_traceparent(&event.traceparent);
         self.publisher
             .publish(&OutgoingMessage {
                 exchange: &self.exchange,
                 routing_key: &event.event_type,
                 message_id: &event.event_id.to_string(),
-                traceparent: &event.traceparent,
+                parent: Some(&parent),
                 payload: &event.payload,
                 headers: &[],
                 expiration: None,

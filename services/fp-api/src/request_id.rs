@@ -34,19 +34,23 @@ pub async fn middleware(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let id = request_id_for(&req);
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        method = %req.method(),
-        path = %req.path(),
-    );
+    // The request's OpenTelemetry server span (continuing the caller's `traceparent`): its
+    // attributes are the method and the route template; the path is only logged.
+    let span = fp_telemetry::http_server::server_span(&req);
+    span.record("request_id", id.as_str());
+    let method = req.method().clone();
+    let path = req.path().to_owned();
     let started = Instant::now();
     // Handlers' and extractors' errors are already responses here (actix turns them into answers
     // at the route), so every answer passes this point.
     let mut response = next.call(req).instrument(span.clone()).await?;
+    let status = response.status().as_u16();
+    fp_telemetry::http_server::record_status(&span, status);
     span.in_scope(|| {
         tracing::info!(
-            status = response.status().as_u16(),
+            %method,
+            %path,
+            status,
             duration_ms = started.elapsed().as_millis() as u64,
             "handled"
         );

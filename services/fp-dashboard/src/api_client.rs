@@ -3,6 +3,7 @@
 //! and tenant (`Authorization: Session <token>`).
 
 use std::time::Duration;
+use tracing::Instrument;
 
 use reqwest::Method;
 use serde_json::Value;
@@ -71,10 +72,30 @@ impl ApiClient {
         body: Option<&Value>,
     ) -> Result<ApiAnswer, ApiClientError> {
         let url = format!("{}{path}", self.base);
+        // A client span per api call (method and server only: never the path, never the
+        // session), whose context the api continues.
+        let server = reqwest::Url::parse(&url).ok();
+        let span = tracing::info_span!(
+            target: fp_telemetry::OTEL_TARGET,
+            "http.client",
+            "otel.name" = %method,
+            "otel.kind" = "client",
+            "otel.status_code" = tracing::field::Empty,
+            "http.request.method" = %method,
+            "server.address" = server.as_ref().and_then(|url| url.host_str()).unwrap_or_default(),
+            "server.port" = server.as_ref().and_then(reqwest::Url::port_or_known_default).unwrap_or_default(),
+            "http.response.status_code" = tracing::field::Empty,
+            "error.type" = tracing::field::Empty,
+        );
+        let mut trace_headers = std::collections::HashMap::new();
+        fp_telemetry::propagation::inject(&span, &mut trace_headers);
         let mut request = self
             .http
             .request(method, &url)
             .header("authorization", format!("Session {session}"));
+        for (name, value) in trace_headers {
+            request = request.header(name, value);
+        }
         if let Some(body) = body {
             request = request
                 .header("content-type", "application/json")
@@ -82,12 +103,22 @@ impl ApiClient {
         }
         let response = request
             .send()
+            .instrument(span.clone())
             .await
-            .map_err(|error| ApiClientError::Unreachable {
-                url: url.clone(),
-                error,
+            .map_err(|error| {
+                span.record("error.type", "unreachable");
+                span.record("otel.status_code", "ERROR");
+                ApiClientError::Unreachable {
+                    url: url.clone(),
+                    error,
+                }
             })?;
         let status = response.status().as_u16();
+        span.record("http.response.status_code", status);
+        if status >= 500 {
+            span.record("error.type", status.to_string());
+            span.record("otel.status_code", "ERROR");
+        }
         let bytes = response
             .bytes()
             .await

@@ -151,6 +151,11 @@ fn app(
             fp_telemetry::metrics::actix_middleware,
         ))
         .wrap(Logger::new("%r %s %Dms"))
+        // Outermost: the request's server span covers everything above, and the api calls a
+        // page makes are its children (they carry its `traceparent`).
+        .wrap(actix_web::middleware::from_fn(
+            fp_telemetry::http_server::middleware,
+        ))
 }
 
 #[cfg(test)]

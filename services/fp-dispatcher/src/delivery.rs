@@ -13,8 +13,9 @@ use fp_domain::request::{build_request, build_stored_request};
 use fp_domain::retry::{PlannedRetry, RetrySchedule, Verdict, judge_response, parse_retry_after};
 use fp_domain::{DeliveryId, Event, EventType};
 use fp_store::PgPool;
-use fp_telemetry::TraceContext;
+use fp_telemetry::OTEL_TARGET;
 use tracing::Instrument;
+use tracing::field::Empty;
 use uuid::Uuid;
 
 use crate::completed::{Claim, CompletedAttempts};
@@ -79,9 +80,41 @@ impl Dispatcher {
     /// Handles one message. Never panics and never drops a message: it is acked (handled),
     /// dead-lettered (unreadable) or returned to its queue (a dependency failed).
     pub async fn handle(&self, input: Input, delivery: Delivery) {
-        let trace = TraceContext::from_header_or_new(
-            fp_broker::header_text(&delivery, fp_broker::TRACEPARENT_HEADER).as_deref(),
+        let source_queue = match input {
+            Input::Event => &self.names.dispatcher_queue,
+            Input::Job => &self.names.retry_queue,
+        };
+        // The consumer span continues the trace the message carries (the api request that
+        // recorded the event, or the attempt that scheduled this retry). Its attributes are ids,
+        // types and outcomes: never a URL, a secret or a body.
+        let span = tracing::info_span!(
+            target: OTEL_TARGET,
+            "process",
+            "otel.name" = %format!("process {source_queue}"),
+            "otel.kind" = "consumer",
+            "messaging.system" = "rabbitmq",
+            "messaging.operation.type" = "process",
+            "messaging.destination.name" = %source_queue,
+            trace_id = Empty,
+            "fp.tenant_id" = Empty,
+            "fp.event_type" = Empty,
+            "fp.event_id" = Empty,
+            "fp.delivery_id" = Empty,
+            "fp.attempt" = Empty,
+            "fp.endpoint_format" = Empty,
+            "fp.manual" = Empty,
+            "fp.outcome" = Empty,
         );
+        fp_telemetry::propagation::set_parent(&span, fp_broker::trace_context(&delivery));
+        span.record("trace_id", fp_telemetry::propagation::trace_id(&span));
+        // The span is attached to each future rather than entered across awaits, so deliveries
+        // interleaved on one thread never log under each other's trace id.
+        self.handle_in_span(input, delivery, &span)
+            .instrument(span.clone())
+            .await;
+    }
+
+    async fn handle_in_span(&self, input: Input, delivery: Delivery, span: &tracing::Span) {
         let (job, source_queue) = match input {
             Input::Event => (
                 fp_contracts::decode_event(&delivery.data).map(JobOrEvent::Event),
@@ -95,7 +128,8 @@ impl Dispatcher {
         let job = match job {
             Ok(job) => job,
             Err(error) => {
-                tracing::error!(trace_id = %trace.trace_id(), %error, queue = %source_queue, "unreadable message: dead-lettering");
+                span.record("fp.outcome", "dead_lettered");
+                tracing::error!(%error, queue = %source_queue, "unreadable message: dead-lettering");
                 if let Err(error) = self
                     .publisher
                     .dead_letter(&self.names, source_queue, &delivery, &error.to_string())
@@ -106,18 +140,12 @@ impl Dispatcher {
                 return;
             }
         };
-        let span = tracing::info_span!(
-            "delivery",
-            trace_id = %trace.trace_id(),
-            event_id = %job.event_id(),
-            tenant_id = %job.tenant_id(),
-            event_type = %job.event_type(),
-            manual = job.manual(),
-        );
-        // The span is attached to each future rather than entered across awaits, so deliveries
-        // interleaved on one thread never log under each other's trace id.
-        async {
-            match self.process(job, delivery.redelivered, trace).await {
+        span.record("fp.event_id", job.event_id().to_string());
+        span.record("fp.tenant_id", job.tenant_id().to_string());
+        span.record("fp.event_type", job.event_type().as_str());
+        span.record("fp.manual", job.manual());
+        {
+            match self.process(job, delivery.redelivered, span).await {
                 Ok(()) => {
                     if let Err(error) = fp_broker::ack(&delivery).await {
                         tracing::warn!(%error, "ack failed; the message will be handled again");
@@ -129,22 +157,22 @@ impl Dispatcher {
                         error = format!("{error:#}"),
                         "not handled; handing it back to its queue"
                     );
-                    self.hand_back(&delivery, source_queue, &trace).await;
+                    span.record("fp.outcome", "handed_back");
+                    self.hand_back(&delivery, source_queue).await;
                 }
             }
         }
-        .instrument(span)
-        .await;
     }
 
     async fn process(
         &self,
         job: JobOrEvent,
         redelivered: bool,
-        trace: TraceContext,
+        span: &tracing::Span,
     ) -> anyhow::Result<()> {
         let tenant_id = job.tenant_id();
         let Some(endpoint) = self.configs.endpoint(tenant_id).await? else {
+            span.record("fp.outcome", "no_endpoint");
             tracing::debug!("tenant has no webhook config; nothing to deliver");
             return Ok(());
         };
@@ -156,11 +184,13 @@ impl Dispatcher {
             if !endpoint.takes_redelivery_to(&stored.url) {
                 // The api checked this when it accepted the redelivery; the tenant changed the
                 // endpoint since, and a stored request goes only where it went before.
+                span.record("fp.outcome", "not_subscribed");
                 tracing::info!("endpoint disabled, removed or changed since; not redelivered");
                 return Ok(());
             }
         } else if !endpoint.wants(job.event_type()) {
             // Also ends pending retries of a tenant who disabled the endpoint or unsubscribed.
+            span.record("fp.outcome", "not_subscribed");
             tracing::debug!("endpoint disabled or not subscribed to this event");
             return Ok(());
         }
@@ -168,6 +198,7 @@ impl Dispatcher {
             // Never unsigned, and not requeued (that would loop until the key is fixed): dropped,
             // counted, and logged.
             metrics::counter!("fp_dispatcher_secret_unreadable_total").increment(1);
+            span.record("fp.outcome", "secret_unreadable");
             tracing::error!(
                 %tenant_id,
                 "not delivered: the endpoint's secret cannot be opened with FP__SECRETS__MASTER_KEY"
@@ -183,6 +214,8 @@ impl Dispatcher {
             },
             JobOrEvent::Job(job) => job,
         };
+        span.record("fp.delivery_id", job.delivery_id.to_string());
+        span.record("fp.attempt", job.attempt_number);
         // The attempt is claimed first and then looked up, so a copy cannot slip in between an
         // original's last step (remembering it) and its claim's end. A copy of an attempt in
         // flight here waits for it to end, then looks again.
@@ -191,6 +224,7 @@ impl Dispatcher {
                 Claim::Claimed(claim) => {
                     if self.already_made(&job, redelivered).await? {
                         metrics::counter!("fp_dispatcher_repeats_skipped_total").increment(1);
+                        span.record("fp.outcome", "already_made");
                         tracing::info!(
                             delivery_id = %job.delivery_id,
                             attempt = job.attempt_number,
@@ -213,9 +247,10 @@ impl Dispatcher {
         let Some(_slot) = self.limits.try_acquire(&endpoint.url) else {
             tracing::debug!(delivery_id = %job.delivery_id, "endpoint at its in-flight cap; deferring");
             metrics::counter!("fp_dispatcher_deferred_total").increment(1);
-            return self.publish_job(&job, self.busy_delay, None, &trace).await;
+            span.record("fp.outcome", "deferred");
+            return self.publish_job(&job, self.busy_delay, None).await;
         };
-        self.attempt(&job, &endpoint, trace).await
+        self.attempt(&job, &endpoint, span).await
     }
 
     /// Whether this attempt was completed already: by this process (remembered), or, for an input
@@ -283,11 +318,12 @@ impl Dispatcher {
         &self,
         job: &DeliveryJob,
         endpoint: &Endpoint,
-        trace: TraceContext,
+        span: &tracing::Span,
     ) -> anyhow::Result<()> {
         let parsed_url = url::Url::parse(&endpoint.url)?;
         let format = format::detect(&parsed_url);
         let target = format::delivery_url(format, &parsed_url);
+        span.record("fp.endpoint_format", format.as_str());
         let attempted_at = Utc::now();
         let secrets = endpoint.signing_secrets(attempted_at);
         let request = match &job.content {
@@ -311,7 +347,7 @@ impl Dispatcher {
         // shows fewer requests than the endpoint saw. Nothing is sent unless the broker has it.
         let mut record =
             pending_record(job, endpoint, attempted_at, &request.headers, request.body);
-        self.publish_record(&record, job, &trace, Duration::ZERO)
+        self.publish_record(&record, job, Duration::ZERO)
             .await
             .context("the pending attempt record was not taken; nothing was sent")?;
         // The body goes to the client and then back into the record without a copy: `Bytes`
@@ -322,11 +358,15 @@ impl Dispatcher {
             crate::metrics::first_attempt(event.occurred_at, attempted_at);
         }
         let in_flight = crate::metrics::InFlight::start();
+        let client_span = client_span(&target, job);
         let outcome = self
             .client
             .post(target.as_str(), &request.headers, body.clone())
+            .instrument(client_span.clone())
             .await;
         drop(in_flight);
+        record_client_outcome(&client_span, &outcome);
+        drop(client_span);
         record.request_body = Vec::from(body);
         crate::metrics::attempt_made(&outcome, format);
 
@@ -345,6 +385,14 @@ impl Dispatcher {
             }
             Verdict::Retry | Verdict::Delivered | Verdict::GiveUp => None,
         };
+        span.record(
+            "fp.outcome",
+            match (verdict, retry) {
+                (Verdict::Delivered, _) => "delivered",
+                (_, Some(_)) => "retry_scheduled",
+                (_, None) => "failed",
+            },
+        );
         match (&outcome.result, verdict, retry) {
             (Ok(response), Verdict::Delivered, _) => tracing::info!(
                 status = response.status,
@@ -376,15 +424,13 @@ impl Dispatcher {
                     attempt_number: retry.attempt_number,
                     ..job.clone()
                 };
-                self.publish_job(&next, retry.tier, Some(retry.delay), &trace)
-                    .await
+                self.publish_job(&next, retry.tier, Some(retry.delay)).await
             }
             None => Ok(()),
         };
         // The record, though, waits for the next connection: the endpoint may have seen this
         // attempt, so the tenant's log must show its outcome.
-        self.publish_record(&record, job, &trace, RECORD_PATIENCE)
-            .await?;
+        self.publish_record(&record, job, RECORD_PATIENCE).await?;
         scheduled?;
         crate::metrics::attempt_settled(verdict, retry, job.manual, format);
         self.completed.remember(job);
@@ -393,7 +439,7 @@ impl Dispatcher {
             self.health
                 .observe(job.tenant_id(), &endpoint.url, delivered, attempted_at)
         {
-            self.report_health(&report, &trace).await;
+            self.report_health(&report).await;
         }
         Ok(())
     }
@@ -402,7 +448,7 @@ impl Dispatcher {
     /// so an outage does not become a hot loop. A copy is published (and confirmed) before the
     /// original is acked: a nack-requeue would count towards the queue's delivery limit, and a
     /// database outage longer than that limit would dead-letter healthy events.
-    async fn hand_back(&self, delivery: &Delivery, source_queue: &str, trace: &TraceContext) {
+    async fn hand_back(&self, delivery: &Delivery, source_queue: &str) {
         tokio::time::sleep(HAND_BACK_DELAY).await;
         let message_id = delivery
             .properties
@@ -416,7 +462,7 @@ impl Dispatcher {
                 exchange: "",
                 routing_key: source_queue,
                 message_id: &message_id,
-                traceparent: &trace.to_traceparent(),
+                parent: None,
                 payload: &delivery.data,
                 headers: &[],
                 expiration: None,
@@ -439,7 +485,6 @@ impl Dispatcher {
         &self,
         record: &v1::DeliveryAttempt,
         job: &DeliveryJob,
-        trace: &TraceContext,
         patience: Duration,
     ) -> Result<(), fp_broker::BrokerError> {
         self.publisher
@@ -448,7 +493,7 @@ impl Dispatcher {
                     exchange: &self.names.attempts_exchange,
                     routing_key: job.event_type().as_str(),
                     message_id: &record.attempt_id,
-                    traceparent: &trace.child().to_traceparent(),
+                    parent: None,
                     payload: &record.encode_to_vec(),
                     headers: &[],
                     expiration: None,
@@ -460,14 +505,14 @@ impl Dispatcher {
 
     /// Health reports are advisory: one that cannot be published is logged, and the next one
     /// (due within the report interval) carries the news.
-    async fn report_health(&self, report: &v1::EndpointHealthReport, trace: &TraceContext) {
+    async fn report_health(&self, report: &v1::EndpointHealthReport) {
         let published = self
             .publisher
             .publish(&OutgoingMessage {
                 exchange: &self.names.endpoint_health_exchange,
                 routing_key: if report.healthy { "healthy" } else { "failing" },
                 message_id: &Uuid::now_v7().to_string(),
-                traceparent: &trace.child().to_traceparent(),
+                parent: None,
                 payload: &report.encode_to_vec(),
                 headers: &[],
                 expiration: None,
@@ -485,20 +530,54 @@ impl Dispatcher {
         job: &DeliveryJob,
         tier: Duration,
         expiration: Option<Duration>,
-        trace: &TraceContext,
     ) -> anyhow::Result<()> {
         self.publisher
             .publish(&OutgoingMessage {
                 exchange: "",
                 routing_key: &self.names.delay_queue(tier),
                 message_id: &format!("{}/{}", job.delivery_id, job.attempt_number),
-                traceparent: &trace.child().to_traceparent(),
+                parent: None,
                 payload: &fp_contracts::encode_job(job),
                 headers: &[],
                 expiration,
             })
             .await?;
         Ok(())
+    }
+}
+
+/// The client span of one attempt, with the OpenTelemetry HTTP conventions' method and server
+/// address: never the URL's path or query, where Slack and Discord keep their tokens.
+fn client_span(target: &url::Url, job: &DeliveryJob) -> tracing::Span {
+    tracing::info_span!(
+        target: OTEL_TARGET,
+        "http.client",
+        "otel.name" = "POST",
+        "otel.kind" = "client",
+        "otel.status_code" = Empty,
+        "http.request.method" = "POST",
+        "server.address" = target.host_str().unwrap_or_default(),
+        "server.port" = target.port_or_known_default().unwrap_or_default(),
+        "http.response.status_code" = Empty,
+        "error.type" = Empty,
+        "fp.delivery_id" = %job.delivery_id,
+        "fp.attempt" = job.attempt_number,
+    )
+}
+
+fn record_client_outcome(span: &tracing::Span, outcome: &AttemptOutcome) {
+    match &outcome.result {
+        Ok(response) => {
+            span.record("http.response.status_code", response.status);
+            if response.status >= 400 {
+                span.record("error.type", response.status.to_string());
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        Err(error) => {
+            span.record("error.type", error.kind());
+            span.record("otel.status_code", "ERROR");
+        }
     }
 }
 

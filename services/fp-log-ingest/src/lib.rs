@@ -15,6 +15,7 @@ use fp_store::attempts::AttemptRow;
 use fp_telemetry::health::{self, Health};
 use futures_util::StreamExt;
 use tokio::time::Instant;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Pause before retrying a batch the database refused, so a down database is not hammered.
@@ -168,12 +169,48 @@ impl Ingestor<'_> {
     }
 
     /// Stores a batch and acks it, retrying until the database takes it: records are never dropped.
+    ///
+    /// The batch's insert span is linked to every record it stores (a batch spans many traces),
+    /// and is a child of the first record's publish span, so the trace of that record's event
+    /// reaches the database.
     async fn store(&self, batch: Vec<Delivery>) {
+        let span = tracing::info_span!(
+            target: fp_telemetry::OTEL_TARGET,
+            "insert",
+            "otel.name" = "INSERT delivery_attempts",
+            "otel.kind" = "internal",
+            "otel.status_code" = tracing::field::Empty,
+            "db.system.name" = "postgresql",
+            "db.operation.name" = "INSERT",
+            "db.collection.name" = "delivery_attempts",
+            "db.operation.batch.size" = batch.len(),
+            "fp.rows.outcomes" = tracing::field::Empty,
+            "fp.rows.pending" = tracing::field::Empty,
+            "error.type" = tracing::field::Empty,
+        );
+        for (index, delivery) in batch.iter().enumerate() {
+            let context = fp_broker::trace_context(delivery);
+            fp_telemetry::propagation::add_link(&span, &context);
+            if index == 0 {
+                fp_telemetry::propagation::set_parent(&span, context);
+            }
+        }
+        self.store_in_span(batch, &span)
+            .instrument(span.clone())
+            .await;
+    }
+
+    async fn store_in_span(&self, batch: Vec<Delivery>, span: &tracing::Span) {
         let mut rows = BatchRows::default();
         let mut readable: Vec<&Delivery> = Vec::with_capacity(batch.len());
         for delivery in &batch {
             match record::attempt_row(&delivery.data) {
-                Ok(record) => {
+                Ok(mut record) => {
+                    // The record's trace, kept with the row so a manual redelivery joins it.
+                    record.row.traceparent = fp_telemetry::propagation::context_traceparent(
+                        &fp_broker::trace_context(delivery),
+                    )
+                    .unwrap_or_default();
                     tracing::debug!(
                         traceparent = fp_broker::header_text(delivery, fp_broker::TRACEPARENT_HEADER),
                         attempt_id = %record.row.id,
@@ -194,6 +231,8 @@ impl Ingestor<'_> {
         loop {
             match self.insert(&rows).await {
                 Ok(stored) => {
+                    span.record("fp.rows.outcomes", stored.outcomes);
+                    span.record("fp.rows.pending", stored.pending);
                     tracing::debug!(
                         received = readable.len(),
                         outcomes = stored.outcomes,
@@ -210,6 +249,7 @@ impl Ingestor<'_> {
                     break;
                 }
                 Err(error) => {
+                    span.record("error.type", "database");
                     tracing::warn!(
                         error = format!("{error:#}"),
                         "could not store attempts; retrying"

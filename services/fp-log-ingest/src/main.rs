@@ -2,7 +2,12 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    fp_telemetry::init("fp-log-ingest");
-    let settings = fp_settings::Settings::load()?;
-    fp_log_ingest::run(settings).await
+    let tracing = fp_telemetry::init("fp-log-ingest");
+    let result = match fp_settings::Settings::load() {
+        Ok(settings) => fp_log_ingest::run(settings).await,
+        Err(error) => Err(error.into()),
+    };
+    // Spans still queued go out before the process ends.
+    tracing.shutdown();
+    result
 }

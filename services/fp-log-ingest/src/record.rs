@@ -61,6 +61,7 @@ pub fn attempt_row(bytes: &[u8]) -> Result<AttemptRecord, DecodeError> {
         error_message: non_empty(record.error_message),
         is_final: record.r#final,
         manual: record.manual,
+        traceparent: String::new(),
     };
     Ok(AttemptRecord {
         row,

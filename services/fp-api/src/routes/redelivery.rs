@@ -15,9 +15,9 @@ use fp_contracts::{DeliveryJob, JobContent, StoredRequest};
 use fp_domain::{DeliveryId, EventType};
 use fp_store::StoreError;
 use fp_store::attempts::{self, StoredDelivery};
-use fp_telemetry::TraceContext;
 use futures_util::{StreamExt, stream};
 use serde::{Deserialize, Deserializer, Serialize};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::test_event::enabled_config;
@@ -73,8 +73,8 @@ pub async fn redeliver_one(
             delivery.url, config.url
         )));
     }
-    let job = redelivery_job(tenant_id, delivery)?;
-    publish(&state, &job).await.map_err(|error| {
+    let (job, traceparent) = redelivery_job(tenant_id, delivery)?;
+    publish(&state, &job, &traceparent).await.map_err(|error| {
         ApiError::Unavailable(format!(
             "the redelivery was not queued, try again later: {error}"
         ))
@@ -165,7 +165,9 @@ pub async fn redeliver_failed(
         .collect::<Result<Vec<_>, _>>()?;
     let total = jobs.len();
     let outcomes: Vec<(Uuid, Result<(), BrokerError>)> = stream::iter(&jobs)
-        .map(|job| async { (job.delivery_id.0, publish(&state, job).await) })
+        .map(|(job, traceparent)| async {
+            (job.delivery_id.0, publish(&state, job, traceparent).await)
+        })
         .buffered(PUBLISH_CONCURRENCY)
         .collect()
         .await;
@@ -196,8 +198,11 @@ pub async fn redeliver_failed(
 
 /// The manual attempt that sends `delivery`'s stored request again, numbered after its last
 /// attempt. Two redeliveries queued before the first is logged share a number; each attempt still
-/// has its own id.
-fn redelivery_job(tenant_id: Uuid, delivery: StoredDelivery) -> Result<DeliveryJob, ApiError> {
+/// has its own id. With it, the stored trace context of the delivery's attempt.
+fn redelivery_job(
+    tenant_id: Uuid,
+    delivery: StoredDelivery,
+) -> Result<(DeliveryJob, String), ApiError> {
     let corrupt = |reason: String| {
         ApiError::Internal(anyhow::anyhow!(
             "stored attempt of delivery {}: {reason}",
@@ -212,38 +217,63 @@ fn redelivery_job(tenant_id: Uuid, delivery: StoredDelivery) -> Result<DeliveryJ
         .ok()
         .and_then(|number| number.checked_add(1))
         .ok_or_else(|| corrupt("attempt number out of range".to_owned()))?;
-    Ok(DeliveryJob {
-        delivery_id: DeliveryId(delivery.delivery_id),
-        content: JobContent::Stored(StoredRequest {
-            tenant_id,
-            event_id: delivery.event_id,
-            event_type,
-            url: delivery.url,
-            body: delivery.request_body,
-        }),
-        attempt_number,
-        manual: true,
-    })
+    let traceparent = delivery.traceparent;
+    Ok((
+        DeliveryJob {
+            delivery_id: DeliveryId(delivery.delivery_id),
+            content: JobContent::Stored(StoredRequest {
+                tenant_id,
+                event_id: delivery.event_id,
+                event_type,
+                url: delivery.url,
+                body: delivery.request_body,
+            }),
+            attempt_number,
+            manual: true,
+        },
+        traceparent,
+    ))
 }
 
 /// Publishes `job` to the dispatchers' retry queue; returns once the broker confirmed it.
-async fn publish(state: &AppState, job: &DeliveryJob) -> Result<(), BrokerError> {
-    let trace = TraceContext::new_root();
+///
+/// The redelivery joins the trace of the event it sends again (`traceparent`, stored with the
+/// attempt), and is linked to the request that asked for it; without a stored context it stays in
+/// the request's trace.
+async fn publish(
+    state: &AppState,
+    job: &DeliveryJob,
+    traceparent: &str,
+) -> Result<(), BrokerError> {
+    let request = fp_telemetry::propagation::context(&tracing::Span::current());
+    let span = tracing::info_span!(
+        target: fp_telemetry::OTEL_TARGET,
+        "redeliver",
+        "fp.delivery_id" = %job.delivery_id,
+        "fp.attempt" = job.attempt_number,
+        "fp.manual" = true,
+    );
+    fp_telemetry::propagation::set_parent(
+        &span,
+        fp_telemetry::propagation::context_from_traceparent(traceparent),
+    );
+    fp_telemetry::propagation::add_link(&span, &request);
     state
         .job_publisher
         .publish(&OutgoingMessage {
             exchange: "",
             routing_key: &state.broker_names.retry_queue,
             message_id: &format!("{}/{}", job.delivery_id, job.attempt_number),
-            traceparent: &trace.to_traceparent(),
+            parent: None,
             payload: &fp_contracts::encode_job(job),
             headers: &[],
             expiration: None,
         })
+        .instrument(span.clone())
         .await
         .inspect_err(|error| tracing::warn!(%error, "could not queue a redelivery"))?;
     tracing::info!(
-        trace_id = %trace.trace_id(),
+        trace_id = %fp_telemetry::propagation::trace_id(&span),
         delivery_id = %job.delivery_id,
         attempt_number = job.attempt_number,
         "manual redelivery queued"

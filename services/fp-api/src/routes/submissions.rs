@@ -9,7 +9,6 @@ use fp_domain::{Change, Event, Submission, SubmissionStatus};
 use fp_store::outbox::NewOutboxEvent;
 use fp_store::submissions::{self, NewSubmission, SubmissionRow};
 use fp_store::{AsyncConnection, StoreError};
-use fp_telemetry::TraceContext;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -114,7 +113,8 @@ fn diesel_error(message: String) -> fp_store::DieselError {
     fp_store::DieselError::DeserializationError(message.into())
 }
 
-/// The outbox row announcing `change`, with a new trace that follows the event through every service.
+/// The outbox row announcing `change`. It stores the context of the request's span, so the event
+/// continues the caller's trace through every service.
 pub(super) fn outbox_event(
     tenant_id: Uuid,
     occurred_at: DateTime<Utc>,
@@ -126,14 +126,14 @@ pub(super) fn outbox_event(
         occurred_at,
         change,
     };
-    let trace = TraceContext::new_root();
-    tracing::info!(event_id = %event.id, trace_id = %trace.trace_id(), event_type = %event.event_type(), "event recorded");
+    let span = tracing::Span::current();
+    tracing::info!(event_id = %event.id, trace_id = %fp_telemetry::propagation::trace_id(&span), event_type = %event.event_type(), "event recorded");
     NewOutboxEvent {
         event_id: event.id,
         tenant_id,
         event_type: event.event_type().as_str().to_owned(),
         payload: fp_contracts::encode_event(&event),
-        traceparent: trace.to_traceparent(),
+        traceparent: fp_telemetry::propagation::traceparent(&span).unwrap_or_default(),
     }
 }
 

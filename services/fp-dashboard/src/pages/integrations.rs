@@ -592,6 +592,7 @@ mod tests {
             is_final: false,
             next_retry_at: None,
             manual: false,
+            traceparent: String::new(),
         }
     }
 

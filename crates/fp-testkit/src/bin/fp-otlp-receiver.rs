@@ -1,0 +1,43 @@
+//! `fp-otlp-receiver`: the test OTLP receiver as a process, standing in for a collector when
+//! `make bench` measures the cost of exporting traces. It counts spans and keeps none.
+//!
+//! `fp-otlp-receiver <listen address> <grpc|http/protobuf>`: prints the span count every 5 s and
+//! at Ctrl-C or SIGTERM.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use fp_testkit::otlp::{OtlpProtocol, OtlpReceiver};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let listen = args
+        .next()
+        .context("usage: fp-otlp-receiver <listen address> <grpc|http/protobuf>")?
+        .parse()
+        .context("the listen address")?;
+    let protocol = match args.next().as_deref() {
+        Some("grpc") => OtlpProtocol::Grpc,
+        Some("http/protobuf") | None => OtlpProtocol::HttpProtobuf,
+        Some(other) => bail!("unknown protocol `{other}`: grpc or http/protobuf"),
+    };
+    let receiver = OtlpReceiver::start_on(listen, protocol, false).await?;
+    println!(
+        "OTLP receiver ({}) at {}",
+        protocol.env_value(),
+        receiver.endpoint()
+    );
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(5)) => {
+                println!("spans received: {}", receiver.count());
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+        }
+    }
+    println!("spans received: {}", receiver.count());
+    Ok(())
+}
