@@ -36,7 +36,7 @@ compose-test:
 # the table goes to target/chaos/report.md. `make test` skips it (ignored); it runs here alone.
 # FP_CHAOS_SCENARIOS=kill_api,poison_messages runs only those scenarios.
 # Then the RabbitMQ cluster test of issue #11 (crates/fp-testkit/tests/rabbitmq_cluster.rs, about
-# 4 min): three nodes in containers (deploy/docker/rabbitmq-cluster.sh; it builds the local RabbitMQ
+# 6 min): three nodes in containers (deploy/docker/rabbitmq-cluster.sh; it builds the local RabbitMQ
 # image first if it is missing), a node stopped and one cut off under load; its table goes to
 # target/chaos/cluster-report.md. It needs docker and fails, not skips, without it.
 .PHONY: chaos cluster-test
