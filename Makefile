@@ -35,20 +35,25 @@ compose-test:
 # services on a PostgreSQL cluster and a RabbitMQ node of the suite's own, with one fault injected;
 # the table goes to target/chaos/report.md. `make test` skips it (ignored); it runs here alone.
 # FP_CHAOS_SCENARIOS=kill_api,poison_messages runs only those scenarios.
-# Then the RabbitMQ cluster test of issue #11 (crates/fp-testkit/tests/rabbitmq_cluster.rs, about
-# 6 min): three nodes in containers (deploy/docker/rabbitmq-cluster.sh; it builds the local RabbitMQ
-# image first if it is missing), a node stopped and one cut off under load; its table goes to
-# target/chaos/cluster-report.md. It needs docker and fails, not skips, without it.
-.PHONY: chaos cluster-test
+.PHONY: chaos cluster-test cluster-partition-test
 chaos: services
 	$(CARGO) build --workspace --bins
 	$(CARGO) test -p fp-testkit --test fault_suite -- --ignored --nocapture --test-threads=1
-	$(CARGO) test -p fp-testkit --test rabbitmq_cluster -- --ignored --nocapture
 
-# The cluster test alone.
+# The RabbitMQ cluster tests of issue #11 (crates/fp-testkit/tests/rabbitmq_cluster.rs, about 5 min
+# each): three nodes in containers (deploy/docker/rabbitmq-cluster.sh; it builds the local RabbitMQ
+# image first if it is missing), the api, two dispatchers and log-ingest on all three, under load;
+# the table goes to target/chaos/cluster-report.md. They need docker and fail, not skip, without it.
+# Both still fail now and then (README, "Reliability"), so CI does not run them yet.
+# cluster-test: the node leading the dispatchers' queue is stopped and started again.
 cluster-test: services
 	$(CARGO) build --workspace --bins
-	$(CARGO) test -p fp-testkit --test rabbitmq_cluster -- --ignored --nocapture
+	$(CARGO) test -p fp-testkit --test rabbitmq_cluster -- --ignored --nocapture --exact deliveries_survive_the_loss_of_the_node_leading_the_queue
+
+# cluster-partition-test: the same, then the next leader is cut off the network and put back.
+cluster-partition-test: services
+	$(CARGO) build --workspace --bins
+	$(CARGO) test -p fp-testkit --test rabbitmq_cluster -- --ignored --nocapture --exact deliveries_survive_a_node_loss_then_a_partition
 
 # Installs PostgreSQL and RabbitMQ with apt-get if missing, configures their loopback logins, starts
 # them and waits until they answer (deploy/local/ensure-services.sh).

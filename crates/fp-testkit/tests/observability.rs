@@ -331,7 +331,7 @@ async fn unreadable_event(env: &TestEnvironment) -> anyhow::Result<()> {
             exchange: "",
             routing_key: &broker.names.dispatcher_queue,
             message_id: "not-an-event",
-            traceparent: "",
+            parent: None,
             payload: b"this is not protobuf \xff\xff\xff",
             headers: &[],
             expiration: None,

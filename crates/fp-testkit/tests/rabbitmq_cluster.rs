@@ -388,7 +388,7 @@ fn examine(accepted: &BTreeMap<i64, Instant>, journal: &[Seen], entries: &[Value
 
 /// The dispatchers', api's and log-ingest's `/readyz` not answering 200.
 async fn not_ready(http: &reqwest::Client, pipeline: &Pipeline) -> Vec<String> {
-    let mut probes = vec![format!("http://{}/readyz", pipeline.api)];
+    let mut probes = vec![format!("http://{}/readyz", pipeline.api_health)];
     probes.extend(
         pipeline
             .dispatchers
@@ -552,10 +552,31 @@ fn report_path() -> anyhow::Result<PathBuf> {
     Ok(target.join("chaos").join("cluster-report.md"))
 }
 
+/// Fails now and then (README, "Reliability": a delivery sent twice, both attempts answered 200,
+/// when a redelivered input reaches the other dispatcher before the first one's outcome is logged).
+/// Run by `make cluster-test`, not by CI, until that is fixed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "run by make chaos (needs docker)"]
-async fn deliveries_survive_a_node_loss_and_a_partition_of_a_three_node_cluster()
--> anyhow::Result<()> {
+#[ignore = "needs docker, and fails now and then; make cluster-test"]
+async fn deliveries_survive_the_loss_of_the_node_leading_the_queue() -> anyhow::Result<()> {
+    survive_cluster_faults(Faults::NodeLoss).await
+}
+
+/// Known to fail (see README, "Reliability"): after the partition heals, events confirmed during it
+/// wait minutes for their first attempt. Run by `make cluster-partition-test`, not by CI, until
+/// that is understood and fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a known failure under investigation; make cluster-partition-test"]
+async fn deliveries_survive_a_node_loss_then_a_partition() -> anyhow::Result<()> {
+    survive_cluster_faults(Faults::NodeLossThenPartition).await
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Faults {
+    NodeLoss,
+    NodeLossThenPartition,
+}
+
+async fn survive_cluster_faults(faults: Faults) -> anyhow::Result<()> {
     let test_started = Instant::now();
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     let cluster = RabbitCluster::start(&format!("fp-rmq-{}", &suffix[..8])).await?;
@@ -647,24 +668,11 @@ async fn deliveries_survive_a_node_loss_and_a_partition_of_a_three_node_cluster(
     tokio::time::sleep(BETWEEN_FAULTS).await;
 
     // 2. The node that leads it now is cut off the network, and put back.
-    let cut = cluster.leader_of(&names.dispatcher_queue).await?;
-    let started = Instant::now();
-    cluster.cut(cut).await?;
-    tokio::time::sleep(CUT_FOR).await;
-    let leader_meanwhile = cluster.leader_of(&names.dispatcher_queue).await?;
-    cluster.heal(cut).await?;
-    let ended = Instant::now();
-    cluster.wait_whole(CLUSTER_LIMIT).await?;
-    let partition = FaultTimes {
-        what: format!(
-            "`docker network disconnect` of node {cut}, the leader of the dispatchers' queue then (node {leader_meanwhile} led it meanwhile), connected again {} s later",
-            CUT_FOR.as_secs()
-        ),
-        started,
-        ended,
-        whole: Instant::now(),
+    let partition = if faults == Faults::NodeLossThenPartition {
+        Some(cut_off_the_leader(&cluster, &names).await?)
+    } else {
+        None
     };
-    eprintln!("cluster: {}", partition.what);
 
     stop_load.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut load = load.await?;
@@ -755,7 +763,10 @@ async fn deliveries_survive_a_node_loss_and_a_partition_of_a_three_node_cluster(
         }
     }
 
-    let faults = [("node loss", &node_loss), ("partition", &partition)];
+    let mut faults = vec![("node loss", &node_loss)];
+    if let Some(partition) = &partition {
+        faults.push(("partition", partition));
+    }
     let mut text = format!(
         "# RabbitMQ cluster report (issue #11)\n\nDate: {}\n\nMachine: {} cores. Three RabbitMQ 3.10 nodes \
          in containers (deploy/docker/rabbitmq-cluster.sh; pause_minority, net_ticktime 10 s), up in {:.0} s; \
@@ -811,16 +822,21 @@ async fn deliveries_survive_a_node_loss_and_a_partition_of_a_three_node_cluster(
         main_slowest.as_secs_f64(),
         reconnects(&env.dir)?,
     );
+    let partition_times = partition.as_ref().map_or(String::new(), |partition| {
+        format!(
+            "; partition {:.0}-{:.0} s, whole at {:.0} s",
+            (partition.started - load_started).as_secs_f64(),
+            (partition.ended - load_started).as_secs_f64(),
+            (partition.whole - load_started).as_secs_f64(),
+        )
+    });
     let _ = writeln!(
         text,
-        "\nRequests at the receiver per 2 s from the load's start (node loss {:.0}-{:.0} s, whole at {:.0} s, its replicas in sync at {:.0} s; partition {:.0}-{:.0} s, whole at {:.0} s):\n\n```\n{}\n```",
+        "\nRequests at the receiver per 2 s from the load's start (node loss {:.0}-{:.0} s, whole at {:.0} s, its replicas in sync at {:.0} s{partition_times}):\n\n```\n{}\n```",
         (node_loss.started - load_started).as_secs_f64(),
         (node_loss.ended - load_started).as_secs_f64(),
         (node_loss.whole - load_started).as_secs_f64(),
         (in_sync - load_started).as_secs_f64(),
-        (partition.started - load_started).as_secs_f64(),
-        (partition.ended - load_started).as_secs_f64(),
-        (partition.whole - load_started).as_secs_f64(),
         timeline(&seen, load_started),
     );
     for (label, recovery) in &recoveries {
@@ -857,4 +873,31 @@ async fn deliveries_survive_a_node_loss_and_a_partition_of_a_three_node_cluster(
         "the cluster test failed: {failures:#?}"
     );
     Ok(())
+}
+
+/// Cuts the node leading the dispatchers' queue off the network for [`CUT_FOR`], puts it back and
+/// waits until the cluster is whole.
+async fn cut_off_the_leader(
+    cluster: &RabbitCluster,
+    names: &fp_broker::Names,
+) -> anyhow::Result<FaultTimes> {
+    let cut = cluster.leader_of(&names.dispatcher_queue).await?;
+    let started = Instant::now();
+    cluster.cut(cut).await?;
+    tokio::time::sleep(CUT_FOR).await;
+    let leader_meanwhile = cluster.leader_of(&names.dispatcher_queue).await?;
+    cluster.heal(cut).await?;
+    let ended = Instant::now();
+    cluster.wait_whole(CLUSTER_LIMIT).await?;
+    let partition = FaultTimes {
+        what: format!(
+            "`docker network disconnect` of node {cut}, the leader of the dispatchers' queue then (node {leader_meanwhile} led it meanwhile), connected again {} s later",
+            CUT_FOR.as_secs()
+        ),
+        started,
+        ended,
+        whole: Instant::now(),
+    };
+    eprintln!("cluster: {}", partition.what);
+    Ok(partition)
 }
