@@ -53,19 +53,45 @@ fn defaults() -> toml::Table {
         .expect("defaults.toml parses")
 }
 
+/// The `(section, key)` of each setting that has no default, which `defaults.toml` documents as a
+/// commented-out example in its section (`# quorum_initial_group_size = 3`): TOML has no null.
+fn optional_settings() -> BTreeSet<(String, String)> {
+    let mut section = String::new();
+    let mut found = BTreeSet::new();
+    for line in read("crates/fp-settings/src/defaults.toml").lines() {
+        if let Some(name) = line
+            .strip_prefix('[')
+            .and_then(|rest| rest.strip_suffix(']'))
+        {
+            section = name.to_owned();
+        } else if let Some((key, _)) = line
+            .strip_prefix("# ")
+            .and_then(|rest| rest.split_once(" = "))
+            && !key.is_empty()
+            && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        {
+            found.insert((section.clone(), key.to_owned()));
+        }
+    }
+    found
+}
+
 /// The variables of `used` that name no key of `defaults.toml`.
 fn unknown_settings(used: &BTreeSet<String>) -> Vec<&String> {
     let defaults = defaults();
+    let optional = optional_settings();
     used.iter()
         .filter(|variable| {
             let parts: Vec<&str> = variable.split("__").collect();
             let [_, section, key] = parts.as_slice() else {
                 return true;
             };
-            defaults
-                .get(&section.to_lowercase())
-                .and_then(|section| section.get(key.to_lowercase()))
-                .is_none()
+            let (section, key) = (section.to_lowercase(), key.to_lowercase());
+            let has_default = defaults
+                .get(&section)
+                .and_then(|values| values.get(&key))
+                .is_some();
+            !has_default && !optional.contains(&(section, key))
         })
         .collect()
 }
@@ -496,6 +522,20 @@ fn kubernetes_overlays_render_and_pass_their_schemas() {
         postgres["spec"]["instances"], 2,
         "PostgreSQL runs a primary and one replica"
     );
+    // Every process that may declare the queues first declares them replicated on all three nodes.
+    for (at, pod) in feedbackpulse_pods(production) {
+        for container in array(&pod["containers"]) {
+            let env = environment(&at, container);
+            if env.contains_key("FP__BROKER__URL") {
+                assert_eq!(
+                    env.get("FP__BROKER__QUORUM_INITIAL_GROUP_SIZE")
+                        .map(String::as_str),
+                    Some("3"),
+                    "production {at}: quorum queues not replicated on the three RabbitMQ nodes"
+                );
+            }
+        }
+    }
 }
 
 #[test]
