@@ -22,7 +22,8 @@
 #
 # Environment: FP_RMQ_CLUSTER (name of the containers and network, default fp-rmq-cluster; a test
 # uses one of its own), FP_RMQ_CLUSTER_USER / FP_RMQ_CLUSTER_PASSWORD (the services' login, default
-# fp / fp-cluster), FP_RMQ_CLUSTER_SUBNET (default 172.30.54.0/24, which the compose test's
+# fp / fp-cluster), FP_RMQ_CLUSTER_DLX_CONFIRM_TIMEOUT_MS (default 10000, above),
+# FP_RMQ_CLUSTER_SUBNET (default 172.30.54.0/24, which the compose test's
 # 172.30.53.0/24 does not overlap; another free 172.30.x.0/24 if it is taken).
 set -euo pipefail
 
@@ -38,6 +39,13 @@ nodes=(1 2 3)
 # default, i.e. 45 to 75 s): a cut-off node notices that it is in the minority, and pauses, within
 # 7.5 to 12.5 s. The CLI tools get the same value, since both ends of a connection tick.
 net_ticktime=${FP_RMQ_CLUSTER_NET_TICKTIME:-10}
+# Milliseconds before a quorum queue's dead-letter worker sends again a message its target queue has
+# not confirmed (at-least-once dead-lettering: how the delay queues hand their expired messages
+# to the retry queue). RabbitMQ's default, 180 s, held every message that expired while a
+# partition moved the retry queue's leader for three minutes after the heal. A resend of a message
+# the target did take but whose confirm was lost leaves it twice in the retry queue: at least once,
+# as everywhere else. 10 s is far above a healthy cluster's confirm time (milliseconds).
+dlx_confirm_timeout_ms=${FP_RMQ_CLUSTER_DLX_CONFIRM_TIMEOUT_MS:-10000}
 started=$SECONDS
 
 say() { printf '[rabbitmq-cluster %s %3d s] %s\n' "$cluster" "$((SECONDS - started))" "$*" >&2; }
@@ -135,7 +143,7 @@ start_node() { # node, cookie
     --label "fp-rmq-cluster=$cluster" \
     -e "RABBITMQ_DEFAULT_USER=$user" -e "RABBITMQ_DEFAULT_PASS=$password" \
     -e "FP_ERLANG_COOKIE=$cookie" \
-    -e "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-kernel net_ticktime $net_ticktime" \
+    -e "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-kernel net_ticktime $net_ticktime -rabbit dead_letter_worker_publisher_confirm_timeout $dlx_confirm_timeout_ms" \
     -e "RABBITMQ_CTL_ERL_ARGS=-kernel net_ticktime $net_ticktime" \
     --entrypoint sh "$image" -c '
       set -eu

@@ -269,8 +269,13 @@ impl Dispatcher {
         // the endpoint may well have answered; so the copy waits, holding its input, until the
         // outcome is logged (then it is skipped), or for [`COPY_OUTCOME_WAIT`], or until the
         // attempt is older than any attempt in flight can be (then its maker is taken to be gone
-        // and it is sent again, as before).
-        let give_up = tokio::time::Instant::now() + COPY_OUTCOME_WAIT;
+        // and it is sent again, as before). A copy with no record at all first gives log-ingest
+        // [`LOG_LAG_ALLOWANCE`] to write one: a maker's pending record is confirmed before its
+        // request leaves, but when the node it was on goes away log-ingest may still be moving
+        // to another node, so the record can reach the log after the copy reaches us.
+        let arrived = tokio::time::Instant::now();
+        let give_up = arrived + COPY_OUTCOME_WAIT;
+        let log_caught_up = arrived + LOG_LAG_ALLOWANCE;
         loop {
             let mut conn = self.pool.get().await.map_err(fp_store::StoreError::from)?;
             if fp_store::attempts::attempt_settled(
@@ -292,7 +297,12 @@ impl Dispatcher {
             .await?;
             drop(conn);
             let Some(since) = pending else {
-                return Ok(false);
+                let now = tokio::time::Instant::now();
+                if now >= log_caught_up {
+                    return Ok(false);
+                }
+                tokio::time::sleep(log_caught_up.duration_since(now).min(PENDING_POLL)).await;
+                continue;
             };
             let horizon = chrono::TimeDelta::from_std(self.in_flight_horizon)
                 .unwrap_or(chrono::TimeDelta::MAX);
