@@ -116,6 +116,11 @@ impl Deployment {
         self.env.push((key.to_owned(), value.into()));
     }
 
+    /// Removes a configuration variable for every process started from now on.
+    pub fn unset(&mut self, key: &str) {
+        self.env.retain(|(existing, _)| existing != key);
+    }
+
     /// Runs `fpctl` with the deployment's configuration; fails on a non-zero exit.
     pub async fn fpctl(&self, args: &[&str]) -> anyhow::Result<String> {
         let output = Command::new(self.binary("fpctl")?)

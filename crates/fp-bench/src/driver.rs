@@ -6,7 +6,9 @@
 //!   confirms allow, then paced at shares of the rate that reached the receiver (half, a quarter);
 //! - "submissions": the same through the api (`POST /api/v2/submissions`, the outbox relay);
 //! - scale-out: the max-rate events load again with more dispatchers;
-//! - backlog: events queued while the receiver is down and no dispatcher runs, then drained.
+//! - backlog: events queued while the receiver is down and no dispatcher runs, then drained;
+//! - cluster: the max-rate events load on a three-node RabbitMQ cluster with replicated quorum
+//!   queues, for the replication's cost per delivery beside the single node's.
 //!
 //! Each phase ends when every delivery arrived and log-ingest inserted every attempt row (or at
 //! the timeout). Then the machine's own limits are measured with the same receiver, broker and
@@ -25,6 +27,7 @@ use fp_domain::secret_box::{self, MasterKey};
 use fp_domain::{Change, Event, Submission, SubmissionStatus};
 use fp_store::identity::KeyOwner;
 use fp_store::webhook_config::WebhookConfigRow;
+use fp_testkit::rabbitmq_cluster::RabbitCluster;
 use uuid::Uuid;
 
 use crate::arrivals::{ReceiverAddresses, now_ns};
@@ -117,6 +120,10 @@ pub struct Args {
     /// Operations per raw limit (default: `--events`).
     #[arg(long)]
     pub limit_ops: Option<u64>,
+    /// Events of the cluster phase: the max-rate events load on a three-node RabbitMQ cluster in
+    /// containers (needs docker; builds the local RabbitMQ image when missing); 0 skips it.
+    #[arg(long, default_value_t = 20_000)]
+    pub cluster_events: u64,
 }
 
 /// Runs everything and returns the exit code: 0 when every event arrived and was logged.
@@ -136,6 +143,10 @@ pub async fn main(mut args: Args) -> anyhow::Result<i32> {
         }
         if !given("--backlog-events") {
             args.backlog_events = 300;
+        }
+        // Starting three RabbitMQ containers takes a minute or two: only when asked for.
+        if !given("--cluster-events") {
+            args.cluster_events = 0;
         }
     }
     if args.events == 0 || args.tenants == 0 || args.dispatchers == 0 {
@@ -230,7 +241,7 @@ async fn run(
 
     let tenants = seed_tenants(deployment, &receiver, args.tenants).await?;
     let broker = Broker::connect(&broker_url(), &deployment.name).await?;
-    let bench = Bench {
+    let mut bench = Bench {
         load: LoadTarget {
             publisher: broker.publisher(),
             events_exchange: broker.names.events_exchange.clone(),
@@ -302,6 +313,9 @@ async fn run(
     }
     if args.backlog_events > 0 {
         scenarios.push(backlog_phase(deployment, &bench, args).await?);
+    }
+    if args.cluster_events > 0 {
+        scenarios.push(cluster_phase(deployment, &mut bench, args).await?);
     }
 
     let expected: u64 = scenarios.iter().map(|scenario| scenario.events).sum();
@@ -457,6 +471,59 @@ async fn backlog_phase(
         timeout: Duration::from_secs(args.timeout_secs.max(count / 500)),
     };
     probe.finish(deployment, &bench.observed, load).await
+}
+
+/// The max-rate events load on a three-node RabbitMQ cluster (`deploy/docker/rabbitmq-cluster.sh`:
+/// containers of the local image, pause_minority) whose quorum queues have a replica on every node,
+/// beside the first phase on the single node: what replication costs per delivery. The queue
+/// workers move to the cluster (`fpctl migrate` declares the namespace there first); the api, the
+/// database and the receiver stay. Last, since the workers and the load stay on the cluster, which
+/// is taken down at the end, also after a failure.
+async fn cluster_phase(
+    deployment: &mut Deployment,
+    bench: &mut Bench,
+    args: &Args,
+) -> anyhow::Result<ScenarioReport> {
+    eprintln!("fp-bench: starting a three-node RabbitMQ cluster for the cluster phase");
+    let cluster = RabbitCluster::start("fp-bench-cluster").await?;
+    let outcome = async {
+        deployment.stop_all("fp-dispatcher").await;
+        deployment.stop_all("fp-log-ingest").await;
+        deployment.set("FP__BROKER__URL", cluster.broker_url());
+        deployment.set("FP__BROKER__QUORUM_INITIAL_GROUP_SIZE", "3");
+        deployment.fpctl(&["migrate"]).await?;
+        start_dispatchers(deployment, args.dispatchers).await?;
+        bench.observed.log_ingest_health = deployment
+            .start_worker("fp-log-ingest", "FP__LOG_INGEST__HEALTH_LISTEN")
+            .await?;
+        let broker = Broker::connect(cluster.broker_url(), &deployment.name).await?;
+        bench.load.publisher = broker.publisher();
+        let phase = load_phase(
+            deployment,
+            bench,
+            args,
+            Source::Events,
+            args.cluster_events,
+            None,
+        )
+        .await;
+        broker.close().await;
+        phase
+    }
+    .await;
+    deployment.stop_all("fp-dispatcher").await;
+    deployment.stop_all("fp-log-ingest").await;
+    // `finish` deletes the namespace on the machine's broker.
+    deployment.set("FP__BROKER__URL", broker_url());
+    deployment.unset("FP__BROKER__QUORUM_INITIAL_GROUP_SIZE");
+    let down = cluster.down().await;
+    let mut report = outcome?;
+    down?;
+    report.name = format!(
+        "{}, on 3 RabbitMQ nodes (replicated quorum queues)",
+        report.name
+    );
+    Ok(report)
 }
 
 /// Creates the tenants, their configs and API keys straight in the database (the api's tables,

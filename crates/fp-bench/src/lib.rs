@@ -25,4 +25,6 @@ pub fn install_crypto_provider() {
 pub const LOAD: &str = "fp-bench (load)";
 pub const RECEIVER: &str = "fp-bench-receiver";
 pub const RABBITMQ: &str = "rabbitmq (server)";
+/// The three nodes of the cluster phase together (containers of the local RabbitMQ image).
+pub const RABBITMQ_CLUSTER: &str = "rabbitmq (3-node cluster)";
 pub const POSTGRESQL: &str = "postgresql (server)";

@@ -11,7 +11,7 @@ use fp_testkit::pipeline::metric;
 
 use crate::arrivals::{self, ReceiverAddresses, ReceiverStats, now_ns};
 use crate::deployment::Deployment;
-use crate::proc_stats;
+use crate::proc_stats::{self, Placement};
 use crate::report::{Completeness, Ingest, Percentiles, ProcessFigures, ScenarioReport};
 
 const ROWS_INSERTED: &str = "fp_log_ingest_rows_inserted_total";
@@ -82,11 +82,16 @@ pub fn cpu_snapshot(deployment: &Deployment) -> CpuSnapshot {
     ));
     snapshot.push((
         crate::RABBITMQ.to_owned(),
-        proc_stats::server_ticks("beam.smp"),
+        proc_stats::server_ticks("beam.smp", Placement::Host),
     ));
+    // Only while the cluster phase's nodes run: a phase measures them from its start.
+    let cluster = proc_stats::server_ticks("beam.smp", Placement::Container);
+    if cluster > 0 {
+        snapshot.push((crate::RABBITMQ_CLUSTER.to_owned(), cluster));
+    }
     snapshot.push((
         crate::POSTGRESQL.to_owned(),
-        proc_stats::server_ticks("postgres"),
+        proc_stats::server_ticks("postgres", Placement::Host),
     ));
     snapshot
 }

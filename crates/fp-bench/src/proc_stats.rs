@@ -103,10 +103,32 @@ pub fn pids_named(comm: &str) -> Vec<u32> {
         .collect()
 }
 
-/// CPU of a whole server made of many processes (PostgreSQL: the postmaster and its backends).
-/// Backends that exited since are in the postmaster's `children` ticks, so the total only grows.
-pub fn server_ticks(comm: &str) -> u64 {
-    let pids = pids_named(comm);
+/// Where a process runs: on this machine beside us, or in a container (another PID namespace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    Host,
+    Container,
+}
+
+/// A process's placement, from its PID namespace against ours. A namespace we may not read (a
+/// process of another user, when not root) counts as ours: containers run as root here.
+fn placement_of(pid: u32) -> Placement {
+    let namespace = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    match (namespace("self"), namespace(&pid.to_string())) {
+        (Some(ours), Some(theirs)) if ours != theirs => Placement::Container,
+        _ => Placement::Host,
+    }
+}
+
+/// CPU of a whole server made of many processes (PostgreSQL: the postmaster and its backends)
+/// running on the host, or of every such server in containers together (the nodes of a RabbitMQ
+/// cluster). Backends that exited since are in the postmaster's `children` ticks, so the total
+/// only grows.
+pub fn server_ticks(comm: &str, placement: Placement) -> u64 {
+    let pids: Vec<u32> = pids_named(comm)
+        .into_iter()
+        .filter(|pid| placement_of(*pid) == placement)
+        .collect();
     pids.iter()
         .filter_map(|pid| {
             let ticks = cpu_ticks(*pid).ok()?;
@@ -192,5 +214,10 @@ mod tests {
             Some(std::os::unix::process::parent_id())
         );
         assert!(clock_ticks_per_second() > 0);
+        assert_eq!(placement_of(pid), Placement::Host);
+        assert_eq!(
+            placement_of(std::os::unix::process::parent_id()),
+            Placement::Host
+        );
     }
 }
