@@ -92,6 +92,10 @@ fn describe() {
         "fp_ready",
         "1 while the process is ready (started, every dependency reachable), else 0"
     );
+    describe_counter!(
+        crate::tracing_setup::SPANS_DROPPED_METRIC,
+        "Spans the trace collector did not take (down, slow or refusing), dropped so no work waits"
+    );
     // HTTP (api and dashboard).
     describe_counter!(
         "fp_http_requests_total",

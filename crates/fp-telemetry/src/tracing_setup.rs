@@ -14,9 +14,8 @@
 //!
 //! Export never holds up the work: spans go to the SDK's batch processor, whose bounded queue
 //! drops spans when full; a batch the collector does not take is dropped and counted
-//! ([`spans_dropped`]).
+//! ([`SPANS_DROPPED_METRIC`] on `/metrics`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
@@ -35,14 +34,10 @@ pub const OTEL_TARGET: &str = "otel";
 /// Links a span may carry: log-ingest links its batch insert to every record of the batch.
 const MAX_LINKS_PER_SPAN: u32 = 1024;
 
-static SPANS_DROPPED: AtomicU64 = AtomicU64::new(0);
-
-/// Spans handed to the exporter that the collector did not take (down, slow, refusing) since the
-/// process started. Spans dropped because the batch processor's queue was full are not seen here:
-/// the SDK keeps that count to itself and logs it at shutdown.
-pub fn spans_dropped() -> u64 {
-    SPANS_DROPPED.load(Ordering::Relaxed)
-}
+/// Counter of the spans handed to the exporter that the collector did not take (down, slow,
+/// refusing). Spans dropped because the batch processor's queue was full are not in it: the SDK
+/// keeps that count to itself and logs it at shutdown.
+pub const SPANS_DROPPED_METRIC: &str = "fp_trace_spans_dropped_total";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -200,7 +195,7 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
         let count = batch.len() as u64;
         let result = self.0.export(batch).await;
         if result.is_err() {
-            SPANS_DROPPED.fetch_add(count, Ordering::Relaxed);
+            metrics::counter!(SPANS_DROPPED_METRIC).increment(count);
         }
         result
     }

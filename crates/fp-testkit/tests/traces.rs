@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use fp_testkit::environment::{TestEnvironment, free_local_address};
 use fp_testkit::otlp::{OtlpProtocol, OtlpReceiver, ReceivedSpan};
-use fp_testkit::pipeline::Pipeline;
+use fp_testkit::pipeline::{Pipeline, metric};
 use fp_testkit::receiver::{CannedResponse, TlsReceiver, always_ok};
 use serde_json::json;
 
 const SECRET: &str = "whsec-traces-test-3f9a1c";
+/// Spans the collector did not take (`fp_telemetry::tracing_setup::SPANS_DROPPED_METRIC`).
+const SPANS_DROPPED_METRIC: &str = "fp_trace_spans_dropped_total";
 /// The endpoint's path and query: where Slack and Discord keep their tokens.
 const HOOK_PATH: &str = "/hooks/T0TRACEPATH/B0TOKEN9d2e?token=q7TRACEQUERY";
 const FEEDBACK: &str = "Tracing feedback text 5be81";
@@ -359,7 +361,7 @@ async fn one_trace_per_event_over_http_protobuf() -> anyhow::Result<()> {
 }
 
 /// A collector that is down (nothing listens on its port) holds up no delivery: every event is
-/// delivered within the time the other end-to-end tests allow.
+/// delivered within the time the other end-to-end tests allow, and the dropped spans are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_do_not_wait_for_a_collector_that_is_down() -> anyhow::Result<()> {
     const EVENTS: usize = 20;
@@ -398,6 +400,20 @@ async fn deliveries_do_not_wait_for_a_collector_that_is_down() -> anyhow::Result
             .filter(|entry| entry["response_code"] == 200)
             .count();
         assert_eq!(logged, EVENTS, "{}", protocol.env_value());
+        // The spans that could not go are counted where an operator sees them.
+        let mut dropped = 0;
+        for _ in 0..150 {
+            dropped = metric(pipeline.dispatchers[0], SPANS_DROPPED_METRIC).await?;
+            if dropped > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            dropped > 0,
+            "{}: the dispatcher's /metrics counts no dropped span",
+            protocol.env_value()
+        );
         eprintln!(
             "collector down ({}): {EVENTS} events delivered in {took:?}",
             protocol.env_value()
