@@ -44,7 +44,7 @@ chaos: services
 # each): three nodes in containers (deploy/docker/rabbitmq-cluster.sh; it builds the local RabbitMQ
 # image first if it is missing), the api, two dispatchers and log-ingest on all three, under load;
 # the table goes to target/chaos/cluster-report.md. They need docker and fail, not skip, without it.
-# Both still fail now and then (README, "Reliability"), so CI does not run them yet.
+# .ci/run runs cluster-partition-test, which begins with cluster-test's node loss.
 # cluster-test: the node leading the dispatchers' queue is stopped and started again.
 cluster-test: services
 	$(CARGO) build --workspace --bins
