@@ -510,6 +510,24 @@ async fn prometheus_sees_every_metric_move_while_deliveries_flow() -> anyhow::Re
         prometheus.wait_for(promql, expected).await?;
     }
 
+    // Every query of the shipped Grafana dashboard is valid PromQL over these metrics and shows
+    // data once deliveries have flowed: no panel an operator opens stays empty for a typo.
+    for (panel, promql) in dashboard_queries()? {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while prometheus
+            .query(&promql)
+            .await
+            .with_context(|| format!("Grafana panel `{panel}`"))?
+            .is_empty()
+        {
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "Grafana panel `{panel}`: {promql} yields no series"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     // Labels stay bounded: no tenant id, event id or URL anywhere.
     let series: Value = serde_json::from_str(
         &prometheus
@@ -538,6 +556,25 @@ async fn prometheus_sees_every_metric_move_while_deliveries_flow() -> anyhow::Re
 
     prometheus.stop().await?;
     deployment.env.finish().await
+}
+
+/// `(panel title, expression)` of every target of `deploy/observability/grafana-dashboard.json`.
+fn dashboard_queries() -> anyhow::Result<Vec<(String, String)>> {
+    let path = repo_root().join("deploy/observability/grafana-dashboard.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().context("dashboard panels")? {
+        let title = panel["title"].as_str().unwrap_or_default();
+        for target in panel["targets"].as_array().context("panel targets")? {
+            let expr = target["expr"].as_str().context("target expr")?;
+            queries.push((title.to_owned(), expr.to_owned()));
+        }
+    }
+    ensure!(
+        queries.len() >= 12,
+        "too few dashboard queries: {queries:?}"
+    );
+    Ok(queries)
 }
 
 /// What a PromQL value must satisfy.

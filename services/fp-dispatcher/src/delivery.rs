@@ -297,11 +297,12 @@ impl Dispatcher {
             .await?;
             drop(conn);
             let Some(since) = pending else {
-                let now = tokio::time::Instant::now();
-                if now >= log_caught_up {
+                if tokio::time::Instant::now() >= log_caught_up {
                     return Ok(false);
                 }
-                tokio::time::sleep(log_caught_up.duration_since(now).min(PENDING_POLL)).await;
+                // One look after the allowance, not a poll: after a node loss hundreds of copies
+                // may be waiting at once, and each query of theirs loads the database.
+                tokio::time::sleep_until(log_caught_up).await;
                 continue;
             };
             let horizon = chrono::TimeDelta::from_std(self.in_flight_horizon)
