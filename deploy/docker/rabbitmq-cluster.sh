@@ -23,6 +23,7 @@
 # Environment: FP_RMQ_CLUSTER (name of the containers and network, default fp-rmq-cluster; a test
 # uses one of its own), FP_RMQ_CLUSTER_USER / FP_RMQ_CLUSTER_PASSWORD (the services' login, default
 # fp / fp-cluster), FP_RMQ_CLUSTER_DLX_CONFIRM_TIMEOUT_MS (default 10000, above),
+# FP_RMQ_CLUSTER_POLL_INTERVAL (seconds between looks while waiting, default 3),
 # FP_RMQ_CLUSTER_SUBNET (default 172.30.54.0/24, which the compose test's
 # 172.30.53.0/24 does not overlap; another free 172.30.x.0/24 if it is taken).
 set -euo pipefail
@@ -103,17 +104,26 @@ wait_booted() { # node, seconds
       docker logs --tail 30 "$(container "$1")" >&2 || true
       fail "node $1 did not boot within $2 s (container $state)"
     fi
-    sleep 1
+    sleep "$poll_interval"
   done
 }
 
-# Until every node sees all three running (a restarted or healed node has rejoined).
+# Seconds between two looks at the nodes. Each look runs a CLI tool, which boots an Erlang VM of
+# its own for about a CPU-second: looking every second, three nodes at a time, took most of a
+# 2-CPU machine from the services under test while a node rejoined.
+poll_interval=${FP_RMQ_CLUSTER_POLL_INTERVAL:-3}
+
+# Until every node sees all three running (a restarted or healed node has rejoined). A round stops
+# at the first node that does not, so a waiting round costs one CLI run.
 wait_cluster() { # seconds
   local deadline=$((SECONDS + $1)) node ok
   while :; do
     ok=true
     for node in "${nodes[@]}"; do
-      [ "$(running_nodes "$node")" = 3 ] || ok=false
+      if [ "$(running_nodes "$node")" != 3 ]; then
+        ok=false
+        break
+      fi
     done
     $ok && return 0
     [ "$SECONDS" -lt "$deadline" ] || {
@@ -122,7 +132,7 @@ wait_cluster() { # seconds
       done
       fail "the cluster did not have three running nodes within $1 s"
     }
-    sleep 1
+    sleep "$poll_interval"
   done
 }
 

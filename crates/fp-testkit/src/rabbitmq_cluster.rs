@@ -228,7 +228,8 @@ impl RabbitCluster {
                 }
                 break;
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            // Each look boots a CLI tool's Erlang VM (about a CPU-second): not every second.
+            tokio::time::sleep(Duration::from_secs(3)).await;
         }
         bail!("the replicas of {queue} were not in sync within {limit:?}; last status: {last}")
     }

@@ -459,8 +459,16 @@ impl Dispatcher {
     /// so an outage does not become a hot loop. A copy is published (and confirmed) before the
     /// original is acked: a nack-requeue would count towards the queue's delivery limit, and a
     /// database outage longer than that limit would dead-letter healthy events.
+    ///
+    /// An input whose channel is gone (its connection was lost, often the very reason it could
+    /// not be handled) is left alone: the broker hands the original out again by itself, and a
+    /// copy beside it would make two inputs of one delivery that two dispatchers could both send.
     async fn hand_back(&self, delivery: &Delivery, source_queue: &str) {
         tokio::time::sleep(HAND_BACK_DELAY).await;
+        if !delivery.acker.usable() {
+            tracing::debug!("its channel is gone; the broker hands it out again");
+            return;
+        }
         let message_id = delivery
             .properties
             .message_id()
