@@ -38,6 +38,7 @@ pub struct AttemptRow {
     pub manual: bool,
     /// The W3C context of the attempt's record (in its event's trace); empty when unknown.
     pub traceparent: String,
+    pub tracestate: String,
 }
 
 /// Inserts a batch in one statement; rows whose id is already stored are skipped, so a record the
@@ -375,6 +376,8 @@ pub struct StoredDelivery {
     /// The trace of the attempt (empty when unknown): a redelivery joins it.
     #[diesel(sql_type = sql_types::Text)]
     pub traceparent: String,
+    #[diesel(sql_type = sql_types::Text)]
+    pub tracestate: String,
 }
 
 /// The delivery of the tenant's attempt `attempt_id`, with the request that attempt sent; `None`
@@ -385,7 +388,7 @@ pub async fn stored_delivery(
     attempt_id: Uuid,
 ) -> Result<Option<StoredDelivery>, StoreError> {
     Ok(diesel::sql_query(
-        "SELECT a.delivery_id, a.event_id, a.event_type, a.url, a.request_body, a.traceparent, \
+        "SELECT a.delivery_id, a.event_id, a.event_type, a.url, a.request_body, a.traceparent, a.tracestate, \
            (SELECT max(m.attempt_number) FROM delivery_attempts m \
              WHERE m.tenant_id = a.tenant_id AND m.delivery_id = a.delivery_id) \
              AS last_attempt_number \
@@ -412,7 +415,7 @@ const FAILED_DELIVERIES: &str = "\
         SELECT touched.first_at, latest.* FROM touched \
         CROSS JOIN LATERAL ( \
             SELECT a.delivery_id, a.event_id, a.event_type, a.url, a.request_body, \
-                   a.attempt_number AS last_attempt_number, a.final, a.traceparent \
+                   a.attempt_number AS last_attempt_number, a.final, a.traceparent, a.tracestate \
             FROM delivery_attempts a \
             WHERE a.tenant_id = $1 AND a.delivery_id = touched.delivery_id \
             ORDER BY a.attempt_number DESC, a.attempted_at DESC, a.id DESC LIMIT 1 \
@@ -450,7 +453,7 @@ pub async fn failed_deliveries(
     }
     let mut sent_to_url: Vec<StoredDelivery> = diesel::sql_query(format!(
         "{FAILED_DELIVERIES} SELECT delivery_id, event_id, event_type, url, request_body, \
-           last_attempt_number, traceparent FROM failed WHERE url = $4 \
+           last_attempt_number, traceparent, tracestate FROM failed WHERE url = $4 \
          ORDER BY first_at, delivery_id LIMIT $5"
     ))
     .bind::<sql_types::Uuid, _>(tenant_id)

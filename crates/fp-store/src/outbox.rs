@@ -16,7 +16,9 @@ pub struct NewOutboxEvent {
     pub tenant_id: Uuid,
     pub event_type: String,
     pub payload: Vec<u8>,
+    /// The W3C context of the request that recorded the event (empty when none).
     pub traceparent: String,
+    pub tracestate: String,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -26,7 +28,9 @@ pub struct PendingEvent {
     pub event_id: Uuid,
     pub event_type: String,
     pub payload: Vec<u8>,
+    /// The W3C context of the request that recorded the event (empty when none).
     pub traceparent: String,
+    pub tracestate: String,
 }
 
 pub async fn insert(

@@ -71,6 +71,7 @@ diesel::table! {
         event_type -> Text,
         payload -> Bytea,
         traceparent -> Text,
+        tracestate -> Text,
         created_at -> Timestamptz,
         published_at -> Nullable<Timestamptz>,
     }
@@ -101,6 +102,7 @@ diesel::table! {
         ingested_at -> Timestamptz,
         manual -> Bool,
         traceparent -> Text,
+        tracestate -> Text,
     }
 }
 

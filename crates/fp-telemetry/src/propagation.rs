@@ -1,7 +1,7 @@
 //! W3C trace context (`traceparent`, `tracestate`) across process boundaries, with the SDK's
 //! `TraceContextPropagator`: injected into and extracted from whatever carries headers (AMQP
 //! headers in `fp-broker`, HTTP headers in the actix middleware and the dashboard's api client, the
-//! outbox row's `traceparent` column).
+//! outbox row's and the attempt row's `traceparent` and `tracestate` columns).
 
 use std::collections::HashMap;
 
@@ -52,32 +52,50 @@ pub fn from_environment() -> Context {
     extract(&headers)
 }
 
-/// `span`'s context as a `traceparent` value, e.g. for the outbox row.
-pub fn traceparent(span: &tracing::Span) -> Option<String> {
-    let mut headers = HashMap::new();
-    inject(span, &mut headers);
-    headers.remove(TRACEPARENT)
+/// The header holding vendors' trace state, which travels with `traceparent`.
+pub const TRACESTATE: &str = "tracestate";
+
+/// A context as stored beside the work it belongs to (the outbox row, an attempt's log row), so
+/// whoever takes up that work later continues the trace: its W3C `traceparent` and `tracestate`
+/// values, each empty when there is none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredContext {
+    pub traceparent: String,
+    pub tracestate: String,
 }
 
-/// A context as a `traceparent` value (normalised by the propagator), when it names a span.
-pub fn context_traceparent(context: &Context) -> Option<String> {
-    if !context.span().span_context().is_valid() {
-        return None;
+impl StoredContext {
+    /// `span`'s context (empty when the span is not exported).
+    pub fn of_span(span: &tracing::Span) -> Self {
+        Self::of_context(&span.context())
     }
-    let mut headers = HashMap::new();
-    propagator().inject_context(context, &mut headers);
-    headers.remove(TRACEPARENT)
+
+    /// A context, normalised by the propagator (empty when it names no span).
+    pub fn of_context(context: &Context) -> Self {
+        let mut headers = HashMap::new();
+        if context.span().span_context().is_valid() {
+            propagator().inject_context(context, &mut headers);
+        }
+        StoredContext {
+            traceparent: headers.remove(TRACEPARENT).unwrap_or_default(),
+            tracestate: headers.remove(TRACESTATE).unwrap_or_default(),
+        }
+    }
+}
+
+/// The context stored `traceparent` and `tracestate` values name (empty when the traceparent is
+/// empty or malformed; a malformed tracestate alone is dropped).
+pub fn stored_context(traceparent: &str, tracestate: &str) -> Context {
+    let headers = HashMap::from([
+        (TRACEPARENT.to_owned(), traceparent.to_owned()),
+        (TRACESTATE.to_owned(), tracestate.to_owned()),
+    ]);
+    extract(&headers)
 }
 
 /// `span`'s OpenTelemetry context (empty when the span is not exported).
 pub fn context(span: &tracing::Span) -> Context {
     span.context()
-}
-
-/// The context a stored `traceparent` names (empty when it is empty or malformed).
-pub fn context_from_traceparent(traceparent: &str) -> Context {
-    let headers = HashMap::from([(TRACEPARENT.to_owned(), traceparent.to_owned())]);
-    extract(&headers)
 }
 
 /// Makes `parent` the parent of `span`, when it names a span; otherwise `span` starts a trace.
@@ -113,9 +131,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_stored_traceparent_names_its_span() {
-        let stored = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        let context = context_from_traceparent(stored);
+    fn a_stored_context_names_its_span_and_keeps_its_trace_state() {
+        let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let context = stored_context(traceparent, "vendor=opaque,other=1");
         let span_context = context.span().span_context().clone();
         assert!(span_context.is_valid());
         assert_eq!(
@@ -123,6 +141,17 @@ mod tests {
             "0af7651916cd43dd8448eb211c80319c"
         );
         assert!(span_context.is_remote());
+        assert_eq!(
+            StoredContext::of_context(&context),
+            StoredContext {
+                traceparent: traceparent.to_owned(),
+                tracestate: "vendor=opaque,other=1".to_owned(),
+            }
+        );
+        assert_eq!(
+            StoredContext::of_context(&stored_context(traceparent, "")).tracestate,
+            ""
+        );
     }
 
     #[test]
@@ -135,8 +164,12 @@ mod tests {
             "00-00000000000000000000000000000000-0000000000000001-01",
             "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
         ] {
-            let context = context_from_traceparent(bad);
+            let context = stored_context(bad, "vendor=opaque");
             assert!(!context.span().span_context().is_valid(), "{bad}");
+            assert_eq!(
+                StoredContext::of_context(&context),
+                StoredContext::default()
+            );
         }
     }
 }

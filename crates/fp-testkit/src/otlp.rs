@@ -52,6 +52,8 @@ pub struct ReceivedSpan {
     /// `(trace id, span id)` of each link.
     pub links: Vec<(String, String)>,
     pub attributes: Vec<(String, String)>,
+    /// Its W3C trace state (`vendor=value,...`; empty when none).
+    pub trace_state: String,
     /// Every other text the span carries (resource attributes, event and link attributes,
     /// status message, trace state), for checks that nothing secret leaked anywhere.
     pub other_text: Vec<String>,
@@ -329,6 +331,7 @@ fn store(spans: &Spans, export: ExportTraceServiceRequest) {
                         .map(|link| (hex(&link.trace_id), hex(&link.span_id)))
                         .collect(),
                     attributes: pairs(&span.attributes),
+                    trace_state: span.trace_state.clone(),
                     other_text,
                 });
             }

@@ -30,5 +30,6 @@ pub fn attempt_row(tenant_id: Uuid, attempted_at: DateTime<Utc>) -> AttemptRow {
         next_retry_at: None,
         manual: false,
         traceparent: String::new(),
+        tracestate: String::new(),
     }
 }

@@ -285,6 +285,7 @@ impl Seed {
             next_retry_at: None,
             manual: false,
             traceparent: String::new(),
+            tracestate: String::new(),
         }
     }
 }
@@ -338,6 +339,7 @@ async fn bulk_redelivers_exactly_the_failed_deliveries_of_the_range() -> anyhow:
         AttemptRow {
             manual: true,
             traceparent: String::new(),
+            tracestate: String::new(),
             ..manual_failed.attempt(a, 2, day(4), Some(500), true)
         },
         unanswered.attempt(a, 1, day(4), None, true),

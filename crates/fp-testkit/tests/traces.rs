@@ -20,6 +20,8 @@ const SPANS_DROPPED_METRIC: &str = "fp_trace_spans_dropped_total";
 const HOOK_PATH: &str = "/hooks/T0TRACEPATH/B0TOKEN9d2e?token=q7TRACEQUERY";
 const FEEDBACK: &str = "Tracing feedback text 5be81";
 const CUSTOMER: &str = "Customer Tracey Name";
+/// The caller's vendor trace state, which must travel with its trace through every hop.
+const CALLER_TRACE_STATE: &str = "fpcaller=state-7c1e";
 
 fn random_hex(bytes: usize) -> String {
     uuid::Uuid::new_v4().simple().to_string()[..bytes * 2].to_owned()
@@ -116,6 +118,7 @@ async fn one_trace_per_event(protocol: OtlpProtocol) -> anyhow::Result<()> {
         .post(format!("{}/api/v2/submissions", api.base))
         .bearer_auth(&api.key)
         .header("traceparent", format!("00-{trace_id}-{caller_span_id}-01"))
+        .header("tracestate", CALLER_TRACE_STATE)
         .header("content-type", "application/json")
         .body(
             json!({"campaign_id": 1, "star_rating": 4, "text_feedback": FEEDBACK, "customer_name": CUSTOMER})
@@ -158,6 +161,15 @@ async fn one_trace_per_event(protocol: OtlpProtocol) -> anyhow::Result<()> {
             services.contains(service),
             "{service} missing:\n{}",
             summary()
+        );
+    }
+
+    // The caller's trace state went along: through the outbox row, the broker, the attempt record.
+    for span in &spans {
+        assert_eq!(
+            span.trace_state, CALLER_TRACE_STATE,
+            "{} `{}` lost the caller's trace state",
+            span.service, span.name
         );
     }
 
@@ -317,6 +329,8 @@ async fn one_trace_per_event(protocol: OtlpProtocol) -> anyhow::Result<()> {
         .context("the linked request span")?;
     assert_ne!(linked_trace, &trace_id);
     assert_eq!(request.name, "POST /api/v2/webhooks/logs/{id}/redeliver");
+    // The attempt row kept the trace state too, so the redelivery carries it on.
+    assert_eq!(redeliver.trace_state, CALLER_TRACE_STATE);
     let manual_clients = client_spans(&in_trace(&all, &trace_id)).len();
     assert_eq!(
         manual_clients, 3,

@@ -100,7 +100,8 @@ impl OutboxRelay {
 
     async fn publish(&self, event: &PendingEvent) -> Result<(), BrokerError> {
         // The publish continues the trace of the request that recorded the event.
-        let parent = fp_telemetry::propagation::context_from_traceparent(&event.traceparent);
+        let parent =
+            fp_telemetry::propagation::stored_context(&event.traceparent, &event.tracestate);
         self.publisher
             .publish(&OutgoingMessage {
                 exchange: &self.exchange,

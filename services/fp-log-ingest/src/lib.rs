@@ -207,10 +207,11 @@ impl Ingestor<'_> {
             match record::attempt_row(&delivery.data) {
                 Ok(mut record) => {
                     // The record's trace, kept with the row so a manual redelivery joins it.
-                    record.row.traceparent = fp_telemetry::propagation::context_traceparent(
+                    let trace = fp_telemetry::propagation::StoredContext::of_context(
                         &fp_broker::trace_context(delivery),
-                    )
-                    .unwrap_or_default();
+                    );
+                    record.row.traceparent = trace.traceparent;
+                    record.row.tracestate = trace.tracestate;
                     tracing::debug!(
                         traceparent = fp_broker::header_text(delivery, fp_broker::TRACEPARENT_HEADER),
                         attempt_id = %record.row.id,

@@ -62,6 +62,7 @@ pub fn attempt_row(bytes: &[u8]) -> Result<AttemptRecord, DecodeError> {
         is_final: record.r#final,
         manual: record.manual,
         traceparent: String::new(),
+        tracestate: String::new(),
     };
     Ok(AttemptRecord {
         row,

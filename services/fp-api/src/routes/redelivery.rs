@@ -15,6 +15,7 @@ use fp_contracts::{DeliveryJob, JobContent, StoredRequest};
 use fp_domain::{DeliveryId, EventType};
 use fp_store::StoreError;
 use fp_store::attempts::{self, StoredDelivery};
+use fp_telemetry::propagation::StoredContext;
 use futures_util::{StreamExt, stream};
 use serde::{Deserialize, Deserializer, Serialize};
 use tracing::Instrument;
@@ -73,8 +74,8 @@ pub async fn redeliver_one(
             delivery.url, config.url
         )));
     }
-    let (job, traceparent) = redelivery_job(tenant_id, delivery)?;
-    publish(&state, &job, &traceparent).await.map_err(|error| {
+    let (job, trace) = redelivery_job(tenant_id, delivery)?;
+    publish(&state, &job, &trace).await.map_err(|error| {
         ApiError::Unavailable(format!(
             "the redelivery was not queued, try again later: {error}"
         ))
@@ -165,9 +166,7 @@ pub async fn redeliver_failed(
         .collect::<Result<Vec<_>, _>>()?;
     let total = jobs.len();
     let outcomes: Vec<(Uuid, Result<(), BrokerError>)> = stream::iter(&jobs)
-        .map(|(job, traceparent)| async {
-            (job.delivery_id.0, publish(&state, job, traceparent).await)
-        })
+        .map(|(job, trace)| async { (job.delivery_id.0, publish(&state, job, trace).await) })
         .buffered(PUBLISH_CONCURRENCY)
         .collect()
         .await;
@@ -202,7 +201,7 @@ pub async fn redeliver_failed(
 fn redelivery_job(
     tenant_id: Uuid,
     delivery: StoredDelivery,
-) -> Result<(DeliveryJob, String), ApiError> {
+) -> Result<(DeliveryJob, StoredContext), ApiError> {
     let corrupt = |reason: String| {
         ApiError::Internal(anyhow::anyhow!(
             "stored attempt of delivery {}: {reason}",
@@ -217,7 +216,10 @@ fn redelivery_job(
         .ok()
         .and_then(|number| number.checked_add(1))
         .ok_or_else(|| corrupt("attempt number out of range".to_owned()))?;
-    let traceparent = delivery.traceparent;
+    let trace = StoredContext {
+        traceparent: delivery.traceparent,
+        tracestate: delivery.tracestate,
+    };
     Ok((
         DeliveryJob {
             delivery_id: DeliveryId(delivery.delivery_id),
@@ -231,19 +233,18 @@ fn redelivery_job(
             attempt_number,
             manual: true,
         },
-        traceparent,
+        trace,
     ))
 }
 
 /// Publishes `job` to the dispatchers' retry queue; returns once the broker confirmed it.
 ///
-/// The redelivery joins the trace of the event it sends again (`traceparent`, stored with the
-/// attempt), and is linked to the request that asked for it; without a stored context it stays in
+/// The redelivery joins the trace of the event it sends again (stored with the attempt), and is linked to the request that asked for it; without a stored context it stays in
 /// the request's trace.
 async fn publish(
     state: &AppState,
     job: &DeliveryJob,
-    traceparent: &str,
+    trace: &StoredContext,
 ) -> Result<(), BrokerError> {
     let request = fp_telemetry::propagation::context(&tracing::Span::current());
     let span = tracing::info_span!(
@@ -255,7 +256,7 @@ async fn publish(
     );
     fp_telemetry::propagation::set_parent(
         &span,
-        fp_telemetry::propagation::context_from_traceparent(traceparent),
+        fp_telemetry::propagation::stored_context(&trace.traceparent, &trace.tracestate),
     );
     fp_telemetry::propagation::add_link(&span, &request);
     state

@@ -128,12 +128,14 @@ pub(super) fn outbox_event(
     };
     let span = tracing::Span::current();
     tracing::info!(event_id = %event.id, trace_id = %fp_telemetry::propagation::trace_id(&span), event_type = %event.event_type(), "event recorded");
+    let trace = fp_telemetry::propagation::StoredContext::of_span(&span);
     NewOutboxEvent {
         event_id: event.id,
         tenant_id,
         event_type: event.event_type().as_str().to_owned(),
         payload: fp_contracts::encode_event(&event),
-        traceparent: fp_telemetry::propagation::traceparent(&span).unwrap_or_default(),
+        traceparent: trace.traceparent,
+        tracestate: trace.tracestate,
     }
 }
 

@@ -321,6 +321,7 @@ mod tests {
             next_retry_at: None,
             manual: false,
             traceparent: String::new(),
+            tracestate: String::new(),
         }
     }
 

@@ -1,0 +1,2 @@
+ALTER TABLE delivery_attempts DROP COLUMN tracestate;
+ALTER TABLE outbox DROP COLUMN tracestate;
