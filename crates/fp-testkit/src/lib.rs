@@ -12,11 +12,13 @@
 //!   stop and start them; [`environment::TestEnvironment::new_on`] runs a deployment on them.
 //! - [`rabbitmq_cluster::RabbitCluster`]: a three-node RabbitMQ cluster in containers, whose nodes
 //!   a test stops, starts, cuts off the network and heals.
+//! - [`journal::examine`]: the fault tests' verdict, what the endpoint saw against the log.
 
 pub mod browser;
 pub mod certificates;
 pub mod dashboard;
 pub mod environment;
+pub mod journal;
 pub mod mock_services;
 pub mod otlp;
 pub mod pipeline;
@@ -24,6 +26,18 @@ pub mod private_services;
 pub mod rabbitmq_cluster;
 pub mod receiver;
 pub mod seed;
+
+/// A mutex's guard, also after a panic elsewhere poisoned it: a test's journal stays readable.
+pub fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Up to five items of a list, for a failure message.
+pub fn examples<T: std::fmt::Debug>(items: &[T]) -> String {
+    format!("{:?}", &items[..items.len().min(5)])
+}
 
 /// reqwest and rustls are built without a default crypto provider; tests name ring once.
 pub fn install_crypto_provider() {

@@ -211,11 +211,22 @@ impl TenantApi {
 
     /// Saves the webhook config for both event types; fails unless the api accepts it.
     pub async fn configure(&self, url: &str, secret: Option<&str>) -> anyhow::Result<Value> {
-        let body = json!({
-            "url": url,
-            "events": ["submission.created", "submission.status_changed"],
-            "secret": secret,
-        });
+        self.configure_events(
+            url,
+            &["submission.created", "submission.status_changed"],
+            secret,
+        )
+        .await
+    }
+
+    /// Saves the webhook config for `events`; fails unless the api accepts it.
+    pub async fn configure_events(
+        &self,
+        url: &str,
+        events: &[&str],
+        secret: Option<&str>,
+    ) -> anyhow::Result<Value> {
+        let body = json!({"url": url, "events": events, "secret": secret});
         let (status, config) = self
             .send(
                 reqwest::Method::PUT,
@@ -250,6 +261,46 @@ impl TenantApi {
         created["id"].as_i64().context("submission id")
     }
 
+    /// Every log entry of the tenant, page after page (at most `max_pages` of 200), each page
+    /// asked for within `timeout`.
+    pub async fn all_log_entries(
+        &self,
+        max_pages: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<Value>> {
+        let mut entries = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..max_pages {
+            let mut url = url::Url::parse(&format!("{}/api/v2/webhooks/logs", self.base))?;
+            url.query_pairs_mut().append_pair("limit", "200");
+            if let Some(cursor) = &cursor {
+                url.query_pairs_mut().append_pair("cursor", cursor);
+            }
+            let response = self
+                .http
+                .get(url)
+                .bearer_auth(&self.key)
+                .timeout(timeout)
+                .send()
+                .await?;
+            let status = response.status();
+            let page: Value = serde_json::from_str(&response.text().await?)?;
+            anyhow::ensure!(status.is_success(), "logs answered {status}: {page}");
+            entries.extend(
+                page["data"]
+                    .as_array()
+                    .context("a log page without data")?
+                    .iter()
+                    .cloned(),
+            );
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return Ok(entries),
+            }
+        }
+        anyhow::bail!("the log did not end within {max_pages} pages")
+    }
+
     /// The tenant's log entries (newest first), polled until `done` holds and no attempt may still
     /// be in flight, or `timeout` passes; then the last entries seen.
     pub async fn logs_until(
@@ -282,9 +333,14 @@ impl TenantApi {
 /// within it.
 const IN_FLIGHT_HORIZON: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 
+/// Whether a log entry shows its attempt as interrupted (or not yet ended).
+pub fn is_interrupted(entry: &Value) -> bool {
+    entry["error"]["kind"] == "interrupted"
+}
+
 /// An attempt shows as `interrupted` from just before its request until its outcome is logged.
 fn possibly_in_flight(entry: &Value) -> bool {
-    entry["error"]["kind"] == "interrupted"
+    is_interrupted(entry)
         && entry["timestamp"]
             .as_str()
             .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())

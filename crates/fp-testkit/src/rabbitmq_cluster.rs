@@ -112,22 +112,18 @@ impl RabbitCluster {
     pub async fn queues(&self, prefix: &str) -> anyhow::Result<Vec<QueueReplicas>> {
         let mut last_error = None;
         for node in NODES {
-            let output = Command::new("docker")
-                .args([
-                    "exec",
-                    &self.container(node),
-                    "rabbitmqctl",
-                    "-q",
-                    "list_queues",
-                    "name",
-                    "leader",
-                    "members",
-                    "arguments",
-                    "--formatter",
-                    "json",
-                ])
-                .stdin(Stdio::null())
-                .output()
+            let output = self
+                .exec(
+                    node,
+                    &[
+                        "rabbitmqctl",
+                        "list_queues",
+                        "name",
+                        "leader",
+                        "members",
+                        "arguments",
+                    ],
+                )
                 .await?;
             if !output.status.success() {
                 last_error = Some(String::from_utf8_lossy(&output.stderr).into_owned());
@@ -185,19 +181,8 @@ impl RabbitCluster {
         let mut last = String::new();
         while started.elapsed() < limit {
             for node in NODES {
-                let output = Command::new("docker")
-                    .args([
-                        "exec",
-                        &self.container(node),
-                        "rabbitmq-queues",
-                        "-q",
-                        "quorum_status",
-                        queue,
-                        "--formatter",
-                        "json",
-                    ])
-                    .stdin(Stdio::null())
-                    .output()
+                let output = self
+                    .exec(node, &["rabbitmq-queues", "quorum_status", queue])
                     .await?;
                 if !output.status.success() {
                     continue;
@@ -264,6 +249,19 @@ impl RabbitCluster {
     pub async fn down(mut self) -> anyhow::Result<()> {
         self.down = true;
         self.run(&["down"]).await.map(drop)
+    }
+
+    /// Runs a RabbitMQ CLI command (`tool`, then its arguments) quietly on `node`, asking for JSON.
+    async fn exec(&self, node: u8, command: &[&str]) -> anyhow::Result<std::process::Output> {
+        let container = self.container(node);
+        let (tool, arguments) = command.split_first().context("no CLI tool named")?;
+        Ok(Command::new("docker")
+            .args(["exec", &container, tool, "-q"])
+            .args(arguments)
+            .args(["--formatter", "json"])
+            .stdin(Stdio::null())
+            .output()
+            .await?)
     }
 
     fn container(&self, node: u8) -> String {

@@ -32,6 +32,16 @@ pub struct ReceivedRequest {
 }
 
 impl ReceivedRequest {
+    /// The submission id of a `submission.created` delivery (the custom JSON format); `None` for
+    /// anything else.
+    pub fn created_submission(&self) -> Option<i64> {
+        if self.header("x-feedbackpulse-event") != Some("submission.created") {
+            return None;
+        }
+        let body: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        body["data"]["id"].as_i64()
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()

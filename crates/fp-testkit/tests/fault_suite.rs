@@ -10,7 +10,7 @@
 //!
 //! `FP_CHAOS_SCENARIOS=kill_api,poison_messages` runs only the scenarios with those labels.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -20,11 +20,12 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use fp_broker::{Broker, OutgoingMessage};
 use fp_testkit::environment::{ServiceEndpoints, TestEnvironment, binaries_dir};
+use fp_testkit::journal::{Findings, LoadClient, SeenRequest, examine};
+use fp_testkit::lock;
 use fp_testkit::pipeline::{Pipeline, TenantApi};
 use fp_testkit::private_services::{PrivatePostgres, PrivateRabbit};
-use fp_testkit::receiver::{CannedResponse, ReceivedRequest, TlsReceiver};
+use fp_testkit::receiver::{CannedResponse, TlsReceiver};
 use futures_util::StreamExt;
-use serde_json::Value;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -155,30 +156,18 @@ enum ReceiverMode {
     Hangs = 2,
 }
 
-/// One request the receiver saw, and whether the dispatcher got a 2xx for it.
-#[derive(Clone, Debug)]
-struct Answered {
-    /// `x-feedbackpulse-delivery`, empty if the request had none.
-    delivery: String,
-    /// The submission of a `submission.created` event.
-    submission: Option<i64>,
-    /// Answered with a 2xx within the dispatcher's timeout (a hanging answer comes after it has
-    /// given up). Whether the dispatcher lived to read it, only the log can tell.
-    succeeded: bool,
-}
-
 /// The tenant's endpoint: a TLS receiver whose answers the scenario switches, with a journal of
 /// every request and how it was answered.
 struct Receiver {
     tls: TlsReceiver,
     mode: Arc<AtomicU8>,
-    journal: Arc<Mutex<Vec<Answered>>>,
+    journal: Arc<Mutex<Vec<SeenRequest>>>,
 }
 
 impl Receiver {
     async fn start() -> anyhow::Result<Self> {
         let mode = Arc::new(AtomicU8::new(ReceiverMode::Answers as u8));
-        let journal: Arc<Mutex<Vec<Answered>>> = Arc::new(Mutex::new(Vec::new()));
+        let journal: Arc<Mutex<Vec<SeenRequest>>> = Arc::new(Mutex::new(Vec::new()));
         let tls = TlsReceiver::start(
             "127.0.0.1:0".parse()?,
             Arc::new({
@@ -186,14 +175,10 @@ impl Receiver {
                 let journal = journal.clone();
                 move |request, _| {
                     let mode = mode.load(Ordering::SeqCst);
-                    lock(&journal).push(Answered {
-                        delivery: request
-                            .header("x-feedbackpulse-delivery")
-                            .unwrap_or_default()
-                            .to_owned(),
-                        submission: created_submission(request),
-                        succeeded: mode == ReceiverMode::Answers as u8,
-                    });
+                    lock(&journal).push(SeenRequest::of(
+                        request,
+                        mode == ReceiverMode::Answers as u8,
+                    ));
                     if mode == ReceiverMode::Fails as u8 {
                         CannedResponse::new(500, "failing on purpose")
                     } else if mode == ReceiverMode::Hangs as u8 {
@@ -218,73 +203,8 @@ impl Receiver {
         self.mode.store(mode as u8, Ordering::SeqCst);
     }
 
-    fn journal(&self) -> Vec<Answered> {
+    fn journal(&self) -> Vec<SeenRequest> {
         lock(&self.journal).clone()
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn created_submission(request: &ReceivedRequest) -> Option<i64> {
-    if request.header("x-feedbackpulse-event") != Some("submission.created") {
-        return None;
-    }
-    let body: Value = serde_json::from_slice(&request.body).ok()?;
-    body["data"]["id"].as_i64()
-}
-
-/// The load's view of the api: raw requests, so that a 503 or a refused connection is counted
-/// rather than fatal.
-#[derive(Clone)]
-struct LoadClient {
-    submissions_url: String,
-    key: String,
-    http: reqwest::Client,
-}
-
-impl LoadClient {
-    fn of(tenant: &TenantApi) -> Self {
-        LoadClient {
-            submissions_url: format!("{}/api/v2/submissions", tenant.base),
-            key: tenant.key.clone(),
-            http: tenant.http.clone(),
-        }
-    }
-
-    /// The id of the submission the api accepted, or what happened instead.
-    async fn submit(&self, number: usize) -> Result<i64, String> {
-        let body = serde_json::json!({
-            "campaign_id": 1,
-            "star_rating": 4,
-            "text_feedback": format!("load {number}"),
-        });
-        let response = self
-            .http
-            .post(&self.submissions_url)
-            .bearer_auth(&self.key)
-            .timeout(CALL_TIMEOUT)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(|_| "no answer".to_owned())?;
-        let status = response.status().as_u16();
-        if status != 201 {
-            return Err(status.to_string());
-        }
-        let text = response
-            .text()
-            .await
-            .map_err(|_| "201 without a readable body".to_owned())?;
-        let created: Value =
-            serde_json::from_str(&text).map_err(|_| "201 without a JSON body".to_owned())?;
-        created["id"]
-            .as_i64()
-            .ok_or_else(|| "201 without an id".to_owned())
     }
 }
 
@@ -305,7 +225,7 @@ async fn run_load(client: LoadClient, count: usize) -> LoadOutcome {
     for number in 0..count {
         ticks.tick().await;
         let client = client.clone();
-        submissions.spawn(async move { client.submit(number).await });
+        submissions.spawn(async move { client.submit(&format!("load {number}")).await });
     }
     let mut outcome = LoadOutcome::default();
     while let Some(joined) = submissions.join_next().await {
@@ -532,157 +452,6 @@ async fn drain_dead_letters(
     Ok(found)
 }
 
-/// Every log entry of the tenant, page after page.
-async fn log_entries(tenant: &TenantApi) -> anyhow::Result<Vec<Value>> {
-    let mut entries = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..MAX_LOG_PAGES {
-        let mut url = url::Url::parse(&format!("{}/api/v2/webhooks/logs", tenant.base))?;
-        url.query_pairs_mut().append_pair("limit", "200");
-        if let Some(cursor) = &cursor {
-            url.query_pairs_mut().append_pair("cursor", cursor);
-        }
-        let response = tenant
-            .http
-            .get(url)
-            .bearer_auth(&tenant.key)
-            .timeout(CALL_TIMEOUT)
-            .send()
-            .await?;
-        let status = response.status();
-        let page: Value = serde_json::from_str(&response.text().await?)?;
-        ensure!(status.is_success(), "logs answered {status}: {page}");
-        entries.extend(
-            page["data"]
-                .as_array()
-                .context("a log page without data")?
-                .iter()
-                .cloned(),
-        );
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return Ok(entries),
-        }
-    }
-    anyhow::bail!("the log did not end within {MAX_LOG_PAGES} pages")
-}
-
-fn delivery_of(entry: &Value) -> &str {
-    entry["delivery_id"].as_str().unwrap_or_default()
-}
-
-fn is_interrupted(entry: &Value) -> bool {
-    entry["error"]["kind"] == "interrupted"
-}
-
-/// What the receiver and the log say about one scenario's deliveries.
-#[derive(Default)]
-struct Findings {
-    delivered: usize,
-    receiver_requests: usize,
-    log_entries: usize,
-    interrupted: usize,
-    duplicates: usize,
-    failures: Vec<String>,
-}
-
-/// Up to five examples of a list, for a failure message.
-fn examples<T: std::fmt::Debug>(items: &[T]) -> String {
-    format!("{:?}", &items[..items.len().min(5)])
-}
-
-fn examine(accepted: &BTreeSet<i64>, journal: &[Answered], entries: &[Value]) -> Findings {
-    let mut entries_by_delivery: HashMap<&str, Vec<&Value>> = HashMap::new();
-    for entry in entries {
-        entries_by_delivery
-            .entry(delivery_of(entry))
-            .or_default()
-            .push(entry);
-    }
-    let mut requests_by_delivery: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut succeeded_by_submission: HashMap<i64, Vec<&str>> = HashMap::new();
-    for answered in journal {
-        *requests_by_delivery
-            .entry(answered.delivery.as_str())
-            .or_default() += 1;
-        if let (true, Some(submission)) = (answered.succeeded, answered.submission) {
-            succeeded_by_submission
-                .entry(submission)
-                .or_default()
-                .push(answered.delivery.as_str());
-        }
-    }
-    let logged_200 = |delivery: &str| {
-        entries_by_delivery
-            .get(delivery)
-            .is_some_and(|entries| entries.iter().any(|entry| entry["response_code"] == 200))
-    };
-    let undelivered: Vec<i64> = accepted
-        .iter()
-        .copied()
-        .filter(|submission| {
-            !succeeded_by_submission
-                .get(submission)
-                .is_some_and(|deliveries| deliveries.iter().any(|delivery| logged_200(delivery)))
-        })
-        .collect();
-    let mut findings = Findings {
-        delivered: accepted.len() - undelivered.len(),
-        receiver_requests: journal.len(),
-        log_entries: entries.len(),
-        interrupted: entries.iter().filter(|entry| is_interrupted(entry)).count(),
-        ..Findings::default()
-    };
-    if !undelivered.is_empty() {
-        findings.failures.push(format!(
-            "{} of {} accepted submissions not delivered with a 2xx and logged with a 200, e.g. {}",
-            undelivered.len(),
-            accepted.len(),
-            examples(&undelivered)
-        ));
-    }
-    let mut unlogged = Vec::new();
-    let mut unexplained_duplicates = Vec::new();
-    for (delivery, requests) in &requests_by_delivery {
-        let logged = entries_by_delivery.get(delivery).map(Vec::as_slice);
-        let logged = logged.unwrap_or_default();
-        if *requests > logged.len() {
-            unlogged.push(format!(
-                "{delivery}: {requests} requests, {} rows",
-                logged.len()
-            ));
-        }
-        if *requests > 1 {
-            findings.duplicates += 1;
-            // A second request is fair only after an attempt that failed or was cut off.
-            let explained = logged.iter().any(|entry| {
-                is_interrupted(entry)
-                    || !entry["response_code"]
-                        .as_i64()
-                        .is_some_and(|code| (200..300).contains(&code))
-            });
-            if !explained {
-                unexplained_duplicates.push(format!("{delivery}: {requests} requests"));
-            }
-        }
-    }
-    if !unlogged.is_empty() {
-        findings.failures.push(format!(
-            "{} deliveries reached the receiver more often than the log shows, e.g. {}",
-            unlogged.len(),
-            examples(&unlogged)
-        ));
-    }
-    if !unexplained_duplicates.is_empty() {
-        findings.failures.push(format!(
-            "{} deliveries were sent again with no failed or interrupted attempt logged, e.g. {}",
-            unexplained_duplicates.len(),
-            examples(&unexplained_duplicates)
-        ));
-    }
-    findings
-}
-
 /// Whether every accepted submission has reached the receiver with a 2xx and is logged with a
 /// 200; the log is read only once the receiver has them all.
 async fn all_delivered(
@@ -699,7 +468,7 @@ async fn all_delivered(
     if !accepted.is_subset(&reached) {
         return Ok(false);
     }
-    let entries = log_entries(tenant).await?;
+    let entries = tenant.all_log_entries(MAX_LOG_PAGES, CALL_TIMEOUT).await?;
     Ok(examine(accepted, &journal, &entries).delivered == accepted.len())
 }
 
@@ -727,7 +496,10 @@ async fn run_scenario(fault: Fault, servers: &mut Servers) -> anyhow::Result<Row
     let http = reqwest::Client::builder().no_proxy().build()?;
 
     let load_started = Instant::now();
-    let load = tokio::spawn(run_load(LoadClient::of(&tenant), fault.submissions()));
+    let load = tokio::spawn(run_load(
+        LoadClient::of(&tenant, CALL_TIMEOUT),
+        fault.submissions(),
+    ));
     tokio::time::sleep(FAULT_AFTER).await;
     let fault_started = load_started.elapsed();
     let injected = inject(fault, &mut env, &mut pipeline, servers, &receiver).await?;
@@ -756,7 +528,7 @@ async fn run_scenario(fault: Fault, servers: &mut Servers) -> anyhow::Result<Row
     // The attempt records of the last requests may still be on their way to the log.
     let settle_deadline = Instant::now() + SETTLE_LIMIT;
     let findings = loop {
-        let entries = log_entries(&tenant).await?;
+        let entries = tenant.all_log_entries(MAX_LOG_PAGES, CALL_TIMEOUT).await?;
         let findings = examine(&load.accepted, &receiver.journal(), &entries);
         if findings.failures.is_empty() || Instant::now() > settle_deadline {
             break findings;
@@ -883,7 +655,7 @@ fn report(rows: &[(Fault, Result<Row, String>)], took: Duration) -> String {
                     "| {title} | {} | {} | {} | {} | {} | {} | {} | {recovery} | {verdict} |",
                     row.accepted,
                     found.delivered,
-                    found.receiver_requests,
+                    found.requests,
                     found.log_entries,
                     found.interrupted,
                     found.duplicates,

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use fp_testkit::environment::{Readiness, TestEnvironment, free_local_address};
-use fp_testkit::pipeline::{TenantApi, start_api_with_health, start_dashboard};
+use fp_testkit::environment::{TestEnvironment, free_local_address};
+use fp_testkit::pipeline::{Pipeline, TenantApi, start_dashboard};
 use fp_testkit::receiver::{CannedResponse, TlsReceiver};
 use serde_json::Value;
 use tokio::process::{Child, Command};
@@ -65,27 +65,9 @@ impl Deployment {
         // One request at a time per endpoint, so the second event to the slow one is deferred.
         env.set("FP__DISPATCHER__MAX_IN_FLIGHT_PER_ENDPOINT", "1");
         env.set("FP__DISPATCHER__ENDPOINT_BUSY_DELAY_MS", "300");
-        let (api, api_health) = start_api_with_health(&mut env).await?;
-        let dispatcher_health = free_local_address()?;
-        env.start(
-            "fp-dispatcher",
-            &[(
-                "FP__DISPATCHER__HEALTH_LISTEN",
-                dispatcher_health.to_string(),
-            )],
-            Readiness::Ok(format!("http://{dispatcher_health}/readyz")),
-        )
-        .await?;
-        let log_ingest_health = free_local_address()?;
-        env.start(
-            "fp-log-ingest",
-            &[(
-                "FP__LOG_INGEST__HEALTH_LISTEN",
-                log_ingest_health.to_string(),
-            )],
-            Readiness::Ok(format!("http://{log_ingest_health}/readyz")),
-        )
-        .await?;
+        let pipeline = Pipeline::start(&mut env, 1).await?;
+        let (api, api_health) = (pipeline.api, pipeline.api_health);
+        let (dispatcher_health, log_ingest_health) = (pipeline.dispatchers[0], pipeline.log_ingest);
         let (dashboard, dashboard_health) = start_dashboard(&mut env, api).await?;
         Ok(Deployment {
             env,

@@ -24,10 +24,11 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use fp_testkit::environment::{TestEnvironment, binaries_dir};
-use fp_testkit::pipeline::{Pipeline, TenantApi, metric};
+use fp_testkit::journal::{LoadClient, SeenRequest, examine};
+use fp_testkit::lock;
+use fp_testkit::pipeline::{Pipeline, metric};
 use fp_testkit::rabbitmq_cluster::RabbitCluster;
-use fp_testkit::receiver::{CannedResponse, ReceivedRequest, TlsReceiver};
-use serde_json::Value;
+use fp_testkit::receiver::{CannedResponse, TlsReceiver};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -62,43 +63,14 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_LOG_PAGES: usize = 200;
 const ATTEMPTS_METRIC: &str = "fp_dispatcher_attempts_total";
 
-/// One request the receiver saw.
-#[derive(Clone, Debug)]
-struct Seen {
-    delivery: String,
-    submission: Option<i64>,
-    at: Instant,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn created_submission(request: &ReceivedRequest) -> Option<i64> {
-    if request.header("x-feedbackpulse-event") != Some("submission.created") {
-        return None;
-    }
-    let body: Value = serde_json::from_slice(&request.body).ok()?;
-    body["data"]["id"].as_i64()
-}
-
-async fn start_receiver() -> anyhow::Result<(TlsReceiver, Arc<Mutex<Vec<Seen>>>)> {
-    let journal: Arc<Mutex<Vec<Seen>>> = Arc::new(Mutex::new(Vec::new()));
+async fn start_receiver() -> anyhow::Result<(TlsReceiver, Arc<Mutex<Vec<SeenRequest>>>)> {
+    let journal: Arc<Mutex<Vec<SeenRequest>>> = Arc::new(Mutex::new(Vec::new()));
     let receiver = TlsReceiver::start(
         "127.0.0.1:0".parse()?,
         Arc::new({
             let journal = journal.clone();
             move |request, _| {
-                lock(&journal).push(Seen {
-                    delivery: request
-                        .header("x-feedbackpulse-delivery")
-                        .unwrap_or_default()
-                        .to_owned(),
-                    submission: created_submission(request),
-                    at: Instant::now(),
-                });
+                lock(&journal).push(SeenRequest::of(request, true));
                 CannedResponse {
                     delay: ANSWER_DELAY,
                     ..CannedResponse::new(200, "ok")
@@ -108,47 +80,6 @@ async fn start_receiver() -> anyhow::Result<(TlsReceiver, Arc<Mutex<Vec<Seen>>>)
     )
     .await?;
     Ok((receiver, journal))
-}
-
-#[derive(Clone)]
-struct LoadClient {
-    url: String,
-    key: String,
-    http: reqwest::Client,
-}
-
-impl LoadClient {
-    async fn submit(&self, number: usize) -> Result<i64, String> {
-        let body = serde_json::json!({
-            "campaign_id": 1,
-            "star_rating": 5,
-            "text_feedback": format!("cluster {number}"),
-        });
-        let response = self
-            .http
-            .post(&self.url)
-            .bearer_auth(&self.key)
-            .timeout(CALL_TIMEOUT)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(|_| "no answer".to_owned())?;
-        let status = response.status().as_u16();
-        if status != 201 {
-            return Err(status.to_string());
-        }
-        let created: Value = serde_json::from_str(
-            &response
-                .text()
-                .await
-                .map_err(|_| "201 without a body".to_owned())?,
-        )
-        .map_err(|_| "201 without JSON".to_owned())?;
-        created["id"]
-            .as_i64()
-            .ok_or_else(|| "201 without an id".to_owned())
-    }
 }
 
 #[derive(Default)]
@@ -192,7 +123,13 @@ async fn run_load(
         }
         previous = Some(sent);
         let client = client.clone();
-        calls.spawn(async move { (client.submit(number).await, sent, Instant::now()) });
+        calls.spawn(async move {
+            (
+                client.submit(&format!("cluster {number}")).await,
+                sent,
+                Instant::now(),
+            )
+        });
     }
     load.sending_took = started.elapsed();
     while let Some(joined) = calls.join_next().await {
@@ -206,184 +143,6 @@ async fn run_load(
         }
     }
     load
-}
-
-/// Every log entry of the tenant, page after page.
-async fn log_entries(tenant: &TenantApi) -> anyhow::Result<Vec<Value>> {
-    let mut entries = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..MAX_LOG_PAGES {
-        let mut url = url::Url::parse(&format!("{}/api/v2/webhooks/logs", tenant.base))?;
-        url.query_pairs_mut().append_pair("limit", "200");
-        if let Some(cursor) = &cursor {
-            url.query_pairs_mut().append_pair("cursor", cursor);
-        }
-        let response = tenant
-            .http
-            .get(url)
-            .bearer_auth(&tenant.key)
-            .timeout(CALL_TIMEOUT)
-            .send()
-            .await?;
-        let status = response.status();
-        let page: Value = serde_json::from_str(&response.text().await?)?;
-        ensure!(status.is_success(), "logs answered {status}: {page}");
-        entries.extend(
-            page["data"]
-                .as_array()
-                .context("a log page without data")?
-                .iter()
-                .cloned(),
-        );
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return Ok(entries),
-        }
-    }
-    anyhow::bail!("the log did not end within {MAX_LOG_PAGES} pages")
-}
-
-fn is_interrupted(entry: &Value) -> bool {
-    entry["error"]["kind"] == "interrupted"
-}
-
-fn answered_2xx(entry: &Value) -> bool {
-    entry["response_code"]
-        .as_i64()
-        .is_some_and(|code| (200..300).contains(&code))
-}
-
-#[derive(Default)]
-struct Findings {
-    delivered: usize,
-    requests: usize,
-    log_entries: usize,
-    interrupted: usize,
-    /// Deliveries the receiver saw more than once.
-    duplicates: usize,
-    failures: Vec<String>,
-}
-
-fn examples<T: std::fmt::Debug>(items: &[T]) -> String {
-    format!("{:?}", &items[..items.len().min(5)])
-}
-
-/// The receiver's journal against the log: every accepted submission delivered and logged with a
-/// 200; every request logged once (no fewer rows than requests, no more answered rows than
-/// requests); a second request only after a failed or interrupted attempt; no attempt id twice.
-fn examine(accepted: &BTreeMap<i64, Instant>, journal: &[Seen], entries: &[Value]) -> Findings {
-    let mut rows: HashMap<&str, Vec<&Value>> = HashMap::new();
-    for entry in entries {
-        rows.entry(entry["delivery_id"].as_str().unwrap_or_default())
-            .or_default()
-            .push(entry);
-    }
-    let mut requests: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut deliveries_of: HashMap<i64, BTreeSet<&str>> = HashMap::new();
-    for seen in journal {
-        *requests.entry(seen.delivery.as_str()).or_default() += 1;
-        if let Some(submission) = seen.submission {
-            deliveries_of
-                .entry(submission)
-                .or_default()
-                .insert(seen.delivery.as_str());
-        }
-    }
-    let logged_200 = |delivery: &str| {
-        rows.get(delivery)
-            .is_some_and(|rows| rows.iter().any(|row| row["response_code"] == 200))
-    };
-    let undelivered: Vec<i64> = accepted
-        .keys()
-        .copied()
-        .filter(|submission| {
-            !deliveries_of
-                .get(submission)
-                .is_some_and(|deliveries| deliveries.iter().any(|delivery| logged_200(delivery)))
-        })
-        .collect();
-    let mut findings = Findings {
-        delivered: accepted.len() - undelivered.len(),
-        requests: journal.len(),
-        log_entries: entries.len(),
-        interrupted: entries.iter().filter(|entry| is_interrupted(entry)).count(),
-        ..Findings::default()
-    };
-    if !undelivered.is_empty() {
-        findings.failures.push(format!(
-            "{} of {} accepted submissions not delivered and logged with a 200, e.g. {}",
-            undelivered.len(),
-            accepted.len(),
-            examples(&undelivered)
-        ));
-    }
-    let mut unlogged = Vec::new();
-    let mut logged_twice = Vec::new();
-    let mut unexplained = Vec::new();
-    for (delivery, &count) in &requests {
-        let logged = rows.get(delivery).map(Vec::as_slice).unwrap_or_default();
-        if count > logged.len() {
-            unlogged.push(format!(
-                "{delivery}: {count} requests, {} rows",
-                logged.len()
-            ));
-        }
-        let answered = logged
-            .iter()
-            .filter(|row| row["response_code"].is_i64())
-            .count();
-        if answered > count {
-            logged_twice.push(format!(
-                "{delivery}: {count} requests, {answered} answered rows"
-            ));
-        }
-        if count > 1 {
-            findings.duplicates += 1;
-            let explained = logged
-                .iter()
-                .any(|row| is_interrupted(row) || !answered_2xx(row));
-            if !explained {
-                unexplained.push(format!("{delivery}: {count} requests"));
-            }
-        }
-    }
-    let mut ids = HashMap::new();
-    for entry in entries {
-        *ids.entry(entry["id"].to_string()).or_insert(0usize) += 1;
-    }
-    let repeated_ids: Vec<&String> = ids
-        .iter()
-        .filter(|(_, count)| **count > 1)
-        .map(|(id, _)| id)
-        .collect();
-    for (what, list) in [
-        (
-            "deliveries reached the receiver more often than the log shows",
-            &unlogged,
-        ),
-        (
-            "deliveries have more answered attempts logged than requests",
-            &logged_twice,
-        ),
-        (
-            "deliveries were sent again with no failed or interrupted attempt logged",
-            &unexplained,
-        ),
-    ] {
-        if !list.is_empty() {
-            findings
-                .failures
-                .push(format!("{} {what}, e.g. {}", list.len(), examples(list)));
-        }
-    }
-    if !repeated_ids.is_empty() {
-        findings.failures.push(format!(
-            "{} attempt ids appear twice in the log, e.g. {}",
-            repeated_ids.len(),
-            examples(&repeated_ids)
-        ));
-    }
-    findings
 }
 
 /// The dispatchers', api's and log-ingest's `/readyz` not answering 200.
@@ -438,7 +197,7 @@ struct Recovery {
 fn recovery_of(
     fault: &FaultTimes,
     accepted: &BTreeMap<i64, Instant>,
-    journal: &[Seen],
+    journal: &[SeenRequest],
 ) -> Recovery {
     let mut first_request: HashMap<i64, Instant> = HashMap::new();
     for seen in journal {
@@ -510,7 +269,7 @@ fn reconnects(dir: &std::path::Path) -> anyhow::Result<Vec<(String, usize, usize
 }
 
 /// Requests per 2 s bucket from `start`, ten buckets a line.
-fn timeline(journal: &[Seen], start: Instant) -> String {
+fn timeline(journal: &[SeenRequest], start: Instant) -> String {
     let mut buckets: Vec<usize> = Vec::new();
     for seen in journal {
         let bucket = usize::try_from((seen.at - start).as_secs() / 2).unwrap_or(usize::MAX);
@@ -614,11 +373,7 @@ async fn survive_cluster_faults(faults: Faults) -> anyhow::Result<()> {
         );
     }
 
-    let client = LoadClient {
-        url: format!("{}/api/v2/submissions", tenant.base),
-        key: tenant.key.clone(),
-        http: tenant.http.clone(),
-    };
+    let client = LoadClient::of(&tenant, CALL_TIMEOUT);
     let load_started = Instant::now();
     let stop_load = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = tokio::spawn(run_load(client.clone(), 0, MAX_EVENTS, stop_load.clone()));
@@ -693,6 +448,7 @@ async fn survive_cluster_faults(faults: Faults) -> anyhow::Result<()> {
     }
 
     let http = reqwest::Client::builder().no_proxy().build()?;
+    let accepted_ids: BTreeSet<i64> = load.accepted.keys().copied().collect();
     let deadline = Instant::now() + RECOVERY_LIMIT;
     let mut last_log_error = None;
     let everything_delivered = loop {
@@ -700,9 +456,9 @@ async fn survive_cluster_faults(faults: Faults) -> anyhow::Result<()> {
             let seen = lock(&journal).clone();
             let reached: BTreeSet<i64> = seen.iter().filter_map(|seen| seen.submission).collect();
             if load.accepted.keys().all(|id| reached.contains(id)) {
-                match log_entries(&tenant).await {
+                match tenant.all_log_entries(MAX_LOG_PAGES, CALL_TIMEOUT).await {
                     Ok(entries) => {
-                        if examine(&load.accepted, &seen, &entries).delivered == load.accepted.len()
+                        if examine(&accepted_ids, &seen, &entries).delivered == load.accepted.len()
                         {
                             break Some(last_accepted.elapsed());
                         }
@@ -718,9 +474,9 @@ async fn survive_cluster_faults(faults: Faults) -> anyhow::Result<()> {
     };
     let settle_deadline = Instant::now() + SETTLE_LIMIT;
     let (findings, seen) = loop {
-        let entries = log_entries(&tenant).await?;
+        let entries = tenant.all_log_entries(MAX_LOG_PAGES, CALL_TIMEOUT).await?;
         let seen = lock(&journal).clone();
-        let findings = examine(&load.accepted, &seen, &entries);
+        let findings = examine(&accepted_ids, &seen, &entries);
         if findings.failures.is_empty() || Instant::now() > settle_deadline {
             break (findings, seen);
         }

@@ -99,16 +99,12 @@ async fn one_trace_per_event(protocol: OtlpProtocol) -> anyhow::Result<()> {
     }
     let pipeline = Pipeline::start(&mut env, 1).await?;
     let api = pipeline.tenant(&env, "Traced GmbH").await?;
-    let hook_url = receiver.url(HOOK_PATH);
-    let body = json!({"url": hook_url, "events": ["submission.created"], "secret": SECRET});
-    let (status, config) = api
-        .send(
-            reqwest::Method::PUT,
-            "/api/v2/webhooks/config",
-            Some(&body.to_string()),
-        )
-        .await?;
-    anyhow::ensure!(status == 200, "config refused ({status}): {config}");
+    api.configure_events(
+        &receiver.url(HOOK_PATH),
+        &["submission.created"],
+        Some(SECRET),
+    )
+    .await?;
 
     // The caller's own trace.
     let trace_id = random_hex(16);
