@@ -221,11 +221,44 @@ async fn switch_language(
     query: web::Query<LanguageSwitch>,
 ) -> Result<HttpResponse, PageError> {
     let lang = Lang::from_code(&path).ok_or(PageError::NotFound)?;
-    // Only a path on this site: never an open redirect to another.
     let back = query
         .back
         .as_deref()
-        .filter(|back| back.starts_with('/') && !back.starts_with("//") && !back.contains('\\'))
+        .and_then(same_site_path)
         .unwrap_or("/");
     Ok(see_other(back).cookie(lang_cookie(lang)).finish())
+}
+
+/// `back` when it is a path on this site, never an open redirect: it starts with one `/`, and has
+/// no backslash and no control or whitespace character (browsers drop a tab or a line break,
+/// which turns `/\t/evil.example` into `//evil.example`, another origin; a line break would also
+/// be refused as a header value).
+fn same_site_path(back: &str) -> Option<&str> {
+    let plain = !back.contains('\\') && !back.chars().any(|c| c.is_control() || c.is_whitespace());
+    (plain && back.starts_with('/') && !back.starts_with("//")).then_some(back)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_site_path;
+
+    #[test]
+    fn only_paths_on_this_site_are_redirect_targets() {
+        for ok in ["/", "/webhooks/logs?page=2", "/integrations#slack"] {
+            assert_eq!(same_site_path(ok), Some(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "https://evil.example/x",
+            "//evil.example/x",
+            "/\t/evil.example/x",
+            "/\\evil.example",
+            "\\evil.example",
+            "/\r\nX:y",
+            "/ /evil.example",
+            "evil.example",
+        ] {
+            assert_eq!(same_site_path(bad), None, "{bad:?}");
+        }
+    }
 }
