@@ -173,6 +173,14 @@ impl Tracing {
             }))
     }
 
+    /// Runs a service's whole life, then sends the spans still queued before the process ends,
+    /// whatever the outcome.
+    pub async fn flush_after<F: std::future::Future>(self, service: F) -> F::Output {
+        let outcome = service.await;
+        self.shutdown();
+        outcome
+    }
+
     /// Sends what is queued (bounded by the export timeout) and stops the exporter.
     pub fn shutdown(self) {
         if let Err(error) = self.provider.shutdown_with_timeout(Duration::from_secs(5)) {

@@ -2,12 +2,7 @@
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    let tracing = fp_telemetry::init("fp-dashboard");
-    let result = match fp_settings::Settings::load() {
-        Ok(settings) => fp_dashboard::run(settings).await,
-        Err(error) => Err(error.into()),
-    };
-    // Spans still queued go out before the process ends.
-    tracing.shutdown();
-    result
+    fp_telemetry::init("fp-dashboard")
+        .flush_after(async { fp_dashboard::run(fp_settings::Settings::load()?).await })
+        .await
 }

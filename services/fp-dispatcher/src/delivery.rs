@@ -109,21 +109,21 @@ impl Dispatcher {
         span.record("trace_id", fp_telemetry::propagation::trace_id(&span));
         // The span is attached to each future rather than entered across awaits, so deliveries
         // interleaved on one thread never log under each other's trace id.
-        self.handle_in_span(input, delivery, &span)
+        self.handle_in_span(input, source_queue, delivery, &span)
             .instrument(span.clone())
             .await;
     }
 
-    async fn handle_in_span(&self, input: Input, delivery: Delivery, span: &tracing::Span) {
-        let (job, source_queue) = match input {
-            Input::Event => (
-                fp_contracts::decode_event(&delivery.data).map(JobOrEvent::Event),
-                &self.names.dispatcher_queue,
-            ),
-            Input::Job => (
-                fp_contracts::decode_job(&delivery.data).map(JobOrEvent::Job),
-                &self.names.retry_queue,
-            ),
+    async fn handle_in_span(
+        &self,
+        input: Input,
+        source_queue: &str,
+        delivery: Delivery,
+        span: &tracing::Span,
+    ) {
+        let job = match input {
+            Input::Event => fp_contracts::decode_event(&delivery.data).map(JobOrEvent::Event),
+            Input::Job => fp_contracts::decode_job(&delivery.data).map(JobOrEvent::Job),
         };
         let job = match job {
             Ok(job) => job,
@@ -144,22 +144,20 @@ impl Dispatcher {
         span.record("fp.tenant_id", job.tenant_id().to_string());
         span.record("fp.event_type", job.event_type().as_str());
         span.record("fp.manual", job.manual());
-        {
-            match self.process(job, delivery.redelivered, span).await {
-                Ok(()) => {
-                    if let Err(error) = fp_broker::ack(&delivery).await {
-                        tracing::warn!(%error, "ack failed; the message will be handled again");
-                    }
-                    metrics::counter!("fp_dispatcher_messages_handled_total").increment(1);
+        match self.process(job, delivery.redelivered, span).await {
+            Ok(()) => {
+                if let Err(error) = fp_broker::ack(&delivery).await {
+                    tracing::warn!(%error, "ack failed; the message will be handled again");
                 }
-                Err(error) => {
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        "not handled; handing it back to its queue"
-                    );
-                    span.record("fp.outcome", "handed_back");
-                    self.hand_back(&delivery, source_queue).await;
-                }
+                metrics::counter!("fp_dispatcher_messages_handled_total").increment(1);
+            }
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "not handled; handing it back to its queue"
+                );
+                span.record("fp.outcome", "handed_back");
+                self.hand_back(&delivery, source_queue).await;
             }
         }
     }

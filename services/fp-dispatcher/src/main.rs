@@ -2,12 +2,7 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let tracing = fp_telemetry::init("fp-dispatcher");
-    let result = match fp_settings::Settings::load() {
-        Ok(settings) => fp_dispatcher::run(settings).await,
-        Err(error) => Err(error.into()),
-    };
-    // Spans still queued go out before the process ends.
-    tracing.shutdown();
-    result
+    fp_telemetry::init("fp-dispatcher")
+        .flush_after(async { fp_dispatcher::run(fp_settings::Settings::load()?).await })
+        .await
 }

@@ -188,28 +188,32 @@ impl Ingestor<'_> {
             "fp.rows.pending" = tracing::field::Empty,
             "error.type" = tracing::field::Empty,
         );
-        for (index, delivery) in batch.iter().enumerate() {
-            let context = fp_broker::trace_context(delivery);
-            fp_telemetry::propagation::add_link(&span, &context);
-            if index == 0 {
-                fp_telemetry::propagation::set_parent(&span, context);
-            }
+        // Read once per record: for the span's links here, and for the row's stored context.
+        let contexts: Vec<_> = batch.iter().map(fp_broker::trace_context).collect();
+        for context in &contexts {
+            fp_telemetry::propagation::add_link(&span, context);
         }
-        self.store_in_span(batch, &span)
+        if let Some(first) = contexts.first() {
+            fp_telemetry::propagation::set_parent(&span, first.clone());
+        }
+        self.store_in_span(batch, &contexts, &span)
             .instrument(span.clone())
             .await;
     }
 
-    async fn store_in_span(&self, batch: Vec<Delivery>, span: &tracing::Span) {
+    async fn store_in_span(
+        &self,
+        batch: Vec<Delivery>,
+        contexts: &[fp_telemetry::propagation::Context],
+        span: &tracing::Span,
+    ) {
         let mut rows = BatchRows::default();
         let mut readable: Vec<&Delivery> = Vec::with_capacity(batch.len());
-        for delivery in &batch {
+        for (delivery, context) in batch.iter().zip(contexts) {
             match record::attempt_row(&delivery.data) {
                 Ok(mut record) => {
                     // The record's trace, kept with the row so a manual redelivery joins it.
-                    let trace = fp_telemetry::propagation::StoredContext::of_context(
-                        &fp_broker::trace_context(delivery),
-                    );
+                    let trace = fp_telemetry::propagation::StoredContext::of_context(context);
                     record.row.traceparent = trace.traceparent;
                     record.row.tracestate = trace.tracestate;
                     tracing::debug!(
