@@ -90,9 +90,24 @@ bench: services
 	$(CARGO) build --release -p fp-api -p fp-dispatcher -p fp-log-ingest -p fpctl -p fp-bench --bins
 	$${CARGO_TARGET_DIR:-target}/release/fp-bench --profile release $(BENCH_ARGS)
 
+# rustfmt, clippy, then the dependency audit.
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(MAKE) --no-print-directory audit
+
+# The dependency audit: the pinned cargo-audit (deploy/local/ensure-cargo-audit.sh installs it under
+# target/tools/cargo-audit) checks Cargo.lock against the RustSec advisory database in the folder
+# FP_ADVISORY_DB, a copy of github.com/rustsec/advisory-db, as it is (no fetch, however old). By
+# default that is the snapshot in ../shared/advisory-db beside the repository when it exists (its
+# SNAPSHOT.txt names the commit); otherwise, or with `make audit FP_ADVISORY_DB=`, cargo-audit fetches
+# the current database from GitHub into ~/.cargo/advisory-db. Vulnerabilities and unsound advisories
+# fail; unmaintained crates are printed as warnings (see README.md, Dependency audit).
+.PHONY: audit
+FP_ADVISORY_DB ?= $(if $(wildcard $(CURDIR)/../shared/advisory-db/crates),$(abspath $(CURDIR)/../shared/advisory-db))
+audit:
+	cargo_audit="$$(deploy/local/ensure-cargo-audit.sh)" && "$$cargo_audit" audit --deny unsound \
+		$(if $(FP_ADVISORY_DB),--db '$(FP_ADVISORY_DB)' --no-fetch --stale)
 
 fmt:
 	$(CARGO) fmt --all
