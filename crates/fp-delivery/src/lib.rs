@@ -209,8 +209,11 @@ impl DeliveryClient {
     }
 }
 
-/// Maps a reqwest error to the attempt's error kind by walking its causes.
+/// Maps a reqwest error to the attempt's error kind by walking its causes. reqwest writes the URL,
+/// with a Slack or Discord token in its path, into its errors: it is dropped first, so the message
+/// can go to logs (the tenant's log has the URL in its own column).
 fn classify(error: reqwest::Error) -> DeliveryError {
+    let error = error.without_url();
     let mut message = error.to_string();
     let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&error);
     while let Some(current) = cause {

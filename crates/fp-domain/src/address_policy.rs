@@ -10,7 +10,9 @@ use std::str::FromStr;
 
 use url::{Host, Url};
 
-/// Why a target was refused. The `Display` text is what tenants and operators read.
+/// Why a target was refused. The `Display` text is what tenants read: it names the kind of address
+/// a host points to, never the address or the range, so saving a name cannot be used to map what
+/// internal names resolve to. [`Blocked::operator_detail`] adds both for operators.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Blocked {
     #[error("not a valid URL: {0}")]
@@ -22,11 +24,86 @@ pub enum Blocked {
     #[error("the URL has no host")]
     NoHost,
     #[error("host `{name}` is not allowed: {why}")]
-    Name { name: String, why: &'static str },
-    #[error("address {address} is not allowed: {range}")]
-    Address { address: IpAddr, range: String },
+    Name {
+        name: String,
+        why: &'static str,
+        category: Option<AddressCategory>,
+    },
+    #[error("the host points to {category}, which webhooks may not call")]
+    Address {
+        address: IpAddr,
+        range: String,
+        category: AddressCategory,
+    },
     #[error("host `{0}` did not resolve to any address")]
     NoAddresses(String),
+}
+
+impl Blocked {
+    /// The kind of target refused, for callers that word the reason themselves (the dashboard's
+    /// languages); `None` for refusals of the URL's shape.
+    pub fn category(&self) -> Option<AddressCategory> {
+        match self {
+            Blocked::Address { category, .. } => Some(*category),
+            Blocked::Name { category, .. } => *category,
+            _ => None,
+        }
+    }
+
+    /// The reason with the refused address and the range it is in: for operators only
+    /// (`fpctl check-url`), never for tenants.
+    pub fn operator_detail(&self) -> String {
+        match self {
+            Blocked::Address { address, range, .. } => {
+                format!("address {address} is not allowed: {range}")
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The kinds of address the policy refuses, as tenants are told them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AddressCategory {
+    /// Private, shared (carrier-grade NAT) and unique-local networks.
+    Private,
+    /// Loopback and "this host" addresses: the server itself.
+    Loopback,
+    LinkLocal,
+    /// Cloud metadata services.
+    Metadata,
+    Multicast,
+    /// Documentation, benchmarking, protocol-assignment and other special-purpose or reserved space.
+    Reserved,
+}
+
+impl AddressCategory {
+    /// Stable, for programs (the api's `reason`, the dashboard's texts).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AddressCategory::Private => "private",
+            AddressCategory::Loopback => "loopback",
+            AddressCategory::LinkLocal => "link_local",
+            AddressCategory::Metadata => "metadata",
+            AddressCategory::Multicast => "multicast",
+            AddressCategory::Reserved => "reserved",
+        }
+    }
+}
+
+impl fmt::Display for AddressCategory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AddressCategory::Private => "a private or internal network address",
+            AddressCategory::Loopback => "a loopback address (the server itself)",
+            AddressCategory::LinkLocal => {
+                "a link-local address (where cloud metadata services answer)"
+            }
+            AddressCategory::Metadata => "a cloud metadata service",
+            AddressCategory::Multicast => "a multicast address",
+            AddressCategory::Reserved => "a reserved or special-purpose address",
+        })
+    }
 }
 
 /// A host as the URL parser understood it.
@@ -132,99 +209,189 @@ const fn v6(segments: [u16; 8], prefix_len: u8) -> Cidr {
 
 /// IANA IPv4 special-purpose ranges, multicast, reserved space, and public addresses that serve
 /// cloud metadata. Nothing a tenant's webhook should ever reach.
-const BLOCKED_V4: &[(Cidr, &str)] = &[
-    (v4(0, 0, 0, 0, 8), "\"this network\" range 0.0.0.0/8"),
-    (v4(10, 0, 0, 0, 8), "private range 10.0.0.0/8"),
-    (v4(100, 64, 0, 0, 10), "shared address space 100.64.0.0/10"),
-    (v4(127, 0, 0, 0, 8), "loopback range 127.0.0.0/8"),
+const BLOCKED_V4: &[(Cidr, AddressCategory, &str)] = &[
+    (
+        v4(0, 0, 0, 0, 8),
+        AddressCategory::Loopback,
+        "\"this network\" range 0.0.0.0/8",
+    ),
+    (
+        v4(10, 0, 0, 0, 8),
+        AddressCategory::Private,
+        "private range 10.0.0.0/8",
+    ),
+    (
+        v4(100, 64, 0, 0, 10),
+        AddressCategory::Private,
+        "shared address space 100.64.0.0/10",
+    ),
+    (
+        v4(127, 0, 0, 0, 8),
+        AddressCategory::Loopback,
+        "loopback range 127.0.0.0/8",
+    ),
     (
         v4(169, 254, 0, 0, 16),
+        AddressCategory::LinkLocal,
         "link-local range 169.254.0.0/16 (cloud metadata)",
     ),
-    (v4(172, 16, 0, 0, 12), "private range 172.16.0.0/12"),
+    (
+        v4(172, 16, 0, 0, 12),
+        AddressCategory::Private,
+        "private range 172.16.0.0/12",
+    ),
     (
         v4(192, 0, 0, 0, 24),
+        AddressCategory::Reserved,
         "IETF protocol assignments 192.0.0.0/24",
     ),
-    (v4(192, 0, 2, 0, 24), "documentation range 192.0.2.0/24"),
-    (v4(192, 31, 196, 0, 24), "AS112 range 192.31.196.0/24"),
-    (v4(192, 52, 193, 0, 24), "AMT range 192.52.193.0/24"),
-    (v4(192, 88, 99, 0, 24), "6to4 relay anycast 192.88.99.0/24"),
-    (v4(192, 168, 0, 0, 16), "private range 192.168.0.0/16"),
-    (v4(192, 175, 48, 0, 24), "AS112 range 192.175.48.0/24"),
-    (v4(198, 18, 0, 0, 15), "benchmarking range 198.18.0.0/15"),
+    (
+        v4(192, 0, 2, 0, 24),
+        AddressCategory::Reserved,
+        "documentation range 192.0.2.0/24",
+    ),
+    (
+        v4(192, 31, 196, 0, 24),
+        AddressCategory::Reserved,
+        "AS112 range 192.31.196.0/24",
+    ),
+    (
+        v4(192, 52, 193, 0, 24),
+        AddressCategory::Reserved,
+        "AMT range 192.52.193.0/24",
+    ),
+    (
+        v4(192, 88, 99, 0, 24),
+        AddressCategory::Reserved,
+        "6to4 relay anycast 192.88.99.0/24",
+    ),
+    (
+        v4(192, 168, 0, 0, 16),
+        AddressCategory::Private,
+        "private range 192.168.0.0/16",
+    ),
+    (
+        v4(192, 175, 48, 0, 24),
+        AddressCategory::Reserved,
+        "AS112 range 192.175.48.0/24",
+    ),
+    (
+        v4(198, 18, 0, 0, 15),
+        AddressCategory::Reserved,
+        "benchmarking range 198.18.0.0/15",
+    ),
     (
         v4(198, 51, 100, 0, 24),
+        AddressCategory::Reserved,
         "documentation range 198.51.100.0/24",
     ),
-    (v4(203, 0, 113, 0, 24), "documentation range 203.0.113.0/24"),
-    (v4(224, 0, 0, 0, 4), "multicast range 224.0.0.0/4"),
-    (v4(240, 0, 0, 0, 4), "reserved range 240.0.0.0/4"),
-    (v4(168, 63, 129, 16, 32), "Azure WireServer 168.63.129.16"),
+    (
+        v4(203, 0, 113, 0, 24),
+        AddressCategory::Reserved,
+        "documentation range 203.0.113.0/24",
+    ),
+    (
+        v4(224, 0, 0, 0, 4),
+        AddressCategory::Multicast,
+        "multicast range 224.0.0.0/4",
+    ),
+    (
+        v4(240, 0, 0, 0, 4),
+        AddressCategory::Reserved,
+        "reserved range 240.0.0.0/4",
+    ),
+    (
+        v4(168, 63, 129, 16, 32),
+        AddressCategory::Metadata,
+        "Azure WireServer 168.63.129.16",
+    ),
 ];
 
 /// IANA IPv6 special-purpose ranges that carry no IPv4 to judge instead.
-const BLOCKED_V6: &[(Cidr, &str)] = &[
-    (v6([0, 0, 0, 0, 0, 0, 0, 0], 128), "unspecified address ::"),
-    (v6([0, 0, 0, 0, 0, 0, 0, 1], 128), "loopback address ::1"),
+const BLOCKED_V6: &[(Cidr, AddressCategory, &str)] = &[
+    (
+        v6([0, 0, 0, 0, 0, 0, 0, 0], 128),
+        AddressCategory::Loopback,
+        "unspecified address ::",
+    ),
+    (
+        v6([0, 0, 0, 0, 0, 0, 0, 1], 128),
+        AddressCategory::Loopback,
+        "loopback address ::1",
+    ),
     (
         v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48),
+        AddressCategory::Private,
         "local-use NAT64 range 64:ff9b:1::/48",
     ),
     (
         v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64),
+        AddressCategory::Reserved,
         "discard-only range 100::/64",
     ),
     (
         v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),
+        AddressCategory::Reserved,
         "documentation range 2001:db8::/32",
     ),
     (
         v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 32),
+        AddressCategory::Reserved,
         "Teredo range 2001::/32",
     ),
     (
         v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 23),
+        AddressCategory::Reserved,
         "IETF protocol assignments 2001::/23",
     ),
     (
         v6([0x2002, 0, 0, 0, 0, 0, 0, 0], 16),
+        AddressCategory::Reserved,
         "6to4 range 2002::/16",
     ),
     (
         v6([0x2620, 0x4f, 0x8000, 0, 0, 0, 0, 0], 48),
+        AddressCategory::Reserved,
         "AS112 range 2620:4f:8000::/48",
     ),
     (
         v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20),
+        AddressCategory::Reserved,
         "documentation range 3fff::/20",
     ),
     (
         v6([0x5f00, 0, 0, 0, 0, 0, 0, 0], 16),
+        AddressCategory::Reserved,
         "SRv6 SID range 5f00::/16",
     ),
     (
         v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),
+        AddressCategory::Private,
         "unique local range fc00::/7",
     ),
     (
         v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),
+        AddressCategory::LinkLocal,
         "link-local range fe80::/10",
     ),
     (
         v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10),
+        AddressCategory::Private,
         "site-local range fec0::/10",
     ),
     (
         v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8),
+        AddressCategory::Multicast,
         "multicast range ff00::/8",
     ),
 ];
 
+const IPV4_MAPPED: &str = "IPv4-mapped";
+
 /// IPv6 ranges that embed an IPv4 address: judged by the IPv4 they carry, so a mapped or translated
 /// form of a private address is exactly as blocked as the address itself.
 const EMBEDDING_V6: &[(Cidr, &str)] = &[
-    (v6([0, 0, 0, 0, 0, 0xffff, 0, 0], 96), "IPv4-mapped"),
+    (v6([0, 0, 0, 0, 0, 0xffff, 0, 0], 96), IPV4_MAPPED),
     (v6([0, 0, 0, 0, 0xffff, 0, 0, 0], 96), "IPv4-translated"),
     (v6([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96), "NAT64"),
     (v6([0, 0, 0, 0, 0, 0, 0, 0], 96), "IPv4-compatible"),
@@ -286,18 +453,29 @@ impl AddressPolicy {
     }
 
     /// Judges one address.
+    ///
+    /// The allow-list matches only the address forms it names. An IPv4 entry also covers the
+    /// IPv4-mapped form (`::ffff:127.0.0.1`) of its addresses, because a dual-stack socket sends
+    /// packets for a mapped address to that very IPv4 address: same destination, same verdict, as
+    /// the blocked ranges judge it. NAT64, IPv4-translated and IPv4-compatible forms reach other
+    /// machines (a translator, an IPv6 host) and are never allowed by an IPv4 entry; an operator
+    /// who wants one names that IPv6 range itself.
     pub fn check_address(&self, address: IpAddr) -> Result<(), Blocked> {
         let embedded = embedded_ipv4(address);
         let allowed = |candidate: IpAddr| self.allowed.iter().any(|cidr| cidr.contains(candidate));
-        if allowed(address) || embedded.is_some_and(|(v4, _)| allowed(IpAddr::V4(v4))) {
+        let mapped = embedded.filter(|(_, form)| *form == IPV4_MAPPED);
+        if allowed(address) || mapped.is_some_and(|(v4, _)| allowed(IpAddr::V4(v4))) {
             return Ok(());
         }
         match (address, embedded) {
             (IpAddr::V4(v4), _) => check_ipv4(v4),
             (IpAddr::V6(v6), Some((v4, form))) => check_ipv4(v4).map_err(|blocked| match blocked {
-                Blocked::Address { range, .. } => Blocked::Address {
+                Blocked::Address {
+                    range, category, ..
+                } => Blocked::Address {
                     address: IpAddr::V6(v6),
                     range: format!("{form} form of {v4}, which is in the {range}"),
+                    category,
                 },
                 other => other,
             }),
@@ -307,26 +485,19 @@ impl AddressPolicy {
 }
 
 fn check_ipv4(address: Ipv4Addr) -> Result<(), Blocked> {
-    match BLOCKED_V4
-        .iter()
-        .find(|(cidr, _)| cidr.contains(IpAddr::V4(address)))
-    {
-        Some((_, range)) => Err(Blocked::Address {
-            address: IpAddr::V4(address),
-            range: (*range).to_owned(),
-        }),
-        None => Ok(()),
-    }
+    check_in_table(BLOCKED_V4, IpAddr::V4(address))
 }
 
 fn check_ipv6(address: Ipv6Addr) -> Result<(), Blocked> {
-    match BLOCKED_V6
-        .iter()
-        .find(|(cidr, _)| cidr.contains(IpAddr::V6(address)))
-    {
-        Some((_, range)) => Err(Blocked::Address {
-            address: IpAddr::V6(address),
+    check_in_table(BLOCKED_V6, IpAddr::V6(address))
+}
+
+fn check_in_table(table: &[(Cidr, AddressCategory, &str)], address: IpAddr) -> Result<(), Blocked> {
+    match table.iter().find(|(cidr, _, _)| cidr.contains(address)) {
+        Some((_, category, range)) => Err(Blocked::Address {
+            address,
             range: (*range).to_owned(),
+            category: *category,
         }),
         None => Ok(()),
     }
@@ -352,19 +523,23 @@ fn normalise_name(name: &str) -> String {
 }
 
 fn check_name(name: &str) -> Result<(), Blocked> {
-    let why = if name.is_empty() {
-        Some("empty host name")
+    let refused = if name.is_empty() {
+        Some(("empty host name", None))
     } else if name == "localhost" || name.ends_with(".localhost") {
-        Some("localhost names point at the server itself")
+        Some((
+            "localhost names point at the server itself",
+            Some(AddressCategory::Loopback),
+        ))
     } else if METADATA_NAMES.contains(&name) {
-        Some("cloud metadata service")
+        Some(("cloud metadata service", Some(AddressCategory::Metadata)))
     } else {
         None
     };
-    match why {
-        Some(why) => Err(Blocked::Name {
+    match refused {
+        Some((why, category)) => Err(Blocked::Name {
             name: name.to_owned(),
             why,
+            category,
         }),
         None => Ok(()),
     }
@@ -437,13 +612,59 @@ mod tests {
     }
 
     #[test]
-    fn embedded_ipv4_is_named_in_the_reason() {
-        let reason = policy()
+    fn embedded_ipv4_is_named_in_the_operators_detail() {
+        let blocked = policy()
             .check_address(ip("::ffff:127.0.0.1"))
-            .expect_err("mapped loopback")
-            .to_string();
-        assert!(reason.contains("IPv4-mapped form of 127.0.0.1"), "{reason}");
-        assert!(reason.contains("loopback"), "{reason}");
+            .expect_err("mapped loopback");
+        let detail = blocked.operator_detail();
+        assert!(detail.contains("IPv4-mapped form of 127.0.0.1"), "{detail}");
+        assert!(detail.contains("loopback range 127.0.0.0/8"), "{detail}");
+        assert_eq!(blocked.category(), Some(AddressCategory::Loopback));
+    }
+
+    #[test]
+    fn tenants_read_the_kind_of_address_never_the_address_or_its_range() {
+        let cases = [
+            ("10.0.0.5", AddressCategory::Private, "private or internal"),
+            (
+                "100.64.1.1",
+                AddressCategory::Private,
+                "private or internal",
+            ),
+            ("fd00::5", AddressCategory::Private, "private or internal"),
+            ("127.0.0.1", AddressCategory::Loopback, "loopback"),
+            ("0.0.0.0", AddressCategory::Loopback, "loopback"),
+            ("::1", AddressCategory::Loopback, "loopback"),
+            ("169.254.169.254", AddressCategory::LinkLocal, "link-local"),
+            ("fe80::1", AddressCategory::LinkLocal, "link-local"),
+            ("168.63.129.16", AddressCategory::Metadata, "metadata"),
+            ("224.0.0.1", AddressCategory::Multicast, "multicast"),
+            ("192.0.2.1", AddressCategory::Reserved, "reserved"),
+            (
+                "64:ff9b::a00:5",
+                AddressCategory::Private,
+                "private or internal",
+            ),
+        ];
+        for (address, category, wording) in cases {
+            let blocked = policy()
+                .check_address(ip(address))
+                .expect_err("blocked address");
+            assert_eq!(blocked.category(), Some(category), "{address}");
+            let text = blocked.to_string();
+            assert!(text.contains(wording), "{address}: {text}");
+            assert!(text.contains("webhooks may not call"), "{address}: {text}");
+            // No address, no range: no digit of either, no prefix length.
+            assert!(
+                !text.chars().any(|c| c.is_ascii_digit()) && !text.contains(':'),
+                "{address}: {text}"
+            );
+            assert!(
+                blocked.operator_detail().contains(address),
+                "{address}: {}",
+                blocked.operator_detail()
+            );
+        }
     }
 
     #[test]
@@ -506,6 +727,30 @@ mod tests {
         assert!(p.check_address(ip("127.0.0.1")).is_ok());
         assert!(p.check_address(ip("::ffff:127.0.0.1")).is_ok());
         assert!(p.check_address(ip("10.0.0.1")).is_err());
+        // Only the forms the entry names: other embeddings of 127.x reach other machines.
+        for embedded in [
+            "64:ff9b::7f00:1",
+            "64:ff9b::127.0.0.1",
+            "::127.0.0.1",
+            "::7f00:1",
+            "::ffff:0:127.0.0.1",
+        ] {
+            let blocked = p
+                .check_address(ip(embedded))
+                .expect_err("an IPv4 entry does not allow embedded forms");
+            assert_eq!(
+                blocked.category(),
+                Some(AddressCategory::Loopback),
+                "{embedded}"
+            );
+        }
+        assert!(p.check_url("https://[64:ff9b::7f00:1]:8443/hook").is_err());
+        assert!(p.check_url("https://[::127.0.0.1]:8443/hook").is_err());
+        // An IPv6 entry naming the NAT64 form itself allows exactly that form.
+        let nat64 =
+            AddressPolicy::with_allow_list(vec!["64:ff9b::7f00:1/128".parse().expect("cidr")]);
+        assert!(nat64.check_address(ip("64:ff9b::7f00:1")).is_ok());
+        assert!(nat64.check_address(ip("127.0.0.1")).is_err());
         assert!(p.check_url("https://127.0.0.1:8443/hook").is_ok());
         // Names are judged by name first: the allow-list is for addresses.
         assert!(p.check_url("https://localhost:8443/hook").is_err());

@@ -6,15 +6,33 @@
 
 pub mod address_policy;
 pub mod api_key;
+pub mod client_address;
 pub mod event;
 pub mod format;
+pub mod login_throttle;
+pub mod password;
 pub mod payload;
+pub mod rate_limit;
 pub mod request;
 pub mod retry;
 pub mod secret_box;
-pub mod session_token;
+pub mod session;
 pub mod signing;
 pub mod submission;
+pub mod url_redaction;
 
 pub use event::{Change, DeliveryId, Event, EventType, NotSubscribable, UnknownEventType};
 pub use submission::{Submission, SubmissionStatus, UnknownStatus};
+
+/// A fixed clock for the unit tests of time rules.
+#[cfg(test)]
+pub(crate) mod test_clock {
+    use chrono::{DateTime, TimeZone, Utc};
+
+    /// `seconds` after a fixed moment in 2027.
+    pub fn at(seconds: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + seconds, 0)
+            .single()
+            .expect("valid time")
+    }
+}

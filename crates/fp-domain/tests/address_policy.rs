@@ -207,7 +207,7 @@ fn range_edges_not_covered_by_the_unit_tests() {
         match (policy.check_address(address), expected) {
             (Ok(()), None) => {}
             (Err(blocked), Some(range)) => {
-                let reason = blocked.to_string();
+                let reason = blocked.operator_detail();
                 assert!(
                     reason.contains(range),
                     "{text}: `{reason}` should name {range}"

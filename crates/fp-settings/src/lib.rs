@@ -5,15 +5,21 @@
 //! `FP_CONFIG_DIR`, default `config`), then environment variables `FP__<SECTION>__<KEY>`.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 
 use config::{Config, Environment, File, FileFormat};
 use std::time::Duration;
 
 use fp_domain::address_policy::Cidr;
+use fp_domain::rate_limit::RateLimit;
 use fp_domain::retry::{RetrySchedule, parse_duration};
 use fp_domain::secret_box::MasterKey;
 use serde::Deserialize;
+
+/// Secrets are held as [`SecretString`] (its Debug prints `[REDACTED]`); services read them with
+/// [`ExposeSecret::expose_secret`] where they connect or sign.
+pub use secrecy::{ExposeSecret, SecretString};
 
 const DEFAULTS: &str = include_str!("defaults.toml");
 
@@ -63,15 +69,18 @@ impl LifecycleSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct DatabaseSettings {
-    pub url: String,
-    pub readonly_url: String,
+    /// The application role's connection, password included.
+    pub url: SecretString,
+    /// The dashboard's read-only connection, password included.
+    pub readonly_url: SecretString,
     pub readonly_role: String,
     pub pool_size: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct BrokerSettings {
-    pub url: String,
+    /// One AMQP URL per node, comma-separated; they carry the password.
+    pub url: SecretString,
     pub namespace: String,
     /// `x-quorum-initial-group-size` of every quorum queue; `None`: the broker's default (every
     /// node of the cluster). Changing it needs new queues.
@@ -94,6 +103,43 @@ pub struct ApiSettings {
     /// How long a replaced webhook secret still signs deliveries.
     #[serde(skip)]
     pub secret_rotation_grace: Duration,
+    #[serde(rename = "session_idle_timeout")]
+    session_idle_timeout_raw: String,
+    #[serde(rename = "session_absolute_timeout")]
+    session_absolute_timeout_raw: String,
+    /// A dashboard session ends this long after its last use...
+    #[serde(skip)]
+    pub session_idle_timeout: Duration,
+    /// ...and this long after its log-in, however busy.
+    #[serde(skip)]
+    pub session_absolute_timeout: Duration,
+    #[serde(rename = "trusted_proxies")]
+    trusted_proxies_raw: String,
+    /// Peers whose `X-Forwarded-For` names the client (the dashboard, a load balancer); anyone
+    /// else's is ignored, so a caller cannot pose as a fresh address per guess.
+    #[serde(skip)]
+    pub trusted_proxies: Vec<Cidr>,
+    pub rate_limits: TenantRateLimits,
+}
+
+/// Per-tenant limits of the actions that make the platform send requests on a tenant's word,
+/// held in the database so they bind every api replica together.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct TenantRateLimits {
+    /// Single redeliveries (`POST /api/v2/webhooks/logs/{id}/redeliver`).
+    #[serde(deserialize_with = "rate_limit")]
+    pub redelivery: RateLimit,
+    /// Deliveries queued by bulk redeliveries (a call that queues none counts as one).
+    #[serde(deserialize_with = "rate_limit")]
+    pub bulk_redelivery: RateLimit,
+    /// Test events (`POST /api/v2/webhooks/test`).
+    #[serde(deserialize_with = "rate_limit")]
+    pub test_event: RateLimit,
+}
+
+fn rate_limit<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<RateLimit, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    RateLimit::parse(&text).map_err(serde::de::Error::custom)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,7 +148,26 @@ pub struct DashboardSettings {
     /// `/healthz`, `/readyz` and `/metrics`, apart from the public `listen`.
     pub health_listen: SocketAddr,
     pub api_url: String,
-    pub session_key: String,
+    pub session_key: SecretString,
+    /// The address browsers use. When it is https, every cookie is `Secure` and every answer
+    /// carries `Strict-Transport-Security`.
+    pub public_url: String,
+    #[serde(rename = "trusted_proxies")]
+    trusted_proxies_raw: String,
+    /// Proxies in front of the dashboard whose `X-Forwarded-For` names the browser; without them
+    /// every browser behind one proxy would share one log-in throttle.
+    #[serde(skip)]
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+impl DashboardSettings {
+    /// Whether the dashboard is served over https (to browsers, whatever terminates TLS).
+    pub fn served_over_https(&self) -> bool {
+        self.public_url
+            .trim()
+            .get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -123,6 +188,10 @@ pub struct DispatcherSettings {
     pub max_in_flight_per_endpoint: usize,
     pub endpoint_busy_delay_ms: u64,
     pub health_report_interval_ms: u64,
+    /// Requests this dispatcher sends to one destination host per second, at most, on average...
+    pub host_requests_per_second: NonZeroU32,
+    /// ...and at once after a quiet spell.
+    pub host_request_burst: NonZeroU32,
     #[serde(skip)]
     pub retry_schedule: RetrySchedule,
     #[serde(skip)]
@@ -146,7 +215,7 @@ pub struct LogIngestSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct SecretsSettings {
     #[serde(rename = "master_key")]
-    master_key_raw: String,
+    master_key_raw: SecretString,
     #[serde(skip)]
     master_key: Option<MasterKey>,
 }
@@ -154,7 +223,7 @@ pub struct SecretsSettings {
 impl SecretsSettings {
     /// Parses the key; a key that is set must be valid, and the `production` profile must set one.
     fn resolve(&mut self, profile: &str) -> Result<(), SettingsError> {
-        let raw = self.master_key_raw.trim();
+        let raw = self.master_key_raw.expose_secret().trim();
         self.master_key = if raw.is_empty() {
             if profile == "production" {
                 return Err(SettingsError::MissingMasterKey);
@@ -186,18 +255,29 @@ impl Settings {
     pub fn load() -> Result<Self, SettingsError> {
         let profile = std::env::var("FP_PROFILE").unwrap_or_else(|_| "local".to_owned());
         let dir = std::env::var("FP_CONFIG_DIR").unwrap_or_else(|_| "config".to_owned());
+        Self::load_layers(&profile, &dir, None)
+    }
+
+    /// The layers of [`Settings::load`]; `environment` stands in for the process's variables when
+    /// given (tests).
+    fn load_layers(
+        profile: &str,
+        dir: &str,
+        environment: Option<config::Map<String, String>>,
+    ) -> Result<Self, SettingsError> {
         let raw = Config::builder()
             .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
             .add_source(File::with_name(&format!("{dir}/{profile}")).required(false))
             .add_source(
                 Environment::with_prefix("FP")
                     .prefix_separator("__")
-                    .separator("__"),
+                    .separator("__")
+                    .source(environment),
             )
             .build()?;
         let mut settings: Settings = raw.try_deserialize()?;
         settings.dispatcher.resolve()?;
-        settings.secrets.resolve(&profile)?;
+        settings.secrets.resolve(profile)?;
         settings.api.disable_failing_endpoints_after =
             parse_duration(&settings.api.disable_failing_endpoints_after_raw).ok_or_else(|| {
                 SettingsError::Invalid {
@@ -209,6 +289,11 @@ impl Settings {
                 }
             })?;
         settings.api.secret_rotation_grace = settings.api.rotation_grace()?;
+        settings.api.resolve_sessions()?;
+        settings.dashboard.trusted_proxies = parse_cidrs(
+            "dashboard.trusted_proxies",
+            &settings.dashboard.trusted_proxies_raw,
+        )?;
         Ok(settings)
     }
 }
@@ -226,23 +311,54 @@ impl ApiSettings {
     }
 }
 
+impl ApiSettings {
+    /// Parses the session timeouts and the trusted proxies, naming the key in any error.
+    fn resolve_sessions(&mut self) -> Result<(), SettingsError> {
+        let timeout = |key: &'static str, raw: &str| {
+            parse_duration(raw)
+                .filter(|timeout| *timeout <= MAX_SESSION_TIMEOUT)
+                .ok_or_else(|| SettingsError::Invalid {
+                    key,
+                    reason: format!("`{raw}` is not a duration from 1ms to 30d, such as 30m"),
+                })
+        };
+        self.session_idle_timeout =
+            timeout("api.session_idle_timeout", &self.session_idle_timeout_raw)?;
+        self.session_absolute_timeout = timeout(
+            "api.session_absolute_timeout",
+            &self.session_absolute_timeout_raw,
+        )?;
+        self.trusted_proxies = parse_cidrs("api.trusted_proxies", &self.trusted_proxies_raw)?;
+        Ok(())
+    }
+}
+
+/// Longer sessions are a typo, not a wish.
+const MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 86_400);
+
+/// A comma-separated CIDR list; blanks are ignored.
+fn parse_cidrs(key: &'static str, raw: &str) -> Result<Vec<Cidr>, SettingsError> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|cidr| !cidr.is_empty())
+        .map(|cidr| {
+            cidr.parse::<Cidr>().map_err(|err| SettingsError::Invalid {
+                key,
+                reason: err.to_string(),
+            })
+        })
+        .collect()
+}
+
 const MAX_ROTATION_GRACE: Duration = Duration::from_secs(365 * 86_400);
 
 impl DispatcherSettings {
     /// Parses the string-typed keys, naming the key in any error.
     fn resolve(&mut self) -> Result<(), SettingsError> {
-        self.allow_private_cidrs = self
-            .allow_private_cidrs_raw
-            .split(',')
-            .map(str::trim)
-            .filter(|cidr| !cidr.is_empty())
-            .map(|cidr| {
-                cidr.parse::<Cidr>().map_err(|err| SettingsError::Invalid {
-                    key: "dispatcher.allow_private_cidrs",
-                    reason: err.to_string(),
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        self.allow_private_cidrs = parse_cidrs(
+            "dispatcher.allow_private_cidrs",
+            &self.allow_private_cidrs_raw,
+        )?;
         self.extra_root_certs = optional_path(&self.extra_root_certs_raw);
         self.hosts_file = optional_path(&self.hosts_file_raw);
         self.retry_schedule = RetrySchedule::parse(&self.retry_schedule_raw).map_err(|err| {
@@ -297,6 +413,8 @@ mod tests {
             max_in_flight_per_endpoint: 4,
             endpoint_busy_delay_ms: 1000,
             health_report_interval_ms: 1000,
+            host_requests_per_second: NonZeroU32::MIN,
+            host_request_burst: NonZeroU32::MIN,
             retry_schedule: RetrySchedule::standard(),
             allow_private_cidrs: Vec::new(),
             extra_root_certs: None,
@@ -351,10 +469,67 @@ mod tests {
         assert_eq!(settings.api.health_listen.port(), 8084);
         assert_eq!(settings.dashboard.health_listen.port(), 8085);
         assert_eq!(settings.broker.namespace, "fp");
-        assert!(settings.secrets.master_key_raw.is_empty());
+        assert!(settings.secrets.master_key_raw.expose_secret().is_empty());
         assert_eq!(
             settings.api.rotation_grace().expect("valid default"),
             Duration::from_secs(24 * 3600)
+        );
+    }
+
+    /// The built-in defaults under `environment` (`FP__...` variables), as `Settings::load` reads
+    /// them before resolving.
+    fn with_environment(environment: &[(&str, &str)]) -> Result<Settings, config::ConfigError> {
+        let environment = environment
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect::<std::collections::HashMap<_, _>>();
+        Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .add_source(
+                Environment::with_prefix("FP")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .source(Some(environment)),
+            )
+            .build()
+            .and_then(Config::try_deserialize::<Settings>)
+    }
+
+    #[test]
+    fn tenant_rate_limits_have_defaults_and_are_read_from_the_environment() {
+        let defaults = with_environment(&[])
+            .expect("defaults fit the types")
+            .api
+            .rate_limits;
+        assert_eq!(
+            defaults.redelivery,
+            RateLimit::parse("60/1m").expect("valid")
+        );
+        assert_eq!(
+            defaults.bulk_redelivery,
+            RateLimit::parse("10000/1h").expect("valid")
+        );
+        assert_eq!(
+            defaults.test_event,
+            RateLimit::parse("30/1m").expect("valid")
+        );
+        let short =
+            with_environment(&[("FP__API__RATE_LIMITS__TEST_EVENT", "3/2s")]).expect("valid");
+        assert_eq!(
+            short.api.rate_limits.test_event,
+            RateLimit::parse("3/2s").expect("valid")
+        );
+        let error = with_environment(&[("FP__API__RATE_LIMITS__REDELIVERY", "60 a minute")])
+            .expect_err("invalid");
+        assert!(error.to_string().contains("60/1m"), "{error}");
+        let dispatcher = with_environment(&[]).expect("defaults").dispatcher;
+        assert_eq!(dispatcher.host_requests_per_second.get(), 500);
+        assert_eq!(dispatcher.host_request_burst.get(), 1000);
+        let error = with_environment(&[("FP__DISPATCHER__HOST_REQUESTS_PER_SECOND", "0")])
+            .expect_err("zero");
+        assert!(
+            error.to_string().contains("host_requests_per_second"),
+            "{error}"
         );
     }
 
@@ -367,27 +542,66 @@ mod tests {
             .try_deserialize::<Settings>()
             .expect("defaults fit the types");
         assert_eq!(defaults.broker.quorum_initial_group_size, None);
-        let from_env = |value: &str| {
-            let environment = std::collections::HashMap::from([(
-                "FP__BROKER__QUORUM_INITIAL_GROUP_SIZE".to_owned(),
-                value.to_owned(),
-            )]);
-            Config::builder()
-                .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
-                .add_source(
-                    Environment::with_prefix("FP")
-                        .prefix_separator("__")
-                        .separator("__")
-                        .source(Some(environment)),
-                )
-                .build()
-                .expect("parse")
-                .try_deserialize::<Settings>()
-        };
+        let from_env =
+            |value: &str| with_environment(&[("FP__BROKER__QUORUM_INITIAL_GROUP_SIZE", value)]);
         let settings = from_env("3").expect("an integer");
         assert_eq!(settings.broker.quorum_initial_group_size, Some(3));
         assert!(from_env("three").is_err());
         assert!(from_env("-1").is_err());
+    }
+
+    #[test]
+    fn sessions_default_to_30_minutes_idle_12_hours_at_most_and_a_loopback_proxy() {
+        let raw = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .build()
+            .expect("defaults parse");
+        let settings = raw
+            .try_deserialize::<Settings>()
+            .expect("defaults fit the types");
+        let mut api = settings.api;
+        api.resolve_sessions().expect("valid defaults");
+        assert_eq!(api.session_idle_timeout, Duration::from_secs(30 * 60));
+        assert_eq!(api.session_absolute_timeout, Duration::from_secs(12 * 3600));
+        let loopback = |ip: &str| {
+            api.trusted_proxies
+                .iter()
+                .any(|cidr| cidr.contains(ip.parse().expect("ip")))
+        };
+        assert!(loopback("127.0.0.1") && loopback("::1"));
+        assert!(!loopback("10.0.0.1"));
+        assert!(!settings.dashboard.served_over_https());
+
+        api.session_idle_timeout_raw = "31d".into();
+        let error = api.resolve_sessions().expect_err("too long");
+        assert!(
+            error.to_string().contains("api.session_idle_timeout"),
+            "{error}"
+        );
+        api.session_idle_timeout_raw = "2s".into();
+        api.trusted_proxies_raw = "10.0.0.0/33".into();
+        let error = api.resolve_sessions().expect_err("bad cidr");
+        assert!(error.to_string().contains("api.trusted_proxies"), "{error}");
+    }
+
+    #[test]
+    fn only_an_https_public_url_is_https() {
+        let mut dashboard = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .build()
+            .expect("defaults parse")
+            .try_deserialize::<Settings>()
+            .expect("defaults fit the types")
+            .dashboard;
+        for (url, https) in [
+            ("https://dashboard.example", true),
+            (" HTTPS://dashboard.example/", true),
+            ("http://dashboard.example", false),
+            ("", false),
+        ] {
+            dashboard.public_url = url.into();
+            assert_eq!(dashboard.served_over_https(), https, "{url:?}");
+        }
     }
 
     #[test]
@@ -414,7 +628,7 @@ mod tests {
 
     fn secrets_with(raw: &str) -> SecretsSettings {
         SecretsSettings {
-            master_key_raw: raw.into(),
+            master_key_raw: SecretString::from(raw),
             master_key: None,
         }
     }
@@ -440,6 +654,54 @@ mod tests {
             error.to_string().contains("FP__SECRETS__MASTER_KEY"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        const MASTER_KEY: &str = "5e0c1d2b3a49f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a392817060";
+        const SESSION_KEY: &str =
+            "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f91";
+        const DATABASE_PASSWORD: &str = "app-db-pass-7Qx";
+        const READONLY_PASSWORD: &str = "dashboard-db-pass-3Zk";
+        const BROKER_PASSWORD: &str = "broker-pass-9Km";
+        let database_url = format!("postgres://fp_app:{DATABASE_PASSWORD}@db.internal:5432/fp");
+        let readonly_url =
+            format!("postgres://fp_dashboard:{READONLY_PASSWORD}@db-ro.internal:5432/fp");
+        let broker_url = format!(
+            "amqps://fp:{BROKER_PASSWORD}@mq-1.internal:5671/%2f,amqps://fp:{BROKER_PASSWORD}@mq-2.internal:5671/%2f"
+        );
+        let environment = config::Map::from_iter(
+            [
+                ("FP__SECRETS__MASTER_KEY", MASTER_KEY),
+                ("FP__DASHBOARD__SESSION_KEY", SESSION_KEY),
+                ("FP__DATABASE__URL", &database_url),
+                ("FP__DATABASE__READONLY_URL", &readonly_url),
+                ("FP__BROKER__URL", &broker_url),
+                ("FP__BROKER__NAMESPACE", "fp-secrets-test"),
+            ]
+            .map(|(key, value)| (key.to_owned(), value.to_owned())),
+        );
+        let settings = Settings::load_layers("production", "no-such-config-dir", Some(environment))
+            .expect("valid settings");
+
+        // Loaded, so a clean Debug output means they are hidden, not missing.
+        assert_eq!(settings.database.url.expose_secret(), database_url);
+        assert_eq!(settings.database.readonly_url.expose_secret(), readonly_url);
+        assert_eq!(settings.broker.url.expose_secret(), broker_url);
+        assert_eq!(settings.dashboard.session_key.expose_secret(), SESSION_KEY);
+        assert!(settings.secrets.master_key().is_ok());
+
+        let printed = format!("{settings:?}");
+        for secret in [
+            MASTER_KEY,
+            SESSION_KEY,
+            DATABASE_PASSWORD,
+            READONLY_PASSWORD,
+            BROKER_PASSWORD,
+        ] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(printed.contains("fp-secrets-test"), "{printed}");
     }
 
     #[test]

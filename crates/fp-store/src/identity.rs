@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::StoreError;
@@ -138,6 +138,36 @@ pub async fn count_live_api_keys(
         .count()
         .get_result(conn)
         .await?)
+}
+
+/// Issues a key to a tenant unless it already holds `max_live` live keys (`None` then). The count
+/// and the insert run under a lock on the tenant's row, so creates racing for the last slot take
+/// turns and only one gets it. `FOR NO KEY UPDATE`, because the tenant's other writes (rows that
+/// reference it take `FOR KEY SHARE`) need not wait for it.
+pub async fn create_tenant_api_key_within_limit(
+    conn: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+    max_live: i64,
+    name: &str,
+    key_hash: &[u8],
+    key_prefix: &str,
+) -> Result<Option<ApiKeyRow>, StoreError> {
+    conn.transaction(async |conn| {
+        tenants::table
+            .find(tenant_id)
+            .select(tenants::id)
+            .for_no_key_update()
+            .first::<Uuid>(conn)
+            .await?;
+        if count_live_api_keys(conn, tenant_id).await? >= max_live {
+            return Ok(None);
+        }
+        let owner = KeyOwner::Tenant(tenant_id);
+        create_api_key(conn, owner, name, key_hash, key_prefix)
+            .await
+            .map(Some)
+    })
+    .await
 }
 
 /// Revokes one of the owner's keys (a no-op if it already is). `None` when the owner has no key

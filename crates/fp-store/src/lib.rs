@@ -1,13 +1,15 @@
 //! PostgreSQL adapter: schema, migrations, the connection pool and the queries each owner runs.
 //!
-//! Modules are grouped by the service that owns the tables: `identity`, `webhook_config`,
-//! `submissions` and `outbox` belong to fp-api; `attempts` is written only by fp-log-ingest and
+//! Modules are grouped by the service that owns the tables: `identity`, `sessions`,
+//! `webhook_config`, `submissions`, `outbox` and `rate_limits` belong to fp-api; `attempts` is written only by fp-log-ingest and
 //! read by the api and the dashboard.
 
 pub mod attempts;
 pub mod identity;
 pub mod outbox;
+pub mod rate_limits;
 pub mod schema;
+pub mod sessions;
 pub mod submissions;
 pub mod webhook_config;
 
@@ -216,8 +218,48 @@ struct MigrationVersionRow {
     version: Option<String>,
 }
 
-/// Lets `role` read every table: the dashboard's read-only login. A missing role is reported, not
-/// created, since creating roles needs a superuser.
+/// What the dashboard reads, column by column: its log pages (`attempts::page`, `find`,
+/// `of_delivery`, `counts_per_bucket`, `summary`: the columns of `AttemptRow`), tenant names on the
+/// platform view (`most_failing_tenants`, `tenant_names`) and the schema version
+/// (`ensure_migrated`). No other table or column: no key or password hash, no webhook secret, no
+/// submission, no session, throttling or rate-limit state.
+const DASHBOARD_READABLE_COLUMNS: [(&str, &[&str]); 3] = [
+    (
+        "delivery_attempts",
+        &[
+            "id",
+            "delivery_id",
+            "event_id",
+            "tenant_id",
+            "event_type",
+            "url",
+            "attempt_number",
+            "attempted_at",
+            "duration_ms",
+            "request_headers",
+            "request_body",
+            "response_status",
+            "response_headers",
+            "response_body",
+            "response_truncated",
+            "error_kind",
+            "error_message",
+            "final",
+            "next_retry_at",
+            "manual",
+            "traceparent",
+            "tracestate",
+        ],
+    ),
+    ("tenants", &["id", "name"]),
+    ("__diesel_schema_migrations", &["version"]),
+];
+
+/// Lets `role`, the dashboard's read-only login, read [`DASHBOARD_READABLE_COLUMNS`] and nothing
+/// else. Whatever it held on any table is revoked first, in the same transaction, so a deployment
+/// from when it could read every table is narrowed, the dashboard never sees a gap, and running
+/// this again changes nothing. A missing role is reported, not created, since creating roles needs
+/// a superuser.
 pub async fn grant_read_access(
     conn: &mut AsyncPgConnection,
     role: &str,
@@ -233,18 +275,39 @@ pub async fn grant_read_access(
             .get_result::<Exists>(conn)
             .await?
             .exists;
-    if exists {
-        let quoted = role.replace('"', "\"\"");
-        diesel::sql_query(format!("GRANT USAGE ON SCHEMA public TO \"{quoted}\""))
-            .execute(conn)
-            .await?;
-        diesel::sql_query(format!(
-            "GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"{quoted}\""
-        ))
-        .execute(conn)
-        .await?;
+    if !exists {
+        return Ok(false);
     }
-    Ok(exists)
+    let role = quote_identifier(role);
+    // Revoking a table's privilege revokes its column privileges too, so no grant outlives the list.
+    let mut statements = vec![
+        format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}"),
+        format!("GRANT USAGE ON SCHEMA public TO {role}"),
+    ];
+    statements.extend(DASHBOARD_READABLE_COLUMNS.iter().map(|(table, columns)| {
+        let columns: Vec<String> = columns
+            .iter()
+            .map(|column| quote_identifier(column))
+            .collect();
+        format!(
+            "GRANT SELECT ({}) ON {} TO {role}",
+            columns.join(", "),
+            quote_identifier(table)
+        )
+    }));
+    conn.transaction(async |conn| {
+        for statement in &statements {
+            diesel::sql_query(statement).execute(conn).await?;
+        }
+        Ok::<_, StoreError>(())
+    })
+    .await?;
+    Ok(true)
+}
+
+/// `name` as a PostgreSQL identifier: quoted, so a reserved word (`final`) or any role name works.
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 #[cfg(test)]

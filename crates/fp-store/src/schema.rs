@@ -106,4 +106,35 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(tenants, api_keys, users);
+diesel::table! {
+    user_sessions (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        token_hash -> Bytea,
+        created_at -> Timestamptz,
+        last_used_at -> Timestamptz,
+        client_address -> Text,
+        user_agent -> Text,
+    }
+}
+
+diesel::table! {
+    login_failures (key) {
+        key -> Text,
+        count -> Int4,
+        window_started_at -> Timestamptz,
+        last_failure_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    rate_limit_buckets (tenant_id, action) {
+        tenant_id -> Uuid,
+        action -> Text,
+        full_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(user_sessions -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(tenants, api_keys, users, user_sessions);

@@ -138,6 +138,10 @@ fn describe() {
         "Deliveries parked because their endpoint was at its in-flight cap"
     );
     describe_counter!(
+        "fp_dispatcher_host_rate_deferred_total",
+        "Deliveries parked because their destination host was at this dispatcher's request rate"
+    );
+    describe_counter!(
         "fp_dispatcher_messages_handled_total",
         "Input messages handled and acked"
     );
@@ -216,6 +220,10 @@ fn describe() {
     describe_counter!(
         "fp_db_pool_timeouts_total",
         "Database connection requests that failed (pool timeout or connect error)"
+    );
+    describe_counter!(
+        "fp_api_failed_logins_total",
+        "Password checks (log-ins, password changes) refused by the api, by reason (credentials, throttled)"
     );
     // Dashboard.
     describe_counter!(

@@ -23,6 +23,7 @@ use crate::browser::Browser;
 use crate::environment::TestEnvironment;
 use crate::pipeline::{Pipeline, TenantApi};
 use crate::receiver::{TlsReceiver, always_ok};
+use crate::sessions::create_user;
 
 /// fpctl wants at least 10 characters.
 const PASSWORD: &str = "correct horse battery staple";
@@ -62,27 +63,8 @@ impl DashboardFixture {
         let api = pipeline.tenant(env, "Acme GmbH").await?;
         let tenant_email = "admin@acme.example".to_owned();
         let superadmin_email = "ops@feedbackpulse.example".to_owned();
-        env.fpctl(&[
-            "user",
-            "create",
-            "--email",
-            &tenant_email,
-            "--password",
-            PASSWORD,
-            "--tenant",
-            &api.tenant_id,
-        ])
-        .await?;
-        env.fpctl(&[
-            "user",
-            "create",
-            "--email",
-            &superadmin_email,
-            "--password",
-            PASSWORD,
-            "--superadmin",
-        ])
-        .await?;
+        create_user(env, &tenant_email, PASSWORD, Some(&api.tenant_id)).await?;
+        create_user(env, &superadmin_email, PASSWORD, None).await?;
 
         Ok(DashboardFixture {
             base: format!("http://{address}"),
@@ -165,6 +147,16 @@ pub fn http_client(
     accept_language: &str,
     follow_redirects: bool,
 ) -> anyhow::Result<reqwest::Client> {
+    http_client_from(None, accept_language, follow_redirects)
+}
+
+/// [`http_client`] connecting from `local` (e.g. 127.0.0.2: every 127.0.0.0/8 address is this
+/// machine), so the dashboard sees another client address than 127.0.0.1.
+pub fn http_client_from(
+    local: Option<std::net::IpAddr>,
+    accept_language: &str,
+    follow_redirects: bool,
+) -> anyhow::Result<reqwest::Client> {
     crate::install_crypto_provider();
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(reqwest::header::ACCEPT_LANGUAGE, accept_language.parse()?);
@@ -176,6 +168,7 @@ pub fn http_client(
     Ok(reqwest::Client::builder()
         .no_proxy()
         .cookie_store(true)
+        .local_address(local)
         .default_headers(headers)
         .redirect(redirects)
         .build()?)
@@ -189,6 +182,47 @@ pub async fn http_log_in(
     email: &str,
     password: &str,
 ) -> anyhow::Result<(reqwest::StatusCode, String)> {
+    let answer = post_log_in(client, base, email, password, None).await?;
+    Ok((answer.status(), answer.text().await?))
+}
+
+/// [`http_log_in`] as a proxy in front of the dashboard forwards it: the post carries
+/// `X-Forwarded-For: forwarded_for`.
+pub async fn http_log_in_forwarded(
+    client: &reqwest::Client,
+    base: &str,
+    email: &str,
+    password: &str,
+    forwarded_for: &str,
+) -> anyhow::Result<(reqwest::StatusCode, String)> {
+    let answer = post_log_in(client, base, email, password, Some(forwarded_for)).await?;
+    Ok((answer.status(), answer.text().await?))
+}
+
+/// The session cookie's value after a successful log-in through the form at `base` (the value a
+/// thief would copy); fails unless the log-in succeeds.
+pub async fn http_session_cookie(
+    base: &str,
+    email: &str,
+    password: &str,
+) -> anyhow::Result<String> {
+    let client = http_client("en", false)?;
+    let answer = post_log_in(&client, base, email, password, None).await?;
+    let status = answer.status();
+    answer
+        .cookies()
+        .find(|cookie| cookie.name() == "fp_session" && !cookie.value().is_empty())
+        .map(|cookie| cookie.value().to_owned())
+        .with_context(|| format!("log-in as {email} answered {status} without a session cookie"))
+}
+
+async fn post_log_in(
+    client: &reqwest::Client,
+    base: &str,
+    email: &str,
+    password: &str,
+    forwarded_for: Option<&str>,
+) -> anyhow::Result<reqwest::Response> {
     let form = client
         .get(format!("{base}/login"))
         .send()
@@ -197,8 +231,11 @@ pub async fn http_log_in(
         .await?;
     let token = hidden_field_after(&form, r#"action="/login""#, "csrf_token")
         .context("the log-in form has no CSRF token")?;
-    let answer = client
-        .post(format!("{base}/login"))
+    let mut post = client.post(format!("{base}/login"));
+    if let Some(forwarded_for) = forwarded_for {
+        post = post.header("x-forwarded-for", forwarded_for);
+    }
+    Ok(post
         .header(
             reqwest::header::CONTENT_TYPE,
             "application/x-www-form-urlencoded",
@@ -209,8 +246,7 @@ pub async fn http_log_in(
             ("csrf_token", &token),
         ]))
         .send()
-        .await?;
-    Ok((answer.status(), answer.text().await?))
+        .await?)
 }
 
 /// A client ([`http_client`], following redirects) signed in to the dashboard at `base` as

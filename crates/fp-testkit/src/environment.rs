@@ -333,6 +333,23 @@ impl TestEnvironment {
         Ok((status, std::fs::read_to_string(&process.log_path)?))
     }
 
+    /// The log of every service process started here so far, stopped ones included, as
+    /// `(file name, text)`.
+    pub fn service_logs(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut logs = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|extension| extension == "log") {
+                let name = path
+                    .file_name()
+                    .map(|name| name.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                logs.push((name, std::fs::read_to_string(&path)?));
+            }
+        }
+        Ok(logs)
+    }
+
     fn take_process(&mut self, binary_name: &str) -> anyhow::Result<ServiceProcess> {
         let index = self
             .processes

@@ -13,6 +13,7 @@
 //! - [`rabbitmq_cluster::RabbitCluster`]: a three-node RabbitMQ cluster in containers, whose nodes
 //!   a test stops, starts, cuts off the network and heals.
 //! - [`journal::examine`]: the fault tests' verdict, what the endpoint saw against the log.
+//! - [`sessions`]: dashboard users and their sessions at the api.
 
 pub mod browser;
 pub mod certificates;
@@ -26,6 +27,7 @@ pub mod private_services;
 pub mod rabbitmq_cluster;
 pub mod receiver;
 pub mod seed;
+pub mod sessions;
 
 /// A mutex's guard, also after a panic elsewhere poisoned it: a test's journal stays readable.
 pub fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -60,6 +60,19 @@ pub struct ReceivedSpan {
 }
 
 impl ReceivedSpan {
+    /// Every text the span carries: its name, each attribute's key and value, and
+    /// [`ReceivedSpan::other_text`].
+    pub fn texts(&self) -> impl Iterator<Item = &str> {
+        [self.name.as_str()]
+            .into_iter()
+            .chain(
+                self.attributes
+                    .iter()
+                    .flat_map(|(key, value)| [key.as_str(), value.as_str()]),
+            )
+            .chain(self.other_text.iter().map(String::as_str))
+    }
+
     pub fn attribute(&self, key: &str) -> Option<&str> {
         self.attributes
             .iter()

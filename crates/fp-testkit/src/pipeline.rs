@@ -62,6 +62,15 @@ impl Pipeline {
         Ok(health)
     }
 
+    /// Every health address (`/metrics`) of the deployment: the api's, each dispatcher's and
+    /// log-ingest's.
+    pub fn health_addresses(&self) -> Vec<SocketAddr> {
+        [self.api_health, self.log_ingest]
+            .into_iter()
+            .chain(self.dispatchers.iter().copied())
+            .collect()
+    }
+
     /// A tenant created with `fpctl tenant create`, with a client for the api.
     pub async fn tenant(&self, env: &TestEnvironment, name: &str) -> anyhow::Result<TenantApi> {
         TenantApi::create(env, self.api, name).await
@@ -83,7 +92,9 @@ pub async fn start_api_with_health(
     Ok((api, health))
 }
 
-async fn start_api_on(
+/// Starts fp-api on `api` (and its health on `health`), e.g. again after it was killed, and
+/// waits until it answers.
+pub async fn start_api_on(
     env: &mut TestEnvironment,
     api: SocketAddr,
     health: SocketAddr,
@@ -132,15 +143,19 @@ pub async fn start_dashboard(
 
 /// A counter from a service's `/metrics`, summed over all its label sets; 0 when absent.
 pub async fn metric(health: SocketAddr, name: &str) -> anyhow::Result<u64> {
-    let text = reqwest::Client::builder()
+    Ok(sum_of_series(&metrics_text(health).await?, name).round() as u64)
+}
+
+/// A service's whole `/metrics` exposition.
+pub async fn metrics_text(health: SocketAddr) -> anyhow::Result<String> {
+    Ok(reqwest::Client::builder()
         .no_proxy()
         .build()?
         .get(format!("http://{health}/metrics"))
         .send()
         .await?
         .text()
-        .await?;
-    Ok(sum_of_series(&text, name).round() as u64)
+        .await?)
 }
 
 /// The sum of every sample of `name` in a Prometheus text exposition (`name 3`, `name{a="b"} 2`).
@@ -157,6 +172,24 @@ fn sum_of_series(text: &str, name: &str) -> f64 {
             value.split_whitespace().next()?.parse::<f64>().ok()
         })
         .sum()
+}
+
+/// One answer of the api, JSON.
+#[derive(Debug)]
+pub struct ApiAnswer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl ApiAnswer {
+    /// `Retry-After` in seconds, if the answer has one.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.headers
+            .get("retry-after")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok())
+    }
 }
 
 /// A tenant's view of the api.
@@ -193,6 +226,17 @@ impl TenantApi {
         path: &str,
         body: Option<&str>,
     ) -> anyhow::Result<(u16, Value)> {
+        let answer = self.request(method, path, body).await?;
+        Ok((answer.status, answer.body))
+    }
+
+    /// As [`TenantApi::send`], with the answer's headers.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> anyhow::Result<ApiAnswer> {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -204,9 +248,14 @@ impl TenantApi {
         }
         let response = request.send().await?;
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let text = response.text().await?;
-        let json = serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?;
-        Ok((status, json))
+        let body = serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?;
+        Ok(ApiAnswer {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// Saves the webhook config for both event types; fails unless the api accepts it.

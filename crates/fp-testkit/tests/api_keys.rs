@@ -1,10 +1,12 @@
 //! API keys through the api and `fpctl`: several live per tenant, shown once, stored hashed,
 //! revocable at once; 401 for missing, unknown or revoked keys; a request id on every answer.
 
+use std::net::IpAddr;
+
 use anyhow::Context;
-use fp_domain::session_token::SessionKey;
 use fp_testkit::environment::TestEnvironment;
 use fp_testkit::pipeline::{TenantApi, start_api};
+use fp_testkit::sessions::{UserApi, create_user};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -149,6 +151,40 @@ async fn keys_are_issued_listed_and_revoked_per_tenant() -> anyhow::Result<()> {
     env.finish().await
 }
 
+/// The limit of live keys holds however many creates race: each one counts and inserts under the
+/// tenant's lock, so the last slot goes to exactly one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_creates_never_exceed_the_live_key_limit() -> anyhow::Result<()> {
+    const LIVE_KEY_LIMIT: usize = 20;
+    const PARALLEL_CREATES: usize = 60;
+    let mut env = TestEnvironment::new("keylimit").await?;
+    let api_address = start_api(&mut env).await?;
+    // `fpctl tenant create` issued the first key, so 19 creates can succeed.
+    let alice = TenantApi::create(&env, api_address, "Alice").await?;
+    let body = json!({ "name": "parallel" }).to_string();
+
+    let answers = futures_util::future::join_all(
+        (0..PARALLEL_CREATES)
+            .map(|_| alice.send(reqwest::Method::POST, "/api/v2/api-keys", Some(&body))),
+    )
+    .await;
+    let mut created = 0;
+    for answer in answers {
+        let (status, answer) = answer?;
+        match status {
+            201 => created += 1,
+            409 => assert_eq!(answer["error"]["code"], "conflict", "{answer}"),
+            other => panic!("a create answered {other}: {answer}"),
+        }
+    }
+    assert_eq!(created, LIVE_KEY_LIMIT - 1);
+
+    let mut conn = fp_store::connect(&env.database_url).await?;
+    let live = fp_store::identity::count_live_api_keys(&mut conn, alice.tenant_id.parse()?).await?;
+    assert_eq!(usize::try_from(live)?, LIVE_KEY_LIMIT);
+    env.finish().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated_calls_get_401_and_every_answer_has_a_request_id() -> anyhow::Result<()> {
     let mut env = TestEnvironment::new("authn").await?;
@@ -260,74 +296,57 @@ async fn dashboard_sessions_act_with_their_users_role() -> anyhow::Result<()> {
     let mut env = TestEnvironment::new("sessions").await?;
     let api_address = start_api(&mut env).await?;
     let alice = TenantApi::create(&env, api_address, "Alice").await?;
-    let key = SessionKey::from_hex(
-        env.var("FP__DASHBOARD__SESSION_KEY")
-            .context("the environment sets a session key")?,
-    )?;
-    let user_id = |created: &str| -> anyhow::Result<Uuid> {
-        let created: Value = serde_json::from_str(created)?;
-        Ok(created["user_id"].as_str().context("user_id")?.parse()?)
-    };
-    let admin_of_alice = user_id(
-        &env.fpctl(&[
-            "user",
-            "create",
-            "--email",
-            "admin@alice.example",
-            "--password",
-            "correct horse battery",
-            "--tenant",
-            &alice.tenant_id,
-        ])
-        .await?,
-    )?;
-    let superadmin = user_id(
-        &env.fpctl(&[
-            "user",
-            "create",
-            "--email",
-            "ops@example.com",
-            "--password",
-            "correct horse battery",
-            "--superadmin",
-        ])
-        .await?,
-    )?;
-    let now = chrono::Utc::now().timestamp();
-    let call = |token: String, path: &'static str| {
-        let http = alice.http.clone();
-        let url = format!("{}{path}", alice.base);
-        async move {
-            let response = http
-                .get(url)
-                .header("authorization", format!("Session {token}"))
-                .send()
-                .await?;
-            anyhow::Ok(response.status().as_u16())
-        }
-    };
+    let password = "correct horse battery";
+    create_user(
+        &env,
+        "admin@alice.example",
+        password,
+        Some(&alice.tenant_id),
+    )
+    .await?;
+    create_user(&env, "ops@example.com", password, None).await?;
+    let users = UserApi::new(api_address)?;
+    let browser: IpAddr = "198.51.100.20".parse()?;
 
     // Alice's admin acts for Alice: her (absent) config, her submissions.
-    let session = key.sign(admin_of_alice, now + 600);
-    assert_eq!(call(session.clone(), "/api/v2/webhooks/config").await?, 404);
-    assert_eq!(call(session.clone(), "/api/v2/submissions").await?, 200);
-    assert_eq!(call(session, "/api/v2/admin/webhooks/logs").await?, 403);
-    // The superadmin reads the admin routes only.
-    let session = key.sign(superadmin, now + 600);
+    let session = users
+        .session("admin@alice.example", password, browser)
+        .await?;
     assert_eq!(
-        call(session.clone(), "/api/v2/admin/webhooks/logs").await?,
+        users.status(&session, "/api/v2/webhooks/config").await?,
+        404
+    );
+    assert_eq!(users.status(&session, "/api/v2/submissions").await?, 200);
+    assert_eq!(
+        users
+            .status(&session, "/api/v2/admin/webhooks/logs")
+            .await?,
+        403
+    );
+    // The superadmin reads the admin routes only.
+    let session = users.session("ops@example.com", password, browser).await?;
+    assert_eq!(
+        users
+            .status(&session, "/api/v2/admin/webhooks/logs")
+            .await?,
         200
     );
-    assert_eq!(call(session, "/api/v2/webhooks/config").await?, 403);
-    // Expired, forged with another key, naming nobody, or garbage: 401.
-    let other_key = SessionKey::from_bytes(&[9u8; 32]);
+    assert_eq!(
+        users.status(&session, "/api/v2/webhooks/config").await?,
+        403
+    );
+    // Unknown tokens, the shape of the stateless tokens of old, or garbage: 401.
     for token in [
-        key.sign(admin_of_alice, now - 1),
-        other_key.sign(admin_of_alice, now + 600),
-        key.sign(Uuid::now_v7(), now + 600),
+        "fps_0000000000000000000000000000000000000000000000000000000000000000".to_owned(),
+        format!(
+            "{}.{}.{}",
+            Uuid::now_v7(),
+            chrono::Utc::now().timestamp() + 600,
+            "ab".repeat(32)
+        ),
         "not-a-session".to_owned(),
     ] {
-        assert_eq!(call(token, "/api/v2/webhooks/config").await?, 401);
+        assert_eq!(users.status(&token, "/api/v2/webhooks/config").await?, 401);
     }
     env.finish().await
 }

@@ -1,6 +1,7 @@
 //! `fpctl check-url` and the api's save-time check answer as the dispatcher would, DNS included.
 //! Names get their addresses from a hosts file (`FP__DISPATCHER__HOSTS_FILE`; this machine has no
-//! outside DNS), and a name is blocked when any one of its answers is.
+//! outside DNS), and a name is blocked when any one of its answers is. The operator's tool names
+//! the refused address; the api tells a tenant only what kind of address it is.
 
 use fp_testkit::environment::TestEnvironment;
 use fp_testkit::pipeline::{TenantApi, start_api};
@@ -8,7 +9,7 @@ use serde_json::{Value, json};
 
 const HOSTS_FILE: &str = "\
 # address name...
-10.1.2.3 internal.example.test
+10.0.0.5 internal.example.test
 93.184.216.34 public.example.test mixed.example.test
 192.168.1.1 mixed.example.test
 ";
@@ -53,7 +54,7 @@ async fn check_url_names_the_range_that_blocks_a_target() -> anyhow::Result<()> 
         ("https://metadata.google.internal/", Some("cloud metadata")),
         (
             "https://internal.example.test/hook",
-            Some("address 10.1.2.3 is not allowed: private range 10.0.0.0/8"),
+            Some("address 10.0.0.5 is not allowed: private range 10.0.0.0/8"),
         ),
         // The public answer does not excuse the private one.
         (
@@ -96,18 +97,42 @@ async fn saving_a_config_judges_the_addresses_a_name_resolves_to() -> anyhow::Re
     let api_address = start_api(&mut env).await?;
     let api = TenantApi::create(&env, api_address, "Acme").await?;
 
-    for (url, address) in [
-        ("https://internal.example.test/hook", "10.1.2.3"),
-        ("https://mixed.example.test/hook", "192.168.1.1"),
+    for (url, address, range) in [
+        (
+            "https://internal.example.test/hook",
+            "10.0.0.5",
+            "10.0.0.0/8",
+        ),
+        (
+            "https://mixed.example.test/hook",
+            "192.168.1.1",
+            "192.168.0.0/16",
+        ),
     ] {
         let (status, body) = put_config(&api, url).await?;
         assert_eq!(status, 422, "{url}: {body}");
         assert_eq!(body["error"]["field"], "url", "{body}");
+        assert_eq!(body["error"]["reason"], "private", "{body}");
+        // The policy's reason, in words a tenant can act on...
         let message = body["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.contains(address), "{url}: {message}");
-        // Word for word what the operator's tool (and so the dispatcher) says.
+        assert!(
+            message.contains("private or internal") && message.contains("webhooks may not call"),
+            "{url}: {message}"
+        );
+        // ...but not what the name resolves to: a tenant must not map internal names.
+        let answer = body.to_string();
+        for revealing in [address, range, "10.0.0", "192.168"] {
+            assert!(
+                !answer.contains(revealing),
+                "{url}: `{revealing}` in {answer}"
+            );
+        }
+        // The operator's tool names both.
         let (_, verdict) = check_url(&env, url).await?;
-        assert_eq!(Some(message), verdict.trim().strip_prefix("blocked: "));
+        assert!(
+            verdict.contains(address) && verdict.contains(range),
+            "{url}: {verdict}"
+        );
     }
 
     // A name that does not resolve is saved (DNS may lag a new endpoint); deliveries judge it.

@@ -597,9 +597,10 @@ async fn a_superadmin_sees_every_tenants_deliveries_and_filters_by_one() -> anyh
         )
         .await?;
         browser.wait_for_path("/admin/webhook-logs").await?;
+        // The platform's log and the user's own account; no tenant page.
         let nav = browser.text("nav.site-nav").await?;
         anyhow::ensure!(
-            nav == "Admin: Webhook Logs",
+            nav == "Admin: Webhook Logs\nAccount",
             "the superadmin's nav is {nav:?}"
         );
         let tenants = column(browser, "Tenant").await?;

@@ -2,18 +2,25 @@
 //! mocks that check every body as Slack and Discord do and answer as they do. The mocks are reached
 //! under the services' real host names through the dispatcher's hosts file, so format detection
 //! sees real webhook URLs; a retry schedule of seconds runs retries through production's code path.
+//! The tokens in those URLs' paths are looked for in everything the services write outside the
+//! tenant's own view: their logs, the spans they export and their metrics.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use fp_testkit::environment::TestEnvironment;
 use fp_testkit::mock_services::{DiscordMock, MockWebhook, SlackMock};
-use fp_testkit::pipeline::{Pipeline, TenantApi};
+use fp_testkit::otlp::{OtlpProtocol, OtlpReceiver};
+use fp_testkit::pipeline::{Pipeline, TenantApi, metrics_text};
 use fp_testkit::receiver::ReceivedRequest;
 use serde_json::Value;
 
-const SLACK_PATH: &str = "/services/T000/B000/XXXX";
-const DISCORD_PATH: &str = "/api/webhooks/123/abc";
+const SLACK_PATH: &str = "/services/T000/B000/SlackT0kenQ7x9";
+const DISCORD_PATH: &str = "/api/webhooks/123/DiscordT0kenW4v2";
+const CANARY_DISCORD_PATH: &str = "/api/v10/webhooks/456/CanaryT0kenP3k8";
+/// The secret part of each path above: the last segment.
+const TOKENS: [&str; 3] = ["SlackT0kenQ7x9", "DiscordT0kenW4v2", "CanaryT0kenP3k8"];
+const SERVICES: [&str; 3] = ["fp-api", "fp-dispatcher", "fp-log-ingest"];
 const RETRY_SCHEDULE: &str = "500ms,1s,1s";
 /// Longer than the whole retry schedule: how long a scenario watches for an attempt that must not
 /// come.
@@ -91,8 +98,12 @@ async fn slack_and_discord_get_valid_messages_and_their_answers_steer_retries() 
 {
     let mut env = TestEnvironment::new("chat").await?;
     let mocks = Mocks::start().await?;
+    let collector = OtlpReceiver::start(OtlpProtocol::HttpProtobuf).await?;
     // Before any service starts: both the api and the dispatcher read these at start-up.
     point_services_at(&mut env, &mocks)?;
+    for (key, value) in collector.env() {
+        env.set(key, value);
+    }
     let pipeline = Pipeline::start(&mut env, 1).await?;
     let tenant = |name: &'static str| pipeline.tenant(&env, name);
 
@@ -122,7 +133,7 @@ async fn slack_and_discord_get_valid_messages_and_their_answers_steer_retries() 
         async {
             let url = mocks
                 .discord_deleted
-                .url_at("canary.discord.com", "/api/v10/webhooks/456/def");
+                .url_at("canary.discord.com", CANARY_DISCORD_PATH);
             one_final_attempt(
                 &tenant("Deleted Discord Co").await?,
                 &mocks.discord_deleted,
@@ -158,7 +169,90 @@ async fn slack_and_discord_get_valid_messages_and_their_answers_steer_retries() 
             .context("Slack channel_is_archived")
         },
     )?;
+    no_token_outside_the_tenants_view(&env, &pipeline, &collector).await?;
     env.finish().await
+}
+
+/// Slack and Discord keep a webhook's secret token in its URL's path, and only the tenant's own
+/// view (config and delivery log) may show it: no log line of any service, no exported span and no
+/// metric.
+async fn no_token_outside_the_tenants_view(
+    env: &TestEnvironment,
+    pipeline: &Pipeline,
+    collector: &OtlpReceiver,
+) -> anyhow::Result<()> {
+    for (path, token) in [SLACK_PATH, DISCORD_PATH, CANARY_DISCORD_PATH]
+        .into_iter()
+        .zip(TOKENS)
+    {
+        assert!(path.ends_with(token), "{path} is searched for {token}");
+    }
+    // Each service's spans have arrived, so the search covers all of them.
+    let spans = collector
+        .spans_until(DEADLINE, |spans| {
+            SERVICES
+                .iter()
+                .all(|service| spans.iter().any(|span| span.service == *service))
+        })
+        .await;
+    for service in SERVICES {
+        assert!(
+            spans.iter().any(|span| span.service == service),
+            "no span of {service} arrived"
+        );
+    }
+    for span in &spans {
+        for text in span.texts() {
+            for token in TOKENS {
+                assert!(
+                    !text.contains(token),
+                    "{} span {} carries a token in `{text}`",
+                    span.service,
+                    span.name
+                );
+            }
+        }
+    }
+
+    let logs = env.service_logs()?;
+    for service in SERVICES {
+        assert!(
+            logs.iter().any(|(name, _)| name.starts_with(service)),
+            "no log of {service}"
+        );
+    }
+    for (name, text) in &logs {
+        for line in text.lines() {
+            for token in TOKENS {
+                assert!(!line.contains(token), "{name} logs a token: {line}");
+            }
+        }
+    }
+    // The api logs each saved config with its URL redacted: the lines searched are the ones that
+    // used to carry the whole URL.
+    assert!(
+        logs.iter().any(|(_, text)| text.lines().any(|line| {
+            line.contains("webhook config saved")
+                && line.contains("hooks.slack.com")
+                && line.contains("/services/T000/B000/[redacted]")
+        })),
+        "no redacted Slack URL in the api's log"
+    );
+
+    for health in pipeline.health_addresses() {
+        let metrics = metrics_text(health).await?;
+        assert!(
+            metrics.contains("# TYPE fp_"),
+            "no metrics at {health}: {metrics}"
+        );
+        for token in TOKENS {
+            assert!(
+                !metrics.contains(token),
+                "a metric at {health} carries a token"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// One event the tenant's endpoint must get: a submission and what happened to it.

@@ -336,13 +336,7 @@ async fn one_trace_per_event(protocol: OtlpProtocol) -> anyhow::Result<()> {
     // Nothing secret anywhere, in any span of any trace.
     let path_parts = ["T0TRACEPATH", "B0TOKEN9d2e", "q7TRACEQUERY", "/hooks/"];
     for span in &all {
-        let texts = span
-            .attributes
-            .iter()
-            .flat_map(|(key, value)| [key.as_str(), value.as_str()])
-            .chain(span.other_text.iter().map(String::as_str))
-            .chain([span.name.as_str()]);
-        for text in texts {
+        for text in span.texts() {
             for forbidden in [SECRET, FEEDBACK, CUSTOMER, api.key.as_str()]
                 .into_iter()
                 .chain(path_parts)

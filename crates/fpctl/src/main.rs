@@ -6,13 +6,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use argon2::password_hash::{PasswordHasher, SaltString};
 use clap::{Parser, Subcommand};
 use fp_broker::Broker;
-use fp_delivery::PinningResolver;
+use fp_delivery::{PinningResolver, ResolveRefused};
 use fp_domain::address_policy::{AddressPolicy, TargetHost};
 use fp_domain::api_key::IssuedKey;
-use fp_settings::Settings;
+use fp_settings::{ExposeSecret, Settings};
 use fp_store::identity::{self, KeyOwner};
 use ring::rand::{SecureRandom, SystemRandom};
 use tracing::Instrument;
@@ -175,7 +174,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Migrate => migrate(&settings).await?,
         Command::DeleteTopology => {
-            let broker = Broker::connect(&settings.broker.url, &settings.broker.namespace).await?;
+            let broker = Broker::connect(
+                settings.broker.url.expose_secret(),
+                &settings.broker.namespace,
+            )
+            .await?;
             broker
                 .delete_topology(&settings.dispatcher.delay_tiers())
                 .await?;
@@ -201,11 +204,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let applied = fp_store::run_migrations(&settings.database.url).await?;
+    let applied = fp_store::run_migrations(settings.database.url.expose_secret()).await?;
     for version in &applied {
         println!("applied migration {version}");
     }
-    let mut conn = fp_store::connect(&settings.database.url).await?;
+    let mut conn = fp_store::connect(settings.database.url.expose_secret()).await?;
     let role = &settings.database.readonly_role;
     if fp_store::grant_read_access(&mut conn, role).await? {
         println!("granted read access to role {role}");
@@ -217,8 +220,12 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let queues = fp_broker::QueueOptions {
         quorum_initial_group_size: settings.broker.quorum_initial_group_size,
     };
-    let broker =
-        Broker::connect_with(&settings.broker.url, &settings.broker.namespace, queues).await?;
+    let broker = Broker::connect_with(
+        settings.broker.url.expose_secret(),
+        &settings.broker.namespace,
+        queues,
+    )
+    .await?;
     broker.declare_topology().await?;
     broker.close().await;
     println!(
@@ -241,7 +248,7 @@ async fn create_tenant(settings: &Settings, name: &str) -> anyhow::Result<()> {
     if name.is_empty() || name.chars().count() > 200 {
         bail!("the tenant name must be 1 to 200 characters");
     }
-    let mut conn = fp_store::connect(&settings.database.url).await?;
+    let mut conn = fp_store::connect(settings.database.url.expose_secret()).await?;
     let tenant_id = Uuid::now_v7();
     let issued = IssuedKey::from_random(random_bytes()?);
     identity::create_tenant(&mut conn, tenant_id, name).await?;
@@ -261,7 +268,7 @@ async fn create_tenant(settings: &Settings, name: &str) -> anyhow::Result<()> {
 }
 
 async fn manage_keys(settings: &Settings, command: KeyCommand) -> anyhow::Result<()> {
-    let mut conn = fp_store::connect(&settings.database.url).await?;
+    let mut conn = fp_store::connect(settings.database.url.expose_secret()).await?;
     match command {
         KeyCommand::Create { owner, name } => {
             let owner = owner.owner();
@@ -330,21 +337,14 @@ async fn create_user(
     if !email.contains('@') {
         bail!("`{email}` is not an email address");
     }
-    if password.chars().count() < 10 {
-        bail!("the password must be at least 10 characters");
-    }
-    let mut conn = fp_store::connect(&settings.database.url).await?;
+    fp_domain::password::check_new(password)?;
+    let mut conn = fp_store::connect(settings.database.url.expose_secret()).await?;
     if let Some(tenant_id) = tenant
         && !identity::tenant_exists(&mut conn, tenant_id).await?
     {
         bail!("no tenant with id {tenant_id}");
     }
-    let salt = SaltString::encode_b64(&random_bytes::<16>()?)
-        .map_err(|err| anyhow::anyhow!("could not encode the salt: {err}"))?;
-    let password_hash = argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|err| anyhow::anyhow!("could not hash the password: {err}"))?
-        .to_string();
+    let password_hash = fp_domain::password::hash(password, random_bytes::<16>()?)?;
     let role = if superadmin {
         identity::ROLE_SUPERADMIN
     } else {
@@ -364,8 +364,9 @@ async fn check_url(settings: &Settings, url: &str) -> anyhow::Result<ExitCode> {
     let policy = Arc::new(AddressPolicy::with_allow_list(
         settings.dispatcher.allow_private_cidrs.clone(),
     ));
+    // An operator's tool: unlike the api, it names the refused address and its range.
     let verdict = match policy.check_url(url) {
-        Err(blocked) => Err(blocked.to_string()),
+        Err(blocked) => Err(blocked.operator_detail()),
         Ok(checked) => match checked.host {
             TargetHost::Ip(_) => Ok(()),
             TargetHost::Name(name) => {
@@ -374,7 +375,10 @@ async fn check_url(settings: &Settings, url: &str) -> anyhow::Result<ExitCode> {
                     .resolve_checked(&name)
                     .await
                     .map(|_| ())
-                    .map_err(|refused| refused.to_string())
+                    .map_err(|refused| match refused {
+                        ResolveRefused::Blocked(blocked) => blocked.operator_detail(),
+                        lookup @ ResolveRefused::Lookup(_) => lookup.to_string(),
+                    })
             }
         },
     };

@@ -7,7 +7,7 @@ use anyhow::Context;
 use diesel::QueryableByName;
 use diesel::sql_types::{Bool, Text};
 use diesel_async::RunQueryDsl;
-use fp_settings::DatabaseSettings;
+use fp_settings::{DatabaseSettings, ExposeSecret};
 use url::Url;
 
 #[derive(QueryableByName)]
@@ -78,8 +78,11 @@ async fn ensure_role(conn: &mut fp_store::PgConnection, login: &Login) -> anyhow
 }
 
 pub async fn run(admin_url: &str, settings: &DatabaseSettings) -> anyhow::Result<()> {
-    let (app, database) = login_of(&settings.url, "database.url")?;
-    let (reader, _) = login_of(&settings.readonly_url, "database.readonly_url")?;
+    let (app, database) = login_of(settings.url.expose_secret(), "database.url")?;
+    let (reader, _) = login_of(
+        settings.readonly_url.expose_secret(),
+        "database.readonly_url",
+    )?;
     let mut conn = fp_store::connect(admin_url).await?;
     ensure_role(&mut conn, &app).await?;
     if reader.user != app.user {

@@ -1,8 +1,11 @@
-//! API-key authentication and roles. A handler states whom it serves by the extractor it takes:
-//! [`AuthenticatedTenant`] (a tenant admin's key; every query is scoped by that tenant, never by an
-//! id from the request) or [`Superadmin`] (a platform key, for the admin routes). A missing or
-//! unknown key is a 401; a live key of the other role is a 403. Dashboard sessions
-//! (`Authorization: Session <token>`, see `fp_domain::session_token`) act with their user's role.
+//! Authentication and roles. A handler states whom it serves by the extractor it takes:
+//! [`AuthenticatedTenant`] (a tenant admin's key or session; every query is scoped by that tenant,
+//! never by an id from the request), [`TenantKey`] (a tenant's API key only: key management),
+//! [`Superadmin`] (a platform key or session, for the admin routes) or [`SignedInUser`] (a
+//! dashboard session only: the user's own sessions and password). A missing or unknown credential
+//! is a 401; a live one of the wrong kind or role is a 403. Dashboard sessions
+//! (`Authorization: Session <token>`) are rows of `user_sessions`, looked up by the token's hash
+//! and marked used on every call; they act with their user's role.
 
 use std::future::{Ready, ready};
 
@@ -10,24 +13,38 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, http::header, web};
-use fp_store::identity::{self, KeyOwner};
+use fp_domain::session::SessionToken;
+use fp_store::identity::{self, KeyOwner, UserRow};
+use fp_store::sessions::{self, SessionRow};
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::ApiError;
 
-/// A tenant admin's key: the tenant every query of the request is scoped to.
+/// A tenant admin's key or session: the tenant every query of the request is scoped to.
 pub struct AuthenticatedTenant(pub Uuid);
 
-/// A superadmin's key: may read every tenant's delivery logs through the admin routes.
+/// A tenant admin's API key, not a session: API keys are managed with API keys only, so a
+/// session (a copied cookie, say) can never mint a credential that outlives it.
+pub struct TenantKey(pub Uuid);
+
+/// A superadmin's key or session: may read every tenant's delivery logs through the admin routes.
 pub struct Superadmin;
+
+/// The dashboard session a request came with, and its user.
+#[derive(Clone)]
+pub struct SignedInUser {
+    /// As of this request: already marked used.
+    pub session: SessionRow,
+    pub user: UserRow,
+}
 
 /// What an `Authorization` header offers.
 enum Credential {
     /// `Bearer <API key>`.
     ApiKey(String),
     /// `Session <token>`: a dashboard session, sent by the dashboard for the user it serves.
-    Session(String),
+    Session(SessionToken),
 }
 
 fn credential(req: &ServiceRequest) -> Option<Credential> {
@@ -37,7 +54,7 @@ fn credential(req: &ServiceRequest) -> Option<Credential> {
     }
     value
         .strip_prefix("Session ")
-        .map(|token| Credential::Session(token.trim().to_owned()))
+        .map(|token| Credential::Session(SessionToken::from_client(token)))
 }
 
 /// Resolves the credential of every request in the scope before any extractor runs, so a call
@@ -53,42 +70,45 @@ pub async fn authenticate(
     ) else {
         return Ok(req.error_response(ApiError::Unauthorized));
     };
-    let owner = match owner_of_credential(&state, credential).await {
-        Ok(Some(owner)) => owner,
+    let (owner, signed_in) = match owner_of_credential(&state, credential).await {
+        Ok(Some(found)) => found,
         Ok(None) => return Ok(req.error_response(ApiError::Unauthorized)),
         Err(error) => return Ok(req.error_response(error)),
     };
     req.extensions_mut().insert(owner);
+    if let Some(signed_in) = signed_in {
+        req.extensions_mut().insert(signed_in);
+    }
     Ok(next.call(req).await?.map_into_boxed_body())
 }
 
-/// Whom a credential acts for: a live key's owner, or a signed-in dashboard user's tenant (or the
-/// platform, for a superadmin). `None` for anything unknown, revoked, expired or forged.
+/// Whom a credential acts for: a live key's owner, or a live session's user's tenant (or the
+/// platform, for a superadmin) with the session. `None` for anything unknown, revoked or ended.
 async fn owner_of_credential(
     state: &AppState,
     credential: Credential,
-) -> Result<Option<KeyOwner>, ApiError> {
+) -> Result<Option<(KeyOwner, Option<SignedInUser>)>, ApiError> {
     let mut conn = state.pool.get().await.map_err(fp_store::StoreError::from)?;
     match credential {
         Credential::ApiKey(key) => {
             let hash = fp_domain::api_key::hash_key(&key);
             Ok(identity::live_key_by_hash(&mut conn, &hash)
                 .await?
-                .map(|key| key.owner()))
+                .map(|key| (key.owner(), None)))
         }
         Credential::Session(token) => {
-            let Some(session_key) = &state.session_key else {
-                return Ok(None);
-            };
-            let Ok(user_id) = session_key.verify(&token, chrono::Utc::now().timestamp()) else {
-                return Ok(None);
-            };
-            // Looked up on every call, so a deleted user's sessions stop working at once.
-            Ok(identity::user_by_id(&mut conn, user_id)
+            let now = chrono::Utc::now();
+            let live = state.session_timeouts.live_since(now);
+            // Marks the session used, which keeps it from its idle timeout.
+            Ok(sessions::use_session(&mut conn, &token.hash(), now, live)
                 .await?
-                .map(|user| match user.tenant_id {
-                    Some(tenant_id) => KeyOwner::Tenant(tenant_id),
-                    None => KeyOwner::Platform,
+                .map(|(session, user)| {
+                    let owner = match user.tenant_id {
+                        Some(tenant_id) => KeyOwner::Tenant(tenant_id),
+                        None => KeyOwner::Platform,
+                    };
+                    let signed_in = SignedInUser { session, user };
+                    (owner, Some(signed_in))
                 }))
         }
     }
@@ -126,6 +146,41 @@ impl FromRequest for Superadmin {
             KeyOwner::Tenant(_) => Err(ApiError::Forbidden(
                 "this route needs a superadmin key; tenant keys may not use it",
             )),
+        }))
+    }
+}
+
+impl FromRequest for TenantKey {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        if req.extensions().get::<SignedInUser>().is_some() {
+            return ready(Err(ApiError::Forbidden(
+                "API keys are managed with an API key only: a dashboard session may not create, \
+                 list or revoke them (a tenant's first key comes from `fpctl tenant create`)",
+            )));
+        }
+        match AuthenticatedTenant::from_request(req, payload).into_inner() {
+            Ok(AuthenticatedTenant(tenant_id)) => ready(Ok(TenantKey(tenant_id))),
+            Err(error) => ready(Err(error)),
+        }
+    }
+}
+
+impl FromRequest for SignedInUser {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(owner_of(req).and_then(|_| {
+            req.extensions()
+                .get::<SignedInUser>()
+                .cloned()
+                .ok_or(ApiError::Forbidden(
+                    "this route is for a signed-in dashboard user (`Authorization: Session \
+                     <token>`); an API key has no user",
+                ))
         }))
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use fp_broker::{Deliveries, Delivery, Names, Publisher};
 use fp_contracts::{DecodeError, ProtoMessage, time_from, uuid_from, v1};
+use fp_domain::url_redaction::redact_url;
 use fp_store::{PgPool, StoreError, webhook_config};
 use futures_util::StreamExt;
 use tokio::sync::watch;
@@ -94,7 +95,7 @@ impl EndpointHealthRecorder {
                 .await?;
                 if disabled {
                     metrics::counter!("fp_api_endpoints_disabled_total").increment(1);
-                    tracing::warn!(tenant_id = %report.tenant_id, url = %report.url, %since, "endpoint disabled: every delivery failed for too long");
+                    tracing::warn!(tenant_id = %report.tenant_id, url = %redact_url(&report.url), %since, "endpoint disabled: every delivery failed for too long");
                 }
                 Ok(())
             }

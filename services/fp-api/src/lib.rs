@@ -6,9 +6,12 @@ mod auth;
 mod endpoint_health;
 mod error;
 mod json_body;
+mod login_throttle;
 mod metrics;
 mod openapi;
 pub mod outbox_relay;
+mod password;
+mod rate_limit;
 mod request_id;
 mod routes;
 
@@ -19,10 +22,10 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use fp_broker::{Broker, Declarations, Names, Publisher, QueueOptions};
 use fp_delivery::PinningResolver;
-use fp_domain::address_policy::AddressPolicy;
+use fp_domain::address_policy::{AddressPolicy, Cidr};
 use fp_domain::secret_box::MasterKey;
-use fp_domain::session_token::SessionKey;
-use fp_settings::Settings;
+use fp_domain::session::SessionTimeouts;
+use fp_settings::{ExposeSecret, Settings};
 use fp_store::PgPool;
 use fp_telemetry::health::{self, Health};
 use tokio::sync::{Notify, watch};
@@ -39,8 +42,12 @@ pub(crate) struct AppState {
     pub outbox_wakeup: Arc<Notify>,
     /// Seals webhook secrets before they are stored.
     pub master_key: MasterKey,
-    /// Verifies dashboard sessions; `None` when `dashboard.session_key` is not set here.
-    pub session_key: Option<SessionKey>,
+    /// When dashboard sessions end.
+    pub session_timeouts: SessionTimeouts,
+    /// Peers whose `X-Forwarded-For` is believed (`api.trusted_proxies`).
+    pub trusted_proxies: Arc<Vec<Cidr>>,
+    /// Checks log-in passwords (in constant time whether or not the user exists).
+    pub passwords: Arc<password::PasswordChecker>,
     /// Source of the nonce of every sealed secret.
     pub rng: Arc<ring::rand::SystemRandom>,
     /// How long a replaced webhook secret still signs deliveries.
@@ -48,24 +55,27 @@ pub(crate) struct AppState {
     /// Publishes manual redeliveries (with confirms) straight to the dispatchers' retry queue.
     pub job_publisher: Publisher,
     pub broker_names: Names,
+    /// Per-tenant limits of redelivery and test events (`api.rate_limits`).
+    pub rate_limits: fp_settings::TenantRateLimits,
 }
 
 /// Largest request body accepted; config and submission bodies are far smaller.
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The key of dashboard sessions, if configured here; a malformed one stops the start.
-fn dashboard_session_key(settings: &Settings) -> anyhow::Result<Option<SessionKey>> {
-    let hex_key = settings.dashboard.session_key.trim();
-    if hex_key.is_empty() {
-        tracing::info!(
-            "dashboard.session_key is not set: only API keys authenticate (the dashboard cannot \
-             save through this api)"
-        );
-        return Ok(None);
-    }
-    Ok(Some(
-        SessionKey::from_hex(hex_key).context("fp-api cannot start")?,
-    ))
+fn session_timeouts(settings: &Settings) -> anyhow::Result<SessionTimeouts> {
+    let timeout = |timeout: Duration, key: &str| {
+        chrono::TimeDelta::from_std(timeout).with_context(|| format!("{key} is out of range"))
+    };
+    Ok(SessionTimeouts {
+        idle: timeout(
+            settings.api.session_idle_timeout,
+            "api.session_idle_timeout",
+        )?,
+        absolute: timeout(
+            settings.api.session_absolute_timeout,
+            "api.session_absolute_timeout",
+        )?,
+    })
 }
 
 /// Starts the relay and serves HTTP until the process is told to stop.
@@ -76,7 +86,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .master_key()
         .context("fp-api cannot start")?
         .clone();
-    let pool = fp_store::pool(&settings.database.url, settings.database.pool_size)?;
+    let pool = fp_store::pool(
+        settings.database.url.expose_secret(),
+        settings.database.pool_size,
+    )?;
     fp_store::ensure_migrated(&pool)
         .await
         .context("fp-api cannot start")?;
@@ -94,7 +107,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // Supervised: submissions are taken (into the outbox) while RabbitMQ is away, and the relay
     // and the health consumer carry on by themselves once it is back.
     let broker = Broker::supervise(
-        &settings.broker.url,
+        settings.broker.url.expose_secret(),
         &settings.broker.namespace,
         Declarations::topology(QueueOptions {
             quorum_initial_group_size: settings.broker.quorum_initial_group_size,
@@ -108,18 +121,22 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let lookup = fp_delivery::system_lookup(settings.dispatcher.hosts_file.as_deref())
         .context("fp-api cannot start")?;
     let resolver = Arc::new(PinningResolver::new(lookup, policy.clone()));
+    let rng = ring::rand::SystemRandom::new();
     let state = AppState {
         pool: pool.clone(),
         policy,
         resolver,
         outbox_wakeup: Arc::new(Notify::new()),
         master_key,
-        session_key: dashboard_session_key(&settings)?,
-        rng: Arc::new(ring::rand::SystemRandom::new()),
+        session_timeouts: session_timeouts(&settings)?,
+        trusted_proxies: Arc::new(settings.api.trusted_proxies.clone()),
+        passwords: Arc::new(password::PasswordChecker::new(&rng).context("fp-api cannot start")?),
+        rng: Arc::new(rng),
         secret_rotation_grace: chrono::TimeDelta::from_std(settings.api.secret_rotation_grace)
             .context("api.secret_rotation_grace is out of range")?,
         job_publisher: broker.publisher(),
         broker_names: broker.names.clone(),
+        rate_limits: settings.api.rate_limits,
     };
 
     // Background work stops when this turns true, after the HTTP server has drained.

@@ -11,14 +11,18 @@ use utoipa::openapi::{RefOr, Response, ResponseBuilder, content::ContentBuilder}
 use utoipa::{Modify, OpenApi, PartialSchema};
 
 use crate::error::ErrorBody;
-use crate::routes::{api_keys, logs, redelivery, submissions, test_event, webhook_config};
+use crate::routes::{
+    api_keys, logs, redelivery, sessions, submissions, test_event, webhook_config,
+};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "FeedbackPulse Webhooks API",
         description = "Webhook configuration, submissions and delivery logs. Authenticate with \
-                       `Authorization: Bearer <API key>`; errors share one shape, \
+                       `Authorization: Bearer <API key>` (the dashboard uses \
+                       `Authorization: Session <token>` from `POST /api/v2/sessions` for its \
+                       signed-in user; API keys are managed with API keys only); errors share one shape, \
                        `{\"error\": {\"code\", \"message\", \"field\"}}`, and every answer carries \
                        an `X-Request-Id`."
     ),
@@ -40,6 +44,13 @@ use crate::routes::{api_keys, logs, redelivery, submissions, test_event, webhook
         api_keys::create,
         api_keys::list,
         api_keys::revoke,
+        sessions::log_in,
+        sessions::list,
+        sessions::current,
+        sessions::log_out,
+        sessions::end,
+        sessions::change_password,
+        sessions::admin_end_all,
     ),
     modifiers(&Authentication)
 )]

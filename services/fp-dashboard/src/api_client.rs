@@ -1,6 +1,9 @@
-//! The dashboard's writes (config, test event, redelivery) go through the api, which owns those
-//! tables; each call carries the signed-in user's own session, so the api applies that user's role
-//! and tenant (`Authorization: Session <token>`).
+//! The dashboard's writes (config, test event, redelivery, sessions, passwords) go through the
+//! api, which owns those tables; each call carries the signed-in user's own session, so the api
+//! applies that user's role and tenant (`Authorization: Session <token>`). Log-ins go there too:
+//! the api checks the password, throttles, and hands out the session.
+
+use std::net::IpAddr;
 
 use std::time::Duration;
 use tracing::Instrument;
@@ -29,6 +32,8 @@ pub enum ApiClientError {
 pub struct ApiAnswer {
     pub status: u16,
     pub body: Value,
+    /// Seconds to wait, with a 429 or 503.
+    pub retry_after: Option<String>,
 }
 
 impl ApiAnswer {
@@ -41,6 +46,12 @@ impl ApiAnswer {
         let error = &self.body["error"];
         (error["message"].as_str(), error["field"].as_str())
     }
+}
+
+/// The browser a log-in comes from: its address (the dashboard's peer) and user agent.
+pub struct Browser<'a> {
+    pub address: Option<IpAddr>,
+    pub user_agent: &'a str,
 }
 
 pub struct ApiClient {
@@ -71,6 +82,35 @@ impl ApiClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<ApiAnswer, ApiClientError> {
+        let authorization = format!("Session {session}");
+        self.send(method, path, body, &[("authorization", authorization)])
+            .await
+    }
+
+    /// `POST /api/v2/sessions` for a browser: the api throttles by the browser's address, which
+    /// it believes from the dashboard (a trusted proxy there), and lists the session with it.
+    pub async fn log_in(
+        &self,
+        email: &str,
+        password: &str,
+        browser: &Browser<'_>,
+    ) -> Result<ApiAnswer, ApiClientError> {
+        let body = serde_json::json!({ "email": email, "password": password });
+        let mut headers = vec![("user-agent", browser.user_agent.to_owned())];
+        if let Some(address) = browser.address {
+            headers.push(("x-forwarded-for", address.to_string()));
+        }
+        self.send(Method::POST, "/api/v2/sessions", Some(&body), &headers)
+            .await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&'static str, String)],
+    ) -> Result<ApiAnswer, ApiClientError> {
         let url = format!("{}{path}", self.base);
         // A client span per api call (method and server only: never the path, never the
         // session), whose context the api continues.
@@ -89,10 +129,10 @@ impl ApiClient {
         );
         let mut trace_headers = std::collections::HashMap::new();
         fp_telemetry::propagation::inject(&span, &mut trace_headers);
-        let mut request = self
-            .http
-            .request(method, &url)
-            .header("authorization", format!("Session {session}"));
+        let mut request = self.http.request(method, &url);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
         for (name, value) in trace_headers {
             request = request.header(name, value);
         }
@@ -114,6 +154,11 @@ impl ApiClient {
                 }
             })?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
         span.record("http.response.status_code", status);
         if status >= 500 {
             span.record("error.type", status.to_string());
@@ -129,6 +174,10 @@ impl ApiClient {
             serde_json::from_slice(&bytes)
                 .map_err(|error| ApiClientError::NotJson { status, error })?
         };
-        Ok(ApiAnswer { status, body })
+        Ok(ApiAnswer {
+            status,
+            body,
+            retry_after,
+        })
     }
 }

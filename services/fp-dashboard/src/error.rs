@@ -20,8 +20,6 @@ pub enum PageError {
     Database(#[from] StoreError),
     #[error("template rendering failed")]
     Template(#[from] tera::Error),
-    #[error("the password check did not complete")]
-    PasswordCheck(#[from] actix_web::error::BlockingError),
     #[error("random bytes unavailable")]
     Random(#[from] crate::session::RandomFailed),
     #[error("the api call failed")]
@@ -43,16 +41,25 @@ pub enum PageError {
 }
 
 impl PageError {
+    /// An api answer the page has no place for: a session the api no longer knows signs the user
+    /// out, a refused role is a 403, anything else a failure.
+    pub fn refused_by_api(answer: &crate::api_client::ApiAnswer) -> Self {
+        match answer.status {
+            401 => PageError::SignInRequired,
+            403 => PageError::Forbidden,
+            status => PageError::ApiRefused {
+                status,
+                message: answer.error().0.unwrap_or_default().to_owned(),
+            },
+        }
+    }
+
     /// Catalog paths of the page's heading and message.
     fn texts(&self) -> (&'static str, &'static str) {
         match self {
             PageError::Database(_) => (
                 "common.errors.generic_heading",
                 "common.errors.database_message",
-            ),
-            PageError::PasswordCheck(_) => (
-                "common.errors.generic_heading",
-                "common.errors.password_check_message",
             ),
             PageError::Template(_) | PageError::Random(_) => (
                 "common.errors.generic_heading",

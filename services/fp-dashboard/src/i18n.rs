@@ -34,6 +34,16 @@ const CATALOGS: &[(Lang, &str, &str)] = &[
         "integrations",
         include_str!("../locales/de/integrations.toml"),
     ),
+    (
+        Lang::En,
+        "account",
+        include_str!("../locales/en/account.toml"),
+    ),
+    (
+        Lang::De,
+        "account",
+        include_str!("../locales/de/account.toml"),
+    ),
     (Lang::En, "logs", include_str!("../locales/en/logs.toml")),
     (Lang::De, "logs", include_str!("../locales/de/logs.toml")),
 ];

@@ -1,15 +1,13 @@
 //! The dashboard: server-rendered pages for tenant admins.
 //!
-//! It reads PostgreSQL through a read-only role and never writes a table (writes will go through
-//! the api). Hence sessions are signed cookies rather than rows; see [`session`].
+//! It reads PostgreSQL through a read-only role and never writes a table: writes, log-ins and
+//! sessions go through the api (see [`api_client`], [`session`]).
 
 mod api_client;
 mod error;
 mod i18n;
 mod pages;
-mod password;
 mod session;
-mod throttle;
 mod views;
 
 use actix_web::body::MessageBody;
@@ -17,17 +15,14 @@ use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::middleware::{DefaultHeaders, ErrorHandlers, Logger};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use fp_domain::session_token::SessionKey;
-use fp_settings::Settings;
+use fp_settings::{ExposeSecret, Settings};
 use fp_store::{PgPool, PooledConnection, StoreError};
 use fp_telemetry::health::{self, Health};
 use ring::rand::SystemRandom;
 
 use crate::api_client::ApiClient;
 use crate::i18n::Catalog;
-use crate::password::PasswordChecker;
-use crate::session::SessionSigner;
-use crate::throttle::LoginThrottle;
+use crate::session::{CsrfSigner, ServedOverHttps};
 use crate::views::Templates;
 
 /// Nothing but scripts-free pages and our own stylesheet may load; no framing, no form posts
@@ -43,33 +38,41 @@ pub(crate) struct AppState {
     /// The api, for every write (the dashboard's own role only reads).
     pub api: ApiClient,
     pub catalog: Catalog,
-    pub signer: SessionSigner,
-    pub passwords: PasswordChecker,
-    /// Failed log-ins per email and client, in this process's memory.
-    pub login_throttle: LoginThrottle,
+    /// Signs the forms' CSRF tokens.
+    pub signer: CsrfSigner,
     pub templates: Templates,
     pub rng: SystemRandom,
+    /// Proxies in front of the dashboard whose `X-Forwarded-For` names the browser.
+    pub trusted_proxies: Vec<fp_domain::address_policy::Cidr>,
 }
 
 impl AppState {
     fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
         let rng = SystemRandom::new();
-        if settings.dashboard.session_key.trim().is_empty() {
+        if settings
+            .dashboard
+            .session_key
+            .expose_secret()
+            .trim()
+            .is_empty()
+        {
             anyhow::bail!(
                 "dashboard.session_key is required (FP__DASHBOARD__SESSION_KEY, e.g. `openssl rand \
-                 -hex 32`): it signs sessions, and the api verifies the dashboard's writes with it"
+                 -hex 32`): the forms' CSRF tokens are signed with a key derived from it"
             );
         }
-        let signer = SessionSigner::new(SessionKey::from_hex(&settings.dashboard.session_key)?);
+        let signer = CsrfSigner::from_hex(settings.dashboard.session_key.expose_secret())?;
         Ok(AppState {
-            pool: fp_store::pool(&settings.database.readonly_url, settings.database.pool_size)?,
+            pool: fp_store::pool(
+                settings.database.readonly_url.expose_secret(),
+                settings.database.pool_size,
+            )?,
             api: ApiClient::new(&settings.dashboard.api_url)?,
             catalog: Catalog::load().context("the embedded texts do not load")?,
             signer,
-            passwords: PasswordChecker::new(&rng)?,
-            login_throttle: LoginThrottle::default(),
             templates: Templates::load().context("the embedded templates do not parse")?,
             rng,
+            trusted_proxies: settings.dashboard.trusted_proxies.clone(),
         })
     }
 
@@ -104,9 +107,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .into_check(),
     );
     let state = web::Data::new(state);
+    let https = web::Data::new(ServedOverHttps(settings.dashboard.served_over_https()));
 
     let listen = settings.dashboard.listen;
-    let server = HttpServer::new(move || app(state.clone()))
+    let server = HttpServer::new(move || app(state.clone(), https.clone()))
         // SIGTERM: stop accepting, let requests in flight finish for up to the drain timeout.
         .shutdown_timeout(settings.lifecycle.drain_timeout().as_secs().max(1))
         .bind(listen)
@@ -120,6 +124,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
 fn app(
     state: web::Data<AppState>,
+    https: web::Data<ServedOverHttps>,
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
@@ -131,13 +136,14 @@ fn app(
 > {
     App::new()
         .app_data(state)
+        .app_data(https)
         .app_data(web::FormConfig::default().limit(MAX_FORM_BYTES))
         .configure(pages::routes)
         .default_service(web::to(pages::not_found))
         .wrap(ErrorHandlers::new().default_handler(error::render_error_page))
         // Outside the error pages, whose redirects may set cookies too.
         .wrap(actix_web::middleware::from_fn(
-            session::secure_cookies_over_https,
+            session::https_only_when_configured,
         ))
         // Outside the error pages, so they carry the headers too.
         .wrap(

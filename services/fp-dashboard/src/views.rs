@@ -9,9 +9,10 @@ use serde::Serialize;
 use serde_json::Value;
 use tera::{Context, Tera};
 
-const TEMPLATES: [(&str, &str); 10] = [
+const TEMPLATES: [(&str, &str); 11] = [
     ("base.html", include_str!("../templates/base.html")),
     ("login.html", include_str!("../templates/login.html")),
+    ("account.html", include_str!("../templates/account.html")),
     (
         "logs_macros.html",
         include_str!("../templates/logs_macros.html"),
@@ -87,7 +88,8 @@ pub struct Layout<'a> {
     pub lang: &'static str,
     pub signed_in: Option<SignedIn>,
     pub is_superadmin: bool,
-    /// Which navigation entry is this page's (`integrations`, `webhook_logs`, `admin`), or "".
+    /// Which navigation entry is this page's (`integrations`, `webhook_logs`, `admin`,
+    /// `account`), or "".
     pub active_nav: &'static str,
     pub languages: Vec<LanguageLink>,
 }
@@ -99,6 +101,29 @@ pub struct LoginPage<'a> {
     pub csrf_token: &'a str,
     /// Echoed back after a failed attempt so the user only retypes the password.
     pub email: &'a str,
+    pub error: Option<&'a str>,
+}
+
+/// One of the user's sessions on the account page.
+#[derive(Serialize)]
+pub struct SessionView {
+    pub id: String,
+    pub created_at: String,
+    pub last_used_at: String,
+    pub client_address: String,
+    pub user_agent: String,
+    /// The session of this page's request (ended with the log-out button, not from the list).
+    pub current: bool,
+}
+
+#[derive(Serialize)]
+pub struct AccountPage<'a> {
+    #[serde(flatten)]
+    pub layout: Layout<'a>,
+    pub sessions: Vec<SessionView>,
+    pub end_session_csrf_token: String,
+    pub password_csrf_token: String,
+    /// Why the password was not changed.
     pub error: Option<&'a str>,
 }
 

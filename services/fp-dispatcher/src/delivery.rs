@@ -22,6 +22,7 @@ use crate::completed::{Claim, CompletedAttempts};
 use crate::config_cache::{ConfigCache, Endpoint};
 use crate::endpoint_health::HealthReporter;
 use crate::endpoint_limits::EndpointLimits;
+use crate::host_rates::HostRates;
 
 /// How long an attempt's record waits for a lost broker connection to come back before the
 /// attempt is given up as unrecorded (its input then returns to the queue).
@@ -68,6 +69,8 @@ pub struct Dispatcher {
     pub names: Names,
     pub schedule: RetrySchedule,
     pub limits: EndpointLimits,
+    /// This dispatcher's request rate to each destination host.
+    pub host_rates: HostRates,
     /// The longest an attempt can be in flight, from its pending record to its outcome record: the
     /// request timeout plus [`RECORD_PATIENCE`], plus log-ingest's lag. A redelivered copy waits
     /// that long for another dispatcher's outcome before it sends again (see `already_made`).
@@ -243,12 +246,37 @@ impl Dispatcher {
             }
         };
         let Some(_slot) = self.limits.try_acquire(&endpoint.url) else {
-            tracing::debug!(delivery_id = %job.delivery_id, "endpoint at its in-flight cap; deferring");
             metrics::counter!("fp_dispatcher_deferred_total").increment(1);
-            span.record("fp.outcome", "deferred");
-            return self.publish_job(&job, self.busy_delay, None).await;
+            return self
+                .defer(&job, span, "endpoint at its in-flight cap")
+                .await;
         };
+        // Stored URLs are valid; were one not, the attempt would say so.
+        let host = url::Url::parse(&endpoint.url)
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        if !self.host_rates.try_acquire(&host) {
+            metrics::counter!("fp_dispatcher_host_rate_deferred_total").increment(1);
+            return self
+                .defer(&job, span, "destination host at its request rate")
+                .await;
+        }
         self.attempt(&job, &endpoint, span).await
+    }
+
+    /// Parks a delivery this dispatcher will not send now in the busy-endpoint delay queue, from
+    /// where it comes back through the retry queue: no attempt, no record, the same attempt
+    /// number. It holds no prefetch slot meanwhile, so other endpoints and hosts are not held up.
+    async fn defer(
+        &self,
+        job: &DeliveryJob,
+        span: &tracing::Span,
+        why: &'static str,
+    ) -> anyhow::Result<()> {
+        tracing::debug!(delivery_id = %job.delivery_id, why, "deferring");
+        span.record("fp.outcome", "deferred");
+        self.publish_job(job, self.busy_delay, None).await
     }
 
     /// Whether this attempt was completed already: by this process (remembered), or, for an input

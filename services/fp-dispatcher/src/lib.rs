@@ -8,6 +8,7 @@ mod config_cache;
 mod delivery;
 mod endpoint_health;
 mod endpoint_limits;
+mod host_rates;
 mod metrics;
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use anyhow::Context;
 use fp_broker::{Broker, Declarations, QueueOptions};
 use fp_delivery::{DeliveryClient, DeliveryConfig};
 use fp_domain::address_policy::AddressPolicy;
-use fp_settings::Settings;
+use fp_settings::{ExposeSecret, Settings};
 use fp_telemetry::health::{self, Health};
 use futures_util::StreamExt;
 use tokio::task::JoinSet;
@@ -26,6 +27,7 @@ use crate::config_cache::ConfigCache;
 use crate::delivery::{Dispatcher, Input};
 use crate::endpoint_health::HealthReporter;
 use crate::endpoint_limits::EndpointLimits;
+use crate::host_rates::HostRates;
 
 /// Stored response bodies are capped; the rest is discarded and the attempt marked truncated.
 const RESPONSE_BODY_CAP: usize = 64 * 1024;
@@ -77,7 +79,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         dispatcher_settings.hosts_file.as_deref(),
     )?;
 
-    let pool = fp_store::pool(&settings.database.url, settings.database.pool_size)?;
+    let pool = fp_store::pool(
+        settings.database.url.expose_secret(),
+        settings.database.pool_size,
+    )?;
     fp_store::ensure_migrated(&pool)
         .await
         .context("fp-dispatcher cannot start")?;
@@ -89,7 +94,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // Supervised: the dispatcher starts (not ready) while RabbitMQ is away and reconnects by
     // itself; every connection first declares the topology and this schedule's delay queues.
     let broker = Broker::supervise(
-        &settings.broker.url,
+        settings.broker.url.expose_secret(),
         &settings.broker.namespace,
         Declarations {
             topology: true,
@@ -123,6 +128,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         names: broker.names.clone(),
         schedule: dispatcher_settings.retry_schedule.clone(),
         limits: EndpointLimits::new(dispatcher_settings.max_in_flight_per_endpoint),
+        host_rates: HostRates::new(
+            dispatcher_settings.host_requests_per_second,
+            dispatcher_settings.host_request_burst,
+        ),
         busy_delay: dispatcher_settings.endpoint_busy_delay(),
         in_flight_horizon: delivery::in_flight_horizon(
             Duration::from_millis(dispatcher_settings.connect_timeout_ms),

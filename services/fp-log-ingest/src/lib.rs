@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fp_broker::{Broker, Declarations, Deliveries, Delivery, Publisher, QueueOptions};
-use fp_settings::Settings;
+use fp_settings::{ExposeSecret, Settings};
 use fp_store::PgPool;
 use fp_store::attempts::AttemptRow;
 use fp_telemetry::health::{self, Health};
@@ -29,7 +29,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("cannot serve health on {}", ingest.health_listen))?;
     tracing::info!(%health_addr, "health endpoints up");
 
-    let pool = fp_store::pool(&settings.database.url, 2)?;
+    let pool = fp_store::pool(settings.database.url.expose_secret(), 2)?;
     fp_store::ensure_migrated(&pool)
         .await
         .context("fp-log-ingest cannot start")?;
@@ -39,7 +39,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             .into_check(),
     );
     let broker = Broker::supervise(
-        &settings.broker.url,
+        settings.broker.url.expose_secret(),
         &settings.broker.namespace,
         Declarations::topology(QueueOptions {
             quorum_initial_group_size: settings.broker.quorum_initial_group_size,

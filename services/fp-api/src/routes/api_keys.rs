@@ -1,5 +1,6 @@
 //! `/api/v2/api-keys`: a tenant's own keys. Several may be live at once, so a key can be replaced
-//! without downtime (issue the new one, deploy it, revoke the old one).
+//! without downtime (issue the new one, deploy it, revoke the old one). Only an API key manages
+//! keys: a dashboard session gets a 403, so a stolen cookie cannot mint a lasting credential.
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
@@ -12,7 +13,7 @@ use uuid::Uuid;
 
 use super::uuid_in_path;
 use crate::AppState;
-use crate::auth::AuthenticatedTenant;
+use crate::auth::TenantKey;
 use crate::error::{ApiError, ErrorBody};
 use crate::json_body::JsonBody;
 
@@ -76,7 +77,7 @@ pub struct KeyList {
 )]
 pub async fn create(
     state: web::Data<AppState>,
-    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+    TenantKey(tenant_id): TenantKey,
     JsonBody(request): JsonBody<CreateKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let name = request.name.trim();
@@ -93,19 +94,20 @@ pub async fn create(
         .map_err(|_| ApiError::Internal(anyhow::anyhow!("the system random generator failed")))?;
     let issued = IssuedKey::from_random(random);
     let mut conn = state.pool.get().await.map_err(StoreError::from)?;
-    if identity::count_live_api_keys(&mut conn, tenant_id).await? >= MAX_LIVE_KEYS {
-        return Err(ApiError::Conflict(format!(
-            "a tenant may hold at most {MAX_LIVE_KEYS} live keys: revoke one first"
-        )));
-    }
-    let row = identity::create_api_key(
+    let row = identity::create_tenant_api_key_within_limit(
         &mut conn,
-        KeyOwner::Tenant(tenant_id),
+        tenant_id,
+        MAX_LIVE_KEYS,
         name,
         &issued.hash,
         &issued.prefix,
     )
-    .await?;
+    .await?
+    .ok_or_else(|| {
+        ApiError::Conflict(format!(
+            "a tenant may hold at most {MAX_LIVE_KEYS} live keys: revoke one first"
+        ))
+    })?;
     tracing::info!(%tenant_id, key_id = %row.id, "api key issued");
     Ok(HttpResponse::Created().json(CreatedKey {
         summary: row.into(),
@@ -121,7 +123,7 @@ pub async fn create(
 )]
 pub async fn list(
     state: web::Data<AppState>,
-    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+    TenantKey(tenant_id): TenantKey,
 ) -> Result<HttpResponse, ApiError> {
     let mut conn = state.pool.get().await.map_err(StoreError::from)?;
     let keys = identity::list_api_keys(&mut conn, KeyOwner::Tenant(tenant_id)).await?;
@@ -143,7 +145,7 @@ pub async fn list(
 )]
 pub async fn revoke(
     state: web::Data<AppState>,
-    AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+    TenantKey(tenant_id): TenantKey,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let key_id = uuid_in_path(&path, "api key")?;

@@ -3,6 +3,7 @@
 pub(crate) mod api_keys;
 pub(crate) mod logs;
 pub(crate) mod redelivery;
+pub(crate) mod sessions;
 pub(crate) mod submissions;
 pub(crate) mod test_event;
 pub(crate) mod webhook_config;
@@ -17,9 +18,34 @@ pub fn configure(config: &mut web::ServiceConfig) {
     config.service(
         resource("/api/v2/openapi.json", "GET").route(web::get().to(crate::openapi::document)),
     );
+    // Logging in needs no credential, listing sessions does: the path's own resource, before the
+    // scope, with the authentication on the listing route only.
+    config.service(
+        resource("/api/v2/sessions", "GET, POST")
+            .route(web::post().to(sessions::log_in))
+            .route(
+                web::get()
+                    .to(sessions::list)
+                    .wrap(actix_web::middleware::from_fn(crate::auth::authenticate)),
+            ),
+    );
     config.service(
         web::scope("/api/v2")
             .wrap(actix_web::middleware::from_fn(crate::auth::authenticate))
+            .service(
+                resource("/sessions/current", "GET, DELETE")
+                    .route(web::get().to(sessions::current))
+                    .route(web::delete().to(sessions::log_out)),
+            )
+            .service(resource("/sessions/{id}", "DELETE").route(web::delete().to(sessions::end)))
+            .service(
+                resource("/account/password", "POST")
+                    .route(web::post().to(sessions::change_password)),
+            )
+            .service(
+                resource("/admin/users/{id}/sessions", "DELETE")
+                    .route(web::delete().to(sessions::admin_end_all)),
+            )
             .service(
                 resource("/webhooks/config", "GET, PUT, DELETE")
                     .route(web::get().to(webhook_config::get))

@@ -7,11 +7,15 @@
 //! is one attempt, marked manual, never retried automatically. The job is published with
 //! publisher confirms straight to the dispatchers' retry queue, so a 202 means the broker has it
 //! and a broker failure answers 503: no redelivery is lost without the caller knowing.
+//!
+//! Both are rate-limited per tenant (`api.rate_limits`): single redeliveries by count, bulk ones by
+//! the deliveries they queue, so a tenant cannot aim a flood at any URL; over a limit, a 429.
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, TimeDelta, Utc};
 use fp_broker::{BrokerError, OutgoingMessage};
 use fp_contracts::{DeliveryJob, JobContent, StoredRequest};
+use fp_domain::rate_limit::{LimitedAction, bulk_cost};
 use fp_domain::{DeliveryId, EventType};
 use fp_store::StoreError;
 use fp_store::attempts::{self, StoredDelivery};
@@ -27,6 +31,7 @@ use crate::AppState;
 use crate::auth::AuthenticatedTenant;
 use crate::error::{ApiError, ErrorBody};
 use crate::json_body::JsonBody;
+use crate::rate_limit;
 
 /// Deliveries one bulk call redelivers at most.
 const MAX_BULK: i64 = 1000;
@@ -51,6 +56,8 @@ pub struct Redelivered {
         (status = 202, description = "One more attempt of the delivery is queued (same delivery id, marked manual)", body = Redelivered),
         (status = 404, description = "No such entry for this tenant", body = ErrorBody),
         (status = 409, description = "No webhook config, it is disabled, or its URL changed since", body = ErrorBody),
+        (status = 429, description = "The tenant's redelivery limit (`api.rate_limits.redelivery`) is used up; nothing was queued. `Retry-After` says when one is free again", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the action is allowed again"))),
         (status = 503, description = "The broker did not take the job; nothing was queued", body = ErrorBody),
     ),
 )]
@@ -66,7 +73,6 @@ pub async fn redeliver_one(
         .await?
         .ok_or(ApiError::NotFound("log entry"))?;
     let config = enabled_config(&mut conn, tenant_id).await?;
-    drop(conn);
     if delivery.url != config.url {
         return Err(ApiError::Conflict(format!(
             "the webhook endpoint changed since this delivery: it went to {}, the config now names \
@@ -74,6 +80,15 @@ pub async fn redeliver_one(
             delivery.url, config.url
         )));
     }
+    rate_limit::take(
+        &mut conn,
+        tenant_id,
+        LimitedAction::Redelivery,
+        state.rate_limits.redelivery,
+        1,
+    )
+    .await?;
+    drop(conn);
     let (job, trace) = redelivery_job(tenant_id, delivery)?;
     publish(&state, &job, &trace).await.map_err(|error| {
         ApiError::Unavailable(format!(
@@ -112,7 +127,8 @@ fn rfc3339<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, 
 pub struct BulkRedelivered {
     redelivered: usize,
     delivery_ids: Vec<Uuid>,
-    /// More failed deliveries of the range are left for another call.
+    /// More failed deliveries of the range are left for another call (also when the tenant's bulk
+    /// redelivery limit cut this call short).
     more: bool,
     /// Failed deliveries of the range that went to another URL than the config names now.
     skipped_endpoint_changed: i64,
@@ -124,9 +140,11 @@ pub struct BulkRedelivered {
     tag = "logs",
     request_body = BulkRequest,
     responses(
-        (status = 202, description = "The failed deliveries of the range (up to 1000, oldest first) are queued again", body = BulkRedelivered),
+        (status = 202, description = "The failed deliveries of the range (up to 1000, oldest first, and no more than the tenant's bulk redelivery limit has left) are queued again", body = BulkRedelivered),
         (status = 409, description = "No webhook config, or it is disabled", body = ErrorBody),
         (status = 422, description = "A field is invalid; `field` names it", body = ErrorBody),
+        (status = 429, description = "The tenant's bulk redelivery limit (`api.rate_limits.bulk_redelivery`, counted in deliveries queued) is used up; nothing was queued. `Retry-After` says when one is free again", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the action is allowed again"))),
         (status = 503, description = "The broker did not take every job; the message says how many were queued", body = ErrorBody),
     ),
 )]
@@ -149,16 +167,33 @@ pub async fn redeliver_failed(
     }
     let mut conn = state.pool.get().await.map_err(StoreError::from)?;
     let config = enabled_config(&mut conn, tenant_id).await?;
-    let failed = attempts::failed_deliveries(
+    let limit = state.rate_limits.bulk_redelivery;
+    // Read no more than the limit has left; the take below is what counts.
+    let room = rate_limit::room(&mut conn, tenant_id, LimitedAction::BulkRedelivery, limit).await?;
+    let mut failed = attempts::failed_deliveries(
         &mut conn,
         tenant_id,
         range.from,
         range.to,
         &config.url,
-        MAX_BULK,
+        MAX_BULK.min(i64::from(room)),
+    )
+    .await?;
+    let granted = rate_limit::take(
+        &mut conn,
+        tenant_id,
+        LimitedAction::BulkRedelivery,
+        limit,
+        bulk_cost(failed.sent_to_url.len()),
     )
     .await?;
     drop(conn);
+    // Other calls may have spent part of the room in between: the rest waits for another call.
+    let granted = usize::try_from(granted).unwrap_or(usize::MAX);
+    if failed.sent_to_url.len() > granted {
+        failed.sent_to_url.truncate(granted);
+        failed.more = true;
+    }
     let jobs = failed
         .sent_to_url
         .into_iter()

@@ -1,8 +1,10 @@
 //! `POST /api/v2/webhooks/test`: a `webhook.test` event to the tenant's endpoint through the real
-//! pipeline (outbox, relay, broker, dispatcher), whatever the endpoint subscribes to.
+//! pipeline (outbox, relay, broker, dispatcher), whatever the endpoint subscribes to. Rate-limited
+//! per tenant (`api.rate_limits.test_event`): over the limit, a 429.
 
 use actix_web::{HttpResponse, web};
 use chrono::Utc;
+use fp_domain::rate_limit::LimitedAction;
 use fp_domain::{Change, DeliveryId};
 use fp_store::webhook_config::{self, WebhookConfigRow};
 use fp_store::{PgConnection, StoreError};
@@ -13,6 +15,7 @@ use super::submissions::outbox_event;
 use crate::AppState;
 use crate::auth::AuthenticatedTenant;
 use crate::error::{ApiError, ErrorBody};
+use crate::rate_limit;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct TestEventSent {
@@ -28,6 +31,8 @@ pub struct TestEventSent {
     responses(
         (status = 202, description = "A `webhook.test` event is on its way to the configured URL", body = TestEventSent),
         (status = 409, description = "No webhook config, or it is disabled", body = ErrorBody),
+        (status = 429, description = "The tenant's test event limit (`api.rate_limits.test_event`) is used up; nothing was sent. `Retry-After` says when one is free again", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the action is allowed again"))),
     ),
 )]
 pub async fn send(
@@ -36,6 +41,14 @@ pub async fn send(
 ) -> Result<HttpResponse, ApiError> {
     let mut conn = state.pool.get().await.map_err(StoreError::from)?;
     let config = enabled_config(&mut conn, tenant_id).await?;
+    rate_limit::take(
+        &mut conn,
+        tenant_id,
+        LimitedAction::TestEvent,
+        state.rate_limits.test_event,
+        1,
+    )
+    .await?;
     let event = outbox_event(tenant_id, Utc::now(), Change::WebhookTest);
     // One row, so no transaction: the dispatcher checks the config again when it delivers.
     fp_store::outbox::insert(&mut conn, &event).await?;

@@ -13,6 +13,7 @@ use fp_domain::EventType;
 use fp_domain::address_policy::{Blocked, TargetHost};
 use fp_domain::format;
 use fp_domain::secret_box::{self, MasterKey};
+use fp_domain::url_redaction::redact_url;
 use fp_store::webhook_config::{self, EndpointHealth, WebhookConfigRow};
 use fp_store::{AsyncConnection, StoreError};
 use ring::rand::SecureRandom;
@@ -244,7 +245,7 @@ pub async fn delete(
     request_body = ConfigRequest,
     responses(
         (status = 200, description = "Saved (which also re-enables an auto-disabled endpoint)", body = ConfigResponse),
-        (status = 422, description = "A field is invalid (for `url`, the SSRF policy's reason); `field` names it", body = ErrorBody),
+        (status = 422, description = "A field is invalid; `field` names it. For `url`, the SSRF policy's reason, and `reason` the kind of address the host points to (never the address)", body = ErrorBody),
     ),
 )]
 pub async fn put(
@@ -289,7 +290,7 @@ pub async fn put(
         .await?;
     tracing::info!(
         %tenant_id,
-        url = %row.url,
+        url = %redact_url(&row.url),
         secret_rotating = row.previous_secret_sealed.is_some(),
         "webhook config saved"
     );
@@ -311,7 +312,7 @@ async fn validate(
     let checked = state
         .policy
         .check_url(&request.url)
-        .map_err(|blocked| ApiError::invalid("url", blocked.to_string()))?;
+        .map_err(ApiError::UrlNotAllowed)?;
     if request.events.is_empty() {
         return Err(ApiError::invalid(
             "events",
@@ -379,7 +380,8 @@ fn seal_secret(state: &AppState, tenant_id: Uuid, secret: &str) -> Result<Vec<u8
 }
 
 /// Resolves a named host as the dispatcher will and refuses it if any answer is blocked, with the
-/// reason the dispatcher and `fpctl check-url` give. A name that does not resolve (not yet created,
+/// policy's reason in the words tenants get (the kind of address, not the address: `fpctl
+/// check-url` names that for operators). A name that does not resolve (not yet created,
 /// DNS down) is accepted: that is no reason to refuse the save, and every delivery judges its
 /// answers again.
 async fn check_resolved_host(state: &AppState, host: &TargetHost) -> Result<(), ApiError> {
@@ -400,7 +402,7 @@ async fn check_resolved_host(state: &AppState, host: &TargetHost) -> Result<(), 
             );
             Ok(())
         }
-        Err(ResolveRefused::Blocked(blocked)) => Err(ApiError::invalid("url", blocked.to_string())),
+        Err(ResolveRefused::Blocked(blocked)) => Err(ApiError::UrlNotAllowed(blocked)),
     }
 }
 

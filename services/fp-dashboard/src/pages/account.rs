@@ -1,20 +1,20 @@
 //! Log-in, log-out, the language switch, and the routes every site has (home, health, styles).
 
-use std::time::Instant;
-
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, CacheControl, CacheDirective};
 use actix_web::{HttpRequest, HttpResponse, web};
-use fp_store::identity;
+use fp_domain::client_address::{FORWARDED_FOR, client_address};
+use reqwest::Method;
 use serde::Deserialize;
 
-use super::{LOGIN_PATH, SignedInUser, html_response, see_other, session_of};
+use super::{LOGIN_PATH, SignedInUser, html_response, see_other, session_cookie_of};
 use crate::AppState;
+use crate::api_client::Browser;
 use crate::error::PageError;
 use crate::i18n::{Lang, lang_cookie};
 use crate::session::{
-    CsrfPurpose, LOGIN_NONCE_COOKIE, SESSION_COOKIE, SESSION_LIFETIME_SECS, login_nonce_cookie,
-    new_login_nonce, removal_cookie, session_cookie,
+    CsrfPurpose, LOGIN_NONCE_COOKIE, SESSION_COOKIE, login_nonce_cookie, new_login_nonce,
+    removal_cookie, session_cookie,
 };
 use crate::views::{LoginPage, STYLESHEET};
 
@@ -59,8 +59,9 @@ pub async fn not_found() -> Result<HttpResponse, PageError> {
 async fn login_form(
     state: web::Data<AppState>,
     request: HttpRequest,
+    user: Option<SignedInUser>,
 ) -> Result<HttpResponse, PageError> {
-    if session_of(&request).is_some() {
+    if user.is_some() {
         return Ok(see_other("/").finish());
     }
     let nonce = new_login_nonce(&state.rng)?;
@@ -108,51 +109,40 @@ async fn log_in(
             .body(html));
     };
 
-    // Before the user lookup and argon2, so refused attempts cost next to nothing. The peer
-    // address, not a forwarded-for header, which any client could set to a fresh value.
-    let client = request.peer_addr().map(|address| address.ip());
-    let attempt = match state.login_throttle.admit(&email, client, Instant::now()) {
-        Ok(attempt) => attempt,
-        Err(throttled) => {
-            metrics::counter!("fp_dashboard_failed_logins_total", "reason" => "throttled")
-                .increment(1);
-            tracing::warn!(
-                retry_after_secs = throttled.retry_after.as_secs(),
-                "log-in refused: too many failed attempts"
-            );
-            let message = state.text(&request, THROTTLED);
-            let html = render_login(&state, &request, &nonce, &email, Some(message))?;
-            return Ok(html_response(StatusCode::TOO_MANY_REQUESTS)
-                .insert_header((
-                    header::RETRY_AFTER,
-                    throttled.retry_after.as_secs().max(1).to_string(),
-                ))
-                .body(html));
-        }
+    // The api checks the password and throttles by the browser's address: the peer's, or what a
+    // trusted proxy in front of us forwards; never a header any client could set to a fresh value.
+    let user_agent = request
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    let browser = Browser {
+        address: client_address(
+            request.peer_addr().map(|address| address.ip()),
+            request
+                .headers()
+                .get(FORWARDED_FOR)
+                .and_then(|value| value.to_str().ok()),
+            &state.trusted_proxies,
+        ),
+        user_agent,
     };
-
-    let user = {
-        let mut conn = state.connection().await?;
-        identity::user_by_email(&mut conn, &email).await?
-    };
-    // Argon2 is deliberately slow: run it on the blocking pool, not on an async worker.
-    let stored_hash = user.as_ref().map(|user| user.password_hash.clone());
-    let checker = state.clone();
-    let password_matches =
-        web::block(move || checker.passwords.matches(stored_hash.as_deref(), &password)).await?;
-
-    match user {
-        Some(user) if password_matches => {
-            state.login_throttle.succeeded(attempt);
-            let expires_at = chrono::Utc::now().timestamp() + SESSION_LIFETIME_SECS;
-            let session = state.signer.sign_session(user.id, expires_at);
-            tracing::info!(user_id = %user.id, "user logged in");
+    let answer = state.api.log_in(&email, &password, &browser).await?;
+    match answer.status {
+        201 => {
+            let token = answer.body["token"]
+                .as_str()
+                .ok_or_else(|| PageError::ApiRefused {
+                    status: answer.status,
+                    message: "the log-in answer has no token".to_owned(),
+                })?;
+            tracing::info!(user_id = %answer.body["user"]["id"], "user logged in");
             Ok(see_other("/")
-                .cookie(session_cookie(session))
+                .cookie(session_cookie(token.to_owned()))
                 .cookie(removal_cookie(LOGIN_NONCE_COOKIE))
                 .finish())
         }
-        _ => {
+        401 => {
             metrics::counter!("fp_dashboard_failed_logins_total", "reason" => "credentials")
                 .increment(1);
             tracing::info!("log-in refused: invalid email or password");
@@ -160,6 +150,23 @@ async fn log_in(
             let html = render_login(&state, &request, &nonce, &email, Some(message))?;
             Ok(html_response(StatusCode::UNAUTHORIZED).body(html))
         }
+        429 => {
+            metrics::counter!("fp_dashboard_failed_logins_total", "reason" => "throttled")
+                .increment(1);
+            tracing::warn!(
+                retry_after_secs = answer.retry_after.as_deref().unwrap_or_default(),
+                "log-in refused: too many failed attempts"
+            );
+            let message = state.text(&request, THROTTLED);
+            let html = render_login(&state, &request, &nonce, &email, Some(message))?;
+            Ok(html_response(StatusCode::TOO_MANY_REQUESTS)
+                .insert_header((
+                    header::RETRY_AFTER,
+                    answer.retry_after.unwrap_or_else(|| "1".to_owned()),
+                ))
+                .body(html))
+        }
+        _ => Err(PageError::refused_by_api(&answer)),
     }
 }
 
@@ -169,20 +176,30 @@ struct LogoutForm {
     csrf_token: String,
 }
 
-/// Sessions are stateless, so logging out makes the browser forget its cookie; a copy taken
-/// earlier stays valid until it expires.
+/// Ends the session at the api, so a copy of the cookie taken earlier stops working too, and makes
+/// the browser forget its cookie.
 async fn log_out(
     state: web::Data<AppState>,
     request: HttpRequest,
     form: web::Form<LogoutForm>,
 ) -> Result<HttpResponse, PageError> {
-    // Without a valid session there is nothing to protect: just clear whatever cookie is left.
-    if let Some((session, _)) = session_of(&request)
-        && !state
-            .signer
-            .verify_csrf(CsrfPurpose::LogOut, &session, &form.csrf_token)
+    // Without a session cookie there is nothing to protect or end: just clear whatever is left.
+    let Some(session) = session_cookie_of(&request) else {
+        return Ok(signed_out_redirect());
+    };
+    if !state
+        .signer
+        .verify_csrf(CsrfPurpose::LogOut, &session, &form.csrf_token)
     {
         return Err(PageError::StaleForm);
+    }
+    let answer = state
+        .api
+        .call(&session, Method::DELETE, "/api/v2/sessions/current", None)
+        .await?;
+    // 401: the session had ended already.
+    if !answer.is_success() && answer.status != 401 {
+        return Err(PageError::refused_by_api(&answer));
     }
     Ok(signed_out_redirect())
 }
@@ -204,7 +221,7 @@ fn render_login(
     Ok(state.templates.render("login.html", &page)?)
 }
 
-fn signed_out_redirect() -> HttpResponse {
+pub(super) fn signed_out_redirect() -> HttpResponse {
     see_other(LOGIN_PATH)
         .cookie(removal_cookie(SESSION_COOKIE))
         .finish()

@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use super::{SignedInUser, html_response, see_other};
 use crate::AppState;
-use crate::api_client::ApiAnswer;
 use crate::error::PageError;
+use crate::i18n::{Catalog, Lang};
 use crate::session::CsrfPurpose;
 use crate::views::Layout;
 
@@ -343,12 +343,27 @@ async fn save(
     match answer.status {
         400 | 413 | 422 => {
             let (message, field) = answer.error();
-            let message = message.unwrap_or_else(|| state.text(&request, "integrations.not_saved"));
+            let url_not_allowed = answer.body["error"]["reason"].as_str().and_then(|reason| {
+                url_not_allowed_text(&state.catalog, Lang::of(&request), reason)
+            });
+            let message = match &url_not_allowed {
+                Some(text) => text,
+                None => message.unwrap_or_else(|| state.text(&request, "integrations.not_saved")),
+            };
             let errors = FieldErrors::from_api(message, field);
             render_rejected(&state, &request, &user, form, errors).await
         }
-        _ => Err(unexpected(&answer)),
+        _ => Err(PageError::refused_by_api(&answer)),
     }
+}
+
+/// The SSRF policy's refusal in the page's language: the api words it in English and names the
+/// kind of address in `reason`. `None` for a kind this dashboard has no text for (the api's own
+/// message is shown then).
+fn url_not_allowed_text(catalog: &Catalog, lang: Lang, reason: &str) -> Option<String> {
+    let path = format!("integrations.url_not_allowed.{reason}");
+    let text = catalog.text(lang, &path);
+    (text != path).then(|| text.to_owned())
 }
 
 #[derive(Deserialize)]
@@ -376,24 +391,34 @@ async fn send_test(
             let delivery_id = answer.body["delivery_id"]
                 .as_str()
                 .and_then(|id| Uuid::parse_str(id).ok())
-                .ok_or_else(|| unexpected(&answer))?;
+                .ok_or_else(|| PageError::refused_by_api(&answer))?;
             wait_for_first_attempt(&state, tenant_id, delivery_id).await?;
             // The outcome page is a GET, so reloading it refreshes the outcome instead of
             // sending another event.
             Ok(see_other(&format!("{PAGE_PATH}?test={delivery_id}#test-outcome")).finish())
         }
-        409 | 422 => {
-            let message = answer
-                .error()
-                .0
-                .unwrap_or_else(|| state.text(&request, "integrations.test_refused"));
+        409 | 422 | 429 => {
+            // Over the tenant's test event limit: said in the page's language, as the api's
+            // message is English.
+            let (message, status) = if answer.status == 429 {
+                (
+                    state.text(&request, "integrations.test_rate_limited"),
+                    StatusCode::TOO_MANY_REQUESTS,
+                )
+            } else {
+                let message = answer
+                    .error()
+                    .0
+                    .unwrap_or_else(|| state.text(&request, "integrations.test_refused"));
+                (message, StatusCode::CONFLICT)
+            };
             let rendering = Rendering {
                 test: Some(TestOutcome::refused(message.to_owned())),
                 ..Rendering::default()
             };
-            render(&state, &request, &user, rendering, StatusCode::CONFLICT).await
+            render(&state, &request, &user, rendering, status).await
         }
-        _ => Err(unexpected(&answer)),
+        _ => Err(PageError::refused_by_api(&answer)),
     }
 }
 
@@ -417,17 +442,6 @@ async fn wait_for_first_attempt(
             return Ok(());
         }
         actix_web::rt::time::sleep(TEST_POLL_INTERVAL).await;
-    }
-}
-
-/// An api answer the page has no place for.
-fn unexpected(answer: &ApiAnswer) -> PageError {
-    match answer.status {
-        403 => PageError::Forbidden,
-        status => PageError::ApiRefused {
-            status,
-            message: answer.error().0.unwrap_or_default().to_owned(),
-        },
     }
 }
 
@@ -506,7 +520,7 @@ async fn load_config(
                 message: format!("unexpected config shape: {error}"),
             }),
         404 => Ok(None),
-        _ => Err(unexpected(&answer)),
+        _ => Err(PageError::refused_by_api(&answer)),
     }
 }
 
@@ -555,7 +569,6 @@ fn config_status(state: &AppState, request: &HttpRequest, config: StoredConfig) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::i18n::{Catalog, Lang};
     use crate::views::Templates;
 
     fn layout(catalog: &Catalog) -> Layout<'_> {
@@ -663,6 +676,34 @@ mod tests {
                 .is_some()
         );
         assert!(FieldErrors::from_api("odd", None).form.is_some());
+    }
+
+    #[test]
+    fn url_refusals_are_worded_in_the_pages_language_by_kind_of_address() {
+        let catalog = Catalog::load().expect("texts load");
+        for reason in [
+            "private",
+            "loopback",
+            "link_local",
+            "metadata",
+            "multicast",
+            "reserved",
+        ] {
+            let english = url_not_allowed_text(&catalog, Lang::En, reason).expect(reason);
+            let german = url_not_allowed_text(&catalog, Lang::De, reason).expect(reason);
+            assert!(english.contains("webhooks may not call"), "{english}");
+            assert!(german.contains("Webhooks nicht aufrufen"), "{german}");
+        }
+        assert!(
+            url_not_allowed_text(&catalog, Lang::En, "private")
+                .is_some_and(|text| text.contains("private or internal"))
+        );
+        assert!(
+            url_not_allowed_text(&catalog, Lang::De, "private")
+                .is_some_and(|text| text.contains("private oder interne"))
+        );
+        // A kind this dashboard does not know leaves the api's message in place.
+        assert_eq!(url_not_allowed_text(&catalog, Lang::En, "martian"), None);
     }
 
     fn stored(url: &str) -> StoredConfig {

@@ -372,6 +372,12 @@ async fn redeliver(
             "logs.detail.redeliver_refused",
             answer.error().0.map(str::to_owned),
         ),
+        // Over the tenant's redelivery limit.
+        429 => failure(
+            StatusCode::TOO_MANY_REQUESTS,
+            "logs.detail.redeliver_rate_limited",
+            None,
+        ),
         503 => failure(
             StatusCode::SERVICE_UNAVAILABLE,
             "logs.detail.redeliver_unavailable",

@@ -5,6 +5,7 @@ mod account;
 mod admin;
 mod integrations;
 pub mod logs;
+mod sessions;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,7 +14,9 @@ use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, CacheControl, CacheDirective};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, web};
-use fp_store::identity::{self, UserRow};
+use reqwest::Method;
+use serde::Deserialize;
+use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::PageError;
@@ -27,23 +30,33 @@ pub const LOGIN_PATH: &str = "/login";
 
 pub fn routes(config: &mut web::ServiceConfig) {
     account::routes(config);
+    sessions::routes(config);
     integrations::routes(config);
     logs::routes(config);
     admin::routes(config);
 }
 
-/// The user of a valid session; a handler that takes one only runs for a signed-in user, and
+/// Who a session belongs to, as the api tells it.
+#[derive(Clone, Deserialize)]
+pub struct DashboardUser {
+    pub id: Uuid,
+    pub email: String,
+    /// `None` for a superadmin.
+    pub tenant_id: Option<Uuid>,
+}
+
+/// The user of a live session; a handler that takes one only runs for a signed-in user, and
 /// anyone else is sent to the log-in page.
 #[derive(Clone)]
 pub struct SignedInUser {
     /// The session cookie's value: what CSRF tokens bind to, and what the api is called with.
     pub session: String,
-    pub user: UserRow,
+    pub user: DashboardUser,
 }
 
 impl SignedInUser {
     /// Superadmins belong to no tenant; tenant pages are not theirs.
-    pub fn tenant_id(&self) -> Result<uuid::Uuid, PageError> {
+    pub fn tenant_id(&self) -> Result<Uuid, PageError> {
         self.user.tenant_id.ok_or(PageError::Forbidden)
     }
 
@@ -73,24 +86,45 @@ impl SignedInUser {
     }
 }
 
+/// `GET /api/v2/sessions/current`, as far as the dashboard reads it.
+#[derive(Deserialize)]
+struct CurrentSession {
+    user: DashboardUser,
+}
+
 impl FromRequest for SignedInUser {
     type Error = PageError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, PageError>>>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = request.app_data::<web::Data<AppState>>().cloned();
-        let session = session_of(request);
+        let session = session_cookie_of(request);
         let request = request.clone();
         Box::pin(async move {
-            let (Some(state), Some((session, user_id))) = (state, session) else {
+            let (Some(state), Some(session)) = (state, session) else {
                 return Err(PageError::SignInRequired);
             };
-            let mut conn = state.connection().await?;
-            // Looked up on every page, so a deleted user is signed out at once.
-            let user = identity::user_by_id(&mut conn, user_id)
-                .await?
-                .ok_or(PageError::SignInRequired)?;
-            let signed_in = SignedInUser { session, user };
+            // Asked on every page (which also keeps the session from its idle timeout), so a
+            // session ended anywhere (log-out, password change, an admin) is signed out at once.
+            let answer = state
+                .api
+                .call(&session, Method::GET, "/api/v2/sessions/current", None)
+                .await?;
+            if answer.status == 401 {
+                return Err(PageError::SignInRequired);
+            }
+            if !answer.is_success() {
+                return Err(PageError::refused_by_api(&answer));
+            }
+            let current: CurrentSession =
+                serde_json::from_value(answer.body).map_err(|error| PageError::ApiRefused {
+                    status: answer.status,
+                    message: format!("unexpected session answer: {error}"),
+                })?;
+            let signed_in = SignedInUser {
+                session,
+                user: current.user,
+            };
             // For the error pages, so a 403 keeps the user's header (navigation, log-out).
             request.extensions_mut().insert(signed_in.clone());
             Ok(signed_in)
@@ -98,18 +132,12 @@ impl FromRequest for SignedInUser {
     }
 }
 
-/// The session cookie's value and the user it names, if it is ours and still valid.
-pub fn session_of(request: &HttpRequest) -> Option<(String, uuid::Uuid)> {
-    let state = request.app_data::<web::Data<AppState>>()?;
-    let cookie = request.cookie(SESSION_COOKIE)?;
-    let now = chrono::Utc::now().timestamp();
-    match state.signer.verify_session(cookie.value(), now) {
-        Ok(user_id) => Some((cookie.value().to_owned(), user_id)),
-        Err(reason) => {
-            tracing::debug!(%reason, "session cookie refused");
-            None
-        }
-    }
+/// The session cookie's value, if the browser sent one (whether it is live is the api's to say).
+pub fn session_cookie_of(request: &HttpRequest) -> Option<String> {
+    request
+        .cookie(SESSION_COOKIE)
+        .map(|cookie| cookie.value().to_owned())
+        .filter(|value| !value.is_empty())
 }
 
 impl AppState {
