@@ -1,7 +1,7 @@
 # FeedbackPulse Webhooks. `make run` runs everything with demo data; `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: build test run lint fmt schemathesis kubernetes-validate browser prometheus services images compose-test
+.PHONY: build test run lint fmt schemathesis kubernetes-validate browser prometheus verifiers services images compose-test
 
 # The schemathesis of the OpenAPI conformance test (crates/fp-testkit/tests/openapi_conformance.rs),
 # installed into a venv under target/ by deploy/local/ensure-schemathesis.sh.
@@ -17,7 +17,7 @@ build:
 
 # One debug build serves every test binary; the end-to-end tests start the service binaries it made,
 # and the compose test puts them in an image.
-test: services schemathesis kubernetes-validate browser prometheus
+test: services schemathesis kubernetes-validate browser prometheus verifiers
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 	deploy/docker/compose-test.sh
@@ -75,6 +75,11 @@ browser:
 # Installs Debian's prometheus and promtool (crates/fp-testkit/tests/observability.rs) unless present.
 prometheus:
 	deploy/local/ensure-prometheus.sh
+
+# Installs the interpreters of the verification kit's test (crates/fp-testkit/tests/verifying_webhooks.rs):
+# Debian's php-cli, nodejs, golang-go, ruby and python3, each only if missing.
+verifiers:
+	deploy/local/ensure-verifiers.sh
 
 run:
 	deploy/local/run.sh

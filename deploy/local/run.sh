@@ -77,7 +77,10 @@ wait_http() { # url what
   exit 1
 }
 
-start demo-receiver "$bin/fp-demo-receiver" --listen 127.0.0.1:8443 --ca-pem "$state/receiver-ca.pem"
+# The demo tenant's webhook secret: the receiver verifies both signature headers with it.
+demo_secret="demo_shared_secret"
+FP_DEMO_SECRET="$demo_secret" start demo-receiver "$bin/fp-demo-receiver" --listen 127.0.0.1:8443 \
+  --ca-pem "$state/receiver-ca.pem"
 for _ in $(seq 1 40); do [ -s "$state/receiver-ca.pem" ] && break; sleep 0.25; done
 start api "$bin/fp-api"
 start dispatcher "$bin/fp-dispatcher"
@@ -111,7 +114,7 @@ FP_USER_PASSWORD="$admin_password" "$bin/fpctl" user create --email "$admin_emai
   >/dev/null 2>&1 || true
 curl -sf -X PUT http://127.0.0.1:8080/api/v2/webhooks/config \
   -H "Authorization: Bearer $api_key" -H 'Content-Type: application/json' \
-  -d '{"url": "https://127.0.0.1:8443/webhooks/feedbackpulse", "events": ["submission.created", "submission.status_changed"], "secret": "demo_shared_secret"}' >/dev/null
+  -d '{"url": "https://127.0.0.1:8443/webhooks/feedbackpulse", "events": ["submission.created", "submission.status_changed"], "secret": "'"$demo_secret"'"}' >/dev/null
 
 cat <<INFO
 
@@ -121,13 +124,18 @@ FeedbackPulse Webhooks is running.
   Admin:      http://127.0.0.1:8081/admin/webhook-logs   (log in as $admin_email / $admin_password)
   API:        http://127.0.0.1:8080/api/v2
   API key:    $api_key
-  Receiver:   https://127.0.0.1:8443/webhooks/feedbackpulse   (deliveries print in $state/logs/demo-receiver.log)
+  Receiver:   https://127.0.0.1:8443/webhooks/feedbackpulse   (deliveries print in $state/logs/demo-receiver.log,
+              each with VALID or INVALID for both signature headers; the secret is $demo_secret)
   Logs:       $state/logs/
 
 Create a submission (it is delivered to the demo receiver and shows in the dashboard):
   curl -X POST http://127.0.0.1:8080/api/v2/submissions \\
     -H 'Authorization: Bearer $api_key' -H 'Content-Type: application/json' \\
     -d '{"campaign_id": 1, "star_rating": 5, "text_feedback": "Love this product!", "customer_name": "Jane Doe"}'
+
+To watch retries: make the receiver answer 500, create a submission, then make it answer 200 again:
+  curl --cacert $state/receiver-ca.pem -X POST https://127.0.0.1:8443/_demo/respond/500
+  curl --cacert $state/receiver-ca.pem -X POST https://127.0.0.1:8443/_demo/respond/200
 
 Press Ctrl-C to stop.
 INFO

@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fp_domain::address_policy::{AddressPolicy, Blocked};
-use fp_domain::retry::FailureKind;
-use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
+use fp_domain::retry::{FailureKind, TlsFailure};
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
 
 pub use resolver::{
     HickoryLookup, HostLookup, HostsFileLookup, LookupFailed, PinningResolver, ResolveRefused,
@@ -38,21 +40,26 @@ pub enum ClientBuildError {
     RootCerts { path: String, reason: String },
     #[error("could not set up DNS resolution: {0}")]
     Resolver(String),
+    #[error("could not set up TLS: {0}")]
+    Tls(String),
     #[error("could not build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
 }
 
-/// Why an attempt got no HTTP answer. The variant is the attempt record's error kind.
+/// Why an attempt got no HTTP answer. The variant (with the TLS reason) is the attempt record's
+/// error kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeliveryError {
     #[error("blocked: {0}")]
     Blocked(Blocked),
     #[error("DNS lookup failed: {0}")]
     Dns(String),
+    #[error("connection refused: {0}")]
+    ConnectionRefused(String),
     #[error("connection failed: {0}")]
     Connect(String),
-    #[error("TLS handshake failed: {0}")]
-    Tls(String),
+    #[error("TLS handshake failed: {1}")]
+    Tls(TlsFailure, String),
     #[error("timed out: {0}")]
     Timeout(String),
     #[error("request failed: {0}")]
@@ -64,8 +71,9 @@ impl DeliveryError {
         match self {
             DeliveryError::Blocked(_) => FailureKind::Blocked,
             DeliveryError::Dns(_) => FailureKind::Dns,
+            DeliveryError::ConnectionRefused(_) => FailureKind::ConnectionRefused,
             DeliveryError::Connect(_) => FailureKind::Connect,
-            DeliveryError::Tls(_) => FailureKind::Tls,
+            DeliveryError::Tls(reason, _) => FailureKind::Tls(*reason),
             DeliveryError::Timeout(_) => FailureKind::Timeout,
             DeliveryError::Other(_) => FailureKind::Other,
         }
@@ -73,14 +81,7 @@ impl DeliveryError {
 
     /// The attempt record's `error_kind`.
     pub fn kind(&self) -> &'static str {
-        match self.failure_kind() {
-            FailureKind::Blocked => "blocked",
-            FailureKind::Dns => "dns",
-            FailureKind::Connect => "connect",
-            FailureKind::Tls => "tls",
-            FailureKind::Timeout => "timeout",
-            FailureKind::Other => "other",
-        }
+        self.failure_kind().as_str()
     }
 }
 
@@ -215,6 +216,7 @@ impl DeliveryClient {
 fn classify(error: reqwest::Error) -> DeliveryError {
     let error = error.without_url();
     let mut message = error.to_string();
+    let mut refused = false;
     let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&error);
     while let Some(current) = cause {
         message = format!("{message}: {current}");
@@ -224,25 +226,115 @@ fn classify(error: reqwest::Error) -> DeliveryError {
         if let Some(failed) = current.downcast_ref::<LookupFailed>() {
             return DeliveryError::Dns(failed.to_string());
         }
-        if current.downcast_ref::<rustls::Error>().is_some() {
-            return DeliveryError::Tls(current.to_string());
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return DeliveryError::Tls(tls_failure(tls), current.to_string());
         }
+        let io_error = current.downcast_ref::<std::io::Error>();
+        refused |= io_error
+            .is_some_and(|io_error| io_error.kind() == std::io::ErrorKind::ConnectionRefused);
         // `io::Error::source` skips the error it wraps, which is where rustls puts its own.
-        cause = match current
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-        {
+        cause = match io_error.and_then(std::io::Error::get_ref) {
             Some(wrapped) => Some(wrapped as &(dyn std::error::Error + 'static)),
             None => current.source(),
         };
     }
     if error.is_timeout() {
         DeliveryError::Timeout(message)
+    } else if refused {
+        DeliveryError::ConnectionRefused(message)
     } else if error.is_connect() {
         DeliveryError::Connect(message)
     } else {
         DeliveryError::Other(message)
     }
+}
+
+/// The reason of a failed handshake, as far as the tenant's fix differs.
+fn tls_failure(error: &rustls::Error) -> TlsFailure {
+    let rustls::Error::InvalidCertificate(certificate) = error else {
+        return TlsFailure::Other;
+    };
+    match certificate {
+        CertificateError::UnknownIssuer => TlsFailure::UnknownAuthority,
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => TlsFailure::Expired,
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+            TlsFailure::WrongHost
+        }
+        CertificateError::Other(OtherError(other))
+            if other.is::<SelfSignedCertificate>()
+                || matches!(
+                    other.downcast_ref::<webpki::Error>(),
+                    Some(webpki::Error::CaUsedAsEndEntity)
+                ) =>
+        {
+            TlsFailure::SelfSigned
+        }
+        _ => TlsFailure::Other,
+    }
+}
+
+/// webpki's verdict on a self-signed certificate that is no CA.
+#[derive(Debug, thiserror::Error)]
+#[error("the certificate is self-signed")]
+struct SelfSignedCertificate;
+
+/// The webpki verifier, telling a self-signed certificate from one of an unknown CA: webpki calls
+/// both `UnknownIssuer`, but their fixes differ. Everything else is webpki's own.
+#[derive(Debug)]
+struct ServerVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for ServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            .map_err(|error| match error {
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
+                    if is_self_issued(end_entity) =>
+                {
+                    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(
+                        Arc::new(SelfSignedCertificate),
+                    )))
+                }
+                other => other,
+            })
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// Whether the certificate names itself as its issuer.
+fn is_self_issued(certificate: &CertificateDer<'_>) -> bool {
+    webpki::EndEntityCert::try_from(certificate)
+        .is_ok_and(|parsed| parsed.issuer() == parsed.subject())
 }
 
 /// rustls with the ring provider, trusting the webpki roots plus the operator's extra roots.
@@ -267,11 +359,67 @@ fn tls_config(extra_root_certs: Option<&Path>) -> Result<rustls::ClientConfig, C
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|err| ClientBuildError::Tls(err.to_string()))?;
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|err| ClientBuildError::Resolver(err.to_string()))?
-        .with_root_certificates(roots)
+        .map_err(|err| ClientBuildError::Tls(err.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ServerVerifier { webpki }))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(certificate: CertificateError) -> rustls::Error {
+        rustls::Error::InvalidCertificate(certificate)
+    }
+
+    #[test]
+    fn handshake_failures_are_told_apart_by_their_fix() {
+        let cases = [
+            (
+                invalid(CertificateError::UnknownIssuer),
+                TlsFailure::UnknownAuthority,
+            ),
+            (invalid(CertificateError::Expired), TlsFailure::Expired),
+            (
+                invalid(CertificateError::NotValidForName),
+                TlsFailure::WrongHost,
+            ),
+            (
+                invalid(CertificateError::Other(OtherError(Arc::new(
+                    SelfSignedCertificate,
+                )))),
+                TlsFailure::SelfSigned,
+            ),
+            // A CA certificate served as the server's own: webpki refuses it before any issuer
+            // is looked for.
+            (
+                invalid(CertificateError::Other(OtherError(Arc::new(
+                    webpki::Error::CaUsedAsEndEntity,
+                )))),
+                TlsFailure::SelfSigned,
+            ),
+            (
+                invalid(CertificateError::Other(OtherError(Arc::new(
+                    webpki::Error::EndEntityUsedAsCa,
+                )))),
+                TlsFailure::Other,
+            ),
+            (invalid(CertificateError::Revoked), TlsFailure::Other),
+            (
+                rustls::Error::PeerIncompatible(rustls::PeerIncompatible::NoCipherSuitesInCommon),
+                TlsFailure::Other,
+            ),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(tls_failure(&error), expected, "{error:?}");
+        }
+    }
 }

@@ -20,6 +20,7 @@ use fp_delivery::{
     AttemptOutcome, DeliveryClient, DeliveryConfig, DeliveryError, HostLookup, LookupFailed,
 };
 use fp_domain::address_policy::{AddressPolicy, Blocked};
+use fp_domain::retry::TlsFailure;
 use fp_testkit::receiver::{CannedResponse, Responder, TlsReceiver, always_ok};
 
 const NAME: &str = "hooks.example.test";
@@ -387,7 +388,10 @@ async fn an_untrusted_certificate_is_a_tls_failure() -> anyhow::Result<()> {
     )?;
     let outcome = deliver(&client, &receivers.url("127.0.0.1")).await;
     assert!(
-        matches!(outcome.result, Err(DeliveryError::Tls(_))),
+        matches!(
+            outcome.result,
+            Err(DeliveryError::Tls(TlsFailure::UnknownAuthority, _))
+        ),
         "expected a TLS failure, got {:?}",
         outcome.result
     );

@@ -42,6 +42,20 @@ impl EventType {
         }
     }
 
+    /// What an event of this type announces, for the event catalogue.
+    pub fn description(self) -> &'static str {
+        match self {
+            EventType::SubmissionCreated => "A customer submitted feedback.",
+            EventType::SubmissionStatusChanged => {
+                "A submission's status changed; `previous_status` is the status it had before."
+            }
+            EventType::WebhookTest => {
+                "A test delivery: sent only when asked for (POST /api/v2/webhooks/test), whatever \
+                 the endpoint subscribes to."
+            }
+        }
+    }
+
     /// This type, if a webhook config may subscribe to it.
     pub fn subscribable(self) -> Result<Self, NotSubscribable> {
         if Self::SUBSCRIBABLE.contains(&self) {
@@ -57,6 +71,17 @@ fn subscribable_names() -> String {
     EventType::SUBSCRIBABLE.map(EventType::as_str).join(", ")
 }
 
+/// Every name, for error messages, each type that cannot be subscribed to marked as such:
+/// "submission.created, submission.status_changed, webhook.test (sent only on request)".
+fn known_names() -> String {
+    EventType::ALL
+        .map(|event| match event.subscribable() {
+            Ok(_) => event.as_str().to_owned(),
+            Err(_) => format!("{event} (sent only on request)"),
+        })
+        .join(", ")
+}
+
 impl fmt::Display for EventType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -64,7 +89,7 @@ impl fmt::Display for EventType {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown event type `{0}` (known: {known})", known = subscribable_names())]
+#[error("unknown event type `{0}`; known: {known}", known = known_names())]
 pub struct UnknownEventType(pub String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -178,9 +203,10 @@ mod tests {
             "{refused}"
         );
         let unknown = UnknownEventType("x".into()).to_string();
-        assert!(
-            unknown.ends_with("(known: submission.created, submission.status_changed)"),
-            "{unknown}"
+        assert_eq!(
+            unknown,
+            "unknown event type `x`; known: submission.created, submission.status_changed, \
+             webhook.test (sent only on request)"
         );
     }
 

@@ -8,6 +8,8 @@ pub mod address_policy;
 pub mod api_key;
 pub mod client_address;
 pub mod event;
+pub mod example;
+pub mod explanation;
 pub mod format;
 pub mod login_throttle;
 pub mod password;

@@ -16,28 +16,90 @@ pub enum Verdict {
     GiveUp,
 }
 
-/// Why an attempt got no HTTP answer.
+/// Why an attempt got no HTTP answer. [`FailureKind::as_str`] is the attempt record's
+/// `error_kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
     /// The SSRF policy refused the target; no packet was sent.
     Blocked,
     Dns,
+    /// Nothing accepted the connection on that port.
+    ConnectionRefused,
+    /// Any other failure to connect (unreachable host, reset).
     Connect,
-    Tls,
+    Tls(TlsFailure),
     Timeout,
     Other,
 }
 
+/// Why the TLS handshake failed, as far as the fix differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// The chain does not lead to a trusted root.
+    UnknownAuthority,
+    /// The certificate signs itself (or a CA certificate is served as the server's own).
+    SelfSigned,
+    Expired,
+    /// The certificate does not name the URL's host.
+    WrongHost,
+    /// Anything else (protocol versions, ciphers, a broken handshake), and attempts recorded
+    /// before the reasons were told apart.
+    Other,
+}
+
 impl FailureKind {
+    /// Every kind, each once.
+    pub const ALL: [FailureKind; 11] = [
+        FailureKind::Blocked,
+        FailureKind::Dns,
+        FailureKind::ConnectionRefused,
+        FailureKind::Connect,
+        FailureKind::Tls(TlsFailure::UnknownAuthority),
+        FailureKind::Tls(TlsFailure::SelfSigned),
+        FailureKind::Tls(TlsFailure::Expired),
+        FailureKind::Tls(TlsFailure::WrongHost),
+        FailureKind::Tls(TlsFailure::Other),
+        FailureKind::Timeout,
+        FailureKind::Other,
+    ];
+
     pub fn verdict(self) -> Verdict {
         match self {
             FailureKind::Blocked => Verdict::GiveUp,
             FailureKind::Dns
+            | FailureKind::ConnectionRefused
             | FailureKind::Connect
-            | FailureKind::Tls
+            | FailureKind::Tls(_)
             | FailureKind::Timeout
             | FailureKind::Other => Verdict::Retry,
         }
+    }
+
+    /// The attempt record's `error_kind` (also the dispatcher's outcome label). Refused
+    /// connections and the TLS reasons have kinds of their own since issue 14; older rows say
+    /// `connect` and `tls` for them, which still read back as `Connect` and `Tls(Other)`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Blocked => "blocked",
+            FailureKind::Dns => "dns",
+            FailureKind::ConnectionRefused => "connection_refused",
+            FailureKind::Connect => "connect",
+            FailureKind::Tls(TlsFailure::UnknownAuthority) => "tls_unknown_authority",
+            FailureKind::Tls(TlsFailure::SelfSigned) => "tls_self_signed",
+            FailureKind::Tls(TlsFailure::Expired) => "tls_expired",
+            FailureKind::Tls(TlsFailure::WrongHost) => "tls_wrong_host",
+            FailureKind::Tls(TlsFailure::Other) => "tls",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Other => "other",
+        }
+    }
+
+    /// The kind a record's `error_kind` names; `None` for kinds that are no transport failure
+    /// (`redirect`, `http_status`, `interrupted`) and anything unknown.
+    pub fn from_record_kind(kind: &str) -> Option<Self> {
+        FailureKind::ALL
+            .into_iter()
+            .find(|failure| failure.as_str() == kind)
     }
 }
 
@@ -259,7 +321,29 @@ mod tests {
         }
         assert_eq!(FailureKind::Blocked.verdict(), Verdict::GiveUp);
         assert_eq!(FailureKind::Timeout.verdict(), Verdict::Retry);
-        assert_eq!(FailureKind::Tls.verdict(), Verdict::Retry);
+        assert_eq!(
+            FailureKind::Tls(TlsFailure::Expired).verdict(),
+            Verdict::Retry
+        );
+    }
+
+    #[test]
+    fn record_kinds_read_back_as_their_failure_kind() {
+        for kind in FailureKind::ALL {
+            assert_eq!(FailureKind::from_record_kind(kind.as_str()), Some(kind));
+        }
+        // Rows written before the finer kinds.
+        assert_eq!(
+            FailureKind::from_record_kind("tls"),
+            Some(FailureKind::Tls(TlsFailure::Other))
+        );
+        assert_eq!(
+            FailureKind::from_record_kind("connect"),
+            Some(FailureKind::Connect)
+        );
+        for other in ["redirect", "http_status", "interrupted", "", "TLS"] {
+            assert_eq!(FailureKind::from_record_kind(other), None, "{other}");
+        }
     }
 
     #[test]

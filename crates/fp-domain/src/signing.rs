@@ -10,6 +10,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use ring::hmac;
 
+/// The key length of a generated secret: HMAC-SHA256's block of 256 bits.
+pub const GENERATED_KEY_BYTES: usize = 32;
+
 /// A tenant's webhook secret, as the tenant typed it.
 #[derive(Clone)]
 pub struct WebhookSecret(String);
@@ -21,6 +24,12 @@ impl WebhookSecret {
 
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// A new `whsec_` secret: `key` base64-encoded, as Standard Webhooks writes secrets. The
+    /// caller draws the key ([`GENERATED_KEY_BYTES`] random bytes).
+    pub fn from_key(key: &[u8; GENERATED_KEY_BYTES]) -> Self {
+        WebhookSecret(format!("whsec_{}", BASE64.encode(key)))
     }
 
     /// Key for the product page's scheme: the secret's UTF-8 bytes, as the PHP snippet uses it.
@@ -289,6 +298,22 @@ mod tests {
             body,
             &alone
         ));
+    }
+
+    #[test]
+    fn a_generated_secret_is_whsec_and_its_key_is_the_bytes_given() {
+        let key = [7u8; GENERATED_KEY_BYTES];
+        let secret = WebhookSecret::from_key(&key);
+        let encoded = secret.expose().strip_prefix("whsec_").expect("whsec_");
+        assert_eq!(BASE64.decode(encoded).expect("base64"), key);
+        // The key signs webhook-signature, so a receiver decoding the secret verifies.
+        let signature = standard_webhooks_signature(&secret, "id-1", 1_700_000_000, b"{}");
+        let by_key = hmac::Key::new(hmac::HMAC_SHA256, &key);
+        let expected = hmac::sign(&by_key, b"id-1.1700000000.{}");
+        assert_eq!(
+            signature,
+            format!("v1,{}", BASE64.encode(expected.as_ref()))
+        );
     }
 
     #[test]

@@ -276,6 +276,16 @@ pub fn hidden_field_after(html: &str, marker: &str, name: &str) -> Option<String
     Some(rest[start..end].to_owned())
 }
 
+/// `text` as the dashboard's templates print it into HTML (tera's escaping).
+pub fn html_escaped(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#x27;")
+        .replace('/', "&#x2F;")
+}
+
 /// `application/x-www-form-urlencoded` encoding of `pairs` (names may repeat, as checkboxes do).
 pub fn form_body(pairs: &[(&str, &str)]) -> String {
     url::form_urlencoded::Serializer::new(String::new())

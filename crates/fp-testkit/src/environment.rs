@@ -374,6 +374,16 @@ impl TestEnvironment {
         .await?;
         Ok(())
     }
+
+    /// [`TestEnvironment::finish`] after a test's `outcome`, which it returns first; a failed
+    /// test is told where the services' logs are.
+    pub async fn finish_after(self, outcome: anyhow::Result<()>) -> anyhow::Result<()> {
+        if outcome.is_err() {
+            eprintln!("the services' logs are in {}", self.dir.display());
+        }
+        let finished = self.finish().await;
+        outcome.and(finished)
+    }
 }
 
 /// Stops a service as an operator would: SIGTERM (in-flight work finishes, unacked messages

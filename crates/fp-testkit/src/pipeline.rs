@@ -219,6 +219,21 @@ impl TenantApi {
         })
     }
 
+    /// A superadmin key from `fpctl key create --superadmin`, for the api `self` calls; its
+    /// `tenant_id` is empty.
+    pub async fn superadmin(&self, env: &TestEnvironment) -> anyhow::Result<Self> {
+        let created: Value = serde_json::from_str(
+            &env.fpctl(&["key", "create", "--superadmin", "--name", "ops"])
+                .await?,
+        )?;
+        Ok(TenantApi {
+            base: self.base.clone(),
+            key: created["api_key"].as_str().context("api_key")?.to_owned(),
+            tenant_id: String::new(),
+            http: self.http.clone(),
+        })
+    }
+
     /// Sends a request with the tenant's key; returns the status and the JSON answer.
     pub async fn send(
         &self,

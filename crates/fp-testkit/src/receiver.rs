@@ -107,8 +107,17 @@ impl TlsReceiver {
         names: &[&str],
         responder: Responder,
     ) -> anyhow::Result<Self> {
+        Self::start_with_identity(listen, certificates::generate(names)?, responder).await
+    }
+
+    /// As [`TlsReceiver::start`], serving `identity` (to play an endpoint whose certificate is
+    /// expired, self-signed, or for other names).
+    pub async fn start_with_identity(
+        listen: SocketAddr,
+        identity: certificates::ServerIdentity,
+        responder: Responder,
+    ) -> anyhow::Result<Self> {
         crate::install_crypto_provider();
-        let identity = certificates::generate(names)?;
         let mut config = rustls::ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(identity.chain, identity.key)?;
@@ -171,6 +180,29 @@ impl TlsReceiver {
             if tokio::time::timeout_at(deadline, arrived).await.is_err() {
                 anyhow::bail!(
                     "the receiver got {} of {count} expected requests within {timeout:?}",
+                    requests.len()
+                );
+            }
+        }
+    }
+
+    /// Waits until a request for which `wanted` holds arrived and returns the first such, or
+    /// fails after `timeout`.
+    pub async fn wait_for_request(
+        &self,
+        timeout: Duration,
+        wanted: impl Fn(&ReceivedRequest) -> bool,
+    ) -> anyhow::Result<ReceivedRequest> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let arrived = self.shared.arrived.notified();
+            let requests = self.requests();
+            if let Some(request) = requests.iter().find(|request| wanted(request)) {
+                return Ok(request.clone());
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                anyhow::bail!(
+                    "none of the {} requests the receiver got within {timeout:?} is the one expected",
                     requests.len()
                 );
             }

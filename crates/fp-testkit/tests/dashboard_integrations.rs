@@ -1,11 +1,17 @@
 //! Einstellungen > Integrations and log-in throttling, over HTTP against the real dashboard, api,
 //! dispatcher and log-ingest: the page saves through the api with the user's session, shows the
-//! api's reasons, keeps or removes the secret as asked, and sends a test event that reaches an
-//! HTTPS receiver.
+//! api's reasons, keeps or removes the secret as asked, generates a `whsec_` one (with no script)
+//! that the test event's signatures verify with, and sends a test event that reaches an HTTPS
+//! receiver.
 
 use std::time::Duration;
 
 use anyhow::Context;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use fp_domain::signing::{
+    WebhookSecret, verify_feedbackpulse_signature, verify_standard_webhooks_signature,
+};
 use fp_testkit::dashboard::{
     DashboardFixture, form_body, hidden_field_after, http_client, http_log_in,
 };
@@ -28,14 +34,33 @@ fn csrf_token_after(html: &str, marker: &str) -> anyhow::Result<String> {
         .with_context(|| format!("no csrf_token field after {marker:?}"))
 }
 
+/// What tera escapes in HTML, and how; `&` first, as escaping it later would escape the others.
+const HTML_ESCAPES: [(&str, &str); 6] = [
+    ("&", "&amp;"),
+    ("<", "&lt;"),
+    (">", "&gt;"),
+    ("\"", "&quot;"),
+    ("'", "&#x27;"),
+    ("/", "&#x2F;"),
+];
+
 /// Text as tera prints it into HTML.
 fn escaped(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#x27;")
-        .replace('/', "&#x2F;")
+    HTML_ESCAPES
+        .iter()
+        .fold(text.to_owned(), |text, (raw, escape)| {
+            text.replace(raw, escape)
+        })
+}
+
+/// Text as tera printed it into HTML, as the browser reads it.
+fn unescaped(html: &str) -> String {
+    HTML_ESCAPES
+        .iter()
+        .rev()
+        .fold(html.to_owned(), |html, (raw, escape)| {
+            html.replace(escape, raw)
+        })
 }
 
 struct Dashboard {
@@ -79,6 +104,25 @@ impl Dashboard {
         Ok((status, location, response.text().await?))
     }
 
+    /// Posts the Integrations form for `url`, subscribed to `submission.created` and enabled, with
+    /// `secret_fields` (the secret, "Generate secret").
+    async fn post_endpoint(
+        &self,
+        client: &reqwest::Client,
+        csrf_token: &str,
+        url: &str,
+        secret_fields: &[(&str, &str)],
+    ) -> anyhow::Result<(StatusCode, String, String)> {
+        let mut pairs = vec![
+            ("csrf_token", csrf_token),
+            ("url", url),
+            ("events", "submission.created"),
+            ("enabled", "on"),
+        ];
+        pairs.extend_from_slice(secret_fields);
+        self.post(client, PAGE, &pairs).await
+    }
+
     /// One log-in attempt with a fresh form; the answer's status.
     async fn log_in(
         &self,
@@ -107,11 +151,7 @@ async fn stored_config(api: &TenantApi) -> anyhow::Result<(u16, Value)> {
 async fn integrations_page_saves_through_the_api_and_sends_a_test_event() -> anyhow::Result<()> {
     let mut env = TestEnvironment::new("dashintegr").await?;
     let outcome = run(&mut env).await;
-    if outcome.is_err() {
-        eprintln!("the services' logs are in {}", env.dir.display());
-    }
-    let finished = env.finish().await;
-    outcome.and(finished)
+    env.finish_after(outcome).await
 }
 
 async fn run(env: &mut TestEnvironment) -> anyhow::Result<()> {
@@ -131,6 +171,10 @@ async fn run(env: &mut TestEnvironment) -> anyhow::Result<()> {
     let (html, save_token, test_token) = dashboard.page(&admin).await?;
     assert!(html.contains(r#"id="no-config""#), "{html}");
     assert!(
+        html.contains("it verifies the webhook-signature header"),
+        "the secret's help: {html}"
+    );
+    assert!(
         html.contains(r#"id="webhook-logs-link" href="/webhooks/logs""#),
         "{html}"
     );
@@ -148,8 +192,8 @@ async fn run(env: &mut TestEnvironment) -> anyhow::Result<()> {
     assert!(html.contains(r#"id="test-outcome""#), "{html}");
     assert!(html.contains("The test event could not be sent."), "{html}");
     assert!(
-        html.contains("no webhook config"),
-        "the api's reason: {html}"
+        html.contains("No webhook is set up yet: enter your webhook URL above and save"),
+        "the reason, in the page's words: {html}"
     );
 
     // Save URL, events and a secret.
@@ -292,6 +336,53 @@ async fn run(env: &mut TestEnvironment) -> anyhow::Result<()> {
     assert_eq!(stored_config(api).await?.1, config, "nothing changed");
     assert_eq!(receiver.requests().len(), 0, "no test event was sent");
 
+    // "Generate secret" (no script): the form comes back with the input kept and a new `whsec_`
+    // secret of 32 random bytes in the secret field, and nothing is saved yet.
+    let mut generated = Vec::new();
+    for _ in 0..2 {
+        let (status, _, html) = dashboard
+            .post_endpoint(
+                &admin,
+                &save_token,
+                &hook_url,
+                &[("secret", "typed-then-replaced"), ("generate_secret", "on")],
+            )
+            .await?;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        assert!(html.contains(r#"id="secret-generated""#), "{html}");
+        assert!(
+            html.contains(&escaped(&hook_url)),
+            "the input is kept: {html}"
+        );
+        assert!(!html.contains("typed-then-replaced"), "{html}");
+        let field = hidden_field_after(&html, r#"id="secret""#, "secret")
+            .context("the secret field holds the generated secret")?;
+        generated.push(unescaped(&field));
+    }
+    assert_eq!(
+        stored_config(api).await?.1,
+        config,
+        "generating saves nothing"
+    );
+    assert_ne!(generated[0], generated[1], "each secret is new");
+    for secret in &generated {
+        let key = secret.strip_prefix("whsec_").context("a whsec_ secret")?;
+        assert_eq!(BASE64.decode(key)?.len(), 32, "{secret}");
+    }
+    // Saved, it signs the test event below.
+    let generated_secret = WebhookSecret::new(generated[0].clone());
+    let (status, _, body) = dashboard
+        .post_endpoint(
+            &admin,
+            &save_token,
+            &hook_url,
+            &[("secret", generated_secret.expose())],
+        )
+        .await?;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    let (_, config) = stored_config(api).await?;
+    assert_eq!(config["secret_set"], true, "{config}");
+
     // The test event goes through the pipeline; the page shows how it went.
     let (status, location, body) = dashboard
         .post(
@@ -317,6 +408,28 @@ async fn run(env: &mut TestEnvironment) -> anyhow::Result<()> {
         requests[0].header("x-feedbackpulse-delivery"),
         Some(delivery_id)
     );
+    let delivered = &requests[0];
+    let header = |name: &str| {
+        delivered
+            .header(name)
+            .with_context(|| format!("the test event has no {name}"))
+    };
+    assert!(
+        verify_standard_webhooks_signature(
+            &generated_secret,
+            header("webhook-id")?,
+            header("webhook-timestamp")?.parse()?,
+            &delivered.body,
+            header("webhook-signature")?,
+        ),
+        "the generated secret verifies webhook-signature: {:?}",
+        delivered.headers
+    );
+    assert!(verify_feedbackpulse_signature(
+        &generated_secret,
+        &delivered.body,
+        header("x-feedbackpulse-signature")?
+    ));
     // Log-ingest writes the attempt in its next batch; the outcome page reads it each time.
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let html = loop {
@@ -348,6 +461,11 @@ async fn run(env: &mut TestEnvironment) -> anyhow::Result<()> {
     assert!(html.contains("Einstellungen &gt;"), "{html}");
     assert!(html.contains("Webhook-Endpunkt"), "{html}");
     assert!(html.contains("Speichern"), "{html}");
+    assert!(html.contains("Secret erzeugen"), "{html}");
+    assert!(
+        html.contains("Mit dem Secret prüft Ihr Server"),
+        "the secret's help: {html}"
+    );
     // The SSRF policy's refusal in German too: the api words it in English only.
     let response = admin
         .post(dashboard.url(PAGE))

@@ -191,11 +191,7 @@ fn ids_where(rows: &[AttemptRow], tenant: Uuid, keep: impl Fn(&AttemptRow) -> bo
 async fn the_log_pages_filter_page_show_details_redeliver_and_summarise() -> anyhow::Result<()> {
     let mut env = TestEnvironment::new("dashlogs").await?;
     let outcome = run(&mut env).await;
-    if outcome.is_err() {
-        eprintln!("the services' logs are in {}", env.dir.display());
-    }
-    env.finish().await?;
-    outcome
+    env.finish_after(outcome).await
 }
 
 async fn run(env: &mut TestEnvironment) -> anyhow::Result<()> {

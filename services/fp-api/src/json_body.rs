@@ -20,18 +20,49 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let bytes = web::Bytes::from_request(req, payload);
+        let bytes = read_body(req, payload);
+        Box::pin(async move { decode(&bytes.await?).map(JsonBody) })
+    }
+}
+
+/// A body that may be left out: an empty one, or JSON `null` (which the OpenAPI document of an
+/// optional body allows), is `None`; any other is decoded as [`JsonBody`] is.
+pub struct OptionalJsonBody<T>(pub Option<T>);
+
+impl<T: DeserializeOwned + 'static> FromRequest for OptionalJsonBody<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let bytes = read_body(req, payload);
         Box::pin(async move {
-            let bytes = bytes.await.map_err(|err| {
-                if err.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::BodyTooLarge
-                } else {
-                    ApiError::MalformedJson {
-                        message: format!("could not read the request body: {err}"),
-                    }
+            let bytes = bytes.await?;
+            let is_null = || {
+                serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .is_ok_and(|value| value.is_null())
+            };
+            if bytes.is_empty() || is_null() {
+                return Ok(OptionalJsonBody(None));
+            }
+            decode(&bytes).map(|body| OptionalJsonBody(Some(body)))
+        })
+    }
+}
+
+fn read_body(
+    req: &HttpRequest,
+    payload: &mut Payload,
+) -> impl Future<Output = Result<web::Bytes, ApiError>> + 'static {
+    let bytes = web::Bytes::from_request(req, payload);
+    async move {
+        bytes.await.map_err(|err| {
+            if err.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::BodyTooLarge
+            } else {
+                ApiError::MalformedJson {
+                    message: format!("could not read the request body: {err}"),
                 }
-            })?;
-            decode(&bytes).map(JsonBody)
+            }
         })
     }
 }

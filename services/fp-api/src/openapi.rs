@@ -12,7 +12,7 @@ use utoipa::{Modify, OpenApi, PartialSchema};
 
 use crate::error::ErrorBody;
 use crate::routes::{
-    api_keys, logs, redelivery, sessions, submissions, test_event, webhook_config,
+    api_keys, event_types, logs, redelivery, sessions, submissions, test_event, webhook_config,
 };
 
 #[derive(OpenApi)]
@@ -35,6 +35,7 @@ use crate::routes::{
         submissions::get,
         submissions::change_status,
         test_event::send,
+        event_types::list,
         logs::list,
         logs::detail,
         redelivery::redeliver_one,

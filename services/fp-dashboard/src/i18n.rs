@@ -46,6 +46,16 @@ const CATALOGS: &[(Lang, &str, &str)] = &[
     ),
     (Lang::En, "logs", include_str!("../locales/en/logs.toml")),
     (Lang::De, "logs", include_str!("../locales/de/logs.toml")),
+    (
+        Lang::En,
+        "event_types",
+        include_str!("../locales/en/event_types.toml"),
+    ),
+    (
+        Lang::De,
+        "event_types",
+        include_str!("../locales/de/event_types.toml"),
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tera::{Context, Tera};
 
-const TEMPLATES: [(&str, &str); 11] = [
+const TEMPLATES: [(&str, &str); 12] = [
     ("base.html", include_str!("../templates/base.html")),
     ("login.html", include_str!("../templates/login.html")),
     ("account.html", include_str!("../templates/account.html")),
@@ -38,6 +38,10 @@ const TEMPLATES: [(&str, &str); 11] = [
         include_str!("../templates/log_detail.html"),
     ),
     ("error.html", include_str!("../templates/error.html")),
+    (
+        "event_types.html",
+        include_str!("../templates/event_types.html"),
+    ),
     (
         "integrations.html",
         include_str!("../templates/integrations.html"),

@@ -10,8 +10,9 @@ use fp_telemetry::metrics::{duration_label, status_class};
 const IN_FLIGHT: &str = "fp_dispatcher_in_flight_deliveries";
 
 /// An attempt's outcome label: `success`, `redirect`, `http_status` (any other answer), or the
-/// transport failure's kind (`timeout`, `connect`, `tls`, `dns`, `blocked`, `other`), as in the
-/// attempt record's `error_kind`.
+/// transport failure's kind (`timeout`, `connection_refused`, `connect`, `tls_unknown_authority`,
+/// `tls_self_signed`, `tls_expired`, `tls_wrong_host`, `tls`, `dns`, `blocked`, `other`), as in
+/// the attempt record's `error_kind`.
 pub fn outcome_label(outcome: &AttemptOutcome) -> &'static str {
     match &outcome.result {
         Ok(response) if (200..300).contains(&response.status) => "success",

@@ -1,34 +1,21 @@
 //! Events and JSON helpers shared by the format tests.
 
-use chrono::{TimeZone, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::message::Message;
 use super::{EndpointFormat, render_body};
-use crate::event::{Change, Event};
+use crate::event::{Change, Event, EventType};
+use crate::example;
 use crate::submission::{Submission, SubmissionStatus};
 
-/// The product page's example submission.
-pub(super) fn sample_submission() -> Submission {
-    Submission {
-        id: 42,
-        campaign_id: 1,
-        star_rating: 5,
-        text_feedback: "Love this product!".into(),
-        customer_name: Some("Jane Doe".into()),
-        status: SubmissionStatus::Pending,
-    }
-}
+pub(super) use crate::example::submission as sample_submission;
 
 fn at_product_page_time(change: Change) -> Event {
     Event {
         id: Uuid::now_v7(),
         tenant_id: Uuid::now_v7(),
-        occurred_at: Utc
-            .with_ymd_and_hms(2024, 3, 15, 10, 30, 0)
-            .single()
-            .expect("valid time"),
+        occurred_at: example::occurred_at(),
         change,
     }
 }
@@ -45,23 +32,17 @@ pub(super) fn status_changed(submission: Submission, previous_status: Submission
 }
 
 pub(super) fn jane_created() -> Event {
-    created(sample_submission())
+    example::event(EventType::SubmissionCreated)
 }
 
 /// Jane's submission moved from pending to approved.
 pub(super) fn jane_approved() -> Event {
-    status_changed(
-        Submission {
-            status: SubmissionStatus::Approved,
-            ..sample_submission()
-        },
-        SubmissionStatus::Pending,
-    )
+    example::event(EventType::SubmissionStatusChanged)
 }
 
 /// A `webhook.test` event at the product page's time.
 pub(super) fn webhook_test() -> Event {
-    at_product_page_time(Change::WebhookTest)
+    example::event(EventType::WebhookTest)
 }
 
 /// The chat facts of a submission event.

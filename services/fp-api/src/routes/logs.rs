@@ -2,14 +2,15 @@
 //! `/logs/{id}` (one attempt with its headers and the whole delivery), and the same two for
 //! superadmins under `/api/v2/admin/webhooks/logs`, across tenants.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use fp_domain::EventType;
+use fp_domain::explanation::{self, Explanation};
 use fp_store::attempts::{self, AttemptQuery, AttemptRow, StatusFilter};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::uuid_in_path;
+use super::{refuse_unknown_parameters, uuid_in_path};
 use crate::AppState;
 use crate::auth::{AuthenticatedTenant, Superadmin};
 use crate::error::{ApiError, ErrorBody};
@@ -25,7 +26,8 @@ pub struct LogQuery {
     /// Entries per page, 1 to 200 (default 50).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
     limit: Option<String>,
-    /// Only this event type, e.g. `submission.created`.
+    /// Only this event type.
+    #[param(schema_with = event_type_filter)]
     event_type: Option<String>,
     /// An exact code (`404`), a class (`5xx`), or `none` for attempts that got no answer.
     #[param(pattern = "^([1-5][0-9][0-9]|[1-5]xx|none)$")]
@@ -38,6 +40,14 @@ pub struct LogQuery {
     to: Option<String>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
+}
+
+/// The filter takes every event type, `webhook.test` included.
+fn event_type_filter() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(super::event_type_names()))
+        .build()
 }
 
 /// The admin view's query: the tenant's filters plus an optional tenant.
@@ -83,8 +93,40 @@ pub struct LogDetail {
 
 #[derive(Serialize, utoipa::ToSchema)]
 struct AttemptError {
+    /// `blocked`, `dns`, `connection_refused`, `connect`, `tls_unknown_authority`,
+    /// `tls_self_signed`, `tls_expired`, `tls_wrong_host`, `tls` (any other TLS failure, and
+    /// attempts before the reasons were told apart), `timeout`, `other`, `redirect`,
+    /// `http_status`, or `interrupted` (no outcome was recorded).
     kind: String,
+    /// The technical detail, in English.
     message: String,
+}
+
+/// Why an attempt failed and how to fix it.
+#[derive(Serialize, utoipa::ToSchema)]
+struct AttemptExplanation {
+    /// Stable: key translations or handling on it.
+    #[schema(schema_with = explanation_ids)]
+    id: &'static str,
+    /// What went wrong and the fix, in English.
+    text: &'static str,
+}
+
+impl From<Explanation> for AttemptExplanation {
+    fn from(explanation: Explanation) -> Self {
+        AttemptExplanation {
+            id: explanation.id(),
+            text: explanation.english(),
+        }
+    }
+}
+
+/// The `id` schema, listing exactly the explanations the domain has.
+fn explanation_ids() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(Explanation::ALL.map(Explanation::id)))
+        .build()
 }
 
 /// One attempt, with everything the product page lists plus what debugging needs.
@@ -110,10 +152,19 @@ pub struct LogEntry {
     /// A redelivery the tenant asked for, rather than an attempt of the retry schedule.
     manual: bool,
     error: Option<AttemptError>,
+    /// Why the attempt failed and the fix, from `error.kind` and `response_code`; absent on
+    /// success and while the outcome is unknown (`interrupted`).
+    explanation: Option<AttemptExplanation>,
 }
 
 impl From<AttemptRow> for LogEntry {
     fn from(row: AttemptRow) -> Self {
+        let explanation = explanation::explain(
+            row.error_kind.as_deref(),
+            row.response_status
+                .and_then(|status| u16::try_from(status).ok()),
+        )
+        .map(AttemptExplanation::from);
         LogEntry {
             id: row.id,
             delivery_id: row.delivery_id,
@@ -134,6 +185,7 @@ impl From<AttemptRow> for LogEntry {
                 kind,
                 message: row.error_message.unwrap_or_default(),
             }),
+            explanation,
         }
     }
 }
@@ -145,14 +197,16 @@ impl From<AttemptRow> for LogEntry {
     params(LogQuery),
     responses(
         (status = 200, description = "The tenant's attempts, newest first", body = LogPage<LogEntry>),
-        (status = 422, description = "A parameter is invalid; `field` names it", body = ErrorBody),
+        (status = 422, description = "A parameter is invalid or unknown; `field` names it", body = ErrorBody),
     ),
 )]
 pub async fn list(
     state: web::Data<AppState>,
     AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+    request: HttpRequest,
     query: web::Query<LogQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    refuse_unknown_parameters::<LogQuery>(&request, &[])?;
     let mut filter = attempt_query(&query)?;
     filter.tenant_id = Some(tenant_id);
     respond_with_page(&state, &filter, LogEntry::from).await
@@ -187,14 +241,16 @@ pub async fn detail(
     ),
     responses(
         (status = 200, description = "Every tenant's attempts, newest first", body = LogPage<AdminLogEntry<LogEntry>>),
-        (status = 422, description = "A parameter is invalid; `field` names it", body = ErrorBody),
+        (status = 422, description = "A parameter is invalid or unknown; `field` names it", body = ErrorBody),
     ),
 )]
 pub async fn admin_list(
     state: web::Data<AppState>,
     _: Superadmin,
+    request: HttpRequest,
     query: web::Query<AdminLogQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    refuse_unknown_parameters::<LogQuery>(&request, &["tenant_id"])?;
     let mut filter = attempt_query(&query.filters)?;
     filter.tenant_id = query
         .tenant_id

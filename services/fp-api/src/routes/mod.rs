@@ -1,6 +1,7 @@
 //! HTTP routes of `/api/v2`.
 
 pub(crate) mod api_keys;
+pub(crate) mod event_types;
 pub(crate) mod logs;
 pub(crate) mod redelivery;
 pub(crate) mod sessions;
@@ -8,7 +9,10 @@ pub(crate) mod submissions;
 pub(crate) mod test_event;
 pub(crate) mod webhook_config;
 
-use actix_web::web;
+use std::collections::BTreeSet;
+
+use actix_web::{HttpRequest, web};
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -53,6 +57,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
                     .route(web::delete().to(webhook_config::delete)),
             )
             .service(resource("/webhooks/test", "POST").route(web::post().to(test_event::send)))
+            .service(resource("/event-types", "GET").route(web::get().to(event_types::list)))
             .service(resource("/webhooks/logs", "GET").route(web::get().to(logs::list)))
             .service(
                 resource("/webhooks/logs/redeliver", "POST")
@@ -103,6 +108,51 @@ fn uuid_in_path(text: &str, what: &'static str) -> Result<Uuid, ApiError> {
 /// Every path outside the routes answers in the one error shape too.
 pub async fn unknown_route() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound("route"))
+}
+
+/// Refuses a query parameter the route does not take, naming it: serde would skip it, and a
+/// misspelt filter would quietly widen the answer. The route's parameters are those `P` documents
+/// (its `IntoParams`, also in the OpenAPI document) and `also`.
+fn refuse_unknown_parameters<P: IntoParams>(
+    request: &HttpRequest,
+    also: &[&str],
+) -> Result<(), ApiError> {
+    let known: Vec<String> = P::into_params(|| None)
+        .into_iter()
+        .map(|parameter| parameter.name)
+        .chain(also.iter().map(|&name| name.to_owned()))
+        .collect();
+    let unknown: BTreeSet<String> = url::form_urlencoded::parse(request.query_string().as_bytes())
+        .map(|(name, _)| name.into_owned())
+        .filter(|name| !known.contains(name))
+        .collect();
+    let Some(first) = unknown.first() else {
+        return Ok(());
+    };
+    Err(ApiError::invalid(
+        first.clone(),
+        format!(
+            "unknown query parameter {}; this route takes {}",
+            quoted_list(&unknown),
+            quoted_list(&known)
+        ),
+    ))
+}
+
+/// "`a`, `b`".
+fn quoted_list<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
+    names
+        .into_iter()
+        .map(|name| format!("`{name}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Every event type's name, `webhook.test` included, for the document's schemas.
+fn event_type_names() -> impl Iterator<Item = serde_json::Value> {
+    fp_domain::EventType::ALL
+        .into_iter()
+        .map(|event| event.as_str().into())
 }
 
 /// A list's `limit` parameter: `default` when absent, otherwise an integer from 1 to `max`.

@@ -3,7 +3,7 @@
 //! Each write commits the submission and the outbox row of its event in one transaction, so an
 //! event exists exactly when its change does.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use fp_domain::{Change, Event, Submission, SubmissionStatus};
 use fp_store::outbox::NewOutboxEvent;
@@ -234,14 +234,16 @@ pub async fn get(
     params(ListQuery),
     responses(
         (status = 200, description = "The tenant's submissions, newest first", body = SubmissionPage),
-        (status = 422, description = "A parameter is invalid; `field` names it", body = ErrorBody),
+        (status = 422, description = "A parameter is invalid or unknown; `field` names it", body = ErrorBody),
     ),
 )]
 pub async fn list(
     state: web::Data<AppState>,
     AuthenticatedTenant(tenant_id): AuthenticatedTenant,
+    request: HttpRequest,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    super::refuse_unknown_parameters::<ListQuery>(&request, &[])?;
     let limit = super::page_limit(query.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
     let before = query
         .cursor

@@ -303,6 +303,10 @@ async fn validate(
     tenant_id: Uuid,
     request: ConfigRequest,
 ) -> Result<ValidConfig, ApiError> {
+    // Said plainly: the URL parser would call an empty one "relative URL without a base".
+    if request.url.trim().is_empty() {
+        return Err(ApiError::invalid("url", "URL is required"));
+    }
     if request.url.len() > MAX_URL_LENGTH {
         return Err(ApiError::invalid(
             "url",

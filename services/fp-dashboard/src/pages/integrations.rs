@@ -4,7 +4,8 @@
 //! The config is read and written through the api with the user's own session, so the api's
 //! checks (SSRF policy, events, secret length) and its tenant scoping apply unchanged; the page
 //! only shows the api's answers. The secret is write-only: the page shows whether one is set,
-//! never the secret, and a form that leaves it empty keeps it.
+//! never the secret, and a form that leaves it empty keeps it. The one exception is a secret the
+//! page generates ("Generate secret", no script: the form comes back with it), shown until saved.
 
 use std::time::{Duration, Instant};
 
@@ -12,18 +13,22 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use fp_domain::EventType;
+use fp_domain::signing::{GENERATED_KEY_BYTES, WebhookSecret};
 use fp_store::attempts::{self, AttemptRow};
 use reqwest::Method;
+use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{SignedInUser, html_response, see_other};
 use crate::AppState;
+use crate::api_client::ApiAnswer;
 use crate::error::PageError;
 use crate::i18n::{Catalog, Lang};
-use crate::session::CsrfPurpose;
+use crate::session::{CsrfPurpose, RandomFailed};
 use crate::views::Layout;
+use crate::views::logs::explanation_id;
 
 const PAGE_PATH: &str = "/settings/integrations";
 const TEST_PATH: &str = "/settings/integrations/test";
@@ -67,6 +72,8 @@ struct IntegrationForm {
     /// Empty: keep the stored secret.
     secret: String,
     remove_secret: bool,
+    /// "Generate secret" was pressed: the form comes back with a new secret, nothing is saved.
+    generate_secret: bool,
 }
 
 /// What a save does to the secret (the api's `secret`: absent, `null`, or a string).
@@ -93,6 +100,7 @@ impl IntegrationForm {
                 // A ticked checkbox sends its value; an unticked one sends nothing.
                 "enabled" => form.enabled = true,
                 "remove_secret" => form.remove_secret = true,
+                "generate_secret" => form.generate_secret = true,
                 "secret" => form.secret = value,
                 _ => {}
             }
@@ -191,6 +199,8 @@ struct FormView {
     events: Vec<EventOption>,
     enabled: bool,
     remove_secret: bool,
+    /// A secret "Generate secret" just made, shown in the secret field until it is saved.
+    generated_secret: Option<String>,
 }
 
 /// The stored config's state, beside the form.
@@ -214,6 +224,8 @@ struct TestOutcome {
     delivery_id: Option<String>,
     response_code: Option<i32>,
     error: Option<String>,
+    /// Why it failed and the fix (`logs.explanation.<id>` in the page's language).
+    explanation: Option<&'static str>,
     attempted_at: Option<String>,
     /// `/webhooks/logs/<attempt id>`, once an attempt is logged.
     entry_link: Option<String>,
@@ -230,6 +242,7 @@ impl TestOutcome {
                 delivery_id: Some(delivery_id.to_string()),
                 response_code: None,
                 error: None,
+                explanation: None,
                 attempted_at: None,
                 entry_link: None,
                 message: None,
@@ -248,6 +261,7 @@ impl TestOutcome {
             delivery_id: Some(delivery_id.to_string()),
             response_code: latest.response_status,
             error,
+            explanation: explanation_id(latest),
             attempted_at: Some(latest.attempted_at.format(TIME_FORMAT).to_string()),
             entry_link: Some(format!("/webhooks/logs/{}", latest.id)),
             message: None,
@@ -260,6 +274,7 @@ impl TestOutcome {
             delivery_id: None,
             response_code: None,
             error: None,
+            explanation: None,
             attempted_at: None,
             entry_link: None,
             message: Some(message),
@@ -279,6 +294,27 @@ struct IntegrationsPage<'a> {
     errors: FieldErrors,
     saved: bool,
     test: Option<TestOutcome>,
+    /// The choices of the test event's type.
+    test_event_types: Vec<TestEventTypeOption>,
+}
+
+#[derive(Serialize)]
+struct TestEventTypeOption {
+    value: &'static str,
+    selected: bool,
+}
+
+/// Every event type, `webhook.test` (the api's default) first; `chosen` is selected, else that.
+fn test_event_types(chosen: &str) -> Vec<TestEventTypeOption> {
+    let default = EventType::WebhookTest;
+    let chosen = chosen.parse::<EventType>().unwrap_or(default);
+    std::iter::once(default)
+        .chain(EventType::ALL.into_iter().filter(|event| *event != default))
+        .map(|event| TestEventTypeOption {
+            value: event.as_str(),
+            selected: event == chosen,
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -322,6 +358,9 @@ async fn save(
     user.tenant_id()?;
     let form = IntegrationForm::from_pairs(pairs.into_inner());
     user.check_csrf(&state, CsrfPurpose::SaveIntegration, &form.csrf_token)?;
+    if form.generate_secret {
+        return render_generated_secret(&state, &request, &user, form).await;
+    }
 
     let Ok(body) = form.api_body() else {
         let message = state.text(&request, "integrations.secret_conflict");
@@ -342,24 +381,48 @@ async fn save(
     }
     match answer.status {
         400 | 413 | 422 => {
-            let (message, field) = answer.error();
-            let url_not_allowed = answer.body["error"]["reason"].as_str().and_then(|reason| {
-                url_not_allowed_text(&state.catalog, Lang::of(&request), reason)
-            });
-            let message = match &url_not_allowed {
-                Some(text) => text,
-                None => message.unwrap_or_else(|| state.text(&request, "integrations.not_saved")),
-            };
-            let errors = FieldErrors::from_api(message, field);
+            let message = save_refusal_text(&state.catalog, Lang::of(&request), &answer, &form);
+            let errors = FieldErrors::from_api(&message, answer.error().1);
             render_rejected(&state, &request, &user, form, errors).await
         }
         _ => Err(PageError::refused_by_api(&answer)),
     }
 }
 
+/// The page's words for the api's refusal of a save. The api's messages are English, so the text
+/// is chosen by the field the api names, the SSRF policy's `reason` for a URL, and the form.
+fn save_refusal_text(
+    catalog: &Catalog,
+    lang: Lang,
+    answer: &ApiAnswer,
+    form: &IntegrationForm,
+) -> String {
+    let key = match answer.error().1 {
+        Some("url") => {
+            let url_not_allowed = answer.body["error"]["reason"]
+                .as_str()
+                .and_then(|reason| url_not_allowed_text(catalog, lang, reason));
+            if let Some(text) = url_not_allowed {
+                return text;
+            }
+            if form.url.is_empty() {
+                "integrations.errors.url_required"
+            } else {
+                "integrations.errors.url_invalid"
+            }
+        }
+        Some(field) if field == "events" || field.starts_with("events[") => {
+            "integrations.errors.events"
+        }
+        Some("secret") => "integrations.errors.secret",
+        _ => "integrations.errors.other",
+    };
+    catalog.text(lang, key).to_owned()
+}
+
 /// The SSRF policy's refusal in the page's language: the api words it in English and names the
-/// kind of address in `reason`. `None` for a kind this dashboard has no text for (the api's own
-/// message is shown then).
+/// kind of address in `reason`. `None` for a kind this dashboard has no text for (the field's
+/// general text is shown then).
 fn url_not_allowed_text(catalog: &Catalog, lang: Lang, reason: &str) -> Option<String> {
     let path = format!("integrations.url_not_allowed.{reason}");
     let text = catalog.text(lang, &path);
@@ -371,6 +434,9 @@ struct TestForm {
     /// Defaulted so a missing token is refused like a wrong one.
     #[serde(default)]
     csrf_token: String,
+    /// The type whose example to send; empty: the api's default, `webhook.test`.
+    #[serde(default)]
+    event_type: String,
 }
 
 async fn send_test(
@@ -382,9 +448,10 @@ async fn send_test(
     let tenant_id = user.tenant_id()?;
     user.check_csrf(&state, CsrfPurpose::SendTestEvent, &form.csrf_token)?;
 
+    let body = (!form.event_type.is_empty()).then(|| json!({ "event_type": form.event_type }));
     let answer = state
         .api
-        .call(&user.session, Method::POST, TEST_API, None)
+        .call(&user.session, Method::POST, TEST_API, body.as_ref())
         .await?;
     match answer.status {
         202 => {
@@ -398,22 +465,25 @@ async fn send_test(
             Ok(see_other(&format!("{PAGE_PATH}?test={delivery_id}#test-outcome")).finish())
         }
         409 | 422 | 429 => {
-            // Over the tenant's test event limit: said in the page's language, as the api's
-            // message is English.
-            let (message, status) = if answer.status == 429 {
-                (
-                    state.text(&request, "integrations.test_rate_limited"),
+            // Said in the page's language, as the api's message is English (and names the api's
+            // routes, not what to do on this page).
+            let (text, status) = match answer.status {
+                409 => match load_config(&state, &user).await? {
+                    None => ("integrations.test_no_config", StatusCode::CONFLICT),
+                    Some(_) => ("integrations.test_disabled", StatusCode::CONFLICT),
+                },
+                422 => (
+                    "integrations.test_not_subscribed",
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                ),
+                _ => (
+                    "integrations.test_rate_limited",
                     StatusCode::TOO_MANY_REQUESTS,
-                )
-            } else {
-                let message = answer
-                    .error()
-                    .0
-                    .unwrap_or_else(|| state.text(&request, "integrations.test_refused"));
-                (message, StatusCode::CONFLICT)
+                ),
             };
             let rendering = Rendering {
-                test: Some(TestOutcome::refused(message.to_owned())),
+                test: Some(TestOutcome::refused(state.text(&request, text).to_owned())),
+                test_event_type: form.event_type.clone(),
                 ..Rendering::default()
             };
             render(&state, &request, &user, rendering, status).await
@@ -453,6 +523,29 @@ struct Rendering {
     errors: FieldErrors,
     saved: bool,
     test: Option<TestOutcome>,
+    /// The test event type chosen last; empty: `webhook.test`.
+    test_event_type: String,
+    /// A secret just generated, for the secret field.
+    generated_secret: Option<String>,
+}
+
+/// The form again with the user's input and a new `whsec_` secret in the secret field, shown so
+/// the user can copy it to the endpoint's server; it is saved only when the form is saved.
+async fn render_generated_secret(
+    state: &AppState,
+    request: &HttpRequest,
+    user: &SignedInUser,
+    mut form: IntegrationForm,
+) -> Result<HttpResponse, PageError> {
+    let mut key = [0u8; GENERATED_KEY_BYTES];
+    state.rng.fill(&mut key).map_err(|_| RandomFailed)?;
+    form.remove_secret = false;
+    let rendering = Rendering {
+        submitted: Some(form),
+        generated_secret: Some(WebhookSecret::from_key(&key).expose().to_owned()),
+        ..Rendering::default()
+    };
+    render(state, request, user, rendering, StatusCode::OK).await
 }
 
 /// The form again with the user's input (never the secret) and the reasons it was refused.
@@ -494,10 +587,11 @@ async fn render(
         save_csrf_token: user.csrf_token(state, CsrfPurpose::SaveIntegration),
         test_csrf_token: user.csrf_token(state, CsrfPurpose::SendTestEvent),
         config: stored.map(|config| config_status(state, request, config)),
-        form: form_view(state, request, &form),
+        form: form_view(state, request, &form, rendering.generated_secret),
         errors: rendering.errors,
         saved: rendering.saved,
         test: rendering.test,
+        test_event_types: test_event_types(&rendering.test_event_type),
     };
     let html = state.templates.render("integrations.html", &page)?;
     Ok(html_response(status).body(html))
@@ -524,7 +618,12 @@ async fn load_config(
     }
 }
 
-fn form_view(state: &AppState, request: &HttpRequest, form: &IntegrationForm) -> FormView {
+fn form_view(
+    state: &AppState,
+    request: &HttpRequest,
+    form: &IntegrationForm,
+    generated_secret: Option<String>,
+) -> FormView {
     FormView {
         url: form.url.clone(),
         events: EventType::SUBSCRIBABLE
@@ -544,6 +643,7 @@ fn form_view(state: &AppState, request: &HttpRequest, form: &IntegrationForm) ->
             .collect(),
         enabled: form.enabled,
         remove_secret: form.remove_secret,
+        generated_secret,
     }
 }
 
@@ -706,6 +806,68 @@ mod tests {
         assert_eq!(url_not_allowed_text(&catalog, Lang::En, "martian"), None);
     }
 
+    fn refusal(field: &str, reason: Option<&str>) -> ApiAnswer {
+        let mut body =
+            json!({"error": {"code": "invalid_field", "message": "English", "field": field}});
+        if let Some(reason) = reason {
+            body["error"]["reason"] = reason.into();
+        }
+        ApiAnswer {
+            status: 422,
+            body,
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn save_refusals_are_worded_in_the_pages_language_by_field() {
+        let catalog = Catalog::load().expect("texts load");
+        let empty = IntegrationForm::default();
+        let typed = IntegrationForm::from_pairs(pairs(&[("url", "http://a.example")]));
+        let text = |lang, answer: &ApiAnswer, form: &IntegrationForm| {
+            save_refusal_text(&catalog, lang, answer, form)
+        };
+        assert_eq!(
+            text(Lang::En, &refusal("url", None), &empty),
+            "URL is required"
+        );
+        assert_eq!(
+            text(Lang::De, &refusal("url", None), &empty),
+            "URL ist erforderlich"
+        );
+        assert!(text(Lang::De, &refusal("url", None), &typed).contains("https://-Adresse"));
+        assert!(
+            text(Lang::De, &refusal("url", Some("loopback")), &typed).contains("Loopback-Adresse")
+        );
+        assert!(text(Lang::De, &refusal("events[0]", None), &typed).contains("Ereignisse"));
+        assert!(text(Lang::De, &refusal("secret", None), &typed).contains("8 bis 256"));
+        assert!(text(Lang::De, &refusal("enabled", None), &typed).contains("abgelehnt"));
+        for lang in Lang::ALL {
+            for field in ["url", "events", "secret", "other"] {
+                assert!(
+                    !text(lang, &refusal(field, None), &typed).contains("English"),
+                    "{field}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_test_event_type_defaults_to_webhook_test() {
+        let selected = |chosen: &str| {
+            test_event_types(chosen)
+                .into_iter()
+                .filter(|option| option.selected)
+                .map(|option| option.value)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(test_event_types("")[0].value, "webhook.test");
+        assert_eq!(test_event_types("").len(), EventType::ALL.len());
+        assert_eq!(selected(""), ["webhook.test"]);
+        assert_eq!(selected("bogus"), ["webhook.test"]);
+        assert_eq!(selected("submission.created"), ["submission.created"]);
+    }
+
     fn stored(url: &str) -> StoredConfig {
         StoredConfig {
             url: url.to_owned(),
@@ -749,10 +911,12 @@ mod tests {
                 events: Vec::new(),
                 enabled: form.enabled,
                 remove_secret: false,
+                generated_secret: None,
             },
             errors: FieldErrors::from_api("<u>blocked</u> address", Some("url")),
             saved: false,
             test: Some(TestOutcome::refused("<em>no config</em>".into())),
+            test_event_types: test_event_types("submission.created"),
         };
         let html = Templates::load()
             .expect("templates parse")
@@ -787,6 +951,7 @@ mod tests {
         let outcome = TestOutcome::of_delivery(delivery_id, &[first, second.clone()]);
         assert_eq!(outcome.kind, "delivered");
         assert_eq!(outcome.response_code, Some(204));
+        assert_eq!(outcome.explanation, None);
         assert_eq!(
             outcome.entry_link,
             Some(format!("/webhooks/logs/{}", second.id))
@@ -798,5 +963,6 @@ mod tests {
             failed.error.as_deref(),
             Some("timeout: no response within 15000 ms")
         );
+        assert_eq!(failed.explanation, Some("timeout"));
     }
 }

@@ -325,6 +325,28 @@ struct RedeliverFormData {
     csrf_token: String,
 }
 
+/// Why the api refused a redelivery with a 409, as a catalog path: the api's message is English
+/// and names its routes, so the page asks the config which of the three reasons it was.
+async fn redelivery_conflict(
+    state: &AppState,
+    user: &SignedInUser,
+) -> Result<&'static str, PageError> {
+    let config = state
+        .api
+        .call(
+            &user.session,
+            reqwest::Method::GET,
+            "/api/v2/webhooks/config",
+            None,
+        )
+        .await?;
+    Ok(match config.status {
+        404 => "logs.detail.redeliver_no_config",
+        200 if config.body["enabled"] == false => "logs.detail.redeliver_disabled",
+        _ => "logs.detail.redeliver_endpoint_changed",
+    })
+}
+
 /// Asks the api, as the signed-in user, to send the attempt's delivery again; then back to the
 /// attempt (redirect on success, so a reload does not send it twice; the page with the reason
 /// otherwise).
@@ -366,12 +388,15 @@ async fn redeliver(
             return Ok(see_other(&location).finish());
         }
         404 => return Err(PageError::NotFound),
-        // The config is gone, disabled or points elsewhere now: the api says which.
-        409 => failure(
-            StatusCode::CONFLICT,
-            "logs.detail.redeliver_refused",
-            answer.error().0.map(str::to_owned),
-        ),
+        // The config is gone, disabled or points elsewhere now.
+        409 => {
+            let reason = redelivery_conflict(&state, &user).await?;
+            failure(
+                StatusCode::CONFLICT,
+                "logs.detail.redeliver_refused",
+                Some(state.text(&request, reason).to_owned()),
+            )
+        }
         // Over the tenant's redelivery limit.
         429 => failure(
             StatusCode::TOO_MANY_REQUESTS,

@@ -3,6 +3,7 @@
 
 mod account;
 mod admin;
+mod event_types;
 mod integrations;
 pub mod logs;
 mod sessions;
@@ -32,6 +33,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
     account::routes(config);
     sessions::routes(config);
     integrations::routes(config);
+    event_types::routes(config);
     logs::routes(config);
     admin::routes(config);
 }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use fp_domain::explanation;
 use fp_store::attempts::AttemptRow;
 use serde::Serialize;
 use serde_json::Value;
@@ -85,6 +86,9 @@ pub struct AttemptView {
     pub manual: bool,
     /// `kind: message`, when the attempt failed before or without a response.
     pub error: Option<String>,
+    /// The id of why it failed and the fix; the template shows its text in the page's language
+    /// (`logs.explanation.<id>`).
+    pub explanation: Option<&'static str>,
     /// On the admin view.
     pub tenant: Option<TenantLabel>,
 }
@@ -112,9 +116,20 @@ impl AttemptView {
             attempt_number: row.attempt_number,
             manual: row.manual,
             error,
+            explanation: explanation_id(row),
             tenant: None,
         }
     }
+}
+
+/// The id of the explanation of an attempt's failure, if it has one.
+pub fn explanation_id(row: &AttemptRow) -> Option<&'static str> {
+    explanation::explain(
+        row.error_kind.as_deref(),
+        row.response_status
+            .and_then(|status| u16::try_from(status).ok()),
+    )
+    .map(explanation::Explanation::id)
 }
 
 fn status_class(status: Option<i32>) -> String {
@@ -340,10 +355,13 @@ mod tests {
             view.error.as_deref(),
             Some("timeout: no response within 15000 ms")
         );
+        assert_eq!(view.explanation, Some("timeout"));
 
-        for (status, class, succeeded) in
-            [(204, "2xx", true), (302, "3xx", false), (503, "5xx", false)]
-        {
+        for (status, class, succeeded, explanation) in [
+            (204, "2xx", true, None),
+            (302, "3xx", false, Some("redirect")),
+            (503, "5xx", false, Some("server_error")),
+        ] {
             let answered = AttemptRow {
                 response_status: Some(status),
                 error_kind: None,
@@ -356,7 +374,74 @@ mod tests {
                 (class, succeeded)
             );
             assert_eq!(view.error, None);
+            assert_eq!(view.explanation, explanation);
         }
+    }
+
+    #[test]
+    fn both_languages_explain_every_failure() {
+        let catalog = Catalog::load().expect("texts load");
+        for lang in crate::i18n::Lang::ALL {
+            for explanation in explanation::Explanation::ALL {
+                let path = format!("logs.explanation.{}", explanation.id());
+                let text = catalog.text(lang, &path);
+                assert_ne!(text, path, "{lang:?} has no text for {}", explanation.id());
+            }
+            // And no text for an explanation that does not exist.
+            let texts = catalog.texts(lang)["logs"]["explanation"]
+                .as_object()
+                .expect("a table of explanations");
+            assert_eq!(texts.len(), explanation::Explanation::ALL.len(), "{lang:?}");
+        }
+        // The English page says what the api says; the German texts are no copies of it.
+        for explanation in explanation::Explanation::ALL {
+            let path = format!("logs.explanation.{}", explanation.id());
+            let english = catalog.text(crate::i18n::Lang::En, &path);
+            assert_eq!(english, explanation.english(), "{path}");
+            assert_ne!(
+                english,
+                catalog.text(crate::i18n::Lang::De, &path),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_list_and_the_detail_show_the_explanation_in_the_page_language() {
+        let catalog = Catalog::load().expect("texts load");
+        let row = attempt_row();
+        let params = FilterParams::default();
+        let layout_in = |lang: crate::i18n::Lang| Layout {
+            lang: lang.code(),
+            t: catalog.texts(lang),
+            ..layout(&catalog, None)
+        };
+        for lang in crate::i18n::Lang::ALL {
+            let expected = catalog.text(lang, "logs.explanation.timeout");
+            let list = list_page(
+                layout_in(lang),
+                &params,
+                vec![AttemptView::new(&row, "/webhooks/logs")],
+            );
+            let detail = LogDetailPage::new(
+                layout_in(lang),
+                false,
+                "/webhooks/logs",
+                &row,
+                std::slice::from_ref(&row),
+            );
+            for html in [
+                render("logs_list.html", &list),
+                render("log_detail.html", &detail),
+            ] {
+                assert!(html.contains(&escaped(expected)), "{lang:?}: {html}");
+            }
+        }
+    }
+
+    /// `text` as tera's autoescape writes it.
+    fn escaped(text: &str) -> String {
+        tera::escape_html(text)
     }
 
     #[test]
@@ -375,6 +460,28 @@ mod tests {
         let names: Vec<String> = header_pairs(&headers).into_iter().map(|h| h.name).collect();
         assert_eq!(names, ["a", "d"]);
         assert!(header_pairs(&serde_json::json!({"a": "1"})).is_empty());
+    }
+
+    /// The tenant's list of `entries`, on its first and only page.
+    fn list_page<'a>(
+        layout: Layout<'a>,
+        params: &'a FilterParams,
+        entries: Vec<AttemptView>,
+    ) -> LogListPage<'a> {
+        LogListPage {
+            layout,
+            admin: false,
+            list_path: "/webhooks/logs",
+            params,
+            errors: BTreeMap::new(),
+            event_types: &[],
+            range: None,
+            entries,
+            first_page_href: None,
+            next_page_href: None,
+            chart: None,
+            summary: None,
+        }
     }
 
     fn render(name: &str, page: &impl Serialize) -> String {
@@ -399,18 +506,12 @@ mod tests {
             ..FilterParams::default()
         };
         let list = LogListPage {
-            layout: layout(&catalog, signed_in()),
-            admin: false,
-            list_path: "/webhooks/logs",
-            params: &params,
-            errors: BTreeMap::new(),
-            event_types: &[],
-            range: None,
-            entries: vec![AttemptView::new(&row, "/webhooks/logs")],
-            first_page_href: None,
             next_page_href: Some("/webhooks/logs?cursor=a&b".into()),
-            chart: None,
-            summary: None,
+            ..list_page(
+                layout(&catalog, signed_in()),
+                &params,
+                vec![AttemptView::new(&row, "/webhooks/logs")],
+            )
         };
         let detail = LogDetailPage::new(
             layout(&catalog, signed_in()),
@@ -443,20 +544,7 @@ mod tests {
     fn an_empty_list_says_so() {
         let catalog = Catalog::load().expect("texts load");
         let params = FilterParams::default();
-        let page = LogListPage {
-            layout: layout(&catalog, None),
-            admin: false,
-            list_path: "/webhooks/logs",
-            params: &params,
-            errors: BTreeMap::new(),
-            event_types: &[],
-            range: None,
-            entries: Vec::new(),
-            first_page_href: None,
-            next_page_href: None,
-            chart: None,
-            summary: None,
-        };
+        let page = list_page(layout(&catalog, None), &params, Vec::new());
         let html = render("logs_list.html", &page);
         assert!(
             html.contains(catalog.text(crate::i18n::Lang::En, "logs.empty")),
