@@ -492,8 +492,10 @@ async fn send_test(
     }
 }
 
-/// Polls the read-only database until the delivery's first attempt is logged or [`TEST_WAIT`]
-/// has passed; either way the page then shows what is known.
+/// Polls the read-only database until the outcome of the delivery's first attempt is logged or
+/// [`TEST_WAIT`] has passed; either way the page then shows what is known. The record the
+/// dispatcher writes before it sends (kind `interrupted` until the outcome replaces it) is no
+/// outcome yet: shown, it would read as a failure with nothing to explain.
 async fn wait_for_first_attempt(
     state: &AppState,
     tenant_id: Uuid,
@@ -504,9 +506,12 @@ async fn wait_for_first_attempt(
         let logged = {
             // A connection per poll, so waiting does not hold one of the pool's few.
             let mut conn = state.connection().await?;
-            !attempts::of_delivery(&mut conn, tenant_id, delivery_id)
+            attempts::of_delivery(&mut conn, tenant_id, delivery_id)
                 .await?
-                .is_empty()
+                .iter()
+                .any(|attempt| {
+                    attempt.error_kind.as_deref() != Some(fp_contracts::INTERRUPTED_ERROR_KIND)
+                })
         };
         if logged || Instant::now() >= deadline {
             return Ok(());

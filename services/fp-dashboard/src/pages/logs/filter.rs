@@ -2,8 +2,10 @@
 //! bookmarked and every paging link carries them; bad input becomes a message next to its field.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Days, NaiveDate, NaiveDateTime, TimeDelta, Utc};
+use fp_domain::event::EventType;
 use fp_store::attempts::{AttemptFilter, AttemptQuery, StatusFilter, decode_cursor};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -11,11 +13,8 @@ use uuid::Uuid;
 use crate::pages::percent_encode_query_value;
 
 /// The event types a tenant's endpoint can receive (the filter's choices).
-pub const EVENT_TYPES: [&str; 3] = [
-    "submission.created",
-    "submission.status_changed",
-    "webhook.test",
-];
+pub static EVENT_TYPES: LazyLock<Vec<&'static str>> =
+    LazyLock::new(|| EventType::ALL.iter().map(|event| event.as_str()).collect());
 /// The range shown when the user names none.
 pub const DEFAULT_RANGE_DAYS: u64 = 7;
 /// Entries per page.
