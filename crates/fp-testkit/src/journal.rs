@@ -57,10 +57,15 @@ impl LoadClient {
         if status != 201 {
             return Err(status.to_string());
         }
-        let text = response
-            .text()
-            .await
-            .map_err(|_| "201 without a readable body".to_owned())?;
+        // The timeout covers the body too: a 201 whose body is still coming when it ends was not
+        // answered in time, like one whose headers never came.
+        let text = response.text().await.map_err(|error| {
+            if error.is_timeout() {
+                "no answer".to_owned()
+            } else {
+                "201 without a readable body".to_owned()
+            }
+        })?;
         let created: Value =
             serde_json::from_str(&text).map_err(|_| "201 without a JSON body".to_owned())?;
         created["id"]
