@@ -37,6 +37,11 @@ export FP__DATABASE__URL="postgres://fp_app:${FP_APP_PASSWORD}@127.0.0.1:5432/fe
 export FP__DATABASE__READONLY_URL="postgres://fp_dashboard:${FP_DASHBOARD_PASSWORD}@127.0.0.1:5432/feedbackpulse"
 export FP__DISPATCHER__ALLOW_PRIVATE_CIDRS="127.0.0.0/8"
 export FP__DISPATCHER__EXTRA_ROOT_CERTS="$state/receiver-ca.pem"
+# Endpoint notifications go to the local mail sink (fp-mail-sink), which writes each to .run/mail/;
+# a minute of failures (not the default hour) makes the "failing" email show up while you watch.
+mail_listen="127.0.0.1:2525"
+export FP__NOTIFICATIONS__ENABLED=true FP__NOTIFICATIONS__SMTP_URL="smtp://$mail_listen"
+export FP__NOTIFICATIONS__FAILING_AFTER="${FP__NOTIFICATIONS__FAILING_AFTER:-1m}"
 export RUST_LOG="${RUST_LOG:-info}"
 
 admin_url="${FP_ADMIN_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
@@ -82,6 +87,7 @@ demo_secret="demo_shared_secret"
 FP_DEMO_SECRET="$demo_secret" start demo-receiver "$bin/fp-demo-receiver" --listen 127.0.0.1:8443 \
   --ca-pem "$state/receiver-ca.pem"
 for _ in $(seq 1 40); do [ -s "$state/receiver-ca.pem" ] && break; sleep 0.25; done
+start mail-sink "$bin/fp-mail-sink" --listen "$mail_listen" --dir "$state/mail"
 start api "$bin/fp-api"
 start dispatcher "$bin/fp-dispatcher"
 start log-ingest "$bin/fp-log-ingest"
@@ -127,6 +133,8 @@ FeedbackPulse Webhooks is running.
   Receiver:   https://127.0.0.1:8443/webhooks/feedbackpulse   (deliveries print in $state/logs/demo-receiver.log,
               each with VALID or INVALID for both signature headers; the secret is $demo_secret)
   Logs:       $state/logs/
+  Mail:       $state/mail/   (the emails the demo tenant's admin $demo_email gets when its endpoint
+              has failed every delivery for $FP__NOTIFICATIONS__FAILING_AFTER, and when it is disabled; one .eml file each)
 
 Create a submission (it is delivered to the demo receiver and shows in the dashboard):
   curl -X POST http://127.0.0.1:8080/api/v2/submissions \\
@@ -136,6 +144,7 @@ Create a submission (it is delivered to the demo receiver and shows in the dashb
 To watch retries: make the receiver answer 500, create a submission, then make it answer 200 again:
   curl --cacert $state/receiver-ca.pem -X POST https://127.0.0.1:8443/_demo/respond/500
   curl --cacert $state/receiver-ca.pem -X POST https://127.0.0.1:8443/_demo/respond/200
+Keep it at 500 and create submissions for $FP__NOTIFICATIONS__FAILING_AFTER: the "failing" email lands in $state/mail/.
 
 Press Ctrl-C to stop.
 INFO

@@ -146,7 +146,8 @@ pub struct StoredRequest {
     pub tenant_id: Uuid,
     pub event_id: Uuid,
     pub event_type: EventType,
-    /// The endpoint it went to.
+    /// The endpoint it went to. It is sent again to the endpoint's current URL, while that one
+    /// takes the format the body was made for (`fp_domain::format::takes_body_made_for`).
     pub url: String,
     pub body: Vec<u8>,
 }

@@ -143,6 +143,15 @@ impl Event {
             Change::WebhookTest => EventType::WebhookTest,
         }
     }
+
+    /// The submission the event is about; `None` for a test event.
+    pub fn submission_id(&self) -> Option<i64> {
+        match &self.change {
+            Change::SubmissionCreated { submission }
+            | Change::SubmissionStatusChanged { submission, .. } => Some(submission.id),
+            Change::WebhookTest => None,
+        }
+    }
 }
 
 /// The id a receiver deduplicates on: one per event and endpoint, the same on every retry.

@@ -7,11 +7,14 @@
 pub mod address_policy;
 pub mod api_key;
 pub mod client_address;
+pub mod delivery_state;
+pub mod endpoint_health;
 pub mod event;
 pub mod example;
 pub mod explanation;
 pub mod format;
 pub mod login_throttle;
+pub mod notification;
 pub mod password;
 pub mod payload;
 pub mod rate_limit;
@@ -21,6 +24,7 @@ pub mod secret_box;
 pub mod session;
 pub mod signing;
 pub mod submission;
+pub mod time_zone;
 pub mod url_redaction;
 
 pub use event::{Change, DeliveryId, Event, EventType, NotSubscribable, UnknownEventType};

@@ -46,6 +46,43 @@ pub struct Settings {
     pub log_ingest: LogIngestSettings,
     pub secrets: SecretsSettings,
     pub lifecycle: LifecycleSettings,
+    pub notifications: NotificationsSettings,
+}
+
+/// Emails to a tenant's admins about its failing endpoint, sent by fp-api through SMTP.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NotificationsSettings {
+    pub enabled: bool,
+    /// The SMTP server in lettre's URL form (`smtp://host:25`, `smtps://user:password@host`);
+    /// it may hold the password.
+    pub smtp_url: SecretString,
+    /// The sender, `Name <address>` or a bare address.
+    pub from: String,
+    #[serde(rename = "failing_after")]
+    failing_after_raw: String,
+    /// An endpoint that has failed every delivery this long gets its one "failing" email.
+    #[serde(skip)]
+    pub failing_after: Duration,
+}
+
+impl NotificationsSettings {
+    /// Parses `failing_after`; when notifications are on, an SMTP server must be named.
+    fn resolve(&mut self) -> Result<(), SettingsError> {
+        let raw = &self.failing_after_raw;
+        self.failing_after = parse_duration(raw).ok_or_else(|| SettingsError::Invalid {
+            key: "notifications.failing_after",
+            reason: format!("`{raw}` is not a duration such as 1h or 30m"),
+        })?;
+        if self.enabled && self.smtp_url.expose_secret().trim().is_empty() {
+            return Err(SettingsError::Invalid {
+                key: "notifications.smtp_url",
+                reason: "notifications are enabled but no SMTP server is set \
+                         (FP__NOTIFICATIONS__SMTP_URL, e.g. smtp://127.0.0.1:25)"
+                    .to_owned(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// How every service starts and stops.
@@ -290,6 +327,7 @@ impl Settings {
             })?;
         settings.api.secret_rotation_grace = settings.api.rotation_grace()?;
         settings.api.resolve_sessions()?;
+        settings.notifications.resolve()?;
         settings.dashboard.trusted_proxies = parse_cidrs(
             "dashboard.trusted_proxies",
             &settings.dashboard.trusted_proxies_raw,
@@ -585,6 +623,34 @@ mod tests {
     }
 
     #[test]
+    fn notifications_are_off_by_default_and_need_a_server_when_on() {
+        let mut defaults = with_environment(&[]).expect("defaults").notifications;
+        defaults.resolve().expect("valid defaults");
+        assert!(!defaults.enabled);
+        assert_eq!(defaults.failing_after, Duration::from_secs(3600));
+        let mut on = with_environment(&[
+            ("FP__NOTIFICATIONS__ENABLED", "true"),
+            ("FP__NOTIFICATIONS__FAILING_AFTER", "2s"),
+        ])
+        .expect("valid types")
+        .notifications;
+        let error = on.resolve().expect_err("no server");
+        assert!(
+            error.to_string().contains("notifications.smtp_url"),
+            "{error}"
+        );
+        on.smtp_url = SecretString::from("smtp://127.0.0.1:2525");
+        on.resolve().expect("valid");
+        assert_eq!(on.failing_after, Duration::from_secs(2));
+        on.failing_after_raw = "an hour".into();
+        let error = on.resolve().expect_err("bad duration");
+        assert!(
+            error.to_string().contains("notifications.failing_after"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn only_an_https_public_url_is_https() {
         let mut dashboard = Config::builder()
             .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
@@ -664,6 +730,8 @@ mod tests {
         const DATABASE_PASSWORD: &str = "app-db-pass-7Qx";
         const READONLY_PASSWORD: &str = "dashboard-db-pass-3Zk";
         const BROKER_PASSWORD: &str = "broker-pass-9Km";
+        const SMTP_PASSWORD: &str = "smtp-pass-4Tr";
+        let smtp_url = format!("smtps://fp:{SMTP_PASSWORD}@smtp.internal:465");
         let database_url = format!("postgres://fp_app:{DATABASE_PASSWORD}@db.internal:5432/fp");
         let readonly_url =
             format!("postgres://fp_dashboard:{READONLY_PASSWORD}@db-ro.internal:5432/fp");
@@ -678,6 +746,7 @@ mod tests {
                 ("FP__DATABASE__READONLY_URL", &readonly_url),
                 ("FP__BROKER__URL", &broker_url),
                 ("FP__BROKER__NAMESPACE", "fp-secrets-test"),
+                ("FP__NOTIFICATIONS__SMTP_URL", &smtp_url),
             ]
             .map(|(key, value)| (key.to_owned(), value.to_owned())),
         );
@@ -690,6 +759,7 @@ mod tests {
         assert_eq!(settings.broker.url.expose_secret(), broker_url);
         assert_eq!(settings.dashboard.session_key.expose_secret(), SESSION_KEY);
         assert!(settings.secrets.master_key().is_ok());
+        assert_eq!(settings.notifications.smtp_url.expose_secret(), smtp_url);
 
         let printed = format!("{settings:?}");
         for secret in [
@@ -698,6 +768,7 @@ mod tests {
             DATABASE_PASSWORD,
             READONLY_PASSWORD,
             BROKER_PASSWORD,
+            SMTP_PASSWORD,
         ] {
             assert!(!printed.contains(secret), "{secret} in {printed}");
         }

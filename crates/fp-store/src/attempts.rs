@@ -426,59 +426,127 @@ const FAILED_DELIVERIES: &str = "\
               AND ok.response_status BETWEEN 200 AND 299) \
     ) ";
 
-/// Failed deliveries of a time range, split by whether they went to the endpoint's current URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FailedDeliveries {
-    /// Those sent to the current URL, oldest first, at most the limit asked for.
-    pub sent_to_url: Vec<StoredDelivery>,
-    /// More than the limit were sent to the current URL.
-    pub more: bool,
-    /// How many went to another URL (the endpoint changed since).
-    pub sent_elsewhere: i64,
+/// How the failed deliveries of a time range split: those the endpoint takes now, and those it
+/// does not (the caller decides by the URL each went to).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FailedCounts {
+    /// Sent to a URL the caller's rule accepts.
+    pub redeliverable: i64,
+    /// Sent to a URL it does not.
+    pub skipped: i64,
 }
 
-/// The tenant's failed deliveries with an attempt in `[from, to)` (see `FAILED_DELIVERIES`).
+impl FailedCounts {
+    pub fn total(self) -> i64 {
+        self.redeliverable + self.skipped
+    }
+}
+
+/// Failed deliveries of a time range, split by whether the endpoint takes them now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedDeliveries {
+    /// Those sent to a URL the caller's rule accepts, oldest first, at most the limit asked for.
+    pub redeliverable: Vec<StoredDelivery>,
+    /// More than the limit are redeliverable.
+    pub more: bool,
+    pub counts: FailedCounts,
+}
+
+/// The URLs the tenant's failed deliveries with an attempt in `[from, to)` (see
+/// `FAILED_DELIVERIES`) last went to, each with how many: a handful, whatever the range holds.
+async fn failed_per_url(
+    conn: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    #[derive(QueryableByName)]
+    struct PerUrl {
+        #[diesel(sql_type = sql_types::Text)]
+        url: String,
+        #[diesel(sql_type = sql_types::Int8)]
+        count: i64,
+    }
+    let rows: Vec<PerUrl> = diesel::sql_query(format!(
+        "{FAILED_DELIVERIES} SELECT url, count(*) AS count FROM failed GROUP BY url ORDER BY url"
+    ))
+    .bind::<sql_types::Uuid, _>(tenant_id)
+    .bind::<sql_types::Timestamptz, _>(from)
+    .bind::<sql_types::Timestamptz, _>(to)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.url, row.count)).collect())
+}
+
+/// Splits `per_url` by `takes`: the URLs it accepts, and the counts.
+fn split_by(
+    per_url: Vec<(String, i64)>,
+    takes: impl Fn(&str) -> bool,
+) -> (Vec<String>, FailedCounts) {
+    let mut counts = FailedCounts::default();
+    let mut accepted = Vec::new();
+    for (url, count) in per_url {
+        if takes(&url) {
+            counts.redeliverable += count;
+            accepted.push(url);
+        } else {
+            counts.skipped += count;
+        }
+    }
+    (accepted, counts)
+}
+
+/// How many of the tenant's failed deliveries with an attempt in `[from, to)` went to a URL that
+/// `takes` accepts, and how many did not; reads no request.
+pub async fn count_failed_deliveries(
+    conn: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    takes: impl Fn(&str) -> bool,
+) -> Result<FailedCounts, StoreError> {
+    let per_url = failed_per_url(conn, tenant_id, from, to).await?;
+    Ok(split_by(per_url, takes).1)
+}
+
+/// The tenant's failed deliveries with an attempt in `[from, to)` (see `FAILED_DELIVERIES`): up
+/// to `limit` of those whose latest attempt went to a URL that `takes` accepts, with their
+/// requests, and the counts of both kinds.
 pub async fn failed_deliveries(
     conn: &mut AsyncPgConnection,
     tenant_id: Uuid,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-    url: &str,
+    takes: impl Fn(&str) -> bool,
     limit: i64,
 ) -> Result<FailedDeliveries, StoreError> {
-    #[derive(QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = sql_types::Int8)]
-        count: i64,
+    let per_url = failed_per_url(conn, tenant_id, from, to).await?;
+    let (urls, counts) = split_by(per_url, takes);
+    if urls.is_empty() || limit <= 0 {
+        return Ok(FailedDeliveries {
+            redeliverable: Vec::new(),
+            more: counts.redeliverable > 0,
+            counts,
+        });
     }
-    let mut sent_to_url: Vec<StoredDelivery> = diesel::sql_query(format!(
+    let mut redeliverable: Vec<StoredDelivery> = diesel::sql_query(format!(
         "{FAILED_DELIVERIES} SELECT delivery_id, event_id, event_type, url, request_body, \
-           last_attempt_number, traceparent, tracestate FROM failed WHERE url = $4 \
+           last_attempt_number, traceparent, tracestate FROM failed WHERE url = ANY($4) \
          ORDER BY first_at, delivery_id LIMIT $5"
     ))
     .bind::<sql_types::Uuid, _>(tenant_id)
     .bind::<sql_types::Timestamptz, _>(from)
     .bind::<sql_types::Timestamptz, _>(to)
-    .bind::<sql_types::Text, _>(url)
+    .bind::<sql_types::Array<sql_types::Text>, _>(urls)
     .bind::<sql_types::Int8, _>(limit + 1)
     .load(conn)
     .await?;
-    let more = sent_to_url.len() as i64 > limit;
-    sent_to_url.truncate(usize::try_from(limit).unwrap_or(0));
-    let sent_elsewhere = diesel::sql_query(format!(
-        "{FAILED_DELIVERIES} SELECT count(*) AS count FROM failed WHERE url <> $4"
-    ))
-    .bind::<sql_types::Uuid, _>(tenant_id)
-    .bind::<sql_types::Timestamptz, _>(from)
-    .bind::<sql_types::Timestamptz, _>(to)
-    .bind::<sql_types::Text, _>(url)
-    .get_result::<Count>(conn)
-    .await?
-    .count;
+    let more = redeliverable.len() as i64 > limit;
+    redeliverable.truncate(usize::try_from(limit).unwrap_or(0));
     Ok(FailedDeliveries {
-        sent_to_url,
+        redeliverable,
         more,
-        sent_elsewhere,
+        counts,
     })
 }
 
@@ -530,8 +598,8 @@ const FAILED: &str = "(response_status IS NULL OR response_status NOT BETWEEN 20
 
 /// Raw SQL with numbered bind parameters: a boxed `sql_query` takes its binds in order but does not
 /// write their placeholders, so this writes `$n` as it binds.
-struct Statement {
-    query: diesel::query_builder::BoxedSqlQuery<
+pub(crate) struct Statement {
+    pub(crate) query: diesel::query_builder::BoxedSqlQuery<
         'static,
         diesel::pg::Pg,
         diesel::query_builder::SqlQuery,
@@ -540,19 +608,19 @@ struct Statement {
 }
 
 impl Statement {
-    fn new(sql: &str) -> Self {
+    pub(crate) fn new(sql: &str) -> Self {
         Statement {
             query: diesel::sql_query(sql).into_boxed(),
             binds: 0,
         }
     }
 
-    fn sql(mut self, sql: &str) -> Self {
+    pub(crate) fn sql(mut self, sql: &str) -> Self {
         self.query = self.query.sql(sql);
         self
     }
 
-    fn bind<ST, V>(mut self, value: V) -> Self
+    pub(crate) fn bind<ST, V>(mut self, value: V) -> Self
     where
         diesel::pg::Pg: sql_types::HasSqlType<ST>,
         V: diesel::serialize::ToSql<ST, diesel::pg::Pg> + Send + 'static,
@@ -632,14 +700,16 @@ pub async fn counts_per_bucket(
     Ok(statement.query.load(conn).await?)
 }
 
-/// How the filter's attempts went: how many, how many got a 2xx answer, the 95th percentile of
-/// their durations (`None` without attempts).
+/// How the filter's attempts went: how many, how many got a 2xx answer, the median and the 95th
+/// percentile of their durations (`None` without attempts).
 #[derive(Debug, Clone, PartialEq, QueryableByName)]
 pub struct AttemptSummary {
     #[diesel(sql_type = sql_types::Int8)]
     pub attempts: i64,
     #[diesel(sql_type = sql_types::Int8)]
     pub succeeded: i64,
+    #[diesel(sql_type = sql_types::Nullable<sql_types::Double>)]
+    pub p50_duration_ms: Option<f64>,
     #[diesel(sql_type = sql_types::Nullable<sql_types::Double>)]
     pub p95_duration_ms: Option<f64>,
 }
@@ -651,6 +721,7 @@ pub async fn summary(
     let statement = Statement::new(
         "SELECT count(*) AS attempts, \
          count(*) FILTER (WHERE response_status BETWEEN 200 AND 299) AS succeeded, \
+         percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50_duration_ms, \
          percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95_duration_ms",
     )
     .filtered_rows(filter);

@@ -200,6 +200,8 @@ pub struct UserRow {
     pub password_hash: String,
     pub role: String,
     pub created_at: DateTime<Utc>,
+    /// The zone the user reads times in (an IANA name); `None`: not chosen.
+    pub time_zone: Option<String>,
 }
 
 pub const ROLE_TENANT_ADMIN: &str = "tenant_admin";
@@ -224,6 +226,20 @@ pub async fn create_user(
         .execute(conn)
         .await?;
     Ok(id)
+}
+
+/// Sets the zone the user reads times in (`None`: back to the default); false if there is no such
+/// user. The caller checks the name (`fp_domain::time_zone::parse`).
+pub async fn set_time_zone(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    time_zone: Option<&str>,
+) -> Result<bool, StoreError> {
+    let updated = diesel::update(users::table.find(user_id))
+        .set(users::time_zone.eq(time_zone))
+        .execute(conn)
+        .await?;
+    Ok(updated == 1)
 }
 
 pub async fn user_by_email(

@@ -2,12 +2,15 @@
 //!
 //! Modules are grouped by the service that owns the tables: `identity`, `sessions`,
 //! `webhook_config`, `submissions`, `outbox` and `rate_limits` belong to fp-api; `attempts` is written only by fp-log-ingest and
-//! read by the api and the dashboard.
+//! read by the api and the dashboard; `recoveries` is written by fp-api and read by the dashboard too.
 
 pub mod attempts;
+pub mod deliveries;
+pub mod endpoint_notifications;
 pub mod identity;
 pub mod outbox;
 pub mod rate_limits;
+pub mod recoveries;
 pub mod schema;
 pub mod sessions;
 pub mod submissions;
@@ -219,11 +222,14 @@ struct MigrationVersionRow {
 }
 
 /// What the dashboard reads, column by column: its log pages (`attempts::page`, `find`,
-/// `of_delivery`, `counts_per_bucket`, `summary`: the columns of `AttemptRow`), tenant names on the
-/// platform view (`most_failing_tenants`, `tenant_names`) and the schema version
-/// (`ensure_migrated`). No other table or column: no key or password hash, no webhook secret, no
-/// submission, no session, throttling or rate-limit state.
-const DASHBOARD_READABLE_COLUMNS: [(&str, &[&str]); 3] = [
+/// `of_delivery`, `counts_per_bucket`, `summary`: the columns of `AttemptRow`), the endpoint's
+/// health on the tenant's log page (`webhook_config::health`), tenant names on the platform view
+/// (`most_failing_tenants`, `tenant_names`), a bulk recovery's progress page
+/// (`recoveries::find`, `recoveries::progress`), the schema version (`ensure_migrated`) and which
+/// events are about which submission (the deliveries view's search, `deliveries::page`). No other
+/// table or column: no key or password hash, no webhook secret or URL, no submission's content, no
+/// event payload, no session, throttling or rate-limit state.
+const DASHBOARD_READABLE_COLUMNS: &[(&str, &[&str])] = &[
     (
         "delivery_attempts",
         &[
@@ -251,8 +257,33 @@ const DASHBOARD_READABLE_COLUMNS: [(&str, &[&str]); 3] = [
             "tracestate",
         ],
     ),
+    (
+        "webhook_configs",
+        &[
+            "tenant_id",
+            "enabled",
+            "last_success_at",
+            "failing_since",
+            "disabled_at",
+            "disabled_reason",
+        ],
+    ),
     ("tenants", &["id", "name"]),
+    (
+        "recoveries",
+        &[
+            "id",
+            "tenant_id",
+            "range_from",
+            "range_to",
+            "requested_at",
+            "delivery_ids",
+            "skipped_format_changed",
+            "more",
+        ],
+    ),
     ("__diesel_schema_migrations", &["version"]),
+    ("outbox", &["event_id", "tenant_id", "submission_id"]),
 ];
 
 /// Lets `role`, the dashboard's read-only login, read [`DASHBOARD_READABLE_COLUMNS`] and nothing

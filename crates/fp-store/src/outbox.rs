@@ -19,6 +19,9 @@ pub struct NewOutboxEvent {
     /// The W3C context of the request that recorded the event (empty when none).
     pub traceparent: String,
     pub tracestate: String,
+    /// The submission the event is about (`None` for a test event): the deliveries view finds
+    /// an event's deliveries by it.
+    pub submission_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]

@@ -29,6 +29,7 @@ diesel::table! {
         password_hash -> Text,
         role -> Text,
         created_at -> Timestamptz,
+        time_zone -> Nullable<Text>,
     }
 }
 
@@ -46,6 +47,8 @@ diesel::table! {
         secret_sealed -> Nullable<Bytea>,
         previous_secret_sealed -> Nullable<Bytea>,
         previous_secret_expires_at -> Nullable<Timestamptz>,
+        failing_notified_at -> Nullable<Timestamptz>,
+        disabled_notified_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -74,6 +77,7 @@ diesel::table! {
         tracestate -> Text,
         created_at -> Timestamptz,
         published_at -> Nullable<Timestamptz>,
+        submission_id -> Nullable<Int8>,
     }
 }
 
@@ -132,6 +136,19 @@ diesel::table! {
         tenant_id -> Uuid,
         action -> Text,
         full_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    recoveries (id) {
+        id -> Uuid,
+        tenant_id -> Uuid,
+        range_from -> Timestamptz,
+        range_to -> Timestamptz,
+        requested_at -> Timestamptz,
+        delivery_ids -> Array<Uuid>,
+        skipped_format_changed -> Int8,
+        more -> Bool,
     }
 }
 

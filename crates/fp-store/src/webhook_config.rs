@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use fp_domain::endpoint_health::HealthRecord;
 use uuid::Uuid;
 
 use crate::StoreError;
@@ -50,6 +51,9 @@ pub async fn upsert(
             webhook_configs::failing_since.eq(None::<DateTime<Utc>>),
             webhook_configs::disabled_at.eq(None::<DateTime<Utc>>),
             webhook_configs::disabled_reason.eq(None::<String>),
+            // A new run of failures, or disabling it again, is announced again.
+            webhook_configs::failing_notified_at.eq(None::<DateTime<Utc>>),
+            webhook_configs::disabled_notified_at.eq(None::<DateTime<Utc>>),
         ))
         .execute(conn)
         .await?;
@@ -92,12 +96,27 @@ pub async fn find_for_update(
 #[derive(Debug, Clone, Default, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = webhook_configs)]
 pub struct EndpointHealth {
+    pub enabled: bool,
     pub last_success_at: Option<DateTime<Utc>>,
     pub failing_since: Option<DateTime<Utc>>,
     pub disabled_at: Option<DateTime<Utc>>,
     pub disabled_reason: Option<String>,
 }
 
+impl From<EndpointHealth> for HealthRecord {
+    fn from(health: EndpointHealth) -> Self {
+        HealthRecord {
+            enabled: health.enabled,
+            last_success_at: health.last_success_at,
+            failing_since: health.failing_since,
+            disabled_at: health.disabled_at,
+            disabled_reason: health.disabled_reason,
+        }
+    }
+}
+
+/// The tenant's endpoint health; `None` without a config. The dashboard reads it too (its role
+/// may read these columns and the tenant id, no other column of the config).
 pub async fn health(
     conn: &mut AsyncPgConnection,
     tenant_id: Uuid,
@@ -120,7 +139,8 @@ pub async fn record_success(
     diesel::sql_query(
         "UPDATE webhook_configs SET \
            last_success_at = GREATEST(last_success_at, $3), \
-           failing_since = CASE WHEN failing_since <= $3 THEN NULL ELSE failing_since END \
+           failing_since = CASE WHEN failing_since <= $3 THEN NULL ELSE failing_since END, \
+           failing_notified_at = CASE WHEN failing_since <= $3 THEN NULL ELSE failing_notified_at END \
          WHERE tenant_id = $1 AND url = $2",
     )
     .bind::<diesel::sql_types::Uuid, _>(tenant_id)

@@ -170,6 +170,10 @@ fn describe() {
         "fp_api_endpoints_disabled_total",
         "Webhook endpoints disabled after failing every delivery for too long"
     );
+    describe_counter!(
+        "fp_api_notifications_total",
+        "Endpoint notification emails to tenant admins, by kind (failing, disabled) and outcome (sent, failed, no_admin)"
+    );
     // Log-ingest.
     describe_counter!(
         "fp_log_ingest_rows_inserted_total",

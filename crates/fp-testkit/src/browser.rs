@@ -38,7 +38,7 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// Flags that keep Chromium headless, root-compatible and off the network. Without the
 /// background-networking ones it keeps dialling Google's services, which a closed network refuses.
-const CHROMIUM_FLAGS: [&str; 14] = [
+const CHROMIUM_FLAGS: [&str; 13] = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -51,10 +51,13 @@ const CHROMIUM_FLAGS: [&str; 14] = [
     "--disable-dev-shm-usage",
     "--hide-scrollbars",
     "--force-device-scale-factor=1",
-    // The dashboard picks its language from Accept-Language: tests read English.
-    "--lang=en-US",
     "--window-size=1280,900",
 ];
+
+/// The browser's languages (its `Accept-Language`) unless a test names others: the dashboard picks
+/// its language from them, so tests read English; and the time zone from their region, so with
+/// none the tests read UTC.
+pub const DEFAULT_LANGUAGES: &str = "en";
 
 /// A headless Chromium session and the chromedriver serving it.
 pub struct Browser {
@@ -67,8 +70,15 @@ pub struct Browser {
 }
 
 impl Browser {
-    /// Starts chromedriver on a free port and a headless Chromium session (desktop size 1280x900).
+    /// Starts chromedriver on a free port and a headless Chromium session (desktop size 1280x900)
+    /// with the [`DEFAULT_LANGUAGES`].
     pub async fn start() -> anyhow::Result<Browser> {
+        Browser::start_in(DEFAULT_LANGUAGES).await
+    }
+
+    /// [`Browser::start`] with `languages` (comma-separated, most preferred first: `de-DE,de`) as
+    /// the browser's languages, sent as its `Accept-Language`.
+    pub async fn start_in(languages: &str) -> anyhow::Result<Browser> {
         // reqwest (the readiness probe) needs a rustls provider even for plain HTTP.
         crate::install_crypto_provider();
         let chromium = browser_binary("FP_CHROMIUM", DEFAULT_CHROMIUM)?;
@@ -89,7 +99,7 @@ impl Browser {
             match start_driver(&chromedriver, &dir).await {
                 Ok((driver, port)) => {
                     let browser = Browser {
-                        client: match connect(port, &chromium, &profile).await {
+                        client: match connect(port, &chromium, &profile, languages).await {
                             Ok(client) => client,
                             Err(error) => {
                                 let mut driver = driver;
@@ -150,7 +160,7 @@ impl Browser {
     }
 
     /// Saves `target/screenshots/<name>-desktop.png` and `<name>-narrow.png` (390x844), restoring
-    /// the desktop size.
+    /// the desktop size. A page opened at a fragment (`#id`) is shot scrolled to its element.
     pub async fn screenshots(&self, name: &str) -> anyhow::Result<()> {
         anyhow::ensure!(
             !name.is_empty()
@@ -164,6 +174,15 @@ impl Browser {
         let taken = async {
             for (size, suffix) in [(DESKTOP, "desktop"), (NARROW, "narrow")] {
                 self.resize(size).await?;
+                // A page opened at a fragment is shot there at each size, not where the other
+                // size's scroll offset happens to fall.
+                self.execute(
+                    "var target = location.hash && \
+                       document.getElementById(decodeURIComponent(location.hash.slice(1))); \
+                     if (target) { target.scrollIntoView(); }",
+                    vec![],
+                )
+                .await?;
                 let png = within("screenshot", self.client.screenshot()).await??;
                 let path = self.screenshots.join(format!("{name}-{suffix}.png"));
                 std::fs::write(&path, png)
@@ -388,6 +407,31 @@ impl Browser {
                     self.current_url().await.unwrap_or_default(),
                     self.visible_text_for_errors().await
                 );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Clicks the button or link `text` that loads a new page, and returns once that page has
+    /// loaded. The old document is marked first: chromedriver may return from a form's submit
+    /// before the navigation starts, when the old page still reads as loaded.
+    pub async fn click_to_load(&self, text: &str) -> anyhow::Result<()> {
+        self.execute("window.fpOldPage = true; return null;", vec![])
+            .await?;
+        self.click_text(text).await?;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let old = self
+                .execute(
+                    "return window.fpOldPage === true || document.readyState !== 'complete';",
+                    vec![],
+                )
+                .await?;
+            if old == Value::Bool(false) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("clicking {text:?} loaded no new page within {WAIT:?}");
             }
             tokio::time::sleep(POLL).await;
         }
@@ -683,12 +727,19 @@ async fn start_driver(chromedriver: &Path, dir: &Path) -> anyhow::Result<(Child,
 }
 
 /// Opens a WebDriver session for a headless Chromium with a fresh profile.
-async fn connect(port: u16, chromium: &Path, profile: &Path) -> anyhow::Result<Client> {
+async fn connect(
+    port: u16,
+    chromium: &Path,
+    profile: &Path,
+    languages: &str,
+) -> anyhow::Result<Client> {
     let mut args: Vec<String> = CHROMIUM_FLAGS
         .iter()
         .map(|flag| (*flag).to_owned())
         .collect();
     args.push(format!("--user-data-dir={}", profile.display()));
+    let first_language = languages.split(',').next().unwrap_or(languages);
+    args.push(format!("--lang={first_language}"));
     let capabilities = json!({
         "browserName": "chrome",
         "pageLoadStrategy": "normal",
@@ -699,7 +750,7 @@ async fn connect(port: u16, chromium: &Path, profile: &Path) -> anyhow::Result<C
         "goog:chromeOptions": {
             "binary": chromium.display().to_string(),
             "args": args,
-            "prefs": {"intl.accept_languages": "en-US,en"},
+            "prefs": {"intl.accept_languages": languages},
         },
     });
     let Value::Object(capabilities) = capabilities else {

@@ -22,7 +22,7 @@ use serde_json::Value;
 use crate::browser::Browser;
 use crate::environment::TestEnvironment;
 use crate::pipeline::{Pipeline, TenantApi};
-use crate::receiver::{TlsReceiver, always_ok};
+use crate::receiver::{Responder, TlsReceiver, always_ok};
 use crate::sessions::create_user;
 
 /// fpctl wants at least 10 characters.
@@ -43,8 +43,8 @@ pub struct DashboardFixture {
     /// Both users' password.
     pub password: String,
     pub pipeline: Pipeline,
-    /// Answers `200 ok` to every delivery; the tenant's config is not saved until
-    /// [`DashboardFixture::configure_webhook`] (or a page) does it.
+    /// Answers `200 ok` to every delivery (unless started with another responder); the tenant's
+    /// config is not saved until [`DashboardFixture::configure_webhook`] (or a page) does it.
     pub receiver: TlsReceiver,
     /// The receiver's webhook URL, `https://127.0.0.1:<port>/webhooks/feedbackpulse`.
     pub receiver_url: String,
@@ -53,8 +53,16 @@ pub struct DashboardFixture {
 impl DashboardFixture {
     /// Starts the pipeline and the dashboard in `env` and creates the tenant and the users.
     pub async fn start(env: &mut TestEnvironment) -> anyhow::Result<DashboardFixture> {
+        Self::start_answering(env, always_ok()).await
+    }
+
+    /// [`DashboardFixture::start`] with a receiver that answers with `responder` (e.g. by path).
+    pub async fn start_answering(
+        env: &mut TestEnvironment,
+        responder: Responder,
+    ) -> anyhow::Result<DashboardFixture> {
         // Trusted before the dispatcher starts: it reads its trust roots once.
-        let receiver = TlsReceiver::start("127.0.0.1:0".parse()?, always_ok()).await?;
+        let receiver = TlsReceiver::start("127.0.0.1:0".parse()?, responder).await?;
         env.trust_receiver(&receiver)?;
         let pipeline = Pipeline::start(env, 1).await?;
 
@@ -109,10 +117,23 @@ pub async fn browser_test_in<F>(label: &str, test: F) -> anyhow::Result<()>
 where
     F: AsyncFnOnce(&TestEnvironment, &DashboardFixture, &Browser) -> anyhow::Result<()>,
 {
+    browser_test_in_languages(label, crate::browser::DEFAULT_LANGUAGES, test).await
+}
+
+/// [`browser_test_in`] with a browser whose languages are `languages` (`de-DE,de`): what the
+/// dashboard reads its language and default time zone from.
+pub async fn browser_test_in_languages<F>(
+    label: &str,
+    languages: &str,
+    test: F,
+) -> anyhow::Result<()>
+where
+    F: AsyncFnOnce(&TestEnvironment, &DashboardFixture, &Browser) -> anyhow::Result<()>,
+{
     let mut env = TestEnvironment::new(label).await?;
     let outcome = AssertUnwindSafe(async {
         let fixture = DashboardFixture::start(&mut env).await?;
-        let browser = Browser::start().await?;
+        let browser = Browser::start_in(languages).await?;
         let tested = test(&env, &fixture, &browser).await;
         let closed = browser.close().await;
         tested.and(closed)

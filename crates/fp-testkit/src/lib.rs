@@ -14,12 +14,14 @@
 //!   a test stops, starts, cuts off the network and heals.
 //! - [`journal::examine`]: the fault tests' verdict, what the endpoint saw against the log.
 //! - [`sessions`]: dashboard users and their sessions at the api.
+//! - [`mail_sink::MailSink`]: a local SMTP server that keeps the emails it is sent (notifications).
 
 pub mod browser;
 pub mod certificates;
 pub mod dashboard;
 pub mod environment;
 pub mod journal;
+pub mod mail_sink;
 pub mod mock_services;
 pub mod otlp;
 pub mod pipeline;

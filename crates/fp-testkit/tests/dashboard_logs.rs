@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use fp_store::attempts::AttemptRow;
-use fp_testkit::dashboard::{DashboardFixture, hidden_field_after, http_session};
+use fp_testkit::dashboard::{DashboardFixture, hidden_field_after, html_escaped, http_session};
 use fp_testkit::environment::TestEnvironment;
 use fp_testkit::seed::attempt_row;
 use uuid::Uuid;
@@ -190,6 +190,8 @@ fn ids_where(rows: &[AttemptRow], tenant: Uuid, keep: impl Fn(&AttemptRow) -> bo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_pages_filter_page_show_details_redeliver_and_summarise() -> anyhow::Result<()> {
     let mut env = TestEnvironment::new("dashlogs").await?;
+    // The dispatcher sees a saved config at once: the redelivery after a move goes to the new URL.
+    env.set("FP__DISPATCHER__CONFIG_CACHE_TTL_MS", "1");
     let outcome = run(&mut env).await;
     env.finish_after(outcome).await
 }
@@ -269,14 +271,14 @@ async fn run(env: &mut TestEnvironment) -> anyhow::Result<()> {
     assert!(page.contains(r#"id="deliveries-chart""#), "{page}");
     assert!(page.contains(r#"role="img""#));
     assert!(
-        page.contains("Deliveries over time: 61 succeeded, 22 failed"),
+        page.contains("Attempts per 3 hours: 61 succeeded, 22 failed"),
         "{page}"
     );
     assert!(page.contains("the last 7 days are shown"), "{page}");
     assert!(page.contains(r#"<label for="filter-status">"#));
     let (_, page) = get(&tenant, &format!("{base}/webhooks/logs?status=404")).await?;
     assert!(
-        page.contains("Deliveries over time: 0 succeeded, 10 failed"),
+        page.contains("Attempts per 3 hours: 0 succeeded, 10 failed"),
         "{page}"
     );
     assert!(page.contains(r#"value="404""#), "the form keeps the filter");
@@ -377,13 +379,71 @@ async fn run(env: &mut TestEnvironment) -> anyhow::Result<()> {
     assert!(page.contains("Redelivery queued as attempt 2"), "{page}");
     fixture.receiver.wait_for(2, PATIENCE).await?;
 
-    // The endpoint moved: the api refuses, and the page says why.
+    // The endpoint moved: the redelivery goes to the URL the config names now, and the delivery's
+    // page says where each attempt went. (Once the first redelivery is logged, so this one is
+    // numbered after it.)
     fixture
         .api
-        .configure(&fixture.receiver.url("/moved"), None)
+        .logs_until(PATIENCE, |entries| {
+            entries.iter().any(|entry| entry["manual"] == true)
+        })
         .await?;
+    let moved_url = fixture
+        .api
+        .configure(&fixture.receiver.url("/moved"), None)
+        .await?["url"]
+        .as_str()
+        .context("the moved url")?
+        .to_owned();
     let answer = tenant
         .post(format!("{base}{real_path}/redeliver"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf_token={token}"))
+        .send()
+        .await?;
+    assert_eq!(answer.status().as_u16(), 200);
+    assert!(
+        answer.url().as_str().ends_with("?redelivered=3"),
+        "{}",
+        answer.url()
+    );
+    let moved = fixture.receiver.wait_for(3, PATIENCE).await?;
+    assert_eq!(moved[2].target, "/moved");
+    fixture
+        .api
+        .logs_until(PATIENCE, |entries| {
+            entries
+                .iter()
+                .any(|entry| entry["url"] == moved_url.as_str())
+        })
+        .await?;
+    let (_, page) = get(&tenant, &format!("{base}{real_path}")).await?;
+    let timeline = &page[page.find(r#"id="delivery-timeline""#).context("timeline")?..];
+    let timeline = &timeline[..timeline.find("</ol>").context("timeline end")?];
+    let went_to = |url: &str| {
+        timeline
+            .matches(&format!(
+                r#"to <span class="url">{}</span>"#,
+                html_escaped(url)
+            ))
+            .count()
+    };
+    assert_eq!(
+        (went_to(&fixture.receiver_url), went_to(&moved_url)),
+        (2, 1),
+        "{timeline}"
+    );
+
+    // A payload made for another kind of endpoint (here Slack's) does not go to this one: the api
+    // refuses, and the page says why.
+    let slack = AttemptRow {
+        url: "https://hooks.slack.com/services/T0/B0/SlackT0ken".to_owned(),
+        response_status: Some(500),
+        ..attempt_row(acme, Utc::now())
+    };
+    fp_store::attempts::insert_batch(&mut conn, std::slice::from_ref(&slack)).await?;
+    let answer = tenant
+        .post(format!("{base}/webhooks/logs/{}/redeliver", slack.id))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(format!("csrf_token={token}"))
         .send()
@@ -391,7 +451,7 @@ async fn run(env: &mut TestEnvironment) -> anyhow::Result<()> {
     assert_eq!(answer.status().as_u16(), 409);
     let page = answer.text().await?;
     assert!(page.contains("The delivery was not sent again:"), "{page}");
-    assert!(page.contains("changed since this delivery"), "{page}");
+    assert!(page.contains("another kind of endpoint"), "{page}");
 
     // The platform view is the superadmin's alone.
     let (code, page) = get(&tenant, &format!("{base}/admin/webhook-logs")).await?;
@@ -518,7 +578,7 @@ async fn run(env: &mut TestEnvironment) -> anyhow::Result<()> {
         "<h1>Webhook Logs</h1>",
         "Ereignistyp",
         "Filter anwenden",
-        "Zustellungen im Zeitverlauf",
+        "Versuche pro",
         "Antwortcode",
     ] {
         assert!(page.contains(text), "{text}: {page}");

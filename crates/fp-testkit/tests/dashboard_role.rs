@@ -1,7 +1,7 @@
 //! The dashboard's database role (`database.readonly_role`, granted by `fpctl migrate`) reads the
 //! columns the dashboard renders and nothing else: no key or password hash, no webhook secret, no
-//! submission, no session, throttling or rate-limit state. A deployment whose role could read every
-//! table (as `fpctl migrate` granted before) is narrowed by its next migrate.
+//! submission or event payload, no session, throttling or rate-limit state. A deployment whose
+//! role could read every table (as `fpctl migrate` granted before) is narrowed by its next migrate.
 
 use std::collections::BTreeSet;
 
@@ -11,6 +11,8 @@ use diesel::QueryableByName;
 use diesel::sql_types::{Bool, Text};
 use diesel_async::RunQueryDsl;
 use fp_store::attempts::{self, AttemptFilter, AttemptQuery, AttemptRow};
+use fp_store::deliveries::{self, DeliveryQuery, DeliverySearch};
+use fp_store::webhook_config::{self, WebhookConfigRow};
 use fp_testkit::environment::TestEnvironment;
 use fp_testkit::seed::attempt_row;
 use serde_json::Value;
@@ -75,6 +77,7 @@ async fn the_dashboard_role_reads_only_what_the_dashboard_renders() -> anyhow::R
     };
     let mut app = fp_store::connect(&env.database_url).await?;
     attempts::insert_batch(&mut app, std::slice::from_ref(&attempt)).await?;
+    let (event_id, delivery_id) = (attempt.event_id, attempt.delivery_id);
 
     // A deployment migrated by an earlier version: the role reads every table, secrets included.
     diesel::sql_query(format!(
@@ -97,7 +100,7 @@ async fn the_dashboard_role_reads_only_what_the_dashboard_renders() -> anyhow::R
     assert_eq!(readable_columns(&mut app).await?, after_first);
 
     // Exactly the columns the dashboard queries: every attempt column but when it was ingested,
-    // tenant names, the schema version.
+    // the endpoint's health (not its URL, events or secrets), tenant names, the schema version.
     let every_attempt_column: Vec<TableColumn> = diesel::sql_query(
         "SELECT table_name::text AS table_name, column_name::text AS column_name \
          FROM information_schema.columns \
@@ -110,9 +113,28 @@ async fn the_dashboard_role_reads_only_what_the_dashboard_renders() -> anyhow::R
         .filter(|column| column.column_name != "ingested_at")
         .collect();
     for (table_name, column_name) in [
+        ("webhook_configs", "tenant_id"),
+        ("webhook_configs", "enabled"),
+        ("webhook_configs", "last_success_at"),
+        ("webhook_configs", "failing_since"),
+        ("webhook_configs", "disabled_at"),
+        ("webhook_configs", "disabled_reason"),
         ("tenants", "id"),
         ("tenants", "name"),
         ("__diesel_schema_migrations", "version"),
+        // A bulk recovery's progress page (every column: no secret in there).
+        ("recoveries", "id"),
+        ("recoveries", "tenant_id"),
+        ("recoveries", "range_from"),
+        ("recoveries", "range_to"),
+        ("recoveries", "requested_at"),
+        ("recoveries", "delivery_ids"),
+        ("recoveries", "skipped_format_changed"),
+        ("recoveries", "more"),
+        // Which events are about which submission: the deliveries view's search.
+        ("outbox", "event_id"),
+        ("outbox", "tenant_id"),
+        ("outbox", "submission_id"),
     ] {
         expected.insert(TableColumn {
             table_name: table_name.to_owned(),
@@ -137,13 +159,14 @@ async fn the_dashboard_role_reads_only_what_the_dashboard_renders() -> anyhow::R
         "SELECT password_hash FROM users",
         "SELECT secret_sealed FROM webhook_configs",
         "SELECT previous_secret_sealed FROM webhook_configs",
+        "SELECT url FROM webhook_configs",
+        "SELECT events FROM webhook_configs",
         "SELECT ingested_at FROM delivery_attempts",
         "SELECT created_at FROM tenants",
         "SELECT count(*) FROM api_keys",
         "SELECT count(*) FROM users",
-        "SELECT count(*) FROM webhook_configs",
         "SELECT count(*) FROM submissions",
-        "SELECT count(*) FROM outbox",
+        "SELECT payload FROM outbox",
         "SELECT count(*) FROM user_sessions",
         "SELECT count(*) FROM login_failures",
         "SELECT count(*) FROM rate_limit_buckets",
@@ -160,7 +183,7 @@ async fn the_dashboard_role_reads_only_what_the_dashboard_renders() -> anyhow::R
     }
 
     // What the dashboard runs still works: log pages, a delivery's timeline, the chart and the
-    // statistics, tenant names, the schema check.
+    // statistics, the endpoint's health, tenant names, the schema check.
     let filter = AttemptFilter {
         tenant_id: None,
         event_type: None,
@@ -188,6 +211,37 @@ async fn the_dashboard_role_reads_only_what_the_dashboard_renders() -> anyhow::R
         attempts::summary(&mut dashboard, &filter).await?.attempts,
         1
     );
+    let url = "https://hooks.alice.example/feedbackpulse";
+    webhook_config::upsert(
+        &mut app,
+        &WebhookConfigRow {
+            tenant_id,
+            url: url.to_owned(),
+            events: vec!["submission.created".to_owned()],
+            secret_sealed: None,
+            previous_secret_sealed: None,
+            previous_secret_expires_at: None,
+            enabled: true,
+            updated_at: Utc::now(),
+        },
+    )
+    .await?;
+    let failing_since = (Utc::now() - Duration::minutes(5)).trunc_subsecs(6);
+    webhook_config::record_failure(
+        &mut app,
+        tenant_id,
+        url,
+        failing_since,
+        failing_since - Duration::days(5),
+    )
+    .await?;
+    let health = webhook_config::health(&mut dashboard, tenant_id)
+        .await?
+        .context("the dashboard reads Alice's endpoint health")?;
+    assert_eq!(
+        (health.enabled, health.failing_since, health.disabled_at),
+        (true, Some(failing_since), None)
+    );
     let failing = attempts::most_failing_tenants(&mut dashboard, &filter, 10).await?;
     assert_eq!(
         failing
@@ -199,6 +253,53 @@ async fn the_dashboard_role_reads_only_what_the_dashboard_renders() -> anyhow::R
     assert_eq!(
         attempts::tenant_names(&mut dashboard, &[tenant_id]).await?,
         vec![(tenant_id, "Alice".to_owned())]
+    );
+    // The deliveries view, searched by the submission the attempt's event is about.
+    fp_store::outbox::insert(
+        &mut app,
+        &fp_store::outbox::NewOutboxEvent {
+            event_id,
+            tenant_id,
+            event_type: "submission.created".to_owned(),
+            payload: b"secret feedback".to_vec(),
+            traceparent: String::new(),
+            tracestate: String::new(),
+            submission_id: Some(7),
+        },
+    )
+    .await?;
+    let query = DeliveryQuery {
+        search: Some(DeliverySearch::Submission(7)),
+        ..DeliveryQuery::of_tenant(tenant_id, 10)
+    };
+    let (found, _) = deliveries::page(&mut dashboard, &query, "interrupted").await?;
+    assert_eq!(
+        found.iter().map(|row| row.delivery_id).collect::<Vec<_>>(),
+        vec![delivery_id]
+    );
+    // A recovery's progress page: the recovery, and the manual attempts of its deliveries.
+    let recovery = fp_store::recoveries::RecoveryRow {
+        id: uuid::Uuid::now_v7(),
+        tenant_id,
+        range_from: Utc::now() - Duration::days(1),
+        range_to: Utc::now(),
+        requested_at: (Utc::now() - Duration::hours(1)).trunc_subsecs(6),
+        delivery_ids: vec![delivery_id],
+        skipped_format_changed: 0,
+        more: false,
+    };
+    fp_store::recoveries::insert(&mut app, &recovery).await?;
+    let found = fp_store::recoveries::find(&mut dashboard, tenant_id, recovery.id)
+        .await?
+        .context("the dashboard reads Alice's recovery")?;
+    // The attempt (a failure a minute ago, not manual) is no outcome of the recovery.
+    assert_eq!(
+        fp_store::recoveries::progress(&mut dashboard, &found, "interrupted").await?,
+        fp_store::recoveries::RecoveryProgress {
+            delivered: 0,
+            failed: 0,
+            pending: 1
+        }
     );
     fp_store::ensure_migrated(&fp_store::pool(readonly_url, 1)?).await?;
     env.finish().await

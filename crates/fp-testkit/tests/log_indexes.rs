@@ -1,10 +1,14 @@
 //! The log pages stay index scans as the attempt table grows: with 40,000 attempts over 80
 //! tenants, PostgreSQL plans every page (tenant and admin, first and deep, with any filter) as a
-//! walk of an index in page order, and a delivery's attempts through their own index.
+//! walk of an index in page order, and a delivery's attempts through their own index. So do the
+//! deliveries view's pages (one row per delivery), and its search goes to the delivery's or the
+//! event's rows through their indexes.
 
 use chrono::{Duration, TimeZone, Utc};
 use diesel_async::RunQueryDsl;
+use fp_domain::delivery_state::DeliveryState;
 use fp_store::attempts::{AttemptQuery, AttemptRow, StatusFilter};
+use fp_store::deliveries::{DeliveryQuery, DeliverySearch};
 use fp_testkit::environment::TestEnvironment;
 use fp_testkit::seed::attempt_row;
 use uuid::Uuid;
@@ -142,5 +146,57 @@ async fn every_log_page_is_an_index_scan() -> anyhow::Result<()> {
         .join("\n");
     assert!(plan.contains("delivery_attempts_delivery"), "{plan}");
     assert!(!plan.contains("Seq Scan"), "{plan}");
+
+    // The deliveries view walks the same index in page order, each row's delivery looked up
+    // through its own index; a search goes straight to the delivery's or the event's rows.
+    let first = DeliveryQuery::of_tenant(tenants[7], 50);
+    let cases = [
+        ("deliveries, first page", first.clone(), true),
+        (
+            "deliveries, deep page",
+            DeliveryQuery {
+                after: deep,
+                ..first.clone()
+            },
+            true,
+        ),
+        (
+            "deliveries, failed",
+            DeliveryQuery {
+                state: Some(DeliveryState::Failed),
+                ..first.clone()
+            },
+            true,
+        ),
+        (
+            "deliveries, searched",
+            DeliveryQuery {
+                search: Some(DeliverySearch::Id(Uuid::now_v7())),
+                ..first
+            },
+            false,
+        ),
+    ];
+    for (name, query, in_page_order) in cases {
+        let plan = fp_store::deliveries::explain_page(&mut conn, &query, "interrupted")
+            .await?
+            .join("\n");
+        println!("{name}:\n{plan}\n");
+        assert!(!plan.contains("Seq Scan"), "{name}:\n{plan}");
+        assert!(
+            plan.contains("delivery_attempts_delivery"),
+            "{name}:\n{plan}"
+        );
+        if in_page_order {
+            assert!(
+                plan.contains(
+                    "Index Scan using delivery_attempts_tenant_time on delivery_attempts"
+                ) && !plan.contains("Sort"),
+                "{name}: expected a walk of delivery_attempts_tenant_time:\n{plan}"
+            );
+        } else {
+            assert!(plan.contains("delivery_attempts_event"), "{name}:\n{plan}");
+        }
+    }
     env.finish().await
 }

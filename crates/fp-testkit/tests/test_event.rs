@@ -62,7 +62,11 @@ async fn a_test_event_reaches_the_endpoint_through_the_pipeline_and_is_logged() 
     assert_conflict(
         status,
         &error,
-        &["no webhook config", "PUT /api/v2/webhooks/config"],
+        &[
+            "no webhook config",
+            "Integrations page",
+            "PUT /api/v2/webhooks/config",
+        ],
     );
 
     // webhook.test cannot be subscribed to; the refusal names the field and says why.
@@ -171,7 +175,12 @@ async fn a_test_event_reaches_the_endpoint_through_the_pipeline_and_is_logged() 
     assert_conflict(
         status,
         &error,
-        &["disabled", "re-enables", "PUT /api/v2/webhooks/config"],
+        &[
+            "disabled",
+            "re-enables",
+            "Integrations page",
+            "PUT /api/v2/webhooks/config",
+        ],
     );
     // Nothing more was sent.
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -1,7 +1,11 @@
 //! Records the endpoint health that dispatchers report, and disables endpoints that have failed
 //! every delivery for longer than `api.disable_failing_endpoints_after`. The api does this because
 //! it owns webhook configs; dispatchers only observe.
+//!
+//! After each failure it records it wakes the notifier (`notifier`), which emails the tenant's
+//! admins when one is due.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -10,7 +14,7 @@ use fp_contracts::{DecodeError, ProtoMessage, time_from, uuid_from, v1};
 use fp_domain::url_redaction::redact_url;
 use fp_store::{PgPool, StoreError, webhook_config};
 use futures_util::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
 /// Pause before retrying a report the database refused.
@@ -21,6 +25,8 @@ pub struct EndpointHealthRecorder {
     pub publisher: Publisher,
     pub names: Names,
     pub disable_after: Duration,
+    /// The notifier's bell, rung after each failure recorded; `None` when notifications are off.
+    pub notifier: Option<Arc<Notify>>,
 }
 
 impl EndpointHealthRecorder {
@@ -96,6 +102,9 @@ impl EndpointHealthRecorder {
                 if disabled {
                     metrics::counter!("fp_api_endpoints_disabled_total").increment(1);
                     tracing::warn!(tenant_id = %report.tenant_id, url = %redact_url(&report.url), %since, "endpoint disabled: every delivery failed for too long");
+                }
+                if let Some(notifier) = &self.notifier {
+                    notifier.notify_one();
                 }
                 Ok(())
             }

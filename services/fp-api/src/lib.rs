@@ -8,6 +8,7 @@ mod error;
 mod json_body;
 mod login_throttle;
 mod metrics;
+mod notifier;
 mod openapi;
 pub mod outbox_relay;
 mod password;
@@ -155,11 +156,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         &format!("fp-api-{}", std::process::id()),
         64,
     );
+    let notifier = notifier::start(&settings, state.pool.clone(), stop.subscribe())
+        .context("fp-api cannot start")?;
+    let (notifier_wakeup, notifier_task) = notifier.unzip();
     let health_recorder = endpoint_health::EndpointHealthRecorder {
         pool: state.pool.clone(),
         publisher: broker.publisher(),
         names: broker.names.clone(),
         disable_after: settings.api.disable_failing_endpoints_after,
+        notifier: notifier_wakeup,
     };
     let health_task = tokio::spawn(health_recorder.run(health_consumer, stopping));
     let sampler_task = tokio::spawn(
@@ -203,6 +208,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         let _ = relay_task.await;
         let _ = health_task.await;
         let _ = sampler_task.await;
+        if let Some(notifier_task) = notifier_task {
+            let _ = notifier_task.await;
+        }
     };
     if tokio::time::timeout(drain, background).await.is_err() {
         tracing::warn!("background work did not finish within the drain timeout");

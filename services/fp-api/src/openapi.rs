@@ -12,7 +12,8 @@ use utoipa::{Modify, OpenApi, PartialSchema};
 
 use crate::error::ErrorBody;
 use crate::routes::{
-    api_keys, event_types, logs, redelivery, sessions, submissions, test_event, webhook_config,
+    api_keys, deliveries, event_types, logs, redelivery, sessions, submissions, test_event,
+    webhook_config,
 };
 
 #[derive(OpenApi)]
@@ -38,8 +39,12 @@ use crate::routes::{
         event_types::list,
         logs::list,
         logs::detail,
+        deliveries::list,
+        deliveries::detail,
         redelivery::redeliver_one,
         redelivery::redeliver_failed,
+        redelivery::preview,
+        redelivery::recovery,
         logs::admin_list,
         logs::admin_detail,
         api_keys::create,
@@ -51,6 +56,7 @@ use crate::routes::{
         sessions::log_out,
         sessions::end,
         sessions::change_password,
+        sessions::set_time_zone,
         sessions::admin_end_all,
     ),
     modifiers(&Authentication)

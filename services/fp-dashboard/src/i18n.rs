@@ -48,6 +48,26 @@ const CATALOGS: &[(Lang, &str, &str)] = &[
     (Lang::De, "logs", include_str!("../locales/de/logs.toml")),
     (
         Lang::En,
+        "deliveries",
+        include_str!("../locales/en/deliveries.toml"),
+    ),
+    (
+        Lang::De,
+        "deliveries",
+        include_str!("../locales/de/deliveries.toml"),
+    ),
+    (
+        Lang::En,
+        "recover",
+        include_str!("../locales/en/recover.toml"),
+    ),
+    (
+        Lang::De,
+        "recover",
+        include_str!("../locales/de/recover.toml"),
+    ),
+    (
+        Lang::En,
         "event_types",
         include_str!("../locales/en/event_types.toml"),
     ),

@@ -6,6 +6,7 @@
 mod api_client;
 mod error;
 mod i18n;
+mod local_time;
 mod pages;
 mod session;
 mod views;
@@ -44,6 +45,9 @@ pub(crate) struct AppState {
     pub rng: SystemRandom,
     /// Proxies in front of the dashboard whose `X-Forwarded-For` names the browser.
     pub trusted_proxies: Vec<fp_domain::address_policy::Cidr>,
+    /// The api's `api.disable_failing_endpoints_after` (the same key), to tell a tenant when its
+    /// failing endpoint will be disabled.
+    pub disable_failing_endpoints_after: std::time::Duration,
 }
 
 impl AppState {
@@ -73,6 +77,7 @@ impl AppState {
             templates: Templates::load().context("the embedded templates do not parse")?,
             rng,
             trusted_proxies: settings.dashboard.trusted_proxies.clone(),
+            disable_failing_endpoints_after: settings.api.disable_failing_endpoints_after,
         })
     }
 

@@ -50,6 +50,7 @@ pub enum CsrfPurpose {
     Redeliver,
     EndSession,
     ChangePassword,
+    SetTimeZone,
 }
 
 impl CsrfPurpose {
@@ -62,6 +63,7 @@ impl CsrfPurpose {
             CsrfPurpose::Redeliver => "redeliver",
             CsrfPurpose::EndSession => "end-session",
             CsrfPurpose::ChangePassword => "change-password",
+            CsrfPurpose::SetTimeZone => "set-time-zone",
         }
     }
 }

@@ -19,6 +19,7 @@ fn state() -> web::Data<AppState> {
         templates: Templates::load().expect("templates parse"),
         rng: SystemRandom::new(),
         trusted_proxies: Vec::new(),
+        disable_failing_endpoints_after: std::time::Duration::from_secs(5 * 86_400),
     })
 }
 

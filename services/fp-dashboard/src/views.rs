@@ -3,13 +3,19 @@
 //! Every template name ends in `.html`, so tera escapes every value it prints: delivery payloads
 //! carry feedback text that anyone can submit. No template uses `| safe`.
 
+pub mod deliveries;
+pub mod health;
 pub mod logs;
+pub mod recover;
 
 use serde::Serialize;
 use serde_json::Value;
 use tera::{Context, Tera};
 
-const TEMPLATES: [(&str, &str); 12] = [
+use crate::local_time::LocalTime;
+
+const TEMPLATES: [(&str, &str); 19] = [
+    ("time.html", include_str!("../templates/time.html")),
     ("base.html", include_str!("../templates/base.html")),
     ("login.html", include_str!("../templates/login.html")),
     ("account.html", include_str!("../templates/account.html")),
@@ -30,12 +36,36 @@ const TEMPLATES: [(&str, &str); 12] = [
         include_str!("../templates/logs_summary.html"),
     ),
     (
+        "logs_health.html",
+        include_str!("../templates/logs_health.html"),
+    ),
+    (
         "logs_list.html",
         include_str!("../templates/logs_list.html"),
     ),
     (
         "log_detail.html",
         include_str!("../templates/log_detail.html"),
+    ),
+    (
+        "logs_recover.html",
+        include_str!("../templates/logs_recover.html"),
+    ),
+    (
+        "logs_recover_preview.html",
+        include_str!("../templates/logs_recover_preview.html"),
+    ),
+    (
+        "logs_recovery.html",
+        include_str!("../templates/logs_recovery.html"),
+    ),
+    (
+        "deliveries_list.html",
+        include_str!("../templates/deliveries_list.html"),
+    ),
+    (
+        "delivery_detail.html",
+        include_str!("../templates/delivery_detail.html"),
     ),
     ("error.html", include_str!("../templates/error.html")),
     (
@@ -92,8 +122,8 @@ pub struct Layout<'a> {
     pub lang: &'static str,
     pub signed_in: Option<SignedIn>,
     pub is_superadmin: bool,
-    /// Which navigation entry is this page's (`integrations`, `webhook_logs`, `admin`,
-    /// `account`), or "".
+    /// Which navigation entry is this page's (`integrations`, `webhook_logs`, `deliveries`,
+    /// `admin`, `account`), or "".
     pub active_nav: &'static str,
     pub languages: Vec<LanguageLink>,
 }
@@ -112,8 +142,8 @@ pub struct LoginPage<'a> {
 #[derive(Serialize)]
 pub struct SessionView {
     pub id: String,
-    pub created_at: String,
-    pub last_used_at: String,
+    pub created_at: LocalTime,
+    pub last_used_at: LocalTime,
     pub client_address: String,
     pub user_agent: String,
     /// The session of this page's request (ended with the log-out button, not from the list).
@@ -128,6 +158,23 @@ pub struct AccountPage<'a> {
     pub end_session_csrf_token: String,
     pub password_csrf_token: String,
     /// Why the password was not changed.
+    pub error: Option<&'a str>,
+    pub time_zone: TimeZoneForm<'a>,
+}
+
+/// The Account page's time zone choice.
+#[derive(Serialize)]
+pub struct TimeZoneForm<'a> {
+    pub csrf_token: String,
+    /// The zone the page's times are in (the chosen one, or the automatic one).
+    pub current: &'static str,
+    /// The zone chosen; `None`: automatic.
+    pub chosen: Option<&'a str>,
+    /// What "automatic" means for this browser (`Europe/Berlin`).
+    pub automatic: &'static str,
+    /// Every zone name, sorted.
+    pub zones: &'static [&'static str],
+    /// Why the choice was not saved.
     pub error: Option<&'a str>,
 }
 
@@ -153,5 +200,78 @@ pub(crate) mod tests {
             active_nav: "webhook_logs",
             languages: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_account_page_offers_every_zone_with_the_choice_selected() {
+        use crate::local_time::Precision;
+        use fp_domain::time_zone::{self, Tz};
+
+        let catalog = Catalog::load().expect("texts load");
+        let signed_in = chrono::DateTime::parse_from_rfc3339("2026-12-03T18:12:00Z")
+            .expect("valid")
+            .to_utc();
+        let shown = LocalTime::new(signed_in, Tz::America__New_York, Precision::Minutes);
+        let page = AccountPage {
+            layout: layout(&catalog, None),
+            sessions: vec![SessionView {
+                id: "s".into(),
+                created_at: shown.clone(),
+                last_used_at: shown,
+                client_address: "127.0.0.1".into(),
+                user_agent: "test".into(),
+                current: true,
+            }],
+            end_session_csrf_token: "end".into(),
+            password_csrf_token: "password".into(),
+            error: None,
+            time_zone: TimeZoneForm {
+                csrf_token: "zone".into(),
+                current: "America/New_York",
+                chosen: Some("America/New_York"),
+                automatic: "Europe/Berlin",
+                zones: time_zone::names(),
+                error: None,
+            },
+        };
+        let html = Templates::load()
+            .expect("templates parse")
+            .render("account.html", &page)
+            .expect("page renders");
+        assert!(
+            html.contains(r#"<time datetime="2026-12-03T18:12:00Z" title="2026-12-03 18:12 UTC">2026-12-03 13:12 EST</time>"#),
+            "{html}"
+        );
+        assert_eq!(
+            html.matches("<option").count(),
+            time_zone::names().len() + 1
+        );
+        assert_eq!(html.matches(" selected>").count(), 1, "{html}");
+        assert!(
+            html.contains(r#"<option value="America&#x2F;New_York" selected>"#),
+            "{html}"
+        );
+        assert!(
+            html.contains(
+                r#"<option value="">Automatic (from your browser&#x27;s language: Europe&#x2F;Berlin)</option>"#
+            ),
+            "{html}"
+        );
+        assert!(html.contains(r#"name="csrf_token" value="zone""#), "{html}");
+
+        // Not chosen: automatic is the selected option.
+        let automatic = AccountPage {
+            time_zone: TimeZoneForm {
+                chosen: None,
+                ..page.time_zone
+            },
+            ..page
+        };
+        let html = Templates::load()
+            .expect("templates parse")
+            .render("account.html", &automatic)
+            .expect("page renders");
+        assert!(html.contains(r#"<option value="" selected>"#), "{html}");
+        assert_eq!(html.matches(" selected>").count(), 1);
     }
 }

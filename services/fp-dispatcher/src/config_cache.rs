@@ -47,9 +47,11 @@ impl Endpoint {
         self.enabled && (event == EventType::WebhookTest || self.events.contains(&event))
     }
 
-    /// Whether a request once sent to `url` may be sent again: only to this same, enabled endpoint.
-    pub fn takes_redelivery_to(&self, url: &str) -> bool {
-        self.enabled && self.url == url
+    /// Whether a request once sent to `sent_to` may be sent again, to this endpoint's current URL:
+    /// only while the endpoint is enabled and takes the format the stored body was made for
+    /// (`fp_domain::format::takes_body_made_for`, the rule the api checked when it queued it).
+    pub fn takes_redelivery_of(&self, sent_to: &str) -> bool {
+        self.enabled && fp_domain::format::takes_body_made_for(&self.url, sent_to)
     }
 
     /// The secrets a delivery signed at `now` carries; `None` when it goes unsigned. Judged per
@@ -241,10 +243,12 @@ mod tests {
         let mut subscribed = endpoint(None, None);
         assert!(subscribed.wants(EventType::WebhookTest));
         assert!(!subscribed.wants(EventType::SubmissionStatusChanged));
-        assert!(subscribed.takes_redelivery_to("https://hooks.example/"));
-        assert!(!subscribed.takes_redelivery_to("https://elsewhere.example/"));
+        assert!(subscribed.takes_redelivery_of("https://hooks.example/"));
+        // Another URL of the same format takes it; a body made for Slack does not suit it.
+        assert!(subscribed.takes_redelivery_of("https://elsewhere.example/"));
+        assert!(!subscribed.takes_redelivery_of("https://hooks.slack.com/services/T0/B0/x"));
         subscribed.enabled = false;
         assert!(!subscribed.wants(EventType::WebhookTest));
-        assert!(!subscribed.takes_redelivery_to("https://hooks.example/"));
+        assert!(!subscribed.takes_redelivery_of("https://hooks.example/"));
     }
 }

@@ -182,11 +182,14 @@ impl Dispatcher {
             ..
         }) = &job
         {
-            if !endpoint.takes_redelivery_to(&stored.url) {
+            if !endpoint.takes_redelivery_of(&stored.url) {
                 // The api checked this when it accepted the redelivery; the tenant changed the
-                // endpoint since, and a stored request goes only where it went before.
+                // endpoint since. A stored request goes to the endpoint's current URL, but only
+                // while it takes the format the stored body was made for.
                 span.record("fp.outcome", "not_subscribed");
-                tracing::info!("endpoint disabled, removed or changed since; not redelivered");
+                tracing::info!(
+                    "endpoint disabled, removed or of another format since; not redelivered"
+                );
                 return Ok(());
             }
         } else if !endpoint.wants(job.event_type()) {

@@ -35,6 +35,24 @@ pub fn detect(url: &Url) -> EndpointFormat {
     }
 }
 
+/// The format of the endpoint at `url` as the config stores it (and attempts record it); `None`
+/// for text that is not a URL.
+pub fn detect_text(url: &str) -> Option<EndpointFormat> {
+    Url::parse(url.trim()).ok().map(|url| detect(&url))
+}
+
+/// Whether the body once sent to the endpoint at `sent_to` may be sent as it is to the endpoint at
+/// `now`: a redelivery sends the stored bytes, and they were made for the format of the URL they
+/// went to (a Slack message means nothing to a custom endpoint, nor the product page's JSON to
+/// Discord). The URLs themselves may differ; both must parse. The api (before it queues a
+/// redelivery) and the dispatcher (before it sends one) decide with this one rule.
+pub fn takes_body_made_for(now: &str, sent_to: &str) -> bool {
+    match (detect_text(now), detect_text(sent_to)) {
+        (Some(now), Some(then)) => now == then,
+        _ => false,
+    }
+}
+
 /// `/api/webhooks/{id}/{token}` or `/api/v{N}/webhooks/{id}/{token}`, nothing after the token
 /// (`…/slack` and `…/github` take other bodies).
 fn is_discord_webhook_path(url: &Url) -> bool {
@@ -135,6 +153,34 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(detect(&url(text)), expected, "{text}");
         }
+    }
+
+    #[test]
+    fn a_stored_body_suits_any_url_of_the_same_format() {
+        let custom = "https://your-app.com/webhooks/feedbackpulse";
+        let moved = " https://elsewhere.example:8443/hook?x=1 ";
+        let slack = "https://hooks.slack.com/services/T0/B0/secret";
+        let other_slack = "https://hooks.slack.com/services/T1/B1/other";
+        let discord = "https://discord.com/api/webhooks/1/abc";
+        assert!(takes_body_made_for(moved, custom));
+        assert!(takes_body_made_for(other_slack, slack));
+        assert!(takes_body_made_for(
+            discord,
+            "https://ptb.discord.com/api/v10/webhooks/2/x"
+        ));
+        for (now, then) in [
+            (slack, custom),
+            (custom, slack),
+            (discord, slack),
+            (custom, discord),
+            ("https://hooks.slack.com/triggers/T0/1/abc", slack),
+        ] {
+            assert!(!takes_body_made_for(now, then), "{then} -> {now}");
+        }
+        assert!(!takes_body_made_for("not a url", custom));
+        assert!(!takes_body_made_for(custom, ""));
+        assert_eq!(detect_text(slack), Some(EndpointFormat::Slack));
+        assert_eq!(detect_text("::"), None);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::event::Event;
 use crate::payload::custom_json_body;
 use message::Message;
 
-pub use endpoint::{delivery_url, detect};
+pub use endpoint::{delivery_url, detect, detect_text, takes_body_made_for};
 
 /// The body shape an endpoint expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -60,9 +60,9 @@ pub struct AdminLogQuery {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct LogPage<T> {
-    data: Vec<T>,
+    pub(super) data: Vec<T>,
     /// Pass as `cursor` for the next page; absent on the last page.
-    next_cursor: Option<String>,
+    pub(super) next_cursor: Option<String>,
 }
 
 /// An entry of the admin view: whose delivery it was, and the entry itself.
@@ -92,19 +92,19 @@ pub struct LogDetail {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-struct AttemptError {
+pub(super) struct AttemptError {
     /// `blocked`, `dns`, `connection_refused`, `connect`, `tls_unknown_authority`,
     /// `tls_self_signed`, `tls_expired`, `tls_wrong_host`, `tls` (any other TLS failure, and
     /// attempts before the reasons were told apart), `timeout`, `other`, `redirect`,
     /// `http_status`, or `interrupted` (no outcome was recorded).
-    kind: String,
+    pub(super) kind: String,
     /// The technical detail, in English.
-    message: String,
+    pub(super) message: String,
 }
 
 /// Why an attempt failed and how to fix it.
 #[derive(Serialize, utoipa::ToSchema)]
-struct AttemptExplanation {
+pub(super) struct AttemptExplanation {
     /// Stable: key translations or handling on it.
     #[schema(schema_with = explanation_ids)]
     id: &'static str,
@@ -386,7 +386,7 @@ fn parse_status(text: &str) -> Result<StatusFilter, ApiError> {
         })
 }
 
-fn parse_time(field: &'static str, text: &str) -> Result<DateTime<Utc>, ApiError> {
+pub(super) fn parse_time(field: &'static str, text: &str) -> Result<DateTime<Utc>, ApiError> {
     DateTime::parse_from_rfc3339(text)
         .map(|time| time.with_timezone(&Utc))
         .map_err(|err| {
@@ -397,7 +397,7 @@ fn parse_time(field: &'static str, text: &str) -> Result<DateTime<Utc>, ApiError
         })
 }
 
-fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+pub(super) fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
     attempts::decode_cursor(cursor)
         .ok_or_else(|| ApiError::invalid("cursor", "is not a cursor this api returned"))
 }

@@ -1,6 +1,7 @@
 //! HTTP routes of `/api/v2`.
 
 pub(crate) mod api_keys;
+pub(crate) mod deliveries;
 pub(crate) mod event_types;
 pub(crate) mod logs;
 pub(crate) mod redelivery;
@@ -47,6 +48,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
                     .route(web::post().to(sessions::change_password)),
             )
             .service(
+                resource("/account/time-zone", "PUT").route(web::put().to(sessions::set_time_zone)),
+            )
+            .service(
                 resource("/admin/users/{id}/sessions", "DELETE")
                     .route(web::delete().to(sessions::admin_end_all)),
             )
@@ -59,9 +63,22 @@ pub fn configure(config: &mut web::ServiceConfig) {
             .service(resource("/webhooks/test", "POST").route(web::post().to(test_event::send)))
             .service(resource("/event-types", "GET").route(web::get().to(event_types::list)))
             .service(resource("/webhooks/logs", "GET").route(web::get().to(logs::list)))
+            .service(resource("/webhooks/deliveries", "GET").route(web::get().to(deliveries::list)))
+            .service(
+                resource("/webhooks/deliveries/{delivery_id}", "GET")
+                    .route(web::get().to(deliveries::detail)),
+            )
             .service(
                 resource("/webhooks/logs/redeliver", "POST")
                     .route(web::post().to(redelivery::redeliver_failed)),
+            )
+            .service(
+                resource("/webhooks/logs/redeliver/preview", "GET")
+                    .route(web::get().to(redelivery::preview)),
+            )
+            .service(
+                resource("/webhooks/recoveries/{id}", "GET")
+                    .route(web::get().to(redelivery::recovery)),
             )
             .service(resource("/webhooks/logs/{id}", "GET").route(web::get().to(logs::detail)))
             .service(

@@ -76,6 +76,10 @@ pub struct UserSummary {
     role: String,
     /// `null` for a superadmin.
     tenant_id: Option<Uuid>,
+    /// The zone the user reads times in (an IANA name); `null`: not chosen, the dashboard takes
+    /// it from the browser's language region.
+    #[schema(example = "Europe/Berlin")]
+    time_zone: Option<String>,
 }
 
 impl From<UserRow> for UserSummary {
@@ -85,6 +89,7 @@ impl From<UserRow> for UserSummary {
             email: user.email,
             role: user.role,
             tenant_id: user.tenant_id,
+            time_zone: user.time_zone,
         }
     }
 }
@@ -117,6 +122,16 @@ pub struct PasswordChange {
     current_password: String,
     #[schema(format = Password, min_length = 10, max_length = 512)]
     new_password: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimeZoneChange {
+    /// An IANA zone name (`Europe/Berlin`, `America/New_York`, `UTC`), or `null` for the default
+    /// (the browser's language region). Required, so a body that forgot it changes nothing.
+    #[serde(deserialize_with = "Option::deserialize")]
+    #[schema(required = true, nullable, example = "Europe/Berlin")]
+    time_zone: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -387,6 +402,38 @@ pub async fn change_password(
     let ended = sessions::change_password(&mut conn, user.id, &new_hash).await?;
     tracing::info!(user_id = %user.id, ended, "password changed; the user's sessions ended");
     Ok(HttpResponse::Ok().json(EndedSessions { ended }))
+}
+
+/// Sets the zone the signed-in user reads times in, or (`null`) goes back to the default.
+#[utoipa::path(
+    put,
+    path = "/api/v2/account/time-zone",
+    tag = "sessions",
+    request_body = TimeZoneChange,
+    responses(
+        (status = 200, description = "Saved; the user as it is now", body = UserSummary),
+        (status = 422, description = "`time_zone` is missing, or no zone of the IANA database", body = ErrorBody),
+    ),
+)]
+pub async fn set_time_zone(
+    state: web::Data<AppState>,
+    signed_in: SignedInUser,
+    JsonBody(body): JsonBody<TimeZoneChange>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(name) = &body.time_zone {
+        fp_domain::time_zone::parse(name)
+            .map_err(|error| ApiError::invalid("time_zone", error.to_string()))?;
+    }
+    let mut conn = state.pool.get().await.map_err(StoreError::from)?;
+    if !identity::set_time_zone(&mut conn, signed_in.user.id, body.time_zone.as_deref()).await? {
+        // Deleted since the session was checked: its sessions are gone with it.
+        return Err(ApiError::Unauthorized);
+    }
+    tracing::info!(user_id = %signed_in.user.id, time_zone = ?body.time_zone, "time zone set");
+    Ok(HttpResponse::Ok().json(UserSummary::from(UserRow {
+        time_zone: body.time_zone,
+        ..signed_in.user
+    })))
 }
 
 /// Ends every session of a user, e.g. of a user who left or whose device was lost.

@@ -136,6 +136,7 @@ pub(super) fn outbox_event(
         payload: fp_contracts::encode_event(&event),
         traceparent: trace.traceparent,
         tracestate: trace.tracestate,
+        submission_id: event.submission_id(),
     }
 }
 

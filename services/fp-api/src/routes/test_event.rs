@@ -106,7 +106,9 @@ pub async fn send(
     }))
 }
 
-/// The tenant's config if deliveries can go to it now; otherwise a 409 that says how to fix it.
+/// The tenant's config if deliveries can go to it now; otherwise a 409 that says how to fix it,
+/// in the words of both kinds of caller: a dashboard user (the Integrations page) and an API
+/// client (the route).
 pub(super) async fn enabled_config(
     conn: &mut PgConnection,
     tenant_id: Uuid,
@@ -114,12 +116,17 @@ pub(super) async fn enabled_config(
     let config = webhook_config::find(conn, tenant_id)
         .await?
         .ok_or_else(|| {
-            ApiError::Conflict("no webhook config: PUT /api/v2/webhooks/config first".to_owned())
+            ApiError::Conflict(
+                "no webhook config: set one up on the dashboard's Integrations page (or with \
+                 PUT /api/v2/webhooks/config) first"
+                    .to_owned(),
+            )
         })?;
     if !config.enabled {
         return Err(ApiError::Conflict(
-            "the webhook config is disabled, so nothing is delivered: saving it again \
-             (PUT /api/v2/webhooks/config) re-enables it"
+            "the webhook config is disabled, so nothing is delivered: saving it again with \
+             “Enabled” ticked on the dashboard's Integrations page (or with \
+             PUT /api/v2/webhooks/config) re-enables it"
                 .to_owned(),
         ));
     }

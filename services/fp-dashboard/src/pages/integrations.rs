@@ -14,6 +14,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use fp_domain::EventType;
 use fp_domain::signing::{GENERATED_KEY_BYTES, WebhookSecret};
+use fp_domain::time_zone::Tz;
 use fp_store::attempts::{self, AttemptRow};
 use reqwest::Method;
 use ring::rand::SecureRandom;
@@ -26,6 +27,7 @@ use crate::AppState;
 use crate::api_client::ApiAnswer;
 use crate::error::PageError;
 use crate::i18n::{Catalog, Lang};
+use crate::local_time::{LocalTime, Precision};
 use crate::session::{CsrfPurpose, RandomFailed};
 use crate::views::Layout;
 use crate::views::logs::explanation_id;
@@ -38,7 +40,6 @@ const TEST_API: &str = "/api/v2/webhooks/test";
 /// logs one within a second or two; a slow endpoint's result shows in the logs later.
 const TEST_WAIT: Duration = Duration::from_secs(5);
 const TEST_POLL_INTERVAL: Duration = Duration::from_millis(250);
-const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S UTC";
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -209,10 +210,10 @@ struct ConfigStatus {
     enabled: bool,
     format: String,
     secret_set: bool,
-    secret_rotating_until: Option<String>,
-    updated_at: String,
-    failing_since: Option<String>,
-    disabled_at: Option<String>,
+    secret_rotating_until: Option<LocalTime>,
+    updated_at: LocalTime,
+    failing_since: Option<LocalTime>,
+    disabled_at: Option<LocalTime>,
     disabled_reason: Option<String>,
 }
 
@@ -226,7 +227,7 @@ struct TestOutcome {
     error: Option<String>,
     /// Why it failed and the fix (`logs.explanation.<id>` in the page's language).
     explanation: Option<&'static str>,
-    attempted_at: Option<String>,
+    attempted_at: Option<LocalTime>,
     /// `/webhooks/logs/<attempt id>`, once an attempt is logged.
     entry_link: Option<String>,
     /// The api's reason for a refusal.
@@ -234,8 +235,9 @@ struct TestOutcome {
 }
 
 impl TestOutcome {
-    /// From the delivery's attempts, first to last; the last one says how it stands.
-    fn of_delivery(delivery_id: Uuid, attempts: &[AttemptRow]) -> Self {
+    /// From the delivery's attempts, first to last; the last one says how it stands. Its time is
+    /// shown in `zone`.
+    fn of_delivery(delivery_id: Uuid, attempts: &[AttemptRow], zone: Tz) -> Self {
         let Some(latest) = attempts.last() else {
             return TestOutcome {
                 kind: "pending",
@@ -262,7 +264,11 @@ impl TestOutcome {
             response_code: latest.response_status,
             error,
             explanation: explanation_id(latest),
-            attempted_at: Some(latest.attempted_at.format(TIME_FORMAT).to_string()),
+            attempted_at: Some(LocalTime::new(
+                latest.attempted_at,
+                zone,
+                Precision::Seconds,
+            )),
             entry_link: Some(format!("/webhooks/logs/{}", latest.id)),
             message: None,
         }
@@ -337,7 +343,11 @@ async fn show(
         Some(Ok(delivery_id)) => {
             let mut conn = state.connection().await?;
             let attempts = attempts::of_delivery(&mut conn, tenant_id, delivery_id).await?;
-            Some(TestOutcome::of_delivery(delivery_id, &attempts))
+            Some(TestOutcome::of_delivery(
+                delivery_id,
+                &attempts,
+                user.time_zone(&request),
+            ))
         }
         _ => None,
     };
@@ -591,7 +601,7 @@ async fn render(
         layout: state.layout(request, Some(user), "integrations"),
         save_csrf_token: user.csrf_token(state, CsrfPurpose::SaveIntegration),
         test_csrf_token: user.csrf_token(state, CsrfPurpose::SendTestEvent),
-        config: stored.map(|config| config_status(state, request, config)),
+        config: stored.map(|config| config_status(state, request, config, user.time_zone(request))),
         form: form_view(state, request, &form, rendering.generated_secret),
         errors: rendering.errors,
         saved: rendering.saved,
@@ -652,13 +662,18 @@ fn form_view(
     }
 }
 
-fn config_status(state: &AppState, request: &HttpRequest, config: StoredConfig) -> ConfigStatus {
+fn config_status(
+    state: &AppState,
+    request: &HttpRequest,
+    config: StoredConfig,
+    zone: Tz,
+) -> ConfigStatus {
     let format_key = match config.format.as_str() {
         "slack" => "integrations.format_slack",
         "discord" => "integrations.format_discord",
         _ => "integrations.format_custom",
     };
-    let time = |at: DateTime<Utc>| at.format(TIME_FORMAT).to_string();
+    let time = |at: DateTime<Utc>| LocalTime::new(at, zone, Precision::Seconds);
     ConfigStatus {
         enabled: config.enabled,
         format: state.text(request, format_key).to_owned(),
@@ -905,10 +920,18 @@ mod tests {
                 enabled: config.enabled,
                 format: "Slack".into(),
                 secret_set: config.secret_set,
-                secret_rotating_until: Some("2026-01-01 00:00:00 UTC".into()),
-                updated_at: "2026-01-01 00:00:00 UTC".into(),
+                secret_rotating_until: config
+                    .secret_rotating_until
+                    .map(|at| LocalTime::new(at, Tz::UTC, Precision::Seconds)),
+                updated_at: LocalTime::new(
+                    config.updated_at,
+                    Tz::Europe__Berlin,
+                    Precision::Seconds,
+                ),
                 failing_since: None,
-                disabled_at: Some("2026-01-01 00:00:00 UTC".into()),
+                disabled_at: config
+                    .disabled_at
+                    .map(|at| LocalTime::new(at, Tz::UTC, Precision::Seconds)),
                 disabled_reason: config.disabled_reason,
             }),
             form: FormView {
@@ -936,12 +959,21 @@ mod tests {
         assert!(html.contains(r#"aria-invalid="true""#), "{html}");
         assert!(html.contains("A secret is set"), "{html}");
         assert!(html.contains("every delivery &lt;b&gt;failed"), "{html}");
+        // Times in the user's zone, UTC on hover.
+        let updated = LocalTime::new(config.updated_at, Tz::Europe__Berlin, Precision::Seconds);
+        assert!(
+            html.contains(&format!(
+                r#"<time datetime="{}" title="{}">{}</time>"#,
+                updated.iso, updated.utc, updated.local
+            )),
+            "{html}"
+        );
     }
 
     #[test]
     fn a_test_outcome_comes_from_the_latest_attempt() {
         let delivery_id = Uuid::now_v7();
-        let pending = TestOutcome::of_delivery(delivery_id, &[]);
+        let pending = TestOutcome::of_delivery(delivery_id, &[], Tz::UTC);
         assert_eq!(pending.kind, "pending");
         assert_eq!(pending.entry_link, None);
 
@@ -953,7 +985,7 @@ mod tests {
         second.response_status = Some(204);
         second.error_kind = None;
         second.error_message = None;
-        let outcome = TestOutcome::of_delivery(delivery_id, &[first, second.clone()]);
+        let outcome = TestOutcome::of_delivery(delivery_id, &[first, second.clone()], Tz::UTC);
         assert_eq!(outcome.kind, "delivered");
         assert_eq!(outcome.response_code, Some(204));
         assert_eq!(outcome.explanation, None);
@@ -962,7 +994,7 @@ mod tests {
             Some(format!("/webhooks/logs/{}", second.id))
         );
 
-        let failed = TestOutcome::of_delivery(delivery_id, &[attempt()]);
+        let failed = TestOutcome::of_delivery(delivery_id, &[attempt()], Tz::UTC);
         assert_eq!(failed.kind, "failed");
         assert_eq!(
             failed.error.as_deref(),

@@ -4,11 +4,14 @@
 
 pub mod chart;
 pub mod filter;
+mod health;
+mod recover;
 
 use std::collections::{BTreeMap, HashMap};
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use fp_domain::time_zone::Tz;
 use fp_store::attempts::{self, AttemptRow};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -18,19 +21,21 @@ use super::{SignedInUser, html_response, see_other};
 use crate::AppState;
 use crate::error::PageError;
 use crate::i18n::Lang;
+use crate::local_time::{LocalTime, Precision};
 use crate::session::CsrfPurpose;
 use crate::views::logs::{
     AttemptView, LogDetailPage, LogListPage, Notice, RangeView, RedeliverForm, SummaryView,
     TenantLabel,
 };
 
-const TENANT_LIST_PATH: &str = "/webhooks/logs";
+pub const TENANT_LIST_PATH: &str = "/webhooks/logs";
 pub const ADMIN_LIST_PATH: &str = "/admin/webhook-logs";
 /// Tenants named in the admin summary.
 const MOST_FAILING_TENANTS: i64 = 5;
-const RANGE_FORMAT: &str = "%Y-%m-%d %H:%M";
 
 pub fn routes(config: &mut web::ServiceConfig) {
+    // First: `/webhooks/logs/{id}` would take its paths for attempt ids.
+    recover::routes(config);
     config
         .route(TENANT_LIST_PATH, web::get().to(tenant_list))
         .route("/webhooks/logs/{id}", web::get().to(tenant_detail))
@@ -89,6 +94,7 @@ pub async fn list_page(
     params: &FilterParams,
 ) -> Result<HttpResponse, PageError> {
     let list_path = scope.list_path();
+    let zone = user.time_zone(request);
     let mut page = LogListPage {
         layout: state.layout(request, Some(user), scope.nav()),
         admin: scope == Scope::Platform,
@@ -102,8 +108,12 @@ pub async fn list_page(
         next_page_href: None,
         chart: None,
         summary: None,
+        health: None,
+        time_zone: zone.name(),
+        recover: (scope != Scope::Platform).then(|| recover::form(zone, chrono::Utc::now())),
     };
-    let filters = match params.parse(chrono::Utc::now(), scope == Scope::Platform) {
+    let now = chrono::Utc::now();
+    let filters = match params.parse(now, scope == Scope::Platform, zone) {
         Ok(filters) => filters,
         Err(errors) => {
             page.errors = errors
@@ -145,7 +155,7 @@ pub async fn list_page(
                 })
                 .collect(),
         });
-        page.entries = entries(&rows, list_path, |tenant_id| {
+        page.entries = entries(&rows, list_path, zone, |tenant_id| {
             Some(tenant_label(
                 params,
                 tenant_id,
@@ -154,13 +164,26 @@ pub async fn list_page(
             ))
         });
     } else {
-        page.entries = entries(&rows, list_path, |_| None);
+        page.entries = entries(&rows, list_path, zone, |_| None);
+    }
+    if let Scope::Tenant(tenant_id) = scope {
+        page.health = Some(
+            health::health(
+                &mut conn,
+                tenant_id,
+                state.disable_failing_endpoints_after,
+                now,
+                Lang::of(request),
+                zone,
+            )
+            .await?,
+        );
     }
     drop(conn);
 
     page.range = Some(RangeView {
-        from: filters.from.format(RANGE_FORMAT).to_string(),
-        to: filters.to.format(RANGE_FORMAT).to_string(),
+        from: LocalTime::new(filters.from, zone, Precision::Minutes),
+        to: LocalTime::new(filters.to, zone, Precision::Minutes),
         default: filters.default_range,
     });
     page.chart = Some(chart::chart(
@@ -168,6 +191,7 @@ pub async fn list_page(
         filters.to,
         bucket_seconds,
         &counts,
+        zone,
     ));
     page.next_page_href = rows.last().filter(|_| more).map(|last| {
         let cursor = attempts::encode_cursor(last.attempted_at, last.id);
@@ -183,12 +207,13 @@ pub async fn list_page(
 fn entries(
     rows: &[AttemptRow],
     list_path: &str,
+    zone: Tz,
     tenant: impl Fn(Uuid) -> Option<TenantLabel>,
 ) -> Vec<AttemptView> {
     rows.iter()
         .map(|row| AttemptView {
             tenant: tenant(row.tenant_id),
-            ..AttemptView::new(row, list_path)
+            ..AttemptView::new(row, list_path, zone)
         })
         .collect()
 }
@@ -290,6 +315,7 @@ pub async fn detail_page(
         list_path,
         &row,
         &timeline,
+        user.time_zone(request),
     );
     match scope {
         // Superadmins may look but not redeliver (the api takes redeliveries from tenants only).
@@ -343,7 +369,8 @@ async fn redelivery_conflict(
     Ok(match config.status {
         404 => "logs.detail.redeliver_no_config",
         200 if config.body["enabled"] == false => "logs.detail.redeliver_disabled",
-        _ => "logs.detail.redeliver_endpoint_changed",
+        // The URL now names an endpoint of another format than the stored body was made for.
+        _ => "logs.detail.redeliver_format_changed",
     })
 }
 

@@ -3,6 +3,7 @@
 
 mod account;
 mod admin;
+pub mod deliveries;
 mod event_types;
 mod integrations;
 pub mod logs;
@@ -15,6 +16,7 @@ use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, CacheControl, CacheDirective};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, web};
+use fp_domain::time_zone::Tz;
 use reqwest::Method;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -22,6 +24,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::error::PageError;
 use crate::i18n::Lang;
+use crate::local_time;
 use crate::session::{CsrfPurpose, SESSION_COOKIE};
 use crate::views::{LanguageLink, Layout, SignedIn};
 
@@ -35,6 +38,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
     integrations::routes(config);
     event_types::routes(config);
     logs::routes(config);
+    deliveries::routes(config);
     admin::routes(config);
 }
 
@@ -45,6 +49,9 @@ pub struct DashboardUser {
     pub email: String,
     /// `None` for a superadmin.
     pub tenant_id: Option<Uuid>,
+    /// The zone the user chose to read times in; `None`: the browser's (see `local_time`).
+    #[serde(default)]
+    pub time_zone: Option<String>,
 }
 
 /// The user of a live session; a handler that takes one only runs for a signed-in user, and
@@ -67,6 +74,14 @@ impl SignedInUser {
             None => Ok(()),
             Some(_) => Err(PageError::Forbidden),
         }
+    }
+
+    /// The zone this user's pages show times in: their choice, else their browser's.
+    pub fn time_zone(&self, request: &HttpRequest) -> Tz {
+        local_time::user_zone(
+            self.user.time_zone.as_deref(),
+            local_time::browser_zone(request),
+        )
     }
 
     pub fn csrf_token(&self, state: &AppState, purpose: CsrfPurpose) -> String {

@@ -1,11 +1,13 @@
 //! The account page: the user's sessions (where and when each was started and last used; any
-//! other one can be ended) and the password change, which ends every session, this one included.
-//! Both go through the api, which owns the sessions and the users.
+//! other one can be ended), the zone the dashboard shows times in, and the password change, which
+//! ends every session, this one included. All go through the api, which owns the sessions and the
+//! users.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
+use fp_domain::time_zone;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
@@ -15,17 +17,18 @@ use super::account::signed_out_redirect;
 use super::{SignedInUser, html_response, see_other};
 use crate::AppState;
 use crate::error::PageError;
+use crate::local_time::{self, LocalTime, Precision};
 use crate::session::CsrfPurpose;
-use crate::views::{AccountPage, SessionView};
+use crate::views::{AccountPage, SessionView, TimeZoneForm};
 
 pub const ACCOUNT_PATH: &str = "/account";
-const TIME_FORMAT: &str = "%Y-%m-%d %H:%M";
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
         .route(ACCOUNT_PATH, web::get().to(show))
         .route("/account/sessions/{id}/end", web::post().to(end_session))
-        .route("/account/password", web::post().to(change_password));
+        .route("/account/password", web::post().to(change_password))
+        .route("/account/time-zone", web::post().to(set_time_zone));
 }
 
 /// A session as `GET /api/v2/sessions` lists it.
@@ -49,16 +52,24 @@ async fn show(
     request: HttpRequest,
     user: SignedInUser,
 ) -> Result<HttpResponse, PageError> {
-    render(&state, &request, &user, StatusCode::OK, None).await
+    render(&state, &request, &user, StatusCode::OK, Refused::Nothing).await
 }
 
-/// The page with the user's sessions as the api lists them now, and `error` over the password form.
+/// Which form of the page was refused, and why.
+enum Refused<'a> {
+    Nothing,
+    Password(&'a str),
+    TimeZone(&'a str),
+}
+
+/// The page with the user's sessions as the api lists them now, and the reason a form was refused
+/// next to that form.
 async fn render(
     state: &AppState,
     request: &HttpRequest,
     user: &SignedInUser,
     status: StatusCode,
-    error: Option<&str>,
+    refused: Refused<'_>,
 ) -> Result<HttpResponse, PageError> {
     let answer = state
         .api
@@ -72,6 +83,8 @@ async fn render(
             status: answer.status,
             message: format!("unexpected session list: {error}"),
         })?;
+    let zone = user.time_zone(request);
+    let time = |at| LocalTime::new(at, zone, Precision::Minutes);
     let page = AccountPage {
         layout: state.layout(request, Some(user), "account"),
         sessions: listed
@@ -79,8 +92,8 @@ async fn render(
             .into_iter()
             .map(|session| SessionView {
                 id: session.id.to_string(),
-                created_at: session.created_at.format(TIME_FORMAT).to_string(),
-                last_used_at: session.last_used_at.format(TIME_FORMAT).to_string(),
+                created_at: time(session.created_at),
+                last_used_at: time(session.last_used_at),
                 client_address: session.client_address,
                 user_agent: session.user_agent,
                 current: session.current,
@@ -88,7 +101,21 @@ async fn render(
             .collect(),
         end_session_csrf_token: user.csrf_token(state, CsrfPurpose::EndSession),
         password_csrf_token: user.csrf_token(state, CsrfPurpose::ChangePassword),
-        error,
+        error: match refused {
+            Refused::Password(message) => Some(message),
+            _ => None,
+        },
+        time_zone: TimeZoneForm {
+            csrf_token: user.csrf_token(state, CsrfPurpose::SetTimeZone),
+            current: zone.name(),
+            chosen: user.user.time_zone.as_deref(),
+            automatic: local_time::browser_zone(request).name(),
+            zones: time_zone::names(),
+            error: match refused {
+                Refused::TimeZone(message) => Some(message),
+                _ => None,
+            },
+        },
     };
     Ok(html_response(status).body(state.templates.render("account.html", &page)?))
 }
@@ -169,7 +196,7 @@ async fn change_password(
                 &request,
                 &user,
                 StatusCode::UNPROCESSABLE_ENTITY,
-                Some(message),
+                Refused::Password(message),
             )
             .await
         }
@@ -180,7 +207,7 @@ async fn change_password(
                 &request,
                 &user,
                 StatusCode::TOO_MANY_REQUESTS,
-                Some(message),
+                Refused::Password(message),
             )
             .await?;
             if let Some(retry_after) = answer
@@ -192,6 +219,55 @@ async fn change_password(
                     .insert(header::RETRY_AFTER, retry_after);
             }
             Ok(response)
+        }
+        _ => Err(PageError::refused_by_api(&answer)),
+    }
+}
+
+#[derive(Deserialize)]
+struct TimeZoneFormData {
+    #[serde(default)]
+    csrf_token: String,
+    /// A zone name, or empty for automatic (the browser's language region).
+    #[serde(default)]
+    time_zone: String,
+}
+
+/// Saves the zone the user reads times in (through the api, which checks the name), then shows
+/// the page again in it.
+async fn set_time_zone(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    user: SignedInUser,
+    form: web::Form<TimeZoneFormData>,
+) -> Result<HttpResponse, PageError> {
+    user.check_csrf(&state, CsrfPurpose::SetTimeZone, &form.csrf_token)?;
+    let chosen = Some(form.time_zone.trim()).filter(|name| !name.is_empty());
+    let body = json!({ "time_zone": chosen });
+    let answer = state
+        .api
+        .call(
+            &user.session,
+            Method::PUT,
+            "/api/v2/account/time-zone",
+            Some(&body),
+        )
+        .await?;
+    match answer.status {
+        200 => {
+            tracing::info!(user_id = %user.user.id, time_zone = ?chosen, "time zone set");
+            Ok(see_other(ACCOUNT_PATH).finish())
+        }
+        422 => {
+            let message = state.text(&request, "account.time_zone.unknown");
+            render(
+                &state,
+                &request,
+                &user,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Refused::TimeZone(message),
+            )
+            .await
         }
         _ => Err(PageError::refused_by_api(&answer)),
     }

@@ -3,16 +3,16 @@
 use std::collections::BTreeMap;
 
 use fp_domain::explanation;
+use fp_domain::time_zone::Tz;
 use fp_store::attempts::AttemptRow;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::Layout;
+use super::health::HealthView;
+use crate::local_time::{LocalTime, Precision};
 use crate::pages::logs::chart::Chart;
 use crate::pages::logs::filter::FilterParams;
-
-/// Times are shown in UTC (the pages say so).
-const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
 /// The list of attempts, with its filters, chart and paging links.
 #[derive(Serialize)]
@@ -35,13 +35,19 @@ pub struct LogListPage<'a> {
     pub next_page_href: Option<String>,
     pub chart: Option<Chart>,
     pub summary: Option<SummaryView>,
+    /// The tenant view's Health section.
+    pub health: Option<HealthView>,
+    /// The zone the page's times are in and its filter times are read in (`Europe/Berlin`).
+    pub time_zone: &'static str,
+    /// The tenant view's "Recover failed deliveries since…" form (`logs_recover.html`).
+    pub recover: Option<super::recover::RecoverForm>,
 }
 
 /// The time range a list covers.
 #[derive(Serialize)]
 pub struct RangeView {
-    pub from: String,
-    pub to: String,
+    pub from: LocalTime,
+    pub to: LocalTime,
     /// No range was given: the default applies.
     pub default: bool,
 }
@@ -80,7 +86,7 @@ pub struct AttemptView {
     /// `2xx` ... `5xx`, or `none`: the colour of the code.
     pub status_class: String,
     pub succeeded: bool,
-    pub attempted_at: String,
+    pub attempted_at: LocalTime,
     pub duration_ms: i64,
     pub attempt_number: i32,
     pub manual: bool,
@@ -95,7 +101,8 @@ pub struct AttemptView {
 
 impl AttemptView {
     /// `detail_path` is the path of detail pages (`/webhooks/logs`); the attempt's id is appended.
-    pub fn new(row: &AttemptRow, detail_path: &str) -> Self {
+    /// Its time is shown in `zone`.
+    pub fn new(row: &AttemptRow, detail_path: &str, zone: Tz) -> Self {
         let error = match (&row.error_kind, &row.error_message) {
             (Some(kind), Some(message)) => Some(format!("{kind}: {message}")),
             (Some(only), None) | (None, Some(only)) => Some(only.clone()),
@@ -111,7 +118,7 @@ impl AttemptView {
             succeeded: row
                 .response_status
                 .is_some_and(|status| (200..300).contains(&status)),
-            attempted_at: row.attempted_at.format(TIME_FORMAT).to_string(),
+            attempted_at: LocalTime::new(row.attempted_at, zone, Precision::Seconds),
             duration_ms: row.duration_ms,
             attempt_number: row.attempt_number,
             manual: row.manual,
@@ -132,7 +139,7 @@ pub fn explanation_id(row: &AttemptRow) -> Option<&'static str> {
     .map(explanation::Explanation::id)
 }
 
-fn status_class(status: Option<i32>) -> String {
+pub(crate) fn status_class(status: Option<i32>) -> String {
     match status {
         Some(code @ 100..=599) => format!("{}xx", code / 100),
         _ => "none".to_owned(),
@@ -150,7 +157,7 @@ pub struct LogDetailPage<'a> {
     pub delivery_id: String,
     pub event_id: String,
     pub is_final: bool,
-    pub next_retry_at: Option<String>,
+    pub next_retry_at: Option<LocalTime>,
     pub request_headers: Vec<Header>,
     /// The body sent, pretty-printed if it is JSON.
     pub payload: String,
@@ -171,18 +178,19 @@ impl<'a> LogDetailPage<'a> {
         list_path: &'static str,
         row: &AttemptRow,
         timeline: &[AttemptRow],
+        zone: Tz,
     ) -> Self {
         LogDetailPage {
             layout,
             admin,
             list_path,
-            attempt: AttemptView::new(row, list_path),
+            attempt: AttemptView::new(row, list_path, zone),
             delivery_id: row.delivery_id.to_string(),
             event_id: row.event_id.to_string(),
             is_final: row.is_final,
             next_retry_at: row
                 .next_retry_at
-                .map(|at| at.format(TIME_FORMAT).to_string()),
+                .map(|at| LocalTime::new(at, zone, Precision::Seconds)),
             request_headers: header_pairs(&row.request_headers),
             payload: pretty_json(&row.request_body),
             response_headers: header_pairs(&row.response_headers),
@@ -191,7 +199,7 @@ impl<'a> LogDetailPage<'a> {
             response_truncated: row.response_truncated,
             timeline: timeline
                 .iter()
-                .map(|attempt| AttemptView::new(attempt, list_path))
+                .map(|attempt| AttemptView::new(attempt, list_path, zone))
                 .collect(),
             redeliver: None,
             notice: None,
@@ -299,7 +307,7 @@ pub fn pretty_json(body: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use chrono::TimeZone;
     use uuid::Uuid;
 
@@ -343,8 +351,9 @@ mod tests {
     #[test]
     fn an_attempt_is_formatted_for_the_table() {
         let row = attempt_row();
-        let view = AttemptView::new(&row, "/webhooks/logs");
-        assert_eq!(view.attempted_at, "2026-11-27 09:30:05");
+        let view = AttemptView::new(&row, "/webhooks/logs", Tz::Europe__Berlin);
+        assert_eq!(view.attempted_at.local, "2026-11-27 10:30:05 CET");
+        assert_eq!(view.attempted_at.utc, "2026-11-27 09:30:05 UTC");
         assert_eq!(view.href, format!("/webhooks/logs/{}", row.id));
         assert_eq!(
             (view.response_code, view.status_class.as_str()),
@@ -368,7 +377,7 @@ mod tests {
                 error_message: None,
                 ..attempt_row()
             };
-            let view = AttemptView::new(&answered, "/x");
+            let view = AttemptView::new(&answered, "/x", Tz::UTC);
             assert_eq!(
                 (view.status_class.as_str(), view.succeeded),
                 (class, succeeded)
@@ -421,7 +430,7 @@ mod tests {
             let list = list_page(
                 layout_in(lang),
                 &params,
-                vec![AttemptView::new(&row, "/webhooks/logs")],
+                vec![AttemptView::new(&row, "/webhooks/logs", Tz::UTC)],
             );
             let detail = LogDetailPage::new(
                 layout_in(lang),
@@ -429,6 +438,7 @@ mod tests {
                 "/webhooks/logs",
                 &row,
                 std::slice::from_ref(&row),
+                Tz::UTC,
             );
             for html in [
                 render("logs_list.html", &list),
@@ -481,6 +491,9 @@ mod tests {
             next_page_href: None,
             chart: None,
             summary: None,
+            health: None,
+            time_zone: "UTC",
+            recover: None,
         }
     }
 
@@ -510,7 +523,7 @@ mod tests {
             ..list_page(
                 layout(&catalog, signed_in()),
                 &params,
-                vec![AttemptView::new(&row, "/webhooks/logs")],
+                vec![AttemptView::new(&row, "/webhooks/logs", Tz::UTC)],
             )
         };
         let detail = LogDetailPage::new(
@@ -519,6 +532,7 @@ mod tests {
             "/webhooks/logs",
             &row,
             std::slice::from_ref(&row),
+            Tz::UTC,
         );
         for html in [
             render("logs_list.html", &list),
@@ -538,6 +552,42 @@ mod tests {
             "{detail}"
         );
         assert!(detail.contains("&lt;i&gt;"), "{detail}");
+    }
+
+    #[test]
+    fn times_show_in_the_users_zone_with_utc_on_hover() {
+        let catalog = Catalog::load().expect("texts load");
+        let row = attempt_row();
+        let params = FilterParams::default();
+        let page = LogListPage {
+            time_zone: "Europe/Berlin",
+            ..list_page(
+                layout(&catalog, None),
+                &params,
+                vec![AttemptView::new(&row, "/webhooks/logs", Tz::Europe__Berlin)],
+            )
+        };
+        let html = render("logs_list.html", &page);
+        assert!(
+            html.contains(r#"<time datetime="2026-11-27T09:30:05Z" title="2026-11-27 09:30:05 UTC">2026-11-27 10:30:05 CET</time>"#),
+            "{html}"
+        );
+        // The filter says which zone its times are read in.
+        assert!(html.contains("From (Europe&#x2F;Berlin)"), "{html}");
+        let detail = LogDetailPage::new(
+            layout(&catalog, None),
+            false,
+            "/webhooks/logs",
+            &row,
+            std::slice::from_ref(&row),
+            Tz::America__New_York,
+        );
+        let html = render("log_detail.html", &detail);
+        assert_eq!(
+            html.matches(r#"<time datetime="2026-11-27T09:30:05Z" title="2026-11-27 09:30:05 UTC">2026-11-27 04:30:05 EST</time>"#).count(),
+            2,
+            "the attempt and its timeline step: {html}"
+        );
     }
 
     #[test]

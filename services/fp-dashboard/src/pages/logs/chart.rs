@@ -1,13 +1,28 @@
-//! The deliveries-over-time chart: counts per time bucket drawn as stacked bars (successes below,
+//! The attempts-over-time chart: counts per time bucket drawn as stacked bars (successes below,
 //! failures above) in server-side SVG. Pure: the geometry is computed here, the markup is in
 //! `templates/logs_chart.html`.
 
 use chrono::{DateTime, TimeDelta, Utc};
+use fp_domain::time_zone::Tz;
 use fp_store::attempts::BucketCounts;
 use serde::Serialize;
 
-/// Bucket sizes to choose from (seconds), smallest first.
-const BUCKET_SIZES: [i64; 7] = [300, 900, 3600, 3 * 3600, 6 * 3600, 86_400, 7 * 86_400];
+use crate::local_time::{LocalTime, Precision};
+
+/// Bucket sizes to choose from (seconds), smallest first. The smallest fits the shortest range the
+/// filters take (one minute) several times, so no bar is ever wider than the range.
+const BUCKET_SIZES: [i64; 10] = [
+    10,
+    30,
+    60,
+    300,
+    900,
+    3600,
+    3 * 3600,
+    6 * 3600,
+    86_400,
+    7 * 86_400,
+];
 /// At most this many bars, so each stays wide enough to see.
 const MAX_BARS: i64 = 60;
 const DAY: i64 = 86_400;
@@ -55,7 +70,7 @@ pub fn nice_ceiling(value: i64) -> i64 {
 
 #[derive(Debug, Serialize, PartialEq)]
 pub struct Bar {
-    /// When the bucket starts, for the bar's tooltip.
+    /// When the bucket starts (in the user's zone), for the bar's tooltip.
     pub label: String,
     pub succeeded: i64,
     pub failed: i64,
@@ -89,8 +104,8 @@ pub struct Chart {
     pub plot_bottom: String,
     pub succeeded: i64,
     pub failed: i64,
-    /// A bar's time span: `bucket_amount` of `bucket_unit` (`minutes`, `hours` or `days`, a
-    /// catalog key).
+    /// A bar's time span, the chart's title: `bucket_amount` of `bucket_unit`, a catalog key
+    /// (`second`, `minute`, `hour`, `day` for one; `seconds`, ... for more).
     pub bucket_amount: i64,
     pub bucket_unit: &'static str,
 }
@@ -99,12 +114,14 @@ fn coordinate(value: f64) -> String {
     format!("{value:.1}")
 }
 
-/// The chart of `counts` (from `attempts::counts_per_bucket` with the same range and size).
+/// The chart of `counts` (from `attempts::counts_per_bucket` with the same range and size), its
+/// times labelled in `zone`.
 pub fn chart(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     bucket_seconds: i64,
     counts: &[BucketCounts],
+    zone: Tz,
 ) -> Chart {
     let span = (to - from).num_seconds().max(1);
     let buckets = bars_for(span, bucket_seconds).max(1);
@@ -121,15 +138,14 @@ pub fn chart(
     );
     let scale = |value: i64| value as f64 / top_value as f64 * plot_height;
     let bucket_start = |index: i64| from + TimeDelta::seconds(index * bucket_seconds);
-    let (bucket_amount, bucket_unit) = match bucket_seconds {
-        seconds if seconds % DAY == 0 => (seconds / DAY, "days"),
-        seconds if seconds % 3600 == 0 => (seconds / 3600, "hours"),
-        seconds => (seconds / 60, "minutes"),
-    };
-    let label_format = if bucket_seconds >= DAY {
-        "%Y-%m-%d"
+    let (bucket_amount, bucket_unit) = bucket_span(bucket_seconds);
+    // Seconds only where bars are shorter than a minute.
+    let (label_format, bar_precision) = if bucket_seconds >= DAY {
+        ("%Y-%m-%d", Precision::Minutes)
+    } else if bucket_seconds < 60 {
+        ("%H:%M:%S", Precision::Seconds)
     } else {
-        "%m-%d %H:%M"
+        ("%m-%d %H:%M", Precision::Minutes)
     };
 
     let bars = counts
@@ -139,9 +155,7 @@ pub fn chart(
             let ok_height = scale(count.succeeded);
             let failed_height = scale(count.failed);
             Bar {
-                label: bucket_start(count.bucket)
-                    .format("%Y-%m-%d %H:%M")
-                    .to_string(),
+                label: LocalTime::new(bucket_start(count.bucket), zone, bar_precision).local,
                 succeeded: count.succeeded,
                 failed: count.failed,
                 // A small gap between neighbours.
@@ -173,7 +187,7 @@ pub fn chart(
             let fraction = step as f64 / (X_LABELS - 1) as f64;
             let at = from + TimeDelta::seconds((span as f64 * fraction) as i64);
             AxisLabel {
-                text: at.format(label_format).to_string(),
+                text: at.with_timezone(&zone).format(label_format).to_string(),
                 x: coordinate(LEFT + plot_width * fraction),
                 y: coordinate(HEIGHT - 8.0),
             }
@@ -196,6 +210,17 @@ pub fn chart(
     }
 }
 
+/// A bucket size as an amount of the largest unit that divides it, and the unit's catalog key.
+fn bucket_span(bucket_seconds: i64) -> (i64, &'static str) {
+    let (amount, one, more) = match bucket_seconds {
+        seconds if seconds % DAY == 0 => (seconds / DAY, "day", "days"),
+        seconds if seconds % 3600 == 0 => (seconds / 3600, "hour", "hours"),
+        seconds if seconds % 60 == 0 => (seconds / 60, "minute", "minutes"),
+        seconds => (seconds, "second", "seconds"),
+    };
+    (amount, if amount == 1 { one } else { more })
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -210,7 +235,8 @@ mod tests {
 
     #[test]
     fn the_bucket_size_follows_the_range() {
-        assert_eq!(bucket_seconds(at(1, 0), at(1, 1)), 300);
+        assert_eq!(bucket_seconds(at(1, 0), at(1, 1)), 60);
+        assert_eq!(bucket_seconds(at(1, 0), at(1, 2)), 300);
         assert_eq!(bucket_seconds(at(1, 0), at(1, 12)), 900);
         assert_eq!(bucket_seconds(at(1, 0), at(2, 0)), 3600);
         assert_eq!(bucket_seconds(at(1, 0), at(8, 0)), 3 * 3600);
@@ -229,7 +255,34 @@ mod tests {
         assert_eq!(size % (7 * 86_400), 0);
         assert!(bars_for((decade - at(1, 0)).num_seconds(), size) <= MAX_BARS);
         // A range of no length still gets a bucket.
-        assert_eq!(bucket_seconds(at(1, 0), at(1, 0)), 300);
+        assert_eq!(bucket_seconds(at(1, 0), at(1, 0)), 10);
+    }
+
+    #[test]
+    fn no_bucket_is_wider_than_its_range() {
+        // From the shortest range the filters take (one minute) to a week.
+        for minutes in [1, 2, 5, 10, 30, 59, 60, 61, 90, 120, 24 * 60, 7 * 24 * 60] {
+            let to = at(1, 0) + TimeDelta::minutes(minutes);
+            let size = bucket_seconds(at(1, 0), to);
+            assert!(size <= minutes * 60, "{minutes} min: {size} s buckets");
+            let bars = bars_for(minutes * 60, size);
+            assert!((1..=MAX_BARS).contains(&bars), "{minutes} min: {bars} bars");
+        }
+        // A one-minute range: 10-second bars, labelled to the second.
+        let minute = chart(at(1, 0), at(1, 0) + TimeDelta::minutes(1), 10, &[], Tz::UTC);
+        assert_eq!((minute.bucket_amount, minute.bucket_unit), (10, "seconds"));
+        assert_eq!(minute.x_labels[1].text, "00:00:20");
+    }
+
+    #[test]
+    fn the_title_names_one_bucket_in_the_singular() {
+        assert_eq!(bucket_span(10), (10, "seconds"));
+        assert_eq!(bucket_span(60), (1, "minute"));
+        assert_eq!(bucket_span(300), (5, "minutes"));
+        assert_eq!(bucket_span(3600), (1, "hour"));
+        assert_eq!(bucket_span(3 * 3600), (3, "hours"));
+        assert_eq!(bucket_span(86_400), (1, "day"));
+        assert_eq!(bucket_span(7 * 86_400), (7, "days"));
     }
 
     #[test]
@@ -268,13 +321,13 @@ mod tests {
                 failed: 0,
             },
         ];
-        let chart = chart(at(1, 0), at(2, 0), 3600, &counts);
+        let chart = chart(at(1, 0), at(2, 0), 3600, &counts, Tz::UTC);
         assert_eq!(chart.bars.len(), 2);
         assert_eq!((chart.succeeded, chart.failed), (7, 9));
-        assert_eq!((chart.bucket_amount, chart.bucket_unit), (1, "hours"));
+        assert_eq!((chart.bucket_amount, chart.bucket_unit), (1, "hour"));
         // Plot height 200 for a top of 10: 6 successes are 120 high, 4 failures 80 above them.
         let first = &chart.bars[0];
-        assert_eq!(first.label, "2026-11-01 00:00");
+        assert_eq!(first.label, "2026-11-01 00:00 UTC");
         assert_eq!(
             (first.ok_y.as_str(), first.ok_height.as_str()),
             ("92.0", "120.0")
@@ -285,7 +338,7 @@ mod tests {
         );
         assert_eq!(first.x, "50.8");
         let last = &chart.bars[1];
-        assert_eq!(last.label, "2026-11-01 23:00");
+        assert_eq!(last.label, "2026-11-01 23:00 UTC");
         assert_eq!(last.ok_height, "0.0");
         let y: Vec<&str> = chart
             .y_labels
@@ -306,10 +359,30 @@ mod tests {
 
     #[test]
     fn an_empty_range_draws_axes_only() {
-        let chart = chart(at(1, 0), at(8, 0), 86_400, &[]);
+        let chart = chart(at(1, 0), at(8, 0), 86_400, &[], Tz::UTC);
         assert!(chart.bars.is_empty());
-        assert_eq!((chart.bucket_amount, chart.bucket_unit), (1, "days"));
+        assert_eq!((chart.bucket_amount, chart.bucket_unit), (1, "day"));
         assert_eq!(chart.x_labels[0].text, "2026-11-01");
         assert_eq!((chart.succeeded, chart.failed), (0, 0));
+    }
+
+    #[test]
+    fn times_are_labelled_in_the_users_zone() {
+        let counts = [BucketCounts {
+            bucket: 0,
+            succeeded: 1,
+            failed: 0,
+        }];
+        let chart = chart(at(1, 0), at(2, 0), 3600, &counts, Tz::Europe__Berlin);
+        assert_eq!(chart.bars[0].label, "2026-11-01 01:00 CET");
+        let x: Vec<&str> = chart
+            .x_labels
+            .iter()
+            .map(|label| label.text.as_str())
+            .collect();
+        assert_eq!(
+            x,
+            ["11-01 01:00", "11-01 09:00", "11-01 17:00", "11-02 01:00"]
+        );
     }
 }

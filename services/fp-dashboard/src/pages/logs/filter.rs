@@ -6,10 +6,12 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, Days, NaiveDate, NaiveDateTime, TimeDelta, Utc};
 use fp_domain::event::EventType;
+use fp_domain::time_zone::Tz;
 use fp_store::attempts::{AttemptFilter, AttemptQuery, StatusFilter, decode_cursor};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::local_time::from_wall_clock;
 use crate::pages::percent_encode_query_value;
 
 /// The event types a tenant's endpoint can receive (the filter's choices).
@@ -57,9 +59,15 @@ pub struct Filters {
 }
 
 impl FilterParams {
-    /// Valid filters at `now`, or a message for every bad field. `tenant` is read only where a
-    /// tenant may be chosen (the admin view); the tenant view is scoped by the session instead.
-    pub fn parse(&self, now: DateTime<Utc>, tenant_choice: bool) -> Result<Filters, FieldErrors> {
+    /// Valid filters at `now`, or a message for every bad field; times are read in `zone` (the
+    /// user's). `tenant` is read only where a tenant may be chosen (the admin view); the tenant
+    /// view is scoped by the session instead.
+    pub fn parse(
+        &self,
+        now: DateTime<Utc>,
+        tenant_choice: bool,
+        zone: Tz,
+    ) -> Result<Filters, FieldErrors> {
         let mut errors = FieldErrors::new();
         let event_type = match self.event_type.trim() {
             "" => None,
@@ -76,8 +84,8 @@ impl FilterParams {
                 .map_err(|_| errors.insert("status", "logs.errors.status"))
                 .ok(),
         };
-        let from = optional_time(&self.from, false, "from", &mut errors);
-        let to = optional_time(&self.to, true, "to", &mut errors);
+        let from = optional_time(&self.from, false, zone, "from", &mut errors);
+        let to = optional_time(&self.to, true, zone, "to", &mut errors);
         let tenant = match self.tenant.trim() {
             "" => None,
             _ if !tenant_choice => None,
@@ -127,16 +135,21 @@ impl FilterParams {
             ("tenant", self.tenant.trim()),
             ("cursor", cursor.unwrap_or_default()),
         ];
-        let query: Vec<String> = pairs
-            .iter()
-            .filter(|(_, value)| !value.is_empty())
-            .map(|(name, value)| format!("{name}={}", percent_encode_query_value(value)))
-            .collect();
-        if query.is_empty() {
-            String::new()
-        } else {
-            format!("?{}", query.join("&"))
-        }
+        query_string(&pairs)
+    }
+}
+
+/// `?name=value&…` of the pairs whose value is not empty (empty when none is), values encoded.
+pub fn query_string(pairs: &[(&str, &str)]) -> String {
+    let query: Vec<String> = pairs
+        .iter()
+        .filter(|(_, value)| !value.is_empty())
+        .map(|(name, value)| format!("{name}={}", percent_encode_query_value(value)))
+        .collect();
+    if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", query.join("&"))
     }
 }
 
@@ -168,15 +181,16 @@ impl Filters {
 }
 
 /// `2026-11-27T09:30` (what `datetime-local` sends), with seconds, a plain date, or RFC 3339;
-/// times without an offset are UTC. A plain date as the end of a range includes that day.
-fn parse_time(text: &str, end_of_range: bool) -> Option<DateTime<Utc>> {
+/// times without an offset are wall-clock times in `zone`. A plain date as the end of a range
+/// includes that day.
+fn parse_time(text: &str, end_of_range: bool, zone: Tz) -> Option<DateTime<Utc>> {
     let text = text.trim();
     if let Ok(time) = DateTime::parse_from_rfc3339(text) {
         return Some(time.with_timezone(&Utc));
     }
     for format in ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"] {
         if let Ok(time) = NaiveDateTime::parse_from_str(text, format) {
-            return Some(time.and_utc());
+            return from_wall_clock(time, zone);
         }
     }
     let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
@@ -185,19 +199,20 @@ fn parse_time(text: &str, end_of_range: bool) -> Option<DateTime<Utc>> {
     } else {
         date
     };
-    Some(date.and_hms_opt(0, 0, 0)?.and_utc())
+    from_wall_clock(date.and_hms_opt(0, 0, 0)?, zone)
 }
 
 fn optional_time(
     text: &str,
     end_of_range: bool,
+    zone: Tz,
     field: &'static str,
     errors: &mut FieldErrors,
 ) -> Option<DateTime<Utc>> {
     if text.trim().is_empty() {
         return None;
     }
-    let time = parse_time(text, end_of_range);
+    let time = parse_time(text, end_of_range, zone);
     if time.is_none() {
         errors.insert(field, "logs.errors.time");
     }
@@ -234,7 +249,9 @@ mod tests {
 
     #[test]
     fn no_filters_mean_everything_of_the_last_seven_days() {
-        let filters = FilterParams::default().parse(now(), false).expect("valid");
+        let filters = FilterParams::default()
+            .parse(now(), false, Tz::UTC)
+            .expect("valid");
         assert_eq!(filters.to, now());
         assert_eq!(filters.from, now() - TimeDelta::days(7));
         assert!(filters.default_range);
@@ -249,7 +266,7 @@ mod tests {
             ("from", "2026-11-20T08:15"),
             ("to", "2026-11-21"),
         ])
-        .parse(now(), false)
+        .parse(now(), false, Tz::UTC)
         .expect("valid");
         assert_eq!(filters.event_type.as_deref(), Some("webhook.test"));
         assert_eq!(filters.status, Some(StatusFilter::Class(5)));
@@ -268,16 +285,40 @@ mod tests {
         );
         assert!(!filters.default_range);
 
-        let only_end = params(&[("to", "2026-11-10T00:00:30")]).parse(now(), false);
+        let only_end = params(&[("to", "2026-11-10T00:00:30")]).parse(now(), false, Tz::UTC);
         let only_end = only_end.expect("valid");
         assert_eq!(only_end.from, only_end.to - TimeDelta::days(7));
-        let rfc = params(&[("from", "2026-11-26T10:00:00+02:00")]).parse(now(), false);
+        let rfc = params(&[("from", "2026-11-26T10:00:00+02:00")]).parse(now(), false, Tz::UTC);
         assert_eq!(
             rfc.expect("valid").from,
             Utc.with_ymd_and_hms(2026, 11, 26, 8, 0, 0)
                 .single()
                 .expect("valid")
         );
+    }
+
+    #[test]
+    fn typed_times_are_read_in_the_users_zone() {
+        let at = |text: &str| {
+            DateTime::parse_from_rfc3339(text)
+                .expect("valid")
+                .with_timezone(&Utc)
+        };
+        let berlin = params(&[("from", "2026-11-20T08:15"), ("to", "2026-11-21")])
+            .parse(now(), false, Tz::Europe__Berlin)
+            .expect("valid");
+        assert_eq!(berlin.from, at("2026-11-20T07:15:00Z"));
+        // The end of a day in Berlin, an hour before midnight UTC.
+        assert_eq!(berlin.to, at("2026-11-21T23:00:00Z"));
+        let new_york = params(&[("from", "2026-07-01 12:00")])
+            .parse(now(), false, Tz::America__New_York)
+            .expect("valid");
+        assert_eq!(new_york.from, at("2026-07-01T16:00:00Z"));
+        // A time with its own offset means that instant, whatever the user's zone.
+        let offset = params(&[("from", "2026-11-26T10:00:00+02:00")])
+            .parse(now(), false, Tz::America__New_York)
+            .expect("valid");
+        assert_eq!(offset.from, at("2026-11-26T08:00:00Z"));
     }
 
     #[test]
@@ -290,7 +331,7 @@ mod tests {
             ("tenant", "acme"),
             ("cursor", "zz"),
         ])
-        .parse(now(), true)
+        .parse(now(), true, Tz::UTC)
         .expect_err("invalid");
         assert_eq!(
             errors.keys().copied().collect::<Vec<_>>(),
@@ -298,7 +339,8 @@ mod tests {
         );
         assert_eq!(errors["from"], "logs.errors.time");
 
-        let backwards = params(&[("from", "2026-11-20"), ("to", "2026-11-19")]).parse(now(), false);
+        let backwards =
+            params(&[("from", "2026-11-20"), ("to", "2026-11-19")]).parse(now(), false, Tz::UTC);
         assert_eq!(
             backwards.expect_err("invalid").get("to"),
             Some(&"logs.errors.range")
@@ -310,10 +352,19 @@ mod tests {
         let id = Uuid::now_v7();
         let with_tenant = params(&[("tenant", &id.to_string())]);
         assert_eq!(
-            with_tenant.parse(now(), true).expect("valid").tenant,
+            with_tenant
+                .parse(now(), true, Tz::UTC)
+                .expect("valid")
+                .tenant,
             Some(id)
         );
-        assert_eq!(with_tenant.parse(now(), false).expect("valid").tenant, None);
+        assert_eq!(
+            with_tenant
+                .parse(now(), false, Tz::UTC)
+                .expect("valid")
+                .tenant,
+            None
+        );
     }
 
     #[test]
@@ -325,7 +376,7 @@ mod tests {
             .expect("valid");
         let cursor = fp_store::attempts::encode_cursor(at, id);
         let filters = params(&[("cursor", &cursor)])
-            .parse(now(), false)
+            .parse(now(), false, Tz::UTC)
             .expect("valid");
         assert_eq!(filters.cursor, Some((at, id)));
 
