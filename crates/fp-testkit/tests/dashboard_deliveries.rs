@@ -318,7 +318,7 @@ async fn the_deliveries_view_lists_filters_searches_and_opens_deliveries() -> an
                 && browser.count("#delivery-table").await? == 0,
             "{page}"
         );
-        browser.click_text("Reset").await?;
+        browser.click_to_load("Reset").await?;
         anyhow::ensure!(rows(browser).await?.len() == 50);
 
         // A delivery's page: its state and every attempt, each linking to its own page.

@@ -146,7 +146,7 @@ async fn wait_logged(api: &TenantApi, count: usize) -> anyhow::Result<Vec<Value>
 
 /// Applies the filter form as it is filled and checks the page took it (no field errors).
 async fn apply_filters(browser: &Browser) -> anyhow::Result<()> {
-    browser.click_text("Apply filters").await?;
+    browser.click_to_load("Apply filters").await?;
     anyhow::ensure!(
         browser.count("#filter-errors").await? == 0,
         "the filters were refused: {}",
@@ -157,7 +157,7 @@ async fn apply_filters(browser: &Browser) -> anyhow::Result<()> {
 
 /// Resets the filter form through its link and checks every field is empty again.
 async fn reset_filters(browser: &Browser, list_path: &str) -> anyhow::Result<()> {
-    browser.click_text("Reset").await?;
+    browser.click_to_load("Reset").await?;
     browser.wait_for_path(list_path).await?;
     anyhow::ensure!(query_pairs(browser).await?.is_empty());
     for field in [

@@ -71,7 +71,7 @@ async fn listed(browser: &Browser, id: &str) -> anyhow::Result<bool> {
 
 /// Submits the filter form and waits for the filtered list (its address carries the range).
 async fn apply_filters(browser: &Browser) -> anyhow::Result<()> {
-    browser.click_text("Apply filters").await?;
+    browser.click_to_load("Apply filters").await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !browser.current_url().await?.contains("from=") {
         anyhow::ensure!(
