@@ -216,7 +216,7 @@ async fn times_follow_the_browsers_region_then_the_users_choice() -> anyhow::Res
         browser
             .select_labelled("Show times in", "America/New_York")
             .await?;
-        browser.click_text("Save time zone").await?;
+        browser.click_to_load("Save time zone").await?;
         browser.wait_for_path("/account").await?;
         let current = browser.text("#time-zone-current").await?;
         anyhow::ensure!(current.contains("America/New_York"), "{current}");
