@@ -140,25 +140,7 @@ where
     })
     .catch_unwind()
     .await;
-    if !matches!(outcome, Ok(Ok(()))) {
-        eprintln!("the services' logs are in {}", env.dir.display());
-    }
-    let finished = env.finish().await;
-    match outcome {
-        Ok(Ok(())) => finished,
-        Ok(Err(error)) => {
-            if let Err(also) = finished {
-                eprintln!("finishing the test environment failed too: {also:#}");
-            }
-            Err(error)
-        }
-        Err(panic) => {
-            if let Err(error) = finished {
-                eprintln!("finishing the test environment failed too: {error:#}");
-            }
-            std::panic::resume_unwind(panic)
-        }
-    }
+    env.finish_after_unwinding(outcome).await
 }
 
 /// A browser without JavaScript for the dashboard's HTTP tests: a cookie store, the given

@@ -384,6 +384,24 @@ impl TestEnvironment {
         let finished = self.finish().await;
         outcome.and(finished)
     }
+
+    /// [`TestEnvironment::finish_after`] for a test run under `catch_unwind`: the environment is
+    /// finished even when the test panicked, and the panic is resumed after it.
+    pub async fn finish_after_unwinding(
+        self,
+        outcome: std::thread::Result<anyhow::Result<()>>,
+    ) -> anyhow::Result<()> {
+        match outcome {
+            Ok(outcome) => self.finish_after(outcome).await,
+            Err(panic) => {
+                eprintln!("the services' logs are in {}", self.dir.display());
+                if let Err(error) = self.finish().await {
+                    eprintln!("finishing the test environment failed too: {error:#}");
+                }
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
 }
 
 /// Stops a service as an operator would: SIGTERM (in-flight work finishes, unacked messages

@@ -75,7 +75,7 @@ async fn log_in_shows_the_webhook_logs_and_log_out_ends_the_session() -> anyhow:
         browser
             .fill_labelled("Password", "not the password at all")
             .await?;
-        browser.click_text("Log in").await?;
+        browser.click_to_load("Log in").await?;
         browser.wait_for_path("/login").await?;
         let refused = browser.page_text().await?;
         anyhow::ensure!(
@@ -269,7 +269,7 @@ async fn forms_without_their_csrf_token_are_refused() -> anyhow::Result<()> {
             .fill_labelled("Email", &fixture.tenant_email)
             .await?;
         browser.fill_labelled("Password", &fixture.password).await?;
-        browser.click_text("Log in").await?;
+        browser.click_to_load("Log in").await?;
         browser.wait_for_path("/login").await?;
         let refused = browser.page_text().await?;
         anyhow::ensure!(
@@ -291,7 +291,7 @@ async fn forms_without_their_csrf_token_are_refused() -> anyhow::Result<()> {
             .fill_labelled("Email", &fixture.tenant_email)
             .await?;
         browser.fill_labelled("Password", &fixture.password).await?;
-        browser.click_text("Log in").await?;
+        browser.click_to_load("Log in").await?;
         browser.wait_for_path("/login").await?;
         assert_signed_out(fixture, browser).await?;
 

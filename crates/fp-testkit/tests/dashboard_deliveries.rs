@@ -253,7 +253,7 @@ async fn the_deliveries_view_lists_filters_searches_and_opens_deliveries() -> an
         );
 
         // Paging: the rest on the next page, and back.
-        browser.click_text("Older deliveries").await?;
+        browser.click_to_load("Older deliveries").await?;
         let second = rows(browser).await?;
         anyhow::ensure!(second.len() == 6 + OLDER_DELIVERED - 50, "{second:?}");
         anyhow::ensure!(
@@ -262,7 +262,7 @@ async fn the_deliveries_view_lists_filters_searches_and_opens_deliveries() -> an
                 .all(|(id, _)| !listed.iter().any(|(seen, _)| seen == id)),
             "a delivery on both pages"
         );
-        browser.click_text("Newest deliveries").await?;
+        browser.click_to_load("Newest deliveries").await?;
         anyhow::ensure!(rows(browser).await? == listed);
 
         // Each state filter shows exactly the deliveries in that state.

@@ -234,7 +234,7 @@ async fn integrations_flow(fixture: &DashboardFixture, browser: &Browser) -> any
     browser
         .fill_labelled("Secret for HMAC signature verification (optional)", SECRET)
         .await?;
-    browser.click_text("Save").await?;
+    browser.click_to_load("Save").await?;
     browser.wait_for_path("/settings/integrations").await?;
     anyhow::ensure!(
         browser.text("#saved").await? == "Saved.",
@@ -272,7 +272,7 @@ async fn integrations_flow(fixture: &DashboardFixture, browser: &Browser) -> any
 
     // A URL the SSRF policy blocks: the reason next to the field, the input kept, nothing saved.
     browser.fill_labelled("Webhook URL", BLOCKED_URL).await?;
-    browser.click_text("Save").await?;
+    browser.click_to_load("Save").await?;
     let reason = browser.text("#url-error").await?;
     anyhow::ensure!(!reason.trim().is_empty(), "an empty reason");
     let beside = browser
@@ -308,7 +308,7 @@ async fn integrations_flow(fixture: &DashboardFixture, browser: &Browser) -> any
     browser.screenshots("integrations-rejected").await?;
 
     // The test event, through the real pipeline to the saved URL.
-    browser.click_text("Send test event").await?;
+    browser.click_to_load("Send test event").await?;
     browser.wait_for_path("/settings/integrations").await?;
     let test_query = query_pairs(browser).await?;
     let delivery_id = test_query
@@ -506,7 +506,7 @@ async fn detail_and_redeliver(
     anyhow::ensure!(sent(&fixture.receiver.requests()) == 1);
     browser.screenshots("log-detail").await?;
 
-    browser.click_text("Redeliver").await?;
+    browser.click_to_load("Redeliver").await?;
     browser.wait_for_path(&path).await?;
     assert_query_holds(browser, &[("redelivered", "2")]).await?;
     let notice = browser.text("#redeliver-outcome").await?;
@@ -542,7 +542,7 @@ async fn detail_and_redeliver(
 async fn german(browser: &Browser, page: &str) -> anyhow::Result<()> {
     browser.goto(page).await?;
     let path = browser.current_path().await?;
-    browser.click_text("DE").await?;
+    browser.click_to_load("DE").await?;
     browser.wait_for_path(&path).await?;
     let nav = browser.text("nav.site-nav").await?;
     anyhow::ensure!(nav.contains("Einstellungen > Integrations"), "{nav}");
@@ -566,7 +566,7 @@ async fn german(browser: &Browser, page: &str) -> anyhow::Result<()> {
     browser.labelled_field("Webhook URL").await?;
     browser.screenshots("integrations-de").await?;
 
-    browser.click_text("EN").await?;
+    browser.click_to_load("EN").await?;
     browser.wait_for_path("/settings/integrations").await?;
     let text = browser.page_text().await?;
     anyhow::ensure!(

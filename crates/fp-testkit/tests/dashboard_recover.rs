@@ -222,7 +222,7 @@ async fn failed_deliveries_are_recovered_since_a_time_with_a_preview_and_their_p
                 )
                 .await?;
             anyhow::ensure!(removed == true, "the confirm form has no csrf_token field");
-            browser.click_text("Confirm and send").await?;
+            browser.click_to_load("Confirm and send").await?;
             let refused = browser.page_text().await?;
             anyhow::ensure!(refused.contains("expired"), "not refused: {refused}");
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -325,18 +325,5 @@ async fn failed_deliveries_are_recovered_since_a_time_with_a_preview_and_their_p
     })
     .catch_unwind()
     .await;
-    if !matches!(outcome, Ok(Ok(()))) {
-        eprintln!("the services' logs are in {}", env.dir.display());
-    }
-    let finished = env.finish().await;
-    match outcome {
-        Ok(Ok(())) => finished,
-        Ok(Err(error)) => {
-            if let Err(also) = finished {
-                eprintln!("finishing the test environment failed too: {also:#}");
-            }
-            Err(error)
-        }
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
+    env.finish_after_unwinding(outcome).await
 }

@@ -338,7 +338,7 @@ async fn the_dashboard_explains_a_failure_in_english_and_german() -> anyhow::Res
         )
         .await?;
         browser.goto(&fixture.url("/settings/integrations")).await?;
-        browser.click_text("Send test event").await?;
+        browser.click_to_load("Send test event").await?;
         let outcome = reload_until_shown(browser, "#test-explanation").await?;
         anyhow::ensure!(outcome.contains(english), "{outcome}");
         browser.screenshots("explanation-test-event").await?;
@@ -360,7 +360,7 @@ async fn the_dashboard_explains_a_failure_in_english_and_german() -> anyhow::Res
         anyhow::ensure!(explained.contains(english), "{explained}");
 
         // Switched to German: the detail, then the list.
-        browser.click_text("DE").await?;
+        browser.click_to_load("DE").await?;
         browser.wait_for_path(&detail_path).await?;
         let explained = browser.text("#attempt-explanation").await?;
         anyhow::ensure!(explained.contains(german), "{explained}");
