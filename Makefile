@@ -1,7 +1,7 @@
 # FeedbackPulse Webhooks. `make run` runs everything with demo data; `make test` runs every test.
 CARGO ?= cargo
 
-.PHONY: build test run lint fmt schemathesis kubernetes-validate browser prometheus verifiers services images compose-test
+.PHONY: build test run lint fmt schemathesis kubernetes-validate python-publisher browser prometheus verifiers services images compose-test
 
 # The schemathesis of the OpenAPI conformance test (crates/fp-testkit/tests/openapi_conformance.rs),
 # installed into a venv under target/ by deploy/local/ensure-schemathesis.sh.
@@ -11,13 +11,17 @@ export FP_SCHEMATHESIS
 # installed by deploy/local/ensure-kubernetes-validate.sh.
 FP_KUBERNETES_PYTHON ?= $(CURDIR)/target/tools/kubernetes-validate/bin/python
 export FP_KUBERNETES_PYTHON
+# The venv of the Python publishing example (crates/fp-testkit/tests/python_publisher.rs): pika,
+# protobuf and the classes generated from proto/, installed by deploy/local/ensure-python-publisher.sh.
+FP_PUBLISHER_PYTHON ?= $(CURDIR)/target/tools/python-publisher/bin/python
+export FP_PUBLISHER_PYTHON
 
 build:
 	$(CARGO) build --workspace --bins
 
 # One debug build serves every test binary; the end-to-end tests start the service binaries it made,
 # and the compose test puts them in an image.
-test: services schemathesis kubernetes-validate browser prometheus verifiers
+test: services schemathesis kubernetes-validate python-publisher browser prometheus verifiers
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 	deploy/docker/compose-test.sh
@@ -67,6 +71,11 @@ schemathesis:
 # Installs the pinned kubernetes-validate and jsonschema unless they are already there.
 kubernetes-validate:
 	deploy/local/ensure-kubernetes-validate.sh
+
+# Installs the Python publishing example's pinned packages and generates its protobuf classes from
+# proto/, unless the requirements and the .proto files are those of the last install.
+python-publisher:
+	deploy/local/ensure-python-publisher.sh
 
 # Installs Debian's chromium and chromium-driver (the dashboard's browser tests) unless present.
 browser:

@@ -31,6 +31,12 @@ pub const TRACEPARENT_HEADER: &str = fp_telemetry::propagation::TRACEPARENT;
 pub const DEAD_LETTER_REASON_HEADER: &str = "x-fp-dead-letter-reason";
 /// AMQP header naming the queue a dead letter came from.
 pub const DEAD_LETTER_SOURCE_HEADER: &str = "x-fp-dead-letter-source";
+/// AMQP header with the stable code of why a message was dead-lettered: `unreadable` for a
+/// message a service cannot decode, or one of the dispatcher's rejection codes for an event
+/// (`fp_domain::inbound_event::RejectionReason`).
+pub const REJECTION_HEADER: &str = "x-fp-rejection";
+/// The code of a message a service cannot decode.
+pub const UNREADABLE: &str = "unreadable";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {

@@ -18,7 +18,8 @@ use crate::connection::Broker;
 use crate::owned_channel::OwnedChannel;
 use crate::propagation::AmqpHeadersMut;
 use crate::{
-    BrokerError, DEAD_LETTER_REASON_HEADER, DEAD_LETTER_SOURCE_HEADER, Delivery, Names, amqp,
+    BrokerError, DEAD_LETTER_REASON_HEADER, DEAD_LETTER_SOURCE_HEADER, Delivery, Names,
+    REJECTION_HEADER, UNREADABLE, amqp,
 };
 
 /// A message to publish: persistent, with an id and the trace context of its publish span.
@@ -78,6 +79,16 @@ impl Publisher {
     /// Publishes once, in a producer span whose context the message carries. Refused at once with
     /// `Unavailable` while the broker is disconnected.
     pub async fn publish(&self, message: &OutgoingMessage<'_>) -> Result<(), BrokerError> {
+        self.publish_as(message, None).await
+    }
+
+    /// `publish`, with the AMQP `type` property: the contract's events carry the name of their
+    /// protobuf message there (`fp_contracts::EventMessage::MESSAGE_TYPE`).
+    pub async fn publish_as(
+        &self,
+        message: &OutgoingMessage<'_>,
+        message_type: Option<&str>,
+    ) -> Result<(), BrokerError> {
         // The destination is the exchange, or the queue for the default exchange.
         let destination = if message.exchange.is_empty() {
             message.routing_key
@@ -101,7 +112,7 @@ impl Publisher {
             propagation::set_parent(&span, parent.clone());
         }
         let result = self
-            .publish_in(message, &span)
+            .publish_in(message, message_type, &span)
             .instrument(span.clone())
             .await;
         if let Err(error) = &result {
@@ -118,6 +129,7 @@ impl Publisher {
     async fn publish_in(
         &self,
         message: &OutgoingMessage<'_>,
+        message_type: Option<&str>,
         span: &tracing::Span,
     ) -> Result<(), BrokerError> {
         let channel = self.channel().await?;
@@ -131,6 +143,9 @@ impl Publisher {
             .with_content_type("application/x-protobuf".into())
             .with_message_id(message.message_id.into())
             .with_headers(headers);
+        if let Some(message_type) = message_type {
+            properties = properties.with_type(message_type.into());
+        }
         if let Some(expiration) = message.expiration {
             properties =
                 properties.with_expiration(expiration.as_millis().to_string().as_str().into());
@@ -196,13 +211,27 @@ impl Publisher {
         }
     }
 
-    /// Moves an unreadable message to the dead-letter exchange with the reason, then acks it. The
-    /// copy is confirmed before the original goes, so the message is never lost.
+    /// Moves an unreadable message to the dead-letter exchange with the reason, then acks it.
     pub async fn dead_letter(
         &self,
         names: &Names,
         source_queue: &str,
         delivery: &Delivery,
+        reason: &str,
+    ) -> Result<(), BrokerError> {
+        self.reject(names, source_queue, delivery, UNREADABLE, reason)
+            .await
+    }
+
+    /// Moves a message refused for `code` (a stable word, such as the dispatcher's rejection
+    /// reasons) to the dead-letter exchange, with `code` in [`REJECTION_HEADER`] and `reason` in
+    /// [`DEAD_LETTER_REASON_HEADER`], then acks it.
+    pub async fn reject(
+        &self,
+        names: &Names,
+        source_queue: &str,
+        delivery: &Delivery,
+        code: &str,
         reason: &str,
     ) -> Result<(), BrokerError> {
         let message_id = delivery
@@ -222,15 +251,17 @@ impl Publisher {
             headers: &[
                 (DEAD_LETTER_REASON_HEADER, reason),
                 (DEAD_LETTER_SOURCE_HEADER, source_queue),
+                (REJECTION_HEADER, code),
             ],
             expiration: None,
         })
         .await?;
-        // Every caller dead-letters a message it cannot decode; the queue it came from is one of
-        // the topology's few, so both labels stay bounded (the reason text goes in the header).
+        // Every dead letter is a message its consumer could not use; the queue it came from is one
+        // of the topology's few, so both labels stay bounded. The code and the reason text go in
+        // the headers (the dispatcher counts its codes itself).
         metrics::counter!(
             "fp_broker_dead_lettered_total",
-            "reason" => "unreadable",
+            "reason" => UNREADABLE,
             "queue" => source_queue.to_owned(),
         )
         .increment(1);

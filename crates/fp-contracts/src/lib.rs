@@ -1,7 +1,10 @@
 //! Broker message contracts, generated from `proto/` at build time, and their mapping to the domain.
 
 use chrono::{DateTime, Utc};
-use fp_domain::{Change, DeliveryId, Event, EventType, Submission, SubmissionStatus};
+use fp_domain::DeliveryId;
+use fp_domain::inbound_event::RejectionReason;
+/// The domain types an event is made of, for publishers that depend on the contracts alone.
+pub use fp_domain::{Change, Event, EventType, Submission, SubmissionStatus};
 use prost::Message;
 use uuid::Uuid;
 
@@ -28,6 +31,26 @@ pub enum DecodeError {
     Protobuf(#[from] prost::DecodeError),
     #[error("field `{field}` is missing or invalid: {reason}")]
     Field { field: &'static str, reason: String },
+    #[error("field `event_type` is invalid: {0}")]
+    UnknownEventType(#[from] fp_domain::UnknownEventType),
+}
+
+impl DecodeError {
+    /// The contract's rejection code for an event that does not decode.
+    pub fn rejection_reason(&self) -> RejectionReason {
+        match self {
+            DecodeError::Protobuf(_) => RejectionReason::Undecodable,
+            DecodeError::UnknownEventType(_) => RejectionReason::UnknownEventType,
+            DecodeError::Field { field, .. } => match *field {
+                "id" => RejectionReason::InvalidEventId,
+                "tenant_id" => RejectionReason::InvalidTenantId,
+                "event_type" => RejectionReason::EventTypeMismatch,
+                "occurred_at" => RejectionReason::InvalidTimestamp,
+                "payload" => RejectionReason::MissingPayload,
+                _ => RejectionReason::InvalidField,
+            },
+        }
+    }
 }
 
 fn field_error(field: &'static str, reason: impl ToString) -> DecodeError {
@@ -114,6 +137,45 @@ pub fn envelope_from_event(event: &Event) -> v1::EventEnvelope {
 /// Encoded bytes of a domain event, as published to `fp.events`.
 pub fn encode_event(event: &Event) -> Vec<u8> {
     envelope_from_event(event).encode_to_vec()
+}
+
+/// One event as it goes to the events exchange (`fp.events`): its body and the AMQP properties the
+/// contract (`docs/publishing-events.md`) fixes. Every publisher builds it here, the api's outbox
+/// relay and `fp-publisher` alike, so what they send cannot drift apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventMessage {
+    /// The event type, e.g. `submission.created`.
+    pub routing_key: String,
+    /// The event id: receivers and the dispatcher deduplicate by it.
+    pub message_id: String,
+    /// The encoded `EventEnvelope`.
+    pub body: Vec<u8>,
+}
+
+impl EventMessage {
+    /// The events exchange of the default namespace (`fp`).
+    pub const EXCHANGE: &'static str = "fp.events";
+    /// AMQP `content_type` of every event: the one the dispatcher checks for.
+    pub const CONTENT_TYPE: &'static str = fp_domain::inbound_event::CONTENT_TYPE;
+    /// AMQP `type` of every event: the protobuf message its body is, which names the schema
+    /// version (`v1`). The dispatcher refuses another (`unsupported_schema`).
+    pub const MESSAGE_TYPE: &'static str = fp_domain::inbound_event::MESSAGE_TYPE;
+    /// AMQP `delivery_mode`: persistent.
+    pub const DELIVERY_MODE: u8 = 2;
+
+    pub fn of_event(event: &Event) -> Self {
+        Self::encoded(event.id, event.event_type().as_str(), encode_event(event))
+    }
+
+    /// An event encoded earlier: the api's outbox keeps the bytes made when the change was
+    /// committed.
+    pub fn encoded(event_id: Uuid, event_type: &str, body: Vec<u8>) -> Self {
+        EventMessage {
+            routing_key: event_type.to_owned(),
+            message_id: event_id.to_string(),
+            body,
+        }
+    }
 }
 
 /// Decodes and validates an event from the broker.
@@ -227,6 +289,8 @@ pub fn decode_job(bytes: &[u8]) -> Result<DeliveryJob, DecodeError> {
 }
 
 fn event_from_envelope(envelope: v1::EventEnvelope) -> Result<Event, DecodeError> {
+    // Named first: a payload this version does not know comes with a type it does not know.
+    envelope.event_type.parse::<EventType>()?;
     let change = match envelope.payload {
         Some(v1::event_envelope::Payload::SubmissionCreated(created)) => {
             Change::SubmissionCreated {
@@ -421,6 +485,38 @@ mod tests {
     }
 
     #[test]
+    fn an_event_message_carries_the_event_id_and_type_beside_its_envelope() {
+        let event = Event {
+            id: Uuid::now_v7(),
+            tenant_id: Uuid::now_v7(),
+            occurred_at: DateTime::from_timestamp(1_710_498_600, 0).expect("time"),
+            change: Change::WebhookTest,
+        };
+        let message = EventMessage::of_event(&event);
+        assert_eq!(message.routing_key, "webhook.test");
+        assert_eq!(message.message_id, event.id.to_string());
+        assert_eq!(decode_event(&message.body).expect("decodes"), event);
+        assert_eq!(
+            EventMessage::encoded(event.id, "webhook.test", encode_event(&event)),
+            message
+        );
+    }
+
+    #[test]
+    fn fields_of_a_newer_schema_are_skipped() {
+        let event = Event {
+            id: Uuid::now_v7(),
+            tenant_id: Uuid::now_v7(),
+            occurred_at: DateTime::from_timestamp(1_710_498_600, 0).expect("time"),
+            change: Change::WebhookTest,
+        };
+        let mut bytes = encode_event(&event);
+        // Field 99, wire type 2 (length-delimited), 3 bytes: what a newer publisher may add.
+        bytes.extend_from_slice(&[0x9a, 0x06, 3, b'n', b'e', b'w']);
+        assert_eq!(decode_event(&bytes).expect("decodes"), event);
+    }
+
+    #[test]
     fn garbage_and_inconsistent_envelopes_are_refused_with_a_reason() {
         assert!(matches!(
             decode_event(b"\xff\xff\xff"),
@@ -444,7 +540,22 @@ mod tests {
         envelope.event_type = "submission.status_changed".into();
         let error = decode_event(&envelope.encode_to_vec()).expect_err("mismatch");
         assert!(error.to_string().contains("event_type"), "{error}");
+        assert_eq!(error.rejection_reason(), RejectionReason::EventTypeMismatch);
+        envelope.event_type = "submission.deleted".into();
+        let error = decode_event(&envelope.encode_to_vec()).expect_err("unknown type");
+        assert_eq!(error.rejection_reason(), RejectionReason::UnknownEventType);
+        envelope.event_type = "submission.created".into();
         envelope.tenant_id = "nope".into();
-        assert!(decode_event(&envelope.encode_to_vec()).is_err());
+        let error = decode_event(&envelope.encode_to_vec()).expect_err("tenant id");
+        assert_eq!(error.rejection_reason(), RejectionReason::InvalidTenantId);
+        envelope.payload = None;
+        let error = decode_event(&envelope.encode_to_vec()).expect_err("no payload");
+        assert_eq!(error.rejection_reason(), RejectionReason::MissingPayload);
+        assert_eq!(
+            decode_event(b"\xff\xff\xff")
+                .expect_err("garbage")
+                .rejection_reason(),
+            RejectionReason::Undecodable
+        );
     }
 }

@@ -154,8 +154,8 @@ impl Explanation {
                  JSON body as sent."
             }
             Explanation::ServerError => {
-                "Your server failed while handling the request. Check its error logs; we try \
-                 again on the retry schedule."
+                "Your server failed while handling the request. Check its error logs. We retry \
+                 until the schedule ends; after that, recover the delivery from Webhook Logs."
             }
         }
     }

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, TimeDelta, Utc};
 
 /// Emails are at most 254 characters; a longer form value must not make a longer key.
-const MAX_EMAIL_KEY_CHARS: usize = 254;
+pub const MAX_EMAIL_KEY_CHARS: usize = 254;
 
 /// How one kind of key is limited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +67,11 @@ pub struct AttemptKey {
     pub scope: Scope,
 }
 
+/// How the key of an email from a client begins: the client follows, then a space and the email
+/// (lower-cased, at most [`MAX_EMAIL_KEY_CHARS`] characters). Deleting a tenant finds its users'
+/// failures by it.
+pub const EMAIL_FROM_CLIENT_KEY_PREFIX: &str = "email-from-client:";
+
 /// The keys a log-in attempt of `email` from `client` is counted against.
 pub fn attempt_keys(email: &str, client: IpAddr) -> [AttemptKey; 2] {
     let client = client_key(client);
@@ -78,7 +83,7 @@ pub fn attempt_keys(email: &str, client: IpAddr) -> [AttemptKey; 2] {
         .collect();
     [
         AttemptKey {
-            key: format!("email-from-client:{client} {email}"),
+            key: format!("{EMAIL_FROM_CLIENT_KEY_PREFIX}{client} {email}"),
             scope: Scope::EmailFromClient,
         },
         AttemptKey {

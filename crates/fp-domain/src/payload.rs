@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use schemars::generate::SchemaSettings;
 use serde::Serialize;
 
+use crate::erasure::ERASED;
 use crate::event::{Change, Event, EventType};
 use crate::submission::{Submission, SubmissionStatus};
 
@@ -89,6 +90,29 @@ pub fn custom_json_body(event: &Event) -> Vec<u8> {
             },
         ),
     }
+}
+
+/// Rewrites a stored custom body of a submission event with [`ERASED`] in place of `text_feedback`
+/// and of a `customer_name` that was given (`null` stays `null`); ids, rating, status and times
+/// stay. `false` when the body has no submission in its `data` (the caller then clears it whole).
+pub(crate) fn erase_custom_body(body: &mut serde_json::Value) -> bool {
+    let Some(data) = body
+        .get_mut("data")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return false;
+    };
+    if !data.contains_key("text_feedback") {
+        return false;
+    }
+    data.insert("text_feedback".to_owned(), ERASED.into());
+    if data
+        .get("customer_name")
+        .is_some_and(|name| !name.is_null())
+    {
+        data.insert("customer_name".to_owned(), ERASED.into());
+    }
+    true
 }
 
 fn serialize_body<D: Serialize>(event: &Event, data: D) -> Vec<u8> {

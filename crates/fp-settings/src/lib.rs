@@ -44,6 +44,7 @@ pub struct Settings {
     pub dashboard: DashboardSettings,
     pub dispatcher: DispatcherSettings,
     pub log_ingest: LogIngestSettings,
+    pub retention: RetentionSettings,
     pub secrets: SecretsSettings,
     pub lifecycle: LifecycleSettings,
     pub notifications: NotificationsSettings,
@@ -245,6 +246,41 @@ pub struct LogIngestSettings {
     pub batch_linger_ms: u64,
     pub prefetch: u16,
     pub health_listen: SocketAddr,
+}
+
+/// How long delivery records and published outbox rows are kept, and how the records' table is
+/// partitioned (the services' maintenance loops and `fpctl maintenance run`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RetentionSettings {
+    /// Delivery records older than this many days are removed, a whole partition at a time.
+    pub max_days: NonZeroU32,
+    /// Days of `delivery_attempts` per partition.
+    pub partition_days: NonZeroU32,
+    /// How many days past today have their partition made in advance.
+    pub days_ahead: u32,
+    /// How often each service's maintenance loop (log-ingest's, the api's) runs (units: ms, s, m,
+    /// h, d).
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub maintenance_interval: Duration,
+    /// Published outbox rows are removed this many hours after their publication (fp-api's loop).
+    pub outbox_grace_hours: u32,
+}
+
+impl RetentionSettings {
+    /// How long a published outbox row is kept.
+    pub fn outbox_grace(&self) -> Duration {
+        Duration::from_secs(u64::from(self.outbox_grace_hours) * 3600)
+    }
+}
+
+/// A duration written like `10m` or `1h`.
+fn deserialize_duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Duration, D::Error> {
+    let raw = String::deserialize(deserializer)?;
+    parse_duration(&raw).ok_or_else(|| {
+        serde::de::Error::custom(format!("`{raw}` is not a duration such as 10m or 1h"))
+    })
 }
 
 /// The key that seals webhook secrets at rest. The api and the dispatcher need it; the other

@@ -1,5 +1,8 @@
 //! Delivery attempts (written only by fp-log-ingest; read by the api and the dashboard).
 
+use std::borrow::Cow;
+use std::collections::HashSet;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
@@ -9,7 +12,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::StoreError;
-use crate::schema::delivery_attempts;
+use crate::schema::{delivery_attempts, tenants};
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = delivery_attempts)]
@@ -41,8 +44,13 @@ pub struct AttemptRow {
     pub tracestate: String,
 }
 
-/// Inserts a batch in one statement; rows whose id is already stored are skipped, so a record the
-/// broker delivers twice still makes one row. Returns how many rows were new.
+/// Inserts a batch in one statement; rows already stored are skipped, so a record the broker
+/// delivers twice still makes one row. Returns how many rows were new.
+///
+/// A row is known by its id and `attempted_at`, the partition key (a unique index of a
+/// partitioned table must hold it): every copy of an attempt's record carries the one time the
+/// dispatcher took before sending it. A row whose day has no partition yet (log-ingest's
+/// maintenance makes them ahead; tests and the bench write the past) gets one first.
 pub async fn insert_batch(
     conn: &mut AsyncPgConnection,
     rows: &[AttemptRow],
@@ -50,9 +58,15 @@ pub async fn insert_batch(
     if rows.is_empty() {
         return Ok(0);
     }
+    let created =
+        crate::partitions::ensure_partitions_for(conn, rows.iter().map(|row| row.attempted_at))
+            .await?;
+    if !created.is_empty() {
+        tracing::warn!(partitions = ?created, "attempts arrived for days without a partition; made them");
+    }
     Ok(diesel::insert_into(delivery_attempts::table)
         .values(rows)
-        .on_conflict(delivery_attempts::id)
+        .on_conflict((delivery_attempts::id, delivery_attempts::attempted_at))
         .do_nothing()
         .execute(conn)
         .await?)
@@ -65,12 +79,20 @@ pub struct StoredRows {
     pub outcomes: usize,
     /// Attempts stored as pending (`interrupted` until their outcome comes).
     pub pending: usize,
+    /// Records of tenants that no longer exist (deleted), dropped rather than stored.
+    pub dropped: usize,
 }
 
 /// Stores a batch in one transaction. An attempt may arrive twice: first as a pending record (sent
 /// just before its request, stored with `pending_kind` as its error kind) and then with its
 /// outcome. A pending row is stored only where its id is new; an outcome replaces its pending row.
 /// A record the broker delivers twice still makes one row.
+///
+/// Records of a tenant that no longer exists are dropped: a retry or a last attempt can end after
+/// `fpctl tenant delete`, and its row would be a leftover. The batch's tenants are locked
+/// `FOR KEY SHARE` until it commits, as a foreign key would, so a deletion's last step
+/// (`tenant_deletion::finish`) either waits for the batch and deletes its rows, or has removed the
+/// tenant before the batch looks.
 pub async fn store_batch(
     conn: &mut AsyncPgConnection,
     outcomes: &[AttemptRow],
@@ -81,25 +103,63 @@ pub async fn store_batch(
         return Ok(StoredRows::default());
     }
     let outcome_ids: Vec<Uuid> = outcomes.iter().map(|row| row.id).collect();
+    // The pending row of an outcome has its attempted_at: bounding it lets PostgreSQL look only in
+    // the partitions of the batch's days.
+    let earliest = outcomes.iter().map(|row| row.attempted_at).min();
+    let latest = outcomes.iter().map(|row| row.attempted_at).max();
+    let pending_count = pending.len();
     let pending_kind = pending_kind.to_owned();
+    let mut tenant_ids: Vec<Uuid> = outcomes
+        .iter()
+        .chain(pending)
+        .map(|row| row.tenant_id)
+        .collect();
+    tenant_ids.sort_unstable();
+    tenant_ids.dedup();
     // Pending rows whose outcome is in this batch were left out by the caller; those stored by an
     // earlier batch are replaced here.
     conn.transaction(async move |conn| {
-        if !outcomes.is_empty() {
+        let live: HashSet<Uuid> = tenants::table
+            .filter(tenants::id.eq_any(&tenant_ids))
+            .select(tenants::id)
+            .for_key_share()
+            .load::<Uuid>(conn)
+            .await?
+            .into_iter()
+            .collect();
+        let outcomes = of_tenants(outcomes, &live);
+        let pending = of_tenants(pending, &live);
+        if let (false, Some(earliest), Some(latest)) = (outcomes.is_empty(), earliest, latest) {
             diesel::delete(
                 delivery_attempts::table
                     .filter(delivery_attempts::id.eq_any(&outcome_ids))
+                    .filter(delivery_attempts::attempted_at.between(earliest, latest))
                     .filter(delivery_attempts::error_kind.eq(&pending_kind)),
             )
             .execute(conn)
             .await?;
         }
         Ok::<_, StoreError>(StoredRows {
-            outcomes: insert_batch(conn, outcomes).await?,
-            pending: insert_batch(conn, pending).await?,
+            outcomes: insert_batch(conn, &outcomes).await?,
+            pending: insert_batch(conn, &pending).await?,
+            dropped: outcome_ids.len() + pending_count - outcomes.len() - pending.len(),
         })
     })
     .await
+}
+
+/// The rows of `live` tenants; borrowed when that is all of them, as it nearly always is.
+fn of_tenants<'a>(rows: &'a [AttemptRow], live: &HashSet<Uuid>) -> Cow<'a, [AttemptRow]> {
+    if rows.iter().all(|row| live.contains(&row.tenant_id)) {
+        Cow::Borrowed(rows)
+    } else {
+        Cow::Owned(
+            rows.iter()
+                .filter(|row| live.contains(&row.tenant_id))
+                .cloned()
+                .collect(),
+        )
+    }
 }
 
 /// Whether this (automatic) attempt of the delivery is already in the log with an outcome that
@@ -402,8 +462,9 @@ pub async fn stored_delivery(
 }
 
 /// The tenant's deliveries that failed for good: an attempt in `[$2, $3)`, no 2xx answer ever, and
-/// a final latest attempt (deliveries still being retried are left to their retries). Each with
-/// its latest attempt's request and when its first attempt in the range was made. The range is
+/// a final latest attempt (deliveries still being retried are left to their retries), whose
+/// request was not cleared by the tenant's payload retention (there is nothing to send again).
+/// Each with its latest attempt's request and when its first attempt in the range was made. The range is
 /// read through `delivery_attempts_tenant_time`; each delivery's attempts through
 /// `delivery_attempts_delivery`.
 const FAILED_DELIVERIES: &str = "\
@@ -415,12 +476,13 @@ const FAILED_DELIVERIES: &str = "\
         SELECT touched.first_at, latest.* FROM touched \
         CROSS JOIN LATERAL ( \
             SELECT a.delivery_id, a.event_id, a.event_type, a.url, a.request_body, \
-                   a.attempt_number AS last_attempt_number, a.final, a.traceparent, a.tracestate \
+                   a.attempt_number AS last_attempt_number, a.final, a.traceparent, a.tracestate, \
+                   a.payload_cleared_at \
             FROM delivery_attempts a \
             WHERE a.tenant_id = $1 AND a.delivery_id = touched.delivery_id \
             ORDER BY a.attempt_number DESC, a.attempted_at DESC, a.id DESC LIMIT 1 \
         ) latest \
-        WHERE latest.final AND NOT EXISTS ( \
+        WHERE latest.final AND latest.payload_cleared_at IS NULL AND NOT EXISTS ( \
             SELECT 1 FROM delivery_attempts ok \
             WHERE ok.tenant_id = $1 AND ok.delivery_id = touched.delivery_id \
               AND ok.response_status BETWEEN 200 AND 299) \

@@ -7,7 +7,8 @@
 //! `delivery_attempts_delivery`), so deliveries come in the order of their latest attempt and are
 //! keyset-paged by its `(attempted_at, id)`: the cursor of [`crate::attempts::encode_cursor`].
 //! A search goes through `delivery_attempts_delivery`, `delivery_attempts_event` and, for a
-//! submission, `outbox_submission`.
+//! submission, `submission_events_submission` (`submission_events` keeps which events are about
+//! which submission after their outbox rows are pruned).
 
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
@@ -164,19 +165,19 @@ const COLUMNS: &str = "l.delivery_id, l.event_id, l.event_type, l.url, \
     l.error_message AS last_error_message, \
     l.final AS last_final, l.manual AS last_manual, l.next_retry_at";
 
-/// Each delivery's latest attempt of the tenant (bound next), with its delivery's sums.
+/// Each delivery's latest attempt of the tenant (bound next), with its delivery's sums. Whether
+/// an attempt is its delivery's latest comes from the same look-up as the sums: on the
+/// partitioned table each look-up probes every partition's copy of the index, and a second one
+/// (an anti-join) made PostgreSQL prefer hashing the tenant's whole log and sorting it.
 const LATEST_ATTEMPTS: &str = " FROM delivery_attempts l \
     CROSS JOIN LATERAL ( \
         SELECT count(*) AS attempts, min(a.attempted_at) AS first_attempted_at, \
-               coalesce(bool_or(a.response_status BETWEEN 200 AND 299), false) AS delivered \
+               coalesce(bool_or(a.response_status BETWEEN 200 AND 299), false) AS delivered, \
+               bool_and((a.attempted_at, a.id) <= (l.attempted_at, l.id)) AS latest \
         FROM delivery_attempts a \
         WHERE a.delivery_id = l.delivery_id AND a.tenant_id = l.tenant_id \
     ) s \
-    WHERE NOT EXISTS ( \
-        SELECT 1 FROM delivery_attempts later \
-        WHERE later.delivery_id = l.delivery_id AND later.tenant_id = l.tenant_id \
-          AND (later.attempted_at, later.id) > (l.attempted_at, l.id) \
-    ) AND l.tenant_id = ";
+    WHERE s.latest AND l.tenant_id = ";
 
 /// The statement of `query`'s page (after `prefix`: `SELECT` or `EXPLAIN SELECT`), or of the one
 /// delivery `only`.
@@ -205,9 +206,9 @@ fn page_statement(
         }
         Some(DeliverySearch::Submission(submission_id)) => {
             statement = statement
-                .sql(" AND l.event_id IN (SELECT o.event_id FROM outbox o WHERE o.tenant_id = ")
+                .sql(" AND l.event_id IN (SELECT e.event_id FROM submission_events e WHERE e.tenant_id = ")
                 .bind::<sql_types::Uuid, _>(query.tenant_id)
-                .sql(" AND o.submission_id = ")
+                .sql(" AND e.submission_id = ")
                 .bind::<sql_types::Int8, _>(submission_id)
                 .sql(")");
         }

@@ -4,16 +4,23 @@
 //! `webhook_config`, `submissions`, `outbox` and `rate_limits` belong to fp-api; `attempts` is written only by fp-log-ingest and
 //! read by the api and the dashboard; `recoveries` is written by fp-api and read by the dashboard too.
 
+pub mod advisory_lock;
 pub mod attempts;
 pub mod deliveries;
 pub mod endpoint_notifications;
+pub mod erasure;
 pub mod identity;
+pub mod inbound_events;
+pub mod maintenance;
 pub mod outbox;
+pub mod partitions;
+pub mod payload_retention;
 pub mod rate_limits;
 pub mod recoveries;
 pub mod schema;
 pub mod sessions;
 pub mod submissions;
+pub mod tenant_deletion;
 pub mod webhook_config;
 
 use diesel::prelude::*;
@@ -179,12 +186,35 @@ impl StoreError {
 
 /// Applies pending migrations and returns the versions applied. Needs a multi-thread runtime.
 pub async fn run_migrations(url: &str) -> Result<Vec<String>, StoreError> {
-    let connection = connect(url).await?;
+    let mut connection = connect(url).await?;
+    // What a migration cannot do online by itself (see the function).
+    partitions::prepare_online_partitioning(&mut connection).await?;
     let mut harness = AsyncMigrationHarness::new(connection);
     let applied = harness
         .run_pending_migrations(MIGRATIONS)
         .map_err(|err| StoreError::Migration(err.to_string()))?;
     Ok(applied.iter().map(ToString::to_string).collect())
+}
+
+/// Applies the pending migrations older than `version` (e.g. `20261205000001`) and returns those
+/// applied: a database as a deployment of an earlier release has it, for tests of a migration.
+pub async fn run_migrations_before(url: &str, version: &str) -> Result<Vec<String>, StoreError> {
+    let connection = connect(url).await?;
+    let mut harness = AsyncMigrationHarness::new(connection);
+    let pending = harness
+        .pending_migrations(MIGRATIONS)
+        .map_err(|err| StoreError::Migration(err.to_string()))?;
+    let mut applied = Vec::new();
+    for migration in pending
+        .iter()
+        .filter(|migration| migration.name().version().to_string().as_str() < version)
+    {
+        let done = harness
+            .run_migration(migration.as_ref())
+            .map_err(|err| StoreError::Migration(err.to_string()))?;
+        applied.push(done.to_string());
+    }
+    Ok(applied)
 }
 
 /// Fails with a clear message when the schema is behind the code (a service started before
@@ -222,7 +252,8 @@ struct MigrationVersionRow {
 }
 
 /// What the dashboard reads, column by column: its log pages (`attempts::page`, `find`,
-/// `of_delivery`, `counts_per_bucket`, `summary`: the columns of `AttemptRow`), the endpoint's
+/// `of_delivery`, `counts_per_bucket`, `summary`: the columns of `AttemptRow`; whether a payload
+/// was cleared, `payload_retention::cleared_among`), the endpoint's
 /// health on the tenant's log page (`webhook_config::health`), tenant names on the platform view
 /// (`most_failing_tenants`, `tenant_names`), a bulk recovery's progress page
 /// (`recoveries::find`, `recoveries::progress`), the schema version (`ensure_migrated`) and which
@@ -255,6 +286,8 @@ const DASHBOARD_READABLE_COLUMNS: &[(&str, &[&str])] = &[
             "manual",
             "traceparent",
             "tracestate",
+            "payload_cleared_at",
+            "payload_retention_days",
         ],
     ),
     (
@@ -283,7 +316,10 @@ const DASHBOARD_READABLE_COLUMNS: &[(&str, &[&str])] = &[
         ],
     ),
     ("__diesel_schema_migrations", &["version"]),
-    ("outbox", &["event_id", "tenant_id", "submission_id"]),
+    (
+        "submission_events",
+        &["event_id", "tenant_id", "submission_id"],
+    ),
 ];
 
 /// Lets `role`, the dashboard's read-only login, read [`DASHBOARD_READABLE_COLUMNS`] and nothing
@@ -337,7 +373,7 @@ pub async fn grant_read_access(
 }
 
 /// `name` as a PostgreSQL identifier: quoted, so a reserved word (`final`) or any role name works.
-fn quote_identifier(name: &str) -> String {
+pub(crate) fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 

@@ -1,8 +1,11 @@
 //! The transactional outbox (owned by fp-api): events committed with the change they announce,
 //! published by the relay afterwards.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -82,4 +85,79 @@ pub async fn backlog(
         .select((count_star(), min(outbox::created_at)))
         .first(conn)
         .await?)
+}
+
+/// How pruning goes through the published rows: `size` rows per `DELETE`, each statement its own
+/// short transaction, with `pause` between them so the relay's writes and autovacuum keep up.
+#[derive(Debug, Clone, Copy)]
+pub struct PruneBatches {
+    pub size: i64,
+    pub pause: Duration,
+}
+
+impl PruneBatches {
+    /// What the api's maintenance loop and `fpctl maintenance run` use: a thousand rows make a
+    /// short transaction beside the relay's, and 50 ms between them let the relay's writes and
+    /// autovacuum keep pace through a long backlog.
+    pub const STANDARD: PruneBatches = PruneBatches {
+        size: 1_000,
+        pause: Duration::from_millis(50),
+    };
+}
+
+/// One batch of [`prune_published`]: `$2` rows published before `$1`, picked through
+/// `outbox_published` and deleted by primary key. The ids are gathered into an array first, so the
+/// `DELETE` is an index lookup of exactly those rows whatever the table's size (an `IN (SELECT
+/// ...)` may be planned as a hash join over the whole table). A published row is never unpublished,
+/// so the rows picked are still the ones to delete when the `DELETE` reaches them.
+const PRUNE_BATCH: &str = "DELETE FROM outbox WHERE id = ANY (ARRAY( \
+        SELECT id FROM outbox \
+        WHERE published_at IS NOT NULL AND published_at < $1 \
+        ORDER BY published_at LIMIT $2 \
+    ))";
+
+/// Removes the rows published before `published_before`, batch after batch until none is left;
+/// returns how many went. Unpublished rows are never touched, however old: the relay still has to
+/// send them. The rows are found through `outbox_published` (published rows only, by publication
+/// time), so a batch reads no more than it deletes and never walks the relay's
+/// `outbox_unpublished`. Rows the relay is marking right now are not published yet in this
+/// statement's snapshot, so the two never wait on each other.
+pub async fn prune_published(
+    conn: &mut AsyncPgConnection,
+    published_before: DateTime<Utc>,
+    batches: PruneBatches,
+) -> Result<u64, StoreError> {
+    let mut removed = 0u64;
+    loop {
+        let batch = diesel::sql_query(PRUNE_BATCH)
+            .bind::<Timestamptz, _>(published_before)
+            .bind::<BigInt, _>(batches.size)
+            .execute(conn)
+            .await?;
+        removed += batch as u64;
+        if (batch as i64) < batches.size {
+            return Ok(removed);
+        }
+        tokio::time::sleep(batches.pause).await;
+    }
+}
+
+/// PostgreSQL's plan for one batch of [`prune_published`], one line a row, so tests can check that
+/// it stays a walk of `outbox_published`.
+pub async fn explain_prune(
+    conn: &mut AsyncPgConnection,
+    published_before: DateTime<Utc>,
+    batch_size: i64,
+) -> Result<Vec<String>, StoreError> {
+    #[derive(QueryableByName)]
+    struct PlanLine {
+        #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
+        line: String,
+    }
+    let lines: Vec<PlanLine> = diesel::sql_query(format!("EXPLAIN {PRUNE_BATCH}"))
+        .bind::<Timestamptz, _>(published_before)
+        .bind::<BigInt, _>(batch_size)
+        .load(conn)
+        .await?;
+    Ok(lines.into_iter().map(|plan| plan.line).collect())
 }

@@ -82,7 +82,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    delivery_attempts (id) {
+    delivery_attempts (id, attempted_at) {
         id -> Uuid,
         delivery_id -> Uuid,
         event_id -> Uuid,
@@ -107,6 +107,23 @@ diesel::table! {
         manual -> Bool,
         traceparent -> Text,
         tracestate -> Text,
+        payload_cleared_at -> Nullable<Timestamptz>,
+        payload_retention_days -> Nullable<Int4>,
+    }
+}
+
+diesel::table! {
+    payload_retention_settings (tenant_id) {
+        tenant_id -> Uuid,
+        days -> Int4,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    payload_clearing_progress (tenant_id) {
+        tenant_id -> Uuid,
+        cleared_before -> Timestamptz,
     }
 }
 
@@ -149,6 +166,59 @@ diesel::table! {
         delivery_ids -> Array<Uuid>,
         skipped_format_changed -> Int8,
         more -> Bool,
+    }
+}
+
+diesel::table! {
+    submission_events (event_id) {
+        event_id -> Uuid,
+        tenant_id -> Uuid,
+        submission_id -> Int8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    erasures (id) {
+        id -> Uuid,
+        tenant_id -> Uuid,
+        submission_id -> Int8,
+        requested_by_api_key -> Nullable<Uuid>,
+        requested_by_user -> Nullable<Uuid>,
+        erased_at -> Timestamptz,
+        erased_fields -> Array<Text>,
+        submission_rows -> Int4,
+        outbox_rows -> Int4,
+        delivery_attempts -> Int4,
+        erased_events -> Int4,
+        cancelled_deliveries -> Int4,
+    }
+}
+
+diesel::table! {
+    erased_events (event_id) {
+        event_id -> Uuid,
+        tenant_id -> Uuid,
+        erasure_id -> Uuid,
+        erased_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    undeliverable_events (event_id) {
+        event_id -> Uuid,
+        unknown_tenant_id -> Uuid,
+        event_type -> Text,
+        reason -> Text,
+        occurred_at -> Timestamptz,
+        recorded_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    delivery_claims (delivery_id) {
+        delivery_id -> Uuid,
+        claimed_at -> Timestamptz,
     }
 }
 

@@ -153,6 +153,22 @@ fn describe() {
         "fp_dispatcher_secret_unreadable_total",
         "Deliveries dropped because the endpoint's secret does not open with the master key"
     );
+    describe_counter!(
+        "fp_dispatcher_events_rejected_total",
+        "Published events refused and dead-lettered, by rejection code (x-fp-rejection)"
+    );
+    describe_counter!(
+        "fp_dispatcher_undeliverable_total",
+        "Valid inputs with no endpoint, by reason (unknown_tenant: recorded in undeliverable_events; no_config; config_removed)"
+    );
+    describe_counter!(
+        "fp_dispatcher_duplicate_events_skipped_total",
+        "Copies of a published event whose first attempt another copy had claimed (any dispatcher)"
+    );
+    describe_histogram!(
+        "fp_dispatcher_claim_batch_size",
+        "First-attempt claims written to PostgreSQL per statement"
+    );
     // Api.
     describe_gauge!(
         "fp_api_outbox_backlog",
@@ -183,6 +199,10 @@ fn describe() {
         "fp_log_ingest_pending_rows_total",
         "Pending (interrupted) attempt rows written"
     );
+    describe_counter!(
+        "fp_log_ingest_records_dropped_total",
+        "Attempt records of tenants that no longer exist (deleted), dropped rather than stored"
+    );
     describe_histogram!(
         "fp_log_ingest_batch_rows",
         "Attempt records per committed batch"
@@ -191,6 +211,32 @@ fn describe() {
         "fp_log_ingest_lag_seconds",
         Unit::Seconds,
         "Time from an attempt to the commit of its row"
+    );
+    // Maintenance (the services' loops; fp_store::maintenance).
+    describe_counter!(
+        "fp_maintenance_runs_total",
+        "Maintenance step runs, by step and outcome (done, skipped: another replica held its lock, failed)"
+    );
+    describe_histogram!(
+        "fp_maintenance_step_duration_seconds",
+        Unit::Seconds,
+        "Time a maintenance step took when it did its work, by step"
+    );
+    describe_counter!(
+        "fp_maintenance_rows_removed_total",
+        "Rows maintenance removed, by step (outbox_prune: published outbox rows past their grace)"
+    );
+    describe_counter!(
+        "fp_maintenance_payloads_cleared_total",
+        "Attempts whose bodies and headers maintenance cleared, past their tenant's payload retention"
+    );
+    describe_counter!(
+        "fp_maintenance_partitions_created_total",
+        "delivery_attempts partitions maintenance made ahead of time"
+    );
+    describe_counter!(
+        "fp_maintenance_partitions_dropped_total",
+        "delivery_attempts partitions maintenance dropped past retention.max_days"
     );
     // Broker and database.
     describe_counter!(

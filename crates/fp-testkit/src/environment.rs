@@ -175,6 +175,18 @@ impl TestEnvironment {
 
     /// As [`TestEnvironment::new`], on the servers `endpoints` names.
     pub async fn new_on(label: &str, endpoints: &ServiceEndpoints) -> anyhow::Result<Self> {
+        let environment = Self::unmigrated_on(label, endpoints).await?;
+        environment.fpctl(&["migrate"]).await?;
+        Ok(environment)
+    }
+
+    /// As [`TestEnvironment::new`] without `fpctl migrate`: an empty database, for tests of the
+    /// migrations themselves.
+    pub async fn unmigrated(label: &str) -> anyhow::Result<Self> {
+        Self::unmigrated_on(label, &ServiceEndpoints::shared()).await
+    }
+
+    async fn unmigrated_on(label: &str, endpoints: &ServiceEndpoints) -> anyhow::Result<Self> {
         crate::install_crypto_provider();
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let name = format!("fp_test_{label}_{}", &suffix[..10]);
@@ -198,7 +210,6 @@ impl TestEnvironment {
                 &environment.endpoints.admin_database_url,
             ])
             .await?;
-        environment.fpctl(&["migrate"]).await?;
         Ok(environment)
     }
 

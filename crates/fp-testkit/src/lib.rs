@@ -15,10 +15,12 @@
 //! - [`journal::examine`]: the fault tests' verdict, what the endpoint saw against the log.
 //! - [`sessions`]: dashboard users and their sessions at the api.
 //! - [`mail_sink::MailSink`]: a local SMTP server that keeps the emails it is sent (notifications).
+//! - [`doc_includes`]: guides whose code blocks are the tested files they name.
 
 pub mod browser;
 pub mod certificates;
 pub mod dashboard;
+pub mod doc_includes;
 pub mod environment;
 pub mod journal;
 pub mod mail_sink;

@@ -33,3 +33,26 @@ pub fn attempt_row(tenant_id: Uuid, attempted_at: DateTime<Utc>) -> AttemptRow {
         tracestate: String::new(),
     }
 }
+
+/// The partition of `delivery_attempts` that holds the attempt `id`, if any.
+pub async fn partition_of(
+    conn: &mut fp_store::PgConnection,
+    id: Uuid,
+) -> anyhow::Result<Option<String>> {
+    use diesel::OptionalExtension;
+    use diesel_async::RunQueryDsl;
+
+    #[derive(diesel::QueryableByName)]
+    struct Partition {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+    }
+    Ok(diesel::sql_query(
+        "SELECT tableoid::regclass::text AS name FROM delivery_attempts WHERE id = $1",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(id)
+    .get_result::<Partition>(conn)
+    .await
+    .optional()?
+    .map(|partition| partition.name))
+}

@@ -132,9 +132,9 @@ async fn the_dashboard_role_reads_only_what_the_dashboard_renders() -> anyhow::R
         ("recoveries", "skipped_format_changed"),
         ("recoveries", "more"),
         // Which events are about which submission: the deliveries view's search.
-        ("outbox", "event_id"),
-        ("outbox", "tenant_id"),
-        ("outbox", "submission_id"),
+        ("submission_events", "event_id"),
+        ("submission_events", "tenant_id"),
+        ("submission_events", "submission_id"),
     ] {
         expected.insert(TableColumn {
             table_name: table_name.to_owned(),
@@ -167,6 +167,7 @@ async fn the_dashboard_role_reads_only_what_the_dashboard_renders() -> anyhow::R
         "SELECT count(*) FROM users",
         "SELECT count(*) FROM submissions",
         "SELECT payload FROM outbox",
+        "SELECT count(*) FROM outbox",
         "SELECT count(*) FROM user_sessions",
         "SELECT count(*) FROM login_failures",
         "SELECT count(*) FROM rate_limit_buckets",

@@ -27,6 +27,14 @@ fn attempt_record(tenant_id: Uuid) -> v1::DeliveryAttempt {
     }
 }
 
+/// A new tenant's id: log-ingest stores only records of tenants that exist.
+async fn existing_tenant(env: &TestEnvironment) -> anyhow::Result<Uuid> {
+    let tenant_id = Uuid::now_v7();
+    let mut conn = fp_store::connect(&env.database_url).await?;
+    fp_store::identity::create_tenant(&mut conn, tenant_id, "ingest").await?;
+    Ok(tenant_id)
+}
+
 async fn stored_attempts(env: &TestEnvironment, tenant_id: Uuid) -> anyhow::Result<usize> {
     let mut conn = fp_store::connect(&env.database_url).await?;
     Ok(
@@ -50,7 +58,7 @@ async fn a_record_delivered_twice_makes_one_row_and_garbage_is_dead_lettered() -
 
     let broker = Broker::connect(&broker_url(), &env.namespace).await?;
     let publisher = broker.publisher();
-    let tenant_id = Uuid::now_v7();
+    let tenant_id = existing_tenant(&env).await?;
     let record = attempt_record(tenant_id);
     let payload = record.encode_to_vec();
     let publish = |payload: Vec<u8>, message_id: String| {
@@ -161,7 +169,7 @@ async fn a_pending_record_shows_as_interrupted_until_its_outcome_replaces_it() -
                 .await
         }
     };
-    let tenant_id = Uuid::now_v7();
+    let tenant_id = existing_tenant(&env).await?;
     let outcome = attempt_record(tenant_id);
     let pending = v1::DeliveryAttempt {
         outcome_pending: true,

@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use fp_testkit::doc_includes;
 use fp_testkit::environment::{TestEnvironment, binaries_dir};
 use fp_testkit::pipeline::{Pipeline, TenantApi};
 use fp_testkit::receiver::{ReceivedRequest, TlsReceiver, always_ok};
@@ -31,8 +32,6 @@ const PATIENCE: Duration = Duration::from_secs(30);
 const RUN_LIMIT: Duration = Duration::from_secs(180);
 /// Set to rewrite the guide's code blocks from the files instead of checking them.
 const UPDATE_GUIDE: &str = "FP_UPDATE_VERIFYING_WEBHOOKS_GUIDE";
-const INCLUDE_PREFIX: &str = "<!-- include: ";
-const INCLUDE_SUFFIX: &str = " -->";
 
 /// A plain secret: its UTF-8 bytes are the key of both signatures.
 const SECRET_A: &str = "verification-kit-secret-A";
@@ -53,70 +52,10 @@ fn harnesses_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/verifier_harnesses")
 }
 
-/// The guide with each included block as its file is now.
-#[derive(Default)]
-struct IncludedGuide {
-    text: String,
-    /// Paths relative to `docs/`, in the guide's order.
-    files: Vec<String>,
-    /// Files whose block in the guide differs from them.
-    stale: Vec<String>,
-}
-
-/// Every code block of the guide must follow a line `<!-- include: <path under docs/> -->`;
-/// its content is replaced by that file.
-fn include_files(guide: &str, docs: &Path) -> anyhow::Result<IncludedGuide> {
-    let mut included = IncludedGuide::default();
-    let mut lines = guide.split_inclusive('\n').enumerate();
-    let mut marker: Option<&str> = None;
-    while let Some((index, line)) = lines.next() {
-        included.text.push_str(line);
-        if !line.starts_with("```") {
-            marker = line
-                .trim_end()
-                .strip_prefix(INCLUDE_PREFIX)
-                .and_then(|rest| rest.strip_suffix(INCLUDE_SUFFIX));
-            continue;
-        }
-        let file = marker.take().with_context(|| {
-            format!(
-                "line {}: a code block that includes no file; put the code into \
-                 docs/verifying-webhooks/ and write `{INCLUDE_PREFIX}<path>{INCLUDE_SUFFIX}` before it",
-                index + 1
-            )
-        })?;
-        let content = std::fs::read_to_string(docs.join(file))
-            .with_context(|| format!("line {}: cannot read docs/{file}", index + 1))?;
-        anyhow::ensure!(
-            content.ends_with('\n'),
-            "docs/{file} must end with a newline"
-        );
-        let mut block = String::new();
-        let closing = loop {
-            let (_, line) = lines
-                .next()
-                .with_context(|| format!("the block of {file} is never closed"))?;
-            if line.trim_end() == "```" {
-                break line;
-            }
-            block.push_str(line);
-        };
-        if block != content {
-            included.stale.push(file.to_owned());
-        }
-        included.text.push_str(&content);
-        included.text.push_str(closing);
-        included.files.push(file.to_owned());
-    }
-    Ok(included)
-}
-
 #[test]
 fn the_guide_shows_every_verifier_as_its_file_is() -> anyhow::Result<()> {
-    let docs = repository().join("docs");
-    let guide_path = docs.join("verifying-webhooks.md");
-    let guide = std::fs::read_to_string(&guide_path)?;
-    let included = include_files(&guide, &docs)?;
+    let guide_path = repository().join("docs/verifying-webhooks.md");
+    let included = doc_includes::check_or_update(&guide_path, UPDATE_GUIDE)?;
 
     let mut on_disk: Vec<String> = std::fs::read_dir(verifiers_dir())?
         .map(|entry| -> anyhow::Result<String> {
@@ -130,17 +69,6 @@ fn the_guide_shows_every_verifier_as_its_file_is() -> anyhow::Result<()> {
     let mut shown = included.files.clone();
     shown.sort();
     assert_eq!(shown, on_disk, "the guide must show each verifier once");
-
-    if std::env::var_os(UPDATE_GUIDE).is_some() {
-        std::fs::write(&guide_path, &included.text)?;
-    } else {
-        assert!(
-            included.stale.is_empty(),
-            "the guide's blocks of {:?} differ from the files; edit the files, then run this \
-             test with {UPDATE_GUIDE}=1 to copy them into the guide",
-            included.stale
-        );
-    }
     assert_eq!(included.text, std::fs::read_to_string(&guide_path)?);
 
     let readme = std::fs::read_to_string(repository().join("README.md"))?;

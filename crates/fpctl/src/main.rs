@@ -1,6 +1,8 @@
 //! `fpctl`: operator commands. Reads the same configuration as the services (`FP__...`).
 
+mod maintenance;
 mod setup_database;
+mod tenant;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -53,12 +55,33 @@ enum Command {
     },
     /// Runs the dispatcher's SSRF policy, DNS included: exit 0 `allowed`, exit 1 `blocked: <reason>`.
     CheckUrl { url: String },
+    /// Data lifecycle work the services also do on a schedule.
+    Maintenance {
+        #[command(subcommand)]
+        command: MaintenanceCommand,
+    },
+    /// Events other services published for tenants that do not exist, newest first (kept 30
+    /// days): one JSON object a line.
+    UndeliverableEvents {
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum MaintenanceCommand {
+    /// Runs every maintenance step once, each under the lock the services' loops take (a step a
+    /// service is doing is skipped); prints a line per step, exits 1 when one failed.
+    Run,
 }
 
 #[derive(Subcommand)]
 enum TenantCommand {
     /// Creates a tenant and its first API key; prints `{"tenant_id", "api_key"}`.
     Create { name: String },
+    /// Removes a tenant and everything it owns (config, keys, users and their sessions,
+    /// submissions, outbox rows, delivery logs); `--dry-run` only counts. Prints the rows per table.
+    Delete(tenant::DeleteArgs),
 }
 
 /// Whose keys a key command acts on: one tenant's, or the platform's superadmin keys.
@@ -162,6 +185,8 @@ impl Command {
             Command::Key { .. } => "key",
             Command::User { .. } => "user",
             Command::CheckUrl { .. } => "check-url",
+            Command::Maintenance { .. } => "maintenance",
+            Command::UndeliverableEvents { .. } => "undeliverable-events",
         }
     }
 }
@@ -188,6 +213,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Tenant {
             command: TenantCommand::Create { name },
         } => create_tenant(&settings, &name).await?,
+        Command::Tenant {
+            command: TenantCommand::Delete(args),
+        } => tenant::delete(&settings, args).await?,
         Command::Key { command } => manage_keys(&settings, command).await?,
         Command::User {
             command:
@@ -199,6 +227,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 },
         } => create_user(&settings, &email, &password, tenant, superadmin).await?,
         Command::CheckUrl { url } => return check_url(&settings, &url).await,
+        Command::Maintenance {
+            command: MaintenanceCommand::Run,
+        } => return maintenance::run(&settings).await,
+        Command::UndeliverableEvents { limit } => {
+            list_undeliverable_events(&settings, limit).await?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -241,6 +275,24 @@ fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
         .fill(&mut bytes)
         .map_err(|_| anyhow::anyhow!("the system random source failed"))?;
     Ok(bytes)
+}
+
+async fn list_undeliverable_events(settings: &Settings, limit: i64) -> anyhow::Result<()> {
+    let mut conn = fp_store::connect(settings.database.url.expose_secret()).await?;
+    for event in fp_store::inbound_events::undeliverable(&mut conn, limit).await? {
+        println!(
+            "{}",
+            serde_json::json!({
+                "event_id": event.event_id,
+                "tenant_id": event.unknown_tenant_id,
+                "event_type": event.event_type,
+                "reason": event.reason,
+                "occurred_at": event.occurred_at,
+                "recorded_at": event.recorded_at,
+            })
+        );
+    }
+    Ok(())
 }
 
 async fn create_tenant(settings: &Settings, name: &str) -> anyhow::Result<()> {

@@ -39,6 +39,13 @@ pub struct SignedInUser {
     pub user: UserRow,
 }
 
+/// Who made a request: the API key, or the dashboard session's user. Audit records name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requester {
+    ApiKey(Uuid),
+    User(Uuid),
+}
+
 /// What an `Authorization` header offers.
 enum Credential {
     /// `Bearer <API key>`.
@@ -70,12 +77,13 @@ pub async fn authenticate(
     ) else {
         return Ok(req.error_response(ApiError::Unauthorized));
     };
-    let (owner, signed_in) = match owner_of_credential(&state, credential).await {
+    let (owner, requester, signed_in) = match owner_of_credential(&state, credential).await {
         Ok(Some(found)) => found,
         Ok(None) => return Ok(req.error_response(ApiError::Unauthorized)),
         Err(error) => return Ok(req.error_response(error)),
     };
     req.extensions_mut().insert(owner);
+    req.extensions_mut().insert(requester);
     if let Some(signed_in) = signed_in {
         req.extensions_mut().insert(signed_in);
     }
@@ -87,14 +95,14 @@ pub async fn authenticate(
 async fn owner_of_credential(
     state: &AppState,
     credential: Credential,
-) -> Result<Option<(KeyOwner, Option<SignedInUser>)>, ApiError> {
+) -> Result<Option<(KeyOwner, Requester, Option<SignedInUser>)>, ApiError> {
     let mut conn = state.pool.get().await.map_err(fp_store::StoreError::from)?;
     match credential {
         Credential::ApiKey(key) => {
             let hash = fp_domain::api_key::hash_key(&key);
             Ok(identity::live_key_by_hash(&mut conn, &hash)
                 .await?
-                .map(|key| (key.owner(), None)))
+                .map(|key| (key.owner(), Requester::ApiKey(key.id), None)))
         }
         Credential::Session(token) => {
             let now = chrono::Utc::now();
@@ -107,8 +115,9 @@ async fn owner_of_credential(
                         Some(tenant_id) => KeyOwner::Tenant(tenant_id),
                         None => KeyOwner::Platform,
                     };
+                    let requester = Requester::User(user.id);
                     let signed_in = SignedInUser { session, user };
-                    (owner, Some(signed_in))
+                    (owner, requester, Some(signed_in))
                 }))
         }
     }
@@ -133,6 +142,20 @@ impl FromRequest for AuthenticatedTenant {
                 "a superadmin key belongs to no tenant: use a tenant's key for this route, or the /api/v2/admin routes",
             )),
         }))
+    }
+}
+
+impl FromRequest for Requester {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(
+            req.extensions()
+                .get::<Requester>()
+                .copied()
+                .ok_or(ApiError::Unauthorized),
+        )
     }
 }
 

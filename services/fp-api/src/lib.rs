@@ -7,6 +7,7 @@ mod endpoint_health;
 mod error;
 mod json_body;
 mod login_throttle;
+mod maintenance;
 mod metrics;
 mod notifier;
 mod openapi;
@@ -58,6 +59,9 @@ pub(crate) struct AppState {
     pub broker_names: Names,
     /// Per-tenant limits of redelivery and test events (`api.rate_limits`).
     pub rate_limits: fp_settings::TenantRateLimits,
+    /// How many days delivery records are kept (`retention.max_days`): the most a tenant may keep
+    /// payloads.
+    pub retention_max_days: u32,
 }
 
 /// Largest request body accepted; config and submission bodies are far smaller.
@@ -138,6 +142,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         job_publisher: broker.publisher(),
         broker_names: broker.names.clone(),
         rate_limits: settings.api.rate_limits,
+        retention_max_days: settings.retention.max_days.get(),
     };
 
     // Background work stops when this turns true, after the HTTP server has drained.
@@ -171,6 +176,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         metrics::Sampler {
             pool: state.pool.clone(),
             broker: broker.clone(),
+        }
+        .run(stop.subscribe()),
+    );
+    let maintenance_task = tokio::spawn(
+        maintenance::Maintenance {
+            database_url: settings.database.url.clone(),
+            outbox_grace: chrono::TimeDelta::from_std(settings.retention.outbox_grace())
+                .context("retention.outbox_grace_hours is out of range")?,
+            interval: settings.retention.maintenance_interval,
         }
         .run(stop.subscribe()),
     );
@@ -208,6 +222,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         let _ = relay_task.await;
         let _ = health_task.await;
         let _ = sampler_task.await;
+        let _ = maintenance_task.await;
         if let Some(notifier_task) = notifier_task {
             let _ = notifier_task.await;
         }

@@ -12,8 +12,8 @@ use utoipa::{Modify, OpenApi, PartialSchema};
 
 use crate::error::ErrorBody;
 use crate::routes::{
-    api_keys, deliveries, event_types, logs, redelivery, sessions, submissions, test_event,
-    webhook_config,
+    api_keys, deliveries, erasure, event_types, logs, redelivery, retention, sessions, submissions,
+    test_event, webhook_config,
 };
 
 #[derive(OpenApi)]
@@ -31,10 +31,13 @@ use crate::routes::{
         webhook_config::get,
         webhook_config::put,
         webhook_config::delete,
+        retention::get,
+        retention::put,
         submissions::create,
         submissions::list,
         submissions::get,
         submissions::change_status,
+        erasure::erase,
         test_event::send,
         event_types::list,
         logs::list,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fp_broker::{Broker, BrokerError, OutgoingMessage, Publisher};
+use fp_contracts::EventMessage;
 use fp_store::outbox::{self, PendingEvent};
 use fp_store::{AsyncConnection, PgPool, StoreError};
 use futures_util::future::try_join_all;
@@ -102,16 +103,22 @@ impl OutboxRelay {
         // The publish continues the trace of the request that recorded the event.
         let parent =
             fp_telemetry::propagation::stored_context(&event.traceparent, &event.tracestate);
+        // The contract's message, as every other publisher of events builds it.
+        let message =
+            EventMessage::encoded(event.event_id, &event.event_type, event.payload.clone());
         self.publisher
-            .publish(&OutgoingMessage {
-                exchange: &self.exchange,
-                routing_key: &event.event_type,
-                message_id: &event.event_id.to_string(),
-                parent: Some(&parent),
-                payload: &event.payload,
-                headers: &[],
-                expiration: None,
-            })
+            .publish_as(
+                &OutgoingMessage {
+                    exchange: &self.exchange,
+                    routing_key: &message.routing_key,
+                    message_id: &message.message_id,
+                    parent: Some(&parent),
+                    payload: &message.body,
+                    headers: &[],
+                    expiration: None,
+                },
+                Some(EventMessage::MESSAGE_TYPE),
+            )
             .await
     }
 }

@@ -72,6 +72,16 @@ const CATALOGS: &[(Lang, &str, &str)] = &[
         include_str!("../locales/en/event_types.toml"),
     ),
     (
+        Lang::En,
+        "retention",
+        include_str!("../locales/en/retention.toml"),
+    ),
+    (
+        Lang::De,
+        "retention",
+        include_str!("../locales/de/retention.toml"),
+    ),
+    (
         Lang::De,
         "event_types",
         include_str!("../locales/de/event_types.toml"),

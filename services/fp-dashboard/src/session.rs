@@ -51,6 +51,7 @@ pub enum CsrfPurpose {
     EndSession,
     ChangePassword,
     SetTimeZone,
+    SetPayloadRetention,
 }
 
 impl CsrfPurpose {
@@ -64,6 +65,7 @@ impl CsrfPurpose {
             CsrfPurpose::EndSession => "end-session",
             CsrfPurpose::ChangePassword => "change-password",
             CsrfPurpose::SetTimeZone => "set-time-zone",
+            CsrfPurpose::SetPayloadRetention => "set-payload-retention",
         }
     }
 }

@@ -14,7 +14,7 @@ use tera::{Context, Tera};
 
 use crate::local_time::LocalTime;
 
-const TEMPLATES: [(&str, &str); 19] = [
+const TEMPLATES: [(&str, &str); 20] = [
     ("time.html", include_str!("../templates/time.html")),
     ("base.html", include_str!("../templates/base.html")),
     ("login.html", include_str!("../templates/login.html")),
@@ -75,6 +75,10 @@ const TEMPLATES: [(&str, &str); 19] = [
     (
         "integrations.html",
         include_str!("../templates/integrations.html"),
+    ),
+    (
+        "retention.html",
+        include_str!("../templates/retention.html"),
     ),
 ];
 

@@ -32,6 +32,10 @@ pub struct Endpoint {
     /// The secret `secret` replaced, while it may still sign.
     pub previous_secret: Option<PreviousSecret>,
     pub enabled: bool,
+    /// When the tenant last erased a submission's personal data: only deliveries of events older
+    /// than that are looked up in the erased events (`fp_domain::erasure::may_have_been_erased`),
+    /// so the hot path costs no query. An erasure reaches a dispatcher within the cache's TTL.
+    pub latest_erasure_at: Option<DateTime<Utc>>,
 }
 
 /// A replaced secret and the end of its grace period.
@@ -68,10 +72,20 @@ impl Endpoint {
     }
 }
 
-/// A lookup result, including "no config", which is cached too so unconfigured tenants cost no query.
+/// What a tenant id leads to. Every answer is cached, so unconfigured and unknown tenants cost no
+/// query while their entry is fresh.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    Endpoint(Arc<Endpoint>),
+    /// The tenant exists and has no webhook config.
+    NoConfig,
+    /// No tenant has this id (never had, or deleted).
+    UnknownTenant,
+}
+
 struct CachedLookup {
     loaded_at: Instant,
-    endpoint: Option<Arc<Endpoint>>,
+    lookup: Lookup,
 }
 
 pub struct ConfigCache {
@@ -91,17 +105,17 @@ impl ConfigCache {
         }
     }
 
-    /// The tenant's endpoint, or `None` when the tenant has not configured one.
-    pub async fn endpoint(&self, tenant_id: Uuid) -> Result<Option<Arc<Endpoint>>, StoreError> {
+    /// The tenant's endpoint, or why there is none.
+    pub async fn endpoint(&self, tenant_id: Uuid) -> Result<Lookup, StoreError> {
         let stale = match self.entries.read().await.get(&tenant_id) {
             Some(cached) if cached.loaded_at.elapsed() < self.ttl => {
-                return Ok(cached.endpoint.clone());
+                return Ok(cached.lookup.clone());
             }
-            Some(cached) => Some(cached.endpoint.clone()),
+            Some(cached) => Some(cached.lookup.clone()),
             None => None,
         };
-        let endpoint = match (self.load(tenant_id).await, stale) {
-            (Ok(endpoint), _) => endpoint,
+        let lookup = match (self.load(tenant_id).await, stale) {
+            (Ok(lookup), _) => lookup,
             // While the database is unreachable, the last config known goes on serving, so a
             // database outage does not stop deliveries to tenants already seen.
             (Err(error), Some(stale)) if error.is_unreachable() => {
@@ -112,16 +126,23 @@ impl ConfigCache {
         };
         let cached = CachedLookup {
             loaded_at: Instant::now(),
-            endpoint: endpoint.clone(),
+            lookup: lookup.clone(),
         };
         self.entries.write().await.insert(tenant_id, cached);
-        Ok(endpoint)
+        Ok(lookup)
     }
 
-    async fn load(&self, tenant_id: Uuid) -> Result<Option<Arc<Endpoint>>, StoreError> {
+    async fn load(&self, tenant_id: Uuid) -> Result<Lookup, StoreError> {
         let mut conn = self.pool.get().await?;
         let Some(row) = fp_store::webhook_config::find(&mut conn, tenant_id).await? else {
-            return Ok(None);
+            // Only asked when there is no config, so a configured tenant costs no extra query.
+            return Ok(
+                if fp_store::identity::tenant_exists(&mut conn, tenant_id).await? {
+                    Lookup::NoConfig
+                } else {
+                    Lookup::UnknownTenant
+                },
+            );
         };
         let events = row
             .events
@@ -174,13 +195,15 @@ impl ConfigCache {
             }
             _ => None,
         };
-        Ok(Some(Arc::new(Endpoint {
+        let latest_erasure_at = fp_store::erasure::latest_erasure_at(&mut conn, tenant_id).await?;
+        Ok(Lookup::Endpoint(Arc::new(Endpoint {
             url: row.url,
             events,
             secret,
             secret_unreadable,
             previous_secret,
             enabled: row.enabled,
+            latest_erasure_at,
         })))
     }
 }
@@ -204,6 +227,7 @@ mod tests {
                 expires_at: at(until),
             }),
             enabled: true,
+            latest_erasure_at: None,
         }
     }
 

@@ -9,6 +9,7 @@ use fp_broker::{Delivery, Names, OutgoingMessage, Publisher};
 use fp_contracts::{DeliveryJob, JobContent, ProtoMessage, timestamp_from, v1};
 use fp_delivery::{AttemptOutcome, DeliveryClient, DeliveryResponse};
 use fp_domain::format::{self, EndpointFormat};
+use fp_domain::inbound_event::{self, MessageProperties, Rejection, Undeliverable};
 use fp_domain::request::{build_request, build_stored_request};
 use fp_domain::retry::{PlannedRetry, RetrySchedule, Verdict, judge_response, parse_retry_after};
 use fp_domain::{DeliveryId, Event, EventType};
@@ -18,8 +19,9 @@ use tracing::Instrument;
 use tracing::field::Empty;
 use uuid::Uuid;
 
+use crate::claims::FirstAttemptClaims;
 use crate::completed::{Claim, CompletedAttempts};
-use crate::config_cache::{ConfigCache, Endpoint};
+use crate::config_cache::{ConfigCache, Endpoint, Lookup};
 use crate::endpoint_health::HealthReporter;
 use crate::endpoint_limits::EndpointLimits;
 use crate::host_rates::HostRates;
@@ -49,6 +51,11 @@ const COPY_PATIENCE: Duration = Duration::from_secs(60);
 /// How long a message a dependency kept us from handling waits before it goes back to its queue.
 const HAND_BACK_DELAY: Duration = Duration::from_secs(1);
 
+/// Marks the copy of an event handed back to its queue after it claimed its first attempt
+/// (`delivery_claims`): the copy is handled like a redelivery, since the claim is its own and only
+/// the log tells whether its attempt was made.
+const HANDED_BACK_HEADER: &str = "x-fp-handed-back";
+
 /// Which queue a message came from, and so how to read it.
 #[derive(Debug, Clone, Copy)]
 pub enum Input {
@@ -64,6 +71,8 @@ pub struct Dispatcher {
     /// Reads the log, to tell whether a redelivered input's attempt was already made elsewhere.
     pub pool: PgPool,
     pub completed: CompletedAttempts,
+    /// First attempts claimed across dispatchers: a duplicate publish is delivered once.
+    pub claims: FirstAttemptClaims,
     pub client: DeliveryClient,
     pub publisher: Publisher,
     pub names: Names,
@@ -125,17 +134,23 @@ impl Dispatcher {
         span: &tracing::Span,
     ) {
         let job = match input {
-            Input::Event => fp_contracts::decode_event(&delivery.data).map(JobOrEvent::Event),
-            Input::Job => fp_contracts::decode_job(&delivery.data).map(JobOrEvent::Job),
+            Input::Event => self.accept_event(&delivery).map(JobOrEvent::Event),
+            Input::Job => fp_contracts::decode_job(&delivery.data)
+                .map(JobOrEvent::Job)
+                .map_err(|error| (fp_broker::UNREADABLE, error.to_string())),
         };
         let job = match job {
             Ok(job) => job,
-            Err(error) => {
+            Err((code, error)) => {
                 span.record("fp.outcome", "dead_lettered");
-                tracing::error!(%error, queue = %source_queue, "unreadable message: dead-lettering");
+                tracing::error!(%error, code, queue = %source_queue, "refused message: dead-lettering");
+                if let Input::Event = input {
+                    metrics::counter!("fp_dispatcher_events_rejected_total", "reason" => code)
+                        .increment(1);
+                }
                 if let Err(error) = self
                     .publisher
-                    .dead_letter(&self.names, source_queue, &delivery, &error.to_string())
+                    .reject(&self.names, source_queue, &delivery, code, &error)
                     .await
                 {
                     tracing::error!(%error, "could not dead-letter; the broker will redeliver");
@@ -143,11 +158,15 @@ impl Dispatcher {
                 return;
             }
         };
+        let claimed_before = matches!(input, Input::Event)
+            && fp_broker::header_text(&delivery, HANDED_BACK_HEADER).is_some();
+        let redelivered = delivery.redelivered || claimed_before;
+        let mut claimed_now = false;
         span.record("fp.event_id", job.event_id().to_string());
         span.record("fp.tenant_id", job.tenant_id().to_string());
         span.record("fp.event_type", job.event_type().as_str());
         span.record("fp.manual", job.manual());
-        match self.process(job, delivery.redelivered, span).await {
+        match self.process(job, redelivered, &mut claimed_now, span).await {
             Ok(()) => {
                 if let Err(error) = fp_broker::ack(&delivery).await {
                     tracing::warn!(%error, "ack failed; the message will be handled again");
@@ -160,23 +179,62 @@ impl Dispatcher {
                     "not handled; handing it back to its queue"
                 );
                 span.record("fp.outcome", "handed_back");
-                self.hand_back(&delivery, source_queue).await;
+                self.hand_back(&delivery, source_queue, claimed_before || claimed_now)
+                    .await;
             }
         }
     }
 
+    /// An event from the events queue, if it keeps the publishing contract; otherwise the
+    /// rejection code and why.
+    fn accept_event(&self, delivery: &Delivery) -> Result<Event, (&'static str, String)> {
+        let properties = MessageProperties {
+            message_type: delivery
+                .properties
+                .kind()
+                .as_ref()
+                .map(|kind| kind.as_str()),
+            content_type: delivery
+                .properties
+                .content_type()
+                .as_ref()
+                .map(|content_type| content_type.as_str()),
+            message_id: delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.as_str()),
+            // A copy handed back to the queue is routed by the queue's name instead.
+            routing_key: (delivery.exchange.as_str() == self.names.events_exchange)
+                .then(|| delivery.routing_key.as_str()),
+        };
+        let accepted = inbound_event::check_message(delivery.data.len(), &properties)
+            .and_then(|()| {
+                fp_contracts::decode_event(&delivery.data)
+                    .map_err(|error| Rejection::new(error.rejection_reason(), error.to_string()))
+            })
+            .and_then(|event| {
+                inbound_event::check_event(&event, &properties, Utc::now()).map(|()| event)
+            });
+        accepted.map_err(|rejection| (rejection.reason.code(), rejection.detail))
+    }
+
+    /// Sets `claimed_first_attempt` once it has claimed the event's first attempt.
     async fn process(
         &self,
         job: JobOrEvent,
         redelivered: bool,
+        claimed_first_attempt: &mut bool,
         span: &tracing::Span,
     ) -> anyhow::Result<()> {
         let tenant_id = job.tenant_id();
-        let Some(endpoint) = self.configs.endpoint(tenant_id).await? else {
-            span.record("fp.outcome", "no_endpoint");
-            tracing::debug!("tenant has no webhook config; nothing to deliver");
-            return Ok(());
+        let endpoint = match self.configs.endpoint(tenant_id).await? {
+            Lookup::Endpoint(endpoint) => endpoint,
+            Lookup::NoConfig => return self.no_endpoint(&job, false, span).await,
+            Lookup::UnknownTenant => return self.no_endpoint(&job, true, span).await,
         };
+        // A fresh event (not a copy handed out again) claims its first attempt across dispatchers.
+        let claims_first_attempt = matches!(job, JobOrEvent::Event(_)) && !redelivered;
         if let JobOrEvent::Job(DeliveryJob {
             content: JobContent::Stored(stored),
             ..
@@ -220,12 +278,28 @@ impl Dispatcher {
         };
         span.record("fp.delivery_id", job.delivery_id.to_string());
         span.record("fp.attempt", job.attempt_number);
+        if self.erased(&job, &endpoint).await? {
+            return self.cancel(&job, &endpoint, span).await;
+        }
         // The attempt is claimed first and then looked up, so a copy cannot slip in between an
         // original's last step (remembering it) and its claim's end. A copy of an attempt in
         // flight here waits for it to end, then looks again.
         let _claim = loop {
             match self.completed.begin(&job) {
                 Claim::Claimed(claim) => {
+                    if claims_first_attempt && !self.completed.contains(&job) {
+                        if !self.claims.claim(job.delivery_id).await? {
+                            metrics::counter!("fp_dispatcher_duplicate_events_skipped_total")
+                                .increment(1);
+                            span.record("fp.outcome", "already_made");
+                            tracing::info!(
+                                delivery_id = %job.delivery_id,
+                                "another copy of this event claimed its first attempt; not sent again"
+                            );
+                            return Ok(());
+                        }
+                        *claimed_first_attempt = true;
+                    }
                     if self.already_made(&job, redelivered).await? {
                         metrics::counter!("fp_dispatcher_repeats_skipped_total").increment(1);
                         span.record("fp.outcome", "already_made");
@@ -268,6 +342,61 @@ impl Dispatcher {
         self.attempt(&job, &endpoint, span).await
     }
 
+    /// A valid input whose tenant has no endpoint: counted; an event of a tenant that does not
+    /// exist is recorded too (`undeliverable_events`), since no tenant's log can show it. The
+    /// common case, an event of a tenant without a config, costs nothing but the cached lookup.
+    async fn no_endpoint(
+        &self,
+        job: &JobOrEvent,
+        unknown_tenant: bool,
+        span: &tracing::Span,
+    ) -> anyhow::Result<()> {
+        span.record("fp.outcome", "no_endpoint");
+        let reason = match (job, unknown_tenant) {
+            (JobOrEvent::Event(event), true) => {
+                tracing::warn!(
+                    tenant_id = %event.tenant_id,
+                    event_id = %event.id,
+                    "event for a tenant that does not exist: recorded as undeliverable"
+                );
+                let mut conn = self.pool.get().await.map_err(fp_store::StoreError::from)?;
+                fp_store::inbound_events::record_undeliverable(
+                    &mut conn,
+                    &fp_store::inbound_events::UndeliverableEvent {
+                        event_id: event.id,
+                        unknown_tenant_id: event.tenant_id,
+                        event_type: event.event_type().as_str().to_owned(),
+                        reason: Undeliverable::UnknownTenant.code().to_owned(),
+                        occurred_at: event.occurred_at,
+                        recorded_at: Utc::now(),
+                    },
+                )
+                .await?;
+                Undeliverable::UnknownTenant
+            }
+            // Events of tenants without an endpoint are common; they are not worth a line.
+            (JobOrEvent::Event(_), false) => {
+                tracing::debug!("tenant has no webhook config; nothing to deliver");
+                Undeliverable::NoConfig
+            }
+            // A delivery under way whose config went since: removed, or the tenant deleted
+            // (`fpctl tenant delete`). Acked and dropped, never sent.
+            (JobOrEvent::Job(job), _) => {
+                tracing::info!(
+                    tenant_id = %job.tenant_id(),
+                    delivery_id = %job.delivery_id,
+                    attempt = job.attempt_number,
+                    "the tenant has no webhook config any more (removed, or the tenant deleted); \
+                     this delivery is dropped, not sent"
+                );
+                Undeliverable::ConfigRemoved
+            }
+        };
+        metrics::counter!("fp_dispatcher_undeliverable_total", "reason" => reason.code())
+            .increment(1);
+        Ok(())
+    }
+
     /// Parks a delivery this dispatcher will not send now in the busy-endpoint delay queue, from
     /// where it comes back through the retry queue: no attempt, no record, the same attempt
     /// number. It holds no prefetch slot meanwhile, so other endpoints and hosts are not held up.
@@ -280,6 +409,38 @@ impl Dispatcher {
         tracing::debug!(delivery_id = %job.delivery_id, why, "deferring");
         span.record("fp.outcome", "deferred");
         self.publish_job(job, self.busy_delay, None).await
+    }
+
+    /// Whether the job's event was erased (`POST /api/v2/submissions/{id}/erase`). Looked up only
+    /// for events older than the tenant's latest erasure, which the config cache carries.
+    async fn erased(&self, job: &DeliveryJob, endpoint: &Endpoint) -> anyhow::Result<bool> {
+        let event_id = job.event_id();
+        if !fp_domain::erasure::may_have_been_erased(event_id, endpoint.latest_erasure_at) {
+            return Ok(false);
+        }
+        let mut conn = self.pool.get().await.map_err(fp_store::StoreError::from)?;
+        Ok(fp_store::erasure::event_erased(&mut conn, event_id).await?)
+    }
+
+    /// Ends a delivery of an erased event without sending it: a final attempt record with error
+    /// kind `cancelled` and no payload, so the tenant's log says why the delivery stopped. Its
+    /// input (the event, a retry or a redelivery, which carries the erased data) is then acked and
+    /// leaves the broker.
+    async fn cancel(
+        &self,
+        job: &DeliveryJob,
+        endpoint: &Endpoint,
+        span: &tracing::Span,
+    ) -> anyhow::Result<()> {
+        span.record("fp.outcome", "cancelled");
+        tracing::info!(
+            delivery_id = %job.delivery_id,
+            attempt = job.attempt_number,
+            "the event's personal data was erased; delivery cancelled, nothing sent"
+        );
+        let record = cancelled_record(job, endpoint, Utc::now());
+        self.publish_record(&record, job, RECORD_PATIENCE).await?;
+        Ok(())
     }
 
     /// Whether this attempt was completed already: by this process (remembered), or, for an input
@@ -492,7 +653,10 @@ impl Dispatcher {
     /// An input whose channel is gone (its connection was lost, often the very reason it could
     /// not be handled) is left alone: the broker hands the original out again by itself, and a
     /// copy beside it would make two inputs of one delivery that two dispatchers could both send.
-    async fn hand_back(&self, delivery: &Delivery, source_queue: &str) {
+    ///
+    /// `claimed`: the event's first attempt is claimed by this input (now or before), which its
+    /// copy carries on ([`HANDED_BACK_HEADER`]).
+    async fn hand_back(&self, delivery: &Delivery, source_queue: &str, claimed: bool) {
         tokio::time::sleep(HAND_BACK_DELAY).await;
         if !delivery.acker.usable() {
             tracing::debug!("its channel is gone; the broker hands it out again");
@@ -512,7 +676,11 @@ impl Dispatcher {
                 message_id: &message_id,
                 parent: None,
                 payload: &delivery.data,
-                headers: &[],
+                headers: if claimed {
+                    &[(HANDED_BACK_HEADER, "1")]
+                } else {
+                    &[]
+                },
                 expiration: None,
             })
             .await;
@@ -717,6 +885,22 @@ fn pending_record(
         error_kind: fp_contracts::INTERRUPTED_ERROR_KIND.to_owned(),
         error_message: fp_contracts::INTERRUPTED_ERROR_MESSAGE.to_owned(),
         ..v1::DeliveryAttempt::default()
+    }
+}
+
+/// The record of a delivery cancelled because its event was erased: final, nothing sent, no
+/// headers or bodies.
+fn cancelled_record(
+    job: &DeliveryJob,
+    endpoint: &Endpoint,
+    at: DateTime<Utc>,
+) -> v1::DeliveryAttempt {
+    v1::DeliveryAttempt {
+        outcome_pending: false,
+        r#final: true,
+        error_kind: fp_domain::erasure::CANCELLED_ERROR_KIND.to_owned(),
+        error_message: fp_domain::erasure::CANCELLED_ERROR_MESSAGE.to_owned(),
+        ..pending_record(job, endpoint, at, &[], Vec::new())
     }
 }
 

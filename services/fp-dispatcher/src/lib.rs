@@ -3,6 +3,7 @@
 //! by the broker. A crash at any point leaves the event unacked, so it is delivered again (at least
 //! once; the delivery id stays the same, so receivers can deduplicate).
 
+mod claims;
 mod completed;
 mod config_cache;
 mod delivery;
@@ -121,6 +122,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             Duration::from_millis(dispatcher_settings.config_cache_ttl_ms),
             master_key,
         ),
+        claims: claims::FirstAttemptClaims::start(pool.clone()),
         pool,
         completed: completed::CompletedAttempts::new(),
         client,

@@ -1,7 +1,9 @@
 //! log-ingest: consumes attempt records and inserts them in batches. A batch is acked only after
-//! its transaction commits; rows are keyed by attempt id, so a record that arrives twice (a
-//! redelivery after a crash) still makes one row.
+//! its transaction commits; rows are keyed by attempt id and time, so a record that arrives twice
+//! (a redelivery after a crash) still makes one row. Its maintenance loop keeps the table's
+//! partitions (`maintenance`).
 
+mod maintenance;
 mod record;
 
 use std::collections::HashSet;
@@ -52,6 +54,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         &format!("fp-log-ingest-{}", std::process::id()),
         ingest.prefetch,
     );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let maintenance_task = tokio::spawn(
+        maintenance::Maintenance::new(settings.database.url.clone(), &settings.retention)
+            .run(stopped),
+    );
     health.set_ready(true);
     tracing::info!(queue = %broker.names.attempts_queue, "log-ingest consuming");
 
@@ -66,6 +73,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .run(consumer, settings.lifecycle.drain_timeout())
         .await;
     health.set_ready(false);
+    let _ = stop.send(true);
+    let _ = maintenance_task.await;
     broker.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -234,7 +243,7 @@ impl Ingestor<'_> {
             return;
         };
         loop {
-            match self.insert(&rows).await {
+            match self.insert(&mut rows).await {
                 Ok(stored) => {
                     span.record("fp.rows.outcomes", stored.outcomes);
                     span.record("fp.rows.pending", stored.pending);
@@ -249,6 +258,15 @@ impl Ingestor<'_> {
                         .increment(stored.outcomes as u64);
                     metrics::counter!("fp_log_ingest_pending_rows_total")
                         .increment(stored.pending as u64);
+                    if stored.dropped > 0 {
+                        // A retry or a last attempt that ended after `fpctl tenant delete`.
+                        tracing::info!(
+                            dropped = stored.dropped,
+                            "attempt records of deleted tenants dropped, not stored"
+                        );
+                        metrics::counter!("fp_log_ingest_records_dropped_total")
+                            .increment(stored.dropped as u64);
+                    }
                     metrics::histogram!("fp_log_ingest_batch_rows").record(readable.len() as f64);
                     rows.record_lag(chrono::Utc::now());
                     break;
@@ -270,8 +288,22 @@ impl Ingestor<'_> {
         }
     }
 
-    async fn insert(&self, rows: &BatchRows) -> anyhow::Result<fp_store::attempts::StoredRows> {
+    async fn insert(&self, rows: &mut BatchRows) -> anyhow::Result<fp_store::attempts::StoredRows> {
         let mut conn = self.pool.get().await.map_err(fp_store::StoreError::from)?;
+        let erased = fp_store::erasure::erase_in_new_rows(
+            &mut conn,
+            rows.outcomes
+                .iter_mut()
+                .chain(rows.pending.iter_mut())
+                .collect(),
+        )
+        .await?;
+        if erased > 0 {
+            tracing::info!(
+                erased,
+                "attempts of erased events stored with their personal data erased"
+            );
+        }
         Ok(fp_store::attempts::store_batch(
             &mut conn,
             &rows.outcomes,

@@ -8,8 +8,9 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use super::message::{CUSTOMER_NAME_MAX_CHARS, Message, TEST_HEADLINE};
+use super::message::{CUSTOMER_LABEL, CUSTOMER_NAME_MAX_CHARS, Message, TEST_HEADLINE};
 use super::text::truncate_chars;
+use crate::erasure::ERASED;
 use crate::event::EventType;
 use crate::payload::TEST_EVENT_MESSAGE;
 use crate::submission::SubmissionStatus;
@@ -43,7 +44,7 @@ pub(super) fn message(message: &Message<'_>) -> Value {
     );
     let fields = [
         (
-            "Customer",
+            CUSTOMER_LABEL,
             fit(&tenant_text(&message.customer()), CUSTOMER_NAME_MAX_CHARS),
         ),
         ("Rating", fit(&message.rating(), FIELD_VALUE_MAX_CHARS)),
@@ -76,6 +77,33 @@ pub(super) fn message(message: &Message<'_>) -> Value {
             "timestamp": timestamp(message.occurred_at),
         }),
     )
+}
+
+/// Rewrites a stored submission message with [`ERASED`] in place of the customer's words (the
+/// embed's description) and name (its customer field). The title and content (the headline),
+/// rating, status, colour, footer and time stay. `false` when the body is not laid out as
+/// [`message`] lays it out (the caller then clears it whole).
+pub(super) fn erase(body: &mut Value) -> bool {
+    let Some(embed) = body.pointer_mut("/embeds/0") else {
+        return false;
+    };
+    if embed.get("description").is_none() {
+        return false;
+    }
+    // Escaped as tenant text is, so the body is what the erased submission renders to.
+    let erased = tenant_text(ERASED);
+    embed["description"] = erased.clone().into();
+    let Some(fields) = embed.get_mut("fields").and_then(Value::as_array_mut) else {
+        return false;
+    };
+    let mut customer_erased = false;
+    for field in fields.iter_mut() {
+        if field.get("name").and_then(Value::as_str) == Some(CUSTOMER_LABEL) {
+            field["value"] = erased.clone().into();
+            customer_erased = true;
+        }
+    }
+    customer_erased
 }
 
 /// The `webhook.test` message: our own wording only, well within every limit.

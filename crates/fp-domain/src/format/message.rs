@@ -12,6 +12,9 @@ pub(super) const CUSTOMER_NAME_MAX_CHARS: usize = 100;
 
 const MAX_STARS: i32 = 5;
 
+/// The label of the customer's name in the chat formats (erasure finds the name by it).
+pub(super) const CUSTOMER_LABEL: &str = "Customer";
+
 /// The headline of a `webhook.test` message.
 pub(super) const TEST_HEADLINE: &str = "Test event from FeedbackPulse";
 

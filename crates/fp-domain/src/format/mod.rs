@@ -56,6 +56,19 @@ pub fn render_body(event: &Event, format: EndpointFormat) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
+/// A stored body of a submission event in `format`, rewritten with
+/// [`crate::erasure::ERASED`] in place of the customer's name and words; `None` when it is not
+/// laid out as this crate renders that format (the caller then clears it whole).
+pub(crate) fn erased_body(body: &[u8], format: EndpointFormat) -> Option<Vec<u8>> {
+    let mut body: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let erased = match format {
+        EndpointFormat::Custom => crate::payload::erase_custom_body(&mut body),
+        EndpointFormat::Slack => slack::erase(&mut body),
+        EndpointFormat::Discord => discord::erase(&mut body),
+    };
+    erased.then(|| serde_json::to_vec(&body).unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,8 +8,9 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::message::{CUSTOMER_NAME_MAX_CHARS, Message, TEST_HEADLINE};
+use super::message::{CUSTOMER_LABEL, CUSTOMER_NAME_MAX_CHARS, Message, TEST_HEADLINE};
 use super::text::truncate_chars;
+use crate::erasure::ERASED;
 use crate::event::EventType;
 use crate::payload::TEST_EVENT_MESSAGE;
 
@@ -24,18 +25,15 @@ pub(super) fn message(message: &Message<'_>) -> Value {
     let headline = message.headline();
     let customer = fit(&escape(&message.customer()), CUSTOMER_NAME_MAX_CHARS);
     let feedback = message.feedback().map(escape);
-    let fallback = match &feedback {
-        Some(feedback) => format!("{headline} — {customer}: {feedback}"),
-        None => format!("{headline} — {customer}"),
-    };
+    let fallback = fallback(&headline, &customer, feedback.as_deref());
     let fields = [
-        ("Customer", customer),
+        (CUSTOMER_LABEL, customer),
         ("Rating", message.rating()),
         ("Status", message.status()),
     ]
-    .map(|(label, value)| mrkdwn(&format!("*{label}*\n{value}"), FIELD_MAX_CHARS));
+    .map(|(label, value)| mrkdwn(&field_text(label, &value), FIELD_MAX_CHARS));
     json!({
-        "text": fit(&fallback, TEXT_MAX_CHARS),
+        "text": fallback,
         "blocks": [
             header(&headline),
             { "type": "section", "fields": fields },
@@ -51,6 +49,66 @@ pub(super) fn message(message: &Message<'_>) -> Value {
             ]),
         ],
     })
+}
+
+/// The top-level `text` of a submission message, shown in notifications.
+fn fallback(headline: &str, customer: &str, feedback: Option<&str>) -> String {
+    let text = match feedback {
+        Some(feedback) => format!("{headline} — {customer}: {feedback}"),
+        None => format!("{headline} — {customer}"),
+    };
+    fit(&text, TEXT_MAX_CHARS)
+}
+
+fn field_text(label: &str, value: &str) -> String {
+    format!("*{label}*\n{value}")
+}
+
+/// Rewrites a stored submission message with [`ERASED`] in place of the customer's name and
+/// words: the fallback text, the customer field and the feedback section. The headline, rating,
+/// status, campaign, submission and time stay. `false` when the body is not laid out as
+/// [`message`] lays it out (the caller then clears it whole).
+pub(super) fn erase(body: &mut Value) -> bool {
+    let Some(blocks) = body.get_mut("blocks").and_then(Value::as_array_mut) else {
+        return false;
+    };
+    let mut headline = None;
+    let mut customer_erased = false;
+    let mut feedback_erased = false;
+    for block in blocks.iter_mut() {
+        match block.get("type").and_then(Value::as_str) {
+            Some("header") => {
+                headline = block
+                    .pointer("/text/text")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+            }
+            Some("section") => {
+                if let Some(fields) = block.get_mut("fields").and_then(Value::as_array_mut) {
+                    let label = field_text(CUSTOMER_LABEL, "");
+                    for field in fields.iter_mut() {
+                        let is_customer = field
+                            .get("text")
+                            .and_then(Value::as_str)
+                            .is_some_and(|text| text.starts_with(&label));
+                        if is_customer {
+                            *field = mrkdwn(&field_text(CUSTOMER_LABEL, ERASED), FIELD_MAX_CHARS);
+                            customer_erased = true;
+                        }
+                    }
+                } else if block.get("text").is_some() {
+                    block["text"] = mrkdwn(ERASED, TEXT_MAX_CHARS);
+                    feedback_erased = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(headline) = headline.filter(|_| customer_erased && feedback_erased) else {
+        return false;
+    };
+    body["text"] = fallback(&headline, ERASED, Some(ERASED)).into();
+    true
 }
 
 /// The `webhook.test` message: our own wording only, which has nothing to escape.

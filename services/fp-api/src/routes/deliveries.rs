@@ -189,7 +189,7 @@ pub async fn detail(
     let attempts = attempts::of_delivery(&mut conn, tenant_id, delivery_id).await?;
     Ok(HttpResponse::Ok().json(DeliveryDetail {
         delivery: DeliveryEntry::from(row),
-        attempts: attempts.into_iter().map(LogEntry::from).collect(),
+        attempts: logs::entries(&mut conn, Some(tenant_id), attempts).await?,
     }))
 }
 

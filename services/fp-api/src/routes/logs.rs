@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use fp_domain::EventType;
 use fp_domain::explanation::{self, Explanation};
 use fp_store::attempts::{self, AttemptQuery, AttemptRow, StatusFilter};
+use fp_store::payload_retention::{self, PayloadClearing};
+use fp_store::{PgConnection, StoreError};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -96,7 +98,8 @@ pub(super) struct AttemptError {
     /// `blocked`, `dns`, `connection_refused`, `connect`, `tls_unknown_authority`,
     /// `tls_self_signed`, `tls_expired`, `tls_wrong_host`, `tls` (any other TLS failure, and
     /// attempts before the reasons were told apart), `timeout`, `other`, `redirect`,
-    /// `http_status`, or `interrupted` (no outcome was recorded).
+    /// `http_status`, `interrupted` (no outcome was recorded), or `cancelled` (nothing was
+    /// sent: the event's submission was erased, `POST /api/v2/submissions/{id}/erase`).
     pub(super) kind: String,
     /// The technical detail, in English.
     pub(super) message: String,
@@ -155,10 +158,19 @@ pub struct LogEntry {
     /// Why the attempt failed and the fix, from `error.kind` and `response_code`; absent on
     /// success and while the outcome is unknown (`interrupted`).
     explanation: Option<AttemptExplanation>,
+    /// Whether the tenant's payload retention cleared this attempt's request and response bodies
+    /// and headers: `payload`, `response_body` and the headers are then empty, not what was sent
+    /// or received. The rest of the entry stays.
+    payload_cleared: bool,
+    /// When the payload was cleared; absent unless `payload_cleared`.
+    payload_cleared_at: Option<DateTime<Utc>>,
+    /// The payload retention (in days) it was cleared under; absent unless `payload_cleared`.
+    payload_retention_days: Option<i32>,
 }
 
-impl From<AttemptRow> for LogEntry {
-    fn from(row: AttemptRow) -> Self {
+impl LogEntry {
+    /// The entry of `row`, whose payload was cleared as `clearing` says, if it was.
+    pub(super) fn new(row: AttemptRow, clearing: Option<PayloadClearing>) -> Self {
         let explanation = explanation::explain(
             row.error_kind.as_deref(),
             row.response_status
@@ -186,8 +198,46 @@ impl From<AttemptRow> for LogEntry {
                 message: row.error_message.unwrap_or_default(),
             }),
             explanation,
+            payload_cleared: clearing.is_some(),
+            payload_cleared_at: clearing.map(|clearing| clearing.cleared_at),
+            payload_retention_days: clearing.map(|clearing| clearing.retention_days),
         }
     }
+}
+
+/// Each of `rows` with how its payload was cleared, if it was (looked up beside the rows' own
+/// query, by primary key).
+pub(super) async fn with_clearings(
+    conn: &mut PgConnection,
+    tenant_id: Option<Uuid>,
+    rows: Vec<AttemptRow>,
+) -> Result<Vec<(AttemptRow, Option<PayloadClearing>)>, StoreError> {
+    let keys: Vec<(Uuid, DateTime<Utc>)> =
+        rows.iter().map(|row| (row.id, row.attempted_at)).collect();
+    let clearings = payload_retention::cleared_among(conn, tenant_id, &keys).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let clearing = clearings
+                .iter()
+                .find(|clearing| clearing.attempt_id == row.id)
+                .copied();
+            (row, clearing)
+        })
+        .collect())
+}
+
+/// The log entries of `rows`, in their order.
+pub(super) async fn entries(
+    conn: &mut PgConnection,
+    tenant_id: Option<Uuid>,
+    rows: Vec<AttemptRow>,
+) -> Result<Vec<LogEntry>, StoreError> {
+    Ok(with_clearings(conn, tenant_id, rows)
+        .await?
+        .into_iter()
+        .map(|(row, clearing)| LogEntry::new(row, clearing))
+        .collect())
 }
 
 #[utoipa::path(
@@ -209,7 +259,7 @@ pub async fn list(
     refuse_unknown_parameters::<LogQuery>(&request, &[])?;
     let mut filter = attempt_query(&query)?;
     filter.tenant_id = Some(tenant_id);
-    respond_with_page(&state, &filter, LogEntry::from).await
+    respond_with_page(&state, &filter, LogEntry::new).await
 }
 
 #[utoipa::path(
@@ -260,9 +310,9 @@ pub async fn admin_list(
                 .map_err(|_| ApiError::invalid("tenant_id", "must be a tenant id (a UUID)"))
         })
         .transpose()?;
-    respond_with_page(&state, &filter, |row| AdminLogEntry {
+    respond_with_page(&state, &filter, |row, clearing| AdminLogEntry {
         tenant_id: row.tenant_id,
-        entry: LogEntry::from(row),
+        entry: LogEntry::new(row, clearing),
     })
     .await
 }
@@ -292,7 +342,7 @@ pub async fn admin_detail(
 async fn respond_with_page<T: Serialize>(
     state: &AppState,
     filter: &AttemptQuery,
-    to_entry: impl Fn(AttemptRow) -> T,
+    to_entry: impl Fn(AttemptRow, Option<PayloadClearing>) -> T,
 ) -> Result<HttpResponse, ApiError> {
     let mut conn = state.pool.get().await.map_err(fp_store::StoreError::from)?;
     let (rows, more) = attempts::page(&mut conn, filter).await?;
@@ -302,8 +352,12 @@ async fn respond_with_page<T: Serialize>(
                 .map(|row| attempts::encode_cursor(row.attempted_at, row.id))
         })
         .flatten();
+    let rows = with_clearings(&mut conn, filter.tenant_id, rows).await?;
     Ok(HttpResponse::Ok().json(LogPage {
-        data: rows.into_iter().map(to_entry).collect(),
+        data: rows
+            .into_iter()
+            .map(|(row, clearing)| to_entry(row, clearing))
+            .collect(),
         next_cursor,
     }))
 }
@@ -326,15 +380,25 @@ async fn load_detail(
         .await?
         .ok_or_else(not_found)?;
     let delivery = attempts::of_delivery(&mut conn, row.tenant_id, row.delivery_id).await?;
+    let owner = row.tenant_id;
     let request_headers = header_list(&row.request_headers);
     let response_headers = header_list(&row.response_headers);
+    // The attempt is one of its delivery's, so its clearing comes with theirs.
+    let delivery = with_clearings(&mut conn, Some(owner), delivery).await?;
+    let clearing = delivery
+        .iter()
+        .find(|(attempt, _)| attempt.id == row.id)
+        .and_then(|(_, clearing)| *clearing);
     Ok(OwnedDetail {
-        tenant_id: row.tenant_id,
+        tenant_id: owner,
         detail: LogDetail {
-            entry: LogEntry::from(row),
+            entry: LogEntry::new(row, clearing),
             request_headers,
             response_headers,
-            attempts: delivery.into_iter().map(LogEntry::from).collect(),
+            attempts: delivery
+                .into_iter()
+                .map(|(attempt, clearing)| LogEntry::new(attempt, clearing))
+                .collect(),
         },
     })
 }

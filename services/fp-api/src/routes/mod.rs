@@ -2,9 +2,11 @@
 
 pub(crate) mod api_keys;
 pub(crate) mod deliveries;
+pub(crate) mod erasure;
 pub(crate) mod event_types;
 pub(crate) mod logs;
 pub(crate) mod redelivery;
+pub(crate) mod retention;
 pub(crate) mod sessions;
 pub(crate) mod submissions;
 pub(crate) mod test_event;
@@ -60,6 +62,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
                     .route(web::put().to(webhook_config::put))
                     .route(web::delete().to(webhook_config::delete)),
             )
+            .service(
+                resource("/webhooks/retention", "GET, PUT")
+                    .route(web::get().to(retention::get))
+                    .route(web::put().to(retention::put)),
+            )
             .service(resource("/webhooks/test", "POST").route(web::post().to(test_event::send)))
             .service(resource("/event-types", "GET").route(web::get().to(event_types::list)))
             .service(resource("/webhooks/logs", "GET").route(web::get().to(logs::list)))
@@ -105,6 +112,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 resource("/submissions/{id}", "GET, PATCH")
                     .route(web::get().to(submissions::get))
                     .route(web::patch().to(submissions::change_status)),
+            )
+            .service(
+                resource("/submissions/{id}/erase", "POST").route(web::post().to(erasure::erase)),
             ),
     );
 }

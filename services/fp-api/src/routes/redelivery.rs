@@ -26,6 +26,7 @@ use fp_domain::rate_limit::{LimitedAction, bulk_cost};
 use fp_domain::{DeliveryId, EventType};
 use fp_store::StoreError;
 use fp_store::attempts::{self, StoredDelivery};
+use fp_store::payload_retention;
 use fp_store::recoveries::{self, RecoveryRow};
 use fp_telemetry::propagation::StoredContext;
 use futures_util::{StreamExt, stream};
@@ -63,7 +64,7 @@ pub struct Redelivered {
     responses(
         (status = 202, description = "One more attempt of the delivery is queued, to the endpoint's current URL (same delivery id and body, signed anew, marked manual)", body = Redelivered),
         (status = 404, description = "No such entry for this tenant", body = ErrorBody),
-        (status = 409, description = "No webhook config, it is disabled, or its URL now takes another format (custom JSON, Slack, Discord) than the one the stored body was made for", body = ErrorBody),
+        (status = 409, description = "No webhook config, it is disabled, its URL now takes another format (custom JSON, Slack, Discord) than the one the stored body was made for, or the tenant's payload retention removed the stored body", body = ErrorBody),
         (status = 429, description = "The tenant's redelivery limit (`api.rate_limits.redelivery`) is used up; nothing was queued. `Retry-After` says when one is free again", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until the action is allowed again"))),
         (status = 503, description = "The broker did not take the job; nothing was queued", body = ErrorBody),
@@ -80,6 +81,14 @@ pub async fn redeliver_one(
     let delivery = attempts::stored_delivery(&mut conn, tenant_id, attempt_id)
         .await?
         .ok_or(ApiError::NotFound("log entry"))?;
+    if let Some(clearing) = payload_retention::clearing_of(&mut conn, tenant_id, attempt_id).await?
+    {
+        return Err(ApiError::Conflict(format!(
+            "this attempt's payload was removed after {} days by the tenant's payload retention \
+             (GET /api/v2/webhooks/retention), so there is nothing to send again",
+            clearing.retention_days
+        )));
+    }
     let config = enabled_config(&mut conn, tenant_id).await?;
     // Sent to the current URL, whatever URL it went to, as long as the stored body suits it.
     if !format::takes_body_made_for(&config.url, &delivery.url) {
@@ -197,7 +206,8 @@ impl PreviewQuery {
 /// What a bulk call for the same range would do now.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct RecoveryPreview {
-    /// Failed deliveries of the range: no 2xx answer ever, and no longer being retried.
+    /// Failed deliveries of the range: no 2xx answer ever, and no longer being retried (those
+    /// whose payload the tenant's retention removed are not counted: there is nothing to resend).
     failed: i64,
     /// How many of them a bulk call would queue again now: those the endpoint's current URL takes,
     /// up to 1000, and no more than the tenant's bulk redelivery limit has left.

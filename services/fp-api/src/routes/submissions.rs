@@ -17,9 +17,6 @@ use crate::auth::AuthenticatedTenant;
 use crate::error::{ApiError, ErrorBody};
 use crate::json_body::JsonBody;
 
-const MAX_TEXT_FEEDBACK_CHARS: usize = 10_000;
-const MAX_CUSTOMER_NAME_CHARS: usize = 200;
-
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
@@ -69,33 +66,17 @@ impl From<SubmissionRow> for SubmissionResponse {
 }
 
 fn validate(request: &CreateRequest) -> Result<(), ApiError> {
-    if request.campaign_id < 1 {
-        return Err(ApiError::invalid(
-            "campaign_id",
-            "must be a positive integer",
-        ));
-    }
-    if !(1..=5).contains(&request.star_rating) {
-        return Err(ApiError::invalid("star_rating", "must be between 1 and 5"));
-    }
-    if request.text_feedback.chars().count() > MAX_TEXT_FEEDBACK_CHARS {
-        return Err(ApiError::invalid(
-            "text_feedback",
-            format!("must be at most {MAX_TEXT_FEEDBACK_CHARS} characters"),
-        ));
-    }
-    if let Some(name) = &request.customer_name
-        && name.chars().count() > MAX_CUSTOMER_NAME_CHARS
-    {
-        return Err(ApiError::invalid(
-            "customer_name",
-            format!("must be at most {MAX_CUSTOMER_NAME_CHARS} characters"),
-        ));
-    }
-    Ok(())
+    // The same limits hold for events other services publish (fp_domain::inbound_event).
+    fp_domain::submission::check_submission_fields(
+        request.campaign_id,
+        request.star_rating,
+        &request.text_feedback,
+        request.customer_name.as_deref(),
+    )
+    .map_err(|invalid| ApiError::invalid(invalid.field, invalid.message))
 }
 
-fn domain_submission(row: &SubmissionRow) -> Result<Submission, StoreError> {
+pub(super) fn domain_submission(row: &SubmissionRow) -> Result<Submission, StoreError> {
     let status = row.status.parse::<SubmissionStatus>().map_err(|err| {
         StoreError::Query(diesel_error(format!("submission {} has {err}", row.id)))
     })?;
@@ -200,7 +181,7 @@ pub struct SubmissionPage {
 }
 
 /// Another tenant's id and a malformed id answer alike: nothing reveals what exists.
-fn submission_id(text: &str) -> Result<i64, ApiError> {
+pub(super) fn submission_id(text: &str) -> Result<i64, ApiError> {
     text.parse::<i64>()
         .map_err(|_| ApiError::NotFound("submission"))
 }

@@ -13,6 +13,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use fp_domain::time_zone::Tz;
 use fp_store::attempts::{self, AttemptRow};
+use fp_store::payload_retention;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -24,8 +25,8 @@ use crate::i18n::Lang;
 use crate::local_time::{LocalTime, Precision};
 use crate::session::CsrfPurpose;
 use crate::views::logs::{
-    AttemptView, LogDetailPage, LogListPage, Notice, RangeView, RedeliverForm, SummaryView,
-    TenantLabel,
+    AttemptView, LogDetailPage, LogListPage, Notice, PayloadClearedView, RangeView, RedeliverForm,
+    SummaryView, TenantLabel,
 };
 
 pub const TENANT_LIST_PATH: &str = "/webhooks/logs";
@@ -111,6 +112,7 @@ pub async fn list_page(
         health: None,
         time_zone: zone.name(),
         recover: (scope != Scope::Platform).then(|| recover::form(zone, chrono::Utc::now())),
+        retention: None,
     };
     let now = chrono::Utc::now();
     let filters = match params.parse(now, scope == Scope::Platform, zone) {
@@ -180,6 +182,10 @@ pub async fn list_page(
         );
     }
     drop(conn);
+    // Through the api, so no database connection waits on it.
+    if scope != Scope::Platform {
+        page.retention = Some(super::retention::load(state, user).await?);
+    }
 
     page.range = Some(RangeView {
         from: LocalTime::new(filters.from, zone, Precision::Minutes),
@@ -299,6 +305,13 @@ pub async fn detail_page(
         .ok_or(PageError::NotFound)?;
     // The row's own tenant: on the tenant view it is the session's, on the admin view any.
     let timeline = attempts::of_delivery(&mut conn, row.tenant_id, row.delivery_id).await?;
+    let payload_cleared = payload_retention::cleared_among(
+        &mut conn,
+        Some(row.tenant_id),
+        &[(row.id, row.attempted_at)],
+    )
+    .await?
+    .pop();
     let tenant_name = match scope {
         Scope::Tenant(_) => None,
         Scope::Platform => attempts::tenant_names(&mut conn, &[row.tenant_id])
@@ -309,16 +322,24 @@ pub async fn detail_page(
     drop(conn);
 
     let list_path = scope.list_path();
+    let zone = user.time_zone(request);
     let mut page = LogDetailPage::new(
         state.layout(request, Some(user), scope.nav()),
         scope == Scope::Platform,
         list_path,
         &row,
         &timeline,
-        user.time_zone(request),
+        zone,
     );
+    // A cleared attempt has no stored request left to send again.
+    let redeliverable = payload_cleared.is_none();
+    page.payload_cleared = payload_cleared.map(|clearing| PayloadClearedView {
+        at: LocalTime::new(clearing.cleared_at, zone, Precision::Seconds),
+        days: clearing.retention_days,
+    });
     match scope {
         // Superadmins may look but not redeliver (the api takes redeliveries from tenants only).
+        Scope::Tenant(_) if !redeliverable => {}
         Scope::Tenant(_) => {
             page.redeliver = Some(RedeliverForm {
                 action: format!("{TENANT_LIST_PATH}/{id}/redeliver"),

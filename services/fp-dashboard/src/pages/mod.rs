@@ -7,6 +7,7 @@ pub mod deliveries;
 mod event_types;
 mod integrations;
 pub mod logs;
+mod retention;
 mod sessions;
 
 use std::future::Future;
@@ -37,6 +38,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
     sessions::routes(config);
     integrations::routes(config);
     event_types::routes(config);
+    retention::routes(config);
     logs::routes(config);
     deliveries::routes(config);
     admin::routes(config);

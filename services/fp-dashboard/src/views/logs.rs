@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use fp_domain::explanation;
 use fp_domain::time_zone::Tz;
 use fp_store::attempts::AttemptRow;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Layout;
@@ -41,6 +41,24 @@ pub struct LogListPage<'a> {
     pub time_zone: &'static str,
     /// The tenant view's "Recover failed deliveries since…" form (`logs_recover.html`).
     pub recover: Option<super::recover::RecoverForm>,
+    /// The tenant view's retention in force.
+    pub retention: Option<RetentionView>,
+}
+
+/// The tenant's retention, as the api's `GET /api/v2/webhooks/retention` returns it.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+pub struct RetentionView {
+    /// The tenant's own choice; `None`: payloads are kept as long as the records.
+    pub payload_days: Option<u32>,
+    pub payload_days_in_force: u32,
+    pub record_days: u32,
+}
+
+/// An attempt whose payload the tenant's retention removed: when, and after how many days.
+#[derive(Serialize)]
+pub struct PayloadClearedView {
+    pub at: LocalTime,
+    pub days: i32,
 }
 
 /// The time range a list covers.
@@ -169,6 +187,9 @@ pub struct LogDetailPage<'a> {
     /// Tenant users only: superadmins may look, not redeliver.
     pub redeliver: Option<RedeliverForm>,
     pub notice: Option<Notice<'a>>,
+    /// Set when the payload retention removed the bodies and headers: they are not shown as
+    /// empty, as if the receiver had sent nothing.
+    pub payload_cleared: Option<PayloadClearedView>,
 }
 
 impl<'a> LogDetailPage<'a> {
@@ -203,6 +224,7 @@ impl<'a> LogDetailPage<'a> {
                 .collect(),
             redeliver: None,
             notice: None,
+            payload_cleared: None,
         }
     }
 }
@@ -494,6 +516,7 @@ pub(crate) mod tests {
             health: None,
             time_zone: "UTC",
             recover: None,
+            retention: None,
         }
     }
 

@@ -1,0 +1,2 @@
+DROP TABLE delivery_claims;
+DROP TABLE undeliverable_events;

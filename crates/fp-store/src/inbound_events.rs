@@ -1,0 +1,91 @@
+//! What fp-dispatcher writes about events other services publish: the first attempts it claimed
+//! (deduplication across dispatchers) and the events no tenant can receive.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use crate::StoreError;
+use crate::schema::{delivery_claims, undeliverable_events};
+
+/// Claims the first attempts of these deliveries, in one statement; returns those this call
+/// claimed. A delivery claimed before (by any dispatcher) is left out.
+pub async fn claim_first_attempts(
+    conn: &mut AsyncPgConnection,
+    delivery_ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<Vec<Uuid>, StoreError> {
+    let rows: Vec<_> = delivery_ids
+        .iter()
+        .map(|id| {
+            (
+                delivery_claims::delivery_id.eq(*id),
+                delivery_claims::claimed_at.eq(now),
+            )
+        })
+        .collect();
+    Ok(diesel::insert_into(delivery_claims::table)
+        .values(&rows)
+        .on_conflict_do_nothing()
+        .returning(delivery_claims::delivery_id)
+        .get_results(conn)
+        .await?)
+}
+
+/// An event recorded as undeliverable.
+#[derive(Debug, Clone, Insertable, Queryable, Selectable, PartialEq, Eq)]
+#[diesel(table_name = undeliverable_events)]
+pub struct UndeliverableEvent {
+    pub event_id: Uuid,
+    /// The tenant the publisher named, which does not exist.
+    pub unknown_tenant_id: Uuid,
+    pub event_type: String,
+    pub reason: String,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Records the event once; a copy of it (a redelivery, a publisher's retry) changes nothing.
+pub async fn record_undeliverable(
+    conn: &mut AsyncPgConnection,
+    event: &UndeliverableEvent,
+) -> Result<(), StoreError> {
+    diesel::insert_into(undeliverable_events::table)
+        .values(event)
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The undeliverable events recorded, newest first.
+pub async fn undeliverable(
+    conn: &mut AsyncPgConnection,
+    limit: i64,
+) -> Result<Vec<UndeliverableEvent>, StoreError> {
+    Ok(undeliverable_events::table
+        .order(undeliverable_events::recorded_at.desc())
+        .limit(limit)
+        .select(UndeliverableEvent::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// Removes claims made before `claims_before` and undeliverable records made before
+/// `records_before`; returns how many rows went.
+pub async fn prune(
+    conn: &mut AsyncPgConnection,
+    claims_before: DateTime<Utc>,
+    records_before: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let claims = diesel::delete(delivery_claims::table)
+        .filter(delivery_claims::claimed_at.lt(claims_before))
+        .execute(conn)
+        .await?;
+    let records = diesel::delete(undeliverable_events::table)
+        .filter(undeliverable_events::recorded_at.lt(records_before))
+        .execute(conn)
+        .await?;
+    Ok(claims + records)
+}
