@@ -331,6 +331,16 @@ impl Settings {
         Self::load_layers(&profile, &dir, None)
     }
 
+    /// How long `submission_events` keeps an event's row: as long as the event's delivery attempts
+    /// may exist. Its last attempt is made at most [`DispatcherSettings::retry_horizon`] after it
+    /// and lives `retention.max_days`; a day more covers a dispatcher's backlog or outage.
+    pub fn submission_event_retention(&self) -> Duration {
+        const DAY: Duration = Duration::from_secs(86_400);
+        DAY.saturating_mul(self.retention.max_days.get())
+            .saturating_add(self.dispatcher.retry_horizon())
+            .saturating_add(DAY)
+    }
+
     /// The layers of [`Settings::load`]; `environment` stands in for the process's variables when
     /// given (tests).
     fn load_layers(
@@ -462,6 +472,16 @@ impl DispatcherSettings {
     pub fn endpoint_busy_delay(&self) -> Duration {
         Duration::from_millis(self.endpoint_busy_delay_ms)
     }
+
+    /// The latest an event's last attempt can come after its first: every retry waiting the
+    /// schedule's longest step, since a receiver's `Retry-After` may stretch any wait that far
+    /// (`RetrySchedule::next_retry`). 9 × 24 h with the default schedule, not its 3-day sum.
+    pub fn retry_horizon(&self) -> Duration {
+        let longest = self.retry_schedule.tiers().last().copied();
+        longest
+            .unwrap_or(Duration::ZERO)
+            .saturating_mul(self.retry_schedule.max_attempts() - 1)
+    }
 }
 
 fn optional_path(text: &str) -> Option<PathBuf> {
@@ -518,6 +538,20 @@ mod tests {
             error.to_string().contains("dispatcher.retry_schedule"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn submission_events_outlive_the_attempts_of_a_retry_stretched_to_the_longest_step() {
+        let raw = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .build()
+            .expect("defaults parse");
+        let mut settings: Settings = raw.try_deserialize().expect("defaults fit the types");
+        settings.dispatcher.resolve().expect("valid");
+        let days = |days: u64| Duration::from_secs(days * 86_400);
+        // Nine retries of up to 24 h each, then 30 days of attempts and a day of margin.
+        assert_eq!(settings.dispatcher.retry_horizon(), days(9));
+        assert_eq!(settings.submission_event_retention(), days(30 + 9 + 1));
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub enum MaintenanceLock {
     PayloadRetention,
     /// Removing published outbox rows past their grace period (fp-api).
     OutboxPruning,
+    /// Removing `submission_events` rows whose events' attempts are all gone (fp-api).
+    SubmissionEventsPruning,
 }
 
 impl MaintenanceLock {
@@ -33,6 +35,7 @@ impl MaintenanceLock {
                 MaintenanceLock::AttemptPartitions => 1,
                 MaintenanceLock::PayloadRetention => 2,
                 MaintenanceLock::OutboxPruning => 3,
+                MaintenanceLock::SubmissionEventsPruning => 4,
             }
     }
 
@@ -41,6 +44,7 @@ impl MaintenanceLock {
             MaintenanceLock::AttemptPartitions => "attempt_partitions",
             MaintenanceLock::PayloadRetention => "payload_retention",
             MaintenanceLock::OutboxPruning => "outbox_pruning",
+            MaintenanceLock::SubmissionEventsPruning => "submission_events_pruning",
         }
     }
 }

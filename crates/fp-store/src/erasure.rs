@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::StoreError;
 use crate::attempts::AttemptRow;
+use crate::outbox::{self as outbox_store, PruneBatches};
 use crate::schema::{
     delivery_attempts, erased_events, erasures, outbox, submission_events, submissions,
 };
@@ -33,6 +34,41 @@ pub async fn events_of_submission(
         .select(submission_events::event_id)
         .load(conn)
         .await?)
+}
+
+/// One batch of [`prune_submission_events`]: `$2` rows of events created before `$1` that have no
+/// attempt left, picked through `submission_events_created` (each checked through
+/// `delivery_attempts_event`) and deleted by primary key (gathered into an array first, as in the
+/// outbox's pruning, so the `DELETE` is an index lookup of exactly those rows).
+const PRUNE_BATCH: &str = "DELETE FROM submission_events WHERE event_id = ANY (ARRAY( \
+        SELECT e.event_id FROM submission_events e \
+        WHERE e.created_at < $1 \
+          AND NOT EXISTS (SELECT 1 FROM delivery_attempts a WHERE a.event_id = e.event_id) \
+        ORDER BY e.created_at LIMIT $2 \
+    ))";
+
+/// Removes the rows of events created before `created_before` that have no delivery attempt
+/// left, batch after batch until none is left; returns how many went. Pass a time by which the
+/// events' own retries are over and their attempts dropped (`Settings::submission_event_retention`):
+/// an event still waiting for a retry has no attempt row yet. An event manually redelivered since
+/// has a newer attempt, which keeps its row until that attempt's partition is dropped too: until
+/// then it is still there to erase, search and delete by submission.
+pub async fn prune_submission_events(
+    conn: &mut AsyncPgConnection,
+    created_before: DateTime<Utc>,
+    batches: PruneBatches,
+) -> Result<u64, StoreError> {
+    outbox_store::delete_in_batches(conn, PRUNE_BATCH, created_before, batches).await
+}
+
+/// PostgreSQL's plan for one batch of [`prune_submission_events`], one line a row, so tests can
+/// check that it stays a walk of `submission_events_created`.
+pub async fn explain_submission_events_prune(
+    conn: &mut AsyncPgConnection,
+    created_before: DateTime<Utc>,
+    batch_size: i64,
+) -> Result<Vec<String>, StoreError> {
+    outbox_store::explain_batch(conn, PRUNE_BATCH, created_before, batch_size).await
 }
 
 /// Whether the submission was erased before.

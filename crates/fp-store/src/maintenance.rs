@@ -13,7 +13,7 @@ use crate::StoreError;
 use crate::advisory_lock::{LockedWork, MaintenanceLock, try_with_lock};
 use crate::outbox::{self, PruneBatches};
 use crate::partitions::PartitionPolicy;
-use crate::payload_retention;
+use crate::{erasure, payload_retention};
 
 /// A service's maintenance loop: `round` now and then every `interval` until `stop` turns true; a
 /// round under way is abandoned then (every step commits in small transactions, so nothing is left
@@ -51,6 +51,8 @@ pub async fn run_rounds<F>(
 pub enum Step {
     /// Published outbox rows past their grace period removed (fp-api).
     OutboxPrune,
+    /// `submission_events` rows removed once their events' attempts can no longer exist (fp-api).
+    SubmissionEventsPrune,
     /// Attempts' bodies and headers past their tenant's payload retention cleared.
     PayloadClear,
     /// `delivery_attempts` partitions made ahead of time (fp-log-ingest).
@@ -63,6 +65,7 @@ impl Step {
     pub fn name(self) -> &'static str {
         match self {
             Step::OutboxPrune => "outbox_prune",
+            Step::SubmissionEventsPrune => "submission_events_prune",
             Step::PayloadClear => "payload_clear",
             Step::PartitionCreate => "partition_create",
             Step::PartitionDrop => "partition_drop",
@@ -72,6 +75,7 @@ impl Step {
     fn lock(self) -> MaintenanceLock {
         match self {
             Step::OutboxPrune => MaintenanceLock::OutboxPruning,
+            Step::SubmissionEventsPrune => MaintenanceLock::SubmissionEventsPruning,
             Step::PayloadClear => MaintenanceLock::PayloadRetention,
             Step::PartitionCreate | Step::PartitionDrop => MaintenanceLock::AttemptPartitions,
         }
@@ -80,7 +84,7 @@ impl Step {
     /// The counter of what a run did, labelled by step.
     fn counter(self) -> &'static str {
         match self {
-            Step::OutboxPrune => "fp_maintenance_rows_removed_total",
+            Step::OutboxPrune | Step::SubmissionEventsPrune => "fp_maintenance_rows_removed_total",
             Step::PayloadClear => "fp_maintenance_payloads_cleared_total",
             Step::PartitionCreate => "fp_maintenance_partitions_created_total",
             Step::PartitionDrop => "fp_maintenance_partitions_dropped_total",
@@ -90,7 +94,7 @@ impl Step {
     /// What a run's count is, in words: `12 rows removed`.
     pub fn counted(self) -> &'static str {
         match self {
-            Step::OutboxPrune => "rows removed",
+            Step::OutboxPrune | Step::SubmissionEventsPrune => "rows removed",
             Step::PayloadClear => "payloads cleared",
             Step::PartitionCreate => "partitions created",
             Step::PartitionDrop => "partitions dropped",
@@ -186,6 +190,27 @@ pub async fn prune_outbox(
         .unwrap_or(DateTime::<Utc>::MIN_UTC);
     run_step(conn, Step::OutboxPrune, |conn| {
         Box::pin(async move { outbox::prune_published(conn, published_before, batches).await })
+    })
+    .await
+}
+
+/// `submission_events` pruning: removes the rows of events created more than `retention` before
+/// `now` (`Settings::submission_event_retention`: by then none of their attempts is left), in
+/// `batches`.
+pub async fn prune_submission_events(
+    conn: &mut AsyncPgConnection,
+    now: DateTime<Utc>,
+    retention: TimeDelta,
+    batches: PruneBatches,
+) -> StepReport {
+    // A retention reaching past the calendar's start keeps every row.
+    let created_before = now
+        .checked_sub_signed(retention)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    run_step(conn, Step::SubmissionEventsPrune, |conn| {
+        Box::pin(
+            async move { erasure::prune_submission_events(conn, created_before, batches).await },
+        )
     })
     .await
 }

@@ -127,19 +127,7 @@ pub async fn prune_published(
     published_before: DateTime<Utc>,
     batches: PruneBatches,
 ) -> Result<u64, StoreError> {
-    let mut removed = 0u64;
-    loop {
-        let batch = diesel::sql_query(PRUNE_BATCH)
-            .bind::<Timestamptz, _>(published_before)
-            .bind::<BigInt, _>(batches.size)
-            .execute(conn)
-            .await?;
-        removed += batch as u64;
-        if (batch as i64) < batches.size {
-            return Ok(removed);
-        }
-        tokio::time::sleep(batches.pause).await;
-    }
+    delete_in_batches(conn, PRUNE_BATCH, published_before, batches).await
 }
 
 /// PostgreSQL's plan for one batch of [`prune_published`], one line a row, so tests can check that
@@ -149,13 +137,47 @@ pub async fn explain_prune(
     published_before: DateTime<Utc>,
     batch_size: i64,
 ) -> Result<Vec<String>, StoreError> {
+    explain_batch(conn, PRUNE_BATCH, published_before, batch_size).await
+}
+
+/// Runs `batch`, a `DELETE` of at most `$2` rows older than `$1`, again and again until one
+/// deletes fewer than a full batch; returns how many rows went in all. Each statement is its own
+/// short transaction, with `batches.pause` between them.
+pub(crate) async fn delete_in_batches(
+    conn: &mut AsyncPgConnection,
+    batch: &'static str,
+    before: DateTime<Utc>,
+    batches: PruneBatches,
+) -> Result<u64, StoreError> {
+    let mut removed = 0u64;
+    loop {
+        let deleted = diesel::sql_query(batch)
+            .bind::<Timestamptz, _>(before)
+            .bind::<BigInt, _>(batches.size)
+            .execute(conn)
+            .await?;
+        removed += deleted as u64;
+        if (deleted as i64) < batches.size {
+            return Ok(removed);
+        }
+        tokio::time::sleep(batches.pause).await;
+    }
+}
+
+/// PostgreSQL's plan for one `batch` of [`delete_in_batches`], one line a row.
+pub(crate) async fn explain_batch(
+    conn: &mut AsyncPgConnection,
+    batch: &'static str,
+    before: DateTime<Utc>,
+    batch_size: i64,
+) -> Result<Vec<String>, StoreError> {
     #[derive(QueryableByName)]
     struct PlanLine {
         #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
         line: String,
     }
-    let lines: Vec<PlanLine> = diesel::sql_query(format!("EXPLAIN {PRUNE_BATCH}"))
-        .bind::<Timestamptz, _>(published_before)
+    let lines: Vec<PlanLine> = diesel::sql_query(format!("EXPLAIN {batch}"))
+        .bind::<Timestamptz, _>(before)
         .bind::<BigInt, _>(batch_size)
         .load(conn)
         .await?;

@@ -224,7 +224,7 @@ fn describe() {
     );
     describe_counter!(
         "fp_maintenance_rows_removed_total",
-        "Rows maintenance removed, by step (outbox_prune: published outbox rows past their grace)"
+        "Rows maintenance removed, by step (outbox_prune: published outbox rows past their grace; submission_events_prune: submission_events rows of events whose delivery attempts are all gone)"
     );
     describe_counter!(
         "fp_maintenance_payloads_cleared_total",

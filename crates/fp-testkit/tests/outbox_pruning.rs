@@ -2,7 +2,8 @@
 //! their own index, and an unpublished row never goes, however old. The api's maintenance loop
 //! prunes on its own and counts it on `/metrics`; `fpctl maintenance run` says what it did; and a
 //! run finds the step's advisory lock held by another runner and leaves the work to it. A
-//! delivery is still found by its submission id once its event's outbox row is gone.
+//! delivery is still found by its submission id once its event's outbox row is gone, and
+//! `submission_events` rows go only once their events' attempts can no longer exist.
 
 use std::time::Duration;
 
@@ -128,6 +129,116 @@ async fn pruning_removes_published_rows_past_the_grace_and_never_an_unpublished_
         );
         assert_eq!(outbox_rows(&mut conn, true, now).await?, (0, 0));
         assert_eq!(outbox_rows(&mut conn, false, cutoff).await?, (30, 5));
+        Ok(())
+    }
+    .await;
+    env.finish_after(outcome).await
+}
+
+/// Adds `count` `submission_events` rows of events created at `created_at`.
+async fn seed_submission_events(
+    conn: &mut PgConnection,
+    count: i64,
+    created_at: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    diesel::sql_query(
+        "INSERT INTO submission_events (event_id, tenant_id, submission_id, created_at) \
+         SELECT gen_random_uuid(), gen_random_uuid(), n, $2 FROM generate_series(1, $1) AS n",
+    )
+    .bind::<BigInt, _>(count)
+    .bind::<Timestamptz, _>(created_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// `submission_events` rows of events created before `before`, and from `before` on.
+async fn submission_event_rows(
+    conn: &mut PgConnection,
+    before: DateTime<Utc>,
+) -> anyhow::Result<(i64, i64)> {
+    let count = async |conn: &mut PgConnection, older: bool| -> anyhow::Result<i64> {
+        Ok(diesel::sql_query(
+            "SELECT count(*) AS count FROM submission_events WHERE (created_at < $1) = $2",
+        )
+        .bind::<Timestamptz, _>(before)
+        .bind::<Bool, _>(older)
+        .get_result::<Count>(conn)
+        .await?
+        .count)
+    };
+    Ok((count(conn, true).await?, count(conn, false).await?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submission_events_go_once_their_events_attempts_cannot_exist_any_more()
+-> anyhow::Result<()> {
+    let env = TestEnvironment::new("subm_events_prune").await?;
+    let outcome = async {
+        let mut conn = fp_store::connect(&env.database_url).await?;
+        let now = Utc::now();
+        // The default settings: 30 days of attempts after a retry horizon of 9 days, and a day.
+        let retention = TimeDelta::days(40);
+        let cutoff = now - retention;
+        seed_submission_events(&mut conn, 2_500, now - TimeDelta::days(41)).await?;
+        // Their last retries may have been made lately: their attempts may still be there.
+        seed_submission_events(&mut conn, 300, now - TimeDelta::days(39)).await?;
+        seed_submission_events(&mut conn, 20_000, now - TimeDelta::hours(1)).await?;
+        // An old event redelivered by hand lately: its new attempt lives another max_days, and
+        // an erasure must still find it by its submission.
+        let redelivered_event = Uuid::now_v7();
+        diesel::sql_query(
+            "INSERT INTO submission_events (event_id, tenant_id, submission_id, created_at) \
+             VALUES ($1, gen_random_uuid(), 7, $2)",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(redelivered_event)
+        .bind::<Timestamptz, _>(now - TimeDelta::days(45))
+        .execute(&mut conn)
+        .await?;
+        let redelivery = AttemptRow {
+            event_id: redelivered_event,
+            manual: true,
+            ..attempt_row(Uuid::now_v7(), now - TimeDelta::days(2))
+        };
+        fp_store::attempts::insert_batch(&mut conn, std::slice::from_ref(&redelivery)).await?;
+        diesel::sql_query("ANALYZE submission_events")
+            .execute(&mut conn)
+            .await?;
+
+        // A batch walks the events' age index, looks each event's attempts up by their event
+        // index and deletes what it found by primary key: it never reads a whole table.
+        let plan =
+            fp_store::erasure::explain_submission_events_prune(&mut conn, cutoff, 1_000).await?;
+        let text = plan.join("\n");
+        anyhow::ensure!(
+            text.contains("Index Scan using submission_events_created")
+                && text.contains("submission_events_pkey")
+                && text.contains("Index Cond: (event_id = e.event_id)")
+                && !text.contains("Seq Scan"),
+            "a pruning batch is not a walk of submission_events_created:\n{text}"
+        );
+
+        // Batches far smaller than the rows to prune: the run goes on until none is left.
+        let batches = PruneBatches {
+            size: 400,
+            pause: Duration::ZERO,
+        };
+        let report = maintenance::prune_submission_events(&mut conn, now, retention, batches).await;
+        assert_eq!(
+            report.outcome.as_ref().ok(),
+            Some(&Some(2_500)),
+            "{report:?}"
+        );
+        assert_eq!(submission_event_rows(&mut conn, cutoff).await?, (1, 20_300));
+
+        // fpctl computes the same retention from the settings.
+        seed_submission_events(&mut conn, 120, now - TimeDelta::days(41)).await?;
+        let output = env.fpctl(&["maintenance", "run"]).await?;
+        assert!(
+            output.contains("submission_events_prune: done, 120 rows removed"),
+            "fpctl did not say what it pruned:\n{output}"
+        );
+        assert_eq!(submission_event_rows(&mut conn, cutoff).await?, (1, 20_300));
         Ok(())
     }
     .await;

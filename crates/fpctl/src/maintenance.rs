@@ -14,6 +14,8 @@ use fp_store::partitions::PartitionPolicy;
 pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
     let outbox_grace = TimeDelta::from_std(settings.retention.outbox_grace())
         .context("retention.outbox_grace_hours is out of range")?;
+    let submission_event_retention = TimeDelta::from_std(settings.submission_event_retention())
+        .context("retention.max_days or dispatcher.retry_schedule is out of range")?;
     // A connection of its own: the session locks go with it, whatever happens.
     let mut conn = fp_store::connect(settings.database.url.expose_secret()).await?;
     let now = Utc::now();
@@ -27,6 +29,13 @@ pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
         maintenance::drop_partitions(&mut conn, now, partitions).await,
         maintenance::clear_payloads(&mut conn, now).await,
         maintenance::prune_outbox(&mut conn, now, outbox_grace, PruneBatches::STANDARD).await,
+        maintenance::prune_submission_events(
+            &mut conn,
+            now,
+            submission_event_retention,
+            PruneBatches::STANDARD,
+        )
+        .await,
     ];
     for report in &reports {
         println!("{}", describe(report));

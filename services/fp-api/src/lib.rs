@@ -184,6 +184,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             database_url: settings.database.url.clone(),
             outbox_grace: chrono::TimeDelta::from_std(settings.retention.outbox_grace())
                 .context("retention.outbox_grace_hours is out of range")?,
+            submission_event_retention: chrono::TimeDelta::from_std(
+                settings.submission_event_retention(),
+            )
+            .context("retention.max_days or dispatcher.retry_schedule is out of range")?,
             interval: settings.retention.maintenance_interval,
         }
         .run(stop.subscribe()),

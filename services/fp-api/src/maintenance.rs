@@ -1,6 +1,7 @@
 //! The api's maintenance loop: prunes the outbox (published rows past `retention.outbox_grace_hours`)
-//! once at start and then every `retention.maintenance_interval`. Every replica runs the loop; the
-//! step's advisory lock lets one of them do each round (`fp_store::maintenance`).
+//! and `submission_events` (rows past `Settings::submission_event_retention`) once at start and
+//! then every `retention.maintenance_interval`. Every replica runs the loop; the
+//! steps' advisory locks let one of them do each round (`fp_store::maintenance`).
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use tokio::sync::watch;
 pub struct Maintenance {
     pub database_url: SecretString,
     pub outbox_grace: TimeDelta,
+    pub submission_event_retention: TimeDelta,
     pub interval: Duration,
 }
 
@@ -26,6 +28,13 @@ impl Maintenance {
                 let now = Utc::now();
                 maintenance::prune_outbox(conn, now, self.outbox_grace, PruneBatches::STANDARD)
                     .await;
+                maintenance::prune_submission_events(
+                    conn,
+                    now,
+                    self.submission_event_retention,
+                    PruneBatches::STANDARD,
+                )
+                .await;
             })
         })
         .await;
