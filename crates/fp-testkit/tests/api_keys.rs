@@ -136,6 +136,8 @@ async fn keys_are_issued_listed_and_revoked_per_tenant() -> anyhow::Result<()> {
     // Bad requests name the field.
     for (body, field) in [
         (json!({ "name": "x".repeat(101) }), "name"),
+        // Over the documented maxLength as sent, though not once trimmed.
+        (json!({ "name": format!("\n{}", "x".repeat(100)) }), "name"),
         (json!({ "name": "ok", "scope": "all" }), "scope"),
     ] {
         let (status, error) = alice
