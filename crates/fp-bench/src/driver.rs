@@ -7,6 +7,9 @@
 //! - "submissions": the same through the api (`POST /api/v2/submissions`, the outbox relay);
 //! - scale-out: the max-rate events load again with more dispatchers;
 //! - backlog: events queued while the receiver is down and no dispatcher runs, then drained;
+//! - lifecycle (`--lifecycle`): a month of attempts seeded in the database, then the events load at
+//!   half the max rate without maintenance and while retention drops partitions, payloads are
+//!   cleared and a submission is erased through the api, A B A B;
 //! - cluster: the max-rate events load on a three-node RabbitMQ cluster with replicated quorum
 //!   queues, for the replication's cost per delivery beside the single node's.
 //!
@@ -14,8 +17,11 @@
 //! the timeout). Then the machine's own limits are measured with the same receiver, broker and
 //! database.
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
@@ -32,11 +38,13 @@ use uuid::Uuid;
 
 use crate::arrivals::{ReceiverAddresses, now_ns};
 use crate::deployment::{Deployment, broker_url};
+use crate::lifecycle::{self, SEEDED_DAYS};
 use crate::load::{LoadTarget, Tenant};
 use crate::phase::{Observed, PhaseLoad, Probe, cpu_snapshot, process_figures};
 use crate::proc_stats;
 use crate::report::{
-    LimitReport, LogCheck, Model, Percentiles, Report, RunSettings, ScenarioReport,
+    LifecycleReport, LimitReport, LogCheck, MaintenanceStep, Model, Percentiles, Report,
+    RunSettings, ScenarioReport,
 };
 use crate::{LOAD, POSTGRESQL, RABBITMQ, RECEIVER};
 
@@ -90,7 +98,8 @@ pub struct Args {
     /// Directory of the service binaries, instead of `target/<profile>/`.
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
-    /// Tiny load (200 events, 100 submissions, a backlog of 300, 20 tenants, unless given);
+    /// Tiny load (200 events, 100 submissions, a backlog of 300, 20 tenants, 3,000 lifecycle rows
+    /// with `--lifecycle`, unless given);
     /// checks only that every event arrived and was logged. Writes its JSON into the run
     /// directory, not `bench/results/`.
     #[arg(long)]
@@ -124,6 +133,14 @@ pub struct Args {
     /// containers (needs docker; builds the local RabbitMQ image when missing); 0 skips it.
     #[arg(long, default_value_t = 20_000)]
     pub cluster_events: u64,
+    /// Runs the lifecycle phase: `--lifecycle-rows` attempts seeded over 30 days, then the events
+    /// load at half the max rate without and with maintenance (retention, payload clearing, an
+    /// erasure), twice. Off by default: seeding 20 million rows takes minutes.
+    #[arg(long)]
+    pub lifecycle: bool,
+    /// Attempts the lifecycle phase seeds.
+    #[arg(long, default_value_t = 20_000_000)]
+    pub lifecycle_rows: u64,
 }
 
 /// Runs everything and returns the exit code: 0 when every event arrived and was logged.
@@ -143,6 +160,10 @@ pub async fn main(mut args: Args) -> anyhow::Result<i32> {
         }
         if !given("--backlog-events") {
             args.backlog_events = 300;
+        }
+        // `--smoke --lifecycle` seeds a few thousand rows, not millions.
+        if !given("--lifecycle-rows") {
+            args.lifecycle_rows = 3_000;
         }
         // Starting three RabbitMQ containers takes a minute or two: only when asked for.
         if !given("--cluster-events") {
@@ -231,6 +252,11 @@ async fn run(
     args: &Args,
     started_at: DateTime<Utc>,
 ) -> anyhow::Result<Report> {
+    if args.lifecycle {
+        // The services' maintenance loops run once at start, then not again during the run: the
+        // lifecycle phase runs the steps itself, at a known moment, and no loop takes their lock.
+        deployment.set("FP__RETENTION__MAINTENANCE_INTERVAL", "24h");
+    }
     let receiver = deployment.start_receiver().await?;
     let receiver_ca = deployment.dir.join("receiver-ca.pem");
     let api = deployment.start_api().await?;
@@ -271,7 +297,7 @@ async fn run(
         if count == 0 {
             continue;
         }
-        let max = load_phase(deployment, &bench, args, source, count, None).await?;
+        let max = load_phase(deployment, &bench, args, source, count, None, None).await?;
         let max_rate = max.deliveries_per_second;
         let max_complete = max.completeness.complete;
         scenarios.push(max);
@@ -285,7 +311,8 @@ async fn run(
                 share,
                 rate: max_rate * share,
             };
-            scenarios.push(load_phase(deployment, &bench, args, source, paced, Some(pace)).await?);
+            scenarios
+                .push(load_phase(deployment, &bench, args, source, paced, Some(pace), None).await?);
         }
     }
     // The limits are the yardstick for the phases before them: they are measured on the broker in
@@ -308,17 +335,39 @@ async fn run(
             args.scale_out_dispatchers.saturating_sub(running),
         )
         .await?;
-        scenarios
-            .push(load_phase(deployment, &bench, args, Source::Events, args.events, None).await?);
+        scenarios.push(
+            load_phase(
+                deployment,
+                &bench,
+                args,
+                Source::Events,
+                args.events,
+                None,
+                None,
+            )
+            .await?,
+        );
     }
     if args.backlog_events > 0 {
         scenarios.push(backlog_phase(deployment, &bench, args).await?);
     }
+    // Before the cluster phase, which leaves no queue worker on the machine's broker.
+    let lifecycle = if args.lifecycle {
+        Some(lifecycle_phase(deployment, &bench, args, started_at, &mut scenarios).await?)
+    } else {
+        None
+    };
     if args.cluster_events > 0 {
         scenarios.push(cluster_phase(deployment, &mut bench, args).await?);
     }
 
-    let expected: u64 = scenarios.iter().map(|scenario| scenario.events).sum();
+    let expected: u64 = scenarios
+        .iter()
+        .map(|scenario| scenario.events)
+        .sum::<u64>()
+        + lifecycle
+            .as_ref()
+            .map_or(0, |lifecycle| lifecycle.other_deliveries);
     let log_check = check_log(deployment, expected).await?;
     bench.broker.close().await;
 
@@ -348,11 +397,17 @@ async fn run(
             text_bytes: args.text_bytes,
             publish_window: args.publish_window,
             api_window: args.api_window,
+            lifecycle_rows: if args.lifecycle {
+                args.lifecycle_rows
+            } else {
+                0
+            },
         },
         scenarios,
         log_check,
         limits,
         model,
+        lifecycle,
         notes,
     })
 }
@@ -382,7 +437,12 @@ struct Pace {
     rate: f64,
 }
 
-/// One phase: `count` events or submissions as fast as possible (`pace` None) or paced.
+/// Work run beside a phase's load (the lifecycle phase's maintenance).
+type Beside<'a> = Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
+
+/// One phase: `count` events or submissions as fast as possible (`pace` None) or paced. With
+/// `beside`, that work runs from the load's start, and an events load goes on at its pace until
+/// the work is done too.
 async fn load_phase(
     deployment: &Deployment,
     bench: &Bench,
@@ -390,6 +450,7 @@ async fn load_phase(
     source: Source,
     count: u64,
     pace: Option<Pace>,
+    beside: Option<Beside<'_>>,
 ) -> anyhow::Result<ScenarioReport> {
     let dispatchers = deployment.services_of("fp-dispatcher").count();
     let name = match pace {
@@ -405,20 +466,34 @@ async fn load_phase(
     bench.observed.receiver_post("/reset").await?;
     let probe = Probe::start(deployment, &bench.observed).await?;
     let started = tokio::time::Instant::now();
-    let expected = match source {
-        Source::Events => {
-            bench
-                .load
-                .publish_events(count, rate, args.publish_window)
-                .await?
-        }
-        Source::Submissions => {
-            bench
-                .load
-                .create_submissions(count, rate, args.api_window)
-                .await?
+    let keep_going = AtomicBool::new(beside.is_some());
+    let produced = async {
+        match source {
+            Source::Events => {
+                bench
+                    .load
+                    .publish_events_while(count, &keep_going, rate, args.publish_window)
+                    .await
+            }
+            Source::Submissions => {
+                bench
+                    .load
+                    .create_submissions(count, rate, args.api_window)
+                    .await
+            }
         }
     };
+    let alongside = async {
+        let Some(work) = beside else {
+            return Ok(());
+        };
+        let done = work.await;
+        keep_going.store(false, Ordering::Relaxed);
+        done
+    };
+    let (expected, alongside) = tokio::join!(produced, alongside);
+    let expected = expected?;
+    alongside?;
     let load = PhaseLoad {
         name,
         source: source.name(),
@@ -505,6 +580,7 @@ async fn cluster_phase(
             Source::Events,
             args.cluster_events,
             None,
+            None,
         )
         .await;
         broker.close().await;
@@ -524,6 +600,175 @@ async fn cluster_phase(
         report.name
     );
     Ok(report)
+}
+
+/// Runs of the lifecycle phase without and with maintenance, alternated (A B A B).
+const LIFECYCLE_RUNS: u32 = 2;
+/// Each maintained run lowers `retention.max_days` by this much, so as many more of the oldest
+/// seeded days are past it.
+const DAYS_DROPPED_PER_RUN: u32 = 3;
+/// The payload retention a tenth of the tenants set before each maintained run.
+const PAYLOAD_RETENTION_DAYS: i32 = 7;
+/// How long a maintained run's load goes before the maintenance starts: the load is at its pace.
+const MAINTENANCE_DELAY: Duration = Duration::from_secs(1);
+
+/// Issue 15: the attempt table with `--lifecycle-rows` attempts over the 30 days before the run's
+/// first day (a partition each), then the events load at half the events max rate, alternately
+/// without maintenance and while a maintenance round (log-ingest's steps, timed one by one) and
+/// an erasure through the api run. Each maintained run has its own work: `retention.max_days`
+/// three days lower than the last (three more partitions past it), another tenth of the tenants
+/// with a 7-day payload retention, another submission (created and delivered just before) to
+/// erase. Its load goes on until the maintenance is done. Afterwards the seeded partitions left
+/// are dropped, so the final check sees only the pipeline's rows.
+async fn lifecycle_phase(
+    deployment: &Deployment,
+    bench: &Bench,
+    args: &Args,
+    started_at: DateTime<Utc>,
+    scenarios: &mut Vec<ScenarioReport>,
+) -> anyhow::Result<LifecycleReport> {
+    let max_rate = scenarios
+        .iter()
+        .find(|scenario| {
+            scenario.source == Source::Events.name()
+                && scenario.target_rate_per_second.is_none()
+                && scenario.completeness.complete
+        })
+        .map(|scenario| scenario.deliveries_per_second)
+        .filter(|rate| *rate > 0.0)
+        .context(
+            "the lifecycle phase is paced at half the events max rate, which did not complete",
+        )?;
+    let pace = Pace {
+        share: 0.5,
+        rate: max_rate * 0.5,
+    };
+    let count = ((args.events as f64 * pace.share) as u64).max(1);
+    let database_url = deployment.database_url.as_str();
+    // Before the run's first day, so no partition holds both seeded and pipeline rows.
+    let end = lifecycle::day_start(started_at);
+    eprintln!(
+        "fp-bench: lifecycle: seeding {} attempts over the {SEEDED_DAYS} days before {end}",
+        args.lifecycle_rows
+    );
+    let seeded = lifecycle::seed_attempts(
+        database_url,
+        &bench.load.tenants,
+        args.lifecycle_rows,
+        end,
+        args.text_bytes,
+    )
+    .await?;
+    let mut maintenance = Vec::new();
+    let mut other_deliveries = 0;
+    for run in 1..=LIFECYCLE_RUNS {
+        let mut plain = load_phase(
+            deployment,
+            bench,
+            args,
+            Source::Events,
+            count,
+            Some(pace),
+            None,
+        )
+        .await?;
+        plain.name = format!("lifecycle {run}: 50 % ({:.0}/s), no maintenance", pace.rate);
+        plain.source = "lifecycle".to_owned();
+        scenarios.push(plain);
+
+        let tenant_index = u64::from(run - 1);
+        let tenant_id = bench
+            .load
+            .tenants
+            .get(usize::try_from(tenant_index)?)
+            .context("the lifecycle phase erases a submission of each of the first tenants")?
+            .id;
+        let submission_id = bench.load.create_submission(tenant_index).await?;
+        other_deliveries += 1;
+        lifecycle::wait_until_delivered(
+            database_url,
+            tenant_id,
+            submission_id,
+            Duration::from_secs(args.timeout_secs),
+        )
+        .await?;
+        lifecycle::set_payload_retention(
+            database_url,
+            bench
+                .load
+                .tenants
+                .iter()
+                .skip(usize::try_from(run - 1)?)
+                .step_by(10)
+                .map(|tenant| tenant.id),
+            PAYLOAD_RETENTION_DAYS,
+        )
+        .await?;
+        let max_days = NonZeroU32::new(SEEDED_DAYS - DAYS_DROPPED_PER_RUN * run)
+            .context("retention past every seeded day")?;
+        let mut steps = Vec::new();
+        let work = async {
+            let began = Instant::now();
+            tokio::time::sleep(MAINTENANCE_DELAY).await;
+            let erasure = async {
+                let from = began.elapsed().as_secs_f64();
+                let erasing = Instant::now();
+                let answer = bench
+                    .load
+                    .erase_submission(tenant_index, submission_id)
+                    .await?;
+                anyhow::Ok(MaintenanceStep {
+                    step: "erasure".to_owned(),
+                    skipped: false,
+                    count: answer["delivery_attempts"].as_u64().unwrap_or(0),
+                    counted: "attempts rewritten".to_owned(),
+                    started_after_seconds: from,
+                    seconds: erasing.elapsed().as_secs_f64(),
+                })
+            };
+            let (round, erasure) = tokio::join!(
+                lifecycle::maintenance_round(database_url, max_days, began),
+                erasure
+            );
+            steps.extend(round?);
+            steps.push(erasure?);
+            Ok(())
+        };
+        let mut maintained = load_phase(
+            deployment,
+            bench,
+            args,
+            Source::Events,
+            count,
+            Some(pace),
+            Some(Box::pin(work)),
+        )
+        .await?;
+        maintained.name = format!(
+            "lifecycle {run}: 50 % ({:.0}/s), maintenance running",
+            pace.rate
+        );
+        maintained.source = "lifecycle".to_owned();
+        scenarios.push(maintained);
+        maintenance.push((usize::try_from(run)?, steps));
+    }
+    let dropped = lifecycle::drop_seeded(database_url, end).await?;
+    eprintln!("fp-bench: lifecycle: dropped the {dropped} seeded partitions retention left");
+    Ok(LifecycleReport {
+        seeded_rows: seeded.rows,
+        seeded_days: SEEDED_DAYS,
+        seeded_tenants: bench.load.tenants.len(),
+        seeding_seconds: seeded.seconds,
+        vacuum_analyze_seconds: seeded.vacuum_seconds,
+        bytes_per_million_attempts: if seeded.rows > 0 {
+            seeded.size.total_bytes as f64 * 1e6 / seeded.rows as f64
+        } else {
+            0.0
+        },
+        seeded_size: seeded.size,
+        maintenance,
+        other_deliveries,
+    })
 }
 
 /// Creates the tenants, their configs and API keys straight in the database (the api's tables,

@@ -5,11 +5,13 @@
 //! - `fp-bench`: the driver. It starts the real services against a fresh database and broker
 //!   namespace ([`deployment`]), drives load through them ([`load`]), measures each phase
 //!   ([`phase`]; CPU and memory from `/proc`, [`proc_stats`]) and the machine's own limits
-//!   ([`limits`]), and writes the figures ([`report`]).
+//!   ([`limits`]), seeds a month of attempts and times the maintenance beside a load
+//!   ([`lifecycle`]), and writes the figures ([`report`]).
 
 pub mod arrivals;
 pub mod deployment;
 pub mod driver;
+pub mod lifecycle;
 pub mod limits;
 pub mod load;
 pub mod phase;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -37,9 +38,14 @@ pub struct LoadTarget {
     pub text: String,
 }
 
-/// Runs `work(index)` for `0..count`, `window` at once, started at `rate` per second when given.
+/// Never set: a load of exactly its count.
+static EXACTLY_COUNT: AtomicBool = AtomicBool::new(false);
+
+/// Runs `work(index)` for `0..count`, and on while `keep_going` is set, `window` at once, started
+/// at `rate` per second when given.
 async fn drive<T, Work, Started>(
     count: u64,
+    keep_going: &AtomicBool,
     rate: Option<f64>,
     window: usize,
     work: Work,
@@ -49,7 +55,10 @@ where
     Started: Future<Output = anyhow::Result<T>>,
 {
     let started = tokio::time::Instant::now();
-    futures_util::stream::iter(0..count)
+    futures_util::stream::iter(0..)
+        .take_while(|index| {
+            std::future::ready(*index < count || keep_going.load(Ordering::Relaxed))
+        })
         .then(|index| async move {
             if let Some(rate) = rate {
                 tokio::time::sleep_until(started + Duration::from_secs_f64(index as f64 / rate))
@@ -81,7 +90,23 @@ impl LoadTarget {
         rate: Option<f64>,
         window: usize,
     ) -> anyhow::Result<HashMap<u128, u64>> {
-        let published = drive(count, rate, window, |index| self.publish_event(index)).await?;
+        self.publish_events_while(count, &EXACTLY_COUNT, rate, window)
+            .await
+    }
+
+    /// [`LoadTarget::publish_events`], and on at the same pace while `keep_going` is set (a load
+    /// that lasts as long as the work beside it).
+    pub async fn publish_events_while(
+        &self,
+        count: u64,
+        keep_going: &AtomicBool,
+        rate: Option<f64>,
+        window: usize,
+    ) -> anyhow::Result<HashMap<u128, u64>> {
+        let published = drive(count, keep_going, rate, window, |index| {
+            self.publish_event(index)
+        })
+        .await?;
         Ok(published.into_iter().collect())
     }
 
@@ -132,7 +157,10 @@ impl LoadTarget {
     ) -> anyhow::Result<HashMap<u128, u64>> {
         let mut conn = fp_store::connect(&self.database_url).await?;
         let outbox_before = last_outbox_id(&mut conn).await?;
-        drive(count, rate, window, |index| self.create_submission(index)).await?;
+        drive(count, &EXACTLY_COUNT, rate, window, |index| {
+            self.create_submission(index)
+        })
+        .await?;
         let written = outbox_events_after(&mut conn, outbox_before).await?;
         if written.len() as u64 != count {
             bail!(
@@ -162,30 +190,71 @@ impl LoadTarget {
             .collect()
     }
 
-    async fn create_submission(&self, index: u64) -> anyhow::Result<()> {
-        let tenant = self.tenant(index)?;
-        let response = self
-            .api_client
-            .post(format!("http://{}/api/v2/submissions", self.api))
-            .bearer_auth(&tenant.api_key)
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(&serde_json::json!({
-                "campaign_id": 1,
-                "star_rating": 4,
-                "text_feedback": self.text,
-                "customer_name": "Bench Customer",
-            }))?)
-            .send()
+    /// Creates a submission of tenant `index` (round-robin) through the api; returns its id.
+    pub async fn create_submission(&self, index: u64) -> anyhow::Result<i64> {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "campaign_id": 1,
+            "star_rating": 4,
+            "text_feedback": self.text,
+            "customer_name": "Bench Customer",
+        }))?;
+        let answer = self
+            .post_as_tenant(index, "/api/v2/submissions", body)
             .await?;
+        let created: Created = serde_json::from_slice(&answer)
+            .context("the api's answer to POST /api/v2/submissions")?;
+        Ok(created.id)
+    }
+
+    /// Erases submission `submission_id` of tenant `index` through
+    /// `POST /api/v2/submissions/{id}/erase`; returns the api's account of what it changed.
+    pub async fn erase_submission(
+        &self,
+        index: u64,
+        submission_id: i64,
+    ) -> anyhow::Result<serde_json::Value> {
+        let answer = self
+            .post_as_tenant(
+                index,
+                &format!("/api/v2/submissions/{submission_id}/erase"),
+                Vec::new(),
+            )
+            .await?;
+        serde_json::from_slice(&answer).context("the api's answer to the erasure")
+    }
+
+    /// POSTs `body` (JSON) to the api's `path` with tenant `index`'s key; fails unless it succeeded.
+    async fn post_as_tenant(
+        &self,
+        index: u64,
+        path: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<bytes::Bytes> {
+        let tenant = self.tenant(index)?;
+        let mut request = self
+            .api_client
+            .post(format!("http://{}{path}", self.api))
+            .bearer_auth(&tenant.api_key);
+        if !body.is_empty() {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        let response = request.send().await?;
         let status = response.status();
         if !status.is_success() {
             bail!(
-                "POST /api/v2/submissions answered {status}: {}",
+                "POST {path} answered {status}: {}",
                 response.text().await.unwrap_or_default()
             );
         }
-        Ok(())
+        Ok(response.bytes().await?)
     }
+}
+
+#[derive(serde::Deserialize)]
+struct Created {
+    id: i64,
 }
 
 async fn last_outbox_id(conn: &mut AsyncPgConnection) -> anyhow::Result<i64> {

@@ -77,7 +77,7 @@ pub struct Ingest {
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioReport {
     pub name: String,
-    /// `events`, `submissions` or `backlog`.
+    /// `events`, `submissions`, `backlog` or `lifecycle` (events beside maintenance, or not).
     pub source: String,
     pub events: u64,
     /// Dispatchers running at the end of the phase.
@@ -132,6 +132,54 @@ pub struct Model {
     pub throughput_share: f64,
 }
 
+/// On-disk size of a set of `delivery_attempts` partitions.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TableSize {
+    pub partitions: usize,
+    /// PostgreSQL's estimate after ANALYZE (`reltuples`).
+    pub estimated_rows: u64,
+    /// `pg_total_relation_size`: heap, TOAST and indexes.
+    pub total_bytes: u64,
+    /// `pg_table_size`: heap and TOAST.
+    pub heap_bytes: u64,
+    /// `pg_indexes_size`.
+    pub index_bytes: u64,
+}
+
+/// One maintenance step of a lifecycle run, or the erasure through the api.
+#[derive(Debug, Clone, Serialize)]
+pub struct MaintenanceStep {
+    /// `partition_create`, `partition_drop`, `payload_clear` (`fp_store::maintenance::Step`) or
+    /// `erasure`.
+    pub step: String,
+    /// Another runner held the step's lock, so it did nothing.
+    pub skipped: bool,
+    pub count: u64,
+    /// What `count` counts: `partitions dropped`, `payloads cleared`, `attempts rewritten`.
+    pub counted: String,
+    /// From the start of the phase's load.
+    pub started_after_seconds: f64,
+    pub seconds: f64,
+}
+
+/// The lifecycle phase: a month of seeded attempts, then the events load at half the max rate
+/// without and with maintenance (the phases themselves are in `scenarios`).
+#[derive(Debug, Clone, Serialize)]
+pub struct LifecycleReport {
+    pub seeded_rows: u64,
+    pub seeded_days: u32,
+    pub seeded_tenants: usize,
+    pub seeding_seconds: f64,
+    pub vacuum_analyze_seconds: f64,
+    pub seeded_size: TableSize,
+    /// `seeded_size.total_bytes` per 1,000,000 seeded attempts.
+    pub bytes_per_million_attempts: f64,
+    /// Per maintained run (1-based), its steps.
+    pub maintenance: Vec<(usize, Vec<MaintenanceStep>)>,
+    /// Deliveries outside the phases' loads: the submissions created to be erased.
+    pub other_deliveries: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RunSettings {
     pub profile: String,
@@ -145,6 +193,8 @@ pub struct RunSettings {
     pub text_bytes: usize,
     pub publish_window: usize,
     pub api_window: usize,
+    /// Attempts seeded for the lifecycle phase; 0 when it did not run.
+    pub lifecycle_rows: u64,
 }
 
 /// Final check of the database against everything published.
@@ -167,6 +217,7 @@ pub struct Report {
     /// The raw limits (empty with `--skip-limits`).
     pub limits: Vec<LimitReport>,
     pub model: Option<Model>,
+    pub lifecycle: Option<LifecycleReport>,
     pub notes: Vec<String>,
 }
 
@@ -318,6 +369,9 @@ impl Report {
                 model.throughput_share * 100.0
             );
         }
+        if let Some(lifecycle) = &self.lifecycle {
+            lifecycle_table(&mut out, lifecycle, &self.scenarios);
+        }
         let check = &self.log_check;
         let _ = writeln!(out);
         let _ = writeln!(
@@ -337,6 +391,74 @@ impl Report {
             let _ = writeln!(out, "note: {note}");
         }
         out
+    }
+}
+
+/// The lifecycle section: seeding and disk, the runs without and with maintenance side by side,
+/// and what each maintenance step took.
+fn lifecycle_table(out: &mut String, lifecycle: &LifecycleReport, scenarios: &[ScenarioReport]) {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let size = &lifecycle.seeded_size;
+    let _ = writeln!(out);
+    let _ = writeln!(out, "== lifecycle ==");
+    let _ = writeln!(
+        out,
+        "  seeded {} attempts over {} days ({} partitions, {} tenants) in {:.1} s ({:.0} rows/s); VACUUM ANALYZE {:.1} s",
+        lifecycle.seeded_rows,
+        lifecycle.seeded_days,
+        size.partitions,
+        lifecycle.seeded_tenants,
+        lifecycle.seeding_seconds,
+        if lifecycle.seeding_seconds > 0.0 {
+            lifecycle.seeded_rows as f64 / lifecycle.seeding_seconds
+        } else {
+            0.0
+        },
+        lifecycle.vacuum_analyze_seconds
+    );
+    let _ = writeln!(
+        out,
+        "  disk: {:.1} MiB ({:.1} heap + TOAST, {:.1} indexes) = {:.1} MiB per million attempts",
+        size.total_bytes as f64 / MIB,
+        size.heap_bytes as f64 / MIB,
+        size.index_bytes as f64 / MIB,
+        lifecycle.bytes_per_million_attempts / MIB
+    );
+    let _ = writeln!(
+        out,
+        "  {:<58} {:>9} {:>12} {:>10} {:>9} {:>9} {:>9}",
+        "run", "deliv./s", "ingest rows/s", "max lag", "tail ms", "p50 ms", "p99 ms"
+    );
+    for scenario in scenarios.iter().filter(|s| s.source == "lifecycle") {
+        let _ = writeln!(
+            out,
+            "  {:<58} {:>9.1} {:>12.1} {:>10} {:>9.0} {:>9.2} {:>9.2}",
+            scenario.name,
+            scenario.deliveries_per_second,
+            scenario.ingest.rows_per_second,
+            scenario.ingest.max_lag_rows,
+            scenario.ingest.tail_lag_ms,
+            scenario.latency.p50_ms,
+            scenario.latency.p99_ms
+        );
+    }
+    for (run, steps) in &lifecycle.maintenance {
+        for step in steps {
+            let _ = writeln!(
+                out,
+                "  run {run} {:<18} {:>10} {:<20} started at {:>7.2} s, took {:>8.3} s{}",
+                step.step,
+                step.count,
+                step.counted,
+                step.started_after_seconds,
+                step.seconds,
+                if step.skipped {
+                    " (SKIPPED: lock held)"
+                } else {
+                    ""
+                }
+            );
+        }
     }
 }
 

@@ -23,3 +23,62 @@ fn the_bench_harness_delivers_and_logs_every_event_at_a_tiny_load() {
         "{stdout}"
     );
 }
+
+/// The lifecycle phase (issue 15) at a tiny size: 3,000 attempts seeded over 30 days, then the
+/// events load without and with maintenance twice. Each maintained run drops the three oldest days
+/// left (retention 27 days, then 24) and erases one submission through the api; the final check
+/// (every pipeline row present, the seeded ones gone) must pass.
+#[test]
+fn the_lifecycle_phase_drops_partitions_and_erases_under_load_at_a_tiny_size() {
+    let output = Command::new(env!("CARGO_BIN_EXE_fp-bench"))
+        .args([
+            "--smoke",
+            "--profile",
+            "debug",
+            "--timeout-secs",
+            "120",
+            "--lifecycle",
+            "--submissions",
+            "0",
+            "--backlog-events",
+            "0",
+            "--scale-out-dispatchers",
+            "0",
+            "--skip-limits",
+            "--skip-paced",
+        ])
+        .output()
+        .expect("fp-bench starts");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "fp-bench --smoke --lifecycle failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(
+        stdout.contains("seeded 3000 attempts over 30 days"),
+        "{stdout}"
+    );
+    // Three days past the retention each time; four when the run crossed midnight (UTC) between
+    // seeding and the drop.
+    for run in ["run 1", "run 2"] {
+        assert!(
+            (3..=4).contains(&step_count(&stdout, run, "partition_drop")),
+            "{stdout}"
+        );
+        assert!(step_count(&stdout, run, "erasure") >= 1, "{stdout}");
+    }
+}
+
+/// The count of a maintenance step's line in the lifecycle table (`run 1 partition_drop  3 ...`).
+fn step_count(stdout: &str, run: &str, step: &str) -> u64 {
+    stdout
+        .lines()
+        .find_map(|line| {
+            let rest = line.trim_start().strip_prefix(run)?.trim_start();
+            let rest = rest.strip_prefix(step)?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no `{run} {step}` line with a count:\n{stdout}"))
+}
