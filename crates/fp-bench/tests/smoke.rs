@@ -4,19 +4,27 @@
 
 use std::process::Command;
 
-#[test]
-fn the_bench_harness_delivers_and_logs_every_event_at_a_tiny_load() {
+/// Runs `fp-bench --smoke --profile debug --timeout-secs 120` with `more` arguments; its stdout
+/// once it succeeded.
+fn smoke_run(more: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_fp-bench"))
         .args(["--smoke", "--profile", "debug", "--timeout-secs", "120"])
+        .args(more)
         .output()
         .expect("fp-bench starts");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "fp-bench --smoke failed ({}):\n{stdout}\n{stderr}",
+        "fp-bench --smoke {more:?} failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
+    stdout
+}
+
+#[test]
+fn the_bench_harness_delivers_and_logs_every_event_at_a_tiny_load() {
+    let stdout = smoke_run(&[]);
     // Events 200 + 100 + 50 paced, submissions 100 + 50 + 25 paced, scale-out 200, backlog 300.
     assert!(
         stdout.contains("database: 1025 rows, 1025 distinct deliveries, 1025 answered 200"),
@@ -30,32 +38,17 @@ fn the_bench_harness_delivers_and_logs_every_event_at_a_tiny_load() {
 /// (every pipeline row present, the seeded ones gone) must pass.
 #[test]
 fn the_lifecycle_phase_drops_partitions_and_erases_under_load_at_a_tiny_size() {
-    let output = Command::new(env!("CARGO_BIN_EXE_fp-bench"))
-        .args([
-            "--smoke",
-            "--profile",
-            "debug",
-            "--timeout-secs",
-            "120",
-            "--lifecycle",
-            "--submissions",
-            "0",
-            "--backlog-events",
-            "0",
-            "--scale-out-dispatchers",
-            "0",
-            "--skip-limits",
-            "--skip-paced",
-        ])
-        .output()
-        .expect("fp-bench starts");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "fp-bench --smoke --lifecycle failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
+    let stdout = smoke_run(&[
+        "--lifecycle",
+        "--submissions",
+        "0",
+        "--backlog-events",
+        "0",
+        "--scale-out-dispatchers",
+        "0",
+        "--skip-limits",
+        "--skip-paced",
+    ]);
     assert!(
         stdout.contains("seeded 3000 attempts over 30 days"),
         "{stdout}"
