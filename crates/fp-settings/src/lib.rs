@@ -5,7 +5,7 @@
 //! `FP_CONFIG_DIR`, default `config`), then environment variables `FP__<SECTION>__<KEY>`.
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 
 use config::{Config, Environment, File, FileFormat};
@@ -132,6 +132,13 @@ pub struct ApiSettings {
     /// `/healthz`, `/readyz` and `/metrics`, apart from the public `listen`.
     pub health_listen: SocketAddr,
     pub outbox_poll_interval_ms: u64,
+    /// Outbox relay loops side by side, so one batch is claimed and published while another's
+    /// confirms and commit are still pending.
+    pub outbox_relay_pipelines: NonZeroUsize,
+    /// Most new submissions committed in one transaction (group commit).
+    pub submission_batch_max: NonZeroUsize,
+    /// Tasks committing those batches, each one transaction at a time.
+    pub submission_writers: NonZeroUsize,
     #[serde(rename = "disable_failing_endpoints_after")]
     disable_failing_endpoints_after_raw: String,
     #[serde(skip)]
@@ -158,6 +165,14 @@ pub struct ApiSettings {
     #[serde(skip)]
     pub trusted_proxies: Vec<Cidr>,
     pub rate_limits: TenantRateLimits,
+    /// Live API keys each api process keeps in memory; 0: none, every request asks the database.
+    pub key_cache_capacity: u64,
+    #[serde(rename = "key_cache_ttl")]
+    key_cache_ttl_raw: String,
+    /// How long a cached key is trusted at most. Revocations evict at once (PostgreSQL notifies
+    /// every api); this only bounds a notification that got lost.
+    #[serde(skip)]
+    pub key_cache_ttl: Duration,
 }
 
 /// Per-tenant limits of the actions that make the platform send requests on a tenant's word,
@@ -373,6 +388,7 @@ impl Settings {
             })?;
         settings.api.secret_rotation_grace = settings.api.rotation_grace()?;
         settings.api.resolve_sessions()?;
+        settings.api.key_cache_ttl = settings.api.parse_key_cache_ttl()?;
         settings.notifications.resolve()?;
         settings.dashboard.trusted_proxies = parse_cidrs(
             "dashboard.trusted_proxies",
@@ -394,6 +410,21 @@ impl ApiSettings {
             })
     }
 }
+
+impl ApiSettings {
+    fn parse_key_cache_ttl(&self) -> Result<Duration, SettingsError> {
+        let raw = &self.key_cache_ttl_raw;
+        parse_duration(raw)
+            .filter(|ttl| *ttl <= MAX_KEY_CACHE_TTL)
+            .ok_or_else(|| SettingsError::Invalid {
+                key: "api.key_cache_ttl",
+                reason: format!("`{raw}` is not a duration from 1ms to 1d, such as 5m"),
+            })
+    }
+}
+
+/// A cached key outliving a lost notification by more than a day is a typo, not a wish.
+const MAX_KEY_CACHE_TTL: Duration = Duration::from_secs(86_400);
 
 impl ApiSettings {
     /// Parses the session timeouts and the trusted proxies, naming the key in any error.
@@ -642,6 +673,18 @@ mod tests {
     }
 
     #[test]
+    fn submission_batches_have_defaults_and_refuse_zero() {
+        let api = with_environment(&[]).expect("defaults fit the types").api;
+        assert_eq!(api.submission_batch_max.get(), 64);
+        assert_eq!(api.submission_writers.get(), 2);
+        for key in ["submission_batch_max", "submission_writers"] {
+            let variable = format!("FP__API__{}", key.to_uppercase());
+            let error = with_environment(&[(variable.as_str(), "0")]).expect_err("zero");
+            assert!(error.to_string().contains(key), "{error}");
+        }
+    }
+
+    #[test]
     fn quorum_group_size_is_unset_by_default_and_read_from_the_environment() {
         let defaults = Config::builder()
             .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
@@ -760,6 +803,33 @@ mod tests {
         }
         api.secret_rotation_grace_raw = "3s".into();
         assert_eq!(api.rotation_grace().expect("valid"), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn the_key_cache_holds_10000_keys_for_5_minutes_by_default() {
+        let mut api = with_environment(&[]).expect("defaults").api;
+        assert_eq!(api.key_cache_capacity, 10_000);
+        assert_eq!(
+            api.parse_key_cache_ttl().expect("valid default"),
+            Duration::from_secs(5 * 60)
+        );
+        for bad in ["0s", "5", "2d", "soon"] {
+            api.key_cache_ttl_raw = bad.into();
+            let error = api.parse_key_cache_ttl().expect_err(bad);
+            assert!(error.to_string().contains("api.key_cache_ttl"), "{error}");
+        }
+        let off = with_environment(&[
+            ("FP__API__KEY_CACHE_CAPACITY", "0"),
+            ("FP__API__KEY_CACHE_TTL", "1h"),
+        ])
+        .expect("valid")
+        .api;
+        assert_eq!(off.key_cache_capacity, 0);
+        assert_eq!(
+            off.parse_key_cache_ttl().expect("valid"),
+            Duration::from_secs(3600)
+        );
+        assert!(with_environment(&[("FP__API__KEY_CACHE_CAPACITY", "-1")]).is_err());
     }
 
     fn secrets_with(raw: &str) -> SecretsSettings {

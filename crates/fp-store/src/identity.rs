@@ -171,12 +171,13 @@ pub async fn create_tenant_api_key_within_limit(
 }
 
 /// Revokes one of the owner's keys (a no-op if it already is). `None` when the owner has no key
-/// with that id, so another tenant's key looks exactly like a key that does not exist.
+/// with that id, so another tenant's key looks exactly like a key that does not exist. The key
+/// comes with its hash, which names it in the api's key cache.
 pub async fn revoke_api_key(
     conn: &mut AsyncPgConnection,
     owner: KeyOwner,
     key_id: Uuid,
-) -> Result<Option<ApiKeyRow>, StoreError> {
+) -> Result<Option<(ApiKeyRow, Vec<u8>)>, StoreError> {
     Ok(diesel::update(
         api_keys::table
             .filter(api_keys::id.eq(key_id))
@@ -185,7 +186,7 @@ pub async fn revoke_api_key(
     .set(api_keys::revoked_at.eq(diesel::dsl::sql::<
         diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
     >("COALESCE(revoked_at, now())")))
-    .returning(ApiKeyRow::as_returning())
+    .returning((ApiKeyRow::as_returning(), api_keys::key_hash))
     .get_result(conn)
     .await
     .optional()?)

@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Timestamptz};
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::sql_types::{Array, BigInt, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -14,6 +16,9 @@ use crate::schema::outbox;
 
 #[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = outbox)]
+// `None` binds NULL (the column's default anyway) rather than writing `DEFAULT`: diesel never
+// caches the prepared statement of an insert that may write `DEFAULT`.
+#[diesel(treat_none_as_default_value = false)]
 pub struct NewOutboxEvent {
     pub event_id: Uuid,
     pub tenant_id: Uuid,
@@ -50,6 +55,22 @@ pub async fn insert(
     Ok(())
 }
 
+/// Inserts `events` in one statement.
+pub async fn insert_many(
+    conn: &mut AsyncPgConnection,
+    events: &[NewOutboxEvent],
+) -> Result<(), StoreError> {
+    // An empty batch would be an INSERT of one row of defaults.
+    if events.is_empty() {
+        return Ok(());
+    }
+    diesel::insert_into(outbox::table)
+        .values(events)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// The oldest unpublished events, locked so that several relays never publish the same row at the
 /// same time. Call inside a transaction and mark them before it commits.
 pub async fn claim_unpublished(
@@ -68,11 +89,37 @@ pub async fn claim_unpublished(
 }
 
 pub async fn mark_published(conn: &mut AsyncPgConnection, ids: &[i64]) -> Result<(), StoreError> {
-    diesel::update(outbox::table.filter(outbox::id.eq_any(ids)))
-        .set(outbox::published_at.eq(Utc::now()))
-        .execute(conn)
-        .await?;
+    MarkPublished {
+        ids,
+        at: Utc::now(),
+    }
+    .execute(conn)
+    .await?;
     Ok(())
+}
+
+/// `UPDATE outbox SET published_at = $1 WHERE id = ANY($2)`, written out because diesel never
+/// caches the prepared statement of an `update()`: this one runs once per relay batch, so it is
+/// parsed once per connection instead.
+struct MarkPublished<'a> {
+    ids: &'a [i64],
+    at: DateTime<Utc>,
+}
+
+impl QueryId for MarkPublished<'_> {
+    type QueryId = MarkPublished<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl QueryFragment<Pg> for MarkPublished<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("UPDATE outbox SET published_at = ");
+        out.push_bind_param::<Timestamptz, _>(&self.at)?;
+        out.push_sql(" WHERE id = ANY(");
+        out.push_bind_param::<Array<BigInt>, _>(self.ids)?;
+        out.push_sql(")");
+        Ok(())
+    }
 }
 
 /// How many rows wait to be published, and when the oldest of them was committed.

@@ -34,15 +34,24 @@ pub struct NewSubmission<'a> {
     pub status: &'a str,
 }
 
-pub async fn insert(
+/// Inserts `new` in one statement; returns the rows in the order of `new`.
+pub async fn insert_many(
     conn: &mut AsyncPgConnection,
-    new: &NewSubmission<'_>,
-) -> Result<SubmissionRow, StoreError> {
-    Ok(diesel::insert_into(submissions::table)
+    new: &[NewSubmission<'_>],
+) -> Result<Vec<SubmissionRow>, StoreError> {
+    // An empty batch would be an INSERT of one row of defaults.
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut rows = diesel::insert_into(submissions::table)
         .values(new)
         .returning(SubmissionRow::as_returning())
-        .get_result(conn)
-        .await?)
+        .get_results(conn)
+        .await?;
+    // The ids come from one sequence, drawn row by row in the order of VALUES, so id order is
+    // input order; PostgreSQL does not promise that RETURNING lists the rows in that order.
+    rows.sort_unstable_by_key(|row| row.id);
+    Ok(rows)
 }
 
 /// The tenant's submission, locked until the transaction ends so concurrent status changes

@@ -178,6 +178,10 @@ fn describe() {
         "fp_api_outbox_oldest_age_seconds",
         "Age of the oldest unpublished outbox row, 0 when none (sampled)"
     );
+    describe_histogram!(
+        "fp_api_submission_batch_size",
+        "New submissions per batch a writer commits together (group commit)"
+    );
     describe_counter!(
         "fp_api_outbox_published_total",
         "Outbox rows published (broker-confirmed) by the relay"
@@ -270,6 +274,14 @@ fn describe() {
     describe_counter!(
         "fp_db_pool_timeouts_total",
         "Database connection requests that failed (pool timeout or connect error)"
+    );
+    describe_counter!(
+        "fp_api_key_cache_hits_total",
+        "API keys the api resolved from its in-process cache"
+    );
+    describe_counter!(
+        "fp_api_key_cache_misses_total",
+        "API keys the api looked up in the database (not cached, cache off, or bypassed while its revocation listener is down)"
     );
     describe_counter!(
         "fp_api_failed_logins_total",

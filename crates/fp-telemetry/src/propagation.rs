@@ -81,6 +81,12 @@ impl StoredContext {
             tracestate: headers.remove(TRACESTATE).unwrap_or_default(),
         }
     }
+
+    /// The trace id (32 hex digits), for log lines; empty when there is no context.
+    pub fn trace_id(&self) -> &str {
+        // The propagator writes `<version>-<trace id>-<span id>-<flags>`.
+        self.traceparent.split('-').nth(1).unwrap_or_default()
+    }
 }
 
 /// The context stored `traceparent` and `tracestate` values name (empty when the traceparent is
@@ -152,6 +158,11 @@ mod tests {
             StoredContext::of_context(&stored_context(traceparent, "")).tracestate,
             ""
         );
+        assert_eq!(
+            StoredContext::of_context(&context).trace_id(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
+        assert_eq!(StoredContext::of_context(&Context::new()).trace_id(), "");
     }
 
     #[test]

@@ -219,6 +219,24 @@ impl TenantApi {
         })
     }
 
+    /// The same tenant with another of its keys.
+    pub fn with_key(&self, key: &str) -> Self {
+        TenantApi {
+            base: self.base.clone(),
+            key: key.to_owned(),
+            tenant_id: self.tenant_id.clone(),
+            http: self.http.clone(),
+        }
+    }
+
+    /// The same tenant and key at another api process (`api`), e.g. a second instance.
+    pub fn on(&self, api: SocketAddr) -> Self {
+        TenantApi {
+            base: format!("http://{api}"),
+            ..self.with_key(&self.key)
+        }
+    }
+
     /// A superadmin key from `fpctl key create --superadmin`, for the api `self` calls; its
     /// `tenant_id` is empty.
     pub async fn superadmin(&self, env: &TestEnvironment) -> anyhow::Result<Self> {

@@ -10,15 +10,6 @@ use fp_testkit::sessions::{UserApi, create_user};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-fn with_key(api: &TenantApi, key: &str) -> TenantApi {
-    TenantApi {
-        base: api.base.clone(),
-        key: key.to_owned(),
-        tenant_id: api.tenant_id.clone(),
-        http: api.http.clone(),
-    }
-}
-
 async fn config_status(api: &TenantApi) -> anyhow::Result<u16> {
     Ok(api
         .send(reqwest::Method::GET, "/api/v2/webhooks/config", None)
@@ -45,7 +36,7 @@ async fn keys_are_issued_listed_and_revoked_per_tenant() -> anyhow::Result<()> {
     let second_key = created["key"].as_str().context("key")?.to_owned();
     assert!(second_key.starts_with("fpk_") && second_key.len() == 68);
     assert_eq!(created["prefix"], &second_key[..8]);
-    let second = with_key(&alice, &second_key);
+    let second = alice.with_key(&second_key);
     assert_eq!(
         config_status(&second).await?,
         404,
@@ -117,7 +108,7 @@ async fn keys_are_issued_listed_and_revoked_per_tenant() -> anyhow::Result<()> {
         &env.fpctl(&["key", "create", "--tenant", &bob.tenant_id, "--name", "ci"])
             .await?,
     )?;
-    let bob_ci = with_key(&bob, issued["api_key"].as_str().context("api_key")?);
+    let bob_ci = bob.with_key(issued["api_key"].as_str().context("api_key")?);
     assert_eq!(config_status(&bob_ci).await?, 404);
     let listed = env
         .fpctl(&["key", "list", "--tenant", &bob.tenant_id])

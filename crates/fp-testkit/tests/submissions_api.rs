@@ -1,11 +1,18 @@
 //! Submissions and config lifecycle through the api: reading one and a list, paging, tenant
-//! isolation, no event for a status that did not change, and deleting the config.
+//! isolation, no event for a status that did not change, and deleting the config. New
+//! submissions are committed in batches: a batch insert keeps its input's order, and many
+//! concurrent submissions each get their own row and exactly one event.
+
+use std::collections::BTreeSet;
 
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
+use fp_store::submissions::NewSubmission;
 use fp_testkit::environment::TestEnvironment;
-use fp_testkit::pipeline::{TenantApi, start_api};
+use fp_testkit::pipeline::{TenantApi, metric, start_api, start_api_with_health};
+use futures_util::future::try_join_all;
 use reqwest::Method;
+use uuid::Uuid;
 
 #[derive(QueryableByName)]
 struct Count {
@@ -111,4 +118,92 @@ async fn submissions_are_read_paged_and_kept_to_their_tenant() -> anyhow::Result
     assert_eq!(status, 404);
 
     env.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_insert_returns_its_rows_in_input_order() -> anyhow::Result<()> {
+    let env = TestEnvironment::new("subs_batch").await?;
+    let outcome = async {
+        let mut conn = fp_store::connect(&env.database_url).await?;
+        let tenant_id = Uuid::new_v4();
+        fp_store::identity::create_tenant(&mut conn, tenant_id, "Batch").await?;
+        let texts: Vec<String> = (0..50).map(|n| format!("feedback {n}")).collect();
+        let new: Vec<NewSubmission<'_>> = texts
+            .iter()
+            .map(|text| NewSubmission {
+                tenant_id,
+                campaign_id: 1,
+                star_rating: 3,
+                text_feedback: text,
+                customer_name: None,
+                status: "pending",
+            })
+            .collect();
+        let rows = fp_store::submissions::insert_many(&mut conn, &new).await?;
+        assert_eq!(
+            rows.iter()
+                .map(|row| &row.text_feedback)
+                .collect::<Vec<_>>(),
+            texts.iter().collect::<Vec<_>>()
+        );
+        assert!(
+            rows.windows(2).all(|pair| pair[0].id < pair[1].id),
+            "ids not ascending"
+        );
+        Ok(())
+    }
+    .await;
+    env.finish_after(outcome).await
+}
+
+#[derive(QueryableByName)]
+struct EventsOf {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    submission_id: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    events: i64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submissions_each_get_a_row_and_one_event() -> anyhow::Result<()> {
+    let mut env = TestEnvironment::new("subs_concurrent").await?;
+    let outcome = async {
+        let (api_address, health) = start_api_with_health(&mut env).await?;
+        let alice = TenantApi::create(&env, api_address, "Alice").await?;
+        let ids = try_join_all((0..100).map(|n| {
+            let alice = &alice;
+            async move { alice.submit(&format!("at once {n}"), None).await }
+        }))
+        .await?;
+        let distinct: BTreeSet<i64> = ids.iter().copied().collect();
+        assert_eq!(distinct.len(), ids.len(), "{ids:?}");
+
+        let mut conn = fp_store::connect(&env.database_url).await?;
+        let events: Vec<EventsOf> = diesel::sql_query(
+            "SELECT submission_id, count(*) AS events FROM outbox \
+             WHERE event_type = 'submission.created' AND tenant_id = $1 \
+             GROUP BY submission_id",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(alice.tenant_id.parse::<Uuid>()?)
+        .load(&mut conn)
+        .await?;
+        assert!(
+            events.iter().all(|of| of.events == 1),
+            "a submission has more than one event"
+        );
+        let announced: BTreeSet<i64> = events.iter().map(|of| of.submission_id).collect();
+        assert_eq!(announced, distinct);
+        // Every one was committed by a writer, in however many batches.
+        assert_eq!(
+            metric(health, "fp_api_submission_batch_size_sum").await?,
+            100
+        );
+        eprintln!(
+            "100 submissions in {} batches",
+            metric(health, "fp_api_submission_batch_size_count").await?
+        );
+        Ok(())
+    }
+    .await;
+    env.finish_after(outcome).await
 }

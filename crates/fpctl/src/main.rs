@@ -357,7 +357,8 @@ async fn manage_keys(settings: &Settings, command: KeyCommand) -> anyhow::Result
             }
         }
         KeyCommand::Revoke { owner, id } => {
-            let Some(key) = identity::revoke_api_key(&mut conn, owner.owner(), id).await? else {
+            let Some((key, _)) = identity::revoke_api_key(&mut conn, owner.owner(), id).await?
+            else {
                 bail!("no such key for this owner: {id}");
             };
             println!("{}", key_json(&key));

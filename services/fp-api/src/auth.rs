@@ -5,7 +5,8 @@
 //! dashboard session only: the user's own sessions and password). A missing or unknown credential
 //! is a 401; a live one of the wrong kind or role is a 403. Dashboard sessions
 //! (`Authorization: Session <token>`) are rows of `user_sessions`, looked up by the token's hash
-//! and marked used on every call; they act with their user's role.
+//! and marked used on every call; they act with their user's role. API keys are resolved through
+//! the [`crate::key_cache`], which revocations empty at once.
 
 use std::future::{Ready, ready};
 
@@ -20,6 +21,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::key_cache::{LiveKey, Lookup};
 
 /// A tenant admin's key or session: the tenant every query of the request is scoped to.
 pub struct AuthenticatedTenant(pub Uuid);
@@ -96,15 +98,12 @@ async fn owner_of_credential(
     state: &AppState,
     credential: Credential,
 ) -> Result<Option<(KeyOwner, Requester, Option<SignedInUser>)>, ApiError> {
-    let mut conn = state.pool.get().await.map_err(fp_store::StoreError::from)?;
     match credential {
-        Credential::ApiKey(key) => {
-            let hash = fp_domain::api_key::hash_key(&key);
-            Ok(identity::live_key_by_hash(&mut conn, &hash)
-                .await?
-                .map(|key| (key.owner(), Requester::ApiKey(key.id), None)))
-        }
+        Credential::ApiKey(key) => Ok(live_key(state, &key)
+            .await?
+            .map(|key| (key.owner, Requester::ApiKey(key.key_id), None))),
         Credential::Session(token) => {
+            let mut conn = state.pool.get().await.map_err(fp_store::StoreError::from)?;
             let now = chrono::Utc::now();
             let live = state.session_timeouts.live_since(now);
             // Marks the session used, which keeps it from its idle timeout.
@@ -121,6 +120,27 @@ async fn owner_of_credential(
                 }))
         }
     }
+}
+
+/// The live key `key` is, from the key cache or else the database (whose answer is cached).
+async fn live_key(state: &AppState, key: &str) -> Result<Option<LiveKey>, ApiError> {
+    let hash = fp_domain::api_key::hash_key(key);
+    let ticket = match state.key_cache.lookup(&hash) {
+        Lookup::Hit(live) => return Ok(Some(live)),
+        Lookup::Miss(ticket) => ticket,
+    };
+    let mut conn = state.pool.get().await.map_err(fp_store::StoreError::from)?;
+    let Some(row) = identity::live_key_by_hash(&mut conn, &hash).await? else {
+        return Ok(None);
+    };
+    let live = LiveKey {
+        owner: row.owner(),
+        key_id: row.id,
+    };
+    if let Some(ticket) = ticket {
+        state.key_cache.insert(ticket, hash, live);
+    }
+    Ok(Some(live))
 }
 
 /// The owner [`authenticate`] found; a route outside its scope has none, which is a 401 too.

@@ -86,6 +86,13 @@ pub const RETRY_AFTER_SECONDS: u32 = 5;
 
 impl From<fp_store::StoreError> for ApiError {
     fn from(error: fp_store::StoreError) -> Self {
+        Self::from(std::sync::Arc::new(error))
+    }
+}
+
+/// A failure shared by several requests (a batch of submissions committed together).
+impl From<std::sync::Arc<fp_store::StoreError>> for ApiError {
+    fn from(error: std::sync::Arc<fp_store::StoreError>) -> Self {
         if error.is_unreachable() {
             tracing::warn!(%error, "database unreachable");
             return ApiError::Unavailable(

@@ -6,6 +6,7 @@ mod auth;
 mod endpoint_health;
 mod error;
 mod json_body;
+mod key_cache;
 mod login_throttle;
 mod maintenance;
 mod metrics;
@@ -16,6 +17,7 @@ mod password;
 mod rate_limit;
 mod request_id;
 mod routes;
+mod submission_writer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +44,10 @@ pub(crate) struct AppState {
     pub resolver: Arc<PinningResolver>,
     /// Wakes the relay right after an outbox row commits, so events leave without waiting a poll.
     pub outbox_wakeup: Arc<Notify>,
+    /// Where new submissions go to be committed in batches.
+    pub submissions: submission_writer::SubmissionQueue,
+    /// Live API keys, emptied of each key as it is revoked (by any api process).
+    pub key_cache: Arc<key_cache::KeyCache>,
     /// Seals webhook secrets before they are stored.
     pub master_key: MasterKey,
     /// When dashboard sessions end.
@@ -127,11 +133,23 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .context("fp-api cannot start")?;
     let resolver = Arc::new(PinningResolver::new(lookup, policy.clone()));
     let rng = ring::rand::SystemRandom::new();
+    let outbox_wakeup = Arc::new(Notify::new());
+    let (submissions, submission_writer) = submission_writer::queue(
+        pool.clone(),
+        outbox_wakeup.clone(),
+        settings.api.submission_batch_max,
+        settings.api.submission_writers,
+    );
     let state = AppState {
         pool: pool.clone(),
         policy,
         resolver,
-        outbox_wakeup: Arc::new(Notify::new()),
+        outbox_wakeup,
+        submissions,
+        key_cache: Arc::new(key_cache::KeyCache::new(
+            settings.api.key_cache_capacity,
+            settings.api.key_cache_ttl,
+        )),
         master_key,
         session_timeouts: session_timeouts(&settings)?,
         trusted_proxies: Arc::new(settings.api.trusted_proxies.clone()),
@@ -154,8 +172,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         exchange: broker.names.events_exchange.clone(),
         wakeup: state.outbox_wakeup.clone(),
         poll_interval: Duration::from_millis(settings.api.outbox_poll_interval_ms),
+        pipelines: settings.api.outbox_relay_pipelines,
     };
     let relay_task = tokio::spawn(relay.run(stopping.clone()));
+    let key_revocations_task = state.key_cache.is_enabled().then(|| {
+        tokio::spawn(key_cache::listen(
+            state.key_cache.clone(),
+            settings.database.url.clone(),
+            stop.subscribe(),
+        ))
+    });
+    let writer_tasks = submission_writer.spawn(settings.api.submission_writers, stop.subscribe());
     let health_consumer = broker.consume(
         &broker.names.endpoint_health_queue,
         &format!("fp-api-{}", std::process::id()),
@@ -223,10 +250,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // recorder its report, then both end.
     let _ = stop.send(true);
     let background = async {
+        // Submissions still queued are written first.
+        for writer_task in writer_tasks {
+            let _ = writer_task.await;
+        }
         let _ = relay_task.await;
         let _ = health_task.await;
         let _ = sampler_task.await;
         let _ = maintenance_task.await;
+        if let Some(key_revocations_task) = key_revocations_task {
+            let _ = key_revocations_task.await;
+        }
         if let Some(notifier_task) = notifier_task {
             let _ = notifier_task.await;
         }

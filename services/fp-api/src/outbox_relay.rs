@@ -2,8 +2,11 @@
 //!
 //! A row is marked only after the broker confirmed every message of its batch; if publishing or the
 //! commit fails, the rows stay unmarked and go out again (at least once; receivers deduplicate on the
-//! delivery id). `FOR UPDATE SKIP LOCKED` lets several api instances relay side by side.
+//! delivery id). `FOR UPDATE SKIP LOCKED` keeps batches disjoint, so several loops of one api (its
+//! pipelines) and several api instances relay side by side: one loop claims and publishes the next
+//! batch while another waits for its confirms and commit.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,18 +14,23 @@ use fp_broker::{Broker, BrokerError, OutgoingMessage, Publisher};
 use fp_contracts::EventMessage;
 use fp_store::outbox::{self, PendingEvent};
 use fp_store::{AsyncConnection, PgPool, StoreError};
-use futures_util::future::try_join_all;
+use futures_util::future::{join_all, try_join_all};
 use tokio::sync::{Notify, watch};
 
-const BATCH_SIZE: i64 = 200;
+/// Rows a batch claims: enough to keep confirms streaming, few enough that a failed batch (sent
+/// again in full) and its row locks stay small.
+const BATCH_SIZE: i64 = 500;
 
 pub struct OutboxRelay {
     pub pool: PgPool,
     pub broker: Broker,
     pub publisher: Publisher,
     pub exchange: String,
+    /// Notified after each outbox commit; a notification with no loop waiting is kept for the next.
     pub wakeup: Arc<Notify>,
     pub poll_interval: Duration,
+    /// Relay loops running side by side, each with its own connection and transaction.
+    pub pipelines: NonZeroUsize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +48,13 @@ impl From<fp_store::DieselError> for RelayError {
 }
 
 impl OutboxRelay {
-    /// Relays until `stop` turns true; a batch under way is finished first.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    /// Relays with [`OutboxRelay::pipelines`] loops until `stop` turns true; each finishes the
+    /// batch it has under way first.
+    pub async fn run(self, stop: watch::Receiver<bool>) {
+        join_all((0..self.pipelines.get()).map(|_| self.relay_loop(stop.clone()))).await;
+    }
+
+    async fn relay_loop(&self, mut stop: watch::Receiver<bool>) {
         let mut failures: u32 = 0;
         while !*stop.borrow() {
             // While the broker is away nothing is claimed: events wait in the outbox, and the
@@ -86,6 +99,11 @@ impl OutboxRelay {
                 let pending = outbox::claim_unpublished(conn, BATCH_SIZE).await?;
                 if pending.is_empty() {
                     return Ok(0);
+                }
+                // More are probably waiting: another loop claims them while this batch's
+                // confirms come in (or, all busy, the first to finish does).
+                if pending.len() as i64 == BATCH_SIZE {
+                    self.wakeup.notify_one();
                 }
                 try_join_all(pending.iter().map(|event| self.publish(event))).await?;
                 let ids: Vec<i64> = pending.iter().map(|event| event.id).collect();

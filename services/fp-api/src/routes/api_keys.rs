@@ -152,9 +152,11 @@ pub async fn revoke(
 ) -> Result<HttpResponse, ApiError> {
     let key_id = uuid_in_path(&path, "api key")?;
     let mut conn = state.pool.get().await.map_err(StoreError::from)?;
-    let key = identity::revoke_api_key(&mut conn, KeyOwner::Tenant(tenant_id), key_id)
+    let (key, key_hash) = identity::revoke_api_key(&mut conn, KeyOwner::Tenant(tenant_id), key_id)
         .await?
         .ok_or(ApiError::NotFound("api key"))?;
+    // Here at once; the other api processes hear of it from PostgreSQL, as this one does too.
+    state.key_cache.revoked(&key_hash);
     tracing::info!(%tenant_id, key_id = %key.id, "api key revoked");
     Ok(HttpResponse::Ok().json(KeySummary::from(key)))
 }

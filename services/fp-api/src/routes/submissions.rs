@@ -1,14 +1,16 @@
 //! `POST /api/v2/submissions` and `PATCH /api/v2/submissions/{id}`.
 //!
 //! Each write commits the submission and the outbox row of its event in one transaction, so an
-//! event exists exactly when its change does.
+//! event exists exactly when its change does. New submissions are committed in batches by
+//! [`crate::submission_writer`].
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use fp_domain::{Change, Event, Submission, SubmissionStatus};
 use fp_store::outbox::NewOutboxEvent;
-use fp_store::submissions::{self, NewSubmission, SubmissionRow};
+use fp_store::submissions::{self, SubmissionRow};
 use fp_store::{AsyncConnection, StoreError};
+use fp_telemetry::propagation::StoredContext;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -16,6 +18,7 @@ use crate::AppState;
 use crate::auth::AuthenticatedTenant;
 use crate::error::{ApiError, ErrorBody};
 use crate::json_body::JsonBody;
+use crate::submission_writer::PendingSubmission;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -94,9 +97,24 @@ fn diesel_error(message: String) -> fp_store::DieselError {
     fp_store::DieselError::DeserializationError(message.into())
 }
 
-/// The outbox row announcing `change`. It stores the context of the request's span, so the event
-/// continues the caller's trace through every service.
+/// The outbox row announcing `change`, recorded by the request being served: it stores the
+/// context of the request's span, so the event continues the caller's trace through every service.
 pub(super) fn outbox_event(
+    tenant_id: Uuid,
+    occurred_at: DateTime<Utc>,
+    change: Change,
+) -> NewOutboxEvent {
+    outbox_event_in(
+        StoredContext::of_span(&tracing::Span::current()),
+        tenant_id,
+        occurred_at,
+        change,
+    )
+}
+
+/// The outbox row announcing `change`, recorded by the request whose trace context is `trace`.
+fn outbox_event_in(
+    trace: StoredContext,
     tenant_id: Uuid,
     occurred_at: DateTime<Utc>,
     change: Change,
@@ -107,9 +125,7 @@ pub(super) fn outbox_event(
         occurred_at,
         change,
     };
-    let span = tracing::Span::current();
-    tracing::info!(event_id = %event.id, trace_id = %fp_telemetry::propagation::trace_id(&span), event_type = %event.event_type(), "event recorded");
-    let trace = fp_telemetry::propagation::StoredContext::of_span(&span);
+    tracing::info!(event_id = %event.id, trace_id = %trace.trace_id(), event_type = %event.event_type(), "event recorded");
     NewOutboxEvent {
         event_id: event.id,
         tenant_id,
@@ -119,6 +135,23 @@ pub(super) fn outbox_event(
         tracestate: trace.tracestate,
         submission_id: event.submission_id(),
     }
+}
+
+/// The outbox row of `submission.created` for `row`, stored by the request whose trace context
+/// is `trace`.
+pub(crate) fn created_event(
+    row: &SubmissionRow,
+    trace: StoredContext,
+) -> Result<NewOutboxEvent, StoreError> {
+    let change = Change::SubmissionCreated {
+        submission: domain_submission(row)?,
+    };
+    Ok(outbox_event_in(
+        trace,
+        row.tenant_id,
+        row.created_at,
+        change,
+    ))
 }
 
 #[utoipa::path(
@@ -137,27 +170,19 @@ pub async fn create(
     JsonBody(request): JsonBody<CreateRequest>,
 ) -> Result<HttpResponse, ApiError> {
     validate(&request)?;
-    let mut conn = state.pool.get().await.map_err(StoreError::from)?;
-    let new = NewSubmission {
-        tenant_id,
-        campaign_id: request.campaign_id,
-        star_rating: request.star_rating,
-        text_feedback: &request.text_feedback,
-        customer_name: request.customer_name.as_deref(),
-        status: SubmissionStatus::Pending.as_str(),
-    };
-    let row = conn
-        .transaction(async |conn| {
-            let row = submissions::insert(conn, &new).await?;
-            let change = Change::SubmissionCreated {
-                submission: domain_submission(&row)?,
-            };
-            fp_store::outbox::insert(conn, &outbox_event(tenant_id, row.created_at, change))
-                .await?;
-            Ok::<_, StoreError>(row)
+    // Stored by a writer task, committed together with other requests' submissions (group
+    // commit); the answer waits for that commit.
+    let row = state
+        .submissions
+        .write(PendingSubmission {
+            tenant_id,
+            campaign_id: request.campaign_id,
+            star_rating: request.star_rating,
+            text_feedback: request.text_feedback,
+            customer_name: request.customer_name,
+            trace: StoredContext::of_span(&tracing::Span::current()),
         })
         .await?;
-    state.outbox_wakeup.notify_one();
     Ok(HttpResponse::Created().json(SubmissionResponse::from(row)))
 }
 

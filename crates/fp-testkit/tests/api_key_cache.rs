@@ -1,0 +1,213 @@
+//! The api's in-process cache of API keys (issue 17), on two fp-api processes sharing one database:
+//! a key another instance serves from its cache is refused there at once when it is revoked
+//! through the api, by plain SQL, or by deleting its tenant, and while the instance's revocation
+//! listener is lost (the cache is bypassed, then emptied). The cache's TTL is set to an hour, so
+//! only a notification (or the listener's loss) can have evicted a key within the test.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use diesel::sql_types;
+use diesel_async::RunQueryDsl;
+use fp_testkit::environment::TestEnvironment;
+use fp_testkit::pipeline::{TenantApi, metric, start_api_with_health};
+use serde_json::json;
+use uuid::Uuid;
+
+const HITS: &str = "fp_api_key_cache_hits_total";
+/// How long a refusal or a cache hit may take to show: a notification's way through PostgreSQL,
+/// or the listener connecting at start or again.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// One api process: where it serves, and where its metrics are.
+struct Instance {
+    api: SocketAddr,
+    health: SocketAddr,
+}
+
+/// A test database with two fp-api processes on it, whose caches keep keys for an hour.
+async fn two_instances(label: &str) -> anyhow::Result<(TestEnvironment, Instance, Instance)> {
+    let mut env = TestEnvironment::new(label).await?;
+    env.set("FP__API__KEY_CACHE_TTL", "1h");
+    let (api, health) = start_api_with_health(&mut env).await?;
+    let a = Instance { api, health };
+    let (api, health) = start_api_with_health(&mut env).await?;
+    let b = Instance { api, health };
+    Ok((env, a, b))
+}
+
+/// Status of a call any live tenant key may make.
+async fn config_status(api: &TenantApi) -> anyhow::Result<u16> {
+    Ok(api
+        .send(reqwest::Method::GET, "/api/v2/webhooks/config", None)
+        .await?
+        .0)
+}
+
+/// Uses `key` at `instance` until the instance answers it from its cache (its hit counter rises):
+/// the first use may be before its listener is up, and a miss is what fills the cache.
+async fn served_from_cache(api: &TenantApi, instance: &Instance) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let hits = metric(instance.health, HITS).await?;
+        let status = config_status(api).await?;
+        anyhow::ensure!(status == 404, "a live key, no config yet: got {status}");
+        if metric(instance.health, HITS).await? > hits {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{} never served the key from its cache", api.base);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits for `api` to refuse its key (401). With a TTL of an hour, only a revocation's
+/// notification or the listener's loss can have evicted it.
+async fn refused(api: &TenantApi) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let status = config_status(api).await?;
+        if status == 401 {
+            return Ok(());
+        }
+        anyhow::ensure!(status == 404, "a live key, no config yet: got {status}");
+        if tokio::time::Instant::now() > deadline {
+            bail!("{} still accepts the revoked key", api.base);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Revokes a key as an operator would, with SQL (in `conn`'s transaction, if it has one).
+async fn revoke_by_sql(conn: &mut fp_store::PgConnection, key_id: Uuid) -> anyhow::Result<()> {
+    let revoked = diesel::sql_query("UPDATE api_keys SET revoked_at = now() WHERE id = $1")
+        .bind::<sql_types::Uuid, _>(key_id)
+        .execute(conn)
+        .await?;
+    anyhow::ensure!(revoked == 1, "no key {key_id}");
+    Ok(())
+}
+
+/// A second key of the tenant, issued through the api: its id and a client using it.
+async fn second_key(tenant: &TenantApi) -> anyhow::Result<(Uuid, TenantApi)> {
+    let (status, created) = tenant
+        .send(
+            reqwest::Method::POST,
+            "/api/v2/api-keys",
+            Some(&json!({ "name": "cached" }).to_string()),
+        )
+        .await?;
+    anyhow::ensure!(status == 201, "{created}");
+    let key = created["key"].as_str().context("key")?;
+    Ok((
+        created["id"].as_str().context("id")?.parse()?,
+        tenant.with_key(key),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_on_one_instance_is_refused_by_the_other_at_once() -> anyhow::Result<()> {
+    let (env, a, b) = two_instances("keycache_revoke").await?;
+    let outcome = async {
+        let tenant = TenantApi::create(&env, a.api, "Acme").await?;
+        let (key_id, second) = second_key(&tenant).await?;
+        served_from_cache(&second, &a).await?;
+        served_from_cache(&second.on(b.api), &b).await?;
+
+        let (status, revoked) = tenant
+            .send(
+                reqwest::Method::DELETE,
+                &format!("/api/v2/api-keys/{key_id}"),
+                None,
+            )
+            .await?;
+        assert_eq!(status, 200, "{revoked}");
+        // Where it was revoked at once; the other instance by the notification.
+        assert_eq!(config_status(&second).await?, 401);
+        refused(&second.on(b.api)).await?;
+        // The tenant's other key is untouched, and still cached.
+        served_from_cache(&tenant.on(b.api), &b).await?;
+
+        // Revoked by an operator's SQL, not through the api: refused by both.
+        let (key_id, third) = second_key(&tenant).await?;
+        served_from_cache(&third, &a).await?;
+        served_from_cache(&third.on(b.api), &b).await?;
+        revoke_by_sql(&mut fp_store::connect(&env.database_url).await?, key_id).await?;
+        refused(&third).await?;
+        refused(&third.on(b.api)).await
+    }
+    .await;
+    env.finish_after(outcome).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_listener_is_lost_the_cache_is_bypassed_then_emptied() -> anyhow::Result<()> {
+    let (env, a, b) = two_instances("keycache_listener").await?;
+    let outcome = async {
+        let tenant = TenantApi::create(&env, a.api, "Acme").await?;
+        let (key_id, second) = second_key(&tenant).await?;
+        let second_on_b = second.on(b.api);
+        served_from_cache(&second_on_b, &b).await?;
+
+        // The key is revoked in the transaction that ends both instances' listening connections,
+        // after they are gone: the notification reaches no one, as an instance waits a moment
+        // before it listens again.
+        let mut conn = fp_store::connect(&env.database_url).await?;
+        diesel::sql_query("BEGIN").execute(&mut conn).await?;
+        revoke_by_sql(&mut conn, key_id).await?;
+        let ended: Vec<Ended> = diesel::sql_query(
+            "SELECT pg_terminate_backend(pid, 5000) AS ended FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = $1",
+        )
+        .bind::<sql_types::Text, _>(fp_store::key_revocations::APPLICATION_NAME)
+        .load(&mut conn)
+        .await?;
+        diesel::sql_query("COMMIT").execute(&mut conn).await?;
+        assert_eq!(ended.len(), 2, "one listener per instance");
+        assert!(ended.iter().all(|ended| ended.ended));
+        refused(&second_on_b).await?;
+
+        // Listening again, the instance caches again, and what it cached before is gone: the
+        // revocation's notification went out while it was not listening.
+        served_from_cache(&tenant.on(b.api), &b).await?;
+        assert_eq!(config_status(&second_on_b).await?, 401);
+        let logs = env.service_logs()?;
+        assert!(
+            logs.iter()
+                .any(|(_, log)| log.contains("lost the api key revocation listener")),
+            "the outage is logged"
+        );
+        Ok(())
+    }
+    .await;
+    env.finish_after(outcome).await
+}
+
+#[derive(diesel::QueryableByName)]
+struct Ended {
+    #[diesel(sql_type = sql_types::Bool)]
+    ended: bool,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_tenants_keys_are_refused_at_once() -> anyhow::Result<()> {
+    let (env, a, b) = two_instances("keycache_tenant").await?;
+    let outcome = async {
+        let doomed = TenantApi::create(&env, a.api, "Doomed").await?;
+        let kept = TenantApi::create(&env, a.api, "Kept").await?;
+        for instance in [&a, &b] {
+            served_from_cache(&doomed.on(instance.api), instance).await?;
+            served_from_cache(&kept.on(instance.api), instance).await?;
+        }
+        env.fpctl(&["tenant", "delete", &doomed.tenant_id]).await?;
+        for instance in [&a, &b] {
+            refused(&doomed.on(instance.api)).await?;
+            served_from_cache(&kept.on(instance.api), instance).await?;
+        }
+        Ok(())
+    }
+    .await;
+    env.finish_after(outcome).await
+}

@@ -1,0 +1,226 @@
+//! The api's database path: the pool hands out connections without a test query per checkout yet
+//! never a dead one, and the queries of every request and of the outbox relay are prepared once per
+//! connection and reused.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use diesel::sql_types::{Integer, Text};
+use diesel_async::RunQueryDsl;
+use fp_store::outbox::NewOutboxEvent;
+use fp_store::{AsyncConnection, PgConnection, PgPool, StoreError};
+use fp_testkit::environment::TestEnvironment;
+use uuid::Uuid;
+
+#[derive(diesel::QueryableByName)]
+struct BackendPid {
+    #[diesel(sql_type = Integer)]
+    pid: i32,
+}
+
+async fn backend_pid(conn: &mut PgConnection) -> Result<i32, fp_store::DieselError> {
+    Ok(diesel::sql_query("SELECT pg_backend_pid() AS pid")
+        .get_result::<BackendPid>(conn)
+        .await?
+        .pid)
+}
+
+/// The pid of the connection a checkout of `pool` gives, which goes back to the pool after.
+async fn pooled_backend_pid(pool: &PgPool) -> Result<i32, StoreError> {
+    let mut conn = pool.get().await?;
+    Ok(backend_pid(&mut conn).await?)
+}
+
+#[derive(diesel::QueryableByName)]
+struct Exists {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    exists: bool,
+}
+
+/// Ends the server process of `pid` and waits until the server no longer lists it.
+async fn terminate_backend(admin: &mut PgConnection, pid: i32) -> anyhow::Result<()> {
+    diesel::sql_query("SELECT pg_terminate_backend($1)")
+        .bind::<Integer, _>(pid)
+        .execute(admin)
+        .await?;
+    for _ in 0..200 {
+        let listed = diesel::sql_query(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1) AS exists",
+        )
+        .bind::<Integer, _>(pid)
+        .get_result::<Exists>(admin)
+        .await?
+        .exists;
+        if !listed {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("backend {pid} still listed 10 s after pg_terminate_backend")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_whose_backend_was_terminated_is_never_handed_out_again() -> anyhow::Result<()>
+{
+    let env = TestEnvironment::new("pool_recycle").await?;
+    let outcome = async {
+        let pool = fp_store::pool(&env.database_url, 1)?;
+        let mut admin = fp_store::connect(&env.database_url).await?;
+        let mut pid = pooled_backend_pid(&pool).await?;
+        // Many rounds, each on the connection the previous one replaced, since what the first
+        // checkout after a kill gets depends on timing (see below).
+        let mut first_checkouts_failed = 0;
+        for round in 0..20 {
+            terminate_backend(&mut admin, pid).await?;
+            // The server has sent its FATAL and dropped the backend, but the client may not have
+            // read that yet: tokio-postgres' connection task ends on it once the runtime polls the
+            // socket, which can come after this checkout. A connection known to be closed is
+            // replaced at recycle time (`is_closed`); one not yet known is handed out once and its
+            // query fails as unreachable (a 503, retryable). Observed both ways in repeated runs.
+            let first = pooled_backend_pid(&pool).await;
+            match &first {
+                Ok(first) => {
+                    assert_ne!(*first, pid, "round {round}: the dead connection came back")
+                }
+                Err(error) => {
+                    assert!(error.is_unreachable(), "round {round}: {error}");
+                    first_checkouts_failed += 1;
+                }
+            }
+            // Either way, that was the last of it: the next checkout works on a new connection.
+            let replacement = pooled_backend_pid(&pool)
+                .await
+                .with_context(|| format!("round {round}: the checkout after the first"))?;
+            assert_ne!(
+                replacement, pid,
+                "round {round}: the dead connection came back"
+            );
+            if let Ok(first) = first {
+                assert_eq!(
+                    first, replacement,
+                    "round {round}: the replacement is reused"
+                );
+            }
+            pid = replacement;
+        }
+        eprintln!("first checkouts after a kill that failed: {first_checkouts_failed} of 20");
+        Ok(())
+    }
+    .await;
+    env.finish_after(outcome).await
+}
+
+#[derive(diesel::QueryableByName)]
+struct LastQuery {
+    #[diesel(sql_type = Text)]
+    query: String,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_sends_no_validation_query() -> anyhow::Result<()> {
+    let env = TestEnvironment::new("pool_no_ping").await?;
+    let outcome = async {
+        let pool = fp_store::pool(&env.database_url, 1)?;
+        let mut observer = fp_store::connect(&env.database_url).await?;
+        // The pid query is the connection's last statement; a test query at checkout (what
+        // `RecyclingMethod::Verified` sends) would replace it in pg_stat_activity.
+        let pid = pooled_backend_pid(&pool).await?;
+        let held = pool.get().await?;
+        let pid_query = last_query(&mut observer, pid).await?;
+        drop(held);
+        assert!(
+            pid_query.contains("pg_backend_pid()"),
+            "the pooled connection ran `{pid_query}` at checkout"
+        );
+        for _ in 0..3 {
+            drop(pool.get().await?);
+        }
+        assert_eq!(last_query(&mut observer, pid).await?, pid_query);
+        Ok(())
+    }
+    .await;
+    env.finish_after(outcome).await
+}
+
+/// What `pid`'s server process ran last, as another connection sees it.
+async fn last_query(observer: &mut PgConnection, pid: i32) -> anyhow::Result<String> {
+    Ok(
+        diesel::sql_query("SELECT query FROM pg_stat_activity WHERE pid = $1")
+            .bind::<Integer, _>(pid)
+            .get_result::<LastQuery>(observer)
+            .await?
+            .query,
+    )
+}
+
+#[derive(diesel::QueryableByName)]
+struct PreparedStatement {
+    #[diesel(sql_type = Text)]
+    statement: String,
+}
+
+/// The statements prepared server-side in `conn`'s session. diesel-async keeps the statements of
+/// cacheable queries prepared for the connection's life and closes the others after one use.
+async fn prepared_statements(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
+    let rows: Vec<PreparedStatement> = diesel::sql_query(
+        "SELECT statement FROM pg_prepared_statements \
+             WHERE statement NOT LIKE '%pg_prepared_statements%' ORDER BY prepare_time",
+    )
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|row| row.statement).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hot_path_queries_are_prepared_once_per_connection() -> anyhow::Result<()> {
+    let env = TestEnvironment::new("prepared").await?;
+    let outcome = async {
+        let pool = fp_store::pool(&env.database_url, 1)?;
+        let mut conn = pool.get().await?;
+        let event = |submission_id| NewOutboxEvent {
+            event_id: Uuid::now_v7(),
+            tenant_id: Uuid::now_v7(),
+            event_type: "submission.created".to_owned(),
+            payload: vec![0],
+            traceparent: String::new(),
+            tracestate: String::new(),
+            submission_id,
+        };
+        for round in 0..2 {
+            fp_store::identity::live_key_by_hash(&mut conn, &[round; 32]).await?;
+            // With a submission and without (a test event): one statement for both.
+            fp_store::outbox::insert(&mut conn, &event(Some(7))).await?;
+            fp_store::outbox::insert(&mut conn, &event(None)).await?;
+            conn.transaction(async |conn| {
+                let claimed = fp_store::outbox::claim_unpublished(conn, 500).await?;
+                let ids: Vec<i64> = claimed.iter().map(|event| event.id).collect();
+                anyhow::ensure!(ids.len() == 2, "claimed {ids:?}");
+                fp_store::outbox::mark_published(conn, &ids).await?;
+                Ok(())
+            })
+            .await?;
+        }
+        let statements = prepared_statements(&mut conn).await?;
+        let expected = [
+            ("the API key lookup", "FROM \"api_keys\""),
+            ("the outbox insert", "INSERT INTO \"outbox\""),
+            ("the relay's claim", "SKIP LOCKED"),
+            ("the relay's mark", "UPDATE outbox SET published_at"),
+        ];
+        for (what, text) in expected {
+            let matching = statements
+                .iter()
+                .filter(|statement| statement.contains(text))
+                .count();
+            assert_eq!(
+                matching, 1,
+                "{what} ({text}) is prepared {matching} times, not once: {statements:#?}"
+            );
+        }
+        // Nothing else: every query above is prepared once, not once per run.
+        assert_eq!(statements.len(), expected.len(), "{statements:#?}");
+        Ok(())
+    }
+    .await;
+    env.finish_after(outcome).await
+}

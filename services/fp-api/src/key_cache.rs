@@ -1,0 +1,271 @@
+//! Live API keys (`Bearer`) kept in memory, so most requests need no query to know their key.
+//! Revocation still takes effect at once on every api process: a trigger notifies
+//! [`fp_store::key_revocations::CHANNEL`] at commit, and [`listen`] drops the key here. Rules:
+//! - only live keys are cached, never "unknown" (a key issued later must work at once);
+//! - while the listener is not listening, the cache is neither read nor filled: a revocation in
+//!   that gap would go unheard;
+//! - the TTL only bounds a notification that got lost; it is not how revocation works.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use fp_settings::{ExposeSecret, SecretString};
+use fp_store::identity::KeyOwner;
+use fp_store::key_revocations::{RevocationListener, Revoked};
+use moka::sync::Cache;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// What authentication needs of a live key.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveKey {
+    pub owner: KeyOwner,
+    pub key_id: Uuid,
+}
+
+/// The cache, keyed by the key's SHA-256 ([`fp_domain::api_key::hash_key`]).
+pub struct KeyCache {
+    /// `None`: caching is off (`api.key_cache_capacity = 0`).
+    entries: Option<Cache<Vec<u8>, LiveKey>>,
+    /// Moves on every revocation and every loss of the listener, before the entry is dropped: a
+    /// lookup that started before it may not fill the cache with what it read.
+    epoch: AtomicU64,
+    /// Whether revocations are being heard right now.
+    listening: AtomicBool,
+}
+
+/// Leave to cache what one database lookup finds: the epoch before the lookup.
+#[must_use]
+pub struct Ticket {
+    epoch: u64,
+}
+
+pub enum Lookup {
+    Hit(LiveKey),
+    /// Ask the database; the ticket, when there is one, lets [`KeyCache::insert`] keep the answer.
+    Miss(Option<Ticket>),
+}
+
+impl KeyCache {
+    pub fn new(capacity: u64, ttl: Duration) -> KeyCache {
+        KeyCache {
+            entries: (capacity > 0).then(|| {
+                Cache::builder()
+                    .max_capacity(capacity)
+                    .time_to_live(ttl)
+                    .build()
+            }),
+            epoch: AtomicU64::new(0),
+            listening: AtomicBool::new(false),
+        }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.entries.is_some()
+    }
+
+    /// The cached key for `hash`, or leave to cache what the database says.
+    pub fn lookup(&self, hash: &[u8]) -> Lookup {
+        let usable = self
+            .entries
+            .as_ref()
+            .filter(|_| self.listening.load(Ordering::SeqCst));
+        let Some(entries) = usable else {
+            metrics::counter!("fp_api_key_cache_misses_total").increment(1);
+            return Lookup::Miss(None);
+        };
+        // Read before the database is asked, so a revocation in between is seen by `insert`.
+        let ticket = Ticket {
+            epoch: self.epoch.load(Ordering::SeqCst),
+        };
+        match entries.get(hash) {
+            Some(key) => {
+                metrics::counter!("fp_api_key_cache_hits_total").increment(1);
+                Lookup::Hit(key)
+            }
+            None => {
+                metrics::counter!("fp_api_key_cache_misses_total").increment(1);
+                Lookup::Miss(Some(ticket))
+            }
+        }
+    }
+
+    /// Caches a key the database found live after `ticket` was taken, unless a revocation was
+    /// heard (or the listener lost) since: what was read may be revoked by now.
+    pub fn insert(&self, ticket: Ticket, hash: Vec<u8>, key: LiveKey) {
+        let Some(entries) = &self.entries else {
+            return;
+        };
+        if !self.listening.load(Ordering::SeqCst)
+            || self.epoch.load(Ordering::SeqCst) != ticket.epoch
+        {
+            return;
+        }
+        entries.insert(hash.clone(), key);
+        // A revocation that moved the epoch between the check and the insert dropped its key
+        // before this insert: drop it here instead.
+        if self.epoch.load(Ordering::SeqCst) != ticket.epoch {
+            entries.invalidate(&hash);
+        }
+    }
+
+    /// Forgets a key that stopped being live. The epoch moves first, so a lookup in flight does
+    /// not cache it again (see [`KeyCache::insert`]).
+    pub fn revoked(&self, hash: &[u8]) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        if let Some(entries) = &self.entries {
+            entries.invalidate(hash);
+        }
+    }
+
+    /// Revocations can no longer be heard: stop using the cache, then empty it.
+    fn stopped_listening(&self) {
+        self.listening.store(false, Ordering::SeqCst);
+        self.forget_everything();
+    }
+
+    /// Revocations are heard again. Those made while not listening were missed, so whatever was
+    /// cached before goes first.
+    fn listening_again(&self) {
+        self.forget_everything();
+        self.listening.store(true, Ordering::SeqCst);
+    }
+
+    fn forget_everything(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        if let Some(entries) = &self.entries {
+            entries.invalidate_all();
+        }
+    }
+}
+
+/// First wait before listening again after the connection was lost (the cache is bypassed
+/// meanwhile); it doubles up to the most.
+const RECONNECT_FIRST: Duration = Duration::from_millis(200);
+const RECONNECT_MOST: Duration = Duration::from_secs(10);
+
+/// Listens for revocations and applies them to `cache` until `stop` turns true, reconnecting
+/// (with backoff) whenever the connection is lost.
+pub async fn listen(
+    cache: std::sync::Arc<KeyCache>,
+    database_url: SecretString,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = RECONNECT_FIRST;
+    // Logged once per outage, not once per attempt.
+    let mut outage_logged = false;
+    loop {
+        let listener = tokio::select! {
+            listener = RevocationListener::listen(database_url.expose_secret()) => listener,
+            _ = stop.wait_for(|stopping| *stopping) => return,
+        };
+        match listener {
+            Ok(mut listener) => {
+                cache.listening_again();
+                if outage_logged {
+                    tracing::info!(
+                        "listening for api key revocations again; the key cache is in use"
+                    );
+                }
+                backoff = RECONNECT_FIRST;
+                let lost = loop {
+                    let revoked = tokio::select! {
+                        revoked = listener.next() => revoked,
+                        _ = stop.wait_for(|stopping| *stopping) => return,
+                    };
+                    match revoked {
+                        Ok(Revoked::Key(hash)) => cache.revoked(&hash),
+                        Ok(Revoked::Unknown) => cache.forget_everything(),
+                        Err(error) => break error.to_string(),
+                    }
+                };
+                cache.stopped_listening();
+                tracing::warn!(error = %lost, "lost the api key revocation listener; every key is checked in the database until it is back");
+                // This outage is logged; listening again ends it.
+                outage_logged = true;
+            }
+            Err(error) if !outage_logged => {
+                tracing::warn!(%error, "cannot listen for api key revocations; every key is checked in the database until it can");
+                outage_logged = true;
+            }
+            Err(error) => tracing::debug!(%error, "still cannot listen for api key revocations"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.wait_for(|stopping| *stopping) => return,
+        }
+        backoff = (backoff * 2).min(RECONNECT_MOST);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &[u8] = b"hash of a key";
+
+    fn key() -> LiveKey {
+        LiveKey {
+            owner: KeyOwner::Platform,
+            key_id: Uuid::nil(),
+        }
+    }
+
+    fn listening_cache(capacity: u64) -> KeyCache {
+        let cache = KeyCache::new(capacity, Duration::from_secs(3600));
+        cache.listening_again();
+        cache
+    }
+
+    fn ticket(cache: &KeyCache) -> Ticket {
+        match cache.lookup(HASH) {
+            Lookup::Miss(Some(ticket)) => ticket,
+            Lookup::Miss(None) => panic!("the cache is not in use"),
+            Lookup::Hit(_) => panic!("cached already"),
+        }
+    }
+
+    fn is_cached(cache: &KeyCache) -> bool {
+        matches!(cache.lookup(HASH), Lookup::Hit(_))
+    }
+
+    #[test]
+    fn a_key_read_live_is_cached_until_revoked() {
+        let cache = listening_cache(10);
+        let ticket = ticket(&cache);
+        cache.insert(ticket, HASH.to_vec(), key());
+        assert!(is_cached(&cache));
+        cache.revoked(HASH);
+        assert!(!is_cached(&cache));
+    }
+
+    #[test]
+    fn a_revocation_heard_during_the_lookup_keeps_its_answer_out() {
+        let cache = listening_cache(10);
+        let ticket = ticket(&cache);
+        cache.revoked(HASH);
+        cache.insert(ticket, HASH.to_vec(), key());
+        assert!(!is_cached(&cache));
+    }
+
+    #[test]
+    fn without_a_listener_the_cache_is_neither_read_nor_filled() {
+        let cache = listening_cache(10);
+        let before_the_loss = ticket(&cache);
+        cache.insert(ticket(&cache), HASH.to_vec(), key());
+        cache.stopped_listening();
+        assert!(matches!(cache.lookup(HASH), Lookup::Miss(None)));
+        // Listening again: what was cached before is gone, and so is a lookup's from before.
+        cache.listening_again();
+        assert!(!is_cached(&cache));
+        cache.insert(before_the_loss, HASH.to_vec(), key());
+        assert!(!is_cached(&cache));
+    }
+
+    #[test]
+    fn a_capacity_of_zero_turns_the_cache_off() {
+        let cache = listening_cache(0);
+        assert!(!cache.is_enabled());
+        assert!(matches!(cache.lookup(HASH), Lookup::Miss(None)));
+    }
+}
