@@ -400,26 +400,24 @@ impl Settings {
 
 impl ApiSettings {
     fn rotation_grace(&self) -> Result<Duration, SettingsError> {
-        let raw = &self.secret_rotation_grace_raw;
-        parse_duration(raw)
-            // The api adds it to timestamps; so large a grace is a typo, not a wish.
-            .filter(|grace| *grace <= MAX_ROTATION_GRACE)
-            .ok_or_else(|| SettingsError::Invalid {
-                key: "api.secret_rotation_grace",
-                reason: format!("`{raw}` is not a duration from 1ms to 365d, such as 24h"),
-            })
+        // The api adds it to timestamps; so large a grace is a typo, not a wish.
+        parse_duration_up_to(
+            "api.secret_rotation_grace",
+            &self.secret_rotation_grace_raw,
+            MAX_ROTATION_GRACE,
+            "365d, such as 24h",
+        )
     }
 }
 
 impl ApiSettings {
     fn parse_key_cache_ttl(&self) -> Result<Duration, SettingsError> {
-        let raw = &self.key_cache_ttl_raw;
-        parse_duration(raw)
-            .filter(|ttl| *ttl <= MAX_KEY_CACHE_TTL)
-            .ok_or_else(|| SettingsError::Invalid {
-                key: "api.key_cache_ttl",
-                reason: format!("`{raw}` is not a duration from 1ms to 1d, such as 5m"),
-            })
+        parse_duration_up_to(
+            "api.key_cache_ttl",
+            &self.key_cache_ttl_raw,
+            MAX_KEY_CACHE_TTL,
+            "1d, such as 5m",
+        )
     }
 }
 
@@ -430,12 +428,7 @@ impl ApiSettings {
     /// Parses the session timeouts and the trusted proxies, naming the key in any error.
     fn resolve_sessions(&mut self) -> Result<(), SettingsError> {
         let timeout = |key: &'static str, raw: &str| {
-            parse_duration(raw)
-                .filter(|timeout| *timeout <= MAX_SESSION_TIMEOUT)
-                .ok_or_else(|| SettingsError::Invalid {
-                    key,
-                    reason: format!("`{raw}` is not a duration from 1ms to 30d, such as 30m"),
-                })
+            parse_duration_up_to(key, raw, MAX_SESSION_TIMEOUT, "30d, such as 30m")
         };
         self.session_idle_timeout =
             timeout("api.session_idle_timeout", &self.session_idle_timeout_raw)?;
@@ -450,6 +443,22 @@ impl ApiSettings {
 
 /// Longer sessions are a typo, not a wish.
 const MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 86_400);
+
+/// A duration of at most `max`; the error names `key` and says what it takes, from 1ms to
+/// `max_and_example`.
+fn parse_duration_up_to(
+    key: &'static str,
+    raw: &str,
+    max: Duration,
+    max_and_example: &str,
+) -> Result<Duration, SettingsError> {
+    parse_duration(raw)
+        .filter(|duration| *duration <= max)
+        .ok_or_else(|| SettingsError::Invalid {
+            key,
+            reason: format!("`{raw}` is not a duration from 1ms to {max_and_example}"),
+        })
+}
 
 /// A comma-separated CIDR list; blanks are ignored.
 fn parse_cidrs(key: &'static str, raw: &str) -> Result<Vec<Cidr>, SettingsError> {

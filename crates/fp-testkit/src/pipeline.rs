@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
 use serde_json::{Value, json};
 
 use crate::environment::{Readiness, TestEnvironment, free_local_address};
@@ -174,6 +176,90 @@ fn sum_of_series(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// A queue of the test's own, bound to the events exchange beside the dispatchers' queues: it
+/// holds a copy of every event published while it exists, for a test to read without a dispatcher.
+/// Exclusive and auto-deleted, it goes with its connection.
+pub struct EventsQueue {
+    connection: lapin::Connection,
+    channel: lapin::Channel,
+    queue: lapin::Queue,
+}
+
+impl EventsQueue {
+    /// Declares the queue on a connection of its own and binds it to every event type.
+    pub async fn bind(env: &TestEnvironment) -> anyhow::Result<Self> {
+        let connection = lapin::Connection::connect(
+            &env.endpoints.broker_url,
+            lapin::ConnectionProperties::default(),
+        )
+        .await?;
+        let channel = connection.create_channel().await?;
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let events_exchange = fp_broker::Names::new(&env.namespace).events_exchange;
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                events_exchange.as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Self {
+            connection,
+            channel,
+            queue,
+        })
+    }
+
+    /// How many messages wait in the queue now.
+    pub async fn waiting(&self) -> anyhow::Result<u32> {
+        Ok(self
+            .channel
+            .queue_declare(
+                self.queue.name().as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?
+            .message_count())
+    }
+
+    /// The queue's messages as they come, taken without acknowledgements.
+    pub async fn consume(&self, consumer_tag: &str) -> anyhow::Result<lapin::Consumer> {
+        Ok(self
+            .channel
+            .basic_consume(
+                self.queue.name().clone(),
+                consumer_tag.into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?)
+    }
+
+    /// Closes the connection, and with it the queue.
+    pub async fn close(self) -> anyhow::Result<()> {
+        Ok(self.connection.close(200, "done".into()).await?)
+    }
+}
+
 /// One answer of the api, JSON.
 #[derive(Debug)]
 pub struct ApiAnswer {
@@ -261,6 +347,15 @@ impl TenantApi {
     ) -> anyhow::Result<(u16, Value)> {
         let answer = self.request(method, path, body).await?;
         Ok((answer.status, answer.body))
+    }
+
+    /// Status of a call any live key of the tenant may make: 401 once the key is refused, 404
+    /// while the tenant has no webhook config.
+    pub async fn config_status(&self) -> anyhow::Result<u16> {
+        Ok(self
+            .send(reqwest::Method::GET, "/api/v2/webhooks/config", None)
+            .await?
+            .0)
     }
 
     /// As [`TenantApi::send`], with the answer's headers.

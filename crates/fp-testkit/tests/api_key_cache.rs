@@ -37,21 +37,13 @@ async fn two_instances(label: &str) -> anyhow::Result<(TestEnvironment, Instance
     Ok((env, a, b))
 }
 
-/// Status of a call any live tenant key may make.
-async fn config_status(api: &TenantApi) -> anyhow::Result<u16> {
-    Ok(api
-        .send(reqwest::Method::GET, "/api/v2/webhooks/config", None)
-        .await?
-        .0)
-}
-
 /// Uses `key` at `instance` until the instance answers it from its cache (its hit counter rises):
 /// the first use may be before its listener is up, and a miss is what fills the cache.
 async fn served_from_cache(api: &TenantApi, instance: &Instance) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let hits = metric(instance.health, HITS).await?;
-        let status = config_status(api).await?;
+        let status = api.config_status().await?;
         anyhow::ensure!(status == 404, "a live key, no config yet: got {status}");
         if metric(instance.health, HITS).await? > hits {
             return Ok(());
@@ -68,7 +60,7 @@ async fn served_from_cache(api: &TenantApi, instance: &Instance) -> anyhow::Resu
 async fn refused(api: &TenantApi) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let status = config_status(api).await?;
+        let status = api.config_status().await?;
         if status == 401 {
             return Ok(());
         }
@@ -125,7 +117,7 @@ async fn a_key_revoked_on_one_instance_is_refused_by_the_other_at_once() -> anyh
             .await?;
         assert_eq!(status, 200, "{revoked}");
         // Where it was revoked at once; the other instance by the notification.
-        assert_eq!(config_status(&second).await?, 401);
+        assert_eq!(second.config_status().await?, 401);
         refused(&second.on(b.api)).await?;
         // The tenant's other key is untouched, and still cached.
         served_from_cache(&tenant.on(b.api), &b).await?;
@@ -172,7 +164,7 @@ async fn while_the_listener_is_lost_the_cache_is_bypassed_then_emptied() -> anyh
         // Listening again, the instance caches again, and what it cached before is gone: the
         // revocation's notification went out while it was not listening.
         served_from_cache(&tenant.on(b.api), &b).await?;
-        assert_eq!(config_status(&second_on_b).await?, 401);
+        assert_eq!(second_on_b.config_status().await?, 401);
         let logs = env.service_logs()?;
         assert!(
             logs.iter()

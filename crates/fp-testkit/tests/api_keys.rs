@@ -10,13 +10,6 @@ use fp_testkit::sessions::{UserApi, create_user};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-async fn config_status(api: &TenantApi) -> anyhow::Result<u16> {
-    Ok(api
-        .send(reqwest::Method::GET, "/api/v2/webhooks/config", None)
-        .await?
-        .0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_issued_listed_and_revoked_per_tenant() -> anyhow::Result<()> {
     let mut env = TestEnvironment::new("apikeys").await?;
@@ -38,7 +31,7 @@ async fn keys_are_issued_listed_and_revoked_per_tenant() -> anyhow::Result<()> {
     assert_eq!(created["prefix"], &second_key[..8]);
     let second = alice.with_key(&second_key);
     assert_eq!(
-        config_status(&second).await?,
+        second.config_status().await?,
         404,
         "authenticated, no config yet"
     );
@@ -75,7 +68,7 @@ async fn keys_are_issued_listed_and_revoked_per_tenant() -> anyhow::Result<()> {
         .send(reqwest::Method::GET, "/api/v2/api-keys", None)
         .await?;
     assert_eq!(bob_list["data"].as_array().map(Vec::len), Some(1));
-    assert_eq!(config_status(&second).await?, 404, "still live");
+    assert_eq!(second.config_status().await?, 404, "still live");
 
     // Revoked: 401 from the next call on; revoking again is a no-op.
     let (status, revoked) = alice
@@ -87,7 +80,7 @@ async fn keys_are_issued_listed_and_revoked_per_tenant() -> anyhow::Result<()> {
         .await?;
     assert_eq!(status, 200, "{revoked}");
     assert!(revoked["revoked_at"].is_string());
-    assert_eq!(config_status(&second).await?, 401);
+    assert_eq!(second.config_status().await?, 401);
     let (status, again) = alice
         .send(
             reqwest::Method::DELETE,
@@ -98,7 +91,7 @@ async fn keys_are_issued_listed_and_revoked_per_tenant() -> anyhow::Result<()> {
     assert_eq!(status, 200);
     assert_eq!(again["revoked_at"], revoked["revoked_at"]);
     assert_eq!(
-        config_status(&alice).await?,
+        alice.config_status().await?,
         404,
         "the first key still works"
     );
@@ -109,7 +102,7 @@ async fn keys_are_issued_listed_and_revoked_per_tenant() -> anyhow::Result<()> {
             .await?,
     )?;
     let bob_ci = bob.with_key(issued["api_key"].as_str().context("api_key")?);
-    assert_eq!(config_status(&bob_ci).await?, 404);
+    assert_eq!(bob_ci.config_status().await?, 404);
     let listed = env
         .fpctl(&["key", "list", "--tenant", &bob.tenant_id])
         .await?;
@@ -118,7 +111,7 @@ async fn keys_are_issued_listed_and_revoked_per_tenant() -> anyhow::Result<()> {
     let issued_id = issued["id"].as_str().context("id")?;
     env.fpctl(&["key", "revoke", "--tenant", &bob.tenant_id, issued_id])
         .await?;
-    assert_eq!(config_status(&bob_ci).await?, 401);
+    assert_eq!(bob_ci.config_status().await?, 401);
     let wrong_owner = env
         .fpctl_output(&["key", "revoke", "--tenant", &alice.tenant_id, issued_id])
         .await?;

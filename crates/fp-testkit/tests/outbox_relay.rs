@@ -8,10 +8,8 @@ use anyhow::Context;
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::RunQueryDsl;
 use fp_testkit::environment::TestEnvironment;
-use fp_testkit::pipeline::start_api;
+use fp_testkit::pipeline::{EventsQueue, start_api};
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
 
 const EVENTS: i64 = 2_000;
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -36,32 +34,7 @@ async fn two_relay_loops_publish_a_large_backlog_exactly_once() -> anyhow::Resul
     let outcome = async {
         // No dispatcher runs: a queue of the test's own, bound to the events exchange beside the
         // dispatchers', holds everything the relay published.
-        let connection = lapin::Connection::connect(
-            &env.endpoints.broker_url,
-            lapin::ConnectionProperties::default(),
-        )
-        .await?;
-        let channel = connection.create_channel().await?;
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .queue_bind(
-                queue.name().clone(),
-                format!("{}.events", env.namespace).as_str().into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let events_queue = EventsQueue::bind(&env).await?;
 
         // Four full batches at once, committed without waking the relay: its poll finds them, and
         // each loop finding a full batch hands the next one to the other.
@@ -95,29 +68,9 @@ async fn two_relay_loops_publish_a_large_backlog_exactly_once() -> anyhow::Resul
         let (status, log) = env.terminate("fp-api", PATIENCE).await?;
         anyhow::ensure!(status.success(), "fp-api exited with {status}:\n{log}");
 
-        let waiting = channel
-            .queue_declare(
-                queue.name().as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?
-            .message_count();
+        let waiting = events_queue.waiting().await?;
         assert_eq!(i64::from(waiting), EVENTS, "messages published");
-        let mut messages = channel
-            .basic_consume(
-                queue.name().clone(),
-                "outbox-relay-test".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let mut messages = events_queue.consume("outbox-relay-test").await?;
         let mut published = HashSet::new();
         for _ in 0..EVENTS {
             let message = tokio::time::timeout(PATIENCE, messages.next())
@@ -143,7 +96,7 @@ async fn two_relay_loops_publish_a_large_backlog_exactly_once() -> anyhow::Resul
                 .collect();
         assert_eq!(published, events, "the published events are the outbox's");
         assert_eq!(unpublished(&mut conn).await?, 0);
-        connection.close(200, "done".into()).await.ok();
+        events_queue.close().await.ok();
         Ok(())
     }
     .await;

@@ -10,12 +10,10 @@ use chrono::{DateTime, Utc};
 use fp_contracts::{EventMessage, Submission, SubmissionStatus};
 use fp_publisher::{EventBuilder, Publisher, PublisherOptions};
 use fp_testkit::environment::{ServiceEndpoints, TestEnvironment, binaries_dir};
-use fp_testkit::pipeline::{Pipeline, TenantApi, start_api};
+use fp_testkit::pipeline::{EventsQueue, Pipeline, TenantApi, start_api};
 use fp_testkit::private_services::PrivateRabbit;
 use fp_testkit::receiver::{ReceivedRequest, TlsReceiver, always_ok};
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -183,43 +181,8 @@ async fn the_client_and_the_outbox_relay_send_identical_messages() -> anyhow::Re
         // A tenant without an endpoint: its events go nowhere, and this test reads them from a
         // queue of its own bound beside the dispatchers'.
         let tenant = TenantApi::create(&env, api, "Relay Co").await?;
-        let connection = lapin::Connection::connect(
-            &env.endpoints.broker_url,
-            lapin::ConnectionProperties::default(),
-        )
-        .await?;
-        let channel = connection.create_channel().await?;
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .queue_bind(
-                queue.name().clone(),
-                format!("{}.events", env.namespace).as_str().into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        let mut messages = channel
-            .basic_consume(
-                queue.name().clone(),
-                "publishing-client-test".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let events_queue = EventsQueue::bind(&env).await?;
+        let mut messages = events_queue.consume("publishing-client-test").await?;
         let mut next = async || -> anyhow::Result<lapin::message::Delivery> {
             Ok(tokio::time::timeout(PATIENCE, messages.next())
                 .await?
@@ -259,7 +222,7 @@ async fn the_client_and_the_outbox_relay_send_identical_messages() -> anyhow::Re
             )
         );
         publisher.close().await?;
-        connection.close(200, "done".into()).await?;
+        events_queue.close().await?;
         Ok(())
     }
     .await;

@@ -312,6 +312,14 @@ mod tests {
         }
     }
 
+    /// Takes the one batch the queue holds, checks it has `members` submissions, and writes it.
+    async fn write_one_batch(writer: &SubmissionWriter, members: usize) {
+        let (_stop, mut stopping) = watch::channel(false);
+        let batch = writer.next_batch(&mut stopping).await;
+        assert_eq!(batch.as_ref().map(Vec::len), Some(members));
+        writer.write_batch(batch.unwrap_or_default()).await;
+    }
+
     struct Fixture {
         env: TestEnvironment,
         pool: PgPool,
@@ -354,10 +362,7 @@ mod tests {
             for (n, text) in (1..).zip(&texts) {
                 outcomes.push(queue.enqueue(pending(fixture.tenant_id, text, n)).await?);
             }
-            let (_stop, mut stopping) = watch::channel(false);
-            let batch = writer.next_batch(&mut stopping).await;
-            assert_eq!(batch.as_ref().map(Vec::len), Some(5));
-            writer.write_batch(batch.unwrap_or_default()).await;
+            write_one_batch(&writer, 5).await;
             assert!(
                 fixture.outbox_wakeup.notified().now_or_never().is_some(),
                 "the relay was not woken"
@@ -399,10 +404,7 @@ mod tests {
             // No such tenant: the batch's insert breaks the foreign key.
             let ghost = queue.enqueue(pending(Uuid::new_v4(), "ghost", 2)).await?;
             let last = queue.enqueue(pending(tenant_id, "last", 3)).await?;
-            let (_stop, mut stopping) = watch::channel(false);
-            let batch = writer.next_batch(&mut stopping).await;
-            assert_eq!(batch.as_ref().map(Vec::len), Some(3));
-            writer.write_batch(batch.unwrap_or_default()).await;
+            write_one_batch(&writer, 3).await;
 
             let refused = ghost.await?.map(|row| row.id);
             let error = refused.expect_err("a submission of no tenant was stored");
@@ -478,10 +480,7 @@ mod tests {
         );
         let first = queue.enqueue(pending(Uuid::new_v4(), "first", 1)).await?;
         let second = queue.enqueue(pending(Uuid::new_v4(), "second", 2)).await?;
-        let (_stop, mut stopping) = watch::channel(false);
-        let batch = writer.next_batch(&mut stopping).await;
-        assert_eq!(batch.as_ref().map(Vec::len), Some(2));
-        writer.write_batch(batch.unwrap_or_default()).await;
+        write_one_batch(&writer, 2).await;
         for outcome in [first, second] {
             let error = outcome
                 .await?
