@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs fp-bench on two or more variants in turn, A B A B (issue 17's rule: a change counts only
+# when its effect is larger than the spread of the same variant), on a quiet machine.
+#
+#   bench/tools/ab.sh <label> <rounds> <name>=<bin dir>[,VAR=value...] ... -- <fp-bench flags>
+#
+# A variant is a build (its bin dir) and, optionally, environment the services inherit from the
+# driver, e.g. `G1=target/release,FP__API__SUBMISSION_BATCH_MAX=1` (the same build without group
+# commit). One driver (FP_BENCH_DRIVER, default target/release/fp-bench) runs every variant, so only
+# the services differ. Each run's JSON goes to bench/results/experiments/<label>/<name>-<round>/;
+# then bench/tools/summarize.py prints the tables.
+set -euo pipefail
+
+label=$1 rounds=$2
+shift 2
+variants=()
+while [[ $# -gt 0 && $1 != "--" ]]; do
+    variants+=("$1")
+    shift
+done
+[[ ${1:-} == "--" ]] && shift
+
+driver=${FP_BENCH_DRIVER:-${CARGO_TARGET_DIR:-target}/release/fp-bench}
+out=bench/results/experiments/$label
+mkdir -p "$out"
+for round in $(seq 1 "$rounds"); do
+    for variant in "${variants[@]}"; do
+        name=${variant%%=*}
+        IFS=, read -r -a parts <<< "${variant#*=}"
+        bin_dir=${parts[0]}
+        dir=$out/$name-$round
+        mkdir -p "$dir"
+        echo "== $label: $name round $round (${parts[*]})"
+        env "${parts[@]:1}" "$driver" --profile release --bin-dir "$bin_dir" --results-dir "$dir" "$@" \
+            > "$dir/stdout.txt" 2>&1 || { echo "run failed: see $dir/stdout.txt"; exit 1; }
+    done
+done
+python3 bench/tools/summarize.py "$out" | tee "$out/summary.md"

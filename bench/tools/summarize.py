@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Prints one markdown table per phase from the fp-bench JSONs under a folder (as bench/tools/ab.sh
+leaves them: <folder>/<variant>-<round>/<timestamp>.json), a row per run, so A and B sit side by side."""
+import json
+import re
+import pathlib
+import sys
+
+COLUMNS = [
+    ("fp-api", "api"),
+    ("postgresql", "PostgreSQL"),
+    ("rabbitmq", "RabbitMQ"),
+    ("fp-dispatcher", "dispatcher"),
+    ("fp-log-ingest", "log-ingest"),
+]
+
+
+def cpu(processes, prefix):
+    values = [p["cpu_seconds_per_1000_deliveries"] for p in processes if p["label"].startswith(prefix)]
+    return sum(values) if values else None
+
+
+def fmt(value, digits=3):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def main(folder):
+    runs = sorted(pathlib.Path(folder).glob("*/*.json"), key=lambda path: (path.parent.name.split("-")[-1], path.parent.name))
+    phases = {}
+    for path in runs:
+        report = json.loads(path.read_text())
+        for scenario in report["scenarios"]:
+            # A paced phase's name holds its rate, which differs from run to run.
+            name = re.sub(r" \(\d+/s\)$", "", scenario["name"])
+            phases.setdefault(name, []).append((path.parent.name, scenario))
+    for name, rows in phases.items():
+        print(f"\n{name}\n")
+        header = ["run", "paced at/s", "deliveries/s", "publish/s", "p50 ms", "p99 ms"] + [f"{title} CPU s/1000" for _, title in COLUMNS] + ["all CPU s/1000", "complete"]
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for run, scenario in rows:
+            processes = scenario["processes"]
+            total = sum(p["cpu_seconds_per_1000_deliveries"] for p in processes)
+            latency = scenario["latency"]
+            cells = [
+                run,
+                "max" if scenario["target_rate_per_second"] is None else f"{scenario['target_rate_per_second']:,.0f}",
+                f"{scenario['deliveries_per_second']:,.0f}",
+                f"{scenario['publish_rate_per_second']:,.0f}",
+                fmt(latency["p50_ms"], 1),
+                fmt(latency["p99_ms"], 1),
+            ] + [fmt(cpu(processes, prefix)) for prefix, _ in COLUMNS] + [fmt(total), str(scenario["completeness"]["complete"])]
+            print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "bench/results/experiments")
