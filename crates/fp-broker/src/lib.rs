@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use lapin::types::{AMQPValue, LongString};
 
+mod batch;
 mod connection;
 mod consumer;
 mod owned_channel;
@@ -17,6 +18,7 @@ mod propagation;
 mod publisher;
 pub mod topology;
 
+pub use batch::{BatchLimits, BatchPublisher, BatchTarget};
 pub use connection::{Broker, Declarations, endpoints};
 pub use consumer::Deliveries;
 pub use lapin::message::Delivery;

@@ -14,6 +14,7 @@ use fp_telemetry::propagation::{self, Context};
 use tracing::Instrument;
 use tracing::field::Empty;
 
+use crate::batch::{BatchLimits, BatchPublisher, BatchTarget};
 use crate::connection::Broker;
 use crate::owned_channel::OwnedChannel;
 use crate::propagation::AmqpHeadersMut;
@@ -37,6 +38,47 @@ pub struct OutgoingMessage<'a> {
     pub expiration: Option<Duration>,
 }
 
+/// What a producer span stands for, in the OpenTelemetry messaging conventions.
+#[derive(Clone, Copy)]
+pub(crate) enum Production {
+    /// A message sent to the broker (its span is named `publish <destination>`).
+    Publish,
+    /// One message of a batch, made here and sent with the batch (`create <destination>`).
+    Create,
+}
+
+/// A producer span; its context goes with the message.
+pub(crate) fn producer_span(
+    production: Production,
+    destination: &str,
+    routing_key: &str,
+    message_id: &str,
+) -> tracing::Span {
+    let (name, operation_type) = match production {
+        Production::Publish => ("publish", "send"),
+        Production::Create => ("create", "create"),
+    };
+    tracing::info_span!(
+        target: OTEL_TARGET,
+        "publish",
+        "otel.name" = %format!("{name} {destination}"),
+        "otel.kind" = "producer",
+        "otel.status_code" = Empty,
+        "messaging.system" = "rabbitmq",
+        "messaging.operation.type" = operation_type,
+        "messaging.destination.name" = %destination,
+        "messaging.rabbitmq.destination.routing_key" = %routing_key,
+        "messaging.message.id" = %message_id,
+        "error.type" = Empty,
+    )
+}
+
+/// Marks a producer span failed.
+pub(crate) fn record_failure(span: &tracing::Span, error: &BrokerError) {
+    span.record("error.type", error.kind());
+    span.record("otel.status_code", "ERROR");
+}
+
 /// Publishes with publisher confirms: `publish` returns only once the broker has taken
 /// responsibility for the message (written to the quorum queue), so callers may then ack their input
 /// or mark their outbox row. Its channel is opened on first use and again on each new connection.
@@ -54,6 +96,16 @@ impl Publisher {
             broker,
             channel: Arc::new(Mutex::new(None)),
         }
+    }
+
+    pub(crate) fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// Publishes messages to `target` in batches (`BatchPublisher`), through this publisher's
+    /// channel.
+    pub fn batched(&self, target: BatchTarget, limits: BatchLimits) -> BatchPublisher {
+        BatchPublisher::start(self.clone(), target, limits)
     }
 
     async fn channel(&self) -> Result<Channel, BrokerError> {
@@ -89,35 +141,41 @@ impl Publisher {
         message: &OutgoingMessage<'_>,
         message_type: Option<&str>,
     ) -> Result<(), BrokerError> {
+        self.publish_linked(message, message_type, &[]).await
+    }
+
+    /// `publish_as`, with the publish span linked to `links`: a message that carries the work of
+    /// several traces (a batch) is linked to each.
+    pub(crate) async fn publish_linked(
+        &self,
+        message: &OutgoingMessage<'_>,
+        message_type: Option<&str>,
+        links: &[Context],
+    ) -> Result<(), BrokerError> {
         // The destination is the exchange, or the queue for the default exchange.
         let destination = if message.exchange.is_empty() {
             message.routing_key
         } else {
             message.exchange
         };
-        let span = tracing::info_span!(
-            target: OTEL_TARGET,
-            "publish",
-            "otel.name" = %format!("publish {destination}"),
-            "otel.kind" = "producer",
-            "otel.status_code" = Empty,
-            "messaging.system" = "rabbitmq",
-            "messaging.operation.type" = "send",
-            "messaging.destination.name" = %destination,
-            "messaging.rabbitmq.destination.routing_key" = %message.routing_key,
-            "messaging.message.id" = %message.message_id,
-            "error.type" = Empty,
+        let span = producer_span(
+            Production::Publish,
+            destination,
+            message.routing_key,
+            message.message_id,
         );
         if let Some(parent) = message.parent {
             propagation::set_parent(&span, parent.clone());
+        }
+        for link in links {
+            propagation::add_link(&span, link);
         }
         let result = self
             .publish_in(message, message_type, &span)
             .instrument(span.clone())
             .await;
         if let Err(error) = &result {
-            span.record("error.type", error.kind());
-            span.record("otel.status_code", "ERROR");
+            record_failure(&span, error);
             // Refusals while disconnected are not confirms that failed: readiness shows those.
             if !matches!(error, BrokerError::Unavailable { .. }) {
                 metrics::counter!("fp_broker_publish_confirms_failed_total").increment(1);

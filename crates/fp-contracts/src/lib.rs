@@ -24,6 +24,21 @@ pub const INTERRUPTED_ERROR_MESSAGE: &str = "no outcome was recorded for this at
      request was sent, so your endpoint may have received it. The delivery continues with \
      another attempt.";
 
+/// AMQP `type` of a message holding several attempt records (`v1::DeliveryAttemptBatch`). A message
+/// without it holds one record (`v1::DeliveryAttempt`), as dispatchers before batching sent them.
+pub const ATTEMPT_BATCH_TYPE: &str = "feedbackpulse.v1.DeliveryAttemptBatch";
+
+/// The bytes of a `v1::DeliveryAttemptBatch` of records encoded already. A repeated message field
+/// is each element length-delimited under its tag, so the records are framed as they are, never
+/// decoded and encoded again.
+pub fn encode_attempt_batch(records: &[Vec<u8>]) -> Vec<u8> {
+    let mut batch = Vec::with_capacity(records.iter().map(|record| record.len() + 6).sum());
+    for record in records {
+        prost::encoding::bytes::encode(1, record, &mut batch);
+    }
+    batch
+}
+
 /// Why bytes from the broker are not a usable message; the text goes to the dead-letter queue.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -327,6 +342,39 @@ fn event_from_envelope(envelope: v1::EventEnvelope) -> Result<Event, DecodeError
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_batch_of_encoded_records_is_the_batch_message() {
+        let records: Vec<v1::DeliveryAttempt> = (1..=3)
+            .map(|number| v1::DeliveryAttempt {
+                attempt_id: format!("attempt {number}"),
+                attempt_number: number,
+                request_body: vec![7; 200 * number as usize],
+                traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+                ..v1::DeliveryAttempt::default()
+            })
+            .collect();
+        let encoded: Vec<Vec<u8>> = records
+            .iter()
+            .map(|record| record.encode_to_vec())
+            .collect();
+        let batch = encode_attempt_batch(&encoded);
+        assert_eq!(
+            batch,
+            v1::DeliveryAttemptBatch {
+                attempts: records.clone()
+            }
+            .encode_to_vec()
+        );
+        assert_eq!(
+            v1::DeliveryAttemptBatch::decode(batch.as_slice())
+                .expect("a batch")
+                .attempts,
+            records
+        );
+        assert!(encode_attempt_batch(&[]).is_empty());
+    }
+
     use super::*;
 
     #[test]

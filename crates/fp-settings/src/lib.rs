@@ -245,6 +245,10 @@ pub struct DispatcherSettings {
     pub host_requests_per_second: NonZeroU32,
     /// ...and at once after a quiet spell.
     pub host_request_burst: NonZeroU32,
+    /// Attempt records published in one message at most (records wait only for a free slot).
+    pub record_batch_max: NonZeroUsize,
+    /// Record batches awaiting their confirm at once.
+    pub record_batches_in_flight: NonZeroUsize,
     #[serde(skip)]
     pub retry_schedule: RetrySchedule,
     #[serde(skip)]
@@ -549,6 +553,8 @@ mod tests {
             health_report_interval_ms: 1000,
             host_requests_per_second: NonZeroU32::MIN,
             host_request_burst: NonZeroU32::MIN,
+            record_batch_max: NonZeroUsize::MIN,
+            record_batches_in_flight: NonZeroUsize::MIN,
             retry_schedule: RetrySchedule::standard(),
             allow_private_cidrs: Vec::new(),
             extra_root_certs: None,
@@ -682,13 +688,22 @@ mod tests {
     }
 
     #[test]
-    fn submission_batches_have_defaults_and_refuse_zero() {
-        let api = with_environment(&[]).expect("defaults fit the types").api;
-        assert_eq!(api.submission_batch_max.get(), 64);
-        assert_eq!(api.submission_writers.get(), 2);
-        for key in ["submission_batch_max", "submission_writers"] {
-            let variable = format!("FP__API__{}", key.to_uppercase());
-            let error = with_environment(&[(variable.as_str(), "0")]).expect_err("zero");
+    fn batch_settings_have_defaults_and_refuse_zero() {
+        let settings = with_environment(&[]).expect("defaults fit the types");
+        assert_eq!(settings.api.submission_batch_max.get(), 64);
+        assert_eq!(settings.api.submission_writers.get(), 2);
+        assert_eq!(settings.dispatcher.record_batch_max.get(), 256);
+        assert_eq!(settings.dispatcher.record_batches_in_flight.get(), 2);
+        for (variable, key) in [
+            ("FP__API__SUBMISSION_BATCH_MAX", "submission_batch_max"),
+            ("FP__API__SUBMISSION_WRITERS", "submission_writers"),
+            ("FP__DISPATCHER__RECORD_BATCH_MAX", "record_batch_max"),
+            (
+                "FP__DISPATCHER__RECORD_BATCHES_IN_FLIGHT",
+                "record_batches_in_flight",
+            ),
+        ] {
+            let error = with_environment(&[(variable, "0")]).expect_err("zero");
             assert!(error.to_string().contains(key), "{error}");
         }
     }

@@ -64,13 +64,21 @@ pub async fn insert_batch(
     if !created.is_empty() {
         tracing::warn!(partitions = ?created, "attempts arrived for days without a partition; made them");
     }
-    Ok(diesel::insert_into(delivery_attempts::table)
-        .values(rows)
-        .on_conflict((delivery_attempts::id, delivery_attempts::attempted_at))
-        .do_nothing()
-        .execute(conn)
-        .await?)
+    let mut inserted = 0;
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        inserted += diesel::insert_into(delivery_attempts::table)
+            .values(chunk)
+            .on_conflict((delivery_attempts::id, delivery_attempts::attempted_at))
+            .do_nothing()
+            .execute(conn)
+            .await?;
+    }
+    Ok(inserted)
 }
+
+/// Rows per INSERT statement: a statement takes at most 65,535 bind parameters, and a row has
+/// about two dozen columns.
+const ROWS_PER_INSERT: usize = 1000;
 
 /// How many rows one `store_batch` wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

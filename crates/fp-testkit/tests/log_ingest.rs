@@ -225,3 +225,144 @@ async fn a_pending_record_shows_as_interrupted_until_its_outcome_replaces_it() -
     broker.close().await;
     env.finish().await
 }
+
+/// Publishes `records` concurrently through one batch publisher, as the dispatcher does (each
+/// record keeps the trace context it has).
+async fn publish_in_batches(
+    broker: &Broker,
+    records: Vec<v1::DeliveryAttempt>,
+) -> anyhow::Result<()> {
+    let batches = broker.publisher().batched(
+        fp_broker::BatchTarget {
+            exchange: broker.names.attempts_exchange.clone(),
+            routing_key: "attempts".into(),
+            message_type: fp_contracts::ATTEMPT_BATCH_TYPE,
+            frame: fp_contracts::encode_attempt_batch,
+        },
+        fp_broker::BatchLimits {
+            max_messages: 256,
+            max_bytes: 1024 * 1024,
+            in_flight: 2,
+        },
+    );
+    let published = futures_util::future::join_all(records.iter().map(|record| {
+        batches.publish(&record.attempt_id, Duration::ZERO, |_| {
+            record.encode_to_vec()
+        })
+    }))
+    .await;
+    for confirmed in published {
+        confirmed?;
+    }
+    Ok(())
+}
+
+fn traceparent(index: usize) -> String {
+    format!("00-{:032x}-{:016x}-01", index + 1, index + 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_published_together_share_messages_and_each_is_confirmed() -> anyhow::Result<()> {
+    let env = TestEnvironment::new("batches").await?;
+    let broker = Broker::connect(&broker_url(), &env.namespace).await?;
+    let tenant_id = Uuid::now_v7();
+    let records: Vec<v1::DeliveryAttempt> = (0..1_000).map(|_| attempt_record(tenant_id)).collect();
+    publish_in_batches(&broker, records.clone()).await?;
+
+    // No log-ingest runs: the queue holds exactly what was published, in fewer messages.
+    let mut queue = broker.consume(&broker.names.attempts_queue, "test-batches", 1_000);
+    let mut received = Vec::new();
+    let mut messages = 0;
+    while received.len() < records.len() {
+        let message = tokio::time::timeout(Duration::from_secs(20), queue.next())
+            .await
+            .context("the records did not all arrive within 20 s")?
+            .context("consumer ended")?;
+        assert_eq!(
+            message.properties.kind().as_ref().map(|kind| kind.as_str()),
+            Some(fp_contracts::ATTEMPT_BATCH_TYPE)
+        );
+        let batch = v1::DeliveryAttemptBatch::decode(message.data.as_slice())?;
+        assert!(!batch.attempts.is_empty() && batch.attempts.len() <= 256);
+        received.extend(batch.attempts);
+        messages += 1;
+        fp_broker::ack(&message).await?;
+    }
+    let sent: std::collections::HashSet<&str> = records
+        .iter()
+        .map(|record| record.attempt_id.as_str())
+        .collect();
+    let got: std::collections::HashSet<&str> = received
+        .iter()
+        .map(|record| record.attempt_id.as_str())
+        .collect();
+    assert_eq!(received.len(), records.len(), "no record twice");
+    assert_eq!(got, sent);
+    assert!(
+        messages < records.len() / 4,
+        "1,000 records at once went in {messages} messages"
+    );
+    broker.close().await;
+    env.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_records_are_stored_each_with_its_own_trace() -> anyhow::Result<()> {
+    let mut env = TestEnvironment::new("batch-rows").await?;
+    let health = free_local_address()?;
+    env.start(
+        "fp-log-ingest",
+        &[
+            ("FP__LOG_INGEST__HEALTH_LISTEN", health.to_string()),
+            // Large batches, so one transaction holds more rows than one INSERT statement takes.
+            ("FP__LOG_INGEST__BATCH_SIZE", "5000".to_owned()),
+            ("FP__LOG_INGEST__BATCH_LINGER_MS", "1000".to_owned()),
+        ],
+        Readiness::Ok(format!("http://{health}/readyz")),
+    )
+    .await?;
+    let broker = Broker::connect(&broker_url(), &env.namespace).await?;
+    let tenant_id = existing_tenant(&env).await?;
+    let records: Vec<v1::DeliveryAttempt> = (0..3_200)
+        .map(|index| v1::DeliveryAttempt {
+            traceparent: traceparent(index),
+            tracestate: format!("vendor={index}"),
+            // Every column bound (an absent value is written as DEFAULT, not bound): 3,200 such
+            // rows are more than one statement's 65,535 parameters.
+            response_status: Some(500),
+            error_kind: "http_status".into(),
+            error_message: "HTTP 500".into(),
+            next_retry_at: Some(timestamp_from(chrono::Utc::now())),
+            request_headers: vec![v1::Header {
+                name: "Content-Type".into(),
+                value: "application/json".into(),
+            }],
+            ..attempt_record(tenant_id)
+        })
+        .collect();
+    publish_in_batches(&broker, records.clone()).await?;
+
+    let mut conn = fp_store::connect(&env.database_url).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let rows = loop {
+        let rows = fp_store::attempts::newest_for_tenant(&mut conn, tenant_id, 4_000).await?;
+        if rows.len() >= records.len() || tokio::time::Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(rows.len(), records.len());
+    let by_id: std::collections::HashMap<String, &v1::DeliveryAttempt> = records
+        .iter()
+        .map(|record| (record.attempt_id.clone(), record))
+        .collect();
+    for row in &rows {
+        let record = by_id
+            .get(&row.id.to_string())
+            .context("a row of a record sent")?;
+        assert_eq!(row.traceparent, record.traceparent);
+        assert_eq!(row.tracestate, record.tracestate);
+    }
+    broker.close().await;
+    env.finish().await
+}

@@ -35,11 +35,7 @@ fn in_trace<'a>(spans: &'a [ReceivedSpan], trace_id: &str) -> Vec<&'a ReceivedSp
 }
 
 fn client_spans<'a>(spans: &[&'a ReceivedSpan]) -> Vec<&'a ReceivedSpan> {
-    spans
-        .iter()
-        .copied()
-        .filter(|span| span.service == "fp-dispatcher" && span.name == "POST")
-        .collect()
+    dispatcher_spans(spans, "POST")
 }
 
 /// Everything the trace of one event must hold once it is complete: the api's request, both
@@ -66,11 +62,17 @@ fn complete(spans: &[ReceivedSpan], trace_id: &str, caller_span_id: &str) -> boo
         && statuses.contains("200")
         // The pending and the outcome record of both attempts reached log-ingest.
         && inserts >= 1
-        && spans
-            .iter()
-            .filter(|span| span.service == "fp-dispatcher" && span.name.starts_with("publish"))
-            .count()
-            >= 5
+        && dispatcher_spans(&spans, "create fp").len() >= 4
+        // The records' batches (each the child of its first record) and the retry job.
+        && dispatcher_spans(&spans, "publish fp").len() >= 3
+}
+
+fn dispatcher_spans<'a>(spans: &[&'a ReceivedSpan], name_prefix: &str) -> Vec<&'a ReceivedSpan> {
+    spans
+        .iter()
+        .copied()
+        .filter(|span| span.service == "fp-dispatcher" && span.name.starts_with(name_prefix))
+        .collect()
 }
 
 async fn one_trace_per_event(protocol: OtlpProtocol) -> anyhow::Result<()> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use fp_broker::{Delivery, Names, OutgoingMessage, Publisher};
+use fp_broker::{BatchPublisher, Delivery, Names, OutgoingMessage, Publisher};
 use fp_contracts::{DeliveryJob, JobContent, ProtoMessage, timestamp_from, v1};
 use fp_delivery::{AttemptOutcome, DeliveryClient, DeliveryResponse};
 use fp_domain::format::{self, EndpointFormat};
@@ -75,6 +75,8 @@ pub struct Dispatcher {
     pub claims: FirstAttemptClaims,
     pub client: DeliveryClient,
     pub publisher: Publisher,
+    /// Attempt records, batched: one message carries every record ready at the same moment.
+    pub records: BatchPublisher,
     pub names: Names,
     pub schedule: RetrySchedule,
     pub limits: EndpointLimits,
@@ -438,8 +440,8 @@ impl Dispatcher {
             attempt = job.attempt_number,
             "the event's personal data was erased; delivery cancelled, nothing sent"
         );
-        let record = cancelled_record(job, endpoint, Utc::now());
-        self.publish_record(&record, job, RECORD_PATIENCE).await?;
+        let mut record = cancelled_record(job, endpoint, Utc::now());
+        self.publish_record(&mut record, RECORD_PATIENCE).await?;
         Ok(())
     }
 
@@ -548,7 +550,7 @@ impl Dispatcher {
         // shows fewer requests than the endpoint saw. Nothing is sent unless the broker has it.
         let mut record =
             pending_record(job, endpoint, attempted_at, &request.headers, request.body);
-        self.publish_record(&record, job, Duration::ZERO)
+        self.publish_record(&mut record, Duration::ZERO)
             .await
             .context("the pending attempt record was not taken; nothing was sent")?;
         // The body goes to the client and then back into the record without a copy: `Bytes`
@@ -631,7 +633,7 @@ impl Dispatcher {
         };
         // The record, though, waits for the next connection: the endpoint may have seen this
         // attempt, so the tenant's log must show its outcome.
-        self.publish_record(&record, job, RECORD_PATIENCE).await?;
+        self.publish_record(&mut record, RECORD_PATIENCE).await?;
         scheduled?;
         crate::metrics::attempt_settled(verdict, retry, job.manual, format);
         self.completed.remember(job);
@@ -696,26 +698,21 @@ impl Dispatcher {
         }
     }
 
-    /// Publishes an attempt record, waiting up to `patience` for a lost connection to come back.
+    /// Publishes an attempt record in the next batch (`records`), waiting up to `patience` for a
+    /// lost connection to come back. The record carries the context of its own span in the
+    /// attempt's trace, which log-ingest keeps with its row.
     async fn publish_record(
         &self,
-        record: &v1::DeliveryAttempt,
-        job: &DeliveryJob,
+        record: &mut v1::DeliveryAttempt,
         patience: Duration,
-    ) -> Result<(), fp_broker::BrokerError> {
-        self.publisher
-            .publish_patiently(
-                &OutgoingMessage {
-                    exchange: &self.names.attempts_exchange,
-                    routing_key: job.event_type().as_str(),
-                    message_id: &record.attempt_id,
-                    parent: None,
-                    payload: &record.encode_to_vec(),
-                    headers: &[],
-                    expiration: None,
-                },
-                patience,
-            )
+    ) -> Result<(), std::sync::Arc<fp_broker::BrokerError>> {
+        let attempt_id = record.attempt_id.clone();
+        self.records
+            .publish(&attempt_id, patience, |trace| {
+                record.traceparent = trace.traceparent;
+                record.tracestate = trace.tracestate;
+                record.encode_to_vec()
+            })
             .await
     }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use fp_broker::{Broker, Declarations, QueueOptions};
+use fp_broker::{BatchLimits, BatchTarget, Broker, Declarations, QueueOptions};
 use fp_delivery::{DeliveryClient, DeliveryConfig};
 use fp_domain::address_policy::AddressPolicy;
 use fp_settings::{ExposeSecret, Settings};
@@ -32,6 +32,13 @@ use crate::host_rates::HostRates;
 
 /// Stored response bodies are capped; the rest is discarded and the attempt marked truncated.
 const RESPONSE_BODY_CAP: usize = 64 * 1024;
+
+/// A record batch takes no further record once it holds this many bytes, so one message stays far
+/// below RabbitMQ's size limit and log-ingest's memory per message stays small.
+const RECORD_BATCH_BYTES: usize = 1024 * 1024;
+
+/// Routing key of attempt-record batches (a batch mixes event types; log-ingest's queue takes all).
+const ATTEMPT_BATCH_ROUTING_KEY: &str = "attempts";
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // reqwest is built without a default crypto provider: name ring explicitly, once.
@@ -126,6 +133,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         pool,
         completed: completed::CompletedAttempts::new(),
         client,
+        records: publisher.batched(
+            BatchTarget {
+                exchange: broker.names.attempts_exchange.clone(),
+                routing_key: ATTEMPT_BATCH_ROUTING_KEY.to_owned(),
+                message_type: fp_contracts::ATTEMPT_BATCH_TYPE,
+                frame: fp_contracts::encode_attempt_batch,
+            },
+            BatchLimits {
+                max_messages: dispatcher_settings.record_batch_max.get(),
+                max_bytes: RECORD_BATCH_BYTES,
+                in_flight: dispatcher_settings.record_batches_in_flight.get(),
+            },
+        ),
         publisher,
         names: broker.names.clone(),
         schedule: dispatcher_settings.retry_schedule.clone(),

@@ -15,6 +15,7 @@ use fp_settings::{ExposeSecret, Settings};
 use fp_store::PgPool;
 use fp_store::attempts::AttemptRow;
 use fp_telemetry::health::{self, Health};
+use fp_telemetry::propagation::StoredContext;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -122,6 +123,51 @@ impl BatchRows {
     }
 }
 
+/// A message from the attempts queue and the records it holds (one, or a dispatcher's batch).
+struct Received {
+    delivery: Delivery,
+    records: Result<Vec<record::AttemptRecord>, fp_contracts::DecodeError>,
+}
+
+impl Received {
+    fn decode(delivery: Delivery) -> Self {
+        let message_type = delivery
+            .properties
+            .kind()
+            .as_ref()
+            .map(|kind| kind.as_str());
+        let records = record::attempt_records(message_type, &delivery.data).map(|mut records| {
+            // A record published alone carries its trace in the message's headers; each record of
+            // a batch carries its own. The context is kept with the row, so a manual redelivery
+            // joins the record's trace.
+            if records
+                .iter()
+                .any(|record| record.row.traceparent.is_empty())
+            {
+                let header = StoredContext::of_context(&fp_broker::trace_context(&delivery));
+                for record in records
+                    .iter_mut()
+                    .filter(|record| record.row.traceparent.is_empty())
+                {
+                    record.row.traceparent.clone_from(&header.traceparent);
+                    record.row.tracestate.clone_from(&header.tracestate);
+                }
+            }
+            records
+        });
+        Received { delivery, records }
+    }
+
+    fn records(&self) -> &[record::AttemptRecord] {
+        self.records.as_deref().unwrap_or_default()
+    }
+
+    /// Records it holds (an unreadable message counts as one: it is handled like one).
+    fn len(&self) -> usize {
+        self.records.as_ref().map_or(1, Vec::len)
+    }
+}
+
 struct Ingestor<'a> {
     pool: PgPool,
     publisher: Publisher,
@@ -159,16 +205,21 @@ impl Ingestor<'_> {
         }
     }
 
-    /// Waits for one record, then gathers more until the batch is full or has waited `linger`.
-    /// `None` once the broker is closed.
-    async fn next_batch(&self, consumer: &mut Deliveries) -> Option<Vec<Delivery>> {
-        let first = consumer.next().await?;
+    /// Waits for one message, then gathers more until the batch holds `batch_size` records or
+    /// has waited `linger`. `None` once the broker is closed.
+    async fn next_batch(&self, consumer: &mut Deliveries) -> Option<Vec<Received>> {
+        let first = Received::decode(consumer.next().await?);
+        let mut records = first.len();
         let mut batch = vec![first];
         let deadline = Instant::now() + self.linger;
-        while batch.len() < self.batch_size {
+        while records < self.batch_size {
             tokio::select! {
                 next = consumer.next() => match next {
-                    Some(delivery) => batch.push(delivery),
+                    Some(delivery) => {
+                        let received = Received::decode(delivery);
+                        records += received.len();
+                        batch.push(received);
+                    }
                     None => break,
                 },
                 () = tokio::time::sleep_until(deadline) => break,
@@ -182,7 +233,7 @@ impl Ingestor<'_> {
     /// The batch's insert span is linked to every record it stores (a batch spans many traces),
     /// and is a child of the first record's publish span, so the trace of that record's event
     /// reaches the database.
-    async fn store(&self, batch: Vec<Delivery>) {
+    async fn store(&self, batch: Vec<Received>) {
         let span = tracing::info_span!(
             target: fp_telemetry::OTEL_TARGET,
             "insert",
@@ -192,54 +243,55 @@ impl Ingestor<'_> {
             "db.system.name" = "postgresql",
             "db.operation.name" = "INSERT",
             "db.collection.name" = "delivery_attempts",
-            "db.operation.batch.size" = batch.len(),
+            "db.operation.batch.size" = batch.iter().map(Received::len).sum::<usize>(),
             "fp.rows.outcomes" = tracing::field::Empty,
             "fp.rows.pending" = tracing::field::Empty,
             "error.type" = tracing::field::Empty,
         );
-        // Read once per record: for the span's links here, and for the row's stored context.
-        let contexts: Vec<_> = batch.iter().map(fp_broker::trace_context).collect();
-        for context in &contexts {
-            fp_telemetry::propagation::add_link(&span, context);
+        let mut first = true;
+        for record in batch.iter().flat_map(Received::records) {
+            let context = fp_telemetry::propagation::stored_context(
+                &record.row.traceparent,
+                &record.row.tracestate,
+            );
+            fp_telemetry::propagation::add_link(&span, &context);
+            if std::mem::take(&mut first) {
+                fp_telemetry::propagation::set_parent(&span, context);
+            }
         }
-        if let Some(first) = contexts.first() {
-            fp_telemetry::propagation::set_parent(&span, first.clone());
-        }
-        self.store_in_span(batch, &contexts, &span)
+        self.store_in_span(batch, &span)
             .instrument(span.clone())
             .await;
     }
 
-    async fn store_in_span(
-        &self,
-        batch: Vec<Delivery>,
-        contexts: &[fp_telemetry::propagation::Context],
-        span: &tracing::Span,
-    ) {
+    async fn store_in_span(&self, batch: Vec<Received>, span: &tracing::Span) {
         let mut rows = BatchRows::default();
-        let mut readable: Vec<&Delivery> = Vec::with_capacity(batch.len());
-        for (delivery, context) in batch.iter().zip(contexts) {
-            match record::attempt_row(&delivery.data) {
-                Ok(mut record) => {
-                    // The record's trace, kept with the row so a manual redelivery joins it.
-                    let trace = fp_telemetry::propagation::StoredContext::of_context(context);
-                    record.row.traceparent = trace.traceparent;
-                    record.row.tracestate = trace.tracestate;
-                    tracing::debug!(
-                        traceparent = fp_broker::header_text(delivery, fp_broker::TRACEPARENT_HEADER),
-                        attempt_id = %record.row.id,
-                        delivery_id = %record.row.delivery_id,
-                        pending = record.outcome_pending,
-                        "attempt received"
-                    );
-                    rows.add(record);
-                    readable.push(delivery);
+        let mut last_readable = None;
+        let mut received = 0;
+        for message in batch {
+            match message.records {
+                Ok(records) => {
+                    received += records.len();
+                    for record in records {
+                        tracing::debug!(
+                            traceparent = record.row.traceparent,
+                            attempt_id = %record.row.id,
+                            delivery_id = %record.row.delivery_id,
+                            pending = record.outcome_pending,
+                            "attempt received"
+                        );
+                        rows.add(record);
+                    }
+                    last_readable = Some(message.delivery);
                 }
-                Err(error) => self.dead_letter(delivery, &error.to_string()).await,
+                Err(error) => {
+                    self.dead_letter(&message.delivery, &error.to_string())
+                        .await
+                }
             }
         }
         rows.drop_pending_with_outcome();
-        let Some(last) = readable.last() else {
+        let Some(last) = last_readable else {
             return;
         };
         loop {
@@ -248,7 +300,7 @@ impl Ingestor<'_> {
                     span.record("fp.rows.outcomes", stored.outcomes);
                     span.record("fp.rows.pending", stored.pending);
                     tracing::debug!(
-                        received = readable.len(),
+                        received,
                         outcomes = stored.outcomes,
                         pending = stored.pending,
                         "attempt batch stored"
@@ -267,7 +319,7 @@ impl Ingestor<'_> {
                         metrics::counter!("fp_log_ingest_records_dropped_total")
                             .increment(stored.dropped as u64);
                     }
-                    metrics::histogram!("fp_log_ingest_batch_rows").record(readable.len() as f64);
+                    metrics::histogram!("fp_log_ingest_batch_rows").record(received as f64);
                     rows.record_lag(chrono::Utc::now());
                     break;
                 }
@@ -281,9 +333,9 @@ impl Ingestor<'_> {
                 }
             }
         }
-        // Unreadable records were acked one by one already; acking the rest up to the last one
+        // Unreadable messages were acked one by one already; acking the rest up to the last one
         // covers exactly this batch, since one consumer owns the channel and batches are in order.
-        if let Err(error) = fp_broker::ack_up_to(last).await {
+        if let Err(error) = fp_broker::ack_up_to(&last).await {
             tracing::warn!(%error, "ack failed; the batch will be delivered again and deduplicated");
         }
     }
