@@ -975,13 +975,32 @@ async fn measure_limits(
             ),
         )
         .await?;
+        // Half of the messages acked one by one (the old yardstick, and what the dispatcher
+        // does), half with multiple-acks (what log-ingest does, and the best the broker does).
+        let single_acks = (operations / 2).max(1);
         let consume = measure(
             deployment,
             bench,
             "rabbitmq consume + ack",
-            operations,
+            single_acks,
             &[LOAD, RABBITMQ],
-            crate::limits::broker_consume(&bench.broker, &queue, operations, 256),
+            crate::limits::broker_consume(&bench.broker, &queue, single_acks, 256, 1),
+        )
+        .await?;
+        let multiple_acks = operations.saturating_sub(single_acks).max(1);
+        let consume_multiple = measure(
+            deployment,
+            bench,
+            &format!("rabbitmq consume + multiple-ack ({ACKS_PER_MULTIPLE_ACK})"),
+            multiple_acks,
+            &[LOAD, RABBITMQ],
+            crate::limits::broker_consume(
+                &bench.broker,
+                &queue,
+                multiple_acks,
+                256,
+                ACKS_PER_MULTIPLE_ACK,
+            ),
         )
         .await?;
         let mut latencies = Vec::new();
@@ -1004,8 +1023,50 @@ async fn measure_limits(
             },
         )
         .await?;
+        // The attempt records' hop as the dispatcher may batch it at best: records of the
+        // events' size, RECORDS_PER_MESSAGE to a message, costed per record.
+        let batched_messages = (operations / RECORDS_PER_MESSAGE).max(1);
+        let records = batched_messages * RECORDS_PER_MESSAGE;
+        let batch_bytes = message_size * usize::try_from(RECORDS_PER_MESSAGE)?;
+        let publish_batched = measure(
+            deployment,
+            bench,
+            &format!("rabbitmq publish + confirm, {RECORDS_PER_MESSAGE} records a message"),
+            records,
+            &[LOAD, RABBITMQ],
+            crate::limits::broker_publish(
+                &bench.broker,
+                &queue,
+                batch_bytes,
+                batched_messages,
+                args.publish_window,
+            ),
+        )
+        .await?;
+        let consume_batched = measure(
+            deployment,
+            bench,
+            &format!("rabbitmq consume + multiple-ack, {RECORDS_PER_MESSAGE} records a message"),
+            records,
+            &[LOAD, RABBITMQ],
+            crate::limits::broker_consume(
+                &bench.broker,
+                &queue,
+                batched_messages,
+                256,
+                ACKS_PER_MULTIPLE_ACK,
+            ),
+        )
+        .await?;
         round_trip.latency = Some(Percentiles::from_ns(latencies));
-        anyhow::Ok([publish, consume, round_trip])
+        anyhow::Ok([
+            publish,
+            consume,
+            round_trip,
+            consume_multiple,
+            publish_batched,
+            consume_batched,
+        ])
     }
     .await;
     // The raw queue is not part of the namespace's topology: it goes here, whatever happened.
@@ -1034,7 +1095,16 @@ async fn measure_limits(
     Ok(limits)
 }
 
-/// Two broker hops (each a publish with confirm plus a consume with ack), one POST and one row.
+/// Messages a multiple-ack settles in the limits (log-ingest's batches are larger still).
+const ACKS_PER_MULTIPLE_ACK: u64 = 64;
+
+/// Attempt records a message carries in the batched limit: the dispatcher's
+/// `record_batch_max` default, the most it puts in one message.
+const RECORDS_PER_MESSAGE: u64 = 256;
+
+/// The model: one event hop (a publish with confirm, a consume settled by a multiple-ack), the
+/// attempt record's hop as batched as the dispatcher may batch it, one POST and one row. The
+/// unbatched model before it (two hops of single messages, each acked alone) is kept beside it.
 fn model_of(limits: &[LimitReport], max_phase: &ScenarioReport) -> Option<Model> {
     let cost = |name: &str| {
         limits
@@ -1042,21 +1112,26 @@ fn model_of(limits: &[LimitReport], max_phase: &ScenarioReport) -> Option<Model>
             .find(|limit| limit.name.starts_with(name))
             .map(|limit| limit.cpu_seconds_per_1000)
     };
-    let model_cpu = 2.0 * (cost("rabbitmq publish")? + cost("rabbitmq consume")?)
-        + cost("https POST")?
-        + cost("postgresql insert")?;
+    let endpoint_and_row = cost("https POST")? + cost("postgresql insert")?;
+    let unbatched_cpu = 2.0
+        * (cost("rabbitmq publish + confirm")? + cost("rabbitmq consume + ack")?)
+        + endpoint_and_row;
+    let model_cpu = cost("rabbitmq publish + confirm")?
+        + cost("rabbitmq consume + multiple-ack (")?
+        + cost("rabbitmq publish + confirm, ")?
+        + cost("rabbitmq consume + multiple-ack, ")?
+        + endpoint_and_row;
     let ours_cpu: f64 = max_phase
         .processes
         .iter()
         .map(|process| process.cpu_seconds_per_1000_deliveries)
         .sum();
     let cpus = std::thread::available_parallelism().map_or(1, usize::from) as f64;
-    let model_rate = if model_cpu > 0.0 {
-        cpus * 1000.0 / model_cpu
-    } else {
-        0.0
-    };
+    let rate_of = |cpu: f64| if cpu > 0.0 { cpus * 1000.0 / cpu } else { 0.0 };
+    let model_rate = rate_of(model_cpu);
     Some(Model {
+        unbatched_model_cpu_seconds_per_1000: unbatched_cpu,
+        unbatched_model_deliveries_per_second: rate_of(unbatched_cpu),
         model_cpu_seconds_per_1000: model_cpu,
         ours_cpu_seconds_per_1000: ours_cpu,
         cpu_multiple: if model_cpu > 0.0 {

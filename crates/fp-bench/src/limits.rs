@@ -106,12 +106,14 @@ pub async fn broker_publish(
         .await
 }
 
-/// (b), second half: consumes `count` messages from the raw queue, acking each.
+/// (b), second half: consumes `count` messages from the raw queue, acking each (`ack_every` 1)
+/// or every `ack_every`-th and the last with one multiple-ack, as log-ingest acks its batches.
 pub async fn broker_consume(
     broker: &Broker,
     queue: &str,
     count: u64,
     prefetch: u16,
+    ack_every: u64,
 ) -> anyhow::Result<()> {
     let mut consumer = broker.consume(queue, "fp-bench-raw", prefetch);
     let mut consumed = 0;
@@ -120,8 +122,12 @@ pub async fn broker_consume(
             .next()
             .await
             .context("the raw queue's consumer ended early")?;
-        fp_broker::ack(&delivery).await?;
         consumed += 1;
+        if ack_every <= 1 {
+            fp_broker::ack(&delivery).await?;
+        } else if consumed % ack_every == 0 || consumed == count {
+            fp_broker::ack_up_to(&delivery).await?;
+        }
     }
     Ok(())
 }
