@@ -7,7 +7,6 @@ use lapin::options::{BasicAckOptions, BasicPublishOptions, ConfirmSelectOptions}
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation};
 use tokio::sync::Mutex;
-use tokio::time::Instant;
 
 use fp_telemetry::OTEL_TARGET;
 use fp_telemetry::propagation::{self, Context};
@@ -243,29 +242,6 @@ impl Publisher {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
             Confirmation::Ack(Some(_)) => Err(failure(true)),
             Confirmation::Nack(_) => Err(failure(false)),
-        }
-    }
-
-    /// Publishes, and when the connection is down or lost before the confirm, publishes again on
-    /// the next connection, for up to `patience`. For records that must not be lost with a
-    /// connection (an attempt the receiver may already have seen).
-    pub async fn publish_patiently(
-        &self,
-        message: &OutgoingMessage<'_>,
-        patience: Duration,
-    ) -> Result<(), BrokerError> {
-        let deadline = Instant::now() + patience;
-        loop {
-            match self.publish(message).await {
-                Err(error) if error.is_connection_loss() && Instant::now() < deadline => {
-                    tracing::debug!(%error, "publish waits for the next connection");
-                    let wait = deadline.saturating_duration_since(Instant::now());
-                    if self.broker.wait_connected(wait).await.is_err() {
-                        return Err(error);
-                    }
-                }
-                outcome => return outcome,
-            }
         }
     }
 

@@ -342,6 +342,7 @@ fn event_from_envelope(envelope: v1::EventEnvelope) -> Result<Event, DecodeError
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn a_batch_of_encoded_records_is_the_batch_message() {
@@ -374,8 +375,6 @@ mod tests {
         );
         assert!(encode_attempt_batch(&[]).is_empty());
     }
-
-    use super::*;
 
     #[test]
     fn events_round_trip_through_the_wire_form() {

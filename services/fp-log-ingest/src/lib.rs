@@ -140,18 +140,16 @@ impl Received {
             // A record published alone carries its trace in the message's headers; each record of
             // a batch carries its own. The context is kept with the row, so a manual redelivery
             // joins the record's trace.
-            if records
-                .iter()
-                .any(|record| record.row.traceparent.is_empty())
+            let mut header = None;
+            for record in records
+                .iter_mut()
+                .filter(|record| record.row.traceparent.is_empty())
             {
-                let header = StoredContext::of_context(&fp_broker::trace_context(&delivery));
-                for record in records
-                    .iter_mut()
-                    .filter(|record| record.row.traceparent.is_empty())
-                {
-                    record.row.traceparent.clone_from(&header.traceparent);
-                    record.row.tracestate.clone_from(&header.tracestate);
-                }
+                let header = header.get_or_insert_with(|| {
+                    StoredContext::of_context(&fp_broker::trace_context(&delivery))
+                });
+                record.row.traceparent.clone_from(&header.traceparent);
+                record.row.tracestate.clone_from(&header.tracestate);
             }
             records
         });
