@@ -14,7 +14,7 @@ use lapin::{Channel, Connection, ConnectionProperties, Event};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
-use crate::consumer::Deliveries;
+use crate::consumer::{Deliveries, Plain, SettledDeliveries, Windowed};
 use crate::owned_channel::OwnedChannel;
 use crate::publisher::Publisher;
 use crate::topology::QueueOptions;
@@ -309,7 +309,19 @@ impl Broker {
     /// The deliveries of `queue` with at most `prefetch` unacknowledged, consumed again on every
     /// new connection. Ends only when the broker is closed.
     pub fn consume(&self, queue: &str, consumer_tag: &str, prefetch: u16) -> Deliveries {
-        crate::consumer::consume(self.clone(), queue, consumer_tag, prefetch)
+        crate::consumer::consume::<Plain>(self.clone(), queue, consumer_tag, prefetch)
+    }
+
+    /// Like [`Broker::consume`], for deliveries handled concurrently: each comes with its
+    /// [`Settlement`](crate::Settlement), and the acks of one channel are coalesced into
+    /// multiple-acks wherever that settles nothing unfinished.
+    pub fn consume_settled(
+        &self,
+        queue: &str,
+        consumer_tag: &str,
+        prefetch: u16,
+    ) -> SettledDeliveries {
+        crate::consumer::consume::<Windowed>(self.clone(), queue, consumer_tag, prefetch)
     }
 
     /// Stops supervising and closes the connection; consumers end, publishes are refused. Channels

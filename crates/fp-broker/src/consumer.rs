@@ -2,6 +2,7 @@
 //! as the supervisor has a new one. Deliveries of the lost channel were not acked, so the broker
 //! hands them out again (with `redelivered` set).
 
+use std::marker::PhantomData;
 use std::pin::Pin;
 
 use futures_util::{Stream, StreamExt};
@@ -10,39 +11,80 @@ use lapin::types::FieldTable;
 
 use crate::connection::{Broker, backoff};
 use crate::owned_channel::OwnedChannel;
+use crate::settlement::{ChannelWindow, Inbound};
 use crate::{BrokerError, Delivery, amqp};
 
 /// The deliveries of one queue, across reconnects. Ends only when the broker is closed.
 pub type Deliveries = Pin<Box<dyn Stream<Item = Delivery> + Send>>;
 
-struct Attachment {
+/// The deliveries of one queue with their settlements (acks coalesced per channel), across
+/// reconnects. Ends only when the broker is closed.
+pub type SettledDeliveries = Pin<Box<dyn Stream<Item = Inbound> + Send>>;
+
+/// What a consumer hands out for each delivery, and what it keeps per channel to do so.
+pub(crate) trait HandOut: Send + Sync + 'static {
+    type PerChannel: Send + Sync;
+    type Item: Send;
+    fn attached() -> Self::PerChannel;
+    fn hand_out(per_channel: &Self::PerChannel, delivery: Delivery) -> Self::Item;
+}
+
+/// The delivery alone; its receiver acks it itself.
+pub(crate) struct Plain;
+
+impl HandOut for Plain {
+    type PerChannel = ();
+    type Item = Delivery;
+    fn attached() {}
+    fn hand_out((): &(), delivery: Delivery) -> Delivery {
+        delivery
+    }
+}
+
+/// The delivery with its settlement through the channel's ack window.
+pub(crate) struct Windowed;
+
+impl HandOut for Windowed {
+    type PerChannel = ChannelWindow;
+    type Item = Inbound;
+    fn attached() -> ChannelWindow {
+        ChannelWindow::open()
+    }
+    fn hand_out(window: &ChannelWindow, delivery: Delivery) -> Inbound {
+        window.hand_out(delivery)
+    }
+}
+
+struct Attachment<H: HandOut> {
     broker: Broker,
     queue: String,
     consumer_tag: String,
     prefetch: u16,
     /// The channel consuming now; dropping it cancels the consumer and closes the channel.
-    attached: Option<OwnedChannel>,
+    attached: Option<(OwnedChannel, H::PerChannel)>,
     failures: u32,
+    hand_out: PhantomData<H>,
 }
 
-pub(crate) fn consume(
+pub(crate) fn consume<H: HandOut>(
     broker: Broker,
     queue: &str,
     consumer_tag: &str,
     prefetch: u16,
-) -> Deliveries {
-    let attachment = Attachment {
+) -> Pin<Box<dyn Stream<Item = H::Item> + Send>> {
+    let attachment = Attachment::<H> {
         broker,
         queue: queue.to_owned(),
         consumer_tag: consumer_tag.to_owned(),
         prefetch,
         attached: None,
         failures: 0,
+        hand_out: PhantomData,
     };
     Box::pin(futures_util::stream::unfold(attachment, next_delivery))
 }
 
-async fn next_delivery(mut state: Attachment) -> Option<(Delivery, Attachment)> {
+async fn next_delivery<H: HandOut>(mut state: Attachment<H>) -> Option<(H::Item, Attachment<H>)> {
     loop {
         if state.attached.is_none() {
             state.broker.session_when_up().await?;
@@ -52,7 +94,7 @@ async fn next_delivery(mut state: Attachment) -> Option<(Delivery, Attachment)> 
                         tracing::info!(queue = %state.queue, "consuming again");
                     }
                     state.failures = 0;
-                    state.attached = Some(attached);
+                    state.attached = Some((attached, H::attached()));
                 }
                 Err(error) => {
                     state.failures = state.failures.saturating_add(1);
@@ -65,13 +107,16 @@ async fn next_delivery(mut state: Attachment) -> Option<(Delivery, Attachment)> 
                 }
             }
         }
-        let consumer = state.attached.as_mut()?.consumer.as_mut()?;
-        let next = consumer.next().await;
+        let (channel, per_channel) = state.attached.as_mut()?;
+        let next = channel.consumer.as_mut()?.next().await;
         if state.broker.is_closed() {
             return None;
         }
         match next {
-            Some(Ok(delivery)) => return Some((delivery, state)),
+            Some(Ok(delivery)) => {
+                let item = H::hand_out(per_channel, delivery);
+                return Some((item, state));
+            }
             Some(Err(error)) => {
                 tracing::warn!(queue = %state.queue, %error, "consumer lost; consuming again once connected");
             }
@@ -88,7 +133,7 @@ async fn next_delivery(mut state: Attachment) -> Option<(Delivery, Attachment)> 
     }
 }
 
-async fn attach(state: &Attachment) -> Result<OwnedChannel, BrokerError> {
+async fn attach<H: HandOut>(state: &Attachment<H>) -> Result<OwnedChannel, BrokerError> {
     let (_, owned) = state.broker.owned_channel().await?;
     owned
         .channel

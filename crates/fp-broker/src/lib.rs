@@ -1,7 +1,8 @@
 //! RabbitMQ adapter: one supervised connection per process that reconnects by itself
 //! (`connection`), the topology every service relies on, a publisher that waits for the broker's
-//! confirm, consumers with a prefetch limit that survive reconnects, and a dead-letter path for
-//! messages nobody can read.
+//! confirm, consumers with a prefetch limit that survive reconnects (with acks coalesced per
+//! channel for concurrent handlers: `settlement`), and a dead-letter path for messages nobody can
+//! read.
 //!
 //! Every name starts with a namespace (`fp` by default) so that several deployments, or parallel test
 //! runs, share one broker without seeing each other's messages.
@@ -16,15 +17,17 @@ mod consumer;
 mod owned_channel;
 mod propagation;
 mod publisher;
+mod settlement;
 pub mod topology;
 
 pub use batch::{BatchLimits, BatchPublisher, BatchTarget};
 pub use connection::{Broker, Declarations, endpoints};
-pub use consumer::Deliveries;
+pub use consumer::{Deliveries, SettledDeliveries};
 pub use lapin::message::Delivery;
 pub use lapin::options::{BasicAckOptions, BasicNackOptions};
 pub use propagation::{AmqpHeaders, AmqpHeadersMut, trace_context};
 pub use publisher::{OutgoingMessage, Publisher};
+pub use settlement::{Inbound, Settlement};
 pub use topology::QueueOptions;
 
 /// AMQP header carrying the W3C trace context (with `tracestate` beside it when the trace has one).
@@ -168,18 +171,6 @@ pub async fn ack_up_to(delivery: &Delivery) -> Result<(), BrokerError> {
         .await
         .map(|_| ())
         .map_err(amqp("basic.ack"))
-}
-
-/// Returns a delivery to its queue, e.g. when the database is down, so another try can succeed.
-pub async fn requeue(delivery: &Delivery) -> Result<(), BrokerError> {
-    delivery
-        .nack(BasicNackOptions {
-            requeue: true,
-            multiple: false,
-        })
-        .await
-        .map(|_| ())
-        .map_err(amqp("basic.nack"))
 }
 
 fn redact(url: &str) -> String {

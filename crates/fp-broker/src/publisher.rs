@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::{BasicAckOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation};
 use tokio::sync::Mutex;
@@ -253,14 +253,16 @@ impl Publisher {
         delivery: &Delivery,
         reason: &str,
     ) -> Result<(), BrokerError> {
-        self.reject(names, source_queue, delivery, UNREADABLE, reason)
-            .await
+        self.copy_to_dead_letters(names, source_queue, delivery, UNREADABLE, reason)
+            .await?;
+        crate::ack(delivery).await
     }
 
-    /// Moves a message refused for `code` (a stable word, such as the dispatcher's rejection
-    /// reasons) to the dead-letter exchange, with `code` in [`REJECTION_HEADER`] and `reason` in
-    /// [`DEAD_LETTER_REASON_HEADER`], then acks it.
-    pub async fn reject(
+    /// Moves a copy of a message refused for `code` (a stable word, such as the dispatcher's
+    /// rejection reasons) to the dead-letter exchange, with `code` in [`REJECTION_HEADER`] and
+    /// `reason` in [`DEAD_LETTER_REASON_HEADER`], and waits for its confirm. The caller then
+    /// settles the original (acks it).
+    pub async fn copy_to_dead_letters(
         &self,
         names: &Names,
         source_queue: &str,
@@ -299,10 +301,6 @@ impl Publisher {
             "queue" => source_queue.to_owned(),
         )
         .increment(1);
-        delivery
-            .ack(BasicAckOptions::default())
-            .await
-            .map_err(amqp("basic.ack"))?;
         Ok(())
     }
 }

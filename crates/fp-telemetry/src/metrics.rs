@@ -263,6 +263,10 @@ fn describe() {
         "fp_broker_dead_lettered_total",
         "Messages this process dead-lettered, by reason"
     );
+    describe_counter!(
+        "fp_broker_settle_frames_total",
+        "Ack and nack frames sent for coalesced consumers; multiple=true settles a run of deliveries"
+    );
     describe_gauge!(
         "fp_db_pool_waiting",
         "Tasks waiting for a database connection from the pool (sampled)"

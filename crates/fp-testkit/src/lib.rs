@@ -12,6 +12,8 @@
 //!   stop and start them; [`environment::TestEnvironment::new_on`] runs a deployment on them.
 //! - [`rabbitmq_cluster::RabbitCluster`]: a three-node RabbitMQ cluster in containers, whose nodes
 //!   a test stops, starts, cuts off the network and heals.
+//! - [`scratch_queue::ScratchQueue`]: a classic queue of a test's own, for the broker adapter's
+//!   consumer tests.
 //! - [`journal::examine`]: the fault tests' verdict, what the endpoint saw against the log.
 //! - [`sessions`]: dashboard users and their sessions at the api.
 //! - [`mail_sink::MailSink`]: a local SMTP server that keeps the emails it is sent (notifications).
@@ -30,6 +32,7 @@ pub mod pipeline;
 pub mod private_services;
 pub mod rabbitmq_cluster;
 pub mod receiver;
+pub mod scratch_queue;
 pub mod seed;
 pub mod sessions;
 

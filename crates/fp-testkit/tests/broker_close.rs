@@ -6,10 +6,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fp_broker::{Broker, OutgoingMessage};
+use fp_broker::Broker;
 use fp_testkit::environment::broker_url;
+use fp_testkit::scratch_queue::ScratchQueue;
 use futures_util::StreamExt;
-use lapin::options::QueueDeclareOptions;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
@@ -46,36 +46,13 @@ async fn closing_right_after_dropping_consumers_and_publishers_is_clean() -> any
     let errors = ErrorEvents::default();
     tracing::subscriber::set_global_default(tracing_subscriber::registry().with(errors.clone()))?;
 
-    let namespace = format!("close{}", uuid::Uuid::new_v4().simple());
-    let admin = Broker::connect(&broker_url(), &namespace).await?;
-    // A classic queue: no delivery limit, so a message can come back every round.
-    let queue = format!("{namespace}.close-test");
-    let channel = admin.channel().await?;
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions::default(),
-            Default::default(),
-        )
-        .await?;
-
+    // No delivery limit, so a message can come back every round.
+    let queue = ScratchQueue::declare("close", "close-test").await?;
     for round in 0..ROUNDS {
-        let broker = Broker::connect(&broker_url(), &namespace).await?;
+        let broker = Broker::connect(&broker_url(), &queue.namespace).await?;
         let publisher = broker.publisher();
-        let id = round.to_string();
-        publisher
-            .publish(&OutgoingMessage {
-                // The default exchange routes by queue name.
-                exchange: "",
-                routing_key: &queue,
-                message_id: &id,
-                parent: None,
-                payload: id.as_bytes(),
-                headers: &[],
-                expiration: None,
-            })
-            .await?;
-        let mut deliveries = broker.consume(&queue, &format!("close-test-{round}"), 10);
+        queue.publish(&publisher, &round.to_string()).await?;
+        let mut deliveries = broker.consume(&queue.name, &format!("close-test-{round}"), 10);
         let in_hand = tokio::time::timeout(PATIENCE, deliveries.next())
             .await?
             .ok_or_else(|| anyhow::anyhow!("round {round}: the consumer ended"))?;
@@ -87,21 +64,8 @@ async fn closing_right_after_dropping_consumers_and_publishers_is_clean() -> any
     }
 
     // Every message was handed back unacknowledged, so all are in the queue again.
-    let declared = channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await?;
-    let waiting = declared.message_count();
-    channel
-        .queue_delete(queue.as_str().into(), Default::default())
-        .await?;
-    admin.close().await;
+    let waiting = queue.ready().await?;
+    queue.delete().await?;
 
     let errors = errors
         .0
@@ -110,8 +74,7 @@ async fn closing_right_after_dropping_consumers_and_publishers_is_clean() -> any
         .unwrap_or_default();
     assert!(errors.is_empty(), "closing logged errors: {errors:#?}");
     assert_eq!(
-        usize::try_from(waiting)?,
-        ROUNDS,
+        waiting, ROUNDS,
         "messages in hand at the close went back to the queue"
     );
     Ok(())

@@ -457,6 +457,16 @@ async fn prometheus_sees_every_metric_move_while_deliveries_flow() -> anyhow::Re
             "max(fp_broker_dead_letter_queue_messages)",
             Box::new(exactly(1.0)),
         ),
+        // The dispatcher's acks: at least one frame, and never more than the inputs it settled
+        // (fewer where a multiple-ack settled a run of them).
+        (
+            r#"sum(fp_broker_settle_frames_total{job="fp-dispatcher"})"#,
+            Box::new(|v| v >= 1.0),
+        ),
+        (
+            r#"sum(fp_broker_settle_frames_total{job="fp-dispatcher"}) - sum(fp_dispatcher_messages_handled_total) - sum(fp_broker_dead_lettered_total{job="fp-dispatcher"})"#,
+            Box::new(|v| v <= 0.0),
+        ),
         // Broker and database, in every service that uses them.
         ("count(fp_broker_connected == 1)", Box::new(exactly(3.0))),
         (

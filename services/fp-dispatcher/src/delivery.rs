@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use fp_broker::{BatchPublisher, Delivery, Names, OutgoingMessage, Publisher};
+use fp_broker::{BatchPublisher, Delivery, Inbound, Names, OutgoingMessage, Publisher, Settlement};
 use fp_contracts::{DeliveryJob, JobContent, ProtoMessage, timestamp_from, v1};
 use fp_delivery::{AttemptOutcome, DeliveryClient, DeliveryResponse};
 use fp_domain::format::{self, EndpointFormat};
@@ -92,8 +92,13 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// Handles one message. Never panics and never drops a message: it is acked (handled),
-    /// dead-lettered (unreadable) or returned to its queue (a dependency failed).
-    pub async fn handle(&self, input: Input, delivery: Delivery) {
+    /// dead-lettered (unreadable) or returned to its queue (a dependency failed), each through
+    /// its settlement, which coalesces the acks of the channel.
+    pub async fn handle(&self, input: Input, inbound: Inbound) {
+        let Inbound {
+            delivery,
+            settlement,
+        } = inbound;
         let source_queue = match input {
             Input::Event => &self.names.dispatcher_queue,
             Input::Job => &self.names.retry_queue,
@@ -123,7 +128,7 @@ impl Dispatcher {
         span.record("trace_id", fp_telemetry::propagation::trace_id(&span));
         // The span is attached to each future rather than entered across awaits, so deliveries
         // interleaved on one thread never log under each other's trace id.
-        self.handle_in_span(input, source_queue, delivery, &span)
+        self.handle_in_span(input, source_queue, delivery, settlement, &span)
             .instrument(span.clone())
             .await;
     }
@@ -133,6 +138,7 @@ impl Dispatcher {
         input: Input,
         source_queue: &str,
         delivery: Delivery,
+        settlement: Settlement,
         span: &tracing::Span,
     ) {
         let job = match input {
@@ -150,12 +156,15 @@ impl Dispatcher {
                     metrics::counter!("fp_dispatcher_events_rejected_total", "reason" => code)
                         .increment(1);
                 }
-                if let Err(error) = self
+                match self
                     .publisher
-                    .reject(&self.names, source_queue, &delivery, code, &error)
+                    .copy_to_dead_letters(&self.names, source_queue, &delivery, code, &error)
                     .await
                 {
-                    tracing::error!(%error, "could not dead-letter; the broker will redeliver");
+                    Ok(()) => settlement.ack().await,
+                    Err(error) => {
+                        tracing::error!(%error, "could not dead-letter; the broker will redeliver");
+                    }
                 }
                 return;
             }
@@ -170,9 +179,7 @@ impl Dispatcher {
         span.record("fp.manual", job.manual());
         match self.process(job, redelivered, &mut claimed_now, span).await {
             Ok(()) => {
-                if let Err(error) = fp_broker::ack(&delivery).await {
-                    tracing::warn!(%error, "ack failed; the message will be handled again");
-                }
+                settlement.ack().await;
                 metrics::counter!("fp_dispatcher_messages_handled_total").increment(1);
             }
             Err(error) => {
@@ -181,8 +188,13 @@ impl Dispatcher {
                     "not handled; handing it back to its queue"
                 );
                 span.record("fp.outcome", "handed_back");
-                self.hand_back(&delivery, source_queue, claimed_before || claimed_now)
-                    .await;
+                self.hand_back(
+                    &delivery,
+                    settlement,
+                    source_queue,
+                    claimed_before || claimed_now,
+                )
+                .await;
             }
         }
     }
@@ -658,9 +670,15 @@ impl Dispatcher {
     ///
     /// `claimed`: the event's first attempt is claimed by this input (now or before), which its
     /// copy carries on ([`HANDED_BACK_HEADER`]).
-    async fn hand_back(&self, delivery: &Delivery, source_queue: &str, claimed: bool) {
+    async fn hand_back(
+        &self,
+        delivery: &Delivery,
+        settlement: Settlement,
+        source_queue: &str,
+        claimed: bool,
+    ) {
         tokio::time::sleep(HAND_BACK_DELAY).await;
-        if !delivery.acker.usable() {
+        if !settlement.usable() {
             tracing::debug!("its channel is gone; the broker hands it out again");
             return;
         }
@@ -686,15 +704,12 @@ impl Dispatcher {
                 expiration: None,
             })
             .await;
-        let returned = match copied {
-            Ok(()) => fp_broker::ack(delivery).await,
+        match copied {
+            Ok(()) => settlement.ack().await,
             Err(error) => {
                 tracing::debug!(%error, "could not copy it back; requeueing it instead");
-                fp_broker::requeue(delivery).await
+                settlement.requeue().await;
             }
-        };
-        if let Err(error) = returned {
-            tracing::warn!(%error, "could not hand it back; the broker will redeliver it on reconnect");
         }
     }
 

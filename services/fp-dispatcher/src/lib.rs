@@ -116,8 +116,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let publisher = broker.publisher();
     let consumer_tag = format!("fp-dispatcher-{}", std::process::id());
     let prefetch = dispatcher_settings.prefetch;
-    let events = broker.consume(&broker.names.dispatcher_queue, &consumer_tag, prefetch);
-    let jobs = broker.consume(&broker.names.retry_queue, &consumer_tag, prefetch);
+    let events = broker.consume_settled(&broker.names.dispatcher_queue, &consumer_tag, prefetch);
+    let jobs = broker.consume_settled(&broker.names.retry_queue, &consumer_tag, prefetch);
     let mut inputs = futures_util::stream::select(
         events.map(|delivery| (Input::Event, delivery)),
         jobs.map(|delivery| (Input::Job, delivery)),
@@ -178,9 +178,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         tokio::select! {
             () = &mut shutdown => break,
             next = inputs.next() => match next {
-                Some((input, delivery)) => {
+                Some((input, inbound)) => {
                     let dispatcher = dispatcher.clone();
-                    in_flight.spawn(async move { dispatcher.handle(input, delivery).await });
+                    in_flight.spawn(async move { dispatcher.handle(input, inbound).await });
                 }
                 // Only a closed broker ends the consumers; a lost connection is consumed again.
                 None => break,
