@@ -16,6 +16,8 @@ use crate::report::{Completeness, Ingest, Percentiles, ProcessFigures, ScenarioR
 
 const ROWS_INSERTED: &str = "fp_log_ingest_rows_inserted_total";
 const ATTEMPTS: &str = "fp_dispatcher_attempts_total";
+/// The dispatchers' ack and nack frames (absent from builds before coalesced acks).
+const SETTLE_FRAMES: &str = "fp_broker_settle_frames_total";
 
 /// The receiver's control port and log-ingest's metrics: where a phase reads its progress.
 #[derive(Clone)]
@@ -162,7 +164,8 @@ pub struct PhaseLoad {
 /// Counters read at the start of a phase, and a sampler of progress while it runs.
 pub struct Probe {
     rows_before: u64,
-    attempts_before: Vec<(SocketAddr, u64)>,
+    /// Each dispatcher's attempts and settle frames so far.
+    dispatchers_before: Vec<(SocketAddr, u64, u64)>,
     cpu_before: CpuSnapshot,
     sampling: Arc<AtomicBool>,
     sampler: tokio::task::JoinHandle<Vec<Sample>>,
@@ -180,9 +183,13 @@ impl Probe {
     /// and lag.
     pub async fn start(deployment: &Deployment, observed: &Observed) -> anyhow::Result<Probe> {
         let rows_before = observed.rows_inserted().await?;
-        let mut attempts_before = Vec::new();
+        let mut dispatchers_before = Vec::new();
         for health in dispatcher_health(deployment) {
-            attempts_before.push((health, metric(health, ATTEMPTS).await?));
+            dispatchers_before.push((
+                health,
+                metric(health, ATTEMPTS).await?,
+                metric(health, SETTLE_FRAMES).await?,
+            ));
         }
         let cpu_before = cpu_snapshot(deployment);
         let sampling = Arc::new(AtomicBool::new(true));
@@ -211,7 +218,7 @@ impl Probe {
         };
         Ok(Probe {
             rows_before,
-            attempts_before,
+            dispatchers_before,
             cpu_before,
             sampling,
             sampler,
@@ -260,13 +267,21 @@ impl Probe {
         self.sampling.store(false, Ordering::Relaxed);
         let samples = self.sampler.await.unwrap_or_default();
         let mut attempts_per_dispatcher = Vec::new();
+        let mut settle_frames = 0;
         for health in dispatcher_health(deployment) {
-            let before = self
-                .attempts_before
+            let (attempts_before, frames_before) = self
+                .dispatchers_before
                 .iter()
-                .find(|(earlier, _)| *earlier == health)
-                .map_or(0, |(_, attempts)| *attempts);
-            attempts_per_dispatcher.push(metric(health, ATTEMPTS).await?.saturating_sub(before));
+                .find(|(earlier, _, _)| *earlier == health)
+                .map_or((0, 0), |(_, attempts, frames)| (*attempts, *frames));
+            attempts_per_dispatcher.push(
+                metric(health, ATTEMPTS)
+                    .await?
+                    .saturating_sub(attempts_before),
+            );
+            settle_frames += metric(health, SETTLE_FRAMES)
+                .await?
+                .saturating_sub(frames_before);
         }
 
         let first = first_arrivals(&arrived, &load.expected);
@@ -322,6 +337,7 @@ impl Probe {
                 delivered,
             ),
             attempts_per_dispatcher,
+            settle_frames,
             mean_body_bytes: final_stats
                 .body_bytes
                 .checked_div(final_stats.requests)

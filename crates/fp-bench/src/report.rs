@@ -97,6 +97,9 @@ pub struct ScenarioReport {
     pub processes: Vec<ProcessFigures>,
     /// `fp_dispatcher_attempts_total` of each dispatcher during the scenario (work sharing).
     pub attempts_per_dispatcher: Vec<u64>,
+    /// `fp_broker_settle_frames_total` of every dispatcher during the scenario: the ack and nack
+    /// frames for its inputs (0 for builds that ack each input alone and do not count).
+    pub settle_frames: u64,
     /// Mean body size the receiver got.
     pub mean_body_bytes: u64,
 }
@@ -308,8 +311,8 @@ impl Report {
             if !scenario.attempts_per_dispatcher.is_empty() {
                 let _ = writeln!(
                     out,
-                    "  attempts per dispatcher: {:?}",
-                    scenario.attempts_per_dispatcher
+                    "  attempts per dispatcher: {:?}; input ack frames: {}",
+                    scenario.attempts_per_dispatcher, scenario.settle_frames
                 );
             }
             let _ = writeln!(

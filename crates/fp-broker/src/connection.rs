@@ -309,19 +309,22 @@ impl Broker {
     /// The deliveries of `queue` with at most `prefetch` unacknowledged, consumed again on every
     /// new connection. Ends only when the broker is closed.
     pub fn consume(&self, queue: &str, consumer_tag: &str, prefetch: u16) -> Deliveries {
-        crate::consumer::consume::<Plain>(self.clone(), queue, consumer_tag, prefetch)
+        crate::consumer::consume(self.clone(), queue, consumer_tag, prefetch, Plain)
     }
 
     /// Like [`Broker::consume`], for deliveries handled concurrently: each comes with its
     /// [`Settlement`](crate::Settlement), and the acks of one channel are coalesced into
-    /// multiple-acks wherever that settles nothing unfinished.
+    /// multiple-acks wherever that settles nothing unfinished. A delivery settled behind an
+    /// unfinished one waits up to `hold` for it, to join the multiple-ack, then goes alone.
     pub fn consume_settled(
         &self,
         queue: &str,
         consumer_tag: &str,
         prefetch: u16,
+        hold: Duration,
     ) -> SettledDeliveries {
-        crate::consumer::consume::<Windowed>(self.clone(), queue, consumer_tag, prefetch)
+        let windowed = Windowed { hold };
+        crate::consumer::consume(self.clone(), queue, consumer_tag, prefetch, windowed)
     }
 
     /// Stops supervising and closes the connection; consumers end, publishes are refused. Channels

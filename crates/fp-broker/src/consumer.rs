@@ -2,8 +2,8 @@
 //! as the supervisor has a new one. Deliveries of the lost channel were not acked, so the broker
 //! hands them out again (with `redelivered` set).
 
-use std::marker::PhantomData;
 use std::pin::Pin;
+use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
@@ -25,7 +25,7 @@ pub type SettledDeliveries = Pin<Box<dyn Stream<Item = Inbound> + Send>>;
 pub(crate) trait HandOut: Send + Sync + 'static {
     type PerChannel: Send + Sync;
     type Item: Send;
-    fn attached() -> Self::PerChannel;
+    fn attached(&self) -> Self::PerChannel;
     fn hand_out(per_channel: &Self::PerChannel, delivery: Delivery) -> Self::Item;
 }
 
@@ -35,20 +35,23 @@ pub(crate) struct Plain;
 impl HandOut for Plain {
     type PerChannel = ();
     type Item = Delivery;
-    fn attached() {}
+    fn attached(&self) {}
     fn hand_out((): &(), delivery: Delivery) -> Delivery {
         delivery
     }
 }
 
 /// The delivery with its settlement through the channel's ack window.
-pub(crate) struct Windowed;
+pub(crate) struct Windowed {
+    /// How long a settled delivery behind an unfinished one may wait to join a multiple-ack.
+    pub(crate) hold: Duration,
+}
 
 impl HandOut for Windowed {
     type PerChannel = ChannelWindow;
     type Item = Inbound;
-    fn attached() -> ChannelWindow {
-        ChannelWindow::open()
+    fn attached(&self) -> ChannelWindow {
+        ChannelWindow::open(self.hold)
     }
     fn hand_out(window: &ChannelWindow, delivery: Delivery) -> Inbound {
         window.hand_out(delivery)
@@ -63,7 +66,7 @@ struct Attachment<H: HandOut> {
     /// The channel consuming now; dropping it cancels the consumer and closes the channel.
     attached: Option<(OwnedChannel, H::PerChannel)>,
     failures: u32,
-    hand_out: PhantomData<H>,
+    hand_out: H,
 }
 
 pub(crate) fn consume<H: HandOut>(
@@ -71,6 +74,7 @@ pub(crate) fn consume<H: HandOut>(
     queue: &str,
     consumer_tag: &str,
     prefetch: u16,
+    hand_out: H,
 ) -> Pin<Box<dyn Stream<Item = H::Item> + Send>> {
     let attachment = Attachment::<H> {
         broker,
@@ -79,7 +83,7 @@ pub(crate) fn consume<H: HandOut>(
         prefetch,
         attached: None,
         failures: 0,
-        hand_out: PhantomData,
+        hand_out,
     };
     Box::pin(futures_util::stream::unfold(attachment, next_delivery))
 }
@@ -94,7 +98,7 @@ async fn next_delivery<H: HandOut>(mut state: Attachment<H>) -> Option<(H::Item,
                         tracing::info!(queue = %state.queue, "consuming again");
                     }
                     state.failures = 0;
-                    state.attached = Some((attached, H::attached()));
+                    state.attached = Some((attached, state.hand_out.attached()));
                 }
                 Err(error) => {
                     state.failures = state.failures.saturating_add(1);

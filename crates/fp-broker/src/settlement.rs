@@ -6,23 +6,25 @@
 //!
 //! Each consuming channel has a window: the tags it handed out, in order, and how each was settled
 //! (acked or handed back), if it was. A writer task sends what is settled whenever it is free:
-//! the settled run at the start of the window as one multiple-ack, and every other settled tag on
-//! its own at once, never held back behind an unfinished one (a slow endpoint must not keep the
-//! finished deliveries after it unacked, where they would fill the prefetch and come back after a
-//! crash). Nothing waits for company: a quiet consumer's ack leaves at once, a busy one's acks
-//! gather while the previous frames are written.
+//! the settled run at the start of the window as one multiple-ack. A settled tag behind an
+//! unfinished one waits for that one to finish, so it can join the run, but at most `hold`; then
+//! it goes alone (a slow endpoint must not keep the finished deliveries after it unacked for long,
+//! where they fill the prefetch and come back after a crash). Nothing waits for company: a quiet
+//! consumer's ack leaves at once, a busy one's acks gather while the previous frames are written.
 //!
 //! A window belongs to one channel. When its channel goes, the window closes: settling a delivery
 //! of the old channel does nothing, and the broker hands that delivery out again by itself.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use lapin::Acker;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::DeliveryTag;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
 
 use crate::amqp;
 
@@ -58,7 +60,8 @@ impl Settlement {
     }
 
     async fn settle(self, verdict: Verdict) {
-        let settled = {
+        let (done, sent) = oneshot::channel();
+        {
             let mut state = self.window.lock();
             if state.closed {
                 return;
@@ -70,24 +73,16 @@ impl Settlement {
             else {
                 return;
             };
-            state.handed_out[index].verdict = Some((verdict, self.acker));
-            state.settled += 1;
-            state.settled
-        };
-        self.window.work.notify_one();
-        loop {
-            let flushed = self.window.flushed.notified();
-            tokio::pin!(flushed);
-            // Registered before the check, so a flush between the check and the wait is not missed.
-            flushed.as_mut().enable();
-            {
-                let state = self.window.lock();
-                if state.flushed >= settled || state.closed {
-                    return;
-                }
-            }
-            flushed.await;
+            state.handed_out[index].settled = Some(Settled {
+                verdict,
+                at: Instant::now(),
+                handle: self.acker,
+                done,
+            });
         }
+        self.window.work.notify_one();
+        // An error: the window closed before its frame was sent.
+        let _ = sent.await;
     }
 }
 
@@ -99,8 +94,17 @@ enum Verdict {
 
 struct Entry<H> {
     tag: DeliveryTag,
-    /// How it was settled, with the handle that sends it; `None` while it is being handled.
-    verdict: Option<(Verdict, H)>,
+    /// `None` while it is being handled.
+    settled: Option<Settled<H>>,
+}
+
+struct Settled<H> {
+    verdict: Verdict,
+    at: Instant,
+    /// What sends its frame.
+    handle: H,
+    /// Told once its frame is sent.
+    done: oneshot::Sender<()>,
 }
 
 /// One frame the writer sends.
@@ -113,34 +117,43 @@ struct Frame<H> {
     handle: H,
 }
 
-/// Takes every settled entry out of the window and says how to send them: the settled run at the
-/// start as one multiple-ack (with the requeued ones in it nacked first, so the ack skips them),
-/// then every other settled entry alone.
-fn plan<H>(handed_out: &mut VecDeque<Entry<H>>) -> Vec<Frame<H>> {
+/// Takes out of the window what is to be sent now and says how: the settled run at the start as
+/// one multiple-ack (with the requeued ones in it nacked first, so the ack skips them), then every
+/// settled entry behind an unfinished one that has waited `hold`, alone. The `done` of every entry
+/// taken out goes to `done`. Returns when the next held entry's wait ends, if one is held.
+fn plan<H>(
+    handed_out: &mut VecDeque<Entry<H>>,
+    now: Instant,
+    hold: Duration,
+    done: &mut Vec<oneshot::Sender<()>>,
+) -> (Vec<Frame<H>>, Option<Instant>) {
     let mut frames = Vec::new();
     let mut run_end: Option<(DeliveryTag, H)> = None;
     let mut run_acks = 0_usize;
-    while handed_out
-        .front()
-        .is_some_and(|entry| entry.verdict.is_some())
+    while let Some(Entry {
+        tag,
+        settled: Some(_),
+    }) = handed_out.front()
     {
+        let tag = *tag;
         let Some(Entry {
-            tag,
-            verdict: Some((verdict, handle)),
+            settled: Some(settled),
+            ..
         }) = handed_out.pop_front()
         else {
             break;
         };
-        match verdict {
+        done.push(settled.done);
+        match settled.verdict {
             Verdict::Ack => {
-                run_end = Some((tag, handle));
+                run_end = Some((tag, settled.handle));
                 run_acks += 1;
             }
             Verdict::Requeue => frames.push(Frame {
-                verdict,
+                verdict: Verdict::Requeue,
                 multiple: false,
                 tag,
-                handle,
+                handle: settled.handle,
             }),
         }
     }
@@ -152,26 +165,32 @@ fn plan<H>(handed_out: &mut VecDeque<Entry<H>>) -> Vec<Frame<H>> {
             handle,
         });
     }
-    handed_out.retain_mut(|entry| match entry.verdict.take() {
-        Some((verdict, handle)) => {
-            frames.push(Frame {
-                verdict,
-                multiple: false,
-                tag: entry.tag,
-                handle,
-            });
-            false
+    let mut next_due: Option<Instant> = None;
+    handed_out.retain_mut(|entry| {
+        let Some(due) = entry.settled.as_ref().map(|settled| settled.at + hold) else {
+            return true;
+        };
+        if due > now {
+            next_due = Some(next_due.map_or(due, |next| next.min(due)));
+            return true;
         }
-        None => true,
+        let Some(settled) = entry.settled.take() else {
+            return true;
+        };
+        done.push(settled.done);
+        frames.push(Frame {
+            verdict: settled.verdict,
+            multiple: false,
+            tag: entry.tag,
+            handle: settled.handle,
+        });
+        false
     });
-    frames
+    (frames, next_due)
 }
 
 struct WindowState {
     handed_out: VecDeque<Entry<Acker>>,
-    /// Settles so far, and how many of them the writer has sent.
-    settled: u64,
-    flushed: u64,
     closed: bool,
 }
 
@@ -179,8 +198,8 @@ struct Window {
     state: Mutex<WindowState>,
     /// Wakes the writer: something was settled, or the window closed.
     work: Notify,
-    /// Wakes the settlers waiting for their frame.
-    flushed: Notify,
+    /// How long a settled tag behind an unfinished one may wait to join a multiple-ack.
+    hold: Duration,
 }
 
 impl Window {
@@ -197,16 +216,14 @@ pub(crate) struct ChannelWindow {
 
 impl ChannelWindow {
     /// Opens a window and starts its writer on the current runtime.
-    pub(crate) fn open() -> Self {
+    pub(crate) fn open(hold: Duration) -> Self {
         let window = Arc::new(Window {
             state: Mutex::new(WindowState {
                 handed_out: VecDeque::new(),
-                settled: 0,
-                flushed: 0,
                 closed: false,
             }),
             work: Notify::new(),
-            flushed: Notify::new(),
+            hold,
         });
         tokio::spawn(write(window.clone()));
         ChannelWindow { window }
@@ -218,7 +235,7 @@ impl ChannelWindow {
         self.window
             .lock()
             .handed_out
-            .push_back(Entry { tag, verdict: None });
+            .push_back(Entry { tag, settled: None });
         Inbound {
             settlement: Settlement {
                 window: self.window.clone(),
@@ -232,33 +249,50 @@ impl ChannelWindow {
 
 impl Drop for ChannelWindow {
     fn drop(&mut self) {
-        self.window.lock().closed = true;
+        let mut state = self.window.lock();
+        state.closed = true;
+        // Its channel is closing: the broker hands every unsettled delivery out again.
+        state.handed_out.clear();
+        drop(state);
         self.window.work.notify_one();
-        self.window.flushed.notify_waiters();
     }
 }
 
-/// Sends what is settled whenever there is something, until the window closes.
+/// Sends what is due whenever there is something, until the window closes.
 async fn write(window: Arc<Window>) {
+    let mut done = Vec::new();
     loop {
-        let (frames, settled, closed) = {
+        let (frames, next_due) = {
             let mut state = window.lock();
-            let frames = plan(&mut state.handed_out);
-            (frames, state.settled, state.closed)
-        };
-        if frames.is_empty() {
-            if closed {
+            if state.closed {
                 return;
             }
+            plan(
+                &mut state.handed_out,
+                Instant::now(),
+                window.hold,
+                &mut done,
+            )
+        };
+        if frames.is_empty() {
             // `notify_one` keeps a permit, so a settle since the plan wakes this at once.
-            window.work.notified().await;
+            match next_due {
+                Some(due) => {
+                    tokio::select! {
+                        () = window.work.notified() => {}
+                        () = tokio::time::sleep_until(due) => {}
+                    }
+                }
+                None => window.work.notified().await,
+            }
             continue;
         }
         for frame in frames {
             send(frame).await;
         }
-        window.lock().flushed = settled;
-        window.flushed.notify_waiters();
+        for sent in done.drain(..) {
+            let _ = sent.send(());
+        }
     }
 }
 
@@ -297,12 +331,25 @@ async fn send(frame: Frame<Acker>) {
 mod tests {
     use super::*;
 
-    fn window(entries: &[(DeliveryTag, Option<Verdict>)]) -> VecDeque<Entry<DeliveryTag>> {
+    use Verdict::{Ack, Requeue};
+
+    const HOLD: Duration = Duration::from_millis(20);
+
+    /// A window of `(tag, settled: (verdict, how long ago))`, its handles the tags.
+    fn window(
+        now: Instant,
+        entries: &[(DeliveryTag, Option<(Verdict, u64)>)],
+    ) -> VecDeque<Entry<DeliveryTag>> {
         entries
             .iter()
-            .map(|&(tag, verdict)| Entry {
+            .map(|&(tag, settled)| Entry {
                 tag,
-                verdict: verdict.map(|verdict| (verdict, tag)),
+                settled: settled.map(|(verdict, ago_ms)| Settled {
+                    verdict,
+                    at: now - Duration::from_millis(ago_ms),
+                    handle: tag,
+                    done: oneshot::channel().0,
+                }),
             })
             .collect()
     }
@@ -316,56 +363,108 @@ mod tests {
         }
     }
 
-    use Verdict::{Ack, Requeue};
-
-    #[test]
-    fn a_settled_run_at_the_start_is_one_multiple_ack() {
-        let mut handed_out = window(&[(1, Some(Ack)), (2, Some(Ack)), (3, Some(Ack)), (4, None)]);
-        assert_eq!(plan(&mut handed_out), vec![frame(Ack, true, 3)]);
-        assert_eq!(handed_out.len(), 1);
-        assert_eq!(handed_out[0].tag, 4);
+    fn tags(handed_out: &VecDeque<Entry<DeliveryTag>>) -> Vec<DeliveryTag> {
+        handed_out.iter().map(|entry| entry.tag).collect()
     }
 
     #[test]
-    fn settled_tags_behind_an_unfinished_one_go_alone_and_at_once() {
-        let mut handed_out = window(&[
-            (1, Some(Ack)),
-            (2, None),
-            (3, Some(Ack)),
-            (4, Some(Requeue)),
-            (5, None),
-            (6, Some(Ack)),
-        ]);
+    fn a_settled_run_at_the_start_is_one_multiple_ack() {
+        let now = Instant::now();
+        let mut handed_out = window(
+            now,
+            &[
+                (1, Some((Ack, 0))),
+                (2, Some((Ack, 0))),
+                (3, Some((Ack, 0))),
+                (4, None),
+            ],
+        );
+        let mut done = Vec::new();
+        let (frames, next_due) = plan(&mut handed_out, now, HOLD, &mut done);
+        assert_eq!(frames, vec![frame(Ack, true, 3)]);
+        assert_eq!(next_due, None);
+        assert_eq!(done.len(), 3, "every acked entry is told");
+        assert_eq!(tags(&handed_out), [4]);
+    }
+
+    #[test]
+    fn a_settled_tag_behind_an_unfinished_one_waits_at_most_the_hold_then_goes_alone() {
+        let now = Instant::now();
+        let mut handed_out = window(
+            now,
+            &[
+                (1, Some((Ack, 0))),
+                (2, None),
+                (3, Some((Ack, 25))),
+                (4, Some((Requeue, 30))),
+                (5, None),
+                (6, Some((Ack, 5))),
+            ],
+        );
+        let mut done = Vec::new();
+        let (frames, next_due) = plan(&mut handed_out, now, HOLD, &mut done);
         assert_eq!(
-            plan(&mut handed_out),
+            frames,
             vec![
                 frame(Ack, false, 1),
                 frame(Ack, false, 3),
-                frame(Requeue, false, 4),
-                frame(Ack, false, 6),
+                frame(Requeue, false, 4)
             ]
         );
-        let left: Vec<_> = handed_out.iter().map(|entry| entry.tag).collect();
-        assert_eq!(left, [2, 5]);
-        // Nothing settled since: nothing to send.
-        assert!(plan(&mut handed_out).is_empty());
+        assert_eq!(done.len(), 3);
+        // 6 waits for 5 (and 2) until 15 ms from now.
+        assert_eq!(tags(&handed_out), [2, 5, 6]);
+        assert_eq!(next_due, Some(now + Duration::from_millis(15)));
+
+        // 2 and 5 finish in time: 6 joins the run.
+        for entry in handed_out.iter_mut().filter(|entry| entry.tag != 6) {
+            entry.settled = Some(Settled {
+                verdict: Ack,
+                at: now,
+                handle: entry.tag,
+                done: oneshot::channel().0,
+            });
+        }
+        let (frames, next_due) = plan(&mut handed_out, now, HOLD, &mut done);
+        assert_eq!(frames, vec![frame(Ack, true, 6)]);
+        assert_eq!((next_due, handed_out.len(), done.len()), (None, 0, 6));
+    }
+
+    #[test]
+    fn with_no_hold_a_settled_tag_behind_an_unfinished_one_goes_at_once() {
+        let now = Instant::now();
+        let mut handed_out = window(now, &[(1, None), (2, Some((Ack, 0)))]);
+        let (frames, next_due) = plan(&mut handed_out, now, Duration::ZERO, &mut Vec::new());
+        assert_eq!(frames, vec![frame(Ack, false, 2)]);
+        assert_eq!((next_due, tags(&handed_out)), (None, vec![1]));
     }
 
     #[test]
     fn a_requeued_tag_in_the_run_is_nacked_before_the_ack_that_skips_it() {
-        let mut handed_out = window(&[(7, Some(Ack)), (8, Some(Requeue)), (9, Some(Ack))]);
-        assert_eq!(
-            plan(&mut handed_out),
-            vec![frame(Requeue, false, 8), frame(Ack, true, 9)]
+        let now = Instant::now();
+        let mut handed_out = window(
+            now,
+            &[
+                (7, Some((Ack, 0))),
+                (8, Some((Requeue, 0))),
+                (9, Some((Ack, 0))),
+            ],
         );
+        let (frames, _) = plan(&mut handed_out, now, HOLD, &mut Vec::new());
+        assert_eq!(frames, vec![frame(Requeue, false, 8), frame(Ack, true, 9)]);
         assert!(handed_out.is_empty());
     }
 
     #[test]
     fn a_run_of_requeues_sends_no_ack() {
-        let mut handed_out = window(&[(1, Some(Requeue)), (2, Some(Requeue)), (3, None)]);
+        let now = Instant::now();
+        let mut handed_out = window(
+            now,
+            &[(1, Some((Requeue, 0))), (2, Some((Requeue, 0))), (3, None)],
+        );
+        let (frames, _) = plan(&mut handed_out, now, HOLD, &mut Vec::new());
         assert_eq!(
-            plan(&mut handed_out),
+            frames,
             vec![frame(Requeue, false, 1), frame(Requeue, false, 2)]
         );
     }
