@@ -314,17 +314,14 @@ impl Broker {
 
     /// Like [`Broker::consume`], for deliveries handled concurrently: each comes with its
     /// [`Settlement`](crate::Settlement), and the acks of one channel are coalesced into
-    /// multiple-acks wherever that settles nothing unfinished. A delivery settled behind an
-    /// unfinished one waits up to `hold` for it, to join the multiple-ack, then goes alone.
+    /// multiple-acks wherever that settles nothing unfinished.
     pub fn consume_settled(
         &self,
         queue: &str,
         consumer_tag: &str,
         prefetch: u16,
-        hold: Duration,
     ) -> SettledDeliveries {
-        let windowed = Windowed { hold };
-        crate::consumer::consume(self.clone(), queue, consumer_tag, prefetch, windowed)
+        crate::consumer::consume(self.clone(), queue, consumer_tag, prefetch, Windowed)
     }
 
     /// Stops supervising and closes the connection; consumers end, publishes are refused. Channels

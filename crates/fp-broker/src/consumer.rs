@@ -3,7 +3,6 @@
 //! hands them out again (with `redelivered` set).
 
 use std::pin::Pin;
-use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
@@ -42,16 +41,13 @@ impl HandOut for Plain {
 }
 
 /// The delivery with its settlement through the channel's ack window.
-pub(crate) struct Windowed {
-    /// How long a settled delivery behind an unfinished one may wait to join a multiple-ack.
-    pub(crate) hold: Duration,
-}
+pub(crate) struct Windowed;
 
 impl HandOut for Windowed {
     type PerChannel = ChannelWindow;
     type Item = Inbound;
     fn attached(&self) -> ChannelWindow {
-        ChannelWindow::open(self.hold)
+        ChannelWindow::open()
     }
     fn hand_out(window: &ChannelWindow, delivery: Delivery) -> Inbound {
         window.hand_out(delivery)

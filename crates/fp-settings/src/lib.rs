@@ -249,9 +249,6 @@ pub struct DispatcherSettings {
     pub record_batch_max: NonZeroUsize,
     /// Record batches awaiting their confirm at once.
     pub record_batches_in_flight: NonZeroUsize,
-    /// How long an input handled behind an unfinished one may wait for it, so both are acked
-    /// by one multiple-ack.
-    pub ack_hold_ms: u64,
     #[serde(skip)]
     pub retry_schedule: RetrySchedule,
     #[serde(skip)]
@@ -558,7 +555,6 @@ mod tests {
             host_request_burst: NonZeroU32::MIN,
             record_batch_max: NonZeroUsize::MIN,
             record_batches_in_flight: NonZeroUsize::MIN,
-            ack_hold_ms: 0,
             retry_schedule: RetrySchedule::standard(),
             allow_private_cidrs: Vec::new(),
             extra_root_certs: None,
@@ -698,7 +694,6 @@ mod tests {
         assert_eq!(settings.api.submission_writers.get(), 2);
         assert_eq!(settings.dispatcher.record_batch_max.get(), 256);
         assert_eq!(settings.dispatcher.record_batches_in_flight.get(), 2);
-        assert_eq!(settings.dispatcher.ack_hold_ms, 20);
         for (variable, key) in [
             ("FP__API__SUBMISSION_BATCH_MAX", "submission_batch_max"),
             ("FP__API__SUBMISSION_WRITERS", "submission_writers"),

@@ -17,8 +17,6 @@ const UNFINISHED: [usize; 3] = [4, 8, 14];
 /// Handed back to the queue (nack with requeue).
 const REQUEUED: usize = 7;
 const PATIENCE: Duration = Duration::from_secs(10);
-/// The dispatcher's default: finished deliveries behind an unfinished one wait this long for it.
-const HOLD: Duration = Duration::from_millis(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coalesced_ack_never_settles_an_unfinished_delivery() -> anyhow::Result<()> {
@@ -30,7 +28,7 @@ async fn a_coalesced_ack_never_settles_an_unfinished_delivery() -> anyhow::Resul
     drop(publisher);
 
     let consumer = Broker::connect(&broker_url(), &queue.namespace).await?;
-    let mut deliveries = consumer.consume_settled(&queue.name, "settle-test", 100, HOLD);
+    let mut deliveries = consumer.consume_settled(&queue.name, "settle-test", 100);
     let mut in_hand: Vec<(usize, Settlement)> = Vec::new();
     for _ in 0..MESSAGES {
         let inbound = tokio::time::timeout(PATIENCE, deliveries.next())

@@ -116,14 +116,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let publisher = broker.publisher();
     let consumer_tag = format!("fp-dispatcher-{}", std::process::id());
     let prefetch = dispatcher_settings.prefetch;
-    let ack_hold = Duration::from_millis(dispatcher_settings.ack_hold_ms);
-    let events = broker.consume_settled(
-        &broker.names.dispatcher_queue,
-        &consumer_tag,
-        prefetch,
-        ack_hold,
-    );
-    let jobs = broker.consume_settled(&broker.names.retry_queue, &consumer_tag, prefetch, ack_hold);
+    let events = broker.consume_settled(&broker.names.dispatcher_queue, &consumer_tag, prefetch);
+    let jobs = broker.consume_settled(&broker.names.retry_queue, &consumer_tag, prefetch);
     let mut inputs = futures_util::stream::select(
         events.map(|delivery| (Input::Event, delivery)),
         jobs.map(|delivery| (Input::Job, delivery)),
