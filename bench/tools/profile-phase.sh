@@ -6,7 +6,9 @@
 #
 # e.g. bench/tools/profile-phase.sh bench/profiles/submissions-after.txt "submissions: max rate" \
 #        target/release -- --events 10000 --submissions 40000 ...
-# The profile starts 2 s into the phase and lasts PROFILE_SECONDS (default 8).
+# The profile starts 2 s into the phase and lasts PROFILE_SECONDS (default 8); the binaries whose
+# top symbols are listed are PROFILE_DSOS (default "fp-api postgres"; one perf cannot resolve, such
+# as RabbitMQ's JIT-compiled beam.smp, lists nothing).
 set -euo pipefail
 
 out=$1 phase=$2 bin_dir=$3
@@ -30,14 +32,14 @@ report() {
     echo
     echo "# $title: perf report --no-children -g none $*"
     perf report -i "$work/perf.data" --no-children -g none --stdio "$@" 2>/dev/null \
-        | grep -v '^#' | grep -v '^$' | head -25 | cut -c1-120
+        | grep -v '^#' | grep -v '^$' | head -25 | cut -c1-120 || true
 }
 {
     echo "# perf record -F 999 -g -a -- sleep $seconds, 2 s into '$phase' (release build, $bin_dir), fp-bench $*"
     echo "# results: bench/profiles/$(basename "$(ls "$work"/*.json 2>/dev/null | head -1)")"
     report "by binary (the kernel's share is every process's)" --sort dso
     report "by thread name" --sort comm
-    for dso in fp-api postgres; do
+    for dso in ${PROFILE_DSOS:-fp-api postgres}; do
         report "$dso's own code, top symbols (shares of all samples)" --dsos "$dso" --sort sym
     done
 } > "$out"
