@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use fp_broker::{Broker, OutgoingMessage};
 use fp_testkit::environment::{TestEnvironment, broker_url};
-use fp_testkit::pipeline::{Pipeline, metric};
+use fp_testkit::pipeline::{EventsQueue, Pipeline, metric};
 use fp_testkit::receiver::{CannedResponse, Responder, TlsReceiver};
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -529,5 +529,75 @@ async fn an_endpoint_failing_for_too_long_is_disabled_until_saved_again() -> any
     assert_eq!(config["enabled"], true, "{config}");
     assert!(config["disabled_reason"].is_null() && config["failing_since"].is_null());
 
+    env.finish().await
+}
+
+/// A deferral parks a copy of its job and then acks its input. When the parking's confirm is lost
+/// with the connection, the input comes back too and is sent, and the parked copy returns later:
+/// the cluster test's partition made 35 such twins. A parked copy (`x-fp-deferred`) therefore
+/// asks the log first, and one whose attempt was made already is skipped, not sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_copy_of_an_attempt_already_made_is_not_sent_again() -> anyhow::Result<()> {
+    let receiver = TlsReceiver::start(
+        "127.0.0.1:0".parse()?,
+        scripted(vec![("/hook", vec![answer(200, "ok")])]),
+    )
+    .await?;
+    let mut env = environment("parked-twin", &receiver).await?;
+    let mut pipeline = Pipeline::start(&mut env, 1).await?;
+    let tenant = pipeline.tenant(&env, "parked-twin").await?;
+    let url = receiver.url("/hook");
+    tenant.configure(&url, None).await?;
+    let events = EventsQueue::bind(&env).await?;
+    let mut published = events.consume("parked-twin-test").await?;
+
+    tenant.submit("sent once", None).await?;
+    let copy = tokio::time::timeout(PATIENCE, published.next())
+        .await
+        .context("no event published")?
+        .context("consumer ended")??;
+    let event = fp_contracts::decode_event(&copy.data)?;
+    tenant
+        .logs_until(PATIENCE, |entries| distinct_successes(entries) == 1)
+        .await?;
+
+    // The twin a lost parking confirm leaves: the same first attempt, parked, back from the delay.
+    let job = fp_contracts::DeliveryJob {
+        delivery_id: fp_domain::DeliveryId::for_event_and_endpoint(event.id, &url),
+        content: fp_contracts::JobContent::Event(event),
+        attempt_number: 1,
+        manual: false,
+    };
+    // Another dispatcher than the one that sent it (one that remembers its attempts skips it
+    // anyway): the first is replaced.
+    env.kill("fp-dispatcher").await?;
+    let dispatcher = pipeline.start_dispatcher(&mut env).await?;
+    let skipped_before = metric(dispatcher, "fp_dispatcher_repeats_skipped_total").await?;
+    let broker = Broker::connect(&broker_url(), &env.namespace).await?;
+    broker
+        .publisher()
+        .publish(&OutgoingMessage {
+            exchange: "",
+            routing_key: &broker.names.retry_queue,
+            message_id: &format!("{}/1", job.delivery_id),
+            parent: None,
+            payload: &fp_contracts::encode_job(&job),
+            headers: &[("x-fp-deferred", "1")],
+            expiration: None,
+        })
+        .await?;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while metric(dispatcher, "fp_dispatcher_repeats_skipped_total").await? == skipped_before {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the parked copy was not skipped (requests: {})",
+            requests_to(&receiver, "/hook")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(requests_to(&receiver, "/hook"), 1, "sent once");
+
+    broker.close().await;
+    events.close().await?;
     env.finish().await
 }

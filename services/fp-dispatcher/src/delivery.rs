@@ -56,6 +56,12 @@ const HAND_BACK_DELAY: Duration = Duration::from_secs(1);
 /// the log tells whether its attempt was made.
 const HANDED_BACK_HEADER: &str = "x-fp-handed-back";
 
+/// Marks a job parked by a deferral. If the parking's confirm was lost with the connection, the
+/// input it came from is handed out again too, and both copies would be sent: so a parked copy
+/// asks the log whether its attempt was made (without waiting for a record, since a parked copy
+/// normally has no twin).
+const DEFERRED_HEADER: &str = "x-fp-deferred";
+
 /// Which queue a message came from, and so how to read it.
 #[derive(Debug, Clone, Copy)]
 pub enum Input {
@@ -172,12 +178,17 @@ impl Dispatcher {
         let claimed_before = matches!(input, Input::Event)
             && fp_broker::header_text(&delivery, HANDED_BACK_HEADER).is_some();
         let redelivered = delivery.redelivered || claimed_before;
+        let deferred_copy = matches!(input, Input::Job)
+            && fp_broker::header_text(&delivery, DEFERRED_HEADER).is_some();
         let mut claimed_now = false;
         span.record("fp.event_id", job.event_id().to_string());
         span.record("fp.tenant_id", job.tenant_id().to_string());
         span.record("fp.event_type", job.event_type().as_str());
         span.record("fp.manual", job.manual());
-        match self.process(job, redelivered, &mut claimed_now, span).await {
+        match self
+            .process(job, redelivered, deferred_copy, &mut claimed_now, span)
+            .await
+        {
             Ok(()) => {
                 settlement.ack().await;
                 metrics::counter!("fp_dispatcher_messages_handled_total").increment(1);
@@ -238,6 +249,7 @@ impl Dispatcher {
         &self,
         job: JobOrEvent,
         redelivered: bool,
+        deferred_copy: bool,
         claimed_first_attempt: &mut bool,
         span: &tracing::Span,
     ) -> anyhow::Result<()> {
@@ -314,7 +326,7 @@ impl Dispatcher {
                         }
                         *claimed_first_attempt = true;
                     }
-                    if self.already_made(&job, redelivered).await? {
+                    if self.already_made(&job, redelivered, deferred_copy).await? {
                         metrics::counter!("fp_dispatcher_repeats_skipped_total").increment(1);
                         span.record("fp.outcome", "already_made");
                         tracing::info!(
@@ -422,7 +434,8 @@ impl Dispatcher {
     ) -> anyhow::Result<()> {
         tracing::debug!(delivery_id = %job.delivery_id, why, "deferring");
         span.record("fp.outcome", "deferred");
-        self.publish_job(job, self.busy_delay, None).await
+        self.publish_job(job, self.busy_delay, None, &[(DEFERRED_HEADER, "1")])
+            .await
     }
 
     /// Whether the job's event was erased (`POST /api/v2/submissions/{id}/erase`). Looked up only
@@ -458,12 +471,18 @@ impl Dispatcher {
     }
 
     /// Whether this attempt was completed already: by this process (remembered), or, for an input
-    /// the broker handed out before (its ack was lost), by any dispatcher (the log says so).
-    async fn already_made(&self, job: &DeliveryJob, redelivered: bool) -> anyhow::Result<bool> {
+    /// the broker handed out before (its ack was lost) or a parked copy ([`DEFERRED_HEADER`]), by
+    /// any dispatcher (the log says so).
+    async fn already_made(
+        &self,
+        job: &DeliveryJob,
+        redelivered: bool,
+        deferred_copy: bool,
+    ) -> anyhow::Result<bool> {
         if self.completed.contains(job) {
             return Ok(true);
         }
-        if !redelivered || job.manual {
+        if !(redelivered || deferred_copy) || job.manual {
             return Ok(false);
         }
         let attempt_number = i32::try_from(job.attempt_number).unwrap_or(i32::MAX);
@@ -479,7 +498,11 @@ impl Dispatcher {
         // to another node, so the record can reach the log after the copy reaches us.
         let arrived = tokio::time::Instant::now();
         let give_up = arrived + COPY_OUTCOME_WAIT;
-        let log_caught_up = arrived + LOG_LAG_ALLOWANCE;
+        let log_caught_up = if redelivered {
+            arrived + LOG_LAG_ALLOWANCE
+        } else {
+            arrived
+        };
         loop {
             let mut conn = self.pool.get().await.map_err(fp_store::StoreError::from)?;
             if fp_store::attempts::attempt_settled(
@@ -639,7 +662,8 @@ impl Dispatcher {
                     attempt_number: retry.attempt_number,
                     ..job.clone()
                 };
-                self.publish_job(&next, retry.tier, Some(retry.delay)).await
+                self.publish_job(&next, retry.tier, Some(retry.delay), &[])
+                    .await
             }
             None => Ok(()),
         };
@@ -758,6 +782,7 @@ impl Dispatcher {
         job: &DeliveryJob,
         tier: Duration,
         expiration: Option<Duration>,
+        headers: &[(&str, &str)],
     ) -> anyhow::Result<()> {
         self.publisher
             .publish(&OutgoingMessage {
@@ -766,7 +791,7 @@ impl Dispatcher {
                 message_id: &format!("{}/{}", job.delivery_id, job.attempt_number),
                 parent: None,
                 payload: &fp_contracts::encode_job(job),
-                headers: &[],
+                headers,
                 expiration,
             })
             .await?;
