@@ -7,18 +7,14 @@ use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
-use diesel::sql_types::{Array, BigInt, Timestamptz};
+use diesel::sql_types::{self, Array, BigInt, Binary, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::StoreError;
 use crate::schema::outbox;
 
-#[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = outbox)]
-// `None` binds NULL (the column's default anyway) rather than writing `DEFAULT`: diesel never
-// caches the prepared statement of an insert that may write `DEFAULT`.
-#[diesel(treat_none_as_default_value = false)]
+#[derive(Debug, Clone)]
 pub struct NewOutboxEvent {
     pub event_id: Uuid,
     pub tenant_id: Uuid,
@@ -48,11 +44,7 @@ pub async fn insert(
     conn: &mut AsyncPgConnection,
     event: &NewOutboxEvent,
 ) -> Result<(), StoreError> {
-    diesel::insert_into(outbox::table)
-        .values(event)
-        .execute(conn)
-        .await?;
-    Ok(())
+    insert_many(conn, std::slice::from_ref(event)).await
 }
 
 /// Inserts `events` in one statement.
@@ -60,15 +52,88 @@ pub async fn insert_many(
     conn: &mut AsyncPgConnection,
     events: &[NewOutboxEvent],
 ) -> Result<(), StoreError> {
-    // An empty batch would be an INSERT of one row of defaults.
     if events.is_empty() {
         return Ok(());
     }
-    diesel::insert_into(outbox::table)
-        .values(events)
-        .execute(conn)
-        .await?;
+    InsertEvents::of(events).execute(conn).await?;
     Ok(())
+}
+
+/// `INSERT INTO outbox ... SELECT FROM unnest(<one array per column>)`: one statement text for
+/// every batch size (and for a single event), so it is prepared once per connection, where a
+/// multi-row `VALUES` would be parsed and planned again for each new size.
+struct InsertEvents<'a> {
+    event_ids: Vec<Uuid>,
+    tenant_ids: Vec<Uuid>,
+    event_types: Vec<&'a str>,
+    payloads: Vec<&'a [u8]>,
+    traceparents: Vec<&'a str>,
+    tracestates: Vec<&'a str>,
+    submission_ids: Vec<Option<i64>>,
+}
+
+impl<'a> InsertEvents<'a> {
+    fn of(events: &'a [NewOutboxEvent]) -> Self {
+        Self {
+            event_ids: events.iter().map(|event| event.event_id).collect(),
+            tenant_ids: events.iter().map(|event| event.tenant_id).collect(),
+            event_types: events
+                .iter()
+                .map(|event| event.event_type.as_str())
+                .collect(),
+            payloads: events
+                .iter()
+                .map(|event| event.payload.as_slice())
+                .collect(),
+            traceparents: events
+                .iter()
+                .map(|event| event.traceparent.as_str())
+                .collect(),
+            tracestates: events
+                .iter()
+                .map(|event| event.tracestate.as_str())
+                .collect(),
+            submission_ids: events.iter().map(|event| event.submission_id).collect(),
+        }
+    }
+}
+
+impl QueryId for InsertEvents<'_> {
+    type QueryId = InsertEvents<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl QueryFragment<Pg> for InsertEvents<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        // Ordered like the input, so the relay (which walks ids upwards) publishes a batch's
+        // events in the order they were recorded.
+        out.push_sql(
+            "INSERT INTO outbox \
+               (event_id, tenant_id, event_type, payload, traceparent, tracestate, submission_id) \
+             SELECT event_id, tenant_id, event_type, payload, traceparent, tracestate, \
+               submission_id \
+             FROM unnest(",
+        );
+        out.push_bind_param::<Array<sql_types::Uuid>, _>(&self.event_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<sql_types::Uuid>, _>(&self.tenant_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.event_types)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Binary>, _>(&self.payloads)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.traceparents)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.tracestates)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.submission_ids)?;
+        out.push_sql(
+            ") WITH ORDINALITY AS new (event_id, tenant_id, event_type, payload, traceparent, \
+               tracestate, submission_id, position) \
+             ORDER BY position",
+        );
+        Ok(())
+    }
 }
 
 /// The oldest unpublished events, locked so that several relays never publish the same row at the

@@ -2,7 +2,10 @@
 //! that announces them.
 
 use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{self, Array, BigInt, Integer, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -23,8 +26,7 @@ pub struct SubmissionRow {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = submissions)]
+#[derive(Debug, Clone)]
 pub struct NewSubmission<'a> {
     pub tenant_id: Uuid,
     pub campaign_id: i64,
@@ -39,19 +41,79 @@ pub async fn insert_many(
     conn: &mut AsyncPgConnection,
     new: &[NewSubmission<'_>],
 ) -> Result<Vec<SubmissionRow>, StoreError> {
-    // An empty batch would be an INSERT of one row of defaults.
     if new.is_empty() {
         return Ok(Vec::new());
     }
-    let mut rows = diesel::insert_into(submissions::table)
-        .values(new)
-        .returning(SubmissionRow::as_returning())
-        .get_results(conn)
-        .await?;
-    // The ids come from one sequence, drawn row by row in the order of VALUES, so id order is
-    // input order; PostgreSQL does not promise that RETURNING lists the rows in that order.
-    rows.sort_unstable_by_key(|row| row.id);
+    let mut rows = InsertSubmissions::of(new).get_results(conn).await?;
+    // PostgreSQL does not promise that RETURNING lists the rows in insertion order; the ids do
+    // follow it (see `InsertSubmissions`).
+    rows.sort_unstable_by_key(|row: &SubmissionRow| row.id);
     Ok(rows)
+}
+
+/// `INSERT INTO submissions ... SELECT FROM unnest(<one array per column>)`: one statement text
+/// for every batch size, so it is prepared once per connection, where a multi-row `VALUES` would
+/// be parsed and planned again for each new size. The rows are inserted in array order, so ids
+/// (drawn from one sequence, row by row) follow the order of the input.
+struct InsertSubmissions<'a> {
+    tenant_ids: Vec<Uuid>,
+    campaign_ids: Vec<i64>,
+    star_ratings: Vec<i32>,
+    text_feedbacks: Vec<&'a str>,
+    customer_names: Vec<Option<&'a str>>,
+    statuses: Vec<&'a str>,
+}
+
+impl<'a> InsertSubmissions<'a> {
+    fn of(new: &[NewSubmission<'a>]) -> Self {
+        Self {
+            tenant_ids: new.iter().map(|row| row.tenant_id).collect(),
+            campaign_ids: new.iter().map(|row| row.campaign_id).collect(),
+            star_ratings: new.iter().map(|row| row.star_rating).collect(),
+            text_feedbacks: new.iter().map(|row| row.text_feedback).collect(),
+            customer_names: new.iter().map(|row| row.customer_name).collect(),
+            statuses: new.iter().map(|row| row.status).collect(),
+        }
+    }
+}
+
+impl QueryId for InsertSubmissions<'_> {
+    type QueryId = InsertSubmissions<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for InsertSubmissions<'_> {
+    type SqlType = submissions::SqlType;
+}
+
+impl QueryFragment<Pg> for InsertSubmissions<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "INSERT INTO submissions \
+               (tenant_id, campaign_id, star_rating, text_feedback, customer_name, status) \
+             SELECT tenant_id, campaign_id, star_rating, text_feedback, customer_name, status \
+             FROM unnest(",
+        );
+        out.push_bind_param::<Array<sql_types::Uuid>, _>(&self.tenant_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.campaign_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Integer>, _>(&self.star_ratings)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.text_feedbacks)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.customer_names)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.statuses)?;
+        out.push_sql(
+            ") WITH ORDINALITY AS new (tenant_id, campaign_id, star_rating, text_feedback, \
+               customer_name, status, position) \
+             ORDER BY position \
+             RETURNING id, tenant_id, campaign_id, star_rating, text_feedback, customer_name, \
+               status, created_at, updated_at",
+        );
+        Ok(())
+    }
 }
 
 /// The tenant's submission, locked until the transaction ends so concurrent status changes

@@ -1,6 +1,6 @@
 //! The api's database path: the pool hands out connections without a test query per checkout yet
-//! never a dead one, and the queries of every request and of the outbox relay are prepared once per
-//! connection and reused.
+//! never a dead one, and the queries of every request, of the group commit and of the outbox relay
+//! are prepared once per connection and reused.
 
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use anyhow::Context;
 use diesel::sql_types::{Integer, Text};
 use diesel_async::RunQueryDsl;
 use fp_store::outbox::NewOutboxEvent;
+use fp_store::submissions::NewSubmission;
 use fp_store::{AsyncConnection, PgConnection, PgPool, StoreError};
 use fp_testkit::environment::TestEnvironment;
 use uuid::Uuid;
@@ -186,15 +187,32 @@ async fn the_hot_path_queries_are_prepared_once_per_connection() -> anyhow::Resu
             tracestate: String::new(),
             submission_id,
         };
-        for round in 0..2 {
+        let tenant_id = Uuid::now_v7();
+        // On a connection of its own, so that only the hot path's statements are counted below.
+        let mut setup = fp_store::connect(&env.database_url).await?;
+        fp_store::identity::create_tenant(&mut setup, tenant_id, "Prepared").await?;
+        let submission = NewSubmission {
+            tenant_id,
+            campaign_id: 1,
+            star_rating: 4,
+            text_feedback: "fine",
+            customer_name: None,
+            status: "pending",
+        };
+        for round in 0..2u8 {
             fp_store::identity::live_key_by_hash(&mut conn, &[round; 32]).await?;
-            // With a submission and without (a test event): one statement for both.
+            // The group commit's batches differ in size from one to the next: one statement
+            // for every size.
+            let batch = vec![submission.clone(); usize::from(round) * 2 + 1];
+            fp_store::submissions::insert_many(&mut conn, &batch).await?;
+            // With a submission and without (a test event), alone and in a batch: one statement
+            // for all.
             fp_store::outbox::insert(&mut conn, &event(Some(7))).await?;
-            fp_store::outbox::insert(&mut conn, &event(None)).await?;
+            fp_store::outbox::insert_many(&mut conn, &[event(None), event(Some(8))]).await?;
             conn.transaction(async |conn| {
                 let claimed = fp_store::outbox::claim_unpublished(conn, 500).await?;
                 let ids: Vec<i64> = claimed.iter().map(|event| event.id).collect();
-                anyhow::ensure!(ids.len() == 2, "claimed {ids:?}");
+                anyhow::ensure!(ids.len() == 3, "claimed {ids:?}");
                 fp_store::outbox::mark_published(conn, &ids).await?;
                 Ok(())
             })
@@ -203,7 +221,8 @@ async fn the_hot_path_queries_are_prepared_once_per_connection() -> anyhow::Resu
         let statements = prepared_statements(&mut conn).await?;
         let expected = [
             ("the API key lookup", "FROM \"api_keys\""),
-            ("the outbox insert", "INSERT INTO \"outbox\""),
+            ("the submissions insert", "INSERT INTO submissions"),
+            ("the outbox insert", "INSERT INTO outbox"),
             ("the relay's claim", "SKIP LOCKED"),
             ("the relay's mark", "UPDATE outbox SET published_at"),
         ];

@@ -130,21 +130,24 @@ async fn a_batch_insert_returns_its_rows_in_input_order() -> anyhow::Result<()> 
         let texts: Vec<String> = (0..50).map(|n| format!("feedback {n}")).collect();
         let new: Vec<NewSubmission<'_>> = texts
             .iter()
-            .map(|text| NewSubmission {
+            .enumerate()
+            .map(|(n, text)| NewSubmission {
                 tenant_id,
                 campaign_id: 1,
                 star_rating: 3,
                 text_feedback: text,
-                customer_name: None,
+                customer_name: (n % 3 == 0).then_some("Ann"),
                 status: "pending",
             })
             .collect();
         let rows = fp_store::submissions::insert_many(&mut conn, &new).await?;
         assert_eq!(
             rows.iter()
-                .map(|row| &row.text_feedback)
+                .map(|row| (row.text_feedback.as_str(), row.customer_name.as_deref()))
                 .collect::<Vec<_>>(),
-            texts.iter().collect::<Vec<_>>()
+            new.iter()
+                .map(|row| (row.text_feedback, row.customer_name))
+                .collect::<Vec<_>>()
         );
         assert!(
             rows.windows(2).all(|pair| pair[0].id < pair[1].id),
