@@ -374,7 +374,7 @@ async fn run(
     let mut notes = vec![
         "rabbitmq and postgresql CPU is the whole server's: other work on the machine counts too"
             .to_owned(),
-        "latency runs from the event's time (set just before publishing, or by the api for submissions) to the arrival at the receiver"
+        "latency runs from the event's time (set just before publishing) or, for submissions, from the moment the load generator sent the request, to the arrival at the receiver"
             .to_owned(),
     ];
     if args.smoke {

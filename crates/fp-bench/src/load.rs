@@ -148,7 +148,9 @@ impl LoadTarget {
 
     /// Creates `count` submissions through `POST /api/v2/submissions`, round-robin over the
     /// tenants with each one's key, `window` requests at once. The expected deliveries come from
-    /// the events the api wrote to its outbox (the event time is the api's).
+    /// the events the api wrote to its outbox. Each one's latency starts when its request was
+    /// sent, not at the event's time: the api sets that inside its transaction, after any wait
+    /// in its queue for a group commit, which the tenant's application waited through too.
     pub async fn create_submissions(
         &self,
         count: u64,
@@ -157,10 +159,14 @@ impl LoadTarget {
     ) -> anyhow::Result<HashMap<u128, u64>> {
         let mut conn = fp_store::connect(&self.database_url).await?;
         let outbox_before = last_outbox_id(&mut conn).await?;
-        drive(count, &EXACTLY_COUNT, rate, window, |index| {
-            self.create_submission(index)
-        })
-        .await?;
+        let sent: HashMap<i64, u64> =
+            drive(count, &EXACTLY_COUNT, rate, window, |index| async move {
+                let sent_ns = now_ns();
+                Ok((self.create_submission(index).await?, sent_ns))
+            })
+            .await?
+            .into_iter()
+            .collect();
         let written = outbox_events_after(&mut conn, outbox_before).await?;
         if written.len() as u64 != count {
             bail!(
@@ -180,12 +186,11 @@ impl LoadTarget {
                     .get(&event.tenant_id)
                     .context("an outbox event of an unknown tenant")?;
                 let delivery = DeliveryId::for_event_and_endpoint(event.id, url);
-                let occurred_ns = event
-                    .occurred_at
-                    .timestamp_nanos_opt()
-                    .and_then(|ns| u64::try_from(ns).ok())
-                    .context("event time out of range")?;
-                Ok((delivery.0.as_u128(), occurred_ns))
+                let sent_ns = event
+                    .submission_id()
+                    .and_then(|id| sent.get(&id))
+                    .context("an outbox event of a submission the run did not create")?;
+                Ok((delivery.0.as_u128(), *sent_ns))
             })
             .collect()
     }
