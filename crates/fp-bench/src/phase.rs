@@ -342,6 +342,7 @@ impl Probe {
                 .body_bytes
                 .checked_div(final_stats.requests)
                 .unwrap_or(0),
+            window_unix_ns: [from_ns, last_arrival_ns],
         })
     }
 }

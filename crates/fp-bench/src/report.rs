@@ -102,6 +102,9 @@ pub struct ScenarioReport {
     pub settle_frames: u64,
     /// Mean body size the receiver got.
     pub mean_body_bytes: u64,
+    /// The measured window (first event to last arrival) in Unix nanoseconds, to match records
+    /// taken elsewhere, such as exported spans (`bench/tools/span_breakdown.py`).
+    pub window_unix_ns: [u64; 2],
 }
 
 /// One raw operation measured alone: its rate and the CPU of the processes doing it.

@@ -2,7 +2,10 @@
 //! `grpc` (a tonic `TraceService`) or `http/protobuf` (`POST /v1/traces`), and tests read the spans
 //! it took. Built on the `opentelemetry-proto` types, so it reads exactly what a collector reads.
 
+use std::fs::File;
+use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -82,12 +85,14 @@ impl ReceivedSpan {
 }
 
 /// What the receiver took: every span (tests), or only their number (the bench's stand-in
-/// collector, which must not grow with the load).
+/// collector, which must not grow with the load), and each span's timing written to a file when
+/// asked ([`OtlpReceiver::start_writing_timings`]).
 #[derive(Default)]
 struct Received {
     keep: bool,
     count: std::sync::atomic::AtomicU64,
     spans: Mutex<Vec<ReceivedSpan>>,
+    timings: Option<Mutex<BufWriter<File>>>,
 }
 
 type Spans = Arc<Received>;
@@ -111,14 +116,47 @@ impl OtlpReceiver {
         protocol: OtlpProtocol,
         keep: bool,
     ) -> anyhow::Result<Self> {
+        Self::start_with(
+            listen,
+            protocol,
+            Received {
+                keep,
+                ..Received::default()
+            },
+        )
+        .await
+    }
+
+    /// A receiver on `listen` that counts spans and writes each one's service, name, ids and
+    /// times to `path` as a line of JSON; [`OtlpReceiver::flush`] before reading it.
+    pub async fn start_writing_timings(
+        listen: SocketAddr,
+        protocol: OtlpProtocol,
+        path: &Path,
+    ) -> anyhow::Result<Self> {
+        let file = File::create(path)
+            .with_context(|| format!("cannot create the timings file {}", path.display()))?;
+        Self::start_with(
+            listen,
+            protocol,
+            Received {
+                timings: Some(Mutex::new(BufWriter::new(file))),
+                ..Received::default()
+            },
+        )
+        .await
+    }
+
+    async fn start_with(
+        listen: SocketAddr,
+        protocol: OtlpProtocol,
+        received: Received,
+    ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(listen)
             .await
             .context("the OTLP receiver cannot listen")?;
         let address = listener.local_addr()?;
-        let spans = Arc::new(Received {
-            keep,
-            ..Received::default()
-        });
+        let spans = Arc::new(received);
         let task = match protocol {
             OtlpProtocol::Grpc => {
                 let service = TraceServiceServer::new(GrpcTraces(spans.clone()));
@@ -165,6 +203,17 @@ impl OtlpReceiver {
     /// Spans taken so far (kept or not).
     pub fn count(&self) -> u64 {
         self.spans.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Writes out what the timings file still buffers.
+    pub fn flush(&self) -> std::io::Result<()> {
+        match &self.spans.timings {
+            Some(timings) => timings
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .flush(),
+            None => Ok(()),
+        }
     }
 
     /// Waits until `done` holds for the spans received, or `timeout` passes; then the spans.
@@ -280,6 +329,9 @@ fn pairs(attributes: &[KeyValue]) -> Vec<(String, String)> {
 }
 
 fn store(spans: &Spans, export: ExportTraceServiceRequest) {
+    if let Some(timings) = &spans.timings {
+        write_timings(timings, &export);
+    }
     if !spans.keep {
         let count: usize = export
             .resource_spans
@@ -354,6 +406,39 @@ fn store(spans: &Spans, export: ExportTraceServiceRequest) {
         .count
         .fetch_add(received.len() as u64, std::sync::atomic::Ordering::Relaxed);
     lock(spans).extend(received);
+}
+
+fn write_timings(timings: &Mutex<BufWriter<File>>, export: &ExportTraceServiceRequest) {
+    let mut file = timings
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for resource_spans in &export.resource_spans {
+        let service = resource_spans
+            .resource
+            .iter()
+            .flat_map(|resource| &resource.attributes)
+            .find(|kv| kv.key == "service.name")
+            .map(|kv| text(kv.value.as_ref()))
+            .unwrap_or_default();
+        for span in resource_spans
+            .scope_spans
+            .iter()
+            .flat_map(|scope| &scope.spans)
+        {
+            // One line per span: where it sits in its trace and when it ran (Unix ns).
+            let line = serde_json::json!({
+                "service": service,
+                "name": span.name,
+                "trace": hex(&span.trace_id),
+                "span": hex(&span.span_id),
+                "parent": hex(&span.parent_span_id),
+                "start": span.start_time_unix_nano,
+                "end": span.end_time_unix_nano,
+            });
+            // A line that cannot be written is lost from the breakdown, not from the count.
+            let _ = writeln!(file, "{line}");
+        }
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
