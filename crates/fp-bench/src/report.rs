@@ -90,7 +90,8 @@ pub struct ScenarioReport {
     pub deliveries_per_second: f64,
     /// The backlog only: from its release until every delivery arrived and every row was in.
     pub drain_seconds: Option<f64>,
-    /// Event time (set just before publishing) to arrival at the receiver.
+    /// Event time (set just before publishing) or, for submissions, the request's send time, to
+    /// arrival at the receiver.
     pub latency: Percentiles,
     pub ingest: Ingest,
     pub completeness: Completeness,
