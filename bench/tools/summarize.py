@@ -56,6 +56,31 @@ def main(folder):
             per_delivery = frames / delivered if frames and delivered else None
             cells += [fmt(cpu(processes, prefix)) for prefix, _ in COLUMNS] + [fmt(total), fmt(per_delivery, 2), str(scenario["completeness"]["complete"])]
             print("| " + " | ".join(cells) + " |")
+        by_variant(rows)
+
+
+def spread(values, digits):
+    """Median (min-max): a variant's spread, to set beside another's before claiming a difference."""
+    ordered = sorted(values)
+    middle = ordered[len(ordered) // 2] if len(ordered) % 2 else (ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2
+    return f"{middle:,.{digits}f} ({ordered[0]:,.{digits}f}-{ordered[-1]:,.{digits}f})"
+
+
+def by_variant(rows):
+    """Each variant's median and range over its rounds: two variants differ only where the ranges do
+    not overlap (the same bytes have differed by 15 % between rounds on this machine)."""
+    variants = {}
+    for run, scenario in rows:
+        variants.setdefault(run.rsplit("-", 1)[0], []).append(scenario)
+    if all(len(scenarios) < 2 for scenarios in variants.values()):
+        return
+    print("\n| variant | rounds | deliveries/s | p99 ms | all CPU s/1000 |")
+    print("|---|---|---|---|---|")
+    for variant, scenarios in variants.items():
+        rates = [scenario["deliveries_per_second"] for scenario in scenarios]
+        p99s = [scenario["latency"]["p99_ms"] for scenario in scenarios]
+        totals = [sum(p["cpu_seconds_per_1000_deliveries"] for p in scenario["processes"]) for scenario in scenarios]
+        print(f"| {variant} | {len(scenarios)} | {spread(rates, 0)} | {spread(p99s, 1)} | {spread(totals, 3)} |")
 
 
 if __name__ == "__main__":
