@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Issue 17's targets against one `make bench` JSON (all phases, limits measured), as a markdown
+table.
+
+    targets.py <fp-bench JSON>
+
+The baselines are the figures of the run quoted in the issue's text (2026-12-02, a faster day of
+this kind of machine): RabbitMQ's CPU per delivery there is what "halved at every rate" halves.
+"""
+
+import json
+import re
+import sys
+
+RABBITMQ_BASELINE = {"max": 0.122, "50": 0.250, "25": 0.475}
+
+
+def scenario(report, source, share):
+    """The phase of `source` ("events", "submissions") at `share` ("max", "50", "25")."""
+    for phase in report["scenarios"]:
+        name = phase["name"]
+        if not name.startswith(f"{source}: ") or phase.get("dispatchers", 1) != 1:
+            continue
+        if share == "max" and "max rate" in name:
+            return phase
+        if share != "max" and re.search(rf"\b{share} % of max rate", name):
+            return phase
+    return None
+
+
+def cpu(phase, prefix):
+    return sum(
+        process["cpu_seconds_per_1000_deliveries"]
+        for process in phase["processes"]
+        if process["label"].startswith(prefix)
+    )
+
+
+def main(path):
+    report = json.load(open(path))
+    model = report.get("model")
+    rows = []
+    events_max = scenario(report, "events", "max")
+    if model and events_max:
+        share = model["ours_deliveries_per_second"] / model["model_deliveries_per_second"]
+        # Issue 17 made the model's broker hops batched; the old one stays beside it.
+        old_rate = model.get("unbatched_model_deliveries_per_second")
+        old_cpu = model.get("unbatched_model_cpu_seconds_per_1000")
+        rows.append((
+            "events, max rate, 1 dispatcher",
+            f"{model['ours_deliveries_per_second']:,.0f}/s = {share:.0%} of the model "
+            f"({model['model_deliveries_per_second']:,.0f}/s)"
+            + (
+                f"; {model['ours_deliveries_per_second'] / old_rate:.0%} of the unbatched one ({old_rate:,.0f}/s)"
+                if old_rate
+                else ""
+            ),
+            ">= 85 % of the model",
+            share >= 0.85,
+        ))
+        rows.append((
+            "CPU per delivery, all processes",
+            f"{model['ours_cpu_seconds_per_1000']:.3f} CPU s/1,000 = {model['cpu_multiple']:.2f}x "
+            f"the model ({model['model_cpu_seconds_per_1000']:.3f})"
+            + (
+                f"; {model['ours_cpu_seconds_per_1000'] / old_cpu:.2f}x the unbatched one ({old_cpu:.3f})"
+                if old_cpu
+                else ""
+            ),
+            "<= 1.1x the model",
+            model["cpu_multiple"] <= 1.1,
+        ))
+    for share in ("max", "50", "25"):
+        phase = scenario(report, "events", share)
+        if phase:
+            value = cpu(phase, "rabbitmq")
+            half = RABBITMQ_BASELINE[share] / 2
+            rows.append((
+                f"RabbitMQ CPU s/1,000, events at {share if share == 'max' else share + ' %'}",
+                f"{value:.3f} (issue's run: {RABBITMQ_BASELINE[share]:.3f})",
+                f"<= {half:.3f}",
+                value <= half,
+            ))
+    submissions = scenario(report, "submissions", "max")
+    if submissions:
+        rows.append((
+            "submissions through the api, max rate",
+            f"{submissions['deliveries_per_second']:,.0f}/s; PostgreSQL {cpu(submissions, 'postgresql'):.3f}, "
+            f"api {cpu(submissions, 'fp-api'):.3f} CPU s/1,000",
+            ">= 2,500/s; PostgreSQL <= 0.25",
+            submissions["deliveries_per_second"] >= 2500 and cpu(submissions, "postgresql") <= 0.25,
+        ))
+    for source, limits in (("events", (8, 5)), ("submissions", (10, 6))):
+        for share, limit in zip(("50", "25"), limits):
+            phase = scenario(report, source, share)
+            if phase:
+                p99 = phase["latency"]["p99_ms"]
+                rows.append((
+                    f"e2e p99, {source} at {share} % of max",
+                    f"{p99:.1f} ms (at {phase['deliveries_per_second']:,.0f}/s; p50 "
+                    f"{phase['latency']['p50_ms']:.1f} ms)",
+                    f"< {limit} ms",
+                    p99 < limit,
+                ))
+    print("| figure | this run | target | met? |")
+    print("|---|---|---|---|")
+    for figure, value, target, met in rows:
+        print(f"| {figure} | {value} | {target} | {'yes' if met else 'no'} |")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])
