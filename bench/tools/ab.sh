@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs fp-bench on two or more variants in turn, A B A B (issue 17's rule: a change counts only
+# Runs fp-bench on two or more variants in turn, A B B A (issue 17's rule: a change counts only
 # when its effect is larger than the spread of the same variant), on a quiet machine.
 #
 #   bench/tools/ab.sh <label> <rounds> <name>=<bin dir>[,VAR=value...] ... -- <fp-bench flags>
@@ -24,7 +24,14 @@ driver=${FP_BENCH_DRIVER:-${CARGO_TARGET_DIR:-target}/release/fp-bench}
 out=bench/results/experiments/$label
 mkdir -p "$out"
 for round in $(seq 1 "$rounds"); do
-    for variant in "${variants[@]}"; do
+    # Every other round runs the variants in reverse (A B, B A, ...), so a drift of the machine
+    # during the sitting does not favour whichever variant runs second.
+    order=("${variants[@]}")
+    if (( round % 2 == 0 )); then
+        order=()
+        for (( i = ${#variants[@]} - 1; i >= 0; i-- )); do order+=("${variants[i]}"); done
+    fi
+    for variant in "${order[@]}"; do
         name=${variant%%=*}
         IFS=, read -r -a parts <<< "${variant#*=}"
         bin_dir=${parts[0]}
