@@ -366,3 +366,52 @@ async fn batched_records_are_stored_each_with_its_own_trace() -> anyhow::Result<
     broker.close().await;
     env.finish().await
 }
+
+/// log-ingest may hold `prefetch` messages, each up to a dispatcher's whole batch of records, so
+/// the prefetch bounds its memory and is small. A batch therefore stops gathering at half the
+/// window: with a linger of ten minutes, two single-record messages (half of a prefetch of four)
+/// are stored at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_holding_half_the_prefetch_window_is_stored_without_waiting_for_the_linger()
+-> anyhow::Result<()> {
+    let mut env = TestEnvironment::new("ingest_window").await?;
+    let health = free_local_address()?;
+    env.start(
+        "fp-log-ingest",
+        &[
+            ("FP__LOG_INGEST__HEALTH_LISTEN", health.to_string()),
+            ("FP__LOG_INGEST__PREFETCH", "4".to_owned()),
+            ("FP__LOG_INGEST__BATCH_LINGER_MS", "600000".to_owned()),
+        ],
+        Readiness::Ok(format!("http://{health}/readyz")),
+    )
+    .await?;
+    let broker = Broker::connect(&broker_url(), &env.namespace).await?;
+    let publisher = broker.publisher();
+    let tenant_id = existing_tenant(&env).await?;
+    for _ in 0..2 {
+        let record = attempt_record(tenant_id);
+        publisher
+            .publish(&OutgoingMessage {
+                exchange: &broker.names.attempts_exchange,
+                routing_key: "submission.created",
+                message_id: &record.attempt_id,
+                parent: None,
+                payload: &record.encode_to_vec(),
+                headers: &[],
+                expiration: None,
+            })
+            .await?;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while stored_attempts(&env, tenant_id).await? < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        stored_attempts(&env, tenant_id).await?,
+        2,
+        "two messages, half the window, still waiting for the ten-minute linger"
+    );
+    broker.close().await;
+    env.finish().await
+}

@@ -69,6 +69,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         broker: &broker,
         batch_size: ingest.batch_size.max(1),
         linger: Duration::from_millis(ingest.batch_linger_ms),
+        messages_per_batch: (usize::from(ingest.prefetch) / 2).max(1),
     };
     ingestor
         .run(consumer, settings.lifecycle.drain_timeout())
@@ -172,6 +173,8 @@ struct Ingestor<'a> {
     broker: &'a Broker,
     batch_size: usize,
     linger: Duration,
+    /// Half the consumer's prefetch (see `next_batch`).
+    messages_per_batch: usize,
 }
 
 impl Ingestor<'_> {
@@ -203,14 +206,17 @@ impl Ingestor<'_> {
         }
     }
 
-    /// Waits for one message, then gathers more until the batch holds `batch_size` records or
-    /// has waited `linger`. `None` once the broker is closed.
+    /// Waits for one message, then gathers more until the batch holds `batch_size` records, has
+    /// waited `linger`, or holds half the prefetch window. The broker sends nothing beyond the
+    /// window until this batch is acked, so lingering on a full window would only wait; stopping
+    /// at half lets the other half arrive while this batch is stored. `None` once the broker is
+    /// closed.
     async fn next_batch(&self, consumer: &mut Deliveries) -> Option<Vec<Received>> {
         let first = Received::decode(consumer.next().await?);
         let mut records = first.len();
         let mut batch = vec![first];
         let deadline = Instant::now() + self.linger;
-        while records < self.batch_size {
+        while records < self.batch_size && batch.len() < self.messages_per_batch {
             tokio::select! {
                 next = consumer.next() => match next {
                     Some(delivery) => {
