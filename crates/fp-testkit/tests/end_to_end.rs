@@ -170,10 +170,31 @@ async fn submission_events_reach_an_https_receiver_signed_and_are_logged() -> an
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(entries.len(), 2, "{entries:?}");
-    // Newest first.
-    assert_eq!(entries[0]["event_type"], "submission.status_changed");
-    assert_eq!(entries[1]["event_type"], "submission.created");
-    for (entry, request) in entries.iter().zip([changed_request, created_request]) {
+    // Newest first. The dispatcher handles its inputs concurrently, so the two events, recorded
+    // a moment apart, may be attempted in either order: each entry is matched to its request by
+    // its type.
+    let attempted_at = |entry: &serde_json::Value| {
+        entry["timestamp"]
+            .as_str()
+            .and_then(|text| chrono::DateTime::parse_from_rfc3339(text).ok())
+            .context("an entry without a timestamp")
+    };
+    assert!(
+        attempted_at(&entries[0])? >= attempted_at(&entries[1])?,
+        "not newest first: {entries:?}"
+    );
+    let mut types: Vec<&str> = entries
+        .iter()
+        .filter_map(|entry| entry["event_type"].as_str())
+        .collect();
+    types.sort_unstable();
+    assert_eq!(types, ["submission.created", "submission.status_changed"]);
+    for entry in &entries {
+        let request = if entry["event_type"] == "submission.created" {
+            created_request
+        } else {
+            changed_request
+        };
         assert_eq!(entry["url"], hook_url);
         assert_eq!(entry["response_code"], 200);
         assert_eq!(entry["response_body"], "ok");
