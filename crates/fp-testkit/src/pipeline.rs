@@ -176,6 +176,27 @@ fn sum_of_series(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// Publishes one attempt record alone to the attempts exchange (its id as the message id), as a
+/// dispatcher finishing an attempt would, for log-ingest to store.
+pub async fn publish_attempt_record(
+    broker: &fp_broker::Broker,
+    record: &fp_contracts::v1::DeliveryAttempt,
+) -> Result<(), fp_broker::BrokerError> {
+    use fp_contracts::ProtoMessage;
+    broker
+        .publisher()
+        .publish(&fp_broker::OutgoingMessage {
+            exchange: &broker.names.attempts_exchange,
+            routing_key: &record.event_type,
+            message_id: &record.attempt_id,
+            parent: None,
+            payload: &record.encode_to_vec(),
+            headers: &[],
+            expiration: None,
+        })
+        .await
+}
+
 /// A queue of the test's own, bound to the events exchange beside the dispatchers' queues: it
 /// holds a copy of every event published while it exists, for a test to read without a dispatcher.
 /// Exclusive and auto-deleted, it goes with its connection.

@@ -11,12 +11,12 @@ use std::time::Duration;
 use anyhow::Context;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use fp_broker::{Broker, OutgoingMessage};
-use fp_contracts::{ProtoMessage, timestamp_from, v1};
+use fp_broker::Broker;
+use fp_contracts::{timestamp_from, v1};
 use fp_store::erasure::ErasureRecord;
 use fp_store::schema::erasures;
 use fp_testkit::environment::{TestEnvironment, broker_url};
-use fp_testkit::pipeline::{Pipeline, TenantApi};
+use fp_testkit::pipeline::{Pipeline, TenantApi, publish_attempt_record};
 use fp_testkit::receiver::{CannedResponse, TlsReceiver};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -120,18 +120,7 @@ async fn late_attempt(
         ..v1::DeliveryAttempt::default()
     };
     let broker = Broker::connect(&broker_url(), &env.namespace).await?;
-    broker
-        .publisher()
-        .publish(&OutgoingMessage {
-            exchange: &broker.names.attempts_exchange,
-            routing_key: "submission.created",
-            message_id: &record.attempt_id,
-            parent: None,
-            payload: &record.encode_to_vec(),
-            headers: &[],
-            expiration: None,
-        })
-        .await?;
+    publish_attempt_record(&broker, &record).await?;
     broker.close().await;
     Ok(record.attempt_id)
 }

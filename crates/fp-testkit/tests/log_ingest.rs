@@ -6,6 +6,7 @@ use anyhow::Context;
 use fp_broker::{Broker, OutgoingMessage};
 use fp_contracts::{ProtoMessage, timestamp_from, v1};
 use fp_testkit::environment::{Readiness, TestEnvironment, broker_url, free_local_address};
+use fp_testkit::pipeline::publish_attempt_record;
 use futures_util::StreamExt;
 use uuid::Uuid;
 
@@ -149,26 +150,6 @@ async fn a_pending_record_shows_as_interrupted_until_its_outcome_replaces_it() -
     )
     .await?;
     let broker = Broker::connect(&broker_url(), &env.namespace).await?;
-    let publisher = broker.publisher();
-    let publish = |record: &v1::DeliveryAttempt| {
-        let publisher = publisher.clone();
-        let exchange = broker.names.attempts_exchange.clone();
-        let payload = record.encode_to_vec();
-        let message_id = record.attempt_id.clone();
-        async move {
-            publisher
-                .publish(&OutgoingMessage {
-                    exchange: &exchange,
-                    routing_key: "submission.created",
-                    message_id: &message_id,
-                    parent: None,
-                    payload: &payload,
-                    headers: &[],
-                    expiration: None,
-                })
-                .await
-        }
-    };
     let tenant_id = existing_tenant(&env).await?;
     let outcome = attempt_record(tenant_id);
     let pending = v1::DeliveryAttempt {
@@ -182,14 +163,14 @@ async fn a_pending_record_shows_as_interrupted_until_its_outcome_replaces_it() -
     };
 
     // The pending record alone: the attempt shows, as interrupted.
-    publish(&pending).await?;
+    publish_attempt_record(&broker, &pending).await?;
     let rows = rows_when(&env, tenant_id, |rows| !rows.is_empty()).await?;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].error_kind.as_deref(), Some("interrupted"));
     assert_eq!(rows[0].response_status, None);
 
     // Its outcome, in a later batch, replaces it: still one row.
-    publish(&outcome).await?;
+    publish_attempt_record(&broker, &outcome).await?;
     let rows = rows_when(&env, tenant_id, |rows| {
         rows.first()
             .is_some_and(|row| row.response_status == Some(200))
@@ -201,15 +182,15 @@ async fn a_pending_record_shows_as_interrupted_until_its_outcome_replaces_it() -
 
     // A pending record that arrives late (redelivered after its outcome) changes nothing; a
     // pending record right before its outcome (usually in the same batch) leaves only the outcome.
-    publish(&pending).await?;
+    publish_attempt_record(&broker, &pending).await?;
     let second_outcome = attempt_record(tenant_id);
     let second_pending = v1::DeliveryAttempt {
         outcome_pending: true,
         error_kind: fp_contracts::INTERRUPTED_ERROR_KIND.to_owned(),
         ..second_outcome.clone()
     };
-    publish(&second_pending).await?;
-    publish(&second_outcome).await?;
+    publish_attempt_record(&broker, &second_pending).await?;
+    publish_attempt_record(&broker, &second_outcome).await?;
     let rows = rows_when(&env, tenant_id, |rows| rows.len() >= 2).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rows_after = stored_rows(&env, tenant_id).await?;
@@ -387,21 +368,9 @@ async fn a_batch_holding_half_the_prefetch_window_is_stored_without_waiting_for_
     )
     .await?;
     let broker = Broker::connect(&broker_url(), &env.namespace).await?;
-    let publisher = broker.publisher();
     let tenant_id = existing_tenant(&env).await?;
     for _ in 0..2 {
-        let record = attempt_record(tenant_id);
-        publisher
-            .publish(&OutgoingMessage {
-                exchange: &broker.names.attempts_exchange,
-                routing_key: "submission.created",
-                message_id: &record.attempt_id,
-                parent: None,
-                payload: &record.encode_to_vec(),
-                headers: &[],
-                expiration: None,
-            })
-            .await?;
+        publish_attempt_record(&broker, &attempt_record(tenant_id)).await?;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while stored_attempts(&env, tenant_id).await? < 2 && tokio::time::Instant::now() < deadline {

@@ -16,9 +16,9 @@ use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Text, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use fp_broker::{Broker, OutgoingMessage};
-use fp_contracts::{ProtoMessage, timestamp_from, v1};
+use fp_contracts::{timestamp_from, v1};
 use fp_testkit::environment::{TestEnvironment, broker_url};
-use fp_testkit::pipeline::{Pipeline, TenantApi, metric, start_api};
+use fp_testkit::pipeline::{Pipeline, TenantApi, metric, publish_attempt_record, start_api};
 use fp_testkit::receiver::{CannedResponse, TlsReceiver};
 use fp_testkit::sessions::{UserApi, create_user};
 use futures_util::StreamExt;
@@ -429,18 +429,7 @@ async fn publish_late_attempt_record(env: &TestEnvironment, tenant_id: &str) -> 
         ..v1::DeliveryAttempt::default()
     };
     let broker = Broker::connect(&broker_url(), &env.namespace).await?;
-    let published = broker
-        .publisher()
-        .publish(&OutgoingMessage {
-            exchange: &broker.names.attempts_exchange,
-            routing_key: "submission.created",
-            message_id: &record.attempt_id,
-            parent: None,
-            payload: &record.encode_to_vec(),
-            headers: &[],
-            expiration: None,
-        })
-        .await;
+    let published = publish_attempt_record(&broker, &record).await;
     broker.close().await;
     Ok(published?)
 }
