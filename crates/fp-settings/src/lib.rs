@@ -135,9 +135,9 @@ pub struct ApiSettings {
     /// Outbox relay loops side by side, so one batch is claimed and published while another's
     /// confirms and commit are still pending.
     pub outbox_relay_pipelines: NonZeroUsize,
-    /// Most new submissions committed in one transaction (group commit).
+    /// Most new submissions committed in one statement (group commit).
     pub submission_batch_max: NonZeroUsize,
-    /// Tasks committing those batches, each one transaction at a time.
+    /// Tasks committing those batches, each one batch at a time.
     pub submission_writers: NonZeroUsize,
     #[serde(rename = "disable_failing_endpoints_after")]
     disable_failing_endpoints_after_raw: String,

@@ -62,7 +62,7 @@ pub async fn insert_many(
 /// `INSERT INTO outbox ... SELECT FROM unnest(<one array per column>)`: one statement text for
 /// every batch size (and for a single event), so it is prepared once per connection, where a
 /// multi-row `VALUES` would be parsed and planned again for each new size.
-struct InsertEvents<'a> {
+pub(crate) struct InsertEvents<'a> {
     event_ids: Vec<Uuid>,
     tenant_ids: Vec<Uuid>,
     event_types: Vec<&'a str>,
@@ -73,7 +73,7 @@ struct InsertEvents<'a> {
 }
 
 impl<'a> InsertEvents<'a> {
-    fn of(events: &'a [NewOutboxEvent]) -> Self {
+    pub(crate) fn of(events: &'a [NewOutboxEvent]) -> Self {
         Self {
             event_ids: events.iter().map(|event| event.event_id).collect(),
             tenant_ids: events.iter().map(|event| event.tenant_id).collect(),

@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
-use fp_store::submissions::NewSubmission;
+use fp_store::outbox::NewOutboxEvent;
+use fp_store::submissions::{NewSubmission, SubmissionRow};
 use fp_testkit::environment::TestEnvironment;
 use fp_testkit::pipeline::{TenantApi, metric, start_api, start_api_with_health};
 use futures_util::future::try_join_all;
@@ -121,7 +122,8 @@ async fn submissions_are_read_paged_and_kept_to_their_tenant() -> anyhow::Result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_insert_returns_its_rows_in_input_order() -> anyhow::Result<()> {
+async fn a_batch_is_stored_with_ids_in_input_order_and_its_events_or_not_at_all()
+-> anyhow::Result<()> {
     let env = TestEnvironment::new("subs_batch").await?;
     let outcome = async {
         let mut conn = fp_store::connect(&env.database_url).await?;
@@ -140,23 +142,82 @@ async fn a_batch_insert_returns_its_rows_in_input_order() -> anyhow::Result<()> 
                 status: "pending",
             })
             .collect();
-        let rows = fp_store::submissions::insert_many(&mut conn, &new).await?;
-        assert_eq!(
-            rows.iter()
-                .map(|row| (row.text_feedback.as_str(), row.customer_name.as_deref()))
-                .collect::<Vec<_>>(),
-            new.iter()
-                .map(|row| (row.text_feedback, row.customer_name))
-                .collect::<Vec<_>>()
-        );
+        let reservation = fp_store::submissions::reserve(&mut conn, new.len()).await?;
         assert!(
-            rows.windows(2).all(|pair| pair[0].id < pair[1].id),
-            "ids not ascending"
+            reservation.ids.windows(2).all(|pair| pair[0] < pair[1]),
+            "ids not ascending: {:?}",
+            reservation.ids
+        );
+        let rows: Vec<SubmissionRow> = new
+            .iter()
+            .zip(&reservation.ids)
+            .map(|(submission, &id)| submission.row(id, reservation.at))
+            .collect();
+        let events: Vec<NewOutboxEvent> = rows.iter().map(event_of).collect();
+        fp_store::submissions::insert_with_events(&mut conn, &rows, &events).await?;
+        // Read back as stored, in id order: the input's order, each with its event.
+        let (mut stored, _) =
+            fp_store::submissions::newest(&mut conn, tenant_id, None, 100).await?;
+        stored.reverse();
+        assert_eq!(stored, rows);
+        assert_eq!(
+            events_per_submission(&mut conn).await?,
+            rows.iter().map(|row| (row.id, 1)).collect::<Vec<_>>()
+        );
+
+        // A batch whose event cannot be stored (its id is taken) leaves no submission behind.
+        let reservation = fp_store::submissions::reserve(&mut conn, 1).await?;
+        let doomed = new[0].row(reservation.ids[0], reservation.at);
+        let taken_id = NewOutboxEvent {
+            event_id: events[0].event_id,
+            ..event_of(&doomed)
+        };
+        let refused = fp_store::submissions::insert_with_events(
+            &mut conn,
+            std::slice::from_ref(&doomed),
+            &[taken_id],
+        )
+        .await;
+        assert!(refused.is_err(), "an event with a taken id was stored");
+        assert_eq!(
+            fp_store::submissions::find(&mut conn, tenant_id, doomed.id).await?,
+            None,
+            "the submission was stored without its event"
         );
         Ok(())
     }
     .await;
     env.finish_after(outcome).await
+}
+
+/// An outbox row announcing `row` (its payload is not read here).
+fn event_of(row: &SubmissionRow) -> NewOutboxEvent {
+    NewOutboxEvent {
+        event_id: Uuid::now_v7(),
+        tenant_id: row.tenant_id,
+        event_type: "submission.created".to_owned(),
+        payload: vec![1],
+        traceparent: String::new(),
+        tracestate: String::new(),
+        submission_id: Some(row.id),
+    }
+}
+
+/// `(submission id, outbox rows naming it)` for every submission, in id order.
+async fn events_per_submission(
+    conn: &mut fp_store::PgConnection,
+) -> anyhow::Result<Vec<(i64, i64)>> {
+    let rows: Vec<EventsOf> = diesel::sql_query(
+        "SELECT s.id AS submission_id, count(o.id) AS events \
+         FROM submissions s LEFT JOIN outbox o ON o.submission_id = s.id \
+         GROUP BY s.id ORDER BY s.id",
+    )
+    .load(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.submission_id, row.events))
+        .collect())
 }
 
 #[derive(QueryableByName)]

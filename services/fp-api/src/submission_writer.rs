@@ -1,16 +1,16 @@
 //! Group commit of new submissions. `POST /api/v2/submissions` hands its submission to a queue;
 //! a writer takes what is queued (up to `api.submission_batch_max`) and commits all of it, each
-//! submission with the outbox row of its event, in one transaction: one fsync for the batch
+//! submission with the outbox row of its event, in one statement: one fsync for the batch
 //! instead of one per request. A writer never waits for a batch to fill: a batch holds what
 //! queued while the previous commit ran, so a lone request is written at once. Each request is
-//! answered only after its transaction committed.
+//! answered only after its batch committed.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use fp_store::outbox::NewOutboxEvent;
 use fp_store::submissions::{self, NewSubmission, SubmissionRow};
-use fp_store::{AsyncConnection, PgConnection, PgPool, StoreError};
+use fp_store::{PgConnection, PgPool, StoreError};
 use fp_telemetry::propagation::StoredContext;
 use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -117,24 +117,18 @@ impl SubmissionQueue {
     }
 }
 
-/// Why a batch's transaction failed.
+/// Why a batch was not written.
 enum BatchError {
-    /// A statement failed and the transaction rolled back: nothing of the batch was written.
+    /// The database refused it: nothing of the batch was written.
     Refused(StoreError),
-    /// Beginning, committing or rolling back failed: whether the batch committed is unknown.
-    Transaction(StoreError),
-}
-
-impl From<fp_store::DieselError> for BatchError {
-    fn from(error: fp_store::DieselError) -> Self {
-        BatchError::Transaction(error.into())
-    }
+    /// The connection went while the batch's statement ran: whether it committed is unknown.
+    Unknown(StoreError),
 }
 
 impl BatchError {
     fn into_store_error(self) -> StoreError {
         match self {
-            BatchError::Refused(error) | BatchError::Transaction(error) => error,
+            BatchError::Refused(error) | BatchError::Unknown(error) => error,
         }
     }
 }
@@ -183,7 +177,7 @@ impl SubmissionWriter {
         Some(batch)
     }
 
-    /// Commits `batch` in one transaction and answers each member. A refused batch is written
+    /// Commits `batch` in one statement and answers each member. A refused batch is written
     /// again one member at a time, so one bad member (a tenant deleted meanwhile) fails alone.
     async fn write_batch(&self, batch: Vec<Queued>) {
         metrics::histogram!("fp_api_submission_batch_size").record(batch.len() as f64);
@@ -236,37 +230,44 @@ fn answer_all(batch: Vec<Queued>, error: StoreError) {
     }
 }
 
-/// Inserts `submissions` and the outbox rows of their events in one transaction; returns the rows
-/// in the order of `submissions`.
+/// Writes `submissions` and the outbox rows of their events; returns the rows in the order of
+/// `submissions`. Two round trips: their ids are reserved first, so that their events can be
+/// encoded, and then both are inserted in one statement, which commits on its own.
 async fn commit(
     conn: &mut PgConnection,
     submissions: &[&PendingSubmission],
 ) -> Result<Vec<SubmissionRow>, BatchError> {
-    let new: Vec<NewSubmission<'_>> = submissions
+    // Nothing is written yet: a failure here is a refusal whatever its cause.
+    let reservation = submissions::reserve(conn, submissions.len())
+        .await
+        .map_err(BatchError::Refused)?;
+    let rows: Vec<SubmissionRow> = submissions
         .iter()
-        .map(|submission| NewSubmission {
-            tenant_id: submission.tenant_id,
-            campaign_id: submission.campaign_id,
-            star_rating: submission.star_rating,
-            text_feedback: &submission.text_feedback,
-            customer_name: submission.customer_name.as_deref(),
-            status: fp_domain::SubmissionStatus::Pending.as_str(),
+        .zip(&reservation.ids)
+        .map(|(submission, &id)| {
+            NewSubmission {
+                tenant_id: submission.tenant_id,
+                campaign_id: submission.campaign_id,
+                star_rating: submission.star_rating,
+                text_feedback: &submission.text_feedback,
+                customer_name: submission.customer_name.as_deref(),
+                status: fp_domain::SubmissionStatus::Pending.as_str(),
+            }
+            .row(id, reservation.at)
         })
         .collect();
-    conn.transaction(async |conn| {
-        let statements = async {
-            let rows = submissions::insert_many(conn, &new).await?;
-            let events = rows
-                .iter()
-                .zip(submissions)
-                .map(|(row, submission)| created_event(row, submission.trace.clone()))
-                .collect::<Result<Vec<NewOutboxEvent>, StoreError>>()?;
-            fp_store::outbox::insert_many(conn, &events).await?;
-            Ok(rows)
-        };
-        statements.await.map_err(BatchError::Refused)
-    })
-    .await
+    let events = rows
+        .iter()
+        .zip(submissions)
+        .map(|(row, submission)| created_event(row, submission.trace.clone()))
+        .collect::<Result<Vec<NewOutboxEvent>, StoreError>>()
+        .map_err(BatchError::Refused)?;
+    match submissions::insert_with_events(conn, &rows, &events).await {
+        Ok(()) => Ok(rows),
+        // The server may have committed the statement before the connection went.
+        Err(error) if error.is_unreachable() => Err(BatchError::Unknown(error)),
+        Err(error) => Err(BatchError::Refused(error)),
+    }
 }
 
 #[cfg(test)]
