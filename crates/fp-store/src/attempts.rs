@@ -6,15 +6,17 @@ use std::collections::HashSet;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::sql_types;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::sql_types::{self, Array};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::StoreError;
 use crate::schema::{delivery_attempts, tenants};
 
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
 #[diesel(table_name = delivery_attempts)]
 pub struct AttemptRow {
     pub id: Uuid,
@@ -64,21 +66,141 @@ pub async fn insert_batch(
     if !created.is_empty() {
         tracing::warn!(partitions = ?created, "attempts arrived for days without a partition; made them");
     }
-    let mut inserted = 0;
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        inserted += diesel::insert_into(delivery_attempts::table)
-            .values(chunk)
-            .on_conflict((delivery_attempts::id, delivery_attempts::attempted_at))
-            .do_nothing()
-            .execute(conn)
-            .await?;
-    }
-    Ok(inserted)
+    Ok(InsertAttempts::of(rows).execute(conn).await?)
 }
 
-/// Rows per INSERT statement: a statement takes at most 65,535 bind parameters, and a row has
-/// about two dozen columns.
-const ROWS_PER_INSERT: usize = 1000;
+/// `INSERT INTO delivery_attempts ... SELECT FROM unnest(<one array per column>) ON CONFLICT DO
+/// NOTHING`: one statement text for every batch size, so it is prepared once per connection. A
+/// multi-row `VALUES` has two dozen bind parameters per row: a new text for each batch size,
+/// parsed and planned every time, and at most 65,535 parameters, so large batches took several
+/// statements.
+struct InsertAttempts<'a> {
+    ids: Vec<Uuid>,
+    delivery_ids: Vec<Uuid>,
+    event_ids: Vec<Uuid>,
+    tenant_ids: Vec<Uuid>,
+    event_types: Vec<&'a str>,
+    urls: Vec<&'a str>,
+    attempt_numbers: Vec<i32>,
+    attempted_ats: Vec<DateTime<Utc>>,
+    durations_ms: Vec<i64>,
+    request_headers: Vec<&'a serde_json::Value>,
+    request_bodies: Vec<&'a [u8]>,
+    response_statuses: Vec<Option<i32>>,
+    response_headers: Vec<&'a serde_json::Value>,
+    response_bodies: Vec<&'a [u8]>,
+    responses_truncated: Vec<bool>,
+    error_kinds: Vec<Option<&'a str>>,
+    error_messages: Vec<Option<&'a str>>,
+    finals: Vec<bool>,
+    next_retries_at: Vec<Option<DateTime<Utc>>>,
+    manuals: Vec<bool>,
+    traceparents: Vec<&'a str>,
+    tracestates: Vec<&'a str>,
+}
+
+impl<'a> InsertAttempts<'a> {
+    fn of(rows: &'a [AttemptRow]) -> Self {
+        Self {
+            ids: rows.iter().map(|row| row.id).collect(),
+            delivery_ids: rows.iter().map(|row| row.delivery_id).collect(),
+            event_ids: rows.iter().map(|row| row.event_id).collect(),
+            tenant_ids: rows.iter().map(|row| row.tenant_id).collect(),
+            event_types: rows.iter().map(|row| row.event_type.as_str()).collect(),
+            urls: rows.iter().map(|row| row.url.as_str()).collect(),
+            attempt_numbers: rows.iter().map(|row| row.attempt_number).collect(),
+            attempted_ats: rows.iter().map(|row| row.attempted_at).collect(),
+            durations_ms: rows.iter().map(|row| row.duration_ms).collect(),
+            request_headers: rows.iter().map(|row| &row.request_headers).collect(),
+            request_bodies: rows.iter().map(|row| row.request_body.as_slice()).collect(),
+            response_statuses: rows.iter().map(|row| row.response_status).collect(),
+            response_headers: rows.iter().map(|row| &row.response_headers).collect(),
+            response_bodies: rows
+                .iter()
+                .map(|row| row.response_body.as_slice())
+                .collect(),
+            responses_truncated: rows.iter().map(|row| row.response_truncated).collect(),
+            error_kinds: rows.iter().map(|row| row.error_kind.as_deref()).collect(),
+            error_messages: rows
+                .iter()
+                .map(|row| row.error_message.as_deref())
+                .collect(),
+            finals: rows.iter().map(|row| row.is_final).collect(),
+            next_retries_at: rows.iter().map(|row| row.next_retry_at).collect(),
+            manuals: rows.iter().map(|row| row.manual).collect(),
+            traceparents: rows.iter().map(|row| row.traceparent.as_str()).collect(),
+            tracestates: rows.iter().map(|row| row.tracestate.as_str()).collect(),
+        }
+    }
+}
+
+impl QueryId for InsertAttempts<'_> {
+    type QueryId = InsertAttempts<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl QueryFragment<Pg> for InsertAttempts<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "INSERT INTO delivery_attempts (id, delivery_id, event_id, tenant_id, event_type, url, \
+               attempt_number, attempted_at, duration_ms, request_headers, request_body, \
+               response_status, response_headers, response_body, response_truncated, error_kind, \
+               error_message, final, next_retry_at, manual, traceparent, tracestate) \
+             SELECT * FROM unnest(",
+        );
+        out.push_bind_param::<Array<sql_types::Uuid>, _>(&self.ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<sql_types::Uuid>, _>(&self.delivery_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<sql_types::Uuid>, _>(&self.event_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<sql_types::Uuid>, _>(&self.tenant_ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<sql_types::Text>, _>(&self.event_types)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<sql_types::Text>, _>(&self.urls)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<sql_types::Integer>, _>(&self.attempt_numbers)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<sql_types::Timestamptz>, _>(&self.attempted_ats)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<sql_types::BigInt>, _>(&self.durations_ms)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<sql_types::Jsonb>, _>(&self.request_headers)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<sql_types::Binary>, _>(&self.request_bodies)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<sql_types::Nullable<sql_types::Integer>>, _>(
+            &self.response_statuses,
+        )?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<sql_types::Jsonb>, _>(&self.response_headers)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<sql_types::Binary>, _>(&self.response_bodies)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<sql_types::Bool>, _>(&self.responses_truncated)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<sql_types::Nullable<sql_types::Text>>, _>(&self.error_kinds)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<sql_types::Nullable<sql_types::Text>>, _>(
+            &self.error_messages,
+        )?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<sql_types::Bool>, _>(&self.finals)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<sql_types::Nullable<sql_types::Timestamptz>>, _>(
+            &self.next_retries_at,
+        )?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<sql_types::Bool>, _>(&self.manuals)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<sql_types::Text>, _>(&self.traceparents)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<sql_types::Text>, _>(&self.tracestates)?;
+        out.push_sql(") ON CONFLICT (id, attempted_at) DO NOTHING");
+        Ok(())
+    }
+}
 
 /// How many rows one `store_batch` wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

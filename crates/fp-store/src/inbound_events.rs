@@ -2,7 +2,10 @@
 //! (deduplication across dispatchers) and the events no tenant can receive.
 
 use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{self, Array};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -16,21 +19,41 @@ pub async fn claim_first_attempts(
     delivery_ids: &[Uuid],
     now: DateTime<Utc>,
 ) -> Result<Vec<Uuid>, StoreError> {
-    let rows: Vec<_> = delivery_ids
-        .iter()
-        .map(|id| {
-            (
-                delivery_claims::delivery_id.eq(*id),
-                delivery_claims::claimed_at.eq(now),
-            )
-        })
-        .collect();
-    Ok(diesel::insert_into(delivery_claims::table)
-        .values(&rows)
-        .on_conflict_do_nothing()
-        .returning(delivery_claims::delivery_id)
+    if delivery_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(ClaimFirstAttempts { delivery_ids, now }
         .get_results(conn)
         .await?)
+}
+
+/// `INSERT INTO delivery_claims ... SELECT FROM unnest($1) ON CONFLICT DO NOTHING RETURNING ...`:
+/// one statement text for any number of claims, so it is prepared once per connection, where a
+/// multi-row `VALUES` would be parsed and planned again for each new count. The same id twice in
+/// one statement is inserted once and returned once.
+struct ClaimFirstAttempts<'a> {
+    delivery_ids: &'a [Uuid],
+    now: DateTime<Utc>,
+}
+
+impl QueryId for ClaimFirstAttempts<'_> {
+    type QueryId = ClaimFirstAttempts<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for ClaimFirstAttempts<'_> {
+    type SqlType = sql_types::Uuid;
+}
+
+impl QueryFragment<Pg> for ClaimFirstAttempts<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("INSERT INTO delivery_claims (delivery_id, claimed_at) SELECT delivery_id, ");
+        out.push_bind_param::<sql_types::Timestamptz, _>(&self.now)?;
+        out.push_sql(" FROM unnest(");
+        out.push_bind_param::<Array<sql_types::Uuid>, _>(self.delivery_ids)?;
+        out.push_sql(") AS claims (delivery_id) ON CONFLICT DO NOTHING RETURNING delivery_id");
+        Ok(())
+    }
 }
 
 /// An event recorded as undeliverable.

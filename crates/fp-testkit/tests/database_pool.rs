@@ -259,3 +259,98 @@ async fn the_hot_path_queries_are_prepared_once_per_connection() -> anyhow::Resu
     .await;
     env.finish_after(outcome).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempt_rows_and_claims_are_written_by_one_prepared_statement_each() -> anyhow::Result<()>
+{
+    use chrono::SubsecRound;
+    use diesel::{ExpressionMethods, QueryDsl, SelectableHelper};
+    use fp_store::attempts::AttemptRow;
+    use fp_store::schema::delivery_attempts;
+
+    let env = TestEnvironment::new("prepared_inserts").await?;
+    let outcome = async {
+        let pool = fp_store::pool(&env.database_url, 1)?;
+        let mut conn = pool.get().await?;
+        let tenant_id = Uuid::now_v7();
+        // PostgreSQL keeps microseconds.
+        let at = chrono::Utc::now().trunc_subsecs(6);
+        let delivered = fp_testkit::seed::attempt_row(tenant_id, at);
+        let failed = AttemptRow {
+            request_headers: serde_json::json!([["content-type", "application/json"]]),
+            response_status: None,
+            response_headers: serde_json::json!([["retry-after", "5"]]),
+            response_body: b"\x00\xffbody".to_vec(),
+            response_truncated: true,
+            error_kind: Some("timeout".to_owned()),
+            error_message: Some("no answer within 10 s".to_owned()),
+            is_final: false,
+            next_retry_at: Some(at + chrono::TimeDelta::seconds(30)),
+            manual: true,
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned(),
+            tracestate: "fp=1".to_owned(),
+            ..fp_testkit::seed::attempt_row(tenant_id, at + chrono::TimeDelta::milliseconds(1))
+        };
+        // Batches of three sizes, a row twice in one batch and a row stored before: each row once.
+        let inserted = [
+            fp_store::attempts::insert_batch(&mut conn, std::slice::from_ref(&delivered)).await?,
+            fp_store::attempts::insert_batch(
+                &mut conn,
+                &[failed.clone(), failed.clone(), delivered.clone()],
+            )
+            .await?,
+        ];
+        assert_eq!(inserted, [1, 1]);
+        let mut stored: Vec<AttemptRow> = delivery_attempts::table
+            .filter(delivery_attempts::tenant_id.eq(tenant_id))
+            .order(delivery_attempts::attempted_at)
+            .select(AttemptRow::as_select())
+            .load(&mut conn)
+            .await?;
+        stored.iter_mut().for_each(|row| row.id = Uuid::nil());
+        let expected: Vec<AttemptRow> = [&delivered, &failed]
+            .into_iter()
+            .map(|row| AttemptRow {
+                id: Uuid::nil(),
+                ..row.clone()
+            })
+            .collect();
+        assert_eq!(stored, expected, "rows read back differ from those written");
+
+        // Two copies of one delivery in one batch: claimed once; claimed again later: not at all.
+        let first = Uuid::now_v7();
+        let second = Uuid::now_v7();
+        let claimed =
+            fp_store::inbound_events::claim_first_attempts(&mut conn, &[first, first], at).await?;
+        assert_eq!(claimed, [first]);
+        let mut claimed = fp_store::inbound_events::claim_first_attempts(
+            &mut conn,
+            &[first, second, Uuid::now_v7()],
+            at,
+        )
+        .await?;
+        claimed.sort_unstable();
+        assert!(
+            claimed.len() == 2 && claimed.contains(&second) && !claimed.contains(&first),
+            "{claimed:?}"
+        );
+
+        let statements = prepared_statements(&mut conn).await?;
+        for (what, text) in [
+            ("the attempts insert", "INSERT INTO delivery_attempts"),
+            ("the claims insert", "INSERT INTO delivery_claims"),
+        ] {
+            let matching = statements
+                .iter()
+                .filter(|statement| statement.starts_with(text))
+                .count();
+            assert_eq!(
+                matching, 1,
+                "{what} ({text}) is prepared {matching} times, not once: {statements:#?}"
+            );
+        }
+        Ok(())
+    }
+    .await;
+    env.finish_after(outcome).await
+}
