@@ -172,6 +172,20 @@ async fn prepared_statements(conn: &mut PgConnection) -> anyhow::Result<Vec<Stri
     Ok(rows.into_iter().map(|row| row.statement).collect())
 }
 
+/// Each `(what, how its statement begins)` is among `statements` exactly once.
+fn assert_each_prepared_once(statements: &[String], expected: &[(&str, &str)]) {
+    for (what, text) in expected {
+        let matching = statements
+            .iter()
+            .filter(|statement| statement.starts_with(text))
+            .count();
+        assert_eq!(
+            matching, 1,
+            "{what} ({text}) is prepared {matching} times, not once: {statements:#?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hot_path_queries_are_prepared_once_per_connection() -> anyhow::Result<()> {
     let env = TestEnvironment::new("prepared").await?;
@@ -242,16 +256,7 @@ async fn the_hot_path_queries_are_prepared_once_per_connection() -> anyhow::Resu
             ("the relay's claim", "SELECT \"outbox\""),
             ("the relay's mark", "UPDATE outbox SET published_at"),
         ];
-        for (what, text) in expected {
-            let matching = statements
-                .iter()
-                .filter(|statement| statement.starts_with(text))
-                .count();
-            assert_eq!(
-                matching, 1,
-                "{what} ({text}) is prepared {matching} times, not once: {statements:#?}"
-            );
-        }
+        assert_each_prepared_once(&statements, &expected);
         // Nothing else: every query above is prepared once, not once per run.
         assert_eq!(statements.len(), expected.len(), "{statements:#?}");
         Ok(())
@@ -336,19 +341,13 @@ async fn attempt_rows_and_claims_are_written_by_one_prepared_statement_each() ->
         );
 
         let statements = prepared_statements(&mut conn).await?;
-        for (what, text) in [
-            ("the attempts insert", "INSERT INTO delivery_attempts"),
-            ("the claims insert", "INSERT INTO delivery_claims"),
-        ] {
-            let matching = statements
-                .iter()
-                .filter(|statement| statement.starts_with(text))
-                .count();
-            assert_eq!(
-                matching, 1,
-                "{what} ({text}) is prepared {matching} times, not once: {statements:#?}"
-            );
-        }
+        assert_each_prepared_once(
+            &statements,
+            &[
+                ("the attempts insert", "INSERT INTO delivery_attempts"),
+                ("the claims insert", "INSERT INTO delivery_claims"),
+            ],
+        );
         Ok(())
     }
     .await;
