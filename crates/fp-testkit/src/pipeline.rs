@@ -33,7 +33,7 @@ impl Pipeline {
         for _ in 0..dispatchers {
             pipeline.start_dispatcher(env).await?;
         }
-        start_log_ingest_on(env, pipeline.log_ingest).await?;
+        start_log_ingest_on(env, pipeline.log_ingest, &[]).await?;
         Ok(pipeline)
     }
 
@@ -45,7 +45,7 @@ impl Pipeline {
 
     /// Starts fp-log-ingest again with the health address it had, and waits until it is ready.
     pub async fn restart_log_ingest(&self, env: &mut TestEnvironment) -> anyhow::Result<()> {
-        start_log_ingest_on(env, self.log_ingest).await
+        start_log_ingest_on(env, self.log_ingest, &[]).await
     }
 
     /// Starts one more dispatcher (after a crash, or to scale out).
@@ -112,10 +112,27 @@ pub async fn start_api_on(
     .await
 }
 
-async fn start_log_ingest_on(env: &mut TestEnvironment, health: SocketAddr) -> anyhow::Result<()> {
+/// Starts fp-log-ingest alone, with `settings` besides its health address; returns that address
+/// once it is ready.
+pub async fn start_log_ingest(
+    env: &mut TestEnvironment,
+    settings: &[(&str, String)],
+) -> anyhow::Result<SocketAddr> {
+    let health = free_local_address()?;
+    start_log_ingest_on(env, health, settings).await?;
+    Ok(health)
+}
+
+async fn start_log_ingest_on(
+    env: &mut TestEnvironment,
+    health: SocketAddr,
+    settings: &[(&str, String)],
+) -> anyhow::Result<()> {
+    let mut variables = vec![("FP__LOG_INGEST__HEALTH_LISTEN", health.to_string())];
+    variables.extend_from_slice(settings);
     env.start(
         "fp-log-ingest",
-        &[("FP__LOG_INGEST__HEALTH_LISTEN", health.to_string())],
+        &variables,
         Readiness::Ok(format!("http://{health}/readyz")),
     )
     .await

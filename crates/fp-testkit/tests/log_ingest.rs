@@ -5,8 +5,8 @@ use std::time::Duration;
 use anyhow::Context;
 use fp_broker::{Broker, OutgoingMessage};
 use fp_contracts::{ProtoMessage, timestamp_from, v1};
-use fp_testkit::environment::{Readiness, TestEnvironment, broker_url, free_local_address};
-use fp_testkit::pipeline::publish_attempt_record;
+use fp_testkit::environment::{TestEnvironment, broker_url};
+use fp_testkit::pipeline::{publish_attempt_record, start_log_ingest};
 use futures_util::StreamExt;
 use uuid::Uuid;
 
@@ -49,13 +49,7 @@ async fn stored_attempts(env: &TestEnvironment, tenant_id: Uuid) -> anyhow::Resu
 async fn a_record_delivered_twice_makes_one_row_and_garbage_is_dead_lettered() -> anyhow::Result<()>
 {
     let mut env = TestEnvironment::new("ingest").await?;
-    let health = free_local_address()?;
-    env.start(
-        "fp-log-ingest",
-        &[("FP__LOG_INGEST__HEALTH_LISTEN", health.to_string())],
-        Readiness::Ok(format!("http://{health}/readyz")),
-    )
-    .await?;
+    start_log_ingest(&mut env, &[]).await?;
 
     let broker = Broker::connect(&broker_url(), &env.namespace).await?;
     let publisher = broker.publisher();
@@ -142,13 +136,7 @@ async fn rows_when(
 async fn a_pending_record_shows_as_interrupted_until_its_outcome_replaces_it() -> anyhow::Result<()>
 {
     let mut env = TestEnvironment::new("pending").await?;
-    let health = free_local_address()?;
-    env.start(
-        "fp-log-ingest",
-        &[("FP__LOG_INGEST__HEALTH_LISTEN", health.to_string())],
-        Readiness::Ok(format!("http://{health}/readyz")),
-    )
-    .await?;
+    start_log_ingest(&mut env, &[]).await?;
     let broker = Broker::connect(&broker_url(), &env.namespace).await?;
     let tenant_id = existing_tenant(&env).await?;
     let outcome = attempt_record(tenant_id);
@@ -290,16 +278,13 @@ async fn records_published_together_share_messages_and_each_is_confirmed() -> an
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_records_are_stored_each_with_its_own_trace() -> anyhow::Result<()> {
     let mut env = TestEnvironment::new("batch-rows").await?;
-    let health = free_local_address()?;
-    env.start(
-        "fp-log-ingest",
+    start_log_ingest(
+        &mut env,
         &[
-            ("FP__LOG_INGEST__HEALTH_LISTEN", health.to_string()),
-            // Large batches, so one transaction holds more rows than one INSERT statement takes.
+            // Large batches: one transaction, and one INSERT, holds thousands of rows.
             ("FP__LOG_INGEST__BATCH_SIZE", "5000".to_owned()),
             ("FP__LOG_INGEST__BATCH_LINGER_MS", "1000".to_owned()),
         ],
-        Readiness::Ok(format!("http://{health}/readyz")),
     )
     .await?;
     let broker = Broker::connect(&broker_url(), &env.namespace).await?;
@@ -308,8 +293,8 @@ async fn batched_records_are_stored_each_with_its_own_trace() -> anyhow::Result<
         .map(|index| v1::DeliveryAttempt {
             traceparent: traceparent(index),
             tracestate: format!("vendor={index}"),
-            // Every column bound (an absent value is written as DEFAULT, not bound): 3,200 such
-            // rows are more than one statement's 65,535 parameters.
+            // Every column with a value, in one batch of 3,200 rows (the old multi-row insert
+            // needed several statements for them: over 65,535 parameters).
             response_status: Some(500),
             error_kind: "http_status".into(),
             error_message: "HTTP 500".into(),
@@ -356,15 +341,12 @@ async fn batched_records_are_stored_each_with_its_own_trace() -> anyhow::Result<
 async fn a_batch_holding_half_the_prefetch_window_is_stored_without_waiting_for_the_linger()
 -> anyhow::Result<()> {
     let mut env = TestEnvironment::new("ingest_window").await?;
-    let health = free_local_address()?;
-    env.start(
-        "fp-log-ingest",
+    start_log_ingest(
+        &mut env,
         &[
-            ("FP__LOG_INGEST__HEALTH_LISTEN", health.to_string()),
             ("FP__LOG_INGEST__PREFETCH", "4".to_owned()),
             ("FP__LOG_INGEST__BATCH_LINGER_MS", "600000".to_owned()),
         ],
-        Readiness::Ok(format!("http://{health}/readyz")),
     )
     .await?;
     let broker = Broker::connect(&broker_url(), &env.namespace).await?;
