@@ -249,6 +249,8 @@ pub struct DispatcherSettings {
     pub record_batch_max: NonZeroUsize,
     /// Record batches awaiting their confirm at once.
     pub record_batches_in_flight: NonZeroUsize,
+    /// Threads of the dispatcher's async runtime.
+    pub worker_threads: NonZeroUsize,
     #[serde(skip)]
     pub retry_schedule: RetrySchedule,
     #[serde(skip)]
@@ -555,6 +557,7 @@ mod tests {
             host_request_burst: NonZeroU32::MIN,
             record_batch_max: NonZeroUsize::MIN,
             record_batches_in_flight: NonZeroUsize::MIN,
+            worker_threads: NonZeroUsize::MIN,
             retry_schedule: RetrySchedule::standard(),
             allow_private_cidrs: Vec::new(),
             extra_root_certs: None,
@@ -688,12 +691,13 @@ mod tests {
     }
 
     #[test]
-    fn batch_settings_have_defaults_and_refuse_zero() {
+    fn batch_and_thread_settings_have_defaults_and_refuse_zero() {
         let settings = with_environment(&[]).expect("defaults fit the types");
         assert_eq!(settings.api.submission_batch_max.get(), 64);
         assert_eq!(settings.api.submission_writers.get(), 2);
         assert_eq!(settings.dispatcher.record_batch_max.get(), 256);
         assert_eq!(settings.dispatcher.record_batches_in_flight.get(), 2);
+        assert_eq!(settings.dispatcher.worker_threads.get(), 1);
         for (variable, key) in [
             ("FP__API__SUBMISSION_BATCH_MAX", "submission_batch_max"),
             ("FP__API__SUBMISSION_WRITERS", "submission_writers"),
@@ -702,6 +706,7 @@ mod tests {
                 "FP__DISPATCHER__RECORD_BATCHES_IN_FLIGHT",
                 "record_batches_in_flight",
             ),
+            ("FP__DISPATCHER__WORKER_THREADS", "worker_threads"),
         ] {
             let error = with_environment(&[(variable, "0")]).expect_err("zero");
             assert!(error.to_string().contains(key), "{error}");

@@ -133,6 +133,10 @@ fn describe() {
         "fp_dispatcher_in_flight_deliveries",
         "Delivery attempts whose HTTP request is out now"
     );
+    describe_gauge!(
+        "fp_dispatcher_worker_threads",
+        "Threads of the dispatcher's runtime (dispatcher.worker_threads)"
+    );
     describe_counter!(
         "fp_dispatcher_deferred_total",
         "Deliveries parked because their endpoint was at its in-flight cap"

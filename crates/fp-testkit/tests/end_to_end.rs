@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fp_testkit::environment::TestEnvironment;
-use fp_testkit::pipeline::{Pipeline, TenantApi, start_api, start_dashboard};
+use fp_testkit::pipeline::{Pipeline, TenantApi, metric, start_api, start_dashboard};
 use fp_testkit::receiver::{ReceivedRequest, TlsReceiver, always_ok};
 use serde_json::{Value, json};
 
@@ -260,6 +260,40 @@ async fn submission_events_reach_an_https_receiver_signed_and_are_logged() -> an
     assert!(page.contains(&hook_url.replace('/', "&#x2F;")), "{page}");
 
     env.finish().await
+}
+
+/// `dispatcher.worker_threads` sizes a dispatcher's runtime: one thread unless set, and a dispatcher
+/// given more delivers as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatcher_runs_on_the_worker_threads_it_is_given() -> anyhow::Result<()> {
+    let mut env = TestEnvironment::new("e2e-threads").await?;
+    let receiver = TlsReceiver::start("127.0.0.1:0".parse()?, always_ok()).await?;
+    env.trust_receiver(&receiver)?;
+    let mut pipeline = Pipeline::start(&mut env, 1).await?;
+    let outcome = async {
+        let default_health = pipeline.dispatchers[0];
+        assert_eq!(
+            metric(default_health, "fp_dispatcher_worker_threads").await?,
+            1
+        );
+        env.kill("fp-dispatcher").await?;
+        env.set("FP__DISPATCHER__WORKER_THREADS", "3");
+        let health = pipeline.start_dispatcher(&mut env).await?;
+        assert_eq!(metric(health, "fp_dispatcher_worker_threads").await?, 3);
+
+        let api = pipeline.tenant(&env, "Threads Ltd").await?;
+        api.configure(&receiver.url("/hook"), None).await?;
+        api.submit("delivered by a dispatcher of three threads", None)
+            .await?;
+        let requests = receiver.wait_for(1, Duration::from_secs(30)).await?;
+        assert_eq!(
+            requests[0].header("x-feedbackpulse-event"),
+            Some("submission.created")
+        );
+        Ok(())
+    }
+    .await;
+    env.finish_after(outcome).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,6 +61,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             )
         })?;
     tracing::info!(%health_addr, "health endpoints up");
+    crate::metrics::runtime_sized();
 
     let policy = Arc::new(AddressPolicy::with_allow_list(
         dispatcher_settings.allow_private_cidrs.clone(),

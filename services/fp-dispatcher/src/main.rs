@@ -1,8 +1,16 @@
 //! `fp-dispatcher`: delivers events to tenants' endpoints. Run as many as the load needs.
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    fp_telemetry::init("fp-dispatcher")
-        .flush_after(async { fp_dispatcher::run(fp_settings::Settings::load()?).await })
-        .await
+fn main() -> anyhow::Result<()> {
+    let settings = fp_settings::Settings::load()?;
+    // Sized by the settings, not by the machine's CPUs: one thread is the cheapest per delivery,
+    // and a dispatcher scales out, not up (`dispatcher.worker_threads`).
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.dispatcher.worker_threads.get())
+        .enable_all()
+        .build()?
+        .block_on(async {
+            fp_telemetry::init("fp-dispatcher")
+                .flush_after(fp_dispatcher::run(settings))
+                .await
+        })
 }

@@ -75,6 +75,13 @@ pub fn attempt_settled(
     }
 }
 
+/// How many threads run this dispatcher's deliveries, read back from the runtime rather than the
+/// settings: how the process is sized, for its operators.
+pub fn runtime_sized() {
+    let threads = tokio::runtime::Handle::current().metrics().num_workers();
+    metrics::gauge!("fp_dispatcher_worker_threads").set(threads as f64);
+}
+
 /// One request out: the in-flight gauge counts it until dropped (also when the attempt's future is
 /// dropped mid-request).
 pub struct InFlight(());
