@@ -202,8 +202,9 @@ impl Browser {
 
     /// Sets the viewport (not the window, whose frame may differ) to `width` x `height`.
     pub async fn resize(&self, (width, height): (u32, u32)) -> anyhow::Result<()> {
+        let before = self.viewport().await?;
         within("resize", self.client.set_window_size(width, height)).await??;
-        let (inner_width, inner_height) = self.viewport().await?;
+        let (inner_width, inner_height) = self.settled_viewport(before, (width, height)).await?;
         if (inner_width, inner_height) != (width, height) {
             // The window has a frame after all: grow the window by its thickness.
             let outer = (
@@ -211,13 +212,37 @@ impl Browser {
                 (2 * height).saturating_sub(inner_height),
             );
             within("resize", self.client.set_window_size(outer.0, outer.1)).await??;
-            let now = self.viewport().await?;
+            let now = self
+                .settled_viewport((inner_width, inner_height), (width, height))
+                .await?;
             anyhow::ensure!(
                 now == (width, height),
                 "the viewport is {now:?}, not {width}x{height}: Chromium refused the size"
             );
         }
         Ok(())
+    }
+
+    /// The viewport once a resize from `before` towards `wanted` has taken effect. The page may
+    /// report its old size for a while after the window's new one was set (seen on a busy
+    /// machine), and a frame measured from that stale size is wrong; so the viewport is read until
+    /// it is `wanted`, or has left `before` and held still for 100 ms, for at most 2 s.
+    async fn settled_viewport(
+        &self,
+        before: (u32, u32),
+        wanted: (u32, u32),
+    ) -> anyhow::Result<(u32, u32)> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let mut last = self.viewport().await?;
+        while last != wanted && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = self.viewport().await?;
+            if now == last && now != before {
+                break;
+            }
+            last = now;
+        }
+        Ok(last)
     }
 
     /// The viewport's width and height in CSS pixels.
