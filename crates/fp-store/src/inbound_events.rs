@@ -22,9 +22,16 @@ pub async fn claim_first_attempts(
     if delivery_ids.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(ClaimFirstAttempts { delivery_ids, now }
-        .get_results(conn)
-        .await?)
+    // Inserted in one order by every caller: two statements in flight at once that share
+    // deliveries (copies of one event) then wait for each other instead of deadlocking.
+    let mut sorted = delivery_ids.to_vec();
+    sorted.sort_unstable();
+    Ok(ClaimFirstAttempts {
+        delivery_ids: &sorted,
+        now,
+    }
+    .get_results(conn)
+    .await?)
 }
 
 /// `INSERT INTO delivery_claims ... SELECT FROM unnest($1) ON CONFLICT DO NOTHING RETURNING ...`:

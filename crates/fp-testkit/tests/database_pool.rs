@@ -353,3 +353,51 @@ async fn attempt_rows_and_claims_are_written_by_one_prepared_statement_each() ->
     .await;
     env.finish_after(outcome).await
 }
+
+/// Copies of one event reach several dispatchers, whose claim statements are in flight at once:
+/// statements sharing deliveries in opposite orders must wait for each other, not deadlock (which
+/// would hand every event of the losing batch back), and each delivery is claimed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_in_flight_together_that_share_deliveries_each_claim_once() -> anyhow::Result<()> {
+    const STATEMENTS: usize = 8;
+    const DELIVERIES: usize = 300;
+    let env = TestEnvironment::new("concurrent_claims").await?;
+    let outcome = async {
+        let pool = fp_store::pool(&env.database_url, STATEMENTS)?;
+        for round in 0..5 {
+            let ids: Vec<Uuid> = (0..DELIVERIES).map(|_| Uuid::new_v4()).collect();
+            let statements = (0..STATEMENTS).map(|n| {
+                let pool = pool.clone();
+                // Half of the statements list the deliveries in the opposite order.
+                let mut ids = ids.clone();
+                if n % 2 == 1 {
+                    ids.reverse();
+                }
+                tokio::spawn(async move {
+                    let mut conn = pool.get().await?;
+                    let claimed = fp_store::inbound_events::claim_first_attempts(
+                        &mut conn,
+                        &ids,
+                        chrono::Utc::now(),
+                    )
+                    .await?;
+                    anyhow::Ok(claimed)
+                })
+            });
+            let mut claims_per_delivery = std::collections::HashMap::new();
+            for statement in futures_util::future::join_all(statements).await {
+                for id in statement?.with_context(|| format!("round {round}"))? {
+                    *claims_per_delivery.entry(id).or_insert(0) += 1;
+                }
+            }
+            assert_eq!(claims_per_delivery.len(), DELIVERIES, "round {round}");
+            assert!(
+                claims_per_delivery.values().all(|claims| *claims == 1),
+                "round {round}: a delivery claimed more than once"
+            );
+        }
+        Ok(())
+    }
+    .await;
+    env.finish_after(outcome).await
+}
