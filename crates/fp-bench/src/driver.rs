@@ -120,6 +120,12 @@ pub struct Args {
     /// The latency target is judged at 0.5; lower shares show how latency falls with load.
     #[arg(long, value_delimiter = ',', default_value = "0.5,0.25")]
     pub paced_shares: Vec<f64>,
+    /// Paced phases at these rates (per second, comma-separated) instead of shares: variants
+    /// compared A B then carry the same load in their paced phases, where shares follow each
+    /// run's own max rate. Such phases are named by their rate, so `targets.py` (which judges the
+    /// shares) does not read them.
+    #[arg(long, value_delimiter = ',', conflicts_with = "paced_shares")]
+    pub paced_rates: Vec<f64>,
     /// Skips the paced phases.
     #[arg(long)]
     pub skip_paced: bool,
@@ -172,6 +178,14 @@ pub async fn main(mut args: Args) -> anyhow::Result<i32> {
     }
     if args.events == 0 || args.tenants == 0 || args.dispatchers == 0 {
         bail!("--events, --tenants and --dispatchers must be at least 1");
+    }
+    if let Some(rate) = args
+        .paced_rates
+        .iter()
+        .chain(&args.paced_shares)
+        .find(|value| !value.is_finite() || **value <= 0.0)
+    {
+        bail!("--paced-rates and --paced-shares must be positive numbers, not {rate}");
     }
     let target_dir = target_dir()?;
     let bin_dir = args
@@ -304,13 +318,20 @@ async fn run(
         if args.skip_paced || !max_complete || max_rate <= 0.0 {
             continue;
         }
-        for &share in &args.paced_shares {
+        let paces: Vec<Pace> = if args.paced_rates.is_empty() {
+            args.paced_shares
+                .iter()
+                .map(|&share| Pace::share_of(max_rate, share))
+                .collect()
+        } else {
+            args.paced_rates
+                .iter()
+                .map(|&rate| Pace::at_rate(max_rate, rate))
+                .collect()
+        };
+        for pace in paces {
             // As many as keep the paced phase about as long as the max-rate one.
-            let paced = ((count as f64 * share) as u64).max(1);
-            let pace = Pace {
-                share,
-                rate: max_rate * share,
-            };
+            let paced = ((count as f64 * pace.share) as u64).max(1);
             scenarios
                 .push(load_phase(deployment, &bench, args, source, paced, Some(pace), None).await?);
         }
@@ -430,11 +451,31 @@ impl Source {
     }
 }
 
-/// A paced phase's rate, as a share of the max-rate phase's.
+/// A paced phase's rate, and its share of the max-rate phase's.
 #[derive(Debug, Clone, Copy)]
 struct Pace {
     share: f64,
     rate: f64,
+    /// Given as a rate (`--paced-rates`), not as a share.
+    fixed_rate: bool,
+}
+
+impl Pace {
+    fn share_of(max_rate: f64, share: f64) -> Self {
+        Pace {
+            share,
+            rate: max_rate * share,
+            fixed_rate: false,
+        }
+    }
+
+    fn at_rate(max_rate: f64, rate: f64) -> Self {
+        Pace {
+            share: rate / max_rate,
+            rate,
+            fixed_rate: true,
+        }
+    }
 }
 
 /// Work run beside a phase's load (the lifecycle phase's maintenance).
@@ -455,7 +496,12 @@ async fn load_phase(
     let dispatchers = deployment.services_of("fp-dispatcher").count();
     let name = match pace {
         None => format!("{}: max rate, {dispatchers} dispatcher(s)", source.name()),
-        Some(Pace { share, rate }) => format!(
+        Some(Pace {
+            rate,
+            fixed_rate: true,
+            ..
+        }) => format!("{}: paced at {rate:.0}/s", source.name()),
+        Some(Pace { share, rate, .. }) => format!(
             "{}: {:.0} % of max rate ({rate:.0}/s)",
             source.name(),
             share * 100.0
@@ -639,10 +685,7 @@ async fn lifecycle_phase(
         .context(
             "the lifecycle phase is paced at half the events max rate, which did not complete",
         )?;
-    let pace = Pace {
-        share: 0.5,
-        rate: max_rate * 0.5,
-    };
+    let pace = Pace::share_of(max_rate, 0.5);
     let count = ((args.events as f64 * pace.share) as u64).max(1);
     let database_url = deployment.database_url.as_str();
     // Before the run's first day, so no partition holds both seeded and pipeline rows.

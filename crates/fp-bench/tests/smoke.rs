@@ -32,6 +32,41 @@ fn the_bench_harness_delivers_and_logs_every_event_at_a_tiny_load() {
     );
 }
 
+/// Paced phases at given rates (for A B comparisons at one load): named by their rate, and every
+/// event of them arrives and is logged.
+#[test]
+fn paced_phases_run_at_the_rates_given() {
+    let stdout = smoke_run(&[
+        "--paced-rates",
+        "40,20",
+        "--submissions",
+        "0",
+        "--backlog-events",
+        "0",
+        "--scale-out-dispatchers",
+        "0",
+        "--skip-limits",
+    ]);
+    for phase in ["events: paced at 40/s", "events: paced at 20/s"] {
+        assert!(stdout.contains(phase), "no phase `{phase}`:\n{stdout}");
+    }
+    assert!(!stdout.contains("% of max rate"), "{stdout}");
+}
+
+#[test]
+fn a_paced_rate_that_is_not_positive_is_refused_before_anything_starts() {
+    let output = Command::new(env!("CARGO_BIN_EXE_fp-bench"))
+        .args(["--smoke", "--profile", "debug", "--paced-rates", "100,0"])
+        .output()
+        .expect("fp-bench starts");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("--paced-rates and --paced-shares must be positive numbers, not 0"),
+        "{stderr}"
+    );
+}
+
 /// The lifecycle phase (issue 15) at a tiny size: 3,000 attempts seeded over 30 days, then the
 /// events load without and with maintenance twice. Each maintained run drops the three oldest days
 /// left (retention 27 days, then 24) and erases one submission through the api; the final check
