@@ -286,7 +286,13 @@ async fn run(
             publisher: broker.publisher(),
             events_exchange: broker.names.events_exchange.clone(),
             api,
-            api_client: reqwest::Client::builder().no_proxy().build()?,
+            api_client: reqwest::Client::builder()
+                .no_proxy()
+                // The api (actix-web) closes a connection idle for 5 s. A request sent on a pooled
+                // connection as the server closes it fails ("connection closed before message
+                // completed"), which happened between two phases: the client lets go first.
+                .pool_idle_timeout(API_IDLE_CONNECTION_KEPT)
+                .build()?,
             database_url: deployment.database_url.clone(),
             tenants,
             text: "x".repeat(args.text_bytes),
@@ -450,6 +456,9 @@ impl Source {
         }
     }
 }
+
+/// How long the load generator keeps an idle connection to the api: under the api's keep-alive.
+const API_IDLE_CONNECTION_KEPT: Duration = Duration::from_secs(2);
 
 /// A paced phase's rate, and its share of the max-rate phase's.
 #[derive(Debug, Clone, Copy)]
