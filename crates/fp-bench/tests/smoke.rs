@@ -4,6 +4,17 @@
 
 use std::process::Command;
 
+/// The events scenario alone: no submissions, backlog, scale-out or limits.
+const EVENTS_ONLY: &[&str] = &[
+    "--submissions",
+    "0",
+    "--backlog-events",
+    "0",
+    "--scale-out-dispatchers",
+    "0",
+    "--skip-limits",
+];
+
 /// Runs `fp-bench --smoke --profile debug --timeout-secs 120` with `more` arguments; its stdout
 /// once it succeeded.
 fn smoke_run(more: &[&str]) -> String {
@@ -36,17 +47,7 @@ fn the_bench_harness_delivers_and_logs_every_event_at_a_tiny_load() {
 /// event of them arrives and is logged.
 #[test]
 fn paced_phases_run_at_the_rates_given() {
-    let stdout = smoke_run(&[
-        "--paced-rates",
-        "40,20",
-        "--submissions",
-        "0",
-        "--backlog-events",
-        "0",
-        "--scale-out-dispatchers",
-        "0",
-        "--skip-limits",
-    ]);
+    let stdout = smoke_run(&[EVENTS_ONLY, &["--paced-rates", "40,20"]].concat());
     for phase in ["events: paced at 40/s", "events: paced at 20/s"] {
         assert!(stdout.contains(phase), "no phase `{phase}`:\n{stdout}");
     }
@@ -73,17 +74,7 @@ fn a_paced_rate_that_is_not_positive_is_refused_before_anything_starts() {
 /// (every pipeline row present, the seeded ones gone) must pass.
 #[test]
 fn the_lifecycle_phase_drops_partitions_and_erases_under_load_at_a_tiny_size() {
-    let stdout = smoke_run(&[
-        "--lifecycle",
-        "--submissions",
-        "0",
-        "--backlog-events",
-        "0",
-        "--scale-out-dispatchers",
-        "0",
-        "--skip-limits",
-        "--skip-paced",
-    ]);
+    let stdout = smoke_run(&[EVENTS_ONLY, &["--lifecycle", "--skip-paced"]].concat());
     assert!(
         stdout.contains("seeded 3000 attempts over 30 days"),
         "{stdout}"
