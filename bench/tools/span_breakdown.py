@@ -9,8 +9,10 @@ spans.jsonl`) and the bench with the services exporting every span to it (the `O
 bench/README.md). Each phase's window (`window_unix_ns` in the JSON) picks the dispatcher's
 `process` spans that started in it; each one is cut into stages at its children:
 
-  consumed -> record handed over   decoding, the config lookup, the first attempt's claim
-  record handed over -> POST       the pending attempt record's batch, publish and confirm
+  consumed -> record handed over   decoding, the config lookup (and, before the first attempt's
+                                   claim carried its pending row, that claim)
+  record handed over -> POST       the pending record's batch, publish and confirm; for a first
+                                   attempt, its claim, which stores the pending row with it
   POST                             the HTTPS request, until the response
   POST end -> process end          the outcome record's confirm and the ack
 
@@ -51,8 +53,14 @@ def stages_of(process, spans, children):
     """The stages of one `process` span, in ms; None when it lacks a POST (not an attempt)."""
     kids = children.get(process["span"], [])
     posts = [kid for kid in kids if kid["name"] == "POST"]
+    # The pending record is handed over to the broker (`create`), or to the database with the
+    # first attempt's claim.
     creates = sorted(
-        (kid for kid in kids if kid["name"].startswith("create ")),
+        (
+            kid
+            for kid in kids
+            if kid["name"].startswith("create ") or kid["name"] == "INSERT delivery_claims"
+        ),
         key=lambda kid: kid["start"],
     )
     if not posts or not creates:

@@ -1,4 +1,5 @@
-//! Delivery attempts (written only by fp-log-ingest; read by the api and the dashboard).
+//! Delivery attempts (written by fp-log-ingest, and the pending rows of first attempts by
+//! fp-dispatcher with their claims: `inbound_events`; read by the api and the dashboard).
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -11,6 +12,8 @@ use diesel::prelude::*;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::{self, Array};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use fp_contracts::v1;
+use fp_contracts::{DecodeError, time_from, uuid_from};
 use uuid::Uuid;
 
 use crate::StoreError;
@@ -46,6 +49,64 @@ pub struct AttemptRow {
     pub tracestate: String,
 }
 
+fn headers_json(headers: &[v1::Header]) -> serde_json::Value {
+    serde_json::Value::Array(
+        headers
+            .iter()
+            .map(|header| serde_json::json!([header.name, header.value]))
+            .collect(),
+    )
+}
+
+fn non_empty(text: String) -> Option<String> {
+    (!text.is_empty()).then_some(text)
+}
+
+impl AttemptRow {
+    /// The row of an attempt record (`outcome_pending` aside, which says where the row goes);
+    /// refuses a record whose ids, times or numbers are not valid.
+    pub fn from_record(record: v1::DeliveryAttempt) -> Result<Self, DecodeError> {
+        let out_of_range = |field: &'static str| DecodeError::Field {
+            field,
+            reason: "out of range".to_owned(),
+        };
+        Ok(AttemptRow {
+            id: uuid_from("attempt_id", &record.attempt_id)?,
+            delivery_id: uuid_from("delivery_id", &record.delivery_id)?,
+            event_id: uuid_from("event_id", &record.event_id)?,
+            tenant_id: uuid_from("tenant_id", &record.tenant_id)?,
+            attempted_at: time_from("attempted_at", record.attempted_at.as_ref())?,
+            next_retry_at: record
+                .next_retry_at
+                .as_ref()
+                .map(|at| time_from("next_retry_at", Some(at)))
+                .transpose()?,
+            attempt_number: i32::try_from(record.attempt_number)
+                .map_err(|_| out_of_range("attempt_number"))?,
+            duration_ms: i64::try_from(record.duration_ms)
+                .map_err(|_| out_of_range("duration_ms"))?,
+            response_status: record
+                .response_status
+                .map(i32::try_from)
+                .transpose()
+                .map_err(|_| out_of_range("response_status"))?,
+            request_headers: headers_json(&record.request_headers),
+            response_headers: headers_json(&record.response_headers),
+            event_type: record.event_type,
+            url: record.url,
+            request_body: record.request_body,
+            response_body: record.response_body,
+            response_truncated: record.response_truncated,
+            error_kind: non_empty(record.error_kind),
+            error_message: non_empty(record.error_message),
+            is_final: record.r#final,
+            manual: record.manual,
+            traceparent: record.traceparent,
+            tracestate: record.tracestate,
+        })
+    }
+}
+
 /// Inserts a batch in one statement; rows already stored are skipped, so a record the broker
 /// delivers twice still makes one row. Returns how many rows were new.
 ///
@@ -74,7 +135,7 @@ pub async fn insert_batch(
 /// multi-row `VALUES` has two dozen bind parameters per row: a new text for each batch size,
 /// parsed and planned every time, and at most 65,535 parameters, so large batches took several
 /// statements.
-struct InsertAttempts<'a> {
+pub(crate) struct InsertAttempts<'a> {
     ids: Vec<Uuid>,
     delivery_ids: Vec<Uuid>,
     event_ids: Vec<Uuid>,
@@ -100,7 +161,7 @@ struct InsertAttempts<'a> {
 }
 
 impl<'a> InsertAttempts<'a> {
-    fn of(rows: &'a [AttemptRow]) -> Self {
+    pub(crate) fn of(rows: &'a [AttemptRow]) -> Self {
         Self {
             ids: rows.iter().map(|row| row.id).collect(),
             delivery_ids: rows.iter().map(|row| row.delivery_id).collect(),
@@ -141,13 +202,25 @@ impl QueryId for InsertAttempts<'_> {
 
 impl QueryFragment<Pg> for InsertAttempts<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql(
-            "INSERT INTO delivery_attempts (id, delivery_id, event_id, tenant_id, event_type, url, \
-               attempt_number, attempted_at, duration_ms, request_headers, request_body, \
-               response_status, response_headers, response_body, response_truncated, error_kind, \
-               error_message, final, next_retry_at, manual, traceparent, tracestate) \
-             SELECT * FROM unnest(",
-        );
+        out.push_sql("INSERT INTO delivery_attempts ");
+        out.push_sql(ATTEMPT_COLUMNS);
+        out.push_sql(" SELECT * FROM ");
+        self.push_unnest(out.reborrow())?;
+        out.push_sql(" ON CONFLICT (id, attempted_at) DO NOTHING");
+        Ok(())
+    }
+}
+
+/// The columns of `delivery_attempts` in the order of [`InsertAttempts::push_unnest`].
+pub(crate) const ATTEMPT_COLUMNS: &str = "(id, delivery_id, event_id, tenant_id, event_type, url, \
+    attempt_number, attempted_at, duration_ms, request_headers, request_body, response_status, \
+    response_headers, response_body, response_truncated, error_kind, error_message, final, \
+    next_retry_at, manual, traceparent, tracestate)";
+
+impl InsertAttempts<'_> {
+    /// `unnest(<one array per column>)`, in the order of [`ATTEMPT_COLUMNS`].
+    pub(crate) fn push_unnest<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("unnest(");
         out.push_bind_param::<Array<sql_types::Uuid>, _>(&self.ids)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<sql_types::Uuid>, _>(&self.delivery_ids)?;
@@ -197,7 +270,7 @@ impl QueryFragment<Pg> for InsertAttempts<'_> {
         out.push_bind_param::<Array<sql_types::Text>, _>(&self.traceparents)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<sql_types::Text>, _>(&self.tracestates)?;
-        out.push_sql(") ON CONFLICT (id, attempted_at) DO NOTHING");
+        out.push_sql(")");
         Ok(())
     }
 }

@@ -1,5 +1,5 @@
 //! What fp-dispatcher writes about events other services publish: the first attempts it claimed
-//! (deduplication across dispatchers) and the events no tenant can receive.
+//! (deduplication across dispatchers) with their pending rows and the events no tenant can receive.
 
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
@@ -10,37 +10,83 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::StoreError;
+use crate::attempts::{ATTEMPT_COLUMNS, AttemptRow, InsertAttempts};
+use crate::partitions::CoveredDay;
 use crate::schema::{delivery_claims, undeliverable_events};
 
-/// Claims the first attempts of these deliveries, in one statement; returns those this call
-/// claimed. A delivery claimed before (by any dispatcher) is left out.
+/// A first attempt to claim, with the pending row of the attempt when it is about to be sent.
+#[derive(Debug, Clone)]
+pub struct FirstAttemptClaim {
+    pub delivery_id: Uuid,
+    /// Stored with the claim, in the same statement: the attempt is then in the log as
+    /// `interrupted` before its request leaves, without a pending record through the broker.
+    pub pending: Option<AttemptRow>,
+}
+
+/// A first attempt this call claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimedFirstAttempt {
+    pub delivery_id: Uuid,
+    /// Its pending row is in the log. Not stored, though claimed: the tenant is gone or the event
+    /// was erased, which fp-log-ingest handles when it gets the pending record instead.
+    pub pending_stored: bool,
+}
+
+/// Claims the first attempts of these deliveries, in one statement, and stores the pending rows
+/// of those claimed; returns those this call claimed. A delivery claimed before (by any
+/// dispatcher) is left out, and so is its pending row: a copy that loses its claim leaves no
+/// trace of an attempt it never made. Of two claims of one delivery in `claims`, the first wins.
 pub async fn claim_first_attempts(
     conn: &mut AsyncPgConnection,
-    delivery_ids: &[Uuid],
+    claims: &[FirstAttemptClaim],
     now: DateTime<Utc>,
-) -> Result<Vec<Uuid>, StoreError> {
-    if delivery_ids.is_empty() {
+    covered_day: &mut CoveredDay,
+) -> Result<Vec<ClaimedFirstAttempt>, StoreError> {
+    if claims.is_empty() {
         return Ok(Vec::new());
     }
     // Inserted in one order by every caller: two statements in flight at once that share
-    // deliveries (copies of one event) then wait for each other instead of deadlocking.
-    let mut sorted = delivery_ids.to_vec();
-    sorted.sort_unstable();
-    Ok(ClaimFirstAttempts {
-        delivery_ids: &sorted,
+    // deliveries (copies of one event) then wait for each other instead of deadlocking. The sort
+    // is stable, so the first of two claims of a delivery is the one kept.
+    let mut sorted: Vec<&FirstAttemptClaim> = claims.iter().collect();
+    sorted.sort_by_key(|claim| claim.delivery_id);
+    sorted.dedup_by_key(|claim| claim.delivery_id);
+    let delivery_ids: Vec<Uuid> = sorted.iter().map(|claim| claim.delivery_id).collect();
+    let pending: Vec<AttemptRow> = sorted
+        .iter()
+        .filter_map(|claim| claim.pending.clone())
+        .collect();
+    let created = covered_day
+        .ensure(conn, pending.iter().map(|row| row.attempted_at))
+        .await?;
+    if !created.is_empty() {
+        tracing::warn!(partitions = ?created, "attempts sent on days without a partition; made them");
+    }
+    let claimed: Vec<(Uuid, bool)> = ClaimFirstAttempts {
+        delivery_ids: &delivery_ids,
         now,
+        pending: InsertAttempts::of(&pending),
     }
     .get_results(conn)
-    .await?)
+    .await?;
+    Ok(claimed
+        .into_iter()
+        .map(|(delivery_id, pending_stored)| ClaimedFirstAttempt {
+            delivery_id,
+            pending_stored,
+        })
+        .collect())
 }
 
-/// `INSERT INTO delivery_claims ... SELECT FROM unnest($1) ON CONFLICT DO NOTHING RETURNING ...`:
-/// one statement text for any number of claims, so it is prepared once per connection, where a
-/// multi-row `VALUES` would be parsed and planned again for each new count. The same id twice in
-/// one statement is inserted once and returned once.
+/// One statement text for any number of claims and pending rows (arrays through `unnest`), so it
+/// is prepared once per connection. A pending row is stored only where its delivery was claimed
+/// here, its tenant exists (locked `FOR KEY SHARE` until the commit, as fp-log-ingest's batches
+/// do, so a tenant's deletion waits for it or has removed the tenant first) and its event is not
+/// erased: the same rows fp-log-ingest would store as they are.
 struct ClaimFirstAttempts<'a> {
     delivery_ids: &'a [Uuid],
     now: DateTime<Utc>,
+    pending: InsertAttempts<'a>,
 }
 
 impl QueryId for ClaimFirstAttempts<'_> {
@@ -49,16 +95,42 @@ impl QueryId for ClaimFirstAttempts<'_> {
 }
 
 impl Query for ClaimFirstAttempts<'_> {
-    type SqlType = sql_types::Uuid;
+    type SqlType = (sql_types::Uuid, sql_types::Bool);
 }
 
 impl QueryFragment<Pg> for ClaimFirstAttempts<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql("INSERT INTO delivery_claims (delivery_id, claimed_at) SELECT delivery_id, ");
+        out.push_sql(
+            "WITH claimed AS (INSERT INTO delivery_claims (delivery_id, claimed_at) \
+             SELECT delivery_id, ",
+        );
         out.push_bind_param::<sql_types::Timestamptz, _>(&self.now)?;
         out.push_sql(" FROM unnest(");
         out.push_bind_param::<Array<sql_types::Uuid>, _>(self.delivery_ids)?;
-        out.push_sql(") AS claims (delivery_id) ON CONFLICT DO NOTHING RETURNING delivery_id");
+        out.push_sql(
+            ") AS claims (delivery_id) ON CONFLICT DO NOTHING RETURNING delivery_id), \
+             pending_rows AS (SELECT * FROM ",
+        );
+        self.pending.push_unnest(out.reborrow())?;
+        out.push_sql(" AS pending_rows ");
+        out.push_sql(ATTEMPT_COLUMNS);
+        out.push_sql(
+            "), live_tenants AS (SELECT id FROM tenants \
+               WHERE id IN (SELECT tenant_id FROM pending_rows) FOR KEY SHARE), \
+             stored AS (INSERT INTO delivery_attempts ",
+        );
+        out.push_sql(ATTEMPT_COLUMNS);
+        out.push_sql(
+            " SELECT * FROM pending_rows \
+               WHERE delivery_id IN (SELECT delivery_id FROM claimed) \
+                 AND tenant_id IN (SELECT id FROM live_tenants) \
+                 AND NOT EXISTS (SELECT 1 FROM erased_events \
+                                 WHERE erased_events.event_id = pending_rows.event_id) \
+               ON CONFLICT (id, attempted_at) DO NOTHING RETURNING delivery_id) \
+             SELECT delivery_id, EXISTS (SELECT 1 FROM stored \
+                                         WHERE stored.delivery_id = claimed.delivery_id) \
+             FROM claimed",
+        );
         Ok(())
     }
 }

@@ -113,6 +113,31 @@ pub async fn ensure_attempt_partitions(
     create_missing(conn, days.collect(), partition_days).await
 }
 
+/// The latest day a writer found a partition for, so that it looks in the catalog once a day
+/// rather than once a statement. Retention drops only past days' partitions.
+#[derive(Debug, Default)]
+pub struct CoveredDay(Option<DateTime<Utc>>);
+
+impl CoveredDay {
+    /// [`ensure_partitions_for`] the days of `times` other than the one already seen covered.
+    pub(crate) async fn ensure(
+        &mut self,
+        conn: &mut AsyncPgConnection,
+        times: impl Iterator<Item = DateTime<Utc>>,
+    ) -> Result<Vec<String>, StoreError> {
+        let days: Vec<DateTime<Utc>> = times
+            .map(day_start)
+            .filter(|day| Some(*day) != self.0)
+            .collect();
+        let Some(latest) = days.iter().max().copied() else {
+            return Ok(Vec::new());
+        };
+        let created = ensure_partitions_for(conn, days.into_iter()).await?;
+        self.0 = Some(latest);
+        Ok(created)
+    }
+}
+
 /// Makes a one-day partition for each of these times whose day has none: the safety net of an
 /// insert whose day the maintenance loop has not prepared (a stopped log-ingest, rows of the past
 /// written by tests and the bench).

@@ -205,7 +205,8 @@ fn describe() {
     );
     describe_counter!(
         "fp_log_ingest_pending_rows_total",
-        "Pending (interrupted) attempt rows written"
+        "Pending (interrupted) attempt rows written from pending records (retries, redeliveries, \
+         copies; a fresh event's first attempt is written by the dispatcher with its claim)"
     );
     describe_counter!(
         "fp_log_ingest_records_dropped_total",

@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use diesel::sql_types::{Integer, Text};
 use diesel_async::RunQueryDsl;
+use fp_store::inbound_events::{ClaimedFirstAttempt, FirstAttemptClaim};
 use fp_store::outbox::NewOutboxEvent;
+use fp_store::partitions::CoveredDay;
 use fp_store::submissions::NewSubmission;
 use fp_store::{AsyncConnection, PgConnection, PgPool, StoreError};
 use fp_testkit::environment::TestEnvironment;
@@ -265,6 +267,32 @@ async fn the_hot_path_queries_are_prepared_once_per_connection() -> anyhow::Resu
     env.finish_after(outcome).await
 }
 
+fn claim_only(delivery_id: Uuid) -> FirstAttemptClaim {
+    FirstAttemptClaim {
+        delivery_id,
+        pending: None,
+    }
+}
+
+/// The deliveries these claims claimed.
+async fn claimed_ids(
+    conn: &mut PgConnection,
+    claims: &[FirstAttemptClaim],
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Vec<Uuid>> {
+    let claimed = fp_store::inbound_events::claim_first_attempts(
+        conn,
+        claims,
+        now,
+        &mut CoveredDay::default(),
+    )
+    .await?;
+    Ok(claimed
+        .into_iter()
+        .map(|claimed| claimed.delivery_id)
+        .collect())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attempt_rows_and_claims_are_written_by_one_prepared_statement_each() -> anyhow::Result<()>
 {
@@ -323,14 +351,18 @@ async fn attempt_rows_and_claims_are_written_by_one_prepared_statement_each() ->
         assert_eq!(stored, expected, "rows read back differ from those written");
 
         // Two copies of one delivery in one batch: claimed once; claimed again later: not at all.
+        // Claims with a pending row and without one share the statement.
         let first = Uuid::now_v7();
         let second = Uuid::now_v7();
-        let claimed =
-            fp_store::inbound_events::claim_first_attempts(&mut conn, &[first, first], at).await?;
+        let claimed = claimed_ids(&mut conn, &[claim_only(first), claim_only(first)], at).await?;
         assert_eq!(claimed, [first]);
-        let mut claimed = fp_store::inbound_events::claim_first_attempts(
+        let with_pending = FirstAttemptClaim {
+            delivery_id: second,
+            pending: Some(fp_testkit::seed::attempt_row(tenant_id, at)),
+        };
+        let mut claimed = claimed_ids(
             &mut conn,
-            &[first, second, Uuid::now_v7()],
+            &[claim_only(first), with_pending, claim_only(Uuid::now_v7())],
             at,
         )
         .await?;
@@ -345,7 +377,10 @@ async fn attempt_rows_and_claims_are_written_by_one_prepared_statement_each() ->
             &statements,
             &[
                 ("the attempts insert", "INSERT INTO delivery_attempts"),
-                ("the claims insert", "INSERT INTO delivery_claims"),
+                (
+                    "the claims insert",
+                    "WITH claimed AS (INSERT INTO delivery_claims",
+                ),
             ],
         );
         Ok(())
@@ -375,13 +410,8 @@ async fn claims_in_flight_together_that_share_deliveries_each_claim_once() -> an
                 }
                 tokio::spawn(async move {
                     let mut conn = pool.get().await?;
-                    let claimed = fp_store::inbound_events::claim_first_attempts(
-                        &mut conn,
-                        &ids,
-                        chrono::Utc::now(),
-                    )
-                    .await?;
-                    anyhow::Ok(claimed)
+                    let claims: Vec<FirstAttemptClaim> = ids.into_iter().map(claim_only).collect();
+                    claimed_ids(&mut conn, &claims, chrono::Utc::now()).await
                 })
             });
             let mut claims_per_delivery = std::collections::HashMap::new();
@@ -396,6 +426,147 @@ async fn claims_in_flight_together_that_share_deliveries_each_claim_once() -> an
                 "round {round}: a delivery claimed more than once"
             );
         }
+        Ok(())
+    }
+    .await;
+    env.finish_after(outcome).await
+}
+
+/// A first attempt's claim stores its pending row in the same statement, and only where it is
+/// the claim that wins and where fp-log-ingest would have stored the pending record as it is: the
+/// tenant exists and the event is not erased. Elsewhere the claim still holds and says the row is
+/// not stored (the dispatcher then sends the pending record through the broker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_stores_its_pending_row_only_where_the_log_would_keep_it() -> anyhow::Result<()> {
+    use chrono::SubsecRound;
+    use diesel::{ExpressionMethods, QueryDsl, SelectableHelper};
+    use fp_store::attempts::AttemptRow;
+    use fp_store::schema::delivery_attempts;
+
+    let env = TestEnvironment::new("pending_claims").await?;
+    let outcome = async {
+        let pool = fp_store::pool(&env.database_url, 1)?;
+        let mut conn = pool.get().await?;
+        let tenant_id = Uuid::now_v7();
+        fp_store::identity::create_tenant(&mut conn, tenant_id, "claims").await?;
+        let at = chrono::Utc::now().trunc_subsecs(6);
+        let pending = |delivery_id: Uuid| AttemptRow {
+            delivery_id,
+            response_status: None,
+            error_kind: Some(fp_contracts::INTERRUPTED_ERROR_KIND.to_owned()),
+            error_message: Some(fp_contracts::INTERRUPTED_ERROR_MESSAGE.to_owned()),
+            is_final: false,
+            ..fp_testkit::seed::attempt_row(tenant_id, at)
+        };
+        let claim = |row: &AttemptRow| FirstAttemptClaim {
+            delivery_id: row.delivery_id,
+            pending: Some(row.clone()),
+        };
+        let mut covered_day = CoveredDay::default();
+
+        // Won: claimed with its row, which reads back as written.
+        let won = pending(Uuid::now_v7());
+        // Two copies in one statement: the first's row only.
+        let copy_a = pending(Uuid::now_v7());
+        let copy_b = pending(copy_a.delivery_id);
+        // Of a tenant that does not exist (deleted): claimed, no row.
+        let orphan = AttemptRow {
+            tenant_id: Uuid::now_v7(),
+            ..pending(Uuid::now_v7())
+        };
+        // Of an erased event: claimed, no row (log-ingest stores it with its payloads erased).
+        let erased = pending(Uuid::now_v7());
+        let erasure_id = Uuid::now_v7();
+        diesel::sql_query(
+            "INSERT INTO erasures (id, tenant_id, submission_id, requested_by_api_key, erased_at, \
+               erased_fields, submission_rows, outbox_rows, delivery_attempts, erased_events, \
+               cancelled_deliveries) VALUES ($1, $2, 1, $3, now(), '{}', 0, 0, 0, 1, 0)",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(erasure_id)
+        .bind::<diesel::sql_types::Uuid, _>(tenant_id)
+        .bind::<diesel::sql_types::Uuid, _>(Uuid::now_v7())
+        .execute(&mut conn)
+        .await?;
+        diesel::sql_query(
+            "INSERT INTO erased_events (event_id, tenant_id, erasure_id, erased_at) \
+             VALUES ($1, $2, $3, now())",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(erased.event_id)
+        .bind::<diesel::sql_types::Uuid, _>(tenant_id)
+        .bind::<diesel::sql_types::Uuid, _>(erasure_id)
+        .execute(&mut conn)
+        .await?;
+        // On a day without a partition (a year ahead): one is made for it first.
+        let ahead = AttemptRow {
+            attempted_at: at + chrono::TimeDelta::days(365),
+            ..pending(Uuid::now_v7())
+        };
+
+        let bare = Uuid::now_v7();
+        let mut claimed = fp_store::inbound_events::claim_first_attempts(
+            &mut conn,
+            &[
+                claim(&won),
+                claim(&copy_a),
+                claim(&copy_b),
+                claim(&orphan),
+                claim(&erased),
+                claim(&ahead),
+                claim_only(bare),
+            ],
+            at,
+            &mut covered_day,
+        )
+        .await?;
+        claimed.sort_unstable_by_key(|claimed| claimed.delivery_id);
+        let stored = |delivery_id, pending_stored| ClaimedFirstAttempt {
+            delivery_id,
+            pending_stored,
+        };
+        let mut expected = vec![
+            stored(won.delivery_id, true),
+            stored(copy_a.delivery_id, true),
+            stored(orphan.delivery_id, false),
+            stored(erased.delivery_id, false),
+            stored(ahead.delivery_id, true),
+            stored(bare, false),
+        ];
+        expected.sort_unstable_by_key(|claimed| claimed.delivery_id);
+        assert_eq!(claimed, expected);
+
+        let rows_of = async |conn: &mut PgConnection, ids: &[Uuid]| {
+            delivery_attempts::table
+                .filter(delivery_attempts::id.eq_any(ids))
+                .order(delivery_attempts::attempted_at)
+                .select(AttemptRow::as_select())
+                .load::<AttemptRow>(conn)
+                .await
+        };
+        let all_ids = [won.id, copy_a.id, copy_b.id, orphan.id, erased.id, ahead.id];
+        let rows = rows_of(&mut conn, &all_ids).await?;
+        let mut ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
+        ids.sort_unstable();
+        let mut expected_ids = vec![won.id, copy_a.id, ahead.id];
+        expected_ids.sort_unstable();
+        assert_eq!(ids, expected_ids, "pending rows stored");
+        assert!(rows.contains(&won), "{rows:#?}");
+        let ahead_partition = fp_testkit::seed::partition_of(&mut conn, ahead.id).await?;
+        assert!(
+            ahead_partition.is_some(),
+            "the row a year ahead has a partition"
+        );
+
+        // A claim made before keeps its row from being stored: a losing copy leaves no trace.
+        let late_copy = pending(won.delivery_id);
+        let claimed = fp_store::inbound_events::claim_first_attempts(
+            &mut conn,
+            &[claim(&late_copy)],
+            at,
+            &mut covered_day,
+        )
+        .await?;
+        assert_eq!(claimed, []);
+        assert_eq!(rows_of(&mut conn, &[late_copy.id]).await?, []);
         Ok(())
     }
     .await;

@@ -60,9 +60,11 @@ fn complete(spans: &[ReceivedSpan], trace_id: &str, caller_span_id: &str) -> boo
     spans.iter().any(|span| span.service == "fp-api")
         && statuses.contains("500")
         && statuses.contains("200")
-        // The pending and the outcome record of both attempts reached log-ingest.
+        // The records reached log-ingest: both outcomes and attempt 2's pending record. Attempt
+        // 1's pending row went into the log with its claim.
         && inserts >= 1
-        && dispatcher_spans(&spans, "create fp").len() >= 4
+        && dispatcher_spans(&spans, "INSERT delivery_claims").len() == 1
+        && dispatcher_spans(&spans, "create fp").len() >= 3
         // The records' batches (each the child of its first record) and the retry job.
         && dispatcher_spans(&spans, "publish fp").len() >= 3
 }

@@ -3,33 +3,49 @@
 //! delivered once per endpoint even when the copies reach different dispatchers.
 //!
 //! One row per delivery in `delivery_claims`, inserted with `ON CONFLICT DO NOTHING`: the copy
-//! whose insert took the row sends, the other is skipped. Claims are batched: a single task writes
-//! every claim waiting at the time in one statement, so under load one round trip serves many
-//! deliveries (at ~4,600 first attempts/s, about one statement per few milliseconds instead of
-//! 4,600 single-row transactions), and a lone claim waits for nothing but its own round trip.
+//! whose insert took the row sends, the other is skipped. A claim made just before the request
+//! carries the attempt's pending row, stored by the same statement: the attempt is in the log
+//! before its request leaves without a pending record through the broker, and a copy that loses
+//! its claim stores nothing. Claims are batched: a single task writes every claim waiting at the
+//! time in one statement, so under load one round trip serves many deliveries (at ~4,600 first
+//! attempts/s, about one statement per few milliseconds instead of 4,600 single-row
+//! transactions), and a lone claim waits for nothing but its own round trip.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::Utc;
 use fp_domain::DeliveryId;
 use fp_domain::inbound_event::{DEDUP_WINDOW, UNDELIVERABLE_RETENTION};
 use fp_store::PgPool;
+use fp_store::attempts::AttemptRow;
+use fp_store::inbound_events::FirstAttemptClaim;
+use fp_store::partitions::CoveredDay;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-/// Most claims written in one statement (two bind parameters each).
+/// Most claims written in one statement (arrays of any length: the bound is the batch's memory).
 const MAX_BATCH: usize = 1_000;
 /// Claims waiting for the writer; beyond it a claim waits for room (the prefetch bounds it anyway).
 const QUEUE_CAPACITY: usize = 10_000;
 /// How often old claims and undeliverable records are removed.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
 
-type Answer = oneshot::Sender<Result<bool, String>>;
+type Answer = oneshot::Sender<Result<FirstAttempt, String>>;
+
+/// What a claim of a delivery's first attempt found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstAttempt {
+    /// Claimed by this call. `pending_logged`: the pending row it carried is in the log; when
+    /// not (the tenant is gone, the event erased), the pending record goes to log-ingest instead.
+    Claimed { pending_logged: bool },
+    /// Another copy of the event claimed it before (on any dispatcher, within the dedup window).
+    ClaimedBefore,
+}
 
 #[derive(Clone)]
 pub struct FirstAttemptClaims {
-    requests: mpsc::Sender<(Uuid, Answer)>,
+    requests: mpsc::Sender<(FirstAttemptClaim, Answer)>,
 }
 
 impl FirstAttemptClaims {
@@ -41,12 +57,20 @@ impl FirstAttemptClaims {
         FirstAttemptClaims { requests }
     }
 
-    /// Whether this call claimed the delivery's first attempt: `false` means another copy of
-    /// the event claimed it before (on any dispatcher, within the dedup window).
-    pub async fn claim(&self, delivery_id: DeliveryId) -> anyhow::Result<bool> {
+    /// Claims the delivery's first attempt, storing `pending` (the row of the attempt about to be
+    /// sent) with it.
+    pub async fn claim(
+        &self,
+        delivery_id: DeliveryId,
+        pending: Option<AttemptRow>,
+    ) -> anyhow::Result<FirstAttempt> {
         let (answer, answered) = oneshot::channel();
+        let claim = FirstAttemptClaim {
+            delivery_id: delivery_id.0,
+            pending,
+        };
         self.requests
-            .send((delivery_id.0, answer))
+            .send((claim, answer))
             .await
             .map_err(|_| anyhow::anyhow!("the claim writer has stopped"))?;
         answered
@@ -56,29 +80,42 @@ impl FirstAttemptClaims {
     }
 }
 
-async fn write_claims(pool: PgPool, mut waiting: mpsc::Receiver<(Uuid, Answer)>) {
+async fn write_claims(pool: PgPool, mut waiting: mpsc::Receiver<(FirstAttemptClaim, Answer)>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut covered_day = CoveredDay::default();
     while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let ids: Vec<Uuid> = batch.iter().map(|(id, _)| *id).collect();
+        let (claims, answers): (Vec<FirstAttemptClaim>, Vec<Answer>) = batch.drain(..).unzip();
         let claimed = match pool.get().await {
-            Ok(mut conn) => {
-                fp_store::inbound_events::claim_first_attempts(&mut conn, &ids, Utc::now())
-                    .await
-                    .map(|claimed| claimed.into_iter().collect::<HashSet<Uuid>>())
-                    .map_err(|error| error.to_string())
-            }
+            Ok(mut conn) => fp_store::inbound_events::claim_first_attempts(
+                &mut conn,
+                &claims,
+                Utc::now(),
+                &mut covered_day,
+            )
+            .await
+            .map(|claimed| {
+                claimed
+                    .into_iter()
+                    .map(|claimed| (claimed.delivery_id, claimed.pending_stored))
+                    .collect::<HashMap<Uuid, bool>>()
+            })
+            .map_err(|error| error.to_string()),
             Err(error) => Err(error.to_string()),
         };
-        metrics::histogram!("fp_dispatcher_claim_batch_size").record(ids.len() as f64);
+        metrics::histogram!("fp_dispatcher_claim_batch_size").record(claims.len() as f64);
         match claimed {
             Ok(mut claimed) => {
-                for (id, answer) in batch.drain(..) {
+                for (claim, answer) in claims.iter().zip(answers) {
                     // Two copies in one batch: the first takes the claim, the second does not.
-                    let _ = answer.send(Ok(claimed.remove(&id)));
+                    let found = match claimed.remove(&claim.delivery_id) {
+                        Some(pending_logged) => FirstAttempt::Claimed { pending_logged },
+                        None => FirstAttempt::ClaimedBefore,
+                    };
+                    let _ = answer.send(Ok(found));
                 }
             }
             Err(error) => {
-                for (_, answer) in batch.drain(..) {
+                for answer in answers {
                     let _ = answer.send(Err(error.clone()));
                 }
             }

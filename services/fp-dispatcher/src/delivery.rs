@@ -14,12 +14,13 @@ use fp_domain::request::{build_request, build_stored_request};
 use fp_domain::retry::{PlannedRetry, RetrySchedule, Verdict, judge_response, parse_retry_after};
 use fp_domain::{DeliveryId, Event, EventType};
 use fp_store::PgPool;
+use fp_store::attempts::AttemptRow;
 use fp_telemetry::OTEL_TARGET;
 use tracing::Instrument;
 use tracing::field::Empty;
 use uuid::Uuid;
 
-use crate::claims::FirstAttemptClaims;
+use crate::claims::{FirstAttempt, FirstAttemptClaims};
 use crate::completed::{Claim, CompletedAttempts};
 use crate::config_cache::{ConfigCache, Endpoint, Lookup};
 use crate::endpoint_health::HealthReporter;
@@ -313,19 +314,6 @@ impl Dispatcher {
         let _claim = loop {
             match self.completed.begin(&job) {
                 Claim::Claimed(claim) => {
-                    if claims_first_attempt && !self.completed.contains(&job) {
-                        if !self.claims.claim(job.delivery_id).await? {
-                            metrics::counter!("fp_dispatcher_duplicate_events_skipped_total")
-                                .increment(1);
-                            span.record("fp.outcome", "already_made");
-                            tracing::info!(
-                                delivery_id = %job.delivery_id,
-                                "another copy of this event claimed its first attempt; not sent again"
-                            );
-                            return Ok(());
-                        }
-                        *claimed_first_attempt = true;
-                    }
                     if self.already_made(&job, redelivered, deferred_copy).await? {
                         metrics::counter!("fp_dispatcher_repeats_skipped_total").increment(1);
                         span.record("fp.outcome", "already_made");
@@ -348,10 +336,18 @@ impl Dispatcher {
                 }
             }
         };
+        // Not remembered as made (looked at above), so this copy claims the first attempt across
+        // dispatchers: with its pending row when it is sent now, before it is parked otherwise.
+        let first_attempt_claim = claims_first_attempt.then_some(claimed_first_attempt);
         let Some(_slot) = self.limits.try_acquire(&endpoint.url) else {
             metrics::counter!("fp_dispatcher_deferred_total").increment(1);
             return self
-                .defer(&job, span, "endpoint at its in-flight cap")
+                .defer(
+                    &job,
+                    first_attempt_claim,
+                    span,
+                    "endpoint at its in-flight cap",
+                )
                 .await;
         };
         // Stored URLs are valid; were one not, the attempt would say so.
@@ -362,10 +358,55 @@ impl Dispatcher {
         if !self.host_rates.try_acquire(&host) {
             metrics::counter!("fp_dispatcher_host_rate_deferred_total").increment(1);
             return self
-                .defer(&job, span, "destination host at its request rate")
+                .defer(
+                    &job,
+                    first_attempt_claim,
+                    span,
+                    "destination host at its request rate",
+                )
                 .await;
         }
-        self.attempt(&job, &endpoint, span).await
+        self.attempt(&job, &endpoint, first_attempt_claim, span)
+            .await
+    }
+
+    /// Claims the first attempt of a fresh event's delivery across dispatchers, with `pending`
+    /// (the row of the attempt about to be sent) stored by the same statement. Sets `claimed`
+    /// once it has the claim; a copy that finds it claimed before is counted and logged here.
+    async fn claim_first_attempt(
+        &self,
+        job: &DeliveryJob,
+        pending: Option<AttemptRow>,
+        claimed: &mut bool,
+        span: &tracing::Span,
+    ) -> anyhow::Result<FirstAttempt> {
+        let claim_span = tracing::info_span!(
+            target: OTEL_TARGET,
+            "claim",
+            "otel.name" = "INSERT delivery_claims",
+            "otel.kind" = "internal",
+            "db.system.name" = "postgresql",
+            "db.operation.name" = "INSERT",
+            "db.collection.name" = "delivery_claims",
+            "fp.pending_row" = pending.is_some(),
+        );
+        let found = self
+            .claims
+            .claim(job.delivery_id, pending)
+            .instrument(claim_span)
+            .await?;
+        match found {
+            FirstAttempt::Claimed { .. } => *claimed = true,
+            FirstAttempt::ClaimedBefore => {
+                metrics::counter!("fp_dispatcher_duplicate_events_skipped_total").increment(1);
+                span.record("fp.outcome", "already_made");
+                tracing::info!(
+                    delivery_id = %job.delivery_id,
+                    "another copy of this event claimed its first attempt; not sent again"
+                );
+            }
+        }
+        Ok(found)
     }
 
     /// A valid input whose tenant has no endpoint: counted; an event of a tenant that does not
@@ -426,12 +467,22 @@ impl Dispatcher {
     /// Parks a delivery this dispatcher will not send now in the busy-endpoint delay queue, from
     /// where it comes back through the retry queue: no attempt, no record, the same attempt
     /// number. It holds no prefetch slot meanwhile, so other endpoints and hosts are not held up.
+    ///
+    /// `first_attempt_claim`: the job is a fresh event's, whose first attempt is claimed before it
+    /// is parked (its parked copy is a job, which claims nothing).
     async fn defer(
         &self,
         job: &DeliveryJob,
+        first_attempt_claim: Option<&mut bool>,
         span: &tracing::Span,
         why: &'static str,
     ) -> anyhow::Result<()> {
+        if let Some(claimed) = first_attempt_claim {
+            let found = self.claim_first_attempt(job, None, claimed, span).await?;
+            if found == FirstAttempt::ClaimedBefore {
+                return Ok(());
+            }
+        }
         tracing::debug!(delivery_id = %job.delivery_id, why, "deferring");
         span.record("fp.outcome", "deferred");
         self.publish_job(job, self.busy_delay, None, &[(DEFERRED_HEADER, "1")])
@@ -552,10 +603,14 @@ impl Dispatcher {
 
     /// One HTTP attempt, its record, and the retry it calls for. Both messages are confirmed by
     /// the broker before the input is acked, so a crash leaves the input to be handled again.
+    ///
+    /// `first_attempt_claim`: the job is a fresh event's, whose first attempt is claimed here,
+    /// with its pending row.
     async fn attempt(
         &self,
         job: &DeliveryJob,
         endpoint: &Endpoint,
+        first_attempt_claim: Option<&mut bool>,
         span: &tracing::Span,
     ) -> anyhow::Result<()> {
         let parsed_url = url::Url::parse(&endpoint.url)?;
@@ -582,12 +637,34 @@ impl Dispatcher {
         };
         // Recorded before it is sent: if this process or its broker connection dies while the
         // request is out, the tenant's log still shows the attempt (as interrupted), so it never
-        // shows fewer requests than the endpoint saw. Nothing is sent unless the broker has it.
+        // shows fewer requests than the endpoint saw. Nothing is sent unless the log (a first
+        // attempt's row, stored with its claim) or the broker (the pending record) has it.
         let mut record =
             pending_record(job, endpoint, attempted_at, &request.headers, request.body);
-        self.publish_record(&mut record, Duration::ZERO)
-            .await
-            .context("the pending attempt record was not taken; nothing was sent")?;
+        let pending_logged = match first_attempt_claim {
+            Some(claimed) => {
+                // In the trace of the delivery's span, as a pending record's row is in its own.
+                let trace = fp_telemetry::propagation::StoredContext::of_span(span);
+                let row = AttemptRow::from_record(v1::DeliveryAttempt {
+                    traceparent: trace.traceparent,
+                    tracestate: trace.tracestate,
+                    ..record.clone()
+                })?;
+                match self
+                    .claim_first_attempt(job, Some(row), claimed, span)
+                    .await?
+                {
+                    FirstAttempt::ClaimedBefore => return Ok(()),
+                    FirstAttempt::Claimed { pending_logged } => pending_logged,
+                }
+            }
+            None => false,
+        };
+        if !pending_logged {
+            self.publish_record(&mut record, Duration::ZERO)
+                .await
+                .context("the pending attempt record was not taken; nothing was sent")?;
+        }
         // The body goes to the client and then back into the record without a copy: `Bytes`
         // takes over the Vec's buffer, and gives it back once the client has dropped its handle.
         let body = Bytes::from(std::mem::take(&mut record.request_body));

@@ -1,21 +1,8 @@
 //! Attempt records from the wire to table rows.
 
 use fp_contracts::v1;
-use fp_contracts::{DecodeError, ProtoMessage, time_from, uuid_from};
+use fp_contracts::{DecodeError, ProtoMessage};
 use fp_store::attempts::AttemptRow;
-
-fn headers_json(headers: &[v1::Header]) -> serde_json::Value {
-    serde_json::Value::Array(
-        headers
-            .iter()
-            .map(|header| serde_json::json!([header.name, header.value]))
-            .collect(),
-    )
-}
-
-fn non_empty(text: String) -> Option<String> {
-    (!text.is_empty()).then_some(text)
-}
 
 /// One decoded record: its row, and whether it is the pending record of an attempt being sent.
 pub struct AttemptRecord {
@@ -47,45 +34,8 @@ pub fn attempt_records(
 /// Validates one record.
 fn attempt_row(record: v1::DeliveryAttempt) -> Result<AttemptRecord, DecodeError> {
     let outcome_pending = record.outcome_pending;
-    let out_of_range = |field: &'static str| DecodeError::Field {
-        field,
-        reason: "out of range".to_owned(),
-    };
-    let row = AttemptRow {
-        id: uuid_from("attempt_id", &record.attempt_id)?,
-        delivery_id: uuid_from("delivery_id", &record.delivery_id)?,
-        event_id: uuid_from("event_id", &record.event_id)?,
-        tenant_id: uuid_from("tenant_id", &record.tenant_id)?,
-        attempted_at: time_from("attempted_at", record.attempted_at.as_ref())?,
-        next_retry_at: record
-            .next_retry_at
-            .as_ref()
-            .map(|at| time_from("next_retry_at", Some(at)))
-            .transpose()?,
-        attempt_number: i32::try_from(record.attempt_number)
-            .map_err(|_| out_of_range("attempt_number"))?,
-        duration_ms: i64::try_from(record.duration_ms).map_err(|_| out_of_range("duration_ms"))?,
-        response_status: record
-            .response_status
-            .map(i32::try_from)
-            .transpose()
-            .map_err(|_| out_of_range("response_status"))?,
-        request_headers: headers_json(&record.request_headers),
-        response_headers: headers_json(&record.response_headers),
-        event_type: record.event_type,
-        url: record.url,
-        request_body: record.request_body,
-        response_body: record.response_body,
-        response_truncated: record.response_truncated,
-        error_kind: non_empty(record.error_kind),
-        error_message: non_empty(record.error_message),
-        is_final: record.r#final,
-        manual: record.manual,
-        traceparent: record.traceparent,
-        tracestate: record.tracestate,
-    };
     Ok(AttemptRecord {
-        row,
+        row: AttemptRow::from_record(record)?,
         outcome_pending,
     })
 }
