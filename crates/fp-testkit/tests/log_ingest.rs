@@ -366,3 +366,69 @@ async fn a_batch_holding_half_the_prefetch_window_is_stored_without_waiting_for_
     broker.close().await;
     env.finish().await
 }
+
+/// The store itself: an outcome takes its pending row's place (one row, the outcome's), the same
+/// outcome twice in one batch is stored once, and an attempt stored with its outcome keeps it when
+/// another copy comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_replaces_its_pending_row_and_a_stored_outcome_stays() -> anyhow::Result<()> {
+    use fp_store::attempts::{AttemptRow, StoredRows, store_batch};
+
+    let env = TestEnvironment::new("replace_pending").await?;
+    let outcome = async {
+        let tenant_id = existing_tenant(&env).await?;
+        let mut conn = fp_store::connect(&env.database_url).await?;
+        let interrupted = fp_contracts::INTERRUPTED_ERROR_KIND;
+        let row = |record: v1::DeliveryAttempt| AttemptRow::from_record(record);
+        let delivered = attempt_record(tenant_id);
+        let pending = row(v1::DeliveryAttempt {
+            response_status: None,
+            response_body: Vec::new(),
+            r#final: false,
+            error_kind: interrupted.to_owned(),
+            error_message: fp_contracts::INTERRUPTED_ERROR_MESSAGE.to_owned(),
+            ..delivered.clone()
+        })?;
+        let delivered = row(delivered)?;
+
+        let stored =
+            store_batch(&mut conn, &[], std::slice::from_ref(&pending), interrupted).await?;
+        assert_eq!(stored.pending, 1);
+        let stored = store_batch(
+            &mut conn,
+            &[delivered.clone(), delivered.clone()],
+            &[],
+            interrupted,
+        )
+        .await?;
+        assert_eq!(
+            stored,
+            StoredRows {
+                outcomes: 1,
+                pending: 0,
+                dropped: 0
+            }
+        );
+        let rows = fp_store::attempts::newest_for_tenant(&mut conn, tenant_id, 10).await?;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].id, delivered.id);
+        assert_eq!(rows[0].response_status, Some(200));
+        assert_eq!(rows[0].error_kind, None);
+        assert!(rows[0].is_final);
+
+        // Another outcome of the stored attempt (it cannot have two) changes nothing.
+        let other = AttemptRow {
+            response_status: Some(500),
+            error_kind: Some("http_status".to_owned()),
+            ..delivered.clone()
+        };
+        let stored = store_batch(&mut conn, &[other], &[], interrupted).await?;
+        assert_eq!(stored.outcomes, 0);
+        let rows = fp_store::attempts::newest_for_tenant(&mut conn, tenant_id, 10).await?;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].response_status, Some(200));
+        Ok(())
+    }
+    .await;
+    env.finish_after(outcome).await
+}
