@@ -127,7 +127,7 @@ pub async fn insert_batch(
     if !created.is_empty() {
         tracing::warn!(partitions = ?created, "attempts arrived for days without a partition; made them");
     }
-    Ok(InsertAttempts::of(rows).execute(conn).await?)
+    Ok(InsertAttempts::of(rows.iter()).execute(conn).await?)
 }
 
 /// `INSERT INTO delivery_attempts ... SELECT FROM unnest(<one array per column>) ON CONFLICT DO
@@ -161,36 +161,40 @@ pub(crate) struct InsertAttempts<'a> {
 }
 
 impl<'a> InsertAttempts<'a> {
-    pub(crate) fn of(rows: &'a [AttemptRow]) -> Self {
+    /// The columns of `rows`, borrowed: the rows themselves are not copied.
+    pub(crate) fn of(rows: impl Iterator<Item = &'a AttemptRow> + Clone) -> Self {
         Self {
-            ids: rows.iter().map(|row| row.id).collect(),
-            delivery_ids: rows.iter().map(|row| row.delivery_id).collect(),
-            event_ids: rows.iter().map(|row| row.event_id).collect(),
-            tenant_ids: rows.iter().map(|row| row.tenant_id).collect(),
-            event_types: rows.iter().map(|row| row.event_type.as_str()).collect(),
-            urls: rows.iter().map(|row| row.url.as_str()).collect(),
-            attempt_numbers: rows.iter().map(|row| row.attempt_number).collect(),
-            attempted_ats: rows.iter().map(|row| row.attempted_at).collect(),
-            durations_ms: rows.iter().map(|row| row.duration_ms).collect(),
-            request_headers: rows.iter().map(|row| &row.request_headers).collect(),
-            request_bodies: rows.iter().map(|row| row.request_body.as_slice()).collect(),
-            response_statuses: rows.iter().map(|row| row.response_status).collect(),
-            response_headers: rows.iter().map(|row| &row.response_headers).collect(),
+            ids: rows.clone().map(|row| row.id).collect(),
+            delivery_ids: rows.clone().map(|row| row.delivery_id).collect(),
+            event_ids: rows.clone().map(|row| row.event_id).collect(),
+            tenant_ids: rows.clone().map(|row| row.tenant_id).collect(),
+            event_types: rows.clone().map(|row| row.event_type.as_str()).collect(),
+            urls: rows.clone().map(|row| row.url.as_str()).collect(),
+            attempt_numbers: rows.clone().map(|row| row.attempt_number).collect(),
+            attempted_ats: rows.clone().map(|row| row.attempted_at).collect(),
+            durations_ms: rows.clone().map(|row| row.duration_ms).collect(),
+            request_headers: rows.clone().map(|row| &row.request_headers).collect(),
+            request_bodies: rows
+                .clone()
+                .map(|row| row.request_body.as_slice())
+                .collect(),
+            response_statuses: rows.clone().map(|row| row.response_status).collect(),
+            response_headers: rows.clone().map(|row| &row.response_headers).collect(),
             response_bodies: rows
-                .iter()
+                .clone()
                 .map(|row| row.response_body.as_slice())
                 .collect(),
-            responses_truncated: rows.iter().map(|row| row.response_truncated).collect(),
-            error_kinds: rows.iter().map(|row| row.error_kind.as_deref()).collect(),
+            responses_truncated: rows.clone().map(|row| row.response_truncated).collect(),
+            error_kinds: rows.clone().map(|row| row.error_kind.as_deref()).collect(),
             error_messages: rows
-                .iter()
+                .clone()
                 .map(|row| row.error_message.as_deref())
                 .collect(),
-            finals: rows.iter().map(|row| row.is_final).collect(),
-            next_retries_at: rows.iter().map(|row| row.next_retry_at).collect(),
-            manuals: rows.iter().map(|row| row.manual).collect(),
-            traceparents: rows.iter().map(|row| row.traceparent.as_str()).collect(),
-            tracestates: rows.iter().map(|row| row.tracestate.as_str()).collect(),
+            finals: rows.clone().map(|row| row.is_final).collect(),
+            next_retries_at: rows.clone().map(|row| row.next_retry_at).collect(),
+            manuals: rows.clone().map(|row| row.manual).collect(),
+            traceparents: rows.clone().map(|row| row.traceparent.as_str()).collect(),
+            tracestates: rows.map(|row| row.tracestate.as_str()).collect(),
         }
     }
 }

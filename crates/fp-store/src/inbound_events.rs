@@ -52,12 +52,9 @@ pub async fn claim_first_attempts(
     sorted.sort_by_key(|claim| claim.delivery_id);
     sorted.dedup_by_key(|claim| claim.delivery_id);
     let delivery_ids: Vec<Uuid> = sorted.iter().map(|claim| claim.delivery_id).collect();
-    let pending: Vec<AttemptRow> = sorted
-        .iter()
-        .filter_map(|claim| claim.pending.clone())
-        .collect();
+    let pending = sorted.iter().filter_map(|claim| claim.pending.as_ref());
     let created = covered_day
-        .ensure(conn, pending.iter().map(|row| row.attempted_at))
+        .ensure(conn, pending.clone().map(|row| row.attempted_at))
         .await?;
     if !created.is_empty() {
         tracing::warn!(partitions = ?created, "attempts sent on days without a partition; made them");
@@ -65,7 +62,7 @@ pub async fn claim_first_attempts(
     let claimed: Vec<(Uuid, bool)> = ClaimFirstAttempts {
         delivery_ids: &delivery_ids,
         now,
-        pending: InsertAttempts::of(&pending),
+        pending: InsertAttempts::of(pending),
     }
     .get_results(conn)
     .await?;
