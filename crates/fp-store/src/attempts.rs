@@ -121,13 +121,47 @@ pub async fn insert_batch(
     if rows.is_empty() {
         return Ok(0);
     }
+    ensure_partitions_of(conn, rows).await?;
+    Ok(InsertAttempts::of(rows.iter()).execute(conn).await?)
+}
+
+/// Gives every row's day a partition (log-ingest's maintenance makes them ahead; tests and the
+/// bench write the past).
+async fn ensure_partitions_of(
+    conn: &mut AsyncPgConnection,
+    rows: &[AttemptRow],
+) -> Result<(), StoreError> {
     let created =
         crate::partitions::ensure_partitions_for(conn, rows.iter().map(|row| row.attempted_at))
             .await?;
     if !created.is_empty() {
         tracing::warn!(partitions = ?created, "attempts arrived for days without a partition; made them");
     }
-    Ok(InsertAttempts::of(rows.iter()).execute(conn).await?)
+    Ok(())
+}
+
+/// Stores outcomes: a row that is new is inserted, a pending row of the same attempt is
+/// overwritten in place (an update that changes no indexed column, so it can be HOT), and an
+/// outcome already stored stays. Returns how many rows were inserted or overwritten.
+async fn replace_pending(
+    conn: &mut AsyncPgConnection,
+    rows: &[AttemptRow],
+    pending_kind: &str,
+) -> Result<usize, StoreError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    ensure_partitions_of(conn, rows).await?;
+    // One statement may not update a row twice: an outcome the broker delivered twice into this
+    // batch goes in once.
+    let mut seen = HashSet::with_capacity(rows.len());
+    let unique: Vec<&AttemptRow> = rows.iter().filter(|row| seen.insert(row.id)).collect();
+    Ok(ReplacePending {
+        rows: InsertAttempts::of(unique.iter().copied()),
+        pending_kind,
+    }
+    .execute(conn)
+    .await?)
 }
 
 /// `INSERT INTO delivery_attempts ... SELECT FROM unnest(<one array per column>) ON CONFLICT DO
@@ -214,6 +248,44 @@ impl QueryFragment<Pg> for InsertAttempts<'_> {
         Ok(())
     }
 }
+
+/// [`InsertAttempts`] whose rows overwrite a stored row of the same attempt where that row is
+/// still pending (`error_kind` = `pending_kind`).
+struct ReplacePending<'a> {
+    rows: InsertAttempts<'a>,
+    pending_kind: &'a str,
+}
+
+impl QueryId for ReplacePending<'_> {
+    type QueryId = ReplacePending<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl QueryFragment<Pg> for ReplacePending<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("INSERT INTO delivery_attempts AS stored ");
+        out.push_sql(ATTEMPT_COLUMNS);
+        out.push_sql(" SELECT * FROM ");
+        self.rows.push_unnest(out.reborrow())?;
+        out.push_sql(" ON CONFLICT (id, attempted_at) DO UPDATE SET ");
+        out.push_sql(REPLACED_COLUMNS);
+        out.push_sql(" WHERE stored.error_kind = ");
+        out.push_bind_param::<sql_types::Text, _>(&self.pending_kind)?;
+        Ok(())
+    }
+}
+
+/// Every column but the row's key, from the proposed row: the outcome replaces the whole row.
+const REPLACED_COLUMNS: &str = "(delivery_id, event_id, tenant_id, event_type, url, \
+    attempt_number, duration_ms, request_headers, request_body, response_status, \
+    response_headers, response_body, response_truncated, error_kind, error_message, final, \
+    next_retry_at, ingested_at, manual, traceparent, tracestate) = (EXCLUDED.delivery_id, \
+    EXCLUDED.event_id, EXCLUDED.tenant_id, EXCLUDED.event_type, EXCLUDED.url, \
+    EXCLUDED.attempt_number, EXCLUDED.duration_ms, EXCLUDED.request_headers, \
+    EXCLUDED.request_body, EXCLUDED.response_status, EXCLUDED.response_headers, \
+    EXCLUDED.response_body, EXCLUDED.response_truncated, EXCLUDED.error_kind, \
+    EXCLUDED.error_message, EXCLUDED.final, EXCLUDED.next_retry_at, EXCLUDED.ingested_at, \
+    EXCLUDED.manual, EXCLUDED.traceparent, EXCLUDED.tracestate)";
 
 /// The columns of `delivery_attempts` in the order of [`InsertAttempts::push_unnest`].
 pub(crate) const ATTEMPT_COLUMNS: &str = "(id, delivery_id, event_id, tenant_id, event_type, url, \
@@ -309,12 +381,7 @@ pub async fn store_batch(
     if outcomes.is_empty() && pending.is_empty() {
         return Ok(StoredRows::default());
     }
-    let outcome_ids: Vec<Uuid> = outcomes.iter().map(|row| row.id).collect();
-    // The pending row of an outcome has its attempted_at: bounding it lets PostgreSQL look only in
-    // the partitions of the batch's days.
-    let earliest = outcomes.iter().map(|row| row.attempted_at).min();
-    let latest = outcomes.iter().map(|row| row.attempted_at).max();
-    let pending_count = pending.len();
+    let received = outcomes.len() + pending.len();
     let pending_kind = pending_kind.to_owned();
     let mut tenant_ids: Vec<Uuid> = outcomes
         .iter()
@@ -324,7 +391,7 @@ pub async fn store_batch(
     tenant_ids.sort_unstable();
     tenant_ids.dedup();
     // Pending rows whose outcome is in this batch were left out by the caller; those stored by an
-    // earlier batch are replaced here.
+    // earlier batch (or by a dispatcher's claim) are replaced here.
     conn.transaction(async move |conn| {
         let live: HashSet<Uuid> = tenants::table
             .filter(tenants::id.eq_any(&tenant_ids))
@@ -336,20 +403,10 @@ pub async fn store_batch(
             .collect();
         let outcomes = of_tenants(outcomes, &live);
         let pending = of_tenants(pending, &live);
-        if let (false, Some(earliest), Some(latest)) = (outcomes.is_empty(), earliest, latest) {
-            diesel::delete(
-                delivery_attempts::table
-                    .filter(delivery_attempts::id.eq_any(&outcome_ids))
-                    .filter(delivery_attempts::attempted_at.between(earliest, latest))
-                    .filter(delivery_attempts::error_kind.eq(&pending_kind)),
-            )
-            .execute(conn)
-            .await?;
-        }
         Ok::<_, StoreError>(StoredRows {
-            outcomes: insert_batch(conn, &outcomes).await?,
+            outcomes: replace_pending(conn, &outcomes, &pending_kind).await?,
             pending: insert_batch(conn, &pending).await?,
-            dropped: outcome_ids.len() + pending_count - outcomes.len() - pending.len(),
+            dropped: received - outcomes.len() - pending.len(),
         })
     })
     .await

@@ -11,7 +11,9 @@ use fp_store::PgConnection;
 use fp_store::advisory_lock::MaintenanceLock;
 use fp_store::attempts::{self, AttemptRow};
 use fp_store::maintenance;
-use fp_store::partitions::{AttemptPartition, PartitionPolicy, attempt_partitions};
+use fp_store::partitions::{
+    ATTEMPT_PARTITION_FILLFACTOR, AttemptPartition, PartitionPolicy, attempt_partitions,
+};
 use fp_testkit::environment::TestEnvironment;
 use fp_testkit::seed::{attempt_row, partition_of};
 use uuid::Uuid;
@@ -38,6 +40,22 @@ async fn partition(conn: &mut PgConnection, name: &str) -> anyhow::Result<Attemp
         .into_iter()
         .find(|partition| partition.name == name)
         .ok_or_else(|| anyhow::anyhow!("no partition {name}"))
+}
+
+/// The storage parameters of a table (`fillfactor=70`, ...).
+async fn storage_options(conn: &mut PgConnection, table: &str) -> anyhow::Result<Vec<String>> {
+    #[derive(diesel::QueryableByName)]
+    struct Options {
+        #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Text>)]
+        options: Vec<String>,
+    }
+    let row: Options = diesel::sql_query(
+        "SELECT coalesce(reloptions, '{}') AS options FROM pg_class WHERE relname = $1",
+    )
+    .bind::<diesel::sql_types::Text, _>(table)
+    .get_result(conn)
+    .await?;
+    Ok(row.options)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,6 +87,11 @@ async fn partitions_are_made_ahead_across_midnight() -> anyhow::Result<()> {
         assert_eq!(
             (made.from, made.to),
             (Some(at(3, 13, 0, 0)), Some(at(3, 14, 0, 0)))
+        );
+        // Its pages keep room for the outcomes that replace pending rows in place.
+        assert_eq!(
+            storage_options(&mut conn, "delivery_attempts_p20300313").await?,
+            vec![format!("fillfactor={ATTEMPT_PARTITION_FILLFACTOR}")]
         );
         // The last minute of the new day goes to its partition, made before any insert needed it.
         let row = attempt_row(Uuid::now_v7(), at(3, 13, 23, 59));

@@ -367,9 +367,36 @@ async fn a_batch_holding_half_the_prefetch_window_is_stored_without_waiting_for_
     env.finish().await
 }
 
-/// The store itself: an outcome takes its pending row's place (one row, the outcome's), the same
-/// outcome twice in one batch is stored once, and an attempt stored with its outcome keeps it when
-/// another copy comes.
+/// How many rows of `delivery_attempts` were updated, and how many of those updates were HOT,
+/// as this connection's statistics say.
+async fn attempt_updates(conn: &mut fp_store::PgConnection) -> anyhow::Result<(i64, i64)> {
+    use diesel::sql_types::BigInt;
+    use diesel_async::RunQueryDsl;
+
+    #[derive(diesel::QueryableByName)]
+    struct Updates {
+        #[diesel(sql_type = BigInt)]
+        updated: i64,
+        #[diesel(sql_type = BigInt)]
+        hot: i64,
+    }
+    // A backend publishes its statistics when it goes idle, at most once a second unless told.
+    diesel::sql_query("SELECT pg_stat_force_next_flush()")
+        .execute(conn)
+        .await?;
+    let updates: Updates = diesel::sql_query(
+        "SELECT coalesce(sum(n_tup_upd), 0)::bigint AS updated, \
+         coalesce(sum(n_tup_hot_upd), 0)::bigint AS hot \
+         FROM pg_stat_user_tables WHERE relname LIKE 'delivery_attempts_%'",
+    )
+    .get_result(conn)
+    .await?;
+    Ok((updates.updated, updates.hot))
+}
+
+/// The store itself: an outcome takes its pending row's place (one row, the outcome's, written
+/// over it in place), the same outcome twice in one batch is stored once, and an attempt stored
+/// with its outcome keeps it when another copy comes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outcome_replaces_its_pending_row_and_a_stored_outcome_stays() -> anyhow::Result<()> {
     use fp_store::attempts::{AttemptRow, StoredRows, store_batch};
@@ -415,6 +442,11 @@ async fn an_outcome_replaces_its_pending_row_and_a_stored_outcome_stays() -> any
         assert_eq!(rows[0].response_status, Some(200));
         assert_eq!(rows[0].error_kind, None);
         assert!(rows[0].is_final);
+        assert_eq!(
+            attempt_updates(&mut conn).await?,
+            (1, 1),
+            "the outcome took its pending row's place as an update that wrote no index (HOT)"
+        );
 
         // Another outcome of the stored attempt (it cannot have two) changes nothing.
         let other = AttemptRow {
