@@ -288,9 +288,11 @@ async fn run(
             api,
             api_client: reqwest::Client::builder()
                 .no_proxy()
-                // The api (actix-web) closes a connection idle for 5 s. A request sent on a pooled
-                // connection as the server closes it fails ("connection closed before message
-                // completed"), which happened between two phases: the client lets go first.
+                // A request sent on a pooled connection as the server closes it fails
+                // ("connection closed before message completed"), which happened between two
+                // phases when the api closed idle connections after 5 s. It keeps them 75 s now
+                // (`api.keep_alive`), but an A B run may drive older builds: the client lets go
+                // first.
                 .pool_idle_timeout(API_IDLE_CONNECTION_KEPT)
                 .build()?,
             database_url: deployment.database_url.clone(),
@@ -457,7 +459,8 @@ impl Source {
     }
 }
 
-/// How long the load generator keeps an idle connection to the api: under the api's keep-alive.
+/// How long the load generator keeps an idle connection to the api: under the keep-alive of every
+/// build of the api (5 s before `api.keep_alive`).
 const API_IDLE_CONNECTION_KEPT: Duration = Duration::from_secs(2);
 
 /// A paced phase's rate, and its share of the max-rate phase's.

@@ -173,6 +173,11 @@ pub struct ApiSettings {
     /// every api); this only bounds a notification that got lost.
     #[serde(skip)]
     pub key_cache_ttl: Duration,
+    #[serde(rename = "keep_alive")]
+    keep_alive_raw: String,
+    /// How long an idle client connection stays open.
+    #[serde(skip)]
+    pub keep_alive: Duration,
 }
 
 /// Per-tenant limits of the actions that make the platform send requests on a tenant's word,
@@ -211,6 +216,11 @@ pub struct DashboardSettings {
     /// every browser behind one proxy would share one log-in throttle.
     #[serde(skip)]
     pub trusted_proxies: Vec<Cidr>,
+    #[serde(rename = "keep_alive")]
+    keep_alive_raw: String,
+    /// How long an idle client connection stays open.
+    #[serde(skip)]
+    pub keep_alive: Duration,
 }
 
 impl DashboardSettings {
@@ -400,6 +410,9 @@ impl Settings {
             "dashboard.trusted_proxies",
             &settings.dashboard.trusted_proxies_raw,
         )?;
+        settings.api.keep_alive = keep_alive("api.keep_alive", &settings.api.keep_alive_raw)?;
+        settings.dashboard.keep_alive =
+            keep_alive("dashboard.keep_alive", &settings.dashboard.keep_alive_raw)?;
         Ok(settings)
     }
 }
@@ -449,6 +462,16 @@ impl ApiSettings {
 
 /// Longer sessions are a typo, not a wish.
 const MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 86_400);
+
+/// An HTTP server's idle connection timeout. It must outlast the idle timeout of every proxy and
+/// client pool in front: whichever end closes an idle connection first races the other's next
+/// request on it, and only the client end can lose that race without losing a request.
+fn keep_alive(key: &'static str, raw: &str) -> Result<Duration, SettingsError> {
+    parse_duration_up_to(key, raw, MAX_KEEP_ALIVE, "1h, such as 75s")
+}
+
+/// Idle connections held longer than an hour are a typo, not a wish.
+const MAX_KEEP_ALIVE: Duration = Duration::from_secs(3_600);
 
 /// A duration of at most `max`; the error names `key` and says what it takes, from 1ms to
 /// `max_and_example`.
@@ -859,6 +882,26 @@ mod tests {
             Duration::from_secs(3600)
         );
         assert!(with_environment(&[("FP__API__KEY_CACHE_CAPACITY", "-1")]).is_err());
+    }
+
+    #[test]
+    fn idle_connections_stay_75_seconds_by_default_and_at_most_an_hour() {
+        let defaults = with_environment(&[]).expect("defaults");
+        for (key, raw) in [
+            ("api.keep_alive", &defaults.api.keep_alive_raw),
+            ("dashboard.keep_alive", &defaults.dashboard.keep_alive_raw),
+        ] {
+            assert_eq!(keep_alive(key, raw).expect(key), Duration::from_secs(75));
+        }
+        let behind_google = with_environment(&[("FP__API__KEEP_ALIVE", "620s")]).expect("valid");
+        assert_eq!(
+            keep_alive("api.keep_alive", &behind_google.api.keep_alive_raw).expect("valid"),
+            Duration::from_secs(620)
+        );
+        for bad in ["0s", "75", "2h", "long"] {
+            let error = keep_alive("dashboard.keep_alive", bad).expect_err(bad);
+            assert!(error.to_string().contains("dashboard.keep_alive"), "{error}");
+        }
     }
 
     fn secrets_with(raw: &str) -> SecretsSettings {

@@ -1,14 +1,18 @@
 //! SIGTERM, as an orchestrator sends it, stops every service cleanly: it takes no new work,
 //! finishes what is in flight within the drain timeout, exits 0 and logs no error. Deliveries in
-//! flight when the dispatcher is told to stop complete and are logged once, not interrupted.
+//! flight when the dispatcher is told to stop complete and are logged once, not interrupted. The
+//! api and the dashboard keep idle connections open longer than a proxy in front does, and close
+//! them at once on SIGTERM.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::ensure;
+use anyhow::{Context, ensure};
 use fp_testkit::environment::TestEnvironment;
-use fp_testkit::pipeline::{Pipeline, start_dashboard};
+use fp_testkit::pipeline::{Pipeline, start_api, start_dashboard};
 use fp_testkit::receiver::{CannedResponse, TlsReceiver};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// Well below `lifecycle.drain_timeout_ms` (20 s): a clean stop must come within it.
 const STOP_LIMIT: Duration = Duration::from_secs(15);
@@ -82,6 +86,91 @@ async fn sigterm_drains_in_flight_work_and_exits_cleanly() -> anyhow::Result<()>
     for name in ["fp-log-ingest", "fp-api", "fp-dashboard"] {
         let (status, log) = env.terminate(name, STOP_LIMIT).await?;
         assert_clean_exit(name, status, &log)?;
+    }
+    env.finish().await
+}
+
+/// Longer than actix-web's own keep-alive (5 s), which closed connections that proxies and client
+/// pools (60-90 s) still meant to use.
+const PROXY_PAUSE: Duration = Duration::from_secs(7);
+/// An idle connection must not hold up a stop: half the drain timeout (20 s), which it would
+/// otherwise last out.
+const IDLE_STOP_LIMIT: Duration = Duration::from_secs(10);
+
+/// Sends `GET path` on `stream` and reads the whole answer; returns its status line.
+async fn get(stream: &mut TcpStream, path: &str) -> anyhow::Result<String> {
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await?;
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let read = stream.read(&mut chunk).await?;
+        ensure!(
+            read > 0,
+            "the connection closed before the answer to {path}"
+        );
+        answer.extend_from_slice(&chunk[..read]);
+        if let Some(at) = answer.windows(4).position(|window| window == b"\r\n\r\n") {
+            break at + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&answer[..head_end]).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .with_context(|| format!("no content-length in {head}"))?;
+    while answer.len() < head_end + length {
+        let read = stream.read(&mut chunk).await?;
+        ensure!(
+            read > 0,
+            "the connection closed inside the answer to {path}"
+        );
+        answer.extend_from_slice(&chunk[..read]);
+    }
+    Ok(head.lines().next().unwrap_or_default().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_outlast_a_proxys_pause_and_close_at_sigterm() -> anyhow::Result<()> {
+    let mut env = TestEnvironment::new("keep_alive").await?;
+    let api = start_api(&mut env).await?;
+    let (dashboard, _) = start_dashboard(&mut env, api).await?;
+    let services = [
+        ("fp-api", api, "/api/v2/webhooks", "401"),
+        ("fp-dashboard", dashboard, "/login", "200"),
+    ];
+    let mut connections = Vec::new();
+    for (name, address, path, status) in services {
+        let mut stream = TcpStream::connect(address).await?;
+        let answer = get(&mut stream, path).await?;
+        ensure!(answer.contains(status), "{name} answered {answer}");
+        connections.push(stream);
+    }
+
+    // The same connections, after a pause a proxy's pool would not close them in.
+    tokio::time::sleep(PROXY_PAUSE).await;
+    for ((name, _, path, status), stream) in services.iter().zip(&mut connections) {
+        let answer = get(stream, path)
+            .await
+            .with_context(|| format!("{name} closed an idle connection after {PROXY_PAUSE:?}"))?;
+        ensure!(answer.contains(status), "{name} answered {answer}");
+    }
+
+    // Idle now; SIGTERM ends each service promptly and its connection with it.
+    for ((name, ..), stream) in services.iter().zip(&mut connections) {
+        let (status, log) = env.terminate(name, IDLE_STOP_LIMIT).await?;
+        assert_clean_exit(name, status, &log)?;
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(IDLE_STOP_LIMIT, stream.read_to_end(&mut rest)).await;
+        ensure!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "{name}'s idle connection is still open after it stopped: {read:?}"
+        );
     }
     env.finish().await
 }

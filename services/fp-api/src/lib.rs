@@ -237,7 +237,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             .configure(routes::configure)
             .default_service(web::to(routes::unknown_route))
     })
-    // SIGTERM: stop accepting, let requests in flight finish for up to the drain timeout.
+    // Outlasts the idle timeout of any proxy or client pool in front, which then closes first.
+    .keep_alive(settings.api.keep_alive)
+    // SIGTERM: stop accepting, close idle connections, let requests in flight finish for up to
+    // the drain timeout.
     .shutdown_timeout(drain.as_secs().max(1))
     .bind(listen)
     .with_context(|| format!("fp-api cannot listen on {listen}"))?;

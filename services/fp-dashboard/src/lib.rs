@@ -116,7 +116,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let listen = settings.dashboard.listen;
     let server = HttpServer::new(move || app(state.clone(), https.clone()))
-        // SIGTERM: stop accepting, let requests in flight finish for up to the drain timeout.
+        // Outlasts the idle timeout of the proxy in front, which then closes first (no race).
+        .keep_alive(settings.dashboard.keep_alive)
+        // SIGTERM: stop accepting, close idle connections, let requests in flight finish for up
+        // to the drain timeout.
         .shutdown_timeout(settings.lifecycle.drain_timeout().as_secs().max(1))
         .bind(listen)
         .with_context(|| format!("fp-dashboard cannot listen on {listen}"))?;
