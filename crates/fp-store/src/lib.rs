@@ -81,6 +81,12 @@ pub fn pool(url: &str, max_size: usize) -> Result<PgPool, StoreError> {
         .map_err(|err| StoreError::Pool(err.to_string()))
 }
 
+/// Whether a connection taken from the pool and kept is still usable: the check the pool makes
+/// when one is handed back (not closed by the server, not left in a failed transaction).
+pub fn still_usable(conn: &mut PooledConnection) -> bool {
+    !diesel_async::pooled_connection::PoolableConnection::is_broken(&mut **conn)
+}
+
 /// Opens one connection, naming the server in the error so operators know what to start.
 pub async fn connect(url: &str) -> Result<AsyncPgConnection, StoreError> {
     AsyncPgConnection::establish(url)

@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::Utc;
 use fp_domain::DeliveryId;
 use fp_domain::inbound_event::{DEDUP_WINDOW, UNDELIVERABLE_RETENTION};
-use fp_store::PgPool;
+use fp_store::{PgPool, PooledConnection};
 use fp_store::attempts::AttemptRow;
 use fp_store::inbound_events::FirstAttemptClaim;
 use fp_store::partitions::CoveredDay;
@@ -80,26 +80,45 @@ impl FirstAttemptClaims {
     }
 }
 
+/// Writes the claims as they come, on one connection of the pool kept for it. A claim statement
+/// carries its attempts' rows, and a connection keeps buffers as large as the largest message it
+/// sent: taking any connection of the pool in turn left every one of them holding a statement's
+/// worth (about 17 MiB in all on a backlog).
 async fn write_claims(pool: PgPool, mut waiting: mpsc::Receiver<(FirstAttemptClaim, Answer)>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut covered_day = CoveredDay::default();
+    let mut kept: Option<PooledConnection> = None;
     while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (claims, answers): (Vec<FirstAttemptClaim>, Vec<Answer>) = batch.drain(..).unzip();
-        let claimed = match pool.get().await {
-            Ok(mut conn) => fp_store::inbound_events::claim_first_attempts(
-                &mut conn,
-                &claims,
-                Utc::now(),
-                &mut covered_day,
-            )
-            .await
-            .map(|claimed| {
+        // One the server closed (a restart) goes back to the pool, which drops it.
+        if kept.as_mut().is_some_and(|conn| !fp_store::still_usable(conn)) {
+            kept = None;
+        }
+        let conn = match kept.take() {
+            Some(conn) => Ok(conn),
+            None => pool.get().await,
+        };
+        let claimed = match conn {
+            Ok(mut conn) => {
+                let claimed = fp_store::inbound_events::claim_first_attempts(
+                    &mut conn,
+                    &claims,
+                    Utc::now(),
+                    &mut covered_day,
+                )
+                .await;
+                if claimed.is_ok() {
+                    kept = Some(conn);
+                }
                 claimed
-                    .into_iter()
-                    .map(|claimed| (claimed.delivery_id, claimed.pending_stored))
-                    .collect::<HashMap<Uuid, bool>>()
-            })
-            .map_err(|error| error.to_string()),
+                    .map(|claimed| {
+                        claimed
+                            .into_iter()
+                            .map(|claimed| (claimed.delivery_id, claimed.pending_stored))
+                            .collect::<HashMap<Uuid, bool>>()
+                    })
+                    .map_err(|error| error.to_string())
+            }
             Err(error) => Err(error.to_string()),
         };
         metrics::histogram!("fp_dispatcher_claim_batch_size").record(claims.len() as f64);
