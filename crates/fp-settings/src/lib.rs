@@ -900,7 +900,10 @@ mod tests {
         );
         for bad in ["0s", "75", "2h", "long"] {
             let error = keep_alive("dashboard.keep_alive", bad).expect_err(bad);
-            assert!(error.to_string().contains("dashboard.keep_alive"), "{error}");
+            assert!(
+                error.to_string().contains("dashboard.keep_alive"),
+                "{error}"
+            );
         }
     }
 

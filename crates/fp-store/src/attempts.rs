@@ -240,10 +240,7 @@ impl QueryId for InsertAttempts<'_> {
 
 impl QueryFragment<Pg> for InsertAttempts<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql("INSERT INTO delivery_attempts ");
-        out.push_sql(ATTEMPT_COLUMNS);
-        out.push_sql(" SELECT * FROM ");
-        self.push_unnest(out.reborrow())?;
+        self.push_insert(out.reborrow())?;
         out.push_sql(" ON CONFLICT (id, attempted_at) DO NOTHING");
         Ok(())
     }
@@ -263,10 +260,7 @@ impl QueryId for ReplacePending<'_> {
 
 impl QueryFragment<Pg> for ReplacePending<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql("INSERT INTO delivery_attempts AS stored ");
-        out.push_sql(ATTEMPT_COLUMNS);
-        out.push_sql(" SELECT * FROM ");
-        self.rows.push_unnest(out.reborrow())?;
+        self.rows.push_insert(out.reborrow())?;
         out.push_sql(" ON CONFLICT (id, attempted_at) DO UPDATE SET ");
         out.push_sql(REPLACED_COLUMNS);
         out.push_sql(" WHERE stored.error_kind = ");
@@ -294,6 +288,15 @@ pub(crate) const ATTEMPT_COLUMNS: &str = "(id, delivery_id, event_id, tenant_id,
     next_retry_at, manual, traceparent, tracestate)";
 
 impl InsertAttempts<'_> {
+    /// `INSERT INTO delivery_attempts AS stored (<columns>) SELECT * FROM unnest(...)`, for an
+    /// `ON CONFLICT` clause to follow.
+    fn push_insert<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("INSERT INTO delivery_attempts AS stored ");
+        out.push_sql(ATTEMPT_COLUMNS);
+        out.push_sql(" SELECT * FROM ");
+        self.push_unnest(out)
+    }
+
     /// `unnest(<one array per column>)`, in the order of [`ATTEMPT_COLUMNS`].
     pub(crate) fn push_unnest<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql("unnest(");

@@ -17,10 +17,10 @@ use std::time::Duration;
 use chrono::Utc;
 use fp_domain::DeliveryId;
 use fp_domain::inbound_event::{DEDUP_WINDOW, UNDELIVERABLE_RETENTION};
-use fp_store::{PgPool, PooledConnection};
 use fp_store::attempts::AttemptRow;
 use fp_store::inbound_events::FirstAttemptClaim;
 use fp_store::partitions::CoveredDay;
+use fp_store::{PgPool, PooledConnection};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -91,7 +91,10 @@ async fn write_claims(pool: PgPool, mut waiting: mpsc::Receiver<(FirstAttemptCla
     while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (claims, answers): (Vec<FirstAttemptClaim>, Vec<Answer>) = batch.drain(..).unzip();
         // One the server closed (a restart) goes back to the pool, which drops it.
-        if kept.as_mut().is_some_and(|conn| !fp_store::still_usable(conn)) {
+        if kept
+            .as_mut()
+            .is_some_and(|conn| !fp_store::still_usable(conn))
+        {
             kept = None;
         }
         let conn = match kept.take() {
