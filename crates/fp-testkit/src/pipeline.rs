@@ -1,6 +1,7 @@
 //! Starting the services of a test deployment and talking to its api as a tenant.
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -167,14 +168,28 @@ pub async fn metric(health: SocketAddr, name: &str) -> anyhow::Result<u64> {
 
 /// A service's whole `/metrics` exposition.
 pub async fn metrics_text(health: SocketAddr) -> anyhow::Result<String> {
-    Ok(reqwest::Client::builder()
-        .no_proxy()
-        .build()?
+    Ok(scrape_client()?
         .get(format!("http://{health}/metrics"))
         .send()
         .await?
         .text()
         .await?)
+}
+
+/// One client for every scrape of the process: building one loads and parses every system CA
+/// certificate, which `fp-bench` paid 20 times a second while measuring (its sampler reads
+/// log-ingest's counter every 50 ms). No connection is kept between scrapes, so a test's runtime
+/// never inherits a pooled connection from another test's, already dropped.
+fn scrape_client() -> anyhow::Result<&'static reqwest::Client> {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    if let Some(client) = CLIENT.get() {
+        return Ok(client);
+    }
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()?;
+    Ok(CLIENT.get_or_init(|| client))
 }
 
 /// The sum of every sample of `name` in a Prometheus text exposition (`name 3`, `name{a="b"} 2`).
