@@ -340,13 +340,13 @@ impl Dispatcher {
         // dispatchers: with its pending row when it is sent now, before it is parked otherwise.
         let first_attempt_claim = claims_first_attempt.then_some(claimed_first_attempt);
         let Some(_slot) = self.limits.try_acquire(&endpoint.url) else {
-            metrics::counter!("fp_dispatcher_deferred_total").increment(1);
             return self
                 .defer(
                     &job,
                     first_attempt_claim,
                     span,
                     "endpoint at its in-flight cap",
+                    "fp_dispatcher_deferred_total",
                 )
                 .await;
         };
@@ -356,13 +356,13 @@ impl Dispatcher {
             .and_then(|url| url.host_str().map(str::to_owned))
             .unwrap_or_default();
         if !self.host_rates.try_acquire(&host) {
-            metrics::counter!("fp_dispatcher_host_rate_deferred_total").increment(1);
             return self
                 .defer(
                     &job,
                     first_attempt_claim,
                     span,
                     "destination host at its request rate",
+                    "fp_dispatcher_host_rate_deferred_total",
                 )
                 .await;
         }
@@ -469,13 +469,15 @@ impl Dispatcher {
     /// number. It holds no prefetch slot meanwhile, so other endpoints and hosts are not held up.
     ///
     /// `first_attempt_claim`: the job is a fresh event's, whose first attempt is claimed before it
-    /// is parked (its parked copy is a job, which claims nothing).
+    /// is parked (its parked copy is a job, which claims nothing). `parked_counter` counts it once
+    /// it is parked.
     async fn defer(
         &self,
         job: &DeliveryJob,
         first_attempt_claim: Option<&mut bool>,
         span: &tracing::Span,
         why: &'static str,
+        parked_counter: &'static str,
     ) -> anyhow::Result<()> {
         if let Some(claimed) = first_attempt_claim {
             let found = self.claim_first_attempt(job, None, claimed, span).await?;
@@ -486,7 +488,10 @@ impl Dispatcher {
         tracing::debug!(delivery_id = %job.delivery_id, why, "deferring");
         span.record("fp.outcome", "deferred");
         self.publish_job(job, self.busy_delay, None, &[(DEFERRED_HEADER, "1")])
-            .await
+            .await?;
+        // Counted once parked: a copy whose twin holds the claim is not, and comes back no more.
+        metrics::counter!(parked_counter).increment(1);
+        Ok(())
     }
 
     /// Whether the job's event was erased (`POST /api/v2/submissions/{id}/erase`). Looked up only
