@@ -91,12 +91,7 @@ async fn write_claims(pool: PgPool, mut waiting: mpsc::Receiver<(FirstAttemptCla
     while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (claims, answers): (Vec<FirstAttemptClaim>, Vec<Answer>) = batch.drain(..).unzip();
         // One the server closed (a restart) goes back to the pool, which drops it.
-        if kept
-            .as_mut()
-            .is_some_and(|conn| !fp_store::still_usable(conn))
-        {
-            kept = None;
-        }
+        kept.take_if(|conn| !fp_store::still_usable(conn));
         let conn = match kept.take() {
             Some(conn) => Ok(conn),
             None => pool.get().await,
@@ -113,17 +108,16 @@ async fn write_claims(pool: PgPool, mut waiting: mpsc::Receiver<(FirstAttemptCla
                 if claimed.is_ok() {
                     kept = Some(conn);
                 }
-                claimed
-                    .map(|claimed| {
-                        claimed
-                            .into_iter()
-                            .map(|claimed| (claimed.delivery_id, claimed.pending_stored))
-                            .collect::<HashMap<Uuid, bool>>()
-                    })
-                    .map_err(|error| error.to_string())
+                claimed.map_err(|error| error.to_string())
             }
             Err(error) => Err(error.to_string()),
-        };
+        }
+        .map(|claimed| {
+            claimed
+                .into_iter()
+                .map(|claimed| (claimed.delivery_id, claimed.pending_stored))
+                .collect::<HashMap<Uuid, bool>>()
+        });
         metrics::histogram!("fp_dispatcher_claim_batch_size").record(claims.len() as f64);
         match claimed {
             Ok(mut claimed) => {
