@@ -60,8 +60,22 @@ impl ServiceEndpoints {
 
 /// A loopback address with a port that was free a moment ago.
 pub fn free_local_address() -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?)
+    let [address] = free_local_addresses()?;
+    Ok(address)
+}
+
+/// `N` loopback addresses with distinct ports that were free a moment ago. The listeners are held
+/// together: one released before the next is bound may be handed out again at once, and two
+/// services given one port cannot both listen.
+pub fn free_local_addresses<const N: usize>() -> anyhow::Result<[SocketAddr; N]> {
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut addresses = [SocketAddr::from(([127, 0, 0, 1], 0)); N];
+    for (address, listener) in addresses.iter_mut().zip(&listeners) {
+        *address = listener.local_addr()?;
+    }
+    Ok(addresses)
 }
 
 /// Directory of the workspace's built binaries (`target/debug`), found from the test executable

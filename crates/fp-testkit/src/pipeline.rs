@@ -9,7 +9,7 @@ use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions}
 use lapin::types::FieldTable;
 use serde_json::{Value, json};
 
-use crate::environment::{Readiness, TestEnvironment, free_local_address};
+use crate::environment::{Readiness, TestEnvironment, free_local_address, free_local_addresses};
 
 /// Addresses of a running api, dispatcher(s) and log-ingest.
 pub struct Pipeline {
@@ -89,8 +89,7 @@ pub async fn start_api(env: &mut TestEnvironment) -> anyhow::Result<SocketAddr> 
 pub async fn start_api_with_health(
     env: &mut TestEnvironment,
 ) -> anyhow::Result<(SocketAddr, SocketAddr)> {
-    let api = free_local_address()?;
-    let health = free_local_address()?;
+    let [api, health] = free_local_addresses()?;
     start_api_on(env, api, health).await?;
     Ok((api, health))
 }
@@ -145,8 +144,7 @@ pub async fn start_dashboard(
     env: &mut TestEnvironment,
     api: SocketAddr,
 ) -> anyhow::Result<(SocketAddr, SocketAddr)> {
-    let address = free_local_address()?;
-    let health = free_local_address()?;
+    let [address, health] = free_local_addresses()?;
     env.start(
         "fp-dashboard",
         &[

@@ -8,7 +8,6 @@
 //! `rabbitmqctl` needs the `rabbitmq` user's Erlang cookie), so the test process must be root, as
 //! it is on the project's machines.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -16,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
 
-use crate::environment::ServiceEndpoints;
+use crate::environment::{ServiceEndpoints, free_local_address, free_local_addresses};
 
 const POSTGRES_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
 /// The scripts behind Debian's `/usr/sbin` wrappers, which would log to the system node's
@@ -50,7 +49,7 @@ impl PrivatePostgres {
         // From here on, Drop removes whatever the set-up left.
         let postgres = PrivatePostgres {
             base,
-            port: free_local_ports::<1>()?[0],
+            port: free_local_address()?.port(),
         };
         run_bounded(
             as_user("postgres", &postgres_program("initdb"))
@@ -183,7 +182,8 @@ impl PrivateRabbit {
         let base = owned_directory(dir, "rabbitmq")?;
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let node_name = format!("fp-test-{}@localhost", &suffix[..10]);
-        let [amqp_port, distribution_port] = free_local_ports::<2>()?;
+        let [amqp, distribution] = free_local_addresses()?;
+        let (amqp_port, distribution_port) = (amqp.port(), distribution.port());
         // Files of the node's own instead of the system node's /etc/rabbitmq ones; no plugins,
         // so no management listener on the system node's 15672.
         std::fs::write(base.join("enabled_plugins"), "[].\n")?;
@@ -531,19 +531,6 @@ fn append_to_file(path: &Path, text: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open {}", path.display()))?;
     file.write_all(text.as_bytes())?;
     Ok(())
-}
-
-/// `N` distinct loopback ports that were free a moment ago (the listeners are held together, so
-/// the kernel cannot hand out one port twice).
-fn free_local_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
-    let listeners = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut ports = [0; N];
-    for (port, listener) in ports.iter_mut().zip(&listeners) {
-        *port = listener.local_addr()?.port();
-    }
-    Ok(ports)
 }
 
 /// The last lines of a log, or a note that it cannot be read.
