@@ -63,6 +63,32 @@ const HANDED_BACK_HEADER: &str = "x-fp-handed-back";
 /// normally has no twin).
 const DEFERRED_HEADER: &str = "x-fp-deferred";
 
+/// Why a delivery is parked rather than sent now.
+#[derive(Debug, Clone, Copy)]
+enum Deferral {
+    /// The endpoint has `dispatcher.max_in_flight_per_endpoint` requests out.
+    EndpointAtCap,
+    /// The destination host had its `dispatcher.host_requests_per_second`.
+    HostAtRate,
+}
+
+impl Deferral {
+    fn reason(self) -> &'static str {
+        match self {
+            Deferral::EndpointAtCap => "endpoint at its in-flight cap",
+            Deferral::HostAtRate => "destination host at its request rate",
+        }
+    }
+
+    /// The counter of deliveries parked for this reason.
+    fn counter(self) -> &'static str {
+        match self {
+            Deferral::EndpointAtCap => "fp_dispatcher_deferred_total",
+            Deferral::HostAtRate => "fp_dispatcher_host_rate_deferred_total",
+        }
+    }
+}
+
 /// Which queue a message came from, and so how to read it.
 #[derive(Debug, Clone, Copy)]
 pub enum Input {
@@ -341,13 +367,7 @@ impl Dispatcher {
         let first_attempt_claim = claims_first_attempt.then_some(claimed_first_attempt);
         let Some(_slot) = self.limits.try_acquire(&endpoint.url) else {
             return self
-                .defer(
-                    &job,
-                    first_attempt_claim,
-                    span,
-                    "endpoint at its in-flight cap",
-                    "fp_dispatcher_deferred_total",
-                )
+                .defer(&job, first_attempt_claim, span, Deferral::EndpointAtCap)
                 .await;
         };
         // Stored URLs are valid; were one not, the attempt would say so.
@@ -357,13 +377,7 @@ impl Dispatcher {
             .unwrap_or_default();
         if !self.host_rates.try_acquire(&host) {
             return self
-                .defer(
-                    &job,
-                    first_attempt_claim,
-                    span,
-                    "destination host at its request rate",
-                    "fp_dispatcher_host_rate_deferred_total",
-                )
+                .defer(&job, first_attempt_claim, span, Deferral::HostAtRate)
                 .await;
         }
         self.attempt(&job, &endpoint, first_attempt_claim, span)
@@ -469,15 +483,13 @@ impl Dispatcher {
     /// number. It holds no prefetch slot meanwhile, so other endpoints and hosts are not held up.
     ///
     /// `first_attempt_claim`: the job is a fresh event's, whose first attempt is claimed before it
-    /// is parked (its parked copy is a job, which claims nothing). `parked_counter` counts it once
-    /// it is parked.
+    /// is parked (its parked copy is a job, which claims nothing).
     async fn defer(
         &self,
         job: &DeliveryJob,
         first_attempt_claim: Option<&mut bool>,
         span: &tracing::Span,
-        why: &'static str,
-        parked_counter: &'static str,
+        why: Deferral,
     ) -> anyhow::Result<()> {
         if let Some(claimed) = first_attempt_claim {
             let found = self.claim_first_attempt(job, None, claimed, span).await?;
@@ -485,12 +497,12 @@ impl Dispatcher {
                 return Ok(());
             }
         }
-        tracing::debug!(delivery_id = %job.delivery_id, why, "deferring");
+        tracing::debug!(delivery_id = %job.delivery_id, why = why.reason(), "deferring");
         span.record("fp.outcome", "deferred");
         self.publish_job(job, self.busy_delay, None, &[(DEFERRED_HEADER, "1")])
             .await?;
         // Counted once parked: a copy whose twin holds the claim is not, and comes back no more.
-        metrics::counter!(parked_counter).increment(1);
+        metrics::counter!(why.counter()).increment(1);
         Ok(())
     }
 
