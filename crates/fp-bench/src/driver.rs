@@ -13,13 +13,14 @@
 //! - cluster: the max-rate events load on a three-node RabbitMQ cluster with replicated quorum
 //!   queues, for the replication's cost per delivery beside the single node's.
 //!
-//! Each phase ends when every delivery arrived and log-ingest inserted every attempt row (or at
-//! the timeout). Then the machine's own limits are measured with the same receiver, broker and
+//! Each phase ends when every delivery arrived and every attempt was logged with its outcome (or
+//! at the timeout). Then the machine's own limits are measured with the same receiver, broker and
 //! database.
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -302,6 +303,7 @@ async fn run(
         observed: Observed {
             receiver,
             log_ingest_health,
+            dispatchers: Arc::default(),
             control: reqwest::Client::builder().no_proxy().build()?,
             clock_ticks: proc_stats::clock_ticks_per_second() as f64,
         },
@@ -593,6 +595,7 @@ async fn backlog_phase(
     bench.observed.receiver_post("/up").await?;
     let released_ns = now_ns();
     start_dispatchers(deployment, args.dispatchers).await?;
+    bench.observed.track_dispatchers(deployment);
     let load = PhaseLoad {
         name,
         source: "backlog",

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fp_testkit::pipeline::metric;
@@ -15,15 +15,20 @@ use crate::proc_stats::{self, Placement};
 use crate::report::{Completeness, Ingest, Percentiles, ProcessFigures, ScenarioReport};
 
 const ROWS_INSERTED: &str = "fp_log_ingest_rows_inserted_total";
+/// First attempts' outcomes the dispatchers logged themselves (absent from builds before that).
+const OUTCOMES_LOGGED: &str = "fp_dispatcher_outcomes_logged_total";
 const ATTEMPTS: &str = "fp_dispatcher_attempts_total";
 /// The dispatchers' ack and nack frames (absent from builds before coalesced acks).
 const SETTLE_FRAMES: &str = "fp_broker_settle_frames_total";
 
-/// The receiver's control port and log-ingest's metrics: where a phase reads its progress.
+/// The receiver's control port and the metrics of log-ingest and the dispatchers: where a phase
+/// reads its progress.
 #[derive(Clone)]
 pub struct Observed {
     pub receiver: ReceiverAddresses,
     pub log_ingest_health: SocketAddr,
+    /// The running dispatchers' health addresses, as of the last [`Observed::track_dispatchers`].
+    pub dispatchers: Arc<Mutex<Vec<SocketAddr>>>,
     pub control: reqwest::Client,
     pub clock_ticks: f64,
 }
@@ -59,8 +64,29 @@ impl Observed {
         Ok(arrivals::decode(&self.receiver_get("/arrivals").await?)?)
     }
 
-    async fn rows_inserted(&self) -> anyhow::Result<u64> {
-        metric(self.log_ingest_health, ROWS_INSERTED).await
+    /// Reads which dispatchers run now; call it after starting some while a probe runs.
+    pub fn track_dispatchers(&self, deployment: &Deployment) {
+        let running = dispatcher_health(deployment);
+        *self
+            .dispatchers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = running;
+    }
+
+    /// Attempts logged with their outcome: log-ingest's rows and the first attempts the
+    /// dispatchers logged themselves. Only grows while a probe runs, as long as no dispatcher
+    /// stops meanwhile (one started counts from 0).
+    async fn rows_logged(&self) -> anyhow::Result<u64> {
+        let dispatchers = self
+            .dispatchers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut logged = metric(self.log_ingest_health, ROWS_INSERTED).await?;
+        for health in dispatchers {
+            logged += metric(health, OUTCOMES_LOGGED).await?;
+        }
+        Ok(logged)
     }
 }
 
@@ -179,10 +205,11 @@ fn dispatcher_health(deployment: &Deployment) -> Vec<SocketAddr> {
 }
 
 impl Probe {
-    /// Resets the receiver's record and starts sampling (every 50 ms) for the log-ingest rate
+    /// Resets the receiver's record and starts sampling (every 50 ms) for the logging rate
     /// and lag.
     pub async fn start(deployment: &Deployment, observed: &Observed) -> anyhow::Result<Probe> {
-        let rows_before = observed.rows_inserted().await?;
+        observed.track_dispatchers(deployment);
+        let rows_before = observed.rows_logged().await?;
         let mut dispatchers_before = Vec::new();
         for health in dispatcher_health(deployment) {
             dispatchers_before.push((
@@ -201,7 +228,7 @@ impl Probe {
                 while sampling.load(Ordering::Relaxed) {
                     let progress = async {
                         let stats = observed.receiver_stats().await?;
-                        anyhow::Ok((stats.requests, observed.rows_inserted().await?))
+                        anyhow::Ok((stats.requests, observed.rows_logged().await?))
                     }
                     .await;
                     if let Ok((arrivals, rows)) = progress {
@@ -225,7 +252,7 @@ impl Probe {
         })
     }
 
-    /// Waits until every expected delivery arrived and log-ingest inserted a row for each (or the
+    /// Waits until every expected delivery arrived and was logged with its outcome (or the
     /// timeout), then computes the phase's figures.
     pub async fn finish(
         self,
@@ -235,13 +262,13 @@ impl Probe {
     ) -> anyhow::Result<ScenarioReport> {
         let events = load.expected.len() as u64;
         let deadline = tokio::time::Instant::now() + load.timeout;
-        // When log-ingest's counter first showed every row (this loop polls faster than the
+        // When the counters first showed every row logged (this loop polls faster than the
         // sampler).
         let mut rows_done_ns = None;
         let (arrived, rows) = loop {
             let stats = observed.receiver_stats().await?;
             let rows = observed
-                .rows_inserted()
+                .rows_logged()
                 .await?
                 .saturating_sub(self.rows_before);
             if rows >= events && rows_done_ns.is_none() {

@@ -59,7 +59,8 @@ pub struct Completeness {
     pub duplicates: u64,
     /// Requests whose delivery id was not one this scenario expected.
     pub unexpected: u64,
-    /// Rows log-ingest reported inserting during the scenario.
+    /// Attempts logged with their outcome during the scenario (log-ingest's rows and the first
+    /// attempts the dispatchers logged themselves).
     pub logged_rows: u64,
     pub complete: bool,
 }
@@ -297,7 +298,7 @@ impl Report {
             );
             let _ = writeln!(
                 out,
-                "  log-ingest rows/s {:>10.1}   max lag {} rows   tail lag {:.0} ms",
+                "  rows logged/s {:>14.1}   max lag {} rows   tail lag {:.0} ms",
                 scenario.ingest.rows_per_second,
                 scenario.ingest.max_lag_rows,
                 scenario.ingest.tail_lag_ms

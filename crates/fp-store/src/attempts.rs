@@ -1,5 +1,6 @@
-//! Delivery attempts (written by fp-log-ingest, and the pending rows of first attempts by
-//! fp-dispatcher with their claims: `inbound_events`; read by the api and the dashboard).
+//! Delivery attempts (written by fp-log-ingest; a fresh event's first attempt by fp-dispatcher:
+//! its pending row with its claim, `inbound_events`, then its outcome; read by the api and the
+//! dashboard).
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -9,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{self, Array};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use fp_contracts::v1;
@@ -152,16 +153,19 @@ async fn replace_pending(
         return Ok(0);
     }
     ensure_partitions_of(conn, rows).await?;
-    // One statement may not update a row twice: an outcome the broker delivered twice into this
-    // batch goes in once.
-    let mut seen = HashSet::with_capacity(rows.len());
-    let unique: Vec<&AttemptRow> = rows.iter().filter(|row| seen.insert(row.id)).collect();
     Ok(ReplacePending {
-        rows: InsertAttempts::of(unique.iter().copied()),
+        rows: InsertAttempts::of(each_once(rows).iter().copied()),
         pending_kind,
     }
     .execute(conn)
     .await?)
+}
+
+/// The first row of each attempt: one statement may not update a row twice, and an outcome the
+/// broker delivered twice can be in one batch.
+fn each_once(rows: &[AttemptRow]) -> Vec<&AttemptRow> {
+    let mut seen = HashSet::with_capacity(rows.len());
+    rows.iter().filter(|row| seen.insert(row.id)).collect()
 }
 
 /// `INSERT INTO delivery_attempts ... SELECT FROM unnest(<one array per column>) ON CONFLICT DO
@@ -261,10 +265,70 @@ impl QueryId for ReplacePending<'_> {
 impl QueryFragment<Pg> for ReplacePending<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         self.rows.push_insert(out.reborrow())?;
-        out.push_sql(" ON CONFLICT (id, attempted_at) DO UPDATE SET ");
-        out.push_sql(REPLACED_COLUMNS);
-        out.push_sql(" WHERE stored.error_kind = ");
-        out.push_bind_param::<sql_types::Text, _>(&self.pending_kind)?;
+        push_overwrite_pending(out, &self.pending_kind)
+    }
+}
+
+/// The `ON CONFLICT` clause by which an outcome overwrites its attempt's pending row (and leaves
+/// an outcome already stored as it is), after an insert into `delivery_attempts AS stored`.
+fn push_overwrite_pending<'b>(
+    mut out: AstPass<'_, 'b, Pg>,
+    pending_kind: &'b &'b str,
+) -> QueryResult<()> {
+    out.push_sql(" ON CONFLICT (id, attempted_at) DO UPDATE SET ");
+    out.push_sql(REPLACED_COLUMNS);
+    out.push_sql(" WHERE stored.error_kind = ");
+    out.push_bind_param::<sql_types::Text, _>(pending_kind)
+}
+
+/// Stores the outcomes of attempts whose pending rows fp-dispatcher stored with their claims
+/// (`inbound_events::claim_first_attempts`), in one statement: each overwrites its pending row.
+/// Returns the ids of the attempts now in the log with their outcome.
+///
+/// An outcome is left out where its pending row would have been ([`InsertAttempts::push_loggable`]):
+/// its tenant is gone or its event was erased meanwhile. The dispatcher then publishes its record, and fp-log-ingest
+/// drops it or stores it erased. No partition is made: each row's pending row is in its day's.
+pub async fn store_claimed_outcomes(
+    conn: &mut AsyncPgConnection,
+    rows: &[AttemptRow],
+    pending_kind: &str,
+) -> Result<Vec<Uuid>, StoreError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(StoreClaimedOutcomes {
+        rows: InsertAttempts::of(each_once(rows).iter().copied()),
+        pending_kind,
+    }
+    .get_results(conn)
+    .await?)
+}
+
+/// One statement text for any number of outcomes, prepared once per connection. The insert is a
+/// data-modifying `WITH` query, run to completion whether or not the final `SELECT` reads it.
+struct StoreClaimedOutcomes<'a> {
+    rows: InsertAttempts<'a>,
+    pending_kind: &'a str,
+}
+
+impl QueryId for StoreClaimedOutcomes<'_> {
+    type QueryId = StoreClaimedOutcomes<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for StoreClaimedOutcomes<'_> {
+    type SqlType = sql_types::Uuid;
+}
+
+impl QueryFragment<Pg> for StoreClaimedOutcomes<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("WITH ");
+        self.rows.push_loggable(out.reborrow())?;
+        out.push_sql(", stored AS (INSERT INTO delivery_attempts AS stored ");
+        out.push_sql(ATTEMPT_COLUMNS);
+        out.push_sql(" SELECT * FROM loggable");
+        push_overwrite_pending(out.reborrow(), &self.pending_kind)?;
+        out.push_sql(") SELECT id FROM loggable");
         Ok(())
     }
 }
@@ -297,8 +361,29 @@ impl InsertAttempts<'_> {
         self.push_unnest(out)
     }
 
+    /// `attempt_rows AS (...), live_tenants AS (...), loggable AS (...)`: `WITH` queries that keep,
+    /// of these rows, those the log stores as they are (fp-log-ingest's rules), in `loggable`: the
+    /// tenant exists, locked `FOR KEY SHARE` until the commit as fp-log-ingest's batches lock it
+    /// (a tenant's deletion waits for the statement or has removed the tenant first), and the
+    /// event is not erased. The dispatcher's statements that write attempt rows share them.
+    pub(crate) fn push_loggable<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("attempt_rows AS (SELECT * FROM ");
+        self.push_unnest(out.reborrow())?;
+        out.push_sql(" AS attempt_rows ");
+        out.push_sql(ATTEMPT_COLUMNS);
+        out.push_sql(
+            "), live_tenants AS (SELECT id FROM tenants \
+               WHERE id IN (SELECT tenant_id FROM attempt_rows) FOR KEY SHARE), \
+             loggable AS (SELECT * FROM attempt_rows \
+               WHERE tenant_id IN (SELECT id FROM live_tenants) \
+                 AND NOT EXISTS (SELECT 1 FROM erased_events \
+                                 WHERE erased_events.event_id = attempt_rows.event_id))",
+        );
+        Ok(())
+    }
+
     /// `unnest(<one array per column>)`, in the order of [`ATTEMPT_COLUMNS`].
-    pub(crate) fn push_unnest<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+    fn push_unnest<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql("unnest(");
         out.push_bind_param::<Array<sql_types::Uuid>, _>(&self.ids)?;
         out.push_sql(", ");

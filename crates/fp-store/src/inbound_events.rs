@@ -77,9 +77,7 @@ pub async fn claim_first_attempts(
 
 /// One statement text for any number of claims and pending rows (arrays through `unnest`), so it
 /// is prepared once per connection. A pending row is stored only where its delivery was claimed
-/// here, its tenant exists (locked `FOR KEY SHARE` until the commit, as fp-log-ingest's batches
-/// do, so a tenant's deletion waits for it or has removed the tenant first) and its event is not
-/// erased: the same rows fp-log-ingest would store as they are.
+/// here and fp-log-ingest would store it as it is (`InsertAttempts::push_loggable`).
 struct ClaimFirstAttempts<'a> {
     delivery_ids: &'a [Uuid],
     now: DateTime<Utc>,
@@ -104,25 +102,13 @@ impl QueryFragment<Pg> for ClaimFirstAttempts<'_> {
         out.push_bind_param::<sql_types::Timestamptz, _>(&self.now)?;
         out.push_sql(" FROM unnest(");
         out.push_bind_param::<Array<sql_types::Uuid>, _>(self.delivery_ids)?;
-        out.push_sql(
-            ") AS claims (delivery_id) ON CONFLICT DO NOTHING RETURNING delivery_id), \
-             pending_rows AS (SELECT * FROM ",
-        );
-        self.pending.push_unnest(out.reborrow())?;
-        out.push_sql(" AS pending_rows ");
+        out.push_sql(") AS claims (delivery_id) ON CONFLICT DO NOTHING RETURNING delivery_id), ");
+        self.pending.push_loggable(out.reborrow())?;
+        out.push_sql(", stored AS (INSERT INTO delivery_attempts ");
         out.push_sql(ATTEMPT_COLUMNS);
         out.push_sql(
-            "), live_tenants AS (SELECT id FROM tenants \
-               WHERE id IN (SELECT tenant_id FROM pending_rows) FOR KEY SHARE), \
-             stored AS (INSERT INTO delivery_attempts ",
-        );
-        out.push_sql(ATTEMPT_COLUMNS);
-        out.push_sql(
-            " SELECT * FROM pending_rows \
+            " SELECT * FROM loggable \
                WHERE delivery_id IN (SELECT delivery_id FROM claimed) \
-                 AND tenant_id IN (SELECT id FROM live_tenants) \
-                 AND NOT EXISTS (SELECT 1 FROM erased_events \
-                                 WHERE erased_events.event_id = pending_rows.event_id) \
                ON CONFLICT (id, attempted_at) DO NOTHING RETURNING delivery_id) \
              SELECT delivery_id, EXISTS (SELECT 1 FROM stored \
                                          WHERE stored.delivery_id = claimed.delivery_id) \

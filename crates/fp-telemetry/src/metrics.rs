@@ -173,6 +173,16 @@ fn describe() {
         "fp_dispatcher_claim_batch_size",
         "First-attempt claims written to PostgreSQL per statement"
     );
+    describe_counter!(
+        "fp_dispatcher_outcomes_logged_total",
+        "Outcomes of fresh events' first attempts written to the log over their pending rows \
+         (the attempts fp-log-ingest never sees; with fp_log_ingest_rows_inserted_total, every \
+         attempt logged)"
+    );
+    describe_histogram!(
+        "fp_dispatcher_outcome_batch_size",
+        "First-attempt outcomes written to PostgreSQL per statement"
+    );
     // Api.
     describe_gauge!(
         "fp_api_outbox_backlog",
@@ -201,7 +211,8 @@ fn describe() {
     // Log-ingest.
     describe_counter!(
         "fp_log_ingest_rows_inserted_total",
-        "Attempt rows written (new rows and outcomes replacing pending rows)"
+        "Attempt rows written from records (new rows and outcomes replacing pending rows; a fresh \
+         event's first attempt is logged by the dispatcher: fp_dispatcher_outcomes_logged_total)"
     );
     describe_counter!(
         "fp_log_ingest_pending_rows_total",

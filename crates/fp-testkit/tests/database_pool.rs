@@ -435,9 +435,11 @@ async fn claims_in_flight_together_that_share_deliveries_each_claim_once() -> an
 /// A first attempt's claim stores its pending row in the same statement, and only where it is
 /// the claim that wins and where fp-log-ingest would have stored the pending record as it is: the
 /// tenant exists and the event is not erased. Elsewhere the claim still holds and says the row is
-/// not stored (the dispatcher then sends the pending record through the broker).
+/// not stored (the dispatcher then sends the pending record through the broker). The attempt's
+/// outcome overwrites that row under the same rules.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_claim_stores_its_pending_row_only_where_the_log_would_keep_it() -> anyhow::Result<()> {
+async fn a_claimed_attempt_stores_its_rows_only_where_the_log_would_keep_them() -> anyhow::Result<()>
+{
     use chrono::SubsecRound;
     use diesel::{ExpressionMethods, QueryDsl, SelectableHelper};
     use fp_store::attempts::AttemptRow;
@@ -487,15 +489,18 @@ async fn a_claim_stores_its_pending_row_only_where_the_log_would_keep_it() -> an
         .bind::<diesel::sql_types::Uuid, _>(Uuid::now_v7())
         .execute(&mut conn)
         .await?;
-        diesel::sql_query(
-            "INSERT INTO erased_events (event_id, tenant_id, erasure_id, erased_at) \
-             VALUES ($1, $2, $3, now())",
-        )
-        .bind::<diesel::sql_types::Uuid, _>(erased.event_id)
-        .bind::<diesel::sql_types::Uuid, _>(tenant_id)
-        .bind::<diesel::sql_types::Uuid, _>(erasure_id)
-        .execute(&mut conn)
-        .await?;
+        let mark_erased = async |conn: &mut PgConnection, event_id: Uuid| {
+            diesel::sql_query(
+                "INSERT INTO erased_events (event_id, tenant_id, erasure_id, erased_at) \
+                 VALUES ($1, $2, $3, now())",
+            )
+            .bind::<diesel::sql_types::Uuid, _>(event_id)
+            .bind::<diesel::sql_types::Uuid, _>(tenant_id)
+            .bind::<diesel::sql_types::Uuid, _>(erasure_id)
+            .execute(conn)
+            .await
+        };
+        mark_erased(&mut conn, erased.event_id).await?;
         // On a day without a partition (a year ahead): one is made for it first.
         let ahead = AttemptRow {
             attempted_at: at + chrono::TimeDelta::days(365),
@@ -567,6 +572,56 @@ async fn a_claim_stores_its_pending_row_only_where_the_log_would_keep_it() -> an
         .await?;
         assert_eq!(claimed, []);
         assert_eq!(rows_of(&mut conn, &[late_copy.id]).await?, []);
+
+        // The outcomes overwrite the pending rows in one statement, each once, except where the
+        // tenant is gone or the event was erased since its claim: left out, for the dispatcher
+        // to send through the broker to log-ingest, which drops them or stores them erased.
+        let outcome_of = |row: &AttemptRow| AttemptRow {
+            duration_ms: 31,
+            response_status: Some(200),
+            response_body: b"ok".to_vec(),
+            error_kind: None,
+            error_message: None,
+            is_final: true,
+            ..row.clone()
+        };
+        mark_erased(&mut conn, copy_a.event_id).await?;
+        let won_outcome = outcome_of(&won);
+        let logged = fp_store::attempts::store_claimed_outcomes(
+            &mut conn,
+            &[
+                won_outcome.clone(),
+                won_outcome.clone(),
+                outcome_of(&copy_a),
+                outcome_of(&orphan),
+            ],
+            fp_contracts::INTERRUPTED_ERROR_KIND,
+        )
+        .await?;
+        assert_eq!(logged, [won.id]);
+        assert_eq!(
+            rows_of(&mut conn, &[won.id]).await?,
+            std::slice::from_ref(&won_outcome)
+        );
+        assert_eq!(
+            rows_of(&mut conn, &[copy_a.id]).await?,
+            std::slice::from_ref(&copy_a),
+            "the erased event's row stays pending"
+        );
+        assert_eq!(rows_of(&mut conn, &[orphan.id]).await?, []);
+        // An outcome stored again (or another one) leaves the first in place, and is in the log.
+        let second = AttemptRow {
+            response_status: Some(500),
+            ..won_outcome.clone()
+        };
+        let logged = fp_store::attempts::store_claimed_outcomes(
+            &mut conn,
+            &[second],
+            fp_contracts::INTERRUPTED_ERROR_KIND,
+        )
+        .await?;
+        assert_eq!(logged, [won.id]);
+        assert_eq!(rows_of(&mut conn, &[won.id]).await?, [won_outcome]);
         Ok(())
     }
     .await;

@@ -1,5 +1,6 @@
 //! The dispatcher through real deliveries: retries through the broker, timeouts, redirects, 410,
-//! blocked targets, crashes, scale-out, a slow endpoint among fast ones, and poison messages.
+//! blocked targets, crashes, scale-out, a slow endpoint among fast ones, poison messages, and
+//! which attempts it logs itself.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -384,6 +385,100 @@ async fn a_killed_dispatcher_loses_nothing_and_two_dispatchers_share_the_work() 
         "each event attempted once"
     );
 
+    env.finish().await
+}
+
+/// A fresh event's first attempt reaches the log with its outcome while log-ingest is down: the
+/// dispatcher writes the outcome over the pending row its claim stored, sends no attempt record
+/// through the broker, and acks the event. The retry of a failed one goes to log-ingest as
+/// records, which wait in its queue until it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_attempt_is_logged_by_the_dispatcher_and_a_retry_by_log_ingest()
+-> anyhow::Result<()> {
+    let receiver = TlsReceiver::start(
+        "127.0.0.1:0".parse()?,
+        scripted(vec![
+            ("/ok", vec![answer(200, "ok")]),
+            ("/flaky", vec![answer(500, "boom"), answer(200, "ok")]),
+        ]),
+    )
+    .await?;
+    let mut env = environment("first-attempt-outcomes", &receiver).await?;
+    let pipeline = Pipeline::start(&mut env, 1).await?;
+    env.kill("fp-log-ingest").await?;
+    let broker = Broker::connect(&env.endpoints.broker_url, &env.namespace).await?;
+    let attempts_queue = broker.names.attempts_queue.clone();
+    let dispatcher = pipeline.dispatchers[0];
+
+    let ok = pipeline.tenant(&env, "outcomes ok").await?;
+    ok.configure(&receiver.url("/ok"), None).await?;
+    const EVENTS: usize = 3;
+    for n in 0..EVENTS {
+        ok.submit(&format!("logged {n}"), None).await?;
+    }
+    let entries = ok
+        .logs_until(PATIENCE, |entries| {
+            entries.len() == EVENTS
+                && entries
+                    .iter()
+                    .all(|entry| entry["response_code"].as_i64() == Some(200))
+        })
+        .await?;
+    assert_eq!(
+        attempts_of(&entries),
+        vec![(1, Some(200), true, None); EVENTS]
+    );
+    assert_eq!(
+        metric(dispatcher, "fp_dispatcher_outcomes_logged_total").await?,
+        EVENTS as u64
+    );
+    assert_eq!(
+        metric(dispatcher, "fp_dispatcher_messages_handled_total").await?,
+        EVENTS as u64,
+        "every event acked"
+    );
+    assert_eq!(
+        broker.queue_depth(&attempts_queue).await?,
+        0,
+        "no record sent"
+    );
+
+    // A failed first attempt is logged by the dispatcher too; its retry's pending record and
+    // outcome wait for log-ingest.
+    let flaky = pipeline.tenant(&env, "outcomes flaky").await?;
+    flaky.configure(&receiver.url("/flaky"), None).await?;
+    flaky.submit("retried", None).await?;
+    receiver.wait_for(EVENTS + 2, PATIENCE).await?;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while broker.queue_depth(&attempts_queue).await? < 2 {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the retry's records never reached log-ingest's queue"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let entries = flaky
+        .logs_until(PATIENCE, |entries| !entries.is_empty())
+        .await?;
+    assert_eq!(
+        attempts_of(&entries),
+        vec![(1, Some(500), false, Some("http_status".to_owned()))]
+    );
+    pipeline.restart_log_ingest(&mut env).await?;
+    let entries = flaky.logs_until(PATIENCE, has_final).await?;
+    assert_eq!(
+        attempts_of(&entries),
+        vec![
+            (1, Some(500), false, Some("http_status".to_owned())),
+            (2, Some(200), true, None)
+        ]
+    );
+    assert_eq!(
+        metric(dispatcher, "fp_dispatcher_outcomes_logged_total").await?,
+        EVENTS as u64 + 1
+    );
+
+    broker.close().await;
     env.finish().await
 }
 

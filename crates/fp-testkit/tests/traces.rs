@@ -39,8 +39,8 @@ fn client_spans<'a>(spans: &[&'a ReceivedSpan]) -> Vec<&'a ReceivedSpan> {
 }
 
 /// Everything the trace of one event must hold once it is complete: the api's request, both
-/// attempts (a 500, then the retry's 200), an insert by log-ingest, and every parent (a parent
-/// ends, and is exported, after its children).
+/// attempts (a 500, then the retry's 200), attempt 1's rows written by the dispatcher, an insert
+/// by log-ingest, and every parent (a parent ends, and is exported, after its children).
 fn complete(spans: &[ReceivedSpan], trace_id: &str, caller_span_id: &str) -> bool {
     let spans = in_trace(spans, trace_id);
     let ids: HashSet<&str> = spans.iter().map(|span| span.span_id.as_str()).collect();
@@ -60,11 +60,12 @@ fn complete(spans: &[ReceivedSpan], trace_id: &str, caller_span_id: &str) -> boo
     spans.iter().any(|span| span.service == "fp-api")
         && statuses.contains("500")
         && statuses.contains("200")
-        // The records reached log-ingest: both outcomes and attempt 2's pending record. Attempt
-        // 1's pending row went into the log with its claim.
+        // Attempt 2's records reached log-ingest: its pending record and its outcome. Attempt 1
+        // needs none: its pending row went into the log with its claim, its outcome over it.
         && inserts >= 1
         && dispatcher_spans(&spans, "INSERT delivery_claims").len() == 1
-        && dispatcher_spans(&spans, "create fp").len() >= 3
+        && dispatcher_spans(&spans, "UPDATE delivery_attempts").len() == 1
+        && dispatcher_spans(&spans, "create fp").len() >= 2
         // The records' batches (each the child of its first record) and the retry job.
         && dispatcher_spans(&spans, "publish fp").len() >= 3
 }

@@ -6,12 +6,12 @@
 //! whose insert took the row sends, the other is skipped. A claim made just before the request
 //! carries the attempt's pending row, stored by the same statement: the attempt is in the log
 //! before its request leaves without a pending record through the broker, and a copy that loses
-//! its claim stores nothing. Claims are batched: a single task writes every claim waiting at the
-//! time in one statement, so under load one round trip serves many deliveries (at ~4,600 first
-//! attempts/s, about one statement per few milliseconds instead of 4,600 single-row
-//! transactions), and a lone claim waits for nothing but its own round trip.
+//! its claim stores nothing. The attempt's outcome then overwrites that row, from here too: the
+//! attempt needs no record through the broker at all. Claims and outcomes are batched
+//! (`batch_writer`): at ~4,600 first attempts/s, about one statement per few milliseconds
+//! instead of 4,600 single-row transactions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -20,18 +20,13 @@ use fp_domain::inbound_event::{DEDUP_WINDOW, UNDELIVERABLE_RETENTION};
 use fp_store::attempts::AttemptRow;
 use fp_store::inbound_events::FirstAttemptClaim;
 use fp_store::partitions::CoveredDay;
-use fp_store::{PgPool, PooledConnection};
-use tokio::sync::{mpsc, oneshot};
+use fp_store::{PgConnection, PgPool, StoreError};
 use uuid::Uuid;
 
-/// Most claims written in one statement (arrays of any length: the bound is the batch's memory).
-const MAX_BATCH: usize = 1_000;
-/// Claims waiting for the writer; beyond it a claim waits for room (the prefetch bounds it anyway).
-const QUEUE_CAPACITY: usize = 10_000;
+use crate::batch_writer::{BatchStatement, BatchWriter};
+
 /// How often old claims and undeliverable records are removed.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
-
-type Answer = oneshot::Sender<Result<FirstAttempt, String>>;
 
 /// What a claim of a delivery's first attempt found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,16 +40,24 @@ pub enum FirstAttempt {
 
 #[derive(Clone)]
 pub struct FirstAttemptClaims {
-    requests: mpsc::Sender<(FirstAttemptClaim, Answer)>,
+    claims: BatchWriter<ClaimStatement>,
+    outcomes: BatchWriter<OutcomeStatement>,
 }
 
 impl FirstAttemptClaims {
-    /// Starts the writer and the pruning task on the current runtime.
+    /// Starts the writers (claims, outcomes: a connection each, so an outcome never holds up the
+    /// claim a request waits for) and the pruning task on the current runtime.
     pub fn start(pool: PgPool) -> Self {
-        let (requests, waiting) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(write_claims(pool.clone(), waiting));
-        tokio::spawn(prune(pool));
-        FirstAttemptClaims { requests }
+        tokio::spawn(prune(pool.clone()));
+        FirstAttemptClaims {
+            claims: BatchWriter::start(
+                pool.clone(),
+                ClaimStatement {
+                    covered_day: CoveredDay::default(),
+                },
+            ),
+            outcomes: BatchWriter::start(pool, OutcomeStatement),
+        }
     }
 
     /// Claims the delivery's first attempt, storing `pending` (the row of the attempt about to be
@@ -64,78 +67,83 @@ impl FirstAttemptClaims {
         delivery_id: DeliveryId,
         pending: Option<AttemptRow>,
     ) -> anyhow::Result<FirstAttempt> {
-        let (answer, answered) = oneshot::channel();
-        let claim = FirstAttemptClaim {
-            delivery_id: delivery_id.0,
-            pending,
-        };
-        self.requests
-            .send((claim, answer))
+        self.claims
+            .write(FirstAttemptClaim {
+                delivery_id: delivery_id.0,
+                pending,
+            })
             .await
-            .map_err(|_| anyhow::anyhow!("the claim writer has stopped"))?;
-        answered
-            .await
-            .map_err(|_| anyhow::anyhow!("the claim writer has stopped"))?
-            .map_err(|error| anyhow::anyhow!("cannot claim the first attempt: {error}"))
+    }
+
+    /// Stores the outcome of an attempt whose pending row its claim stored, over that row; false
+    /// where the log would not keep it as it is (the tenant is gone, the event erased since), and
+    /// the outcome record goes to log-ingest instead.
+    pub async fn log_outcome(&self, outcome: AttemptRow) -> anyhow::Result<bool> {
+        self.outcomes.write(outcome).await
     }
 }
 
-/// Writes the claims as they come, on one connection of the pool kept for it. A claim statement
-/// carries its attempts' rows, and a connection keeps buffers as large as the largest message it
-/// sent: taking any connection of the pool in turn left every one of them holding a statement's
-/// worth (about 17 MiB in all on a backlog).
-async fn write_claims(pool: PgPool, mut waiting: mpsc::Receiver<(FirstAttemptClaim, Answer)>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut covered_day = CoveredDay::default();
-    let mut kept: Option<PooledConnection> = None;
-    while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (claims, answers): (Vec<FirstAttemptClaim>, Vec<Answer>) = batch.drain(..).unzip();
-        // One the server closed (a restart) goes back to the pool, which drops it.
-        kept.take_if(|conn| !fp_store::still_usable(conn));
-        let conn = match kept.take() {
-            Some(conn) => Ok(conn),
-            None => pool.get().await,
-        };
-        let claimed = match conn {
-            Ok(mut conn) => {
-                let claimed = fp_store::inbound_events::claim_first_attempts(
-                    &mut conn,
-                    &claims,
-                    Utc::now(),
-                    &mut covered_day,
-                )
-                .await;
-                if claimed.is_ok() {
-                    kept = Some(conn);
-                }
-                claimed.map_err(|error| error.to_string())
-            }
-            Err(error) => Err(error.to_string()),
-        }
-        .map(|claimed| {
-            claimed
-                .into_iter()
-                .map(|claimed| (claimed.delivery_id, claimed.pending_stored))
-                .collect::<HashMap<Uuid, bool>>()
-        });
-        metrics::histogram!("fp_dispatcher_claim_batch_size").record(claims.len() as f64);
-        match claimed {
-            Ok(mut claimed) => {
-                for (claim, answer) in claims.iter().zip(answers) {
-                    // Two copies in one batch: the first takes the claim, the second does not.
-                    let found = match claimed.remove(&claim.delivery_id) {
-                        Some(pending_logged) => FirstAttempt::Claimed { pending_logged },
-                        None => FirstAttempt::ClaimedBefore,
-                    };
-                    let _ = answer.send(Ok(found));
-                }
-            }
-            Err(error) => {
-                for answer in answers {
-                    let _ = answer.send(Err(error.clone()));
-                }
-            }
-        }
+struct ClaimStatement {
+    covered_day: CoveredDay,
+}
+
+impl BatchStatement for ClaimStatement {
+    type Item = FirstAttemptClaim;
+    type Answer = FirstAttempt;
+    const BATCH_SIZE_METRIC: &'static str = "fp_dispatcher_claim_batch_size";
+    const WRITER: &'static str = "the claim writer";
+
+    async fn write(
+        &mut self,
+        conn: &mut PgConnection,
+        claims: &[FirstAttemptClaim],
+    ) -> Result<Vec<FirstAttempt>, StoreError> {
+        let mut claimed: HashMap<Uuid, bool> = fp_store::inbound_events::claim_first_attempts(
+            conn,
+            claims,
+            Utc::now(),
+            &mut self.covered_day,
+        )
+        .await?
+        .into_iter()
+        .map(|claimed| (claimed.delivery_id, claimed.pending_stored))
+        .collect();
+        Ok(claims
+            .iter()
+            // Two copies in one batch: the first takes the claim, the second does not.
+            .map(|claim| match claimed.remove(&claim.delivery_id) {
+                Some(pending_logged) => FirstAttempt::Claimed { pending_logged },
+                None => FirstAttempt::ClaimedBefore,
+            })
+            .collect())
+    }
+}
+
+struct OutcomeStatement;
+
+impl BatchStatement for OutcomeStatement {
+    type Item = AttemptRow;
+    type Answer = bool;
+    const BATCH_SIZE_METRIC: &'static str = "fp_dispatcher_outcome_batch_size";
+    const WRITER: &'static str = "the outcome writer";
+
+    async fn write(
+        &mut self,
+        conn: &mut PgConnection,
+        outcomes: &[AttemptRow],
+    ) -> Result<Vec<bool>, StoreError> {
+        let logged: HashSet<Uuid> = fp_store::attempts::store_claimed_outcomes(
+            conn,
+            outcomes,
+            fp_contracts::INTERRUPTED_ERROR_KIND,
+        )
+        .await?
+        .into_iter()
+        .collect();
+        Ok(outcomes
+            .iter()
+            .map(|outcome| logged.contains(&outcome.id))
+            .collect())
     }
 }
 

@@ -761,9 +761,14 @@ impl Dispatcher {
             }
             None => Ok(()),
         };
-        // The record, though, waits for the next connection: the endpoint may have seen this
-        // attempt, so the tenant's log must show its outcome.
-        self.publish_record(&mut record, RECORD_PATIENCE).await?;
+        // The outcome of an attempt whose pending row is in the log goes over that row, with no
+        // record through the broker; where it cannot (the database is away, the tenant or the
+        // event gone since), the record does.
+        if !(pending_logged && self.log_outcome(&record, span).await) {
+            // The record waits for the next connection: the endpoint may have seen this
+            // attempt, so the tenant's log must show its outcome.
+            self.publish_record(&mut record, RECORD_PATIENCE).await?;
+        }
         scheduled?;
         crate::metrics::attempt_settled(verdict, retry, job.manual, format);
         self.completed.remember(job);
@@ -827,6 +832,52 @@ impl Dispatcher {
             Err(error) => {
                 tracing::debug!(%error, "could not copy it back; requeueing it instead");
                 settlement.requeue().await;
+            }
+        }
+    }
+
+    /// Stores the outcome of an attempt whose claim stored its pending row over that row; false
+    /// where it was not stored, for the record to go to log-ingest.
+    async fn log_outcome(&self, record: &v1::DeliveryAttempt, span: &tracing::Span) -> bool {
+        // In the trace of the delivery's span, as its pending row is.
+        let trace = fp_telemetry::propagation::StoredContext::of_span(span);
+        let row = match AttemptRow::from_record(v1::DeliveryAttempt {
+            traceparent: trace.traceparent,
+            tracestate: trace.tracestate,
+            ..record.clone()
+        }) {
+            Ok(row) => row,
+            Err(error) => {
+                tracing::warn!(%error, "the outcome has no row; sending its record");
+                return false;
+            }
+        };
+        let store_span = tracing::info_span!(
+            target: OTEL_TARGET,
+            "outcome",
+            "otel.name" = "UPDATE delivery_attempts",
+            "otel.kind" = "internal",
+            "db.system.name" = "postgresql",
+            "db.operation.name" = "UPDATE",
+            "db.collection.name" = "delivery_attempts",
+        );
+        match self.claims.log_outcome(row).instrument(store_span).await {
+            Ok(true) => {
+                metrics::counter!("fp_dispatcher_outcomes_logged_total").increment(1);
+                true
+            }
+            Ok(false) => {
+                tracing::info!(
+                    "the log keeps no outcome here (tenant or event gone); sending its record"
+                );
+                false
+            }
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "could not store the outcome; sending its record"
+                );
+                false
             }
         }
     }

@@ -1,8 +1,11 @@
 //! The dispatcher: consumes events from the shared queue, delivers each to the tenant's endpoint,
-//! publishes one attempt record per attempt, and acks the event only after that record is confirmed
-//! by the broker. A crash at any point leaves the event unacked, so it is delivered again (at least
-//! once; the delivery id stays the same, so receivers can deduplicate).
+//! records each attempt's outcome (a fresh event's first attempt in PostgreSQL, over the pending
+//! row its claim stored; any other as a record through the broker to log-ingest), and acks the
+//! event only after that outcome is committed or confirmed. A crash at any point leaves the event
+//! unacked, so it is delivered again (at least once; the delivery id stays the same, so receivers
+//! can deduplicate).
 
+mod batch_writer;
 mod claims;
 mod completed;
 mod config_cache;
