@@ -259,6 +259,8 @@ pub struct DispatcherSettings {
     pub record_batch_max: NonZeroUsize,
     /// Record batches awaiting their confirm at once.
     pub record_batches_in_flight: NonZeroUsize,
+    /// How long the outcome writer gathers first attempts' outcomes into one statement.
+    pub outcome_linger_ms: u64,
     /// Threads of the dispatcher's async runtime.
     pub worker_threads: NonZeroUsize,
     #[serde(skip)]
@@ -580,6 +582,7 @@ mod tests {
             host_request_burst: NonZeroU32::MIN,
             record_batch_max: NonZeroUsize::MIN,
             record_batches_in_flight: NonZeroUsize::MIN,
+            outcome_linger_ms: 0,
             worker_threads: NonZeroUsize::MIN,
             retry_schedule: RetrySchedule::standard(),
             allow_private_cidrs: Vec::new(),
@@ -720,6 +723,7 @@ mod tests {
         assert_eq!(settings.api.submission_writers.get(), 2);
         assert_eq!(settings.dispatcher.record_batch_max.get(), 256);
         assert_eq!(settings.dispatcher.record_batches_in_flight.get(), 2);
+        assert_eq!(settings.dispatcher.outcome_linger_ms, 20);
         assert_eq!(settings.dispatcher.worker_threads.get(), 1);
         for (variable, key) in [
             ("FP__API__SUBMISSION_BATCH_MAX", "submission_batch_max"),

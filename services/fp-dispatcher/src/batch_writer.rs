@@ -1,8 +1,9 @@
 //! Writes that many deliveries wait for, batched: a single task writes every item waiting at the
-//! time in one statement, so under load one round trip serves many deliveries, and a lone item
-//! waits for nothing but its own round trip.
+//! time (or arriving within its linger) in one statement, so under load one round trip serves
+//! many deliveries, and with no linger a lone item waits for nothing but its own round trip.
 
 use std::future::Future;
+use std::time::Duration;
 
 use fp_store::{PgConnection, PgPool, PooledConnection, StoreError};
 use tokio::sync::{mpsc, oneshot};
@@ -44,10 +45,11 @@ impl<S: BatchStatement> Clone for BatchWriter<S> {
 }
 
 impl<S: BatchStatement> BatchWriter<S> {
-    /// Starts the writer on the current runtime.
-    pub fn start(pool: PgPool, statement: S) -> Self {
+    /// Starts the writer on the current runtime. A batch gathers for `linger` after its first
+    /// item (`Duration::ZERO`: none).
+    pub fn start(pool: PgPool, statement: S, linger: Duration) -> Self {
         let (requests, waiting) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(write_batches(pool, statement, waiting));
+        tokio::spawn(write_batches(pool, statement, linger, waiting));
         BatchWriter { requests }
     }
 
@@ -73,11 +75,23 @@ impl<S: BatchStatement> BatchWriter<S> {
 async fn write_batches<S: BatchStatement>(
     pool: PgPool,
     mut statement: S,
+    linger: Duration,
     mut waiting: mpsc::Receiver<(S::Item, Answer<S>)>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut kept: Option<PooledConnection> = None;
     while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        if !linger.is_zero() {
+            let until = tokio::time::Instant::now() + linger;
+            while batch.len() < MAX_BATCH {
+                let room = MAX_BATCH - batch.len();
+                match tokio::time::timeout_at(until, waiting.recv_many(&mut batch, room)).await {
+                    Ok(received) if received > 0 => {}
+                    // The linger is over, or every sender is gone.
+                    _ => break,
+                }
+            }
+        }
         let (items, answers): (Vec<S::Item>, Vec<Answer<S>>) = batch.drain(..).unzip();
         // One the server closed (a restart) goes back to the pool, which drops it.
         kept.take_if(|conn| !fp_store::still_usable(conn));

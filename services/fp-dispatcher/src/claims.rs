@@ -46,8 +46,10 @@ pub struct FirstAttemptClaims {
 
 impl FirstAttemptClaims {
     /// Starts the writers (claims, outcomes: a connection each, so an outcome never holds up the
-    /// claim a request waits for) and the pruning task on the current runtime.
-    pub fn start(pool: PgPool) -> Self {
+    /// claim a request waits for) and the pruning task on the current runtime. A claim is written
+    /// at once (its request waits for it); outcomes gather for `outcome_linger` first (only the
+    /// input's ack waits for them), so that at a low rate one statement still serves several.
+    pub fn start(pool: PgPool, outcome_linger: Duration) -> Self {
         tokio::spawn(prune(pool.clone()));
         FirstAttemptClaims {
             claims: BatchWriter::start(
@@ -55,8 +57,9 @@ impl FirstAttemptClaims {
                 ClaimStatement {
                     covered_day: CoveredDay::default(),
                 },
+                Duration::ZERO,
             ),
-            outcomes: BatchWriter::start(pool, OutcomeStatement),
+            outcomes: BatchWriter::start(pool, OutcomeStatement, outcome_linger),
         }
     }
 

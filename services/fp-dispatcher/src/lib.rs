@@ -133,7 +133,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             Duration::from_millis(dispatcher_settings.config_cache_ttl_ms),
             master_key,
         ),
-        claims: claims::FirstAttemptClaims::start(pool.clone()),
+        claims: claims::FirstAttemptClaims::start(
+            pool.clone(),
+            Duration::from_millis(dispatcher_settings.outcome_linger_ms),
+        ),
         pool,
         completed: completed::CompletedAttempts::new(),
         client,
