@@ -64,6 +64,13 @@ fn non_empty(text: String) -> Option<String> {
 }
 
 impl AttemptRow {
+    /// About how many bytes the row takes in a statement: its bodies and URL, and a fixed share
+    /// for its ids, times, numbers and headers.
+    pub fn approximate_bytes(&self) -> usize {
+        const FIXED_COLUMNS: usize = 512;
+        self.request_body.len() + self.response_body.len() + self.url.len() + FIXED_COLUMNS
+    }
+
     /// The row of an attempt record (`outcome_pending` aside, which says where the row goes);
     /// refuses a record whose ids, times or numbers are not valid.
     pub fn from_record(record: v1::DeliveryAttempt) -> Result<Self, DecodeError> {
@@ -285,7 +292,7 @@ fn push_overwrite_pending<'b>(
 /// (`inbound_events::claim_first_attempts`), in one statement: each overwrites its pending row.
 /// Returns the ids of the attempts now in the log with their outcome.
 ///
-/// An outcome is left out where its pending row would have been ([`InsertAttempts::push_loggable`]):
+/// An outcome is left out where its pending row would have been (`InsertAttempts::push_loggable`):
 /// its tenant is gone or its event was erased meanwhile. The dispatcher then publishes its record, and fp-log-ingest
 /// drops it or stores it erased. No partition is made: each row's pending row is in its day's.
 pub async fn store_claimed_outcomes(

@@ -1,7 +1,8 @@
 //! Erasure of a submission's personal data (owned by fp-api; the dispatcher reads whether an event
 //! was erased). One erasure runs in one transaction of the api, which holds the submission's row
 //! lock throughout, so erasures and status changes of one submission serialise. It is the one
-//! writer of `delivery_attempts` besides fp-log-ingest: it rewrites the bodies of the attempts of
+//! writer of `delivery_attempts` besides fp-log-ingest and fp-dispatcher (a fresh event's first
+//! attempt): it rewrites the bodies of the attempts of
 //! the erased events, found by tenant and event id, each updated by its id and `attempted_at` so a
 //! table partitioned by time touches one partition per row.
 

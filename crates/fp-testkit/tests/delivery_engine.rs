@@ -388,6 +388,27 @@ async fn a_killed_dispatcher_loses_nothing_and_two_dispatchers_share_the_work() 
     env.finish().await
 }
 
+/// Waits until a dispatcher's counter shows `expected` (it may lag the rows it counts by a few
+/// milliseconds); fails on another value after [`PATIENCE`].
+async fn metric_reaches(
+    health: std::net::SocketAddr,
+    name: &str,
+    expected: u64,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let value = metric(health, name).await?;
+        if value == expected {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            value < expected && tokio::time::Instant::now() < deadline,
+            "{name} is {value}, not {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A fresh event's first attempt reaches the log with its outcome while log-ingest is down: the
 /// dispatcher writes the outcome over the pending row its claim stored, sends no attempt record
 /// through the broker, and acks the event. The retry of a failed one goes to log-ingest as
@@ -428,15 +449,19 @@ async fn a_first_attempt_is_logged_by_the_dispatcher_and_a_retry_by_log_ingest()
         attempts_of(&entries),
         vec![(1, Some(200), true, None); EVENTS]
     );
-    assert_eq!(
-        metric(dispatcher, "fp_dispatcher_outcomes_logged_total").await?,
-        EVENTS as u64
-    );
-    assert_eq!(
-        metric(dispatcher, "fp_dispatcher_messages_handled_total").await?,
+    // Counted once the statement answered, which may be just after the rows are readable.
+    metric_reaches(
+        dispatcher,
+        "fp_dispatcher_outcomes_logged_total",
         EVENTS as u64,
-        "every event acked"
-    );
+    )
+    .await?;
+    metric_reaches(
+        dispatcher,
+        "fp_dispatcher_messages_handled_total",
+        EVENTS as u64,
+    )
+    .await?;
     assert_eq!(
         broker.queue_depth(&attempts_queue).await?,
         0,
@@ -473,10 +498,12 @@ async fn a_first_attempt_is_logged_by_the_dispatcher_and_a_retry_by_log_ingest()
             (2, Some(200), true, None)
         ]
     );
-    assert_eq!(
-        metric(dispatcher, "fp_dispatcher_outcomes_logged_total").await?,
-        EVENTS as u64 + 1
-    );
+    metric_reaches(
+        dispatcher,
+        "fp_dispatcher_outcomes_logged_total",
+        EVENTS as u64 + 1,
+    )
+    .await?;
 
     broker.close().await;
     env.finish().await

@@ -437,6 +437,11 @@ async fn prometheus_sees_every_metric_move_while_deliveries_flow() -> anyhow::Re
             "sum(fp_log_ingest_lag_seconds_count) - sum(fp_log_ingest_rows_inserted_total)",
             Box::new(exactly(0.0)),
         ),
+        // The records log-ingest wrote were published in batches (what the log-lag alert watches).
+        (
+            r#"sum(fp_broker_batch_messages_sum{job="fp-dispatcher"})"#,
+            Box::new(|v| v >= 1.0),
+        ),
         (
             "sum(fp_log_ingest_batch_rows_count)",
             Box::new(|v| v >= 1.0),

@@ -7,9 +7,15 @@ use std::time::Duration;
 
 use fp_store::{PgConnection, PgPool, PooledConnection, StoreError};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
-/// Most items written in one statement (arrays of any length: the bound is the batch's memory).
+/// Most items written in one statement.
 const MAX_BATCH: usize = 1_000;
+/// Most bytes of items in one statement (the first item goes whatever its size): a kept
+/// connection keeps buffers as large as the largest statement it sent, and outcomes carry
+/// response bodies of up to 64 KiB. A full batch of claims with their pending rows (about 1.5
+/// KB each) fits.
+const MAX_BATCH_BYTES: usize = 2 << 20;
 /// Items waiting for the writer; beyond it an item waits for room (the prefetch bounds it anyway).
 const QUEUE_CAPACITY: usize = 10_000;
 
@@ -22,6 +28,9 @@ pub trait BatchStatement: Send + 'static {
     /// What the writer is, for errors: "the claim writer".
     const WRITER: &'static str;
 
+    /// About how many bytes `item` adds to a statement.
+    fn size(item: &Self::Item) -> usize;
+
     /// Writes `items` in one statement; answers each item, in their order.
     fn write(
         &mut self,
@@ -30,10 +39,15 @@ pub trait BatchStatement: Send + 'static {
     ) -> impl Future<Output = Result<Vec<Self::Answer>, StoreError>> + Send;
 }
 
-type Answer<S> = oneshot::Sender<Result<<S as BatchStatement>::Answer, String>>;
+/// An item, what answers it, and when it was handed over (its linger runs from then).
+struct Waiting<S: BatchStatement> {
+    item: S::Item,
+    answer: oneshot::Sender<Result<S::Answer, String>>,
+    since: Instant,
+}
 
 pub struct BatchWriter<S: BatchStatement> {
-    requests: mpsc::Sender<(S::Item, Answer<S>)>,
+    requests: mpsc::Sender<Waiting<S>>,
 }
 
 impl<S: BatchStatement> Clone for BatchWriter<S> {
@@ -45,8 +59,8 @@ impl<S: BatchStatement> Clone for BatchWriter<S> {
 }
 
 impl<S: BatchStatement> BatchWriter<S> {
-    /// Starts the writer on the current runtime. A batch gathers for `linger` after its first
-    /// item (`Duration::ZERO`: none).
+    /// Starts the writer on the current runtime. A batch gathers until `linger` after its first
+    /// item was handed over (`Duration::ZERO`: no gathering).
     pub fn start(pool: PgPool, statement: S, linger: Duration) -> Self {
         let (requests, waiting) = mpsc::channel(QUEUE_CAPACITY);
         tokio::spawn(write_batches(pool, statement, linger, waiting));
@@ -58,7 +72,11 @@ impl<S: BatchStatement> BatchWriter<S> {
         let stopped = || anyhow::anyhow!("{} has stopped", S::WRITER);
         let (answer, answered) = oneshot::channel();
         self.requests
-            .send((item, answer))
+            .send(Waiting {
+                item,
+                answer,
+                since: Instant::now(),
+            })
             .await
             .map_err(|_| stopped())?;
         answered
@@ -76,13 +94,18 @@ async fn write_batches<S: BatchStatement>(
     pool: PgPool,
     mut statement: S,
     linger: Duration,
-    mut waiting: mpsc::Receiver<(S::Item, Answer<S>)>,
+    mut waiting: mpsc::Receiver<Waiting<S>>,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<Waiting<S>> = Vec::with_capacity(MAX_BATCH);
+    // What did not fit the last statement's byte budget: the head of the next.
+    let mut left_over: Vec<Waiting<S>> = Vec::new();
     let mut kept: Option<PooledConnection> = None;
-    while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        if !linger.is_zero() {
-            let until = tokio::time::Instant::now() + linger;
+    loop {
+        batch.append(&mut left_over);
+        if batch.is_empty() && waiting.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        if let Some(until) = batch.first().map(|first| first.since + linger) {
             while batch.len() < MAX_BATCH {
                 let room = MAX_BATCH - batch.len();
                 match tokio::time::timeout_at(until, waiting.recv_many(&mut batch, room)).await {
@@ -92,7 +115,14 @@ async fn write_batches<S: BatchStatement>(
                 }
             }
         }
-        let (items, answers): (Vec<S::Item>, Vec<Answer<S>>) = batch.drain(..).unzip();
+        left_over = batch.split_off(within_budget(
+            batch.iter().map(|waiting| S::size(&waiting.item)),
+            MAX_BATCH_BYTES,
+        ));
+        let (items, answers): (Vec<S::Item>, Vec<_>) = batch
+            .drain(..)
+            .map(|waiting| (waiting.item, waiting.answer))
+            .unzip();
         // One the server closed (a restart) goes back to the pool, which drops it.
         kept.take_if(|conn| !fp_store::still_usable(conn));
         let conn = match kept.take() {
@@ -112,6 +142,7 @@ async fn write_batches<S: BatchStatement>(
         metrics::histogram!(S::BATCH_SIZE_METRIC).record(items.len() as f64);
         match written {
             Ok(found) => {
+                debug_assert_eq!(found.len(), answers.len(), "one answer per item");
                 for (found, answer) in found.into_iter().zip(answers) {
                     let _ = answer.send(Ok(found));
                 }
@@ -122,5 +153,33 @@ async fn write_batches<S: BatchStatement>(
                 }
             }
         }
+    }
+}
+
+/// How many of the leading items fit `budget` bytes; at least one, so an item larger than the
+/// budget still goes (alone).
+fn within_budget(sizes: impl Iterator<Item = usize>, budget: usize) -> usize {
+    let mut total = 0;
+    let mut count = 0;
+    for size in sizes {
+        total += size;
+        if count > 0 && total > budget {
+            break;
+        }
+        count += 1;
+    }
+    count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within_budget;
+
+    #[test]
+    fn a_batch_takes_the_leading_items_that_fit_and_always_its_first() {
+        assert_eq!(within_budget([].into_iter(), 10), 0);
+        assert_eq!(within_budget([4, 4, 2].into_iter(), 10), 3);
+        assert_eq!(within_budget([4, 4, 3, 1].into_iter(), 10), 2);
+        assert_eq!(within_budget([25, 1].into_iter(), 10), 1);
     }
 }

@@ -20,16 +20,20 @@ use tracing::Instrument;
 use tracing::field::Empty;
 use uuid::Uuid;
 
-use crate::claims::{FirstAttempt, FirstAttemptClaims};
 use crate::completed::{Claim, CompletedAttempts};
 use crate::config_cache::{ConfigCache, Endpoint, Lookup};
 use crate::endpoint_health::HealthReporter;
 use crate::endpoint_limits::EndpointLimits;
+use crate::first_attempts::{FirstAttempt, FirstAttemptLog};
 use crate::host_rates::HostRates;
 
 /// How long an attempt's record waits for a lost broker connection to come back before the
 /// attempt is given up as unrecorded (its input then returns to the queue).
 const RECORD_PATIENCE: Duration = Duration::from_secs(30);
+
+/// How long a first attempt's outcome waits for the database to write it over its pending row
+/// before it goes to log-ingest as a record instead (a database that hangs rather than fails).
+const OUTCOME_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Beyond the maker's request timeout and record patience: how far log-ingest may lag behind.
 const LOG_LAG_ALLOWANCE: Duration = Duration::from_secs(5);
@@ -104,8 +108,9 @@ pub struct Dispatcher {
     /// Reads the log, to tell whether a redelivered input's attempt was already made elsewhere.
     pub pool: PgPool,
     pub completed: CompletedAttempts,
-    /// First attempts claimed across dispatchers: a duplicate publish is delivered once.
-    pub claims: FirstAttemptClaims,
+    /// First attempts claimed across dispatchers (a duplicate publish is delivered once), each
+    /// with its pending row and then its outcome in the log.
+    pub first_attempts: FirstAttemptLog,
     pub client: DeliveryClient,
     pub publisher: Publisher,
     /// Attempt records, batched: one message carries every record ready at the same moment.
@@ -405,7 +410,7 @@ impl Dispatcher {
             "fp.pending_row" = pending.is_some(),
         );
         let found = self
-            .claims
+            .first_attempts
             .claim(job.delivery_id, pending)
             .instrument(claim_span)
             .await?;
@@ -660,13 +665,7 @@ impl Dispatcher {
             pending_record(job, endpoint, attempted_at, &request.headers, request.body);
         let pending_logged = match first_attempt_claim {
             Some(claimed) => {
-                // In the trace of the delivery's span, as a pending record's row is in its own.
-                let trace = fp_telemetry::propagation::StoredContext::of_span(span);
-                let row = AttemptRow::from_record(v1::DeliveryAttempt {
-                    traceparent: trace.traceparent,
-                    tracestate: trace.tracestate,
-                    ..record.clone()
-                })?;
+                let row = row_in_span(&record, span)?;
                 match self
                     .claim_first_attempt(job, Some(row), claimed, span)
                     .await?
@@ -839,29 +838,30 @@ impl Dispatcher {
     /// Stores the outcome of an attempt whose claim stored its pending row over that row; false
     /// where it was not stored, for the record to go to log-ingest.
     async fn log_outcome(&self, record: &v1::DeliveryAttempt, span: &tracing::Span) -> bool {
-        // In the trace of the delivery's span, as its pending row is.
-        let trace = fp_telemetry::propagation::StoredContext::of_span(span);
-        let row = match AttemptRow::from_record(v1::DeliveryAttempt {
-            traceparent: trace.traceparent,
-            tracestate: trace.tracestate,
-            ..record.clone()
-        }) {
+        let row = match row_in_span(record, span) {
             Ok(row) => row,
             Err(error) => {
                 tracing::warn!(%error, "the outcome has no row; sending its record");
                 return false;
             }
         };
+        // From the hand-over to the writer: its linger and the statement.
         let store_span = tracing::info_span!(
             target: OTEL_TARGET,
             "outcome",
-            "otel.name" = "UPDATE delivery_attempts",
+            "otel.name" = "INSERT delivery_attempts",
             "otel.kind" = "internal",
             "db.system.name" = "postgresql",
-            "db.operation.name" = "UPDATE",
+            "db.operation.name" = "INSERT",
             "db.collection.name" = "delivery_attempts",
         );
-        match self.claims.log_outcome(row).instrument(store_span).await {
+        let stored = tokio::time::timeout(
+            OUTCOME_PATIENCE,
+            self.first_attempts.log_outcome(row).instrument(store_span),
+        )
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {OUTCOME_PATIENCE:?}")));
+        match stored {
             Ok(true) => {
                 metrics::counter!("fp_dispatcher_outcomes_logged_total").increment(1);
                 true
@@ -1014,7 +1014,21 @@ impl JobOrEvent {
 
 /// [`Dispatcher::in_flight_horizon`] for a client with these timeouts.
 pub fn in_flight_horizon(connect_timeout: Duration, request_timeout: Duration) -> Duration {
-    connect_timeout + request_timeout + RECORD_PATIENCE + LOG_LAG_ALLOWANCE
+    connect_timeout + request_timeout + OUTCOME_PATIENCE + RECORD_PATIENCE + LOG_LAG_ALLOWANCE
+}
+
+/// The row of `record` in the trace of the delivery's span, as a pending record's row is in its
+/// own: what the dispatcher writes to the log itself.
+fn row_in_span(
+    record: &v1::DeliveryAttempt,
+    span: &tracing::Span,
+) -> Result<AttemptRow, fp_contracts::DecodeError> {
+    let trace = fp_telemetry::propagation::StoredContext::of_span(span);
+    AttemptRow::from_record(v1::DeliveryAttempt {
+        traceparent: trace.traceparent,
+        tracestate: trace.tracestate,
+        ..record.clone()
+    })
 }
 
 fn duration_ms(duration: Duration) -> u64 {
@@ -1144,9 +1158,10 @@ mod tests {
     #[test]
     fn a_copy_waits_no_longer_than_an_attempt_can_be_in_flight() {
         let horizon = in_flight_horizon(Duration::from_secs(5), Duration::from_secs(15));
-        // The maker's connect and request timeouts, its record's patience on a new connection,
-        // and log-ingest's lag: an outcome cannot come later than that.
-        assert_eq!(horizon, Duration::from_secs(5 + 15 + 30 + 5));
+        // The maker's connect and request timeouts, its wait for the database to take the
+        // outcome, its record's patience on a new connection, and log-ingest's lag: an outcome
+        // cannot come later than that.
+        assert_eq!(horizon, Duration::from_secs(5 + 15 + 5 + 30 + 5));
         assert!(horizon > RECORD_PATIENCE);
     }
 }

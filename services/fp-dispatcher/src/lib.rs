@@ -6,12 +6,12 @@
 //! can deduplicate).
 
 mod batch_writer;
-mod claims;
 mod completed;
 mod config_cache;
 mod delivery;
 mod endpoint_health;
 mod endpoint_limits;
+mod first_attempts;
 mod host_rates;
 mod metrics;
 
@@ -133,7 +133,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             Duration::from_millis(dispatcher_settings.config_cache_ttl_ms),
             master_key,
         ),
-        claims: claims::FirstAttemptClaims::start(
+        first_attempts: first_attempts::FirstAttemptLog::start(
             pool.clone(),
             Duration::from_millis(dispatcher_settings.outcome_linger_ms),
         ),

@@ -6,8 +6,9 @@
 //! whose insert took the row sends, the other is skipped. A claim made just before the request
 //! carries the attempt's pending row, stored by the same statement: the attempt is in the log
 //! before its request leaves without a pending record through the broker, and a copy that loses
-//! its claim stores nothing. The attempt's outcome then overwrites that row, from here too: the
-//! attempt needs no record through the broker at all. Claims and outcomes are batched
+//! its claim stores nothing. The attempt's outcome then overwrites that row, from here too, so
+//! the attempt normally sends no record through the broker (one goes to log-ingest only where
+//! that write fails or the log would not keep it). Claims and outcomes are batched
 //! (`batch_writer`): at ~4,600 first attempts/s, about one statement per few milliseconds
 //! instead of 4,600 single-row transactions.
 
@@ -39,19 +40,19 @@ pub enum FirstAttempt {
 }
 
 #[derive(Clone)]
-pub struct FirstAttemptClaims {
+pub struct FirstAttemptLog {
     claims: BatchWriter<ClaimStatement>,
     outcomes: BatchWriter<OutcomeStatement>,
 }
 
-impl FirstAttemptClaims {
+impl FirstAttemptLog {
     /// Starts the writers (claims, outcomes: a connection each, so an outcome never holds up the
     /// claim a request waits for) and the pruning task on the current runtime. A claim is written
     /// at once (its request waits for it); outcomes gather for `outcome_linger` first (only the
     /// input's ack waits for them), so that at a low rate one statement still serves several.
     pub fn start(pool: PgPool, outcome_linger: Duration) -> Self {
         tokio::spawn(prune(pool.clone()));
-        FirstAttemptClaims {
+        FirstAttemptLog {
             claims: BatchWriter::start(
                 pool.clone(),
                 ClaimStatement {
@@ -96,6 +97,13 @@ impl BatchStatement for ClaimStatement {
     const BATCH_SIZE_METRIC: &'static str = "fp_dispatcher_claim_batch_size";
     const WRITER: &'static str = "the claim writer";
 
+    fn size(claim: &FirstAttemptClaim) -> usize {
+        claim
+            .pending
+            .as_ref()
+            .map_or(0, AttemptRow::approximate_bytes)
+    }
+
     async fn write(
         &mut self,
         conn: &mut PgConnection,
@@ -129,6 +137,10 @@ impl BatchStatement for OutcomeStatement {
     type Answer = bool;
     const BATCH_SIZE_METRIC: &'static str = "fp_dispatcher_outcome_batch_size";
     const WRITER: &'static str = "the outcome writer";
+
+    fn size(outcome: &AttemptRow) -> usize {
+        outcome.approximate_bytes()
+    }
 
     async fn write(
         &mut self,
