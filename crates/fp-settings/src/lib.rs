@@ -131,7 +131,10 @@ pub struct ApiSettings {
     pub listen: SocketAddr,
     /// `/healthz`, `/readyz` and `/metrics`, apart from the public `listen`.
     pub health_listen: SocketAddr,
+    /// How often the relay polls the outbox for rows the in-memory hand-off left.
     pub outbox_poll_interval_ms: u64,
+    /// How long the poll leaves a committed row to the hand-off.
+    pub outbox_handoff_grace_ms: u64,
     /// Outbox relay loops side by side, so one batch is claimed and published while another's
     /// confirms and commit are still pending.
     pub outbox_relay_pipelines: NonZeroUsize,

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use diesel::dsl::now;
 use diesel::pg::Pg;
+use diesel::pg::data_types::PgInterval;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::{self, Array, BigInt, Binary, Nullable, Text, Timestamptz};
@@ -136,14 +138,21 @@ impl QueryFragment<Pg> for InsertEvents<'_> {
     }
 }
 
-/// The oldest unpublished events, locked so that several relays never publish the same row at the
-/// same time. Call inside a transaction and mark them before it commits.
+/// The oldest unpublished events committed at least `min_age` ago (by the database's clock),
+/// locked so that several relays never publish the same row at the same time. Call inside a
+/// transaction and mark them before it commits. Younger rows belong to the api that committed them,
+/// which hands them to its relay in memory (`fp-api`'s `OutboxHandoff`); `min_age` is how long the
+/// poll leaves them to it.
 pub async fn claim_unpublished(
     conn: &mut AsyncPgConnection,
     limit: i64,
+    min_age: Duration,
 ) -> Result<Vec<PendingEvent>, StoreError> {
+    let min_age =
+        PgInterval::from_microseconds(i64::try_from(min_age.as_micros()).unwrap_or(i64::MAX));
     Ok(outbox::table
         .filter(outbox::published_at.is_null())
+        .filter(outbox::created_at.le(now.into_sql::<Timestamptz>() - min_age))
         .order(outbox::id.asc())
         .limit(limit)
         .select(PendingEvent::as_select())
@@ -153,9 +162,14 @@ pub async fn claim_unpublished(
         .await?)
 }
 
-pub async fn mark_published(conn: &mut AsyncPgConnection, ids: &[i64]) -> Result<(), StoreError> {
+/// Marks the events `event_ids` published. A row the relay's poll claimed meanwhile waits for
+/// that transaction; marking a row twice only moves its publication time.
+pub async fn mark_published(
+    conn: &mut AsyncPgConnection,
+    event_ids: &[Uuid],
+) -> Result<(), StoreError> {
     MarkPublished {
-        ids,
+        event_ids,
         at: Utc::now(),
     }
     .execute(conn)
@@ -163,11 +177,12 @@ pub async fn mark_published(conn: &mut AsyncPgConnection, ids: &[i64]) -> Result
     Ok(())
 }
 
-/// `UPDATE outbox SET published_at = $1 WHERE id = ANY($2)`, written out because diesel never
-/// caches the prepared statement of an `update()`: this one runs once per relay batch, so it is
-/// parsed once per connection instead.
+/// `UPDATE outbox SET published_at = $1 WHERE event_id = ANY($2)`, written out because diesel never
+/// caches the prepared statement of an `update()`: this one runs once per relayed batch, so it is
+/// parsed once per connection instead. By event id, which both the poll and the in-memory hand-off
+/// know (the hand-off never learns the rows' ids).
 struct MarkPublished<'a> {
-    ids: &'a [i64],
+    event_ids: &'a [Uuid],
     at: DateTime<Utc>,
 }
 
@@ -180,8 +195,8 @@ impl QueryFragment<Pg> for MarkPublished<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql("UPDATE outbox SET published_at = ");
         out.push_bind_param::<Timestamptz, _>(&self.at)?;
-        out.push_sql(" WHERE id = ANY(");
-        out.push_bind_param::<Array<BigInt>, _>(self.ids)?;
+        out.push_sql(" WHERE event_id = ANY(");
+        out.push_bind_param::<Array<sql_types::Uuid>, _>(self.event_ids)?;
         out.push_sql(")");
         Ok(())
     }

@@ -233,11 +233,13 @@ async fn the_hot_path_queries_are_prepared_once_per_connection() -> anyhow::Resu
             fp_store::outbox::insert(&mut conn, &event(Some(7))).await?;
             fp_store::outbox::insert_many(&mut conn, &[event(None), event(Some(8))]).await?;
             conn.transaction(async |conn| {
-                let claimed = fp_store::outbox::claim_unpublished(conn, 500).await?;
-                let ids: Vec<i64> = claimed.iter().map(|event| event.id).collect();
+                // No grace: the rows just written are claimed at once.
+                let claimed =
+                    fp_store::outbox::claim_unpublished(conn, 500, Duration::ZERO).await?;
+                let event_ids: Vec<Uuid> = claimed.iter().map(|event| event.event_id).collect();
                 // The batch's events and the three test events.
-                anyhow::ensure!(ids.len() == events.len() + 3, "claimed {ids:?}");
-                fp_store::outbox::mark_published(conn, &ids).await?;
+                anyhow::ensure!(event_ids.len() == events.len() + 3, "claimed {event_ids:?}");
+                fp_store::outbox::mark_published(conn, &event_ids).await?;
                 Ok(())
             })
             .await?;

@@ -1,14 +1,16 @@
-//! The outbox relay with several loops side by side: a backlog far larger than a batch goes out
-//! completely, every event exactly once, and every row is marked.
+//! The outbox relay: what the api commits goes out through the in-memory hand-off, and the poll
+//! takes only what nothing handed over, once its grace has passed; with several poll loops side by
+//! side, a backlog far larger than a batch goes out completely, every event exactly once, and every
+//! row is marked.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::Context;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::{BigInt, Bool, Text};
 use diesel_async::RunQueryDsl;
 use fp_testkit::environment::TestEnvironment;
-use fp_testkit::pipeline::{EventsQueue, start_api};
+use fp_testkit::pipeline::{EventsQueue, TenantApi, metric, start_api, start_api_with_health};
 use futures_util::StreamExt;
 
 const EVENTS: i64 = 2_000;
@@ -96,6 +98,99 @@ async fn two_relay_loops_publish_a_large_backlog_exactly_once() -> anyhow::Resul
                 .collect();
         assert_eq!(published, events, "the published events are the outbox's");
         assert_eq!(unpublished(&mut conn).await?, 0);
+        events_queue.close().await.ok();
+        Ok(())
+    }
+    .await;
+    env.finish_after(outcome).await
+}
+
+#[derive(diesel::QueryableByName)]
+struct Row {
+    #[diesel(sql_type = Text)]
+    event_id: String,
+    /// Whether the row was published at least the grace after it was committed.
+    #[diesel(sql_type = Bool)]
+    published_after_grace: bool,
+}
+
+const GRACE_MS: u64 = 3_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_event_is_handed_over_and_the_poll_takes_only_what_was_not()
+-> anyhow::Result<()> {
+    let mut env = TestEnvironment::new("outbox_handoff").await?;
+    // A poll every 100 ms: were young rows claimable, the poll would take them long before the
+    // grace ends.
+    env.set("FP__API__OUTBOX_POLL_INTERVAL_MS", "100");
+    env.set("FP__API__OUTBOX_HANDOFF_GRACE_MS", GRACE_MS.to_string());
+    let (api, health) = start_api_with_health(&mut env).await?;
+    let outcome = async {
+        let events_queue = EventsQueue::bind(&env).await?;
+        let tenant = TenantApi::create(&env, api, "Handoff").await?;
+        let mut conn = fp_store::connect(&env.database_url).await?;
+        // A row no api handed over, as a crashed api leaves one: the poll's alone.
+        diesel::sql_query(
+            "INSERT INTO outbox (event_id, tenant_id, event_type, payload, traceparent, tracestate) \
+             VALUES (gen_random_uuid(), gen_random_uuid(), 'submission.created', '\\x00'::bytea, \
+                     '', '')",
+        )
+        .execute(&mut conn)
+        .await?;
+        tenant.submit("handed over", None).await?;
+
+        let rows = async |conn: &mut fp_store::PgConnection| -> anyhow::Result<Vec<Row>> {
+            Ok(diesel::sql_query(format!(
+                "SELECT event_id::text AS event_id, \
+                        published_at >= created_at + interval '{GRACE_MS} milliseconds' \
+                          AS published_after_grace \
+                 FROM outbox WHERE published_at IS NOT NULL ORDER BY id"
+            ))
+            .load::<Row>(conn)
+            .await?)
+        };
+        let published = tokio::time::timeout(PATIENCE, async {
+            loop {
+                let published = rows(&mut conn).await?;
+                if published.len() == 2 {
+                    return anyhow::Ok(published);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .context("the relay did not publish both rows")??;
+        let [orphan, submitted] = published.as_slice() else {
+            anyhow::bail!("two rows expected");
+        };
+        assert!(
+            orphan.published_after_grace,
+            "the poll took a row younger than its grace"
+        );
+        // Each way published exactly the row it owns.
+        let handed_over = metric(health, "fp_api_outbox_published_total{path=\"handoff\"}").await?;
+        let polled = metric(health, "fp_api_outbox_published_total{path=\"poll\"}").await?;
+        assert_eq!((handed_over, polled), (1, 1), "published by hand-off, by poll");
+
+        let mut messages = events_queue.consume("outbox-handoff-test").await?;
+        let mut message_ids = HashSet::new();
+        for _ in 0..2 {
+            let message = tokio::time::timeout(PATIENCE, messages.next())
+                .await?
+                .context("the consumer ended")??;
+            let message_id = message
+                .properties
+                .message_id()
+                .as_ref()
+                .context("a message without a message id")?
+                .to_string();
+            message_ids.insert(message_id);
+        }
+        let expected: HashSet<String> = [orphan, submitted]
+            .iter()
+            .map(|row| row.event_id.clone())
+            .collect();
+        assert_eq!(message_ids, expected, "the published events are the outbox's");
         events_queue.close().await.ok();
         Ok(())
     }

@@ -32,7 +32,7 @@ use fp_domain::session::SessionTimeouts;
 use fp_settings::{ExposeSecret, Settings};
 use fp_store::PgPool;
 use fp_telemetry::health::{self, Health};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 /// What every request handler can reach.
 #[derive(Clone)]
@@ -42,8 +42,8 @@ pub(crate) struct AppState {
     pub policy: Arc<AddressPolicy>,
     /// The dispatcher's resolver (same hosts file, same policy), so a name is judged by its answers.
     pub resolver: Arc<PinningResolver>,
-    /// Wakes the relay right after an outbox row commits, so events leave without waiting a poll.
-    pub outbox_wakeup: Arc<Notify>,
+    /// Hands committed outbox rows to the relay, so events leave without waiting for a poll.
+    pub outbox: outbox_relay::OutboxHandoff,
     /// Where new submissions go to be committed in batches.
     pub submissions: submission_writer::SubmissionQueue,
     /// Live API keys, emptied of each key as it is revoked (by any api process).
@@ -133,10 +133,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .context("fp-api cannot start")?;
     let resolver = Arc::new(PinningResolver::new(lookup, policy.clone()));
     let rng = ring::rand::SystemRandom::new();
-    let outbox_wakeup = Arc::new(Notify::new());
+    let (outbox, outbox_handoffs) = outbox_relay::OutboxHandoff::channel();
     let (submissions, submission_writer) = submission_writer::queue(
         pool.clone(),
-        outbox_wakeup.clone(),
+        outbox.clone(),
         settings.api.submission_batch_max,
         settings.api.submission_writers,
     );
@@ -144,7 +144,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         pool: pool.clone(),
         policy,
         resolver,
-        outbox_wakeup,
+        outbox,
         submissions,
         key_cache: Arc::new(key_cache::KeyCache::new(
             settings.api.key_cache_capacity,
@@ -170,7 +170,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         broker: broker.clone(),
         publisher: broker.publisher(),
         exchange: broker.names.events_exchange.clone(),
-        wakeup: state.outbox_wakeup.clone(),
+        handoffs: outbox_handoffs,
+        handoff_grace: Duration::from_millis(settings.api.outbox_handoff_grace_ms),
         poll_interval: Duration::from_millis(settings.api.outbox_poll_interval_ms),
         pipelines: settings.api.outbox_relay_pipelines,
     };

@@ -1,35 +1,84 @@
-//! Publishes committed outbox rows to RabbitMQ and marks them, in one database transaction per batch.
+//! Publishes committed outbox rows to RabbitMQ and marks them published.
 //!
-//! A row is marked only after the broker confirmed every message of its batch; if publishing or the
-//! commit fails, the rows stay unmarked and go out again (at least once; receivers deduplicate on the
-//! delivery id). `FOR UPDATE SKIP LOCKED` keeps batches disjoint, so several loops of one api (its
-//! pipelines) and several api instances relay side by side: one loop claims and publishes the next
-//! batch while another waits for its confirms and commit.
+//! Two ways, the same guarantee (a row is marked only after the broker confirmed its message; a
+//! row left unmarked goes out again, at least once; receivers deduplicate on the delivery id):
+//!
+//! - **The hand-off.** Whatever the api commits to the outbox it hands to its relay in memory
+//!   ([`OutboxHandoff`]), which publishes it at once and marks it with one `UPDATE`: no claim, no
+//!   transaction, no wait for a poll. The hand-off never blocks the request that committed: when the
+//!   relay is behind, or the broker away, the rows simply stay for the poll.
+//! - **The poll.** Every `api.outbox_poll_interval_ms`, `api.outbox_relay_pipelines` loops claim
+//!   unmarked rows committed at least `api.outbox_handoff_grace_ms` ago (`FOR UPDATE SKIP LOCKED`,
+//!   so batches stay disjoint across loops and api instances), publish them and mark them in the
+//!   claim's transaction. That is what a failed hand-off, a crashed api's rows and rows written by
+//!   hand come out through. A hand-off slower than the grace may be published by both: at least
+//!   once, as before.
 
 use std::num::NonZeroUsize;
-use std::sync::Arc;
 use std::time::Duration;
 
 use fp_broker::{Broker, BrokerError, OutgoingMessage, Publisher};
 use fp_contracts::EventMessage;
-use fp_store::outbox::{self, PendingEvent};
+use fp_store::outbox::{self, NewOutboxEvent, PendingEvent};
 use fp_store::{AsyncConnection, PgPool, StoreError};
+use futures_util::StreamExt;
 use futures_util::future::{join_all, try_join_all};
-use tokio::sync::{Notify, watch};
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::{Notify, mpsc, watch};
+use uuid::Uuid;
 
-/// Rows a batch claims: enough to keep confirms streaming, few enough that a failed batch (sent
-/// again in full) and its row locks stay small.
+/// Rows a poll's batch claims: enough to keep confirms streaming, few enough that a failed batch
+/// (sent again in full) and its row locks stay small.
 const BATCH_SIZE: i64 = 500;
+
+/// Handed-off events being published at once; beyond that, hand-offs queue (up to
+/// [`HANDOFFS_QUEUED`] batches) and then fall to the poll.
+const HANDOFF_EVENTS_IN_FLIGHT: usize = 2 * BATCH_SIZE as usize;
+
+/// Committed batches waiting for the relay: a writer's batch is at most `api.submission_batch_max`.
+const HANDOFFS_QUEUED: usize = 256;
+
+/// The committing side of the hand-off: cheap to clone, never waits.
+#[derive(Clone)]
+pub struct OutboxHandoff {
+    sender: mpsc::Sender<Vec<NewOutboxEvent>>,
+}
+
+impl OutboxHandoff {
+    /// A hand-off and the receiving end, for [`OutboxRelay::handoffs`].
+    pub fn channel() -> (Self, mpsc::Receiver<Vec<NewOutboxEvent>>) {
+        let (sender, receiver) = mpsc::channel(HANDOFFS_QUEUED);
+        (Self { sender }, receiver)
+    }
+
+    /// Hands `events` to the relay. Call only once they are committed: the relay publishes them
+    /// straight away. Where it cannot take them now, they stay for the poll.
+    pub fn committed(&self, events: Vec<NewOutboxEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let count = events.len();
+        if self.sender.try_send(events).is_err() {
+            metrics::counter!("fp_api_outbox_handoffs_missed_total").increment(count as u64);
+            tracing::debug!(
+                count,
+                "outbox relay busy or stopped; the poll will publish these"
+            );
+        }
+    }
+}
 
 pub struct OutboxRelay {
     pub pool: PgPool,
     pub broker: Broker,
     pub publisher: Publisher,
     pub exchange: String,
-    /// Notified after each outbox commit; a notification with no loop waiting is kept for the next.
-    pub wakeup: Arc<Notify>,
+    /// What the api committed, from [`OutboxHandoff::committed`].
+    pub handoffs: mpsc::Receiver<Vec<NewOutboxEvent>>,
+    /// How long a committed row is left to the hand-off before the poll takes it.
+    pub handoff_grace: Duration,
     pub poll_interval: Duration,
-    /// Relay loops running side by side, each with its own connection and transaction.
+    /// Poll loops running side by side, each with its own connection and transaction.
     pub pipelines: NonZeroUsize,
 }
 
@@ -47,15 +96,160 @@ impl From<fp_store::DieselError> for RelayError {
     }
 }
 
-impl OutboxRelay {
-    /// Relays with [`OutboxRelay::pipelines`] loops until `stop` turns true; each finishes the
-    /// batch it has under way first.
-    pub async fn run(self, stop: watch::Receiver<bool>) {
-        join_all((0..self.pipelines.get()).map(|_| self.relay_loop(stop.clone()))).await;
+/// What a failing loop says: once per outage, not every attempt.
+#[derive(Default)]
+struct Failures(u32);
+
+impl Failures {
+    fn record(&mut self, error: &RelayError, what: &str) {
+        self.0 = self.0.saturating_add(1);
+        if self.0 == 1 {
+            tracing::warn!(%error, "{what} failed; the poll will publish what it left");
+        } else {
+            tracing::debug!(%error, failures = self.0, "{what} failed again");
+        }
     }
 
-    async fn relay_loop(&self, mut stop: watch::Receiver<bool>) {
-        let mut failures: u32 = 0;
+    fn clear(&mut self) {
+        self.0 = 0;
+    }
+}
+
+/// An event as the relay publishes it, from either way in.
+struct Relayed<'a> {
+    event_id: Uuid,
+    event_type: &'a str,
+    payload: &'a [u8],
+    traceparent: &'a str,
+    tracestate: &'a str,
+}
+
+impl<'a> From<&'a NewOutboxEvent> for Relayed<'a> {
+    fn from(event: &'a NewOutboxEvent) -> Self {
+        Relayed {
+            event_id: event.event_id,
+            event_type: &event.event_type,
+            payload: &event.payload,
+            traceparent: &event.traceparent,
+            tracestate: &event.tracestate,
+        }
+    }
+}
+
+impl<'a> From<&'a PendingEvent> for Relayed<'a> {
+    fn from(event: &'a PendingEvent) -> Self {
+        Relayed {
+            event_id: event.event_id,
+            event_type: &event.event_type,
+            payload: &event.payload,
+            traceparent: &event.traceparent,
+            tracestate: &event.tracestate,
+        }
+    }
+}
+
+impl OutboxRelay {
+    /// Relays until `stop` turns true. The hand-off publishes what was handed over before the stop;
+    /// each poll loop finishes the batch it has under way.
+    pub async fn run(self, stop: watch::Receiver<bool>) {
+        let Self {
+            pool,
+            broker,
+            publisher,
+            exchange,
+            handoffs,
+            handoff_grace,
+            poll_interval,
+            pipelines,
+        } = self;
+        let relay = Relay {
+            pool,
+            broker,
+            publisher,
+            exchange,
+            wakeup: Notify::new(),
+            handoff_grace,
+            poll_interval,
+        };
+        let polls = join_all((0..pipelines.get()).map(|_| relay.poll_loop(stop.clone())));
+        tokio::join!(polls, relay.handoff_loop(handoffs, stop.clone()));
+    }
+}
+
+/// The relay's shared part, borrowed by every loop.
+struct Relay {
+    pool: PgPool,
+    broker: Broker,
+    publisher: Publisher,
+    exchange: String,
+    /// A poll loop that found a full batch wakes another for the next.
+    wakeup: Notify,
+    handoff_grace: Duration,
+    poll_interval: Duration,
+}
+
+impl Relay {
+    async fn handoff_loop(
+        &self,
+        mut handoffs: mpsc::Receiver<Vec<NewOutboxEvent>>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut in_flight = FuturesUnordered::new();
+        let mut events_in_flight = 0usize;
+        let mut failures = Failures::default();
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                Some((count, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    events_in_flight -= count;
+                    match result {
+                        Ok(()) => failures.clear(),
+                        Err(error) => failures.record(&error, "outbox hand-off"),
+                    }
+                }
+                batch = handoffs.recv(), if events_in_flight < HANDOFF_EVENTS_IN_FLIGHT => {
+                    match batch {
+                        Some(events) => {
+                            events_in_flight += events.len();
+                            in_flight.push(self.publish_handed(events));
+                        }
+                        // Stopped, and everything handed over is under way.
+                        None => break,
+                    }
+                }
+                // What was handed over before the stop still goes out; nothing more is taken.
+                _ = stop.wait_for(|stop| *stop), if !stopping => {
+                    stopping = true;
+                    handoffs.close();
+                }
+            }
+        }
+        while let Some((_, result)) = in_flight.next().await {
+            if let Err(error) = result {
+                failures.record(&error, "outbox hand-off");
+            }
+        }
+    }
+
+    /// Publishes a handed-off batch and marks it; returns its size with the outcome. Nothing is
+    /// claimed: rows this young are the hand-off's alone (the poll leaves them for the grace).
+    async fn publish_handed(&self, events: Vec<NewOutboxEvent>) -> (usize, Result<(), RelayError>) {
+        let outcome = async {
+            // Refused at once while the broker is away: the rows stay for the poll.
+            try_join_all(events.iter().map(|event| self.publish(event.into()))).await?;
+            let event_ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
+            let mut conn = self.pool.get().await.map_err(StoreError::from)?;
+            outbox::mark_published(&mut conn, &event_ids).await?;
+            metrics::counter!("fp_api_outbox_published_total", "path" => "handoff")
+                .increment(event_ids.len() as u64);
+            Ok(())
+        }
+        .await;
+        (events.len(), outcome)
+    }
+
+    async fn poll_loop(&self, mut stop: watch::Receiver<bool>) {
+        let mut failures = Failures::default();
         while !*stop.borrow() {
             // While the broker is away nothing is claimed: events wait in the outbox, and the
             // relay waits for the supervisor's next connection instead of failing every poll.
@@ -67,22 +261,14 @@ impl OutboxRelay {
                 }
                 continue;
             }
-            match self.publish_batch().await {
+            match self.publish_claimed().await {
                 // A full batch suggests more are waiting.
                 Ok(published) if published as i64 == BATCH_SIZE => {
-                    failures = 0;
+                    failures.clear();
                     continue;
                 }
-                Ok(_) => failures = 0,
-                Err(error) => {
-                    failures = failures.saturating_add(1);
-                    // Said once per outage, not every poll.
-                    if failures == 1 {
-                        tracing::warn!(%error, "outbox relay failed; retrying");
-                    } else {
-                        tracing::debug!(%error, failures, "outbox relay failed again");
-                    }
-                }
+                Ok(_) => failures.clear(),
+                Err(error) => failures.record(&error, "outbox poll"),
             }
             tokio::select! {
                 () = self.wakeup.notified() => {}
@@ -92,11 +278,13 @@ impl OutboxRelay {
         }
     }
 
-    async fn publish_batch(&self) -> Result<usize, RelayError> {
+    /// Claims a batch of rows the hand-off left, publishes it and marks it, in one transaction.
+    async fn publish_claimed(&self) -> Result<usize, RelayError> {
         let mut conn = self.pool.get().await.map_err(StoreError::from)?;
         let published = conn
             .transaction(async |conn| {
-                let pending = outbox::claim_unpublished(conn, BATCH_SIZE).await?;
+                let pending =
+                    outbox::claim_unpublished(conn, BATCH_SIZE, self.handoff_grace).await?;
                 if pending.is_empty() {
                     return Ok(0);
                 }
@@ -105,25 +293,25 @@ impl OutboxRelay {
                 if pending.len() as i64 == BATCH_SIZE {
                     self.wakeup.notify_one();
                 }
-                try_join_all(pending.iter().map(|event| self.publish(event))).await?;
-                let ids: Vec<i64> = pending.iter().map(|event| event.id).collect();
-                outbox::mark_published(conn, &ids).await?;
-                tracing::debug!(count = ids.len(), "outbox events published");
-                Ok::<_, RelayError>(ids.len())
+                try_join_all(pending.iter().map(|event| self.publish(event.into()))).await?;
+                let event_ids: Vec<Uuid> = pending.iter().map(|event| event.event_id).collect();
+                outbox::mark_published(conn, &event_ids).await?;
+                tracing::debug!(count = event_ids.len(), "outbox events published");
+                Ok::<_, RelayError>(event_ids.len())
             })
             .await?;
         // Counted once committed: a batch whose commit failed goes out again.
-        metrics::counter!("fp_api_outbox_published_total").increment(published as u64);
+        metrics::counter!("fp_api_outbox_published_total", "path" => "poll")
+            .increment(published as u64);
         Ok(published)
     }
 
-    async fn publish(&self, event: &PendingEvent) -> Result<(), BrokerError> {
+    async fn publish(&self, event: Relayed<'_>) -> Result<(), BrokerError> {
         // The publish continues the trace of the request that recorded the event.
-        let parent =
-            fp_telemetry::propagation::stored_context(&event.traceparent, &event.tracestate);
+        let parent = fp_telemetry::propagation::stored_context(event.traceparent, event.tracestate);
         // The contract's message, as every other publisher of events builds it.
         let message =
-            EventMessage::encoded(event.event_id, &event.event_type, event.payload.clone());
+            EventMessage::encoded(event.event_id, event.event_type, event.payload.to_vec());
         self.publisher
             .publish_as(
                 &OutgoingMessage {

@@ -3,7 +3,8 @@
 //! submission with the outbox row of its event, in one statement: one fsync for the batch
 //! instead of one per request. A writer never waits for a batch to fill: a batch holds what
 //! queued while the previous commit ran, so a lone request is written at once. Each request is
-//! answered only after its batch committed.
+//! answered only after its batch committed, and the batch's events are then handed to the outbox
+//! relay in memory.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -12,11 +13,12 @@ use fp_store::outbox::NewOutboxEvent;
 use fp_store::submissions::{self, NewSubmission, SubmissionRow};
 use fp_store::{PgConnection, PgPool, StoreError};
 use fp_telemetry::propagation::StoredContext;
-use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::outbox_relay::OutboxHandoff;
 use crate::routes::submissions::created_event;
 
 /// A submission to store, as its request gave it.
@@ -50,7 +52,7 @@ pub(crate) struct SubmissionQueue {
 #[derive(Clone)]
 pub(crate) struct SubmissionWriter {
     pool: PgPool,
-    outbox_wakeup: Arc<Notify>,
+    outbox: OutboxHandoff,
     batch_max: usize,
     /// Locked only while a writer takes its batch, so the others commit meanwhile.
     receiver: Arc<Mutex<mpsc::Receiver<Queued>>>,
@@ -59,7 +61,7 @@ pub(crate) struct SubmissionWriter {
 /// The queue and a writer of its batches (to [`SubmissionWriter::spawn`]).
 pub(crate) fn queue(
     pool: PgPool,
-    outbox_wakeup: Arc<Notify>,
+    outbox: OutboxHandoff,
     batch_max: NonZeroUsize,
     writers: NonZeroUsize,
 ) -> (SubmissionQueue, SubmissionWriter) {
@@ -73,7 +75,7 @@ pub(crate) fn queue(
         SubmissionQueue { sender },
         SubmissionWriter {
             pool,
-            outbox_wakeup,
+            outbox,
             batch_max: batch_max.get(),
             receiver: Arc::new(Mutex::new(receiver)),
         },
@@ -188,33 +190,33 @@ impl SubmissionWriter {
         let submissions: Vec<&PendingSubmission> =
             batch.iter().map(|queued| &queued.submission).collect();
         match commit(&mut conn, &submissions).await {
-            Ok(rows) => {
+            Ok(Committed { rows, events }) => {
                 for (queued, row) in batch.into_iter().zip(rows) {
                     // The client may be gone; its submission stays stored.
                     let _ = queued.reply.send(Ok(row));
                 }
-                self.outbox_wakeup.notify_one();
+                self.outbox.committed(events);
             }
             Err(BatchError::Refused(error)) if batch.len() > 1 && !error.is_unreachable() => {
                 tracing::warn!(%error, size = batch.len(), "a batch of submissions was refused; writing its members one by one");
-                let mut committed = false;
+                let mut events = Vec::new();
                 for queued in batch {
                     let outcome = commit(&mut conn, &[&queued.submission])
                         .await
                         .map_err(BatchError::into_store_error)
-                        .and_then(|rows| {
+                        .and_then(|committed| {
+                            events.extend(committed.events);
                             // One row in, one row back, as `get_result` would say.
-                            rows.into_iter()
+                            committed
+                                .rows
+                                .into_iter()
                                 .next()
                                 .ok_or(StoreError::Query(fp_store::DieselError::NotFound))
                         })
                         .map_err(Arc::new);
-                    committed |= outcome.is_ok();
                     let _ = queued.reply.send(outcome);
                 }
-                if committed {
-                    self.outbox_wakeup.notify_one();
-                }
+                self.outbox.committed(events);
             }
             // Nothing to retry: the database is away, or the batch may have committed (writing
             // it again could store it twice).
@@ -230,13 +232,19 @@ fn answer_all(batch: Vec<Queued>, error: StoreError) {
     }
 }
 
-/// Writes `submissions` and the outbox rows of their events; returns the rows in the order of
-/// `submissions`. Two round trips: their ids are reserved first, so that their events can be
-/// encoded, and then both are inserted in one statement, which commits on its own.
+/// What a batch wrote: its submissions in the order they were given, and their events.
+struct Committed {
+    rows: Vec<SubmissionRow>,
+    events: Vec<NewOutboxEvent>,
+}
+
+/// Writes `submissions` and the outbox rows of their events. Two round trips: their ids are
+/// reserved first, so that their events can be encoded, and then both are inserted in one
+/// statement, which commits on its own.
 async fn commit(
     conn: &mut PgConnection,
     submissions: &[&PendingSubmission],
-) -> Result<Vec<SubmissionRow>, BatchError> {
+) -> Result<Committed, BatchError> {
     // Nothing is written yet: a failure here is a refusal whatever its cause.
     let reservation = submissions::reserve(conn, submissions.len())
         .await
@@ -263,7 +271,7 @@ async fn commit(
         .collect::<Result<Vec<NewOutboxEvent>, StoreError>>()
         .map_err(BatchError::Refused)?;
     match submissions::insert_with_events(conn, &rows, &events).await {
-        Ok(()) => Ok(rows),
+        Ok(()) => Ok(Committed { rows, events }),
         // The server may have committed the statement before the connection went.
         Err(error) if error.is_unreachable() => Err(BatchError::Unknown(error)),
         Err(error) => Err(BatchError::Refused(error)),
@@ -276,12 +284,13 @@ mod tests {
     use diesel::sql_types::{BigInt, Nullable, Text};
     use diesel_async::RunQueryDsl;
     use fp_testkit::environment::TestEnvironment;
-    use futures_util::FutureExt;
 
     use super::*;
 
     #[derive(QueryableByName, Debug, PartialEq)]
     struct OutboxRow {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        event_id: Uuid,
         #[diesel(sql_type = diesel::sql_types::Uuid)]
         tenant_id: Uuid,
         #[diesel(sql_type = Nullable<BigInt>)]
@@ -292,7 +301,8 @@ mod tests {
 
     async fn outbox_rows(conn: &mut PgConnection) -> anyhow::Result<Vec<OutboxRow>> {
         Ok(diesel::sql_query(
-            "SELECT tenant_id, submission_id, traceparent FROM outbox ORDER BY submission_id",
+            "SELECT event_id, tenant_id, submission_id, traceparent FROM outbox \
+             ORDER BY submission_id",
         )
         .load(conn)
         .await?)
@@ -325,7 +335,8 @@ mod tests {
         env: TestEnvironment,
         pool: PgPool,
         tenant_id: Uuid,
-        outbox_wakeup: Arc<Notify>,
+        outbox: OutboxHandoff,
+        handoffs: std::sync::Mutex<mpsc::Receiver<Vec<NewOutboxEvent>>>,
     }
 
     async fn fixture(label: &str) -> anyhow::Result<Fixture> {
@@ -333,11 +344,13 @@ mod tests {
         let pool = fp_store::pool(&env.database_url, 4)?;
         let tenant_id = Uuid::new_v4();
         fp_store::identity::create_tenant(&mut *pool.get().await?, tenant_id, "Writer").await?;
+        let (outbox, handoffs) = OutboxHandoff::channel();
         Ok(Fixture {
             env,
             pool,
             tenant_id,
-            outbox_wakeup: Arc::new(Notify::new()),
+            outbox,
+            handoffs: std::sync::Mutex::new(handoffs),
         })
     }
 
@@ -345,11 +358,28 @@ mod tests {
         fn writer(&self, batch_max: usize) -> (SubmissionQueue, SubmissionWriter) {
             queue(
                 self.pool.clone(),
-                self.outbox_wakeup.clone(),
+                self.outbox.clone(),
                 NonZeroUsize::new(batch_max).unwrap_or(NonZeroUsize::MIN),
                 NonZeroUsize::MIN,
             )
         }
+
+        /// The ids of the events handed to the relay so far, in the order handed over.
+        fn handed_off(&self) -> Vec<Uuid> {
+            let mut handoffs = self
+                .handoffs
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut event_ids = Vec::new();
+            while let Ok(events) = handoffs.try_recv() {
+                event_ids.extend(events.iter().map(|event| event.event_id));
+            }
+            event_ids
+        }
+    }
+
+    fn event_ids(rows: &[OutboxRow]) -> Vec<Uuid> {
+        rows.iter().map(|row| row.event_id).collect()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,10 +394,6 @@ mod tests {
                 outcomes.push(queue.enqueue(pending(fixture.tenant_id, text, n)).await?);
             }
             write_one_batch(&writer, 5).await;
-            assert!(
-                fixture.outbox_wakeup.notified().now_or_never().is_some(),
-                "the relay was not woken"
-            );
 
             let mut rows = Vec::new();
             for (outcome, text) in outcomes.into_iter().zip(&texts) {
@@ -382,13 +408,18 @@ mod tests {
             let mut conn = fixture.pool.get().await?;
             let expected: Vec<OutboxRow> = (1..)
                 .zip(&rows)
-                .map(|(n, row)| OutboxRow {
+                .zip(outbox_rows(&mut conn).await?)
+                .map(|((n, row), stored)| OutboxRow {
+                    event_id: stored.event_id,
                     tenant_id: fixture.tenant_id,
                     submission_id: Some(row.id),
                     traceparent: pending(fixture.tenant_id, "", n).trace.traceparent,
                 })
                 .collect();
-            assert_eq!(outbox_rows(&mut conn).await?, expected);
+            let stored = outbox_rows(&mut conn).await?;
+            assert_eq!(stored, expected);
+            // Committed, the batch's events went to the relay at once, in one hand-off.
+            assert_eq!(fixture.handed_off(), event_ids(&stored));
             Ok(())
         }
         .await;
@@ -426,6 +457,8 @@ mod tests {
                     .map(|row| (tenant_id, Some(row.id)))
                     .collect::<Vec<_>>()
             );
+            // Only what was stored reaches the relay.
+            assert_eq!(fixture.handed_off(), event_ids(&events));
             Ok(())
         }
         .await;
@@ -473,9 +506,10 @@ mod tests {
     -> anyhow::Result<()> {
         // Nothing listens on port 1.
         let pool = fp_store::pool("postgres://fp_app@127.0.0.1:1/nowhere", 1)?;
+        let (outbox, mut handoffs) = OutboxHandoff::channel();
         let (queue, writer) = queue(
             pool,
-            Arc::new(Notify::new()),
+            outbox,
             NonZeroUsize::MIN.saturating_add(1),
             NonZeroUsize::MIN,
         );
@@ -489,6 +523,10 @@ mod tests {
                 .expect_err("stored nowhere");
             assert!(error.is_unreachable(), "{error}");
         }
+        assert!(
+            handoffs.try_recv().is_err(),
+            "nothing stored, yet handed off"
+        );
         Ok(())
     }
 }

@@ -304,7 +304,7 @@ pub async fn change_status(
             let previous_status = domain_submission(&current)?.status;
             if previous_status == status {
                 // Nothing changed, so nothing is announced.
-                return Ok(Some((current, false)));
+                return Ok(Some((current, None)));
             }
             let now = Utc::now();
             let updated = submissions::set_status(conn, id, status.as_str(), now).await?;
@@ -312,13 +312,14 @@ pub async fn change_status(
                 submission: domain_submission(&updated)?,
                 previous_status,
             };
-            fp_store::outbox::insert(conn, &outbox_event(tenant_id, now, change)).await?;
-            Ok(Some((updated, true)))
+            let event = outbox_event(tenant_id, now, change);
+            fp_store::outbox::insert(conn, &event).await?;
+            Ok(Some((updated, Some(event))))
         })
         .await?;
-    let (row, emitted) = outcome.ok_or(ApiError::NotFound("submission"))?;
-    if emitted {
-        state.outbox_wakeup.notify_one();
+    let (row, event) = outcome.ok_or(ApiError::NotFound("submission"))?;
+    if let Some(event) = event {
+        state.outbox.committed(vec![event]);
     }
     Ok(HttpResponse::Ok().json(SubmissionResponse::from(row)))
 }

@@ -98,12 +98,13 @@ pub async fn send(
     let event = outbox_event(tenant_id, Utc::now(), example::change(event_type));
     // One row, so no transaction: the dispatcher checks the config again when it delivers.
     fp_store::outbox::insert(&mut conn, &event).await?;
-    state.outbox_wakeup.notify_one();
-    Ok(HttpResponse::Accepted().json(TestEventSent {
+    let sent = TestEventSent {
         event_id: event.event_id,
         // The dispatcher derives the same id from the same event and URL.
         delivery_id: DeliveryId::for_event_and_endpoint(event.event_id, &config.url).0,
-    }))
+    };
+    state.outbox.committed(vec![event]);
+    Ok(HttpResponse::Accepted().json(sent))
 }
 
 /// The tenant's config if deliveries can go to it now; otherwise a 409 that says how to fix it,
