@@ -4,8 +4,8 @@
 //! row left unmarked goes out again, at least once; receivers deduplicate on the delivery id):
 //!
 //! - **The hand-off.** Whatever the api commits to the outbox it hands to its relay in memory
-//!   ([`OutboxHandoff`]), which publishes it at once and marks it with one `UPDATE`: no claim, no
-//!   transaction, no wait for a poll. The hand-off never blocks the request that committed: when the
+//!   ([`OutboxHandoff`]), which publishes it at once and then marks it: no claim, no transaction,
+//!   no wait for a poll. Marks gather for 100 ms into one `UPDATE`, since nothing waits for them. The hand-off never blocks the request that committed: when the
 //!   relay is behind, or the broker away, the rows simply stay for the poll.
 //! - **The poll.** Every `api.outbox_poll_interval_ms`, `api.outbox_relay_pipelines` loops claim
 //!   unmarked rows committed at least `api.outbox_handoff_grace_ms` ago (`FOR UPDATE SKIP LOCKED`,
@@ -37,6 +37,14 @@ const HANDOFF_EVENTS_IN_FLIGHT: usize = 2 * BATCH_SIZE as usize;
 
 /// Committed batches waiting for the relay: a writer's batch is at most `api.submission_batch_max`.
 const HANDOFFS_QUEUED: usize = 256;
+
+/// How long confirmed hand-offs gather before one `UPDATE` marks them all. No request waits for a
+/// mark (only the poll's grace does, and it is 50 times longer by default), and at paced rates,
+/// where a writer's batch holds a submission or two, a mark per batch was a commit per batch.
+const MARK_LINGER: Duration = Duration::from_millis(100);
+
+/// Most events one mark names (16 bytes each in its array).
+const MARK_MAX: usize = 5_000;
 
 /// The committing side of the hand-off: cheap to clone, never waits.
 #[derive(Clone)]
@@ -172,7 +180,12 @@ impl OutboxRelay {
             poll_interval,
         };
         let polls = join_all((0..pipelines.get()).map(|_| relay.poll_loop(stop.clone())));
-        tokio::join!(polls, relay.handoff_loop(handoffs, stop.clone()));
+        let (confirmed, to_mark) = mpsc::channel(HANDOFFS_QUEUED);
+        tokio::join!(
+            polls,
+            relay.handoff_loop(handoffs, confirmed, stop.clone()),
+            relay.mark_loop(to_mark),
+        );
     }
 }
 
@@ -189,9 +202,13 @@ struct Relay {
 }
 
 impl Relay {
+    /// Publishes what is handed over, many batches at once, and passes each confirmed batch's
+    /// event ids to [`Relay::mark_loop`]; ends once stopped and everything taken is confirmed or
+    /// failed (dropping `confirmed` then ends the marks too).
     async fn handoff_loop(
         &self,
         mut handoffs: mpsc::Receiver<Vec<NewOutboxEvent>>,
+        confirmed: mpsc::Sender<Vec<Uuid>>,
         mut stop: watch::Receiver<bool>,
     ) {
         let mut in_flight = FuturesUnordered::new();
@@ -211,7 +228,7 @@ impl Relay {
                     match batch {
                         Some(events) => {
                             events_in_flight += events.len();
-                            in_flight.push(self.publish_handed(events));
+                            in_flight.push(self.publish_handed(events, &confirmed));
                         }
                         // Stopped, and everything handed over is under way.
                         None => break,
@@ -231,21 +248,53 @@ impl Relay {
         }
     }
 
-    /// Publishes a handed-off batch and marks it; returns its size with the outcome. Nothing is
-    /// claimed: rows this young are the hand-off's alone (the poll leaves them for the grace).
-    async fn publish_handed(&self, events: Vec<NewOutboxEvent>) -> (usize, Result<(), RelayError>) {
-        let outcome = async {
-            // Refused at once while the broker is away: the rows stay for the poll.
-            try_join_all(events.iter().map(|event| self.publish(event.into()))).await?;
-            let event_ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
-            let mut conn = self.pool.get().await.map_err(StoreError::from)?;
-            outbox::mark_published(&mut conn, &event_ids).await?;
-            metrics::counter!("fp_api_outbox_published_total", "path" => "handoff")
-                .increment(event_ids.len() as u64);
-            Ok(())
+    /// Publishes a handed-off batch and, once the broker confirmed all of it, passes it on to be
+    /// marked; returns its size with the outcome. Nothing is claimed: rows this young are the
+    /// hand-off's alone (the poll leaves them for the grace).
+    async fn publish_handed(
+        &self,
+        events: Vec<NewOutboxEvent>,
+        confirmed: &mpsc::Sender<Vec<Uuid>>,
+    ) -> (usize, Result<(), RelayError>) {
+        // Refused at once while the broker is away: the rows stay for the poll.
+        let outcome = try_join_all(events.iter().map(|event| self.publish(event.into()))).await;
+        if outcome.is_ok() {
+            // The mark loop outlives this loop, so the send fails only if it panicked; the rows
+            // then stay for the poll.
+            let _ = confirmed
+                .send(events.iter().map(|event| event.event_id).collect())
+                .await;
         }
-        .await;
-        (events.len(), outcome)
+        (events.len(), outcome.map(drop).map_err(RelayError::from))
+    }
+
+    /// Marks confirmed hand-offs published, gathered for [`MARK_LINGER`] into one `UPDATE`; ends
+    /// when the hand-off loop has ended and everything it confirmed is marked. A mark that fails
+    /// leaves its rows to the poll, which publishes them again after the grace (at least once).
+    async fn mark_loop(&self, mut confirmed: mpsc::Receiver<Vec<Uuid>>) {
+        let mut failures = Failures::default();
+        while let Some(mut event_ids) = confirmed.recv().await {
+            let deadline = tokio::time::Instant::now() + MARK_LINGER;
+            while event_ids.len() < MARK_MAX {
+                match tokio::time::timeout_at(deadline, confirmed.recv()).await {
+                    Ok(Some(more)) => event_ids.extend(more),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            match self.mark(&event_ids).await {
+                Ok(()) => {
+                    failures.clear();
+                    metrics::counter!("fp_api_outbox_published_total", "path" => "handoff")
+                        .increment(event_ids.len() as u64);
+                }
+                Err(error) => failures.record(&error, "outbox hand-off's mark"),
+            }
+        }
+    }
+
+    async fn mark(&self, event_ids: &[Uuid]) -> Result<(), RelayError> {
+        let mut conn = self.pool.get().await.map_err(StoreError::from)?;
+        Ok(outbox::mark_published(&mut conn, event_ids).await?)
     }
 
     async fn poll_loop(&self, mut stop: watch::Receiver<bool>) {
