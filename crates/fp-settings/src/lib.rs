@@ -723,7 +723,7 @@ mod tests {
     fn batch_and_thread_settings_have_defaults_and_refuse_zero() {
         let settings = with_environment(&[]).expect("defaults fit the types");
         assert_eq!(settings.api.submission_batch_max.get(), 64);
-        assert_eq!(settings.api.submission_writers.get(), 2);
+        assert_eq!(settings.api.submission_writers.get(), 1);
         assert_eq!(settings.dispatcher.record_batch_max.get(), 256);
         assert_eq!(settings.dispatcher.record_batches_in_flight.get(), 2);
         assert_eq!(settings.dispatcher.outcome_linger_ms, 20);
