@@ -410,6 +410,7 @@ impl Settings {
         settings.api.secret_rotation_grace = settings.api.rotation_grace()?;
         settings.api.resolve_sessions()?;
         settings.api.key_cache_ttl = settings.api.parse_key_cache_ttl()?;
+        settings.api.check_outbox_handoff_grace()?;
         settings.notifications.resolve()?;
         settings.dashboard.trusted_proxies = parse_cidrs(
             "dashboard.trusted_proxies",
@@ -447,6 +448,28 @@ impl ApiSettings {
 
 /// A cached key outliving a lost notification by more than a day is a typo, not a wish.
 const MAX_KEY_CACHE_TTL: Duration = Duration::from_secs(86_400);
+
+/// The outbox poll's grace: shorter than a second, the poll would take rows from hand-offs under
+/// way (publishing their events twice); longer than an hour, what a stopped api left would wait
+/// that long.
+const OUTBOX_HANDOFF_GRACE_MS: std::ops::RangeInclusive<u64> = 1_000..=3_600_000;
+
+impl ApiSettings {
+    fn check_outbox_handoff_grace(&self) -> Result<(), SettingsError> {
+        if OUTBOX_HANDOFF_GRACE_MS.contains(&self.outbox_handoff_grace_ms) {
+            return Ok(());
+        }
+        Err(SettingsError::Invalid {
+            key: "api.outbox_handoff_grace_ms",
+            reason: format!(
+                "{} is outside {}..={} (milliseconds)",
+                self.outbox_handoff_grace_ms,
+                OUTBOX_HANDOFF_GRACE_MS.start(),
+                OUTBOX_HANDOFF_GRACE_MS.end()
+            ),
+        })
+    }
+}
 
 impl ApiSettings {
     /// Parses the session timeouts and the trusted proxies, naming the key in any error.
@@ -717,6 +740,30 @@ mod tests {
             error.to_string().contains("host_requests_per_second"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn the_outbox_handoff_grace_is_refused_outside_a_second_to_an_hour() {
+        let grace = |value: &str| {
+            with_environment(&[("FP__API__OUTBOX_HANDOFF_GRACE_MS", value)])
+                .expect("a number")
+                .api
+                .check_outbox_handoff_grace()
+        };
+        let defaults = with_environment(&[]).expect("defaults");
+        assert_eq!(defaults.api.outbox_handoff_grace_ms, 5_000);
+        defaults
+            .api
+            .check_outbox_handoff_grace()
+            .expect("the default");
+        for refused in ["0", "999", "3600001"] {
+            let error = grace(refused).expect_err(refused);
+            assert!(
+                error.to_string().contains("outbox_handoff_grace_ms"),
+                "{error}"
+            );
+        }
+        grace("1000").expect("a second");
     }
 
     #[test]

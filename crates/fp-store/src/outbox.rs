@@ -16,8 +16,11 @@ use uuid::Uuid;
 use crate::StoreError;
 use crate::schema::outbox;
 
-#[derive(Debug, Clone)]
-pub struct NewOutboxEvent {
+/// An outbox row's event: as the api writes it, hands it to its relay and the relay's poll claims
+/// it back.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = outbox)]
+pub struct OutboxEvent {
     pub event_id: Uuid,
     pub tenant_id: Uuid,
     pub event_type: String,
@@ -30,29 +33,14 @@ pub struct NewOutboxEvent {
     pub submission_id: Option<i64>,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = outbox)]
-pub struct PendingEvent {
-    pub id: i64,
-    pub event_id: Uuid,
-    pub event_type: String,
-    pub payload: Vec<u8>,
-    /// The W3C context of the request that recorded the event (empty when none).
-    pub traceparent: String,
-    pub tracestate: String,
-}
-
-pub async fn insert(
-    conn: &mut AsyncPgConnection,
-    event: &NewOutboxEvent,
-) -> Result<(), StoreError> {
+pub async fn insert(conn: &mut AsyncPgConnection, event: &OutboxEvent) -> Result<(), StoreError> {
     insert_many(conn, std::slice::from_ref(event)).await
 }
 
 /// Inserts `events` in one statement.
 pub async fn insert_many(
     conn: &mut AsyncPgConnection,
-    events: &[NewOutboxEvent],
+    events: &[OutboxEvent],
 ) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
@@ -75,7 +63,7 @@ pub(crate) struct InsertEvents<'a> {
 }
 
 impl<'a> InsertEvents<'a> {
-    pub(crate) fn of(events: &'a [NewOutboxEvent]) -> Self {
+    pub(crate) fn of(events: &'a [OutboxEvent]) -> Self {
         Self {
             event_ids: events.iter().map(|event| event.event_id).collect(),
             tenant_ids: events.iter().map(|event| event.tenant_id).collect(),
@@ -138,8 +126,9 @@ impl QueryFragment<Pg> for InsertEvents<'_> {
     }
 }
 
-/// The oldest unpublished events committed at least `min_age` ago (by the database's clock),
-/// locked so that several relays never publish the same row at the same time. Call inside a
+/// The oldest unpublished events created at least `min_age` ago (when their transaction began, by
+/// the database's clock), locked so that several relays never publish the same row at the same
+/// time. Call inside a
 /// transaction and mark them before it commits. Younger rows belong to the api that committed them,
 /// which hands them to its relay in memory (`fp-api`'s `OutboxHandoff`); `min_age` is how long the
 /// poll leaves them to it.
@@ -147,7 +136,7 @@ pub async fn claim_unpublished(
     conn: &mut AsyncPgConnection,
     limit: i64,
     min_age: Duration,
-) -> Result<Vec<PendingEvent>, StoreError> {
+) -> Result<Vec<OutboxEvent>, StoreError> {
     let min_age =
         PgInterval::from_microseconds(i64::try_from(min_age.as_micros()).unwrap_or(i64::MAX));
     Ok(outbox::table
@@ -155,32 +144,32 @@ pub async fn claim_unpublished(
         .filter(outbox::created_at.le(now.into_sql::<Timestamptz>() - min_age))
         .order(outbox::id.asc())
         .limit(limit)
-        .select(PendingEvent::as_select())
+        .select(OutboxEvent::as_select())
         .for_update()
         .skip_locked()
         .load(conn)
         .await?)
 }
 
-/// Marks the events `event_ids` published. A row the relay's poll claimed meanwhile waits for
-/// that transaction; marking a row twice only moves its publication time.
+/// Marks the events `event_ids` published; returns how many were not published already. A row
+/// the relay's poll claimed meanwhile waits for that transaction, and a row marked already keeps
+/// its first publication time.
 pub async fn mark_published(
     conn: &mut AsyncPgConnection,
     event_ids: &[Uuid],
-) -> Result<(), StoreError> {
-    MarkPublished {
+) -> Result<usize, StoreError> {
+    Ok(MarkPublished {
         event_ids,
         at: Utc::now(),
     }
     .execute(conn)
-    .await?;
-    Ok(())
+    .await?)
 }
 
-/// `UPDATE outbox SET published_at = $1 WHERE event_id = ANY($2)`, written out because diesel never
-/// caches the prepared statement of an `update()`: this one runs once per relayed batch, so it is
-/// parsed once per connection instead. By event id, which both the poll and the in-memory hand-off
-/// know (the hand-off never learns the rows' ids).
+/// `UPDATE outbox SET published_at = $1 WHERE event_id = ANY($2) AND published_at IS NULL`,
+/// written out because diesel never caches the prepared statement of an `update()`: this one runs
+/// once per relayed batch, so it is parsed once per connection instead. By event id, which both the
+/// poll and the in-memory hand-off know (the hand-off never learns the rows' ids).
 struct MarkPublished<'a> {
     event_ids: &'a [Uuid],
     at: DateTime<Utc>,
@@ -197,7 +186,7 @@ impl QueryFragment<Pg> for MarkPublished<'_> {
         out.push_bind_param::<Timestamptz, _>(&self.at)?;
         out.push_sql(" WHERE event_id = ANY(");
         out.push_bind_param::<Array<sql_types::Uuid>, _>(self.event_ids)?;
-        out.push_sql(")");
+        out.push_sql(") AND published_at IS NULL");
         Ok(())
     }
 }

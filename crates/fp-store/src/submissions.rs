@@ -10,7 +10,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::StoreError;
-use crate::outbox::{InsertEvents, NewOutboxEvent};
+use crate::outbox::{InsertEvents, OutboxEvent};
 use crate::schema::submissions;
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
@@ -117,7 +117,7 @@ impl NewSubmission<'_> {
 pub async fn insert_with_events(
     conn: &mut AsyncPgConnection,
     rows: &[SubmissionRow],
-    events: &[NewOutboxEvent],
+    events: &[OutboxEvent],
 ) -> Result<(), StoreError> {
     if rows.is_empty() && events.is_empty() {
         return Ok(());

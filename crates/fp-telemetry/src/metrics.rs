@@ -198,7 +198,13 @@ fn describe() {
     );
     describe_counter!(
         "fp_api_outbox_published_total",
-        "Outbox rows published (broker-confirmed) by the relay"
+        "Outbox rows published (broker-confirmed) and marked by the relay; path: handoff (handed \
+         over in memory by the api that committed them) or poll (claimed from the outbox)"
+    );
+    describe_counter!(
+        "fp_api_outbox_handoff_events_missed_total",
+        "Committed events the relay's hand-off left to its poll; reason: queue_full, stopped, \
+         stale (queued for half the grace), publish_failed, mark_failed (then published again)"
     );
     describe_counter!(
         "fp_api_endpoints_disabled_total",

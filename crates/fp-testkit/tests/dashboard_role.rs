@@ -258,7 +258,7 @@ async fn the_dashboard_role_reads_only_what_the_dashboard_renders() -> anyhow::R
     // The deliveries view, searched by the submission the attempt's event is about.
     fp_store::outbox::insert(
         &mut app,
-        &fp_store::outbox::NewOutboxEvent {
+        &fp_store::outbox::OutboxEvent {
             event_id,
             tenant_id,
             event_type: "submission.created".to_owned(),

@@ -8,7 +8,7 @@ use anyhow::Context;
 use diesel::sql_types::{Integer, Text};
 use diesel_async::RunQueryDsl;
 use fp_store::inbound_events::{ClaimedFirstAttempt, FirstAttemptClaim};
-use fp_store::outbox::NewOutboxEvent;
+use fp_store::outbox::OutboxEvent;
 use fp_store::partitions::CoveredDay;
 use fp_store::submissions::NewSubmission;
 use fp_store::{AsyncConnection, PgConnection, PgPool, StoreError};
@@ -194,7 +194,7 @@ async fn the_hot_path_queries_are_prepared_once_per_connection() -> anyhow::Resu
     let outcome = async {
         let pool = fp_store::pool(&env.database_url, 1)?;
         let mut conn = pool.get().await?;
-        let event = |submission_id| NewOutboxEvent {
+        let event = |submission_id| OutboxEvent {
             event_id: Uuid::now_v7(),
             tenant_id: Uuid::now_v7(),
             event_type: "submission.created".to_owned(),

@@ -15,7 +15,7 @@ use fp_store::advisory_lock::MaintenanceLock;
 use fp_store::attempts::AttemptRow;
 use fp_store::deliveries::{DeliveryQuery, DeliverySearch};
 use fp_store::maintenance;
-use fp_store::outbox::{NewOutboxEvent, PruneBatches};
+use fp_store::outbox::{OutboxEvent, PruneBatches};
 use fp_testkit::environment::TestEnvironment;
 use fp_testkit::pipeline::{TenantApi, metric, start_api_with_health};
 use fp_testkit::seed::attempt_row;
@@ -256,7 +256,7 @@ async fn a_delivery_is_still_found_by_its_submission_once_the_outbox_row_is_gone
         let submission_id = 42;
         fp_store::outbox::insert(
             &mut conn,
-            &NewOutboxEvent {
+            &OutboxEvent {
                 event_id,
                 tenant_id,
                 event_type: "submission.created".to_owned(),

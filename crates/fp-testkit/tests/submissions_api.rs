@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
-use fp_store::outbox::NewOutboxEvent;
+use fp_store::outbox::OutboxEvent;
 use fp_store::submissions::{NewSubmission, SubmissionRow};
 use fp_testkit::environment::TestEnvironment;
 use fp_testkit::pipeline::{TenantApi, metric, start_api, start_api_with_health};
@@ -153,7 +153,7 @@ async fn a_batch_is_stored_with_ids_in_input_order_and_its_events_or_not_at_all(
             .zip(&reservation.ids)
             .map(|(submission, &id)| submission.row(id, reservation.at))
             .collect();
-        let events: Vec<NewOutboxEvent> = rows.iter().map(event_of).collect();
+        let events: Vec<OutboxEvent> = rows.iter().map(event_of).collect();
         fp_store::submissions::insert_with_events(&mut conn, &rows, &events).await?;
         // Read back as stored, in id order: the input's order, each with its event.
         let (mut stored, _) =
@@ -168,7 +168,7 @@ async fn a_batch_is_stored_with_ids_in_input_order_and_its_events_or_not_at_all(
         // A batch whose event cannot be stored (its id is taken) leaves no submission behind.
         let reservation = fp_store::submissions::reserve(&mut conn, 1).await?;
         let doomed = new[0].row(reservation.ids[0], reservation.at);
-        let taken_id = NewOutboxEvent {
+        let taken_id = OutboxEvent {
             event_id: events[0].event_id,
             ..event_of(&doomed)
         };
@@ -191,8 +191,8 @@ async fn a_batch_is_stored_with_ids_in_input_order_and_its_events_or_not_at_all(
 }
 
 /// An outbox row announcing `row` (its payload is not read here).
-fn event_of(row: &SubmissionRow) -> NewOutboxEvent {
-    NewOutboxEvent {
+fn event_of(row: &SubmissionRow) -> OutboxEvent {
+    OutboxEvent {
         event_id: Uuid::now_v7(),
         tenant_id: row.tenant_id,
         event_type: "submission.created".to_owned(),

@@ -175,7 +175,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         poll_interval: Duration::from_millis(settings.api.outbox_poll_interval_ms),
         pipelines: settings.api.outbox_relay_pipelines,
     };
-    let relay_task = tokio::spawn(relay.run(stopping.clone()));
+    // The relay stops after the writers, so that it publishes what they commit while stopping.
+    let (relay_stop, relay_stopping) = watch::channel(false);
+    let relay_task = tokio::spawn(relay.run(relay_stopping));
     let key_revocations_task = state.key_cache.is_enabled().then(|| {
         tokio::spawn(key_cache::listen(
             state.key_cache.clone(),
@@ -258,6 +260,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         for writer_task in writer_tasks {
             let _ = writer_task.await;
         }
+        let _ = relay_stop.send(true);
         let _ = relay_task.await;
         let _ = health_task.await;
         let _ = sampler_task.await;

@@ -5,25 +5,31 @@
 //!
 //! - **The hand-off.** Whatever the api commits to the outbox it hands to its relay in memory
 //!   ([`OutboxHandoff`]), which publishes it at once and then marks it: no claim, no transaction,
-//!   no wait for a poll. Marks gather for 100 ms into one `UPDATE`, since nothing waits for them. The hand-off never blocks the request that committed: when the
-//!   relay is behind, or the broker away, the rows simply stay for the poll.
+//!   no wait for a poll. Marks gather for 100 ms into one `UPDATE`, since nothing waits for them.
+//!   The hand-off never blocks the request that committed: when the relay is behind, or the
+//!   broker away, the rows simply stay for the poll, and a hand-off that waited in the relay's
+//!   queue for half the grace is left to it too.
 //! - **The poll.** Every `api.outbox_poll_interval_ms`, `api.outbox_relay_pipelines` loops claim
-//!   unmarked rows committed at least `api.outbox_handoff_grace_ms` ago (`FOR UPDATE SKIP LOCKED`,
-//!   so batches stay disjoint across loops and api instances), publish them and mark them in the
-//!   claim's transaction. That is what a failed hand-off, a crashed api's rows and rows written by
-//!   hand come out through. A hand-off slower than the grace may be published by both: at least
-//!   once, as before.
+//!   unmarked rows created at least `api.outbox_handoff_grace_ms` ago (when their transaction
+//!   began; `FOR UPDATE SKIP LOCKED`, so batches stay disjoint across loops and api instances),
+//!   publish them and mark them in the claim's transaction. That is what a failed hand-off, a
+//!   crashed api's rows and rows written by hand come out through. A row both ways took (a
+//!   hand-off slower than the grace, a transaction that ran longer than it) is published twice: at
+//!   least once, as before.
 
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use fp_broker::{Broker, BrokerError, OutgoingMessage, Publisher};
 use fp_contracts::EventMessage;
-use fp_store::outbox::{self, NewOutboxEvent, PendingEvent};
+use fp_store::outbox::{self, OutboxEvent};
 use fp_store::{AsyncConnection, PgPool, StoreError};
 use futures_util::StreamExt;
 use futures_util::future::{join_all, try_join_all};
 use futures_util::stream::FuturesUnordered;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, mpsc, watch};
 use uuid::Uuid;
 
@@ -46,34 +52,53 @@ const MARK_LINGER: Duration = Duration::from_millis(100);
 /// Most events one mark names (16 bytes each in its array).
 const MARK_MAX: usize = 5_000;
 
+/// Confirmed batches waiting for the mark loop; when it is behind, publishing waits for it.
+const CONFIRMED_QUEUED: usize = 256;
+
+/// Events committed together, handed to the relay.
+pub struct Handoff {
+    pub events: Vec<OutboxEvent>,
+    committed_at: Instant,
+}
+
 /// The committing side of the hand-off: cheap to clone, never waits.
 #[derive(Clone)]
 pub struct OutboxHandoff {
-    sender: mpsc::Sender<Vec<NewOutboxEvent>>,
+    sender: mpsc::Sender<Handoff>,
 }
 
 impl OutboxHandoff {
     /// A hand-off and the receiving end, for [`OutboxRelay::handoffs`].
-    pub fn channel() -> (Self, mpsc::Receiver<Vec<NewOutboxEvent>>) {
+    pub fn channel() -> (Self, mpsc::Receiver<Handoff>) {
         let (sender, receiver) = mpsc::channel(HANDOFFS_QUEUED);
         (Self { sender }, receiver)
     }
 
     /// Hands `events` to the relay. Call only once they are committed: the relay publishes them
     /// straight away. Where it cannot take them now, they stay for the poll.
-    pub fn committed(&self, events: Vec<NewOutboxEvent>) {
+    pub fn committed(&self, events: Vec<OutboxEvent>) {
         if events.is_empty() {
             return;
         }
-        let count = events.len();
-        if self.sender.try_send(events).is_err() {
-            metrics::counter!("fp_api_outbox_handoffs_missed_total").increment(count as u64);
-            tracing::debug!(
-                count,
-                "outbox relay busy or stopped; the poll will publish these"
-            );
+        let handoff = Handoff {
+            events,
+            committed_at: Instant::now(),
+        };
+        if let Err(error) = self.sender.try_send(handoff) {
+            let (reason, handoff) = match error {
+                TrySendError::Full(handoff) => ("queue_full", handoff),
+                TrySendError::Closed(handoff) => ("stopped", handoff),
+            };
+            missed(reason, handoff.events.len());
         }
     }
+}
+
+/// Counts `count` handed-off events left to the poll, and why.
+fn missed(reason: &'static str, count: usize) {
+    metrics::counter!("fp_api_outbox_handoff_events_missed_total", "reason" => reason)
+        .increment(count as u64);
+    tracing::debug!(reason, count, "outbox events left to the relay's poll");
 }
 
 pub struct OutboxRelay {
@@ -82,7 +107,7 @@ pub struct OutboxRelay {
     pub publisher: Publisher,
     pub exchange: String,
     /// What the api committed, from [`OutboxHandoff::committed`].
-    pub handoffs: mpsc::Receiver<Vec<NewOutboxEvent>>,
+    pub handoffs: mpsc::Receiver<Handoff>,
     /// How long a committed row is left to the hand-off before the poll takes it.
     pub handoff_grace: Duration,
     pub poll_interval: Duration,
@@ -109,12 +134,13 @@ impl From<fp_store::DieselError> for RelayError {
 struct Failures(u32);
 
 impl Failures {
+    /// `what` says what failed and what becomes of its events.
     fn record(&mut self, error: &RelayError, what: &str) {
         self.0 = self.0.saturating_add(1);
         if self.0 == 1 {
-            tracing::warn!(%error, "{what} failed; the poll will publish what it left");
+            tracing::warn!(%error, "{what}");
         } else {
-            tracing::debug!(%error, failures = self.0, "{what} failed again");
+            tracing::debug!(%error, failures = self.0, "{what} (again)");
         }
     }
 
@@ -123,42 +149,12 @@ impl Failures {
     }
 }
 
-/// An event as the relay publishes it, from either way in.
-struct Relayed<'a> {
-    event_id: Uuid,
-    event_type: &'a str,
-    payload: &'a [u8],
-    traceparent: &'a str,
-    tracestate: &'a str,
-}
-
-impl<'a> From<&'a NewOutboxEvent> for Relayed<'a> {
-    fn from(event: &'a NewOutboxEvent) -> Self {
-        Relayed {
-            event_id: event.event_id,
-            event_type: &event.event_type,
-            payload: &event.payload,
-            traceparent: &event.traceparent,
-            tracestate: &event.tracestate,
-        }
-    }
-}
-
-impl<'a> From<&'a PendingEvent> for Relayed<'a> {
-    fn from(event: &'a PendingEvent) -> Self {
-        Relayed {
-            event_id: event.event_id,
-            event_type: &event.event_type,
-            payload: &event.payload,
-            traceparent: &event.traceparent,
-            tracestate: &event.tracestate,
-        }
-    }
-}
+const HANDOFF_FAILED: &str = "outbox hand-off failed; its events wait for the relay's poll";
 
 impl OutboxRelay {
-    /// Relays until `stop` turns true. The hand-off publishes what was handed over before the stop;
-    /// each poll loop finishes the batch it has under way.
+    /// Relays until `stop` turns true. The hand-off publishes what was handed over before the stop
+    /// (so stop the relay after whatever commits to the outbox); each poll loop finishes the batch
+    /// it has under way.
     pub async fn run(self, stop: watch::Receiver<bool>) {
         let Self {
             pool,
@@ -180,7 +176,7 @@ impl OutboxRelay {
             poll_interval,
         };
         let polls = join_all((0..pipelines.get()).map(|_| relay.poll_loop(stop.clone())));
-        let (confirmed, to_mark) = mpsc::channel(HANDOFFS_QUEUED);
+        let (confirmed, to_mark) = mpsc::channel(CONFIRMED_QUEUED);
         tokio::join!(
             polls,
             relay.handoff_loop(handoffs, confirmed, stop.clone()),
@@ -207,7 +203,7 @@ impl Relay {
     /// failed (dropping `confirmed` then ends the marks too).
     async fn handoff_loop(
         &self,
-        mut handoffs: mpsc::Receiver<Vec<NewOutboxEvent>>,
+        mut handoffs: mpsc::Receiver<Handoff>,
         confirmed: mpsc::Sender<Vec<Uuid>>,
         mut stop: watch::Receiver<bool>,
     ) {
@@ -221,14 +217,19 @@ impl Relay {
                     events_in_flight -= count;
                     match result {
                         Ok(()) => failures.clear(),
-                        Err(error) => failures.record(&error, "outbox hand-off"),
+                        Err(error) => failures.record(&error, HANDOFF_FAILED),
                     }
                 }
-                batch = handoffs.recv(), if events_in_flight < HANDOFF_EVENTS_IN_FLIGHT => {
-                    match batch {
-                        Some(events) => {
-                            events_in_flight += events.len();
-                            in_flight.push(self.publish_handed(events, &confirmed));
+                handoff = handoffs.recv(), if events_in_flight < HANDOFF_EVENTS_IN_FLIGHT => {
+                    match handoff {
+                        // Queued so long that the poll may take these rows soon: published
+                        // now, they would likely go out twice.
+                        Some(handoff) if handoff.committed_at.elapsed() > self.handoff_grace / 2 => {
+                            missed("stale", handoff.events.len());
+                        }
+                        Some(handoff) => {
+                            events_in_flight += handoff.events.len();
+                            in_flight.push(self.publish_handed(handoff.events, &confirmed));
                         }
                         // Stopped, and everything handed over is under way.
                         None => break,
@@ -243,7 +244,7 @@ impl Relay {
         }
         while let Some((_, result)) = in_flight.next().await {
             if let Err(error) = result {
-                failures.record(&error, "outbox hand-off");
+                failures.record(&error, HANDOFF_FAILED);
             }
         }
     }
@@ -253,12 +254,14 @@ impl Relay {
     /// hand-off's alone (the poll leaves them for the grace).
     async fn publish_handed(
         &self,
-        events: Vec<NewOutboxEvent>,
+        events: Vec<OutboxEvent>,
         confirmed: &mpsc::Sender<Vec<Uuid>>,
     ) -> (usize, Result<(), RelayError>) {
         // Refused at once while the broker is away: the rows stay for the poll.
-        let outcome = try_join_all(events.iter().map(|event| self.publish(event.into()))).await;
-        if outcome.is_ok() {
+        let outcome = try_join_all(events.iter().map(|event| self.publish(event))).await;
+        if outcome.is_err() {
+            missed("publish_failed", events.len());
+        } else {
             // The mark loop outlives this loop, so the send fails only if it panicked; the rows
             // then stay for the poll.
             let _ = confirmed
@@ -282,17 +285,24 @@ impl Relay {
                 }
             }
             match self.mark(&event_ids).await {
-                Ok(()) => {
+                Ok(marked) => {
                     failures.clear();
                     metrics::counter!("fp_api_outbox_published_total", "path" => "handoff")
-                        .increment(event_ids.len() as u64);
+                        .increment(marked as u64);
                 }
-                Err(error) => failures.record(&error, "outbox hand-off's mark"),
+                Err(error) => {
+                    missed("mark_failed", event_ids.len());
+                    failures.record(
+                        &error,
+                        "marking published outbox events failed; the poll publishes them again",
+                    );
+                }
             }
         }
     }
 
-    async fn mark(&self, event_ids: &[Uuid]) -> Result<(), RelayError> {
+    /// Marks `event_ids`; returns how many were not marked already (by the poll).
+    async fn mark(&self, event_ids: &[Uuid]) -> Result<usize, RelayError> {
         let mut conn = self.pool.get().await.map_err(StoreError::from)?;
         Ok(outbox::mark_published(&mut conn, event_ids).await?)
     }
@@ -312,12 +322,12 @@ impl Relay {
             }
             match self.publish_claimed().await {
                 // A full batch suggests more are waiting.
-                Ok(published) if published as i64 == BATCH_SIZE => {
+                Ok(published) if published as i64 >= BATCH_SIZE => {
                     failures.clear();
                     continue;
                 }
                 Ok(_) => failures.clear(),
-                Err(error) => failures.record(&error, "outbox poll"),
+                Err(error) => failures.record(&error, "outbox poll failed; retrying at the next"),
             }
             tokio::select! {
                 () = self.wakeup.notified() => {}
@@ -342,11 +352,11 @@ impl Relay {
                 if pending.len() as i64 == BATCH_SIZE {
                     self.wakeup.notify_one();
                 }
-                try_join_all(pending.iter().map(|event| self.publish(event.into()))).await?;
+                try_join_all(pending.iter().map(|event| self.publish(event))).await?;
                 let event_ids: Vec<Uuid> = pending.iter().map(|event| event.event_id).collect();
-                outbox::mark_published(conn, &event_ids).await?;
-                tracing::debug!(count = event_ids.len(), "outbox events published");
-                Ok::<_, RelayError>(event_ids.len())
+                let marked = outbox::mark_published(conn, &event_ids).await?;
+                tracing::debug!(count = marked, "outbox events published");
+                Ok::<_, RelayError>(marked)
             })
             .await?;
         // Counted once committed: a batch whose commit failed goes out again.
@@ -355,12 +365,13 @@ impl Relay {
         Ok(published)
     }
 
-    async fn publish(&self, event: Relayed<'_>) -> Result<(), BrokerError> {
+    async fn publish(&self, event: &OutboxEvent) -> Result<(), BrokerError> {
         // The publish continues the trace of the request that recorded the event.
-        let parent = fp_telemetry::propagation::stored_context(event.traceparent, event.tracestate);
+        let parent =
+            fp_telemetry::propagation::stored_context(&event.traceparent, &event.tracestate);
         // The contract's message, as every other publisher of events builds it.
         let message =
-            EventMessage::encoded(event.event_id, event.event_type, event.payload.to_vec());
+            EventMessage::encoded(event.event_id, &event.event_type, event.payload.clone());
         self.publisher
             .publish_as(
                 &OutgoingMessage {

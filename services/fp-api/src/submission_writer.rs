@@ -9,7 +9,7 @@
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use fp_store::outbox::NewOutboxEvent;
+use fp_store::outbox::OutboxEvent;
 use fp_store::submissions::{self, NewSubmission, SubmissionRow};
 use fp_store::{PgConnection, PgPool, StoreError};
 use fp_telemetry::propagation::StoredContext;
@@ -191,21 +191,22 @@ impl SubmissionWriter {
             batch.iter().map(|queued| &queued.submission).collect();
         match commit(&mut conn, &submissions).await {
             Ok(Committed { rows, events }) => {
+                // Handed over before the answers, so a stopping api has handed over everything
+                // it answered for.
+                self.outbox.committed(events);
                 for (queued, row) in batch.into_iter().zip(rows) {
                     // The client may be gone; its submission stays stored.
                     let _ = queued.reply.send(Ok(row));
                 }
-                self.outbox.committed(events);
             }
             Err(BatchError::Refused(error)) if batch.len() > 1 && !error.is_unreachable() => {
                 tracing::warn!(%error, size = batch.len(), "a batch of submissions was refused; writing its members one by one");
-                let mut events = Vec::new();
                 for queued in batch {
                     let outcome = commit(&mut conn, &[&queued.submission])
                         .await
                         .map_err(BatchError::into_store_error)
                         .and_then(|committed| {
-                            events.extend(committed.events);
+                            self.outbox.committed(committed.events);
                             // One row in, one row back, as `get_result` would say.
                             committed
                                 .rows
@@ -216,7 +217,6 @@ impl SubmissionWriter {
                         .map_err(Arc::new);
                     let _ = queued.reply.send(outcome);
                 }
-                self.outbox.committed(events);
             }
             // Nothing to retry: the database is away, or the batch may have committed (writing
             // it again could store it twice).
@@ -235,7 +235,7 @@ fn answer_all(batch: Vec<Queued>, error: StoreError) {
 /// What a batch wrote: its submissions in the order they were given, and their events.
 struct Committed {
     rows: Vec<SubmissionRow>,
-    events: Vec<NewOutboxEvent>,
+    events: Vec<OutboxEvent>,
 }
 
 /// Writes `submissions` and the outbox rows of their events. Two round trips: their ids are
@@ -268,7 +268,7 @@ async fn commit(
         .iter()
         .zip(submissions)
         .map(|(row, submission)| created_event(row, submission.trace.clone()))
-        .collect::<Result<Vec<NewOutboxEvent>, StoreError>>()
+        .collect::<Result<Vec<OutboxEvent>, StoreError>>()
         .map_err(BatchError::Refused)?;
     match submissions::insert_with_events(conn, &rows, &events).await {
         Ok(()) => Ok(Committed { rows, events }),
@@ -284,6 +284,8 @@ mod tests {
     use diesel::sql_types::{BigInt, Nullable, Text};
     use diesel_async::RunQueryDsl;
     use fp_testkit::environment::TestEnvironment;
+
+    use crate::outbox_relay::Handoff;
 
     use super::*;
 
@@ -336,7 +338,7 @@ mod tests {
         pool: PgPool,
         tenant_id: Uuid,
         outbox: OutboxHandoff,
-        handoffs: std::sync::Mutex<mpsc::Receiver<Vec<NewOutboxEvent>>>,
+        handoffs: std::sync::Mutex<mpsc::Receiver<Handoff>>,
     }
 
     async fn fixture(label: &str) -> anyhow::Result<Fixture> {
@@ -371,8 +373,8 @@ mod tests {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let mut event_ids = Vec::new();
-            while let Ok(events) = handoffs.try_recv() {
-                event_ids.extend(events.iter().map(|event| event.event_id));
+            while let Ok(handoff) = handoffs.try_recv() {
+                event_ids.extend(handoff.events.iter().map(|event| event.event_id));
             }
             event_ids
         }
@@ -406,18 +408,19 @@ mod tests {
             assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{ids:?}");
 
             let mut conn = fixture.pool.get().await?;
-            let expected: Vec<OutboxRow> = (1..)
+            let expected: Vec<(Uuid, Option<i64>, String)> = (1..)
                 .zip(&rows)
-                .zip(outbox_rows(&mut conn).await?)
-                .map(|((n, row), stored)| OutboxRow {
-                    event_id: stored.event_id,
-                    tenant_id: fixture.tenant_id,
-                    submission_id: Some(row.id),
-                    traceparent: pending(fixture.tenant_id, "", n).trace.traceparent,
+                .map(|(n, row)| {
+                    let traceparent = pending(fixture.tenant_id, "", n).trace.traceparent;
+                    (fixture.tenant_id, Some(row.id), traceparent)
                 })
                 .collect();
             let stored = outbox_rows(&mut conn).await?;
-            assert_eq!(stored, expected);
+            let found: Vec<(Uuid, Option<i64>, String)> = stored
+                .iter()
+                .map(|row| (row.tenant_id, row.submission_id, row.traceparent.clone()))
+                .collect();
+            assert_eq!(found, expected);
             // Committed, the batch's events went to the relay at once, in one hand-off.
             assert_eq!(fixture.handed_off(), event_ids(&stored));
             Ok(())

@@ -7,7 +7,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use fp_domain::{Change, Event, Submission, SubmissionStatus};
-use fp_store::outbox::NewOutboxEvent;
+use fp_store::outbox::OutboxEvent;
 use fp_store::submissions::{self, SubmissionRow};
 use fp_store::{AsyncConnection, StoreError};
 use fp_telemetry::propagation::StoredContext;
@@ -103,7 +103,7 @@ pub(super) fn outbox_event(
     tenant_id: Uuid,
     occurred_at: DateTime<Utc>,
     change: Change,
-) -> NewOutboxEvent {
+) -> OutboxEvent {
     outbox_event_in(
         StoredContext::of_span(&tracing::Span::current()),
         tenant_id,
@@ -118,7 +118,7 @@ fn outbox_event_in(
     tenant_id: Uuid,
     occurred_at: DateTime<Utc>,
     change: Change,
-) -> NewOutboxEvent {
+) -> OutboxEvent {
     let event = Event {
         id: Uuid::now_v7(),
         tenant_id,
@@ -126,7 +126,7 @@ fn outbox_event_in(
         change,
     };
     tracing::info!(event_id = %event.id, trace_id = %trace.trace_id(), event_type = %event.event_type(), "event recorded");
-    NewOutboxEvent {
+    OutboxEvent {
         event_id: event.id,
         tenant_id,
         event_type: event.event_type().as_str().to_owned(),
@@ -142,7 +142,7 @@ fn outbox_event_in(
 pub(crate) fn created_event(
     row: &SubmissionRow,
     trace: StoredContext,
-) -> Result<NewOutboxEvent, StoreError> {
+) -> Result<OutboxEvent, StoreError> {
     let change = Change::SubmissionCreated {
         submission: domain_submission(row)?,
     };
