@@ -20,8 +20,6 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use fp_broker::{Broker, BrokerError, OutgoingMessage, Publisher};
 use fp_contracts::EventMessage;
 use fp_store::outbox::{self, OutboxEvent};
@@ -31,6 +29,7 @@ use futures_util::future::{join_all, try_join_all};
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 /// Rows a poll's batch claims: enough to keep confirms streaming, few enough that a failed batch
