@@ -164,6 +164,29 @@ pub async fn metric(health: SocketAddr, name: &str) -> anyhow::Result<u64> {
     Ok(sum_of_series(&metrics_text(health).await?, name).round() as u64)
 }
 
+/// Waits until a counter shows `expected` (a counter may lag what it counts by a few
+/// milliseconds: it moves once the work's answer is in); fails on a higher value at once, and on a
+/// lower one after `patience`.
+pub async fn metric_reaches(
+    health: SocketAddr,
+    name: &str,
+    expected: u64,
+    patience: std::time::Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let value = metric(health, name).await?;
+        if value == expected {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            value < expected && tokio::time::Instant::now() < deadline,
+            "{name} is {value}, not {expected}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// A service's whole `/metrics` exposition.
 pub async fn metrics_text(health: SocketAddr) -> anyhow::Result<String> {
     Ok(scrape_client()?

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use fp_broker::{Broker, OutgoingMessage};
 use fp_testkit::environment::{TestEnvironment, broker_url};
-use fp_testkit::pipeline::{EventsQueue, Pipeline, metric};
+use fp_testkit::pipeline::{EventsQueue, Pipeline, metric, metric_reaches};
 use fp_testkit::receiver::{CannedResponse, Responder, TlsReceiver};
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -388,27 +388,6 @@ async fn a_killed_dispatcher_loses_nothing_and_two_dispatchers_share_the_work() 
     env.finish().await
 }
 
-/// Waits until a dispatcher's counter shows `expected` (it may lag the rows it counts by a few
-/// milliseconds); fails on another value after [`PATIENCE`].
-async fn metric_reaches(
-    health: std::net::SocketAddr,
-    name: &str,
-    expected: u64,
-) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let value = metric(health, name).await?;
-        if value == expected {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            value < expected && tokio::time::Instant::now() < deadline,
-            "{name} is {value}, not {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// A fresh event's first attempt reaches the log with its outcome while log-ingest is down: the
 /// dispatcher writes the outcome over the pending row its claim stored, sends no attempt record
 /// through the broker, and acks the event. The retry of a failed one goes to log-ingest as
@@ -454,12 +433,14 @@ async fn a_first_attempt_is_logged_by_the_dispatcher_and_a_retry_by_log_ingest()
         dispatcher,
         "fp_dispatcher_outcomes_logged_total",
         EVENTS as u64,
+        PATIENCE,
     )
     .await?;
     metric_reaches(
         dispatcher,
         "fp_dispatcher_messages_handled_total",
         EVENTS as u64,
+        PATIENCE,
     )
     .await?;
     assert_eq!(
@@ -502,6 +483,7 @@ async fn a_first_attempt_is_logged_by_the_dispatcher_and_a_retry_by_log_ingest()
         dispatcher,
         "fp_dispatcher_outcomes_logged_total",
         EVENTS as u64 + 1,
+        PATIENCE,
     )
     .await?;
 
