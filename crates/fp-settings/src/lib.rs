@@ -247,7 +247,10 @@ pub struct DispatcherSettings {
     pub connect_timeout_ms: u64,
     pub request_timeout_ms: u64,
     pub prefetch: u16,
+    /// How long a cached config is used while its changes cannot be heard (no listener).
     pub config_cache_ttl_ms: u64,
+    /// How long at most while they are heard: only a bound for a notification that got lost.
+    pub config_cache_max_age_ms: u64,
     pub health_listen: SocketAddr,
     #[serde(rename = "retry_schedule")]
     retry_schedule_raw: String,
@@ -599,6 +602,7 @@ mod tests {
             request_timeout_ms: 1,
             prefetch: 1,
             config_cache_ttl_ms: 1,
+            config_cache_max_age_ms: 1,
             health_listen: "127.0.0.1:0".parse().expect("addr"),
             retry_schedule_raw: "1s,5s".into(),
             max_in_flight_per_endpoint: 4,

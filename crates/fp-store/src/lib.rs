@@ -6,6 +6,7 @@
 
 pub mod advisory_lock;
 pub mod attempts;
+pub mod config_changes;
 pub mod deliveries;
 pub mod endpoint_notifications;
 pub mod erasure;
@@ -13,6 +14,7 @@ pub mod identity;
 pub mod inbound_events;
 pub mod key_revocations;
 pub mod maintenance;
+pub mod notifications;
 pub mod outbox;
 pub mod partitions;
 pub mod payload_retention;

@@ -186,8 +186,8 @@ pub async fn record_failure(
     Ok(disabled > 0)
 }
 
-/// Removes the tenant's config; returns whether there was one. Deliveries stop once dispatchers'
-/// caches expire; pending retries find no config and end.
+/// Removes the tenant's config; returns whether there was one. Dispatchers hear it at commit
+/// ([`crate::config_changes`]) and deliver nothing more; pending retries find no config and end.
 pub async fn delete(conn: &mut AsyncPgConnection, tenant_id: Uuid) -> Result<bool, StoreError> {
     let deleted = diesel::delete(webhook_configs::table.find(tenant_id))
         .execute(conn)

@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::Context;
+use diesel_async::RunQueryDsl;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use serde_json::{Value, json};
@@ -157,6 +158,38 @@ pub async fn start_dashboard(
     )
     .await?;
     Ok((address, health))
+}
+
+/// Waits until `expected` dispatchers listen for config changes (each names its connection before
+/// it `LISTEN`s). A dispatcher serves before it listens, and what it caches meanwhile lives only
+/// the short TTL: a test whose entries must be dropped by a notification waits for this first.
+pub async fn config_listeners_reach(env: &TestEnvironment, expected: i64) -> anyhow::Result<()> {
+    #[derive(diesel::QueryableByName)]
+    struct Listening {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        count: i64,
+    }
+    let mut conn = fp_store::connect(&env.database_url).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let listening: Listening = diesel::sql_query(
+            "SELECT count(*) AS count FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = $1 \
+             AND query NOT LIKE 'SET application_name%'",
+        )
+        .bind::<diesel::sql_types::Text, _>(fp_store::config_changes::CHANNEL.application_name)
+        .get_result(&mut conn)
+        .await?;
+        if listening.count == expected {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{} connections listen for config changes, not {expected}",
+            listening.count
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A counter from a service's `/metrics`, summed over all its label sets; 0 when absent.

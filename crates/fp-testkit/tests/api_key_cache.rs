@@ -153,7 +153,7 @@ async fn while_the_listener_is_lost_the_cache_is_bypassed_then_emptied() -> anyh
             "SELECT pg_terminate_backend(pid, 5000) AS ended FROM pg_stat_activity \
              WHERE datname = current_database() AND application_name = $1",
         )
-        .bind::<sql_types::Text, _>(fp_store::key_revocations::APPLICATION_NAME)
+        .bind::<sql_types::Text, _>(fp_store::key_revocations::CHANNEL.application_name)
         .load(&mut conn)
         .await?;
         diesel::sql_query("COMMIT").execute(&mut conn).await?;
@@ -168,7 +168,7 @@ async fn while_the_listener_is_lost_the_cache_is_bypassed_then_emptied() -> anyh
         let logs = env.service_logs()?;
         assert!(
             logs.iter()
-                .any(|(_, log)| log.contains("lost the api key revocation listener")),
+                .any(|(_, log)| log.contains("lost the listener for api key revocations")),
             "the outage is logged"
         );
         Ok(())

@@ -16,7 +16,7 @@ use fp_contracts::{timestamp_from, v1};
 use fp_store::erasure::ErasureRecord;
 use fp_store::schema::erasures;
 use fp_testkit::environment::{TestEnvironment, broker_url};
-use fp_testkit::pipeline::{Pipeline, TenantApi, publish_attempt_record};
+use fp_testkit::pipeline::{Pipeline, TenantApi, config_listeners_reach, publish_attempt_record};
 use fp_testkit::receiver::{CannedResponse, TlsReceiver};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -165,9 +165,12 @@ async fn erasure_leaves_no_trace_and_cancels_the_pending_retry() -> anyhow::Resu
     env.trust_receiver(&receiver)?;
     // The retry waits long enough for the erasure to come first.
     env.set("FP__DISPATCHER__RETRY_SCHEDULE", "8s,8s");
-    // The dispatcher sees the erasure at once (by default within 5 s).
-    env.set("FP__DISPATCHER__CONFIG_CACHE_TTL_MS", "1");
+    // The dispatcher hears the erasure at once (a notification at commit). Its cached configs
+    // live an hour here, so nothing else could make it see the erasure within the test.
+    env.set("FP__DISPATCHER__CONFIG_CACHE_TTL_MS", "3600000");
+    env.set("FP__DISPATCHER__CONFIG_CACHE_MAX_AGE_MS", "3600000");
     let pipeline = Pipeline::start(&mut env, 1).await?;
+    config_listeners_reach(&env, 1).await?;
     let outcome = run(&env, &pipeline, &receiver).await;
     env.finish_after(outcome).await
 }

@@ -157,7 +157,7 @@ async fn a_failed_delivery_is_redelivered_byte_for_byte_to_the_endpoints_current
     trust_receivers(&mut env, &[&receiver, &moved])?;
     // One short retry, so the delivery fails for good within a second.
     env.set("FP__DISPATCHER__RETRY_SCHEDULE", "200ms");
-    // The dispatcher sees a saved config at once (by default within 5 s).
+    // The dispatcher sees a saved config at once, even before it listens for config changes.
     env.set("FP__DISPATCHER__CONFIG_CACHE_TTL_MS", "1");
     let pipeline = Pipeline::start(&mut env, 1).await?;
     let alice = pipeline.tenant(&env, "Alice").await?;

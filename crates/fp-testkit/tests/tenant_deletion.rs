@@ -18,7 +18,9 @@ use diesel_async::RunQueryDsl;
 use fp_broker::{Broker, OutgoingMessage};
 use fp_contracts::{timestamp_from, v1};
 use fp_testkit::environment::{TestEnvironment, broker_url};
-use fp_testkit::pipeline::{Pipeline, TenantApi, metric, publish_attempt_record, start_api};
+use fp_testkit::pipeline::{
+    Pipeline, TenantApi, config_listeners_reach, metric, publish_attempt_record, start_api,
+};
 use fp_testkit::receiver::{CannedResponse, TlsReceiver};
 use fp_testkit::sessions::{UserApi, create_user};
 use futures_util::StreamExt;
@@ -151,9 +153,12 @@ async fn a_deleted_tenant_leaves_no_row_and_its_queued_retry_is_not_sent() -> an
         "FP__DISPATCHER__RETRY_SCHEDULE",
         format!("{}s", RETRY_DELAY.as_secs()),
     );
-    // The dispatcher reads the config on every delivery, so the retry meets the deletion.
-    env.set("FP__DISPATCHER__CONFIG_CACHE_TTL_MS", "1");
+    // The dispatcher hears the deletion at once (a notification at commit), so the retry meets
+    // it. Its cached configs live an hour here, so nothing else could explain that.
+    env.set("FP__DISPATCHER__CONFIG_CACHE_TTL_MS", "3600000");
+    env.set("FP__DISPATCHER__CONFIG_CACHE_MAX_AGE_MS", "3600000");
     let pipeline = Pipeline::start(&mut env, 1).await?;
+    config_listeners_reach(&env, 1).await?;
     let outcome = deletion_scenario(&env, &pipeline, &receiver).await;
     env.finish_after(outcome).await
 }

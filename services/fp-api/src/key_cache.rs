@@ -1,6 +1,6 @@
 //! Live API keys (`Bearer`) kept in memory, so most requests need no query to know their key.
 //! Revocation still takes effect at once on every api process: a trigger notifies
-//! [`fp_store::key_revocations::CHANNEL`] at commit, and [`listen`] drops the key here. Rules:
+//! [`fp_store::key_revocations::CHANNEL`] at commit, and the listener drops the key here. Rules:
 //! - only live keys are cached, never "unknown" (a key issued later must work at once);
 //! - while the listener is not listening, the cache is neither read nor filled: a revocation in
 //!   that gap would go unheard;
@@ -9,11 +9,10 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use fp_settings::{ExposeSecret, SecretString};
 use fp_store::identity::KeyOwner;
-use fp_store::key_revocations::{RevocationListener, Revoked};
+use fp_store::key_revocations::{self, Revoked};
+use fp_store::notifications::Subscriber;
 use moka::sync::Cache;
-use tokio::sync::watch;
 use uuid::Uuid;
 
 /// What authentication needs of a live key.
@@ -118,19 +117,6 @@ impl KeyCache {
         }
     }
 
-    /// Revocations can no longer be heard: stop using the cache, then empty it.
-    fn stopped_listening(&self) {
-        self.listening.store(false, Ordering::SeqCst);
-        self.forget_everything();
-    }
-
-    /// Revocations are heard again. Those made while not listening were missed, so whatever was
-    /// cached before goes first.
-    fn listening_again(&self) {
-        self.forget_everything();
-        self.listening.store(true, Ordering::SeqCst);
-    }
-
     fn forget_everything(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         if let Some(entries) = &self.entries {
@@ -139,62 +125,26 @@ impl KeyCache {
     }
 }
 
-/// First wait before listening again after the connection was lost (the cache is bypassed
-/// meanwhile); it doubles up to the most.
-const RECONNECT_FIRST: Duration = Duration::from_millis(200);
-const RECONNECT_MOST: Duration = Duration::from_secs(10);
+/// Revocations, as [`fp_store::notifications::follow`] hears them on
+/// [`fp_store::key_revocations::CHANNEL`].
+impl Subscriber for KeyCache {
+    /// Revocations made while not listening were missed, so whatever was cached before goes first.
+    fn listening(&self) {
+        self.forget_everything();
+        self.listening.store(true, Ordering::SeqCst);
+    }
 
-/// Listens for revocations and applies them to `cache` until `stop` turns true, reconnecting
-/// (with backoff) whenever the connection is lost.
-pub async fn listen(
-    cache: std::sync::Arc<KeyCache>,
-    database_url: SecretString,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut backoff = RECONNECT_FIRST;
-    // Logged once per outage, not once per attempt.
-    let mut outage_logged = false;
-    loop {
-        let listener = tokio::select! {
-            listener = RevocationListener::listen(database_url.expose_secret()) => listener,
-            _ = stop.wait_for(|stopping| *stopping) => return,
-        };
-        match listener {
-            Ok(mut listener) => {
-                cache.listening_again();
-                if outage_logged {
-                    tracing::info!(
-                        "listening for api key revocations again; the key cache is in use"
-                    );
-                }
-                backoff = RECONNECT_FIRST;
-                let lost = loop {
-                    let revoked = tokio::select! {
-                        revoked = listener.next() => revoked,
-                        _ = stop.wait_for(|stopping| *stopping) => return,
-                    };
-                    match revoked {
-                        Ok(Revoked::Key(hash)) => cache.revoked(&hash),
-                        Ok(Revoked::Unknown) => cache.forget_everything(),
-                        Err(error) => break error.to_string(),
-                    }
-                };
-                cache.stopped_listening();
-                tracing::warn!(error = %lost, "lost the api key revocation listener; every key is checked in the database until it is back");
-                // This outage is logged; listening again ends it.
-                outage_logged = true;
-            }
-            Err(error) if !outage_logged => {
-                tracing::warn!(%error, "cannot listen for api key revocations; every key is checked in the database until it can");
-                outage_logged = true;
-            }
-            Err(error) => tracing::debug!(%error, "still cannot listen for api key revocations"),
+    fn notified(&self, payload: &str) {
+        match key_revocations::parse_payload(payload) {
+            Revoked::Key(hash) => self.revoked(&hash),
+            Revoked::Unknown => self.forget_everything(),
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stop.wait_for(|stopping| *stopping) => return,
-        }
-        backoff = (backoff * 2).min(RECONNECT_MOST);
+    }
+
+    /// Revocations can no longer be heard: stop using the cache, then empty it.
+    fn stopped_listening(&self) {
+        self.listening.store(false, Ordering::SeqCst);
+        self.forget_everything();
     }
 }
 
@@ -213,7 +163,7 @@ mod tests {
 
     fn listening_cache(capacity: u64) -> KeyCache {
         let cache = KeyCache::new(capacity, Duration::from_secs(3600));
-        cache.listening_again();
+        cache.listening();
         cache
     }
 
@@ -256,7 +206,7 @@ mod tests {
         cache.stopped_listening();
         assert!(matches!(cache.lookup(HASH), Lookup::Miss(None)));
         // Listening again: what was cached before is gone, and so is a lookup's from before.
-        cache.listening_again();
+        cache.listening();
         assert!(!is_cached(&cache));
         cache.insert(before_the_loss, HASH.to_vec(), key());
         assert!(!is_cached(&cache));

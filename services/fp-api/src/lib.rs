@@ -179,9 +179,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let (relay_stop, relay_stopping) = watch::channel(false);
     let relay_task = tokio::spawn(relay.run(relay_stopping));
     let key_revocations_task = state.key_cache.is_enabled().then(|| {
-        tokio::spawn(key_cache::listen(
-            state.key_cache.clone(),
+        tokio::spawn(fp_store::notifications::follow(
+            &fp_store::key_revocations::CHANNEL,
             settings.database.url.clone(),
+            state.key_cache.clone(),
             stop.subscribe(),
         ))
     });

@@ -1,6 +1,12 @@
 //! Tenants' webhook configs, cached so that a delivery costs no database round trip while the
-//! entry is fresh. An entry lives `ttl`; a config saved through the api reaches every dispatcher
-//! within that time.
+//! entry is fresh. A change to what an entry holds (the config, the tenant, an erasure) is
+//! notified at commit on [`fp_store::config_changes::CHANNEL`]; every dispatcher drops that
+//! tenant's entry when it hears it, so a saved config is used from the next delivery on. Rules:
+//! - while changes are heard, an entry loaded while listening lives until its tenant's change is
+//!   heard, or `max_age` at most (a bound for a notification that got lost);
+//! - while they are not (the listener is lost, or not yet up), every entry lives `ttl` only;
+//! - listening again, the cache starts empty: changes made while not listening were missed;
+//! - a load that a change was heard during is not kept: what it read may be the old config.
 //!
 //! Secrets are stored sealed (`fp_domain::secret_box`) and opened here with the master key. A secret
 //! that does not open (another master key, a tampered row) never means "deliver unsigned": the
@@ -9,15 +15,17 @@
 //! alone decides whether a delivery may go.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use fp_domain::EventType;
 use fp_domain::secret_box::{self, MasterKey};
 use fp_domain::signing::{SigningSecrets, WebhookSecret};
+use fp_store::config_changes::{self, Changed};
+use fp_store::notifications::Subscriber;
 use fp_store::{PgPool, StoreError};
-use tokio::sync::RwLock;
 use uuid::Uuid;
 
 /// What a delivery needs to know about the tenant's endpoint.
@@ -34,7 +42,7 @@ pub struct Endpoint {
     pub enabled: bool,
     /// When the tenant last erased a submission's personal data: only deliveries of events older
     /// than that are looked up in the erased events (`fp_domain::erasure::may_have_been_erased`),
-    /// so the hot path costs no query. An erasure reaches a dispatcher within the cache's TTL.
+    /// so the hot path costs no query. An erasure is notified like a saved config.
     pub latest_erasure_at: Option<DateTime<Utc>>,
 }
 
@@ -85,30 +93,72 @@ pub enum Lookup {
 
 struct CachedLookup {
     loaded_at: Instant,
+    /// Whether changes were heard from before its load began.
+    heard: bool,
     lookup: Lookup,
+}
+
+/// How long entries live (see the module's rules).
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    /// While changes are not heard.
+    pub ttl: Duration,
+    /// While they are.
+    pub max_age: Duration,
+}
+
+impl Lifetimes {
+    /// Whether an entry may be used, `age` after its load.
+    fn fresh(self, heard: bool, listening: bool, age: Duration) -> bool {
+        age < if heard && listening {
+            self.max_age
+        } else {
+            self.ttl
+        }
+    }
+}
+
+/// Leave to keep what one load read: taken before the load.
+struct Ticket {
+    epoch: u64,
+    listening: bool,
 }
 
 pub struct ConfigCache {
     pool: PgPool,
-    ttl: Duration,
+    lifetimes: Lifetimes,
     master_key: MasterKey,
     entries: RwLock<HashMap<Uuid, CachedLookup>>,
+    /// Moves on every change heard and on listening again, before entries are dropped: a load
+    /// that started before it may not keep what it read.
+    epoch: AtomicU64,
+    /// Whether changes are heard right now.
+    listening: AtomicBool,
 }
 
 impl ConfigCache {
-    pub fn new(pool: PgPool, ttl: Duration, master_key: MasterKey) -> Self {
+    pub fn new(pool: PgPool, lifetimes: Lifetimes, master_key: MasterKey) -> Self {
         ConfigCache {
             pool,
-            ttl,
+            lifetimes,
             master_key,
             entries: RwLock::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
+            listening: AtomicBool::new(false),
         }
     }
 
     /// The tenant's endpoint, or why there is none.
     pub async fn endpoint(&self, tenant_id: Uuid) -> Result<Lookup, StoreError> {
-        let stale = match self.entries.read().await.get(&tenant_id) {
-            Some(cached) if cached.loaded_at.elapsed() < self.ttl => {
+        let ticket = self.ticket();
+        let stale = match self.read_entries().get(&tenant_id) {
+            Some(cached)
+                if self.lifetimes.fresh(
+                    cached.heard,
+                    ticket.listening,
+                    cached.loaded_at.elapsed(),
+                ) =>
+            {
                 return Ok(cached.lookup.clone());
             }
             Some(cached) => Some(cached.lookup.clone()),
@@ -124,12 +174,48 @@ impl ConfigCache {
             }
             (Err(error), _) => return Err(error),
         };
-        let cached = CachedLookup {
-            loaded_at: Instant::now(),
-            lookup: lookup.clone(),
-        };
-        self.entries.write().await.insert(tenant_id, cached);
+        metrics::counter!("fp_dispatcher_config_loads_total").increment(1);
+        let mut entries = self.write_entries();
+        // Checked under the lock a heard change takes to drop its entry: either the change came
+        // first and this load is not kept, or the change drops what is kept here.
+        if self.epoch.load(Ordering::SeqCst) == ticket.epoch {
+            entries.insert(
+                tenant_id,
+                CachedLookup {
+                    loaded_at: Instant::now(),
+                    heard: ticket.listening,
+                    lookup: lookup.clone(),
+                },
+            );
+        }
         Ok(lookup)
+    }
+
+    fn ticket(&self) -> Ticket {
+        // The epoch first: a change heard after it is seen by the insert.
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let listening = self.listening.load(Ordering::SeqCst);
+        Ticket { epoch, listening }
+    }
+
+    fn read_entries(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Uuid, CachedLookup>> {
+        // A panic while holding the lock leaves the map whole (inserts and removes only).
+        self.entries.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_entries(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Uuid, CachedLookup>> {
+        self.entries.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn changed(&self, tenant_id: Option<Uuid>) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let mut entries = self.write_entries();
+        match tenant_id {
+            Some(tenant_id) => {
+                entries.remove(&tenant_id);
+            }
+            None => entries.clear(),
+        }
     }
 
     async fn load(&self, tenant_id: Uuid) -> Result<Lookup, StoreError> {
@@ -208,6 +294,26 @@ impl ConfigCache {
     }
 }
 
+/// Changes, as [`fp_store::notifications::follow`] hears them on [`config_changes::CHANNEL`].
+impl Subscriber for ConfigCache {
+    /// Changes made while not listening were missed, so whatever was cached before goes first.
+    fn listening(&self) {
+        self.changed(None);
+        self.listening.store(true, Ordering::SeqCst);
+    }
+
+    fn notified(&self, payload: &str) {
+        match config_changes::parse_payload(payload) {
+            Changed::Tenant(tenant_id) => self.changed(Some(tenant_id)),
+            Changed::Unknown => self.changed(None),
+        }
+    }
+
+    fn stopped_listening(&self) {
+        self.listening.store(false, Ordering::SeqCst);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +344,21 @@ mod tests {
                 secrets.previous.map(WebhookSecret::expose),
             )
         })
+    }
+
+    #[test]
+    fn an_entry_lives_until_its_change_is_heard_only_while_changes_are_heard() {
+        let lifetimes = Lifetimes {
+            ttl: Duration::from_secs(5),
+            max_age: Duration::from_secs(600),
+        };
+        let minute = Duration::from_secs(60);
+        assert!(lifetimes.fresh(true, true, minute));
+        assert!(!lifetimes.fresh(true, true, Duration::from_secs(600)));
+        // Loaded before listening, or judged while the listener is lost: the short TTL.
+        assert!(!lifetimes.fresh(false, true, minute));
+        assert!(!lifetimes.fresh(true, false, minute));
+        assert!(lifetimes.fresh(false, false, Duration::from_secs(4)));
     }
 
     #[test]

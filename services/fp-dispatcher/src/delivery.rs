@@ -1,5 +1,6 @@
 //! Handling one message: decide, deliver, record, schedule the retry, ack.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -104,7 +105,7 @@ pub enum Input {
 }
 
 pub struct Dispatcher {
-    pub configs: ConfigCache,
+    pub configs: Arc<ConfigCache>,
     /// Reads the log, to tell whether a redelivered input's attempt was already made elsewhere.
     pub pool: PgPool,
     pub completed: CompletedAttempts,

@@ -25,9 +25,10 @@ use fp_domain::address_policy::AddressPolicy;
 use fp_settings::{ExposeSecret, Settings};
 use fp_telemetry::health::{self, Health};
 use futures_util::StreamExt;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config_cache::ConfigCache;
+use crate::config_cache::{ConfigCache, Lifetimes};
 use crate::delivery::{Dispatcher, Input};
 use crate::endpoint_health::HealthReporter;
 use crate::endpoint_limits::EndpointLimits;
@@ -127,12 +128,23 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         jobs.map(|delivery| (Input::Job, delivery)),
     );
 
+    let configs = Arc::new(ConfigCache::new(
+        pool.clone(),
+        Lifetimes {
+            ttl: Duration::from_millis(dispatcher_settings.config_cache_ttl_ms),
+            max_age: Duration::from_millis(dispatcher_settings.config_cache_max_age_ms),
+        },
+        master_key,
+    ));
+    let (stop_listening, listening_stopped) = watch::channel(false);
+    let config_changes = tokio::spawn(fp_store::notifications::follow(
+        &fp_store::config_changes::CHANNEL,
+        settings.database.url.clone(),
+        configs.clone(),
+        listening_stopped,
+    ));
     let dispatcher = Arc::new(Dispatcher {
-        configs: ConfigCache::new(
-            pool.clone(),
-            Duration::from_millis(dispatcher_settings.config_cache_ttl_ms),
-            master_key,
-        ),
+        configs,
         first_attempts: first_attempts::FirstAttemptLog::start(
             pool.clone(),
             Duration::from_millis(dispatcher_settings.outcome_linger_ms),
@@ -213,6 +225,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             "drain timed out; their events return to the queue"
         );
     }
+    let _ = stop_listening.send(true);
+    let _ = config_changes.await;
     broker.close().await;
     tracing::info!("stopped");
     Ok(())

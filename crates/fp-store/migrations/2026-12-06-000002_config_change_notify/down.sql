@@ -1,0 +1,5 @@
+DROP TRIGGER erasure_recorded ON erasures;
+DROP TRIGGER tenant_created_or_deleted ON tenants;
+DROP TRIGGER webhook_config_changed ON webhook_configs;
+DROP TRIGGER webhook_config_saved ON webhook_configs;
+DROP FUNCTION notify_tenant_config_changed();
