@@ -154,6 +154,10 @@ fn describe() {
         "Copies of already completed attempts that were not sent again"
     );
     describe_counter!(
+        "fp_dispatcher_config_loads_total",
+        "Tenants' configs read from the database (the cache had none, or its entry was dropped by a change or expired while changes were not heard)"
+    );
+    describe_counter!(
         "fp_dispatcher_secret_unreadable_total",
         "Deliveries dropped because the endpoint's secret does not open with the master key"
     );
