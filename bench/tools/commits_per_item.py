@@ -8,8 +8,9 @@
 (psql as postgres on 127.0.0.1, as `make services` sets it up; its own two commits a second are
 counted too). `report` reads every run's JSON under <experiment dir> (bench/tools/ab.sh's layout),
 interpolates the commit count at each phase's window and divides by the items the phase
-completed. Phases shorter than a few seconds get a coarse figure: only the long paced phases
-(submissions at 800/s: 25 s with --submissions 20000) are worth comparing."""
+completed. Phases shorter than a few seconds get a coarse figure: a paced phase lasts as long as
+the max-rate phase before it (6-7 s for submissions with --submissions 20000), and phases of
+under a second (events with --events 2000) are not worth comparing."""
 import bisect
 import glob
 import json

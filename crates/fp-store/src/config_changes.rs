@@ -1,6 +1,6 @@
 //! Tenants whose delivery config changed: the channel triggers notify (migration
 //! `2026-12-06-000002_config_change_notify`) when anything the dispatcher's config cache holds
-//! changes: the webhook config's delivery fields, the tenant's existence, a new erasure. Every
+//! changes: the webhook config's delivery fields, the tenant's existence, its erasures. Every
 //! dispatcher drops that tenant's entry ([`crate::notifications::follow`] listens), so a saved
 //! config is used from the next delivery on.
 
@@ -12,7 +12,7 @@ pub const CHANNEL: Channel = Channel {
     name: "fp_tenant_config_changed",
     application_name: "fp-dispatcher config changes",
     heard: "config changes",
-    while_deaf: "a cached config is used for dispatcher.config_cache_ttl_ms at most until they are heard again",
+    while_deaf: "a cached config is used for dispatcher.config_cache_ttl_ms at most until they are heard again, then every one is loaded anew",
 };
 
 /// What a notification says.

@@ -100,10 +100,10 @@ impl Listener {
 pub trait Subscriber: Send + Sync + 'static {
     /// Listening (again): from now on every notification arrives. Whatever was notified while
     /// not listening was missed.
-    fn listening(&self);
+    fn started_listening(&self);
     /// A notification's payload.
     fn notified(&self, payload: &str);
-    /// No longer listening: notifications go unheard until [`Subscriber::listening`].
+    /// No longer listening: notifications go unheard until [`Subscriber::started_listening`].
     fn stopped_listening(&self);
 }
 
@@ -129,7 +129,7 @@ pub async fn follow<S: Subscriber>(
         };
         match listener {
             Ok(mut listener) => {
-                subscriber.listening();
+                subscriber.started_listening();
                 if outage_logged {
                     tracing::info!(
                         channel = channel.name,

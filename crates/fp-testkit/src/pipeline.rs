@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use diesel_async::RunQueryDsl;
+use fp_store::notifications::Channel;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use serde_json::{Value, json};
@@ -160,10 +161,14 @@ pub async fn start_dashboard(
     Ok((address, health))
 }
 
-/// Waits until `expected` dispatchers listen for config changes (each names its connection before
-/// it `LISTEN`s). A dispatcher serves before it listens, and what it caches meanwhile lives only
-/// the short TTL: a test whose entries must be dropped by a notification waits for this first.
-pub async fn config_listeners_reach(env: &TestEnvironment, expected: i64) -> anyhow::Result<()> {
+/// Waits until `expected` connections listen on `channel` (each names itself, then `LISTEN`s,
+/// then idles). A dispatcher serves before it listens, and what it caches meanwhile lives only the
+/// short TTL: a test whose entries must be dropped by a notification waits for this first.
+pub async fn listeners_reach(
+    env: &TestEnvironment,
+    channel: &Channel,
+    expected: i64,
+) -> anyhow::Result<()> {
     #[derive(diesel::QueryableByName)]
     struct Listening {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
@@ -175,9 +180,9 @@ pub async fn config_listeners_reach(env: &TestEnvironment, expected: i64) -> any
         let listening: Listening = diesel::sql_query(
             "SELECT count(*) AS count FROM pg_stat_activity \
              WHERE datname = current_database() AND application_name = $1 \
-             AND query NOT LIKE 'SET application_name%'",
+             AND state = 'idle' AND query NOT LIKE 'SET application_name%'",
         )
-        .bind::<diesel::sql_types::Text, _>(fp_store::config_changes::CHANNEL.application_name)
+        .bind::<diesel::sql_types::Text, _>(channel.application_name)
         .get_result(&mut conn)
         .await?;
         if listening.count == expected {
@@ -185,11 +190,38 @@ pub async fn config_listeners_reach(env: &TestEnvironment, expected: i64) -> any
         }
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
-            "{} connections listen for config changes, not {expected}",
-            listening.count
+            "{} connections listen for {}, not {expected}",
+            listening.count,
+            channel.heard
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Ends every connection listening on `channel`, waiting until each is gone; returns how many
+/// there were. Run inside a transaction, a change it makes before committing reaches none of them.
+pub async fn end_listeners(
+    conn: &mut diesel_async::AsyncPgConnection,
+    channel: &Channel,
+) -> anyhow::Result<usize> {
+    #[derive(diesel::QueryableByName)]
+    struct Ended {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        ended: bool,
+    }
+    let ended: Vec<Ended> = diesel::sql_query(
+        "SELECT pg_terminate_backend(pid, 5000) AS ended FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = $1",
+    )
+    .bind::<diesel::sql_types::Text, _>(channel.application_name)
+    .load(conn)
+    .await?;
+    anyhow::ensure!(
+        ended.iter().all(|ended| ended.ended),
+        "a listener for {} did not end",
+        channel.heard
+    );
+    Ok(ended.len())
 }
 
 /// A counter from a service's `/metrics`, summed over all its label sets; 0 when absent.

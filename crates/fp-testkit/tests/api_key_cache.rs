@@ -10,8 +10,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use diesel::sql_types;
 use diesel_async::RunQueryDsl;
+use fp_store::key_revocations::CHANNEL;
 use fp_testkit::environment::TestEnvironment;
-use fp_testkit::pipeline::{TenantApi, metric, start_api_with_health};
+use fp_testkit::pipeline::{TenantApi, end_listeners, metric, start_api_with_health};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -149,16 +150,9 @@ async fn while_the_listener_is_lost_the_cache_is_bypassed_then_emptied() -> anyh
         let mut conn = fp_store::connect(&env.database_url).await?;
         diesel::sql_query("BEGIN").execute(&mut conn).await?;
         revoke_by_sql(&mut conn, key_id).await?;
-        let ended: Vec<Ended> = diesel::sql_query(
-            "SELECT pg_terminate_backend(pid, 5000) AS ended FROM pg_stat_activity \
-             WHERE datname = current_database() AND application_name = $1",
-        )
-        .bind::<sql_types::Text, _>(fp_store::key_revocations::CHANNEL.application_name)
-        .load(&mut conn)
-        .await?;
+        let ended = end_listeners(&mut conn, &CHANNEL).await?;
         diesel::sql_query("COMMIT").execute(&mut conn).await?;
-        assert_eq!(ended.len(), 2, "one listener per instance");
-        assert!(ended.iter().all(|ended| ended.ended));
+        assert_eq!(ended, 2, "one listener per instance");
         refused(&second_on_b).await?;
 
         // Listening again, the instance caches again, and what it cached before is gone: the
@@ -175,12 +169,6 @@ async fn while_the_listener_is_lost_the_cache_is_bypassed_then_emptied() -> anyh
     }
     .await;
     env.finish_after(outcome).await
-}
-
-#[derive(diesel::QueryableByName)]
-struct Ended {
-    #[diesel(sql_type = sql_types::Bool)]
-    ended: bool,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

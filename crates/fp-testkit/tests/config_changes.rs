@@ -1,7 +1,7 @@
 //! The dispatcher's config cache (issue 17), on two dispatchers sharing one database: a config
 //! saved through the api is used by both from the next delivery on, and health writes after
 //! deliveries drop nothing; while a dispatcher's listener is lost, a change goes unheard, and
-//! listening again the cache starts empty. Entries live an hour here whether or not changes are
+//! listening again every entry is loaded anew. Entries live an hour here whether or not changes are
 //! heard (`FP__DISPATCHER__CONFIG_CACHE_TTL_MS`, `..._MAX_AGE_MS`), so only a notification, or the
 //! listener's loss, can have dropped one within a test.
 
@@ -13,7 +13,7 @@ use diesel::sql_types;
 use diesel_async::RunQueryDsl;
 use fp_store::config_changes::CHANNEL;
 use fp_testkit::environment::TestEnvironment;
-use fp_testkit::pipeline::{Pipeline, TenantApi, config_listeners_reach, metric};
+use fp_testkit::pipeline::{Pipeline, TenantApi, end_listeners, listeners_reach, metric};
 use fp_testkit::receiver::{TlsReceiver, always_ok};
 use uuid::Uuid;
 
@@ -36,7 +36,7 @@ async fn two_dispatchers(label: &str) -> anyhow::Result<Setup> {
     env.set("FP__DISPATCHER__CONFIG_CACHE_MAX_AGE_MS", AN_HOUR_MS);
     env.set("FP__DISPATCHER__HEALTH_REPORT_INTERVAL_MS", "200");
     let pipeline = Pipeline::start(&mut env, 2).await?;
-    config_listeners_reach(&env, 2).await?;
+    listeners_reach(&env, &CHANNEL, 2).await?;
     Ok(Setup {
         env,
         pipeline,
@@ -124,18 +124,9 @@ async fn last_success_at(
     env: &TestEnvironment,
     tenant_id: Uuid,
 ) -> anyhow::Result<Option<DateTime<Utc>>> {
-    #[derive(diesel::QueryableByName)]
-    struct LastSuccess {
-        #[diesel(sql_type = sql_types::Nullable<sql_types::Timestamptz>)]
-        last_success_at: Option<DateTime<Utc>>,
-    }
     let mut conn = fp_store::connect(&env.database_url).await?;
-    let row: LastSuccess =
-        diesel::sql_query("SELECT last_success_at FROM webhook_configs WHERE tenant_id = $1")
-            .bind::<sql_types::Uuid, _>(tenant_id)
-            .get_result(&mut conn)
-            .await?;
-    Ok(row.last_success_at)
+    let health = fp_store::webhook_config::health(&mut conn, tenant_id).await?;
+    Ok(health.and_then(|health| health.last_success_at))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,14 +179,8 @@ async fn a_saved_config_is_used_by_every_dispatcher_from_the_next_delivery_on() 
     setup.env.finish_after(outcome).await
 }
 
-#[derive(diesel::QueryableByName)]
-struct Ended {
-    #[diesel(sql_type = sql_types::Bool)]
-    ended: bool,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_the_listener_is_lost_the_cache_starts_empty() -> anyhow::Result<()> {
+async fn after_the_listener_is_lost_every_entry_is_loaded_again() -> anyhow::Result<()> {
     let setup = two_dispatchers("config_listener").await?;
     let outcome = async {
         let (tenant, tenant_id) = setup.tenant_cached_everywhere().await?;
@@ -209,20 +194,13 @@ async fn after_the_listener_is_lost_the_cache_starts_empty() -> anyhow::Result<(
             .bind::<sql_types::Uuid, _>(tenant_id)
             .execute(&mut conn)
             .await?;
-        let ended: Vec<Ended> = diesel::sql_query(
-            "SELECT pg_terminate_backend(pid, 5000) AS ended FROM pg_stat_activity \
-             WHERE datname = current_database() AND application_name = $1",
-        )
-        .bind::<sql_types::Text, _>(CHANNEL.application_name)
-        .load(&mut conn)
-        .await?;
+        let ended = end_listeners(&mut conn, &CHANNEL).await?;
         diesel::sql_query("COMMIT").execute(&mut conn).await?;
-        assert_eq!(ended.len(), 2, "one listener per dispatcher");
-        assert!(ended.iter().all(|ended| ended.ended));
+        assert_eq!(ended, 2, "one listener per dispatcher");
 
-        // Listening again, each dispatcher forgets what it cached: the change is used though its
+        // Listening again, each dispatcher loads every entry anew: the change is used though its
         // notification was missed and the entries had an hour to live.
-        config_listeners_reach(&setup.env, 2).await?;
+        listeners_reach(&setup.env, &CHANNEL, 2).await?;
         setup.delivered_to(&tenant, "/third", 8).await?;
         let logs = setup.env.service_logs()?;
         let lost = logs

@@ -190,7 +190,8 @@ async fn run(fixture: &DashboardFixture, browser: &Browser) -> anyhow::Result<()
     tenant
         .configure(&fixture.receiver.url("/fail"), None)
         .await?;
-    // The dispatchers' config cache (200 ms) has the new URL before the next events.
+    // The dispatchers' config cache has the new URL before the next events: at once when they
+    // hear the change, within its 200 ms TTL if one does not listen yet.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let entries = deliver(tenant, FAILING, SUCCEEDING + FAILING).await?;
     let config = config_until(

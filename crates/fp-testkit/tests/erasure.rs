@@ -16,7 +16,7 @@ use fp_contracts::{timestamp_from, v1};
 use fp_store::erasure::ErasureRecord;
 use fp_store::schema::erasures;
 use fp_testkit::environment::{TestEnvironment, broker_url};
-use fp_testkit::pipeline::{Pipeline, TenantApi, config_listeners_reach, publish_attempt_record};
+use fp_testkit::pipeline::{Pipeline, TenantApi, listeners_reach, publish_attempt_record};
 use fp_testkit::receiver::{CannedResponse, TlsReceiver};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -170,7 +170,7 @@ async fn erasure_leaves_no_trace_and_cancels_the_pending_retry() -> anyhow::Resu
     env.set("FP__DISPATCHER__CONFIG_CACHE_TTL_MS", "3600000");
     env.set("FP__DISPATCHER__CONFIG_CACHE_MAX_AGE_MS", "3600000");
     let pipeline = Pipeline::start(&mut env, 1).await?;
-    config_listeners_reach(&env, 1).await?;
+    listeners_reach(&env, &fp_store::config_changes::CHANNEL, 1).await?;
     let outcome = run(&env, &pipeline, &receiver).await;
     env.finish_after(outcome).await
 }

@@ -158,7 +158,8 @@ impl Tenant {
     }
 
     /// Delivers new events until one satisfies `done` (the dispatcher's config cache may still
-    /// hold the config as it was, for up to its TTL); every earlier one must satisfy `stale`.
+    /// hold the config as it was: until it hears the change, or for up to its TTL while it does
+    /// not listen yet); every earlier one must satisfy `stale`.
     async fn deliver_until(
         &self,
         receiver: &TlsReceiver,

@@ -19,7 +19,7 @@ use fp_broker::{Broker, OutgoingMessage};
 use fp_contracts::{timestamp_from, v1};
 use fp_testkit::environment::{TestEnvironment, broker_url};
 use fp_testkit::pipeline::{
-    Pipeline, TenantApi, config_listeners_reach, metric, publish_attempt_record, start_api,
+    Pipeline, TenantApi, listeners_reach, metric, publish_attempt_record, start_api,
 };
 use fp_testkit::receiver::{CannedResponse, TlsReceiver};
 use fp_testkit::sessions::{UserApi, create_user};
@@ -158,7 +158,7 @@ async fn a_deleted_tenant_leaves_no_row_and_its_queued_retry_is_not_sent() -> an
     env.set("FP__DISPATCHER__CONFIG_CACHE_TTL_MS", "3600000");
     env.set("FP__DISPATCHER__CONFIG_CACHE_MAX_AGE_MS", "3600000");
     let pipeline = Pipeline::start(&mut env, 1).await?;
-    config_listeners_reach(&env, 1).await?;
+    listeners_reach(&env, &fp_store::config_changes::CHANNEL, 1).await?;
     let outcome = deletion_scenario(&env, &pipeline, &receiver).await;
     env.finish_after(outcome).await
 }

@@ -129,7 +129,7 @@ impl KeyCache {
 /// [`fp_store::key_revocations::CHANNEL`].
 impl Subscriber for KeyCache {
     /// Revocations made while not listening were missed, so whatever was cached before goes first.
-    fn listening(&self) {
+    fn started_listening(&self) {
         self.forget_everything();
         self.listening.store(true, Ordering::SeqCst);
     }
@@ -163,7 +163,7 @@ mod tests {
 
     fn listening_cache(capacity: u64) -> KeyCache {
         let cache = KeyCache::new(capacity, Duration::from_secs(3600));
-        cache.listening();
+        cache.started_listening();
         cache
     }
 
@@ -206,7 +206,7 @@ mod tests {
         cache.stopped_listening();
         assert!(matches!(cache.lookup(HASH), Lookup::Miss(None)));
         // Listening again: what was cached before is gone, and so is a lookup's from before.
-        cache.listening();
+        cache.started_listening();
         assert!(!is_cached(&cache));
         cache.insert(before_the_loss, HASH.to_vec(), key());
         assert!(!is_cached(&cache));

@@ -5,7 +5,8 @@
 //! - while changes are heard, an entry loaded while listening lives until its tenant's change is
 //!   heard, or `max_age` at most (a bound for a notification that got lost);
 //! - while they are not (the listener is lost, or not yet up), every entry lives `ttl` only;
-//! - listening again, the cache starts empty: changes made while not listening were missed;
+//! - listening again, every entry is loaded again before use: changes made while not listening
+//!   were missed (what it held still serves while the database is unreachable);
 //! - a load that a change was heard during is not kept: what it read may be the old config.
 //!
 //! Secrets are stored sealed (`fp_domain::secret_box`) and opened here with the master key. A secret
@@ -16,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -95,6 +96,9 @@ struct CachedLookup {
     loaded_at: Instant,
     /// Whether changes were heard from before its load began.
     heard: bool,
+    /// Listening began again since its load: changes may have been missed, so it is loaded again
+    /// before use, and kept only to serve while the database is unreachable.
+    expired: bool,
     lookup: Lookup,
 }
 
@@ -118,51 +122,141 @@ impl Lifetimes {
     }
 }
 
-/// Leave to keep what one load read: taken before the load.
+/// Leave to keep what one load read: taken before the cache is asked.
 struct Ticket {
     epoch: u64,
     listening: bool,
 }
 
-pub struct ConfigCache {
-    pool: PgPool,
+/// What the cache holds for a tenant.
+enum Cached {
+    Fresh(Lookup),
+    /// To be loaded again; what it held serves only while the database is unreachable.
+    Stale(Lookup),
+    Missing,
+}
+
+/// The cached lookups and the rules of the module's doc; no I/O.
+struct Entries {
     lifetimes: Lifetimes,
-    master_key: MasterKey,
-    entries: RwLock<HashMap<Uuid, CachedLookup>>,
-    /// Moves on every change heard and on listening again, before entries are dropped: a load
-    /// that started before it may not keep what it read.
+    map: RwLock<HashMap<Uuid, CachedLookup>>,
+    /// Moves on every change heard and on listening again, before entries are dropped or
+    /// expired: a load that started before it may not keep what it read.
     epoch: AtomicU64,
     /// Whether changes are heard right now.
     listening: AtomicBool,
+}
+
+impl Entries {
+    fn new(lifetimes: Lifetimes) -> Self {
+        Entries {
+            lifetimes,
+            map: RwLock::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
+            listening: AtomicBool::new(false),
+        }
+    }
+
+    fn ticket(&self) -> Ticket {
+        // The epoch first: a change heard after it is seen by `keep`.
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let listening = self.listening.load(Ordering::SeqCst);
+        Ticket { epoch, listening }
+    }
+
+    fn get(&self, tenant_id: Uuid, ticket: &Ticket) -> Cached {
+        match self.read().get(&tenant_id) {
+            Some(cached)
+                if !cached.expired
+                    && self.lifetimes.fresh(
+                        cached.heard,
+                        ticket.listening,
+                        cached.loaded_at.elapsed(),
+                    ) =>
+            {
+                Cached::Fresh(cached.lookup.clone())
+            }
+            Some(cached) => Cached::Stale(cached.lookup.clone()),
+            None => Cached::Missing,
+        }
+    }
+
+    /// Keeps what a load read, unless a change was heard (or listening began again) since
+    /// `ticket` was taken.
+    fn keep(&self, tenant_id: Uuid, ticket: &Ticket, lookup: Lookup) {
+        let mut map = self.write();
+        // Checked under the lock a heard change takes: either the change came first and this
+        // load is not kept, or the change drops what is kept here.
+        if self.epoch.load(Ordering::SeqCst) == ticket.epoch {
+            map.insert(
+                tenant_id,
+                CachedLookup {
+                    loaded_at: Instant::now(),
+                    heard: ticket.listening,
+                    expired: false,
+                    lookup,
+                },
+            );
+        }
+    }
+
+    /// A change to `tenant_id`'s entry, or to any (`None`): what was cached is known to be old,
+    /// so it is dropped, not kept for an outage.
+    fn changed(&self, tenant_id: Option<Uuid>) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let mut map = self.write();
+        match tenant_id {
+            Some(tenant_id) => {
+                map.remove(&tenant_id);
+            }
+            None => map.clear(),
+        }
+    }
+
+    fn started_listening(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        for cached in self.write().values_mut() {
+            cached.expired = true;
+        }
+        self.listening.store(true, Ordering::SeqCst);
+    }
+
+    fn stopped_listening(&self) {
+        self.listening.store(false, Ordering::SeqCst);
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<Uuid, CachedLookup>> {
+        // A panic while holding the lock leaves the map whole (inserts, updates and removes only).
+        self.map.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<Uuid, CachedLookup>> {
+        self.map.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+pub struct ConfigCache {
+    pool: PgPool,
+    master_key: MasterKey,
+    entries: Entries,
 }
 
 impl ConfigCache {
     pub fn new(pool: PgPool, lifetimes: Lifetimes, master_key: MasterKey) -> Self {
         ConfigCache {
             pool,
-            lifetimes,
             master_key,
-            entries: RwLock::new(HashMap::new()),
-            epoch: AtomicU64::new(0),
-            listening: AtomicBool::new(false),
+            entries: Entries::new(lifetimes),
         }
     }
 
     /// The tenant's endpoint, or why there is none.
     pub async fn endpoint(&self, tenant_id: Uuid) -> Result<Lookup, StoreError> {
-        let ticket = self.ticket();
-        let stale = match self.read_entries().get(&tenant_id) {
-            Some(cached)
-                if self.lifetimes.fresh(
-                    cached.heard,
-                    ticket.listening,
-                    cached.loaded_at.elapsed(),
-                ) =>
-            {
-                return Ok(cached.lookup.clone());
-            }
-            Some(cached) => Some(cached.lookup.clone()),
-            None => None,
+        let ticket = self.entries.ticket();
+        let stale = match self.entries.get(tenant_id, &ticket) {
+            Cached::Fresh(lookup) => return Ok(lookup),
+            Cached::Stale(lookup) => Some(lookup),
+            Cached::Missing => None,
         };
         let lookup = match (self.load(tenant_id).await, stale) {
             (Ok(lookup), _) => lookup,
@@ -175,47 +269,8 @@ impl ConfigCache {
             (Err(error), _) => return Err(error),
         };
         metrics::counter!("fp_dispatcher_config_loads_total").increment(1);
-        let mut entries = self.write_entries();
-        // Checked under the lock a heard change takes to drop its entry: either the change came
-        // first and this load is not kept, or the change drops what is kept here.
-        if self.epoch.load(Ordering::SeqCst) == ticket.epoch {
-            entries.insert(
-                tenant_id,
-                CachedLookup {
-                    loaded_at: Instant::now(),
-                    heard: ticket.listening,
-                    lookup: lookup.clone(),
-                },
-            );
-        }
+        self.entries.keep(tenant_id, &ticket, lookup.clone());
         Ok(lookup)
-    }
-
-    fn ticket(&self) -> Ticket {
-        // The epoch first: a change heard after it is seen by the insert.
-        let epoch = self.epoch.load(Ordering::SeqCst);
-        let listening = self.listening.load(Ordering::SeqCst);
-        Ticket { epoch, listening }
-    }
-
-    fn read_entries(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Uuid, CachedLookup>> {
-        // A panic while holding the lock leaves the map whole (inserts and removes only).
-        self.entries.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write_entries(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Uuid, CachedLookup>> {
-        self.entries.write().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn changed(&self, tenant_id: Option<Uuid>) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        let mut entries = self.write_entries();
-        match tenant_id {
-            Some(tenant_id) => {
-                entries.remove(&tenant_id);
-            }
-            None => entries.clear(),
-        }
     }
 
     async fn load(&self, tenant_id: Uuid) -> Result<Lookup, StoreError> {
@@ -296,21 +351,19 @@ impl ConfigCache {
 
 /// Changes, as [`fp_store::notifications::follow`] hears them on [`config_changes::CHANNEL`].
 impl Subscriber for ConfigCache {
-    /// Changes made while not listening were missed, so whatever was cached before goes first.
-    fn listening(&self) {
-        self.changed(None);
-        self.listening.store(true, Ordering::SeqCst);
+    fn started_listening(&self) {
+        self.entries.started_listening();
     }
 
     fn notified(&self, payload: &str) {
         match config_changes::parse_payload(payload) {
-            Changed::Tenant(tenant_id) => self.changed(Some(tenant_id)),
-            Changed::Unknown => self.changed(None),
+            Changed::Tenant(tenant_id) => self.entries.changed(Some(tenant_id)),
+            Changed::Unknown => self.entries.changed(None),
         }
     }
 
     fn stopped_listening(&self) {
-        self.listening.store(false, Ordering::SeqCst);
+        self.entries.stopped_listening();
     }
 }
 
@@ -359,6 +412,87 @@ mod tests {
         assert!(!lifetimes.fresh(false, true, minute));
         assert!(!lifetimes.fresh(true, false, minute));
         assert!(lifetimes.fresh(false, false, Duration::from_secs(4)));
+    }
+
+    /// Entries that, while changes are not heard, are never fresh (a TTL of zero), so no test
+    /// waits for time to pass.
+    fn entries() -> Entries {
+        Entries::new(Lifetimes {
+            ttl: Duration::ZERO,
+            max_age: Duration::from_secs(3600),
+        })
+    }
+
+    const TENANT: Uuid = Uuid::from_u128(1);
+    const OTHER: Uuid = Uuid::from_u128(2);
+
+    fn state(entries: &Entries, tenant_id: Uuid) -> &'static str {
+        match entries.get(tenant_id, &entries.ticket()) {
+            Cached::Fresh(_) => "fresh",
+            Cached::Stale(_) => "stale",
+            Cached::Missing => "missing",
+        }
+    }
+
+    fn load(entries: &Entries, tenant_id: Uuid) {
+        let ticket = entries.ticket();
+        entries.keep(tenant_id, &ticket, Lookup::NoConfig);
+    }
+
+    #[test]
+    fn an_entry_loaded_while_listening_lives_until_its_change_is_heard() {
+        let entries = entries();
+        entries.started_listening();
+        load(&entries, TENANT);
+        load(&entries, OTHER);
+        assert_eq!(state(&entries, TENANT), "fresh");
+        entries.changed(Some(TENANT));
+        // Known to be old: not even an outage may use it.
+        assert_eq!(state(&entries, TENANT), "missing");
+        assert_eq!(state(&entries, OTHER), "fresh");
+        entries.changed(None);
+        assert_eq!(state(&entries, OTHER), "missing");
+    }
+
+    #[test]
+    fn a_load_during_which_a_change_was_heard_is_not_kept() {
+        let entries = entries();
+        entries.started_listening();
+        let ticket = entries.ticket();
+        entries.changed(Some(OTHER));
+        entries.keep(TENANT, &ticket, Lookup::NoConfig);
+        assert_eq!(state(&entries, TENANT), "missing");
+        // Nor one during which listening began again.
+        let ticket = entries.ticket();
+        entries.stopped_listening();
+        entries.started_listening();
+        entries.keep(TENANT, &ticket, Lookup::NoConfig);
+        assert_eq!(state(&entries, TENANT), "missing");
+    }
+
+    #[test]
+    fn unheard_entries_live_the_ttl_and_listening_again_loads_each_anew() {
+        let entries = entries();
+        // Loaded before listening: the TTL, even once listening.
+        load(&entries, TENANT);
+        assert_eq!(state(&entries, TENANT), "stale");
+        entries.started_listening();
+        load(&entries, TENANT);
+        assert_eq!(state(&entries, TENANT), "fresh");
+        // The listener lost: the TTL again, for what was heard too.
+        entries.stopped_listening();
+        assert_eq!(state(&entries, TENANT), "stale");
+        // Listening again: loaded anew before use, kept for an outage meanwhile.
+        let fresh_while_deaf = Entries::new(Lifetimes {
+            ttl: Duration::from_secs(3600),
+            max_age: Duration::from_secs(3600),
+        });
+        fresh_while_deaf.started_listening();
+        load(&fresh_while_deaf, TENANT);
+        fresh_while_deaf.stopped_listening();
+        assert_eq!(state(&fresh_while_deaf, TENANT), "fresh");
+        fresh_while_deaf.started_listening();
+        assert_eq!(state(&fresh_while_deaf, TENANT), "stale");
     }
 
     #[test]
