@@ -19,7 +19,8 @@ pub const CHANNEL: Channel = Channel {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Changed {
     Tenant(Uuid),
-    /// A payload that names no tenant (someone else's `NOTIFY` on the channel): any may have changed.
+    /// A payload that names no tenant (a `TRUNCATE`, or someone else's `NOTIFY` on the channel): any
+    /// may have changed.
     Unknown,
 }
 

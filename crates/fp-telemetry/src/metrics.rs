@@ -155,7 +155,7 @@ fn describe() {
     );
     describe_counter!(
         "fp_dispatcher_config_loads_total",
-        "Tenants' configs read from the database (the cache had none, or its entry was dropped by a change, reached its age limit, or expired while changes were not heard)"
+        "Tenants' configs read from the database (the cache had none, or its entry was dropped by a change, reached its age limit, expired while changes were not heard or when listening resumed, or a load could not be kept)"
     );
     describe_counter!(
         "fp_dispatcher_secret_unreadable_total",

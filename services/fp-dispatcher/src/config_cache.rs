@@ -93,9 +93,8 @@ pub enum Lookup {
 }
 
 struct CachedLookup {
-    loaded_at: Instant,
-    /// Whether changes were heard from before its load began.
-    heard: bool,
+    /// When the ticket of its load was taken: the load read the database no earlier.
+    read_after: Instant,
     /// Listening began again since its load: changes may have been missed, so it is loaded again
     /// before use, and kept only to serve while the database is unreachable.
     expired: bool,
@@ -112,13 +111,11 @@ pub struct Lifetimes {
 }
 
 impl Lifetimes {
-    /// Whether an entry may be used, `age` after its load.
-    fn fresh(self, heard: bool, listening: bool, age: Duration) -> bool {
-        age < if heard && listening {
-            self.max_age
-        } else {
-            self.ttl
-        }
+    /// Whether an entry may be used, `age` after its load. One kept while listening read the
+    /// database after `LISTEN`, and one kept before was expired when listening began, so while
+    /// listening every entry's changes are heard.
+    fn fresh(self, listening: bool, age: Duration) -> bool {
+        age < if listening { self.max_age } else { self.ttl }
     }
 }
 
@@ -126,6 +123,7 @@ impl Lifetimes {
 struct Ticket {
     epoch: u64,
     listening: bool,
+    taken_at: Instant,
 }
 
 /// What the cache holds for a tenant.
@@ -159,20 +157,23 @@ impl Entries {
 
     fn ticket(&self) -> Ticket {
         // The epoch first: a change heard after it is seen by `keep`.
+        let taken_at = Instant::now();
         let epoch = self.epoch.load(Ordering::SeqCst);
         let listening = self.listening.load(Ordering::SeqCst);
-        Ticket { epoch, listening }
+        Ticket {
+            epoch,
+            listening,
+            taken_at,
+        }
     }
 
     fn get(&self, tenant_id: Uuid, ticket: &Ticket) -> Cached {
         match self.read().get(&tenant_id) {
             Some(cached)
                 if !cached.expired
-                    && self.lifetimes.fresh(
-                        cached.heard,
-                        ticket.listening,
-                        cached.loaded_at.elapsed(),
-                    ) =>
+                    && self
+                        .lifetimes
+                        .fresh(ticket.listening, cached.read_after.elapsed()) =>
             {
                 Cached::Fresh(cached.lookup.clone())
             }
@@ -182,7 +183,8 @@ impl Entries {
     }
 
     /// Keeps what a load read, unless a change was heard (or listening began again) since
-    /// `ticket` was taken.
+    /// `ticket` was taken: then it only replaces an expired entry read before it, to serve an
+    /// outage (a change to this tenant heard since would have dropped that entry).
     fn keep(&self, tenant_id: Uuid, ticket: &Ticket, lookup: Lookup) {
         let mut map = self.write();
         // Checked under the lock a heard change takes: either the change came first and this
@@ -191,12 +193,19 @@ impl Entries {
             map.insert(
                 tenant_id,
                 CachedLookup {
-                    loaded_at: Instant::now(),
-                    heard: ticket.listening,
+                    read_after: ticket.taken_at,
                     expired: false,
                     lookup,
                 },
             );
+        } else if let Some(cached) = map.get_mut(&tenant_id)
+            && cached.read_after < ticket.taken_at
+        {
+            *cached = CachedLookup {
+                read_after: ticket.taken_at,
+                expired: true,
+                lookup,
+            };
         }
     }
 
@@ -253,20 +262,22 @@ impl ConfigCache {
     /// The tenant's endpoint, or why there is none.
     pub async fn endpoint(&self, tenant_id: Uuid) -> Result<Lookup, StoreError> {
         let ticket = self.entries.ticket();
-        let stale = match self.entries.get(tenant_id, &ticket) {
-            Cached::Fresh(lookup) => return Ok(lookup),
-            Cached::Stale(lookup) => Some(lookup),
-            Cached::Missing => None,
-        };
-        let lookup = match (self.load(tenant_id).await, stale) {
-            (Ok(lookup), _) => lookup,
+        if let Cached::Fresh(lookup) = self.entries.get(tenant_id, &ticket) {
+            return Ok(lookup);
+        }
+        let lookup = match self.load(tenant_id).await {
+            Ok(lookup) => lookup,
             // While the database is unreachable, the last config known goes on serving, so a
-            // database outage does not stop deliveries to tenants already seen.
-            (Err(error), Some(stale)) if error.is_unreachable() => {
-                tracing::debug!(%tenant_id, %error, "database unreachable; using the cached config");
-                return Ok(stale);
-            }
-            (Err(error), _) => return Err(error),
+            // database outage does not stop deliveries to tenants already seen. Asked after the
+            // load, so a change heard meanwhile (which drops the entry) is not overruled.
+            Err(error) if error.is_unreachable() => match self.entries.get(tenant_id, &ticket) {
+                Cached::Fresh(lookup) | Cached::Stale(lookup) => {
+                    tracing::debug!(%tenant_id, %error, "database unreachable; using the cached config");
+                    return Ok(lookup);
+                }
+                Cached::Missing => return Err(error),
+            },
+            Err(error) => return Err(error),
         };
         metrics::counter!("fp_dispatcher_config_loads_total").increment(1);
         self.entries.keep(tenant_id, &ticket, lookup.clone());
@@ -400,22 +411,20 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_lives_until_its_change_is_heard_only_while_changes_are_heard() {
+    fn an_entry_lives_the_max_age_while_listening_and_the_ttl_while_not() {
         let lifetimes = Lifetimes {
             ttl: Duration::from_secs(5),
             max_age: Duration::from_secs(600),
         };
         let minute = Duration::from_secs(60);
-        assert!(lifetimes.fresh(true, true, minute));
-        assert!(!lifetimes.fresh(true, true, Duration::from_secs(600)));
-        // Loaded before listening, or judged while the listener is lost: the short TTL.
-        assert!(!lifetimes.fresh(false, true, minute));
-        assert!(!lifetimes.fresh(true, false, minute));
-        assert!(lifetimes.fresh(false, false, Duration::from_secs(4)));
+        assert!(lifetimes.fresh(true, minute));
+        assert!(!lifetimes.fresh(true, Duration::from_secs(600)));
+        assert!(!lifetimes.fresh(false, minute));
+        assert!(lifetimes.fresh(false, Duration::from_secs(4)));
     }
 
     /// Entries that, while changes are not heard, are never fresh (a TTL of zero), so no test
-    /// waits for time to pass.
+    /// waits for them to expire.
     fn entries() -> Entries {
         Entries::new(Lifetimes {
             ttl: Duration::ZERO,
@@ -431,6 +440,18 @@ mod tests {
             Cached::Fresh(_) => "fresh",
             Cached::Stale(_) => "stale",
             Cached::Missing => "missing",
+        }
+    }
+
+    /// Which lookup is cached, fresh or not.
+    fn cached_lookup(entries: &Entries, tenant_id: Uuid) -> Option<&'static str> {
+        match entries.get(tenant_id, &entries.ticket()) {
+            Cached::Fresh(lookup) | Cached::Stale(lookup) => Some(match lookup {
+                Lookup::Endpoint(_) => "endpoint",
+                Lookup::NoConfig => "no config",
+                Lookup::UnknownTenant => "unknown tenant",
+            }),
+            Cached::Missing => None,
         }
     }
 
@@ -473,10 +494,11 @@ mod tests {
     #[test]
     fn unheard_entries_live_the_ttl_and_listening_again_loads_each_anew() {
         let entries = entries();
-        // Loaded before listening: the TTL, even once listening.
+        // Loaded before listening: the TTL, and loaded anew once listening.
         load(&entries, TENANT);
         assert_eq!(state(&entries, TENANT), "stale");
         entries.started_listening();
+        assert_eq!(state(&entries, TENANT), "stale");
         load(&entries, TENANT);
         assert_eq!(state(&entries, TENANT), "fresh");
         // The listener lost: the TTL again, for what was heard too.
@@ -493,6 +515,32 @@ mod tests {
         assert_eq!(state(&fresh_while_deaf, TENANT), "fresh");
         fresh_while_deaf.started_listening();
         assert_eq!(state(&fresh_while_deaf, TENANT), "stale");
+    }
+
+    #[test]
+    fn a_load_not_kept_still_replaces_an_older_copy_kept_for_an_outage() {
+        let entries = entries();
+        entries.started_listening();
+        load(&entries, TENANT);
+        entries.stopped_listening();
+        entries.started_listening();
+        // Tickets taken after the copy was read.
+        std::thread::sleep(Duration::from_millis(1));
+        let older = entries.ticket();
+        entries.changed(Some(OTHER));
+        std::thread::sleep(Duration::from_millis(1));
+        let newer = entries.ticket();
+        entries.changed(Some(OTHER));
+        entries.keep(TENANT, &newer, Lookup::UnknownTenant);
+        assert_eq!(state(&entries, TENANT), "stale");
+        assert_eq!(cached_lookup(&entries, TENANT), Some("unknown tenant"));
+        // A load whose ticket is older than the copy's does not replace it.
+        entries.keep(TENANT, &older, Lookup::NoConfig);
+        assert_eq!(cached_lookup(&entries, TENANT), Some("unknown tenant"));
+        // Nor does one revive what a heard change dropped.
+        entries.changed(Some(TENANT));
+        entries.keep(TENANT, &newer, Lookup::NoConfig);
+        assert_eq!(state(&entries, TENANT), "missing");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 -- that a tenant's entry changed, on the channel `fp_tenant_config_changed`
 -- (fp_store::config_changes::CHANNEL), with the tenant's id as payload, or an empty payload when
 -- any tenant's may have (a TRUNCATE). Triggers cover every writer (the api, fpctl, an operator's
--- SQL). NOTIFY is delivered at commit, once per payload and transaction: a rolled-back change
+-- SQL) that runs triggers: not a session with `session_replication_role = replica`. NOTIFY is delivered at commit, once per payload and transaction: a rolled-back change
 -- notifies nobody.
 CREATE FUNCTION notify_tenant_config_changed() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -42,12 +42,12 @@ CREATE TRIGGER webhook_config_changed AFTER UPDATE ON webhook_configs
     EXECUTE FUNCTION notify_tenant_config_changed('tenant_id');
 
 -- A tenant created (the dispatcher may have cached its id as unknown), deleted or renumbered.
-CREATE TRIGGER tenant_created_or_deleted AFTER INSERT OR DELETE OR UPDATE OF id ON tenants
+CREATE TRIGGER tenant_changed AFTER INSERT OR DELETE OR UPDATE OF id ON tenants
     FOR EACH ROW EXECUTE FUNCTION notify_tenant_config_changed('id');
 
 -- An erasure: the dispatcher keeps each tenant's latest erasure time to know which deliveries to
 -- look up in erased_events.
-CREATE TRIGGER erasure_recorded AFTER INSERT OR UPDATE OR DELETE ON erasures
+CREATE TRIGGER erasures_changed AFTER INSERT OR UPDATE OR DELETE ON erasures
     FOR EACH ROW EXECUTE FUNCTION notify_tenant_config_changed('tenant_id');
 
 -- A TRUNCATE runs no row trigger.
