@@ -7,7 +7,8 @@
 //! - while they are not (the listener is lost, or not yet up), every entry lives `ttl` only;
 //! - listening again, every entry is loaded again before use: changes made while not listening
 //!   were missed (what it held still serves while the database is unreachable);
-//! - a load that a change was heard during is not kept: what it read may be the old config.
+//! - a load that a change was heard during is not kept as fresh, since what it read may be the
+//!   old config; it only replaces an older copy kept for an outage.
 //!
 //! Secrets are stored sealed (`fp_domain::secret_box`) and opened here with the master key. A secret
 //! that does not open (another master key, a tampered row) never means "deliver unsigned": the
