@@ -164,6 +164,14 @@ impl TlsReceiver {
         lock(&self.shared.requests).clone()
     }
 
+    /// How many requests arrived for `target` (path and query, exactly).
+    pub fn requests_to(&self, target: &str) -> usize {
+        lock(&self.shared.requests)
+            .iter()
+            .filter(|request| request.target == target)
+            .count()
+    }
+
     /// Waits until at least `count` requests arrived, or fails after `timeout`.
     pub async fn wait_for(
         &self,

@@ -45,19 +45,11 @@ async fn two_dispatchers(label: &str) -> anyhow::Result<Setup> {
 }
 
 impl Setup {
-    fn requests_to(&self, path: &str) -> usize {
-        self.receiver
-            .requests()
-            .iter()
-            .filter(|request| request.target == path)
-            .count()
-    }
-
     /// Waits until `path` got `expected` requests; fails on more at once.
     async fn path_reaches(&self, path: &str, expected: usize) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            let got = self.requests_to(path);
+            let got = self.receiver.requests_to(path);
             anyhow::ensure!(got <= expected, "{path} got {got} requests, not {expected}");
             if got == expected {
                 return Ok(());
@@ -76,7 +68,7 @@ impl Setup {
         path: &str,
         count: usize,
     ) -> anyhow::Result<()> {
-        let before = self.requests_to(path);
+        let before = self.receiver.requests_to(path);
         for n in 0..count {
             tenant
                 .submit(&format!("event {n} for {path}"), None)
@@ -101,7 +93,7 @@ impl Setup {
         let tenant_id: Uuid = tenant.tenant_id.parse()?;
         let path = "/first";
         tenant.configure(&self.receiver.url(path), None).await?;
-        let before = self.requests_to(path);
+        let before = self.receiver.requests_to(path);
         let deadline = tokio::time::Instant::now() + PATIENCE;
         let mut sent = 0;
         while self.loads().await?.contains(&0) {
@@ -162,9 +154,9 @@ async fn a_saved_config_is_used_by_every_dispatcher_from_the_next_delivery_on() 
         tenant
             .configure(&setup.receiver.url("/second"), None)
             .await?;
-        let first = setup.requests_to("/first");
+        let first = setup.receiver.requests_to("/first");
         setup.delivered_to(&tenant, "/second", 8).await?;
-        assert_eq!(setup.requests_to("/first"), first);
+        assert_eq!(setup.receiver.requests_to("/first"), first);
         let reloaded = setup.loads().await?;
         assert!(
             reloaded

@@ -87,14 +87,6 @@ fn has_final(entries: &[Value]) -> bool {
     entries.iter().any(|entry| entry["final"] == true)
 }
 
-fn requests_to(receiver: &TlsReceiver, path: &str) -> usize {
-    receiver
-        .requests()
-        .iter()
-        .filter(|request| request.target.starts_with(path))
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_are_retried_through_the_broker_and_recorded_honestly() -> anyhow::Result<()> {
     let receiver = TlsReceiver::start_with_names(
@@ -189,7 +181,7 @@ async fn failures_are_retried_through_the_broker_and_recorded_honestly() -> anyh
             .all(|entry| entry["next_retry_at"].is_string()),
         "every non-final attempt says when the next one comes: {entries:?}"
     );
-    assert_eq!(requests_to(&receiver, "/flaky"), 3);
+    assert_eq!(receiver.requests_to("/flaky"), 3);
 
     // A receiver that hangs is cut at the timeout and tried again.
     let entries = hang.logs_until(PATIENCE, has_final).await?;
@@ -234,12 +226,12 @@ async fn failures_are_retried_through_the_broker_and_recorded_honestly() -> anyh
         message.contains("private") && !message.contains("10.0.0.1"),
         "{message}"
     );
-    assert_eq!(requests_to(&receiver, "/blocked"), 0);
+    assert_eq!(receiver.requests_to("/blocked"), 0);
 
     // Past every retry: still no further attempts, and the internal host never saw a packet.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(requests_to(&receiver, "/gone"), 1);
-    assert_eq!(requests_to(&receiver, "/flaky"), 3);
+    assert_eq!(receiver.requests_to("/gone"), 1);
+    assert_eq!(receiver.requests_to("/flaky"), 3);
     assert_eq!(internal.connections(), 0);
 
     env.finish().await
@@ -521,12 +513,12 @@ async fn a_hanging_endpoint_does_not_hold_up_other_tenants() -> anyhow::Result<(
     }
     // All fast deliveries arrive while the first slow answers are still pending (10 s).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
-    while requests_to(&receiver, "/fast") < 10 && tokio::time::Instant::now() < deadline {
+    while receiver.requests_to("/fast") < 10 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(requests_to(&receiver, "/fast"), 10);
+    assert_eq!(receiver.requests_to("/fast"), 10);
     assert!(
-        requests_to(&receiver, "/slow") <= 4,
+        receiver.requests_to("/slow") <= 4,
         "the slow endpoint held at most its cap of in-flight deliveries"
     );
     assert!(metric(pipeline.dispatchers[0], "fp_dispatcher_deferred_total").await? > 0);
@@ -619,10 +611,10 @@ async fn an_endpoint_failing_for_too_long_is_disabled_until_saved_again() -> any
     // Disabled means no more deliveries: once the dispatcher's cache has caught up, new events
     // are not sent.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let before = requests_to(&receiver, "/down");
+    let before = receiver.requests_to("/down");
     tenant.submit("while disabled", None).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(requests_to(&receiver, "/down"), before);
+    assert_eq!(receiver.requests_to("/down"), before);
 
     // Saving the config again re-enables it.
     let saved = tenant.configure(&url, None).await?;
@@ -695,11 +687,11 @@ async fn a_parked_copy_of_an_attempt_already_made_is_not_sent_again() -> anyhow:
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
             "the parked copy was not skipped (requests: {})",
-            requests_to(&receiver, "/hook")
+            receiver.requests_to("/hook")
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(requests_to(&receiver, "/hook"), 1, "sent once");
+    assert_eq!(receiver.requests_to("/hook"), 1, "sent once");
 
     broker.close().await;
     events.close().await?;

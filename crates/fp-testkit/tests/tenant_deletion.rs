@@ -317,14 +317,7 @@ async fn deletion_scenario(
     assert_eq!(users.status(&kept.session, CURRENT_SESSION).await?, 200);
 
     // The retry arrives: it is dropped, not sent, and leaves no row.
-    let doomed_requests = |receiver: &TlsReceiver| {
-        receiver
-            .requests()
-            .iter()
-            .filter(|request| request.target == "/doomed")
-            .count()
-    };
-    let sent_before = doomed_requests(receiver);
+    let sent_before = receiver.requests_to("/doomed");
     let dispatcher = pipeline.dispatchers[0];
     let handled_before = metric(dispatcher, "fp_dispatcher_messages_handled_total").await?;
     release_parked_retry(env).await?;
@@ -336,7 +329,11 @@ async fn deletion_scenario(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(doomed_requests(receiver), sent_before, "the retry was sent");
+    assert_eq!(
+        receiver.requests_to("/doomed"),
+        sent_before,
+        "the retry was sent"
+    );
     let dropped_line = env.service_logs()?.into_iter().any(|(name, log)| {
         name.starts_with("fp-dispatcher")
             && log
