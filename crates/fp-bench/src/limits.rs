@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::Utc;
 use fp_broker::{Broker, OutgoingMessage, Publisher};
-use fp_store::attempts::AttemptRow;
+use fp_store::attempts::{AttemptRow, StoredHeaders};
 use futures_util::{StreamExt, TryStreamExt};
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -227,7 +227,7 @@ pub async fn attempt_inserts(
             .map(|_| AttemptRow {
                 url: RAW_ROWS_URL.to_owned(),
                 duration_ms: 1,
-                request_headers: serde_json::json!([["content-type", "application/json"]]),
+                request_headers: StoredHeaders::of([("content-type", "application/json")]),
                 request_body: body.clone(),
                 response_body: b"ok".to_vec(),
                 ..fp_testkit::seed::attempt_row(tenant_id, Utc::now())

@@ -2,7 +2,7 @@
 //! the dashboard) that need many rows or exact times without running deliveries.
 
 use chrono::{DateTime, Utc};
-use fp_store::attempts::AttemptRow;
+use fp_store::attempts::{AttemptRow, StoredHeaders};
 use uuid::Uuid;
 
 /// A final, successful first attempt of a new delivery of `submission.created`; tests change the
@@ -18,10 +18,10 @@ pub fn attempt_row(tenant_id: Uuid, attempted_at: DateTime<Utc>) -> AttemptRow {
         attempt_number: 1,
         attempted_at,
         duration_ms: 12,
-        request_headers: serde_json::json!([]),
+        request_headers: StoredHeaders::none(),
         request_body: b"{}".to_vec(),
         response_status: Some(200),
-        response_headers: serde_json::json!([]),
+        response_headers: StoredHeaders::none(),
         response_body: Vec::new(),
         response_truncated: false,
         error_kind: None,

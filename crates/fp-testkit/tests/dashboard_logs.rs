@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use fp_store::attempts::AttemptRow;
+use fp_store::attempts::{AttemptRow, StoredHeaders};
 use fp_testkit::dashboard::{DashboardFixture, hidden_field_after, html_escaped, http_session};
 use fp_testkit::environment::TestEnvironment;
 use fp_testkit::seed::attempt_row;
@@ -70,13 +70,13 @@ fn seed(acme: Uuid, bravo: Uuid, now: DateTime<Utc>) -> Seeded {
             is_final: n == 3,
             response_status: Some(status),
             duration_ms: 30 + 10 * i64::from(n),
-            request_headers: serde_json::json!([
-                ["content-type", "application/json"],
-                ["x-feedbackpulse-event", "submission.created"],
+            request_headers: StoredHeaders::of([
+                ("content-type", "application/json"),
+                ("x-feedbackpulse-event", "submission.created"),
             ]),
             request_body: br#"{"event":"submission.created","data":{"text_feedback":"<script>alert(1)</script>"}}"#
                 .to_vec(),
-            response_headers: serde_json::json!([["x-served-by", "receiver-7"]]),
+            response_headers: StoredHeaders::of([("x-served-by", "receiver-7")]),
             response_body: format!("answer {n}").into_bytes(),
             ..attempt_row(acme, at(79 + i64::from(n)))
         });

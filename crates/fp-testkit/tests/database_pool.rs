@@ -300,7 +300,7 @@ async fn attempt_rows_and_claims_are_written_by_one_prepared_statement_each() ->
 {
     use chrono::SubsecRound;
     use diesel::{ExpressionMethods, QueryDsl, SelectableHelper};
-    use fp_store::attempts::AttemptRow;
+    use fp_store::attempts::{AttemptRow, StoredHeaders};
     use fp_store::schema::delivery_attempts;
 
     let env = TestEnvironment::new("prepared_inserts").await?;
@@ -312,9 +312,9 @@ async fn attempt_rows_and_claims_are_written_by_one_prepared_statement_each() ->
         let at = chrono::Utc::now().trunc_subsecs(6);
         let delivered = fp_testkit::seed::attempt_row(tenant_id, at);
         let failed = AttemptRow {
-            request_headers: serde_json::json!([["content-type", "application/json"]]),
+            request_headers: StoredHeaders::of([("content-type", "application/json")]),
             response_status: None,
-            response_headers: serde_json::json!([["retry-after", "5"]]),
+            response_headers: StoredHeaders::of([("retry-after", "5")]),
             response_body: b"\x00\xffbody".to_vec(),
             response_truncated: true,
             error_kind: Some("timeout".to_owned()),

@@ -208,6 +208,42 @@ async fn submission_events_reach_an_https_receiver_signed_and_are_logged() -> an
         );
         assert!(entry["timestamp"].as_str().is_some());
         assert!(entry["error"].is_null(), "{entry}");
+        // The headers the dispatcher logged with the attempt are those the endpoint got.
+        let id = entry["id"].as_str().context("an entry without an id")?;
+        let (status, detail) = api
+            .send(
+                reqwest::Method::GET,
+                &format!("/api/v2/webhooks/logs/{id}"),
+                None,
+            )
+            .await?;
+        assert_eq!(status, 200, "{detail}");
+        let logged: Vec<(String, String)> = detail["request_headers"]
+            .as_array()
+            .context("no request headers")?
+            .iter()
+            .map(|header| {
+                (
+                    header["name"].as_str().unwrap_or_default().to_lowercase(),
+                    header["value"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        for name in [
+            "content-type",
+            "x-feedbackpulse-event",
+            "x-feedbackpulse-delivery",
+            "x-feedbackpulse-signature",
+            "webhook-id",
+            "webhook-timestamp",
+            "webhook-signature",
+        ] {
+            let value = logged
+                .iter()
+                .find(|(logged_name, _)| logged_name == name)
+                .map(|(_, value)| value.as_str());
+            assert_eq!(value, request.header(name), "{name}: {detail}");
+        }
     }
 
     // The dashboard shows the same deliveries to the tenant's user.

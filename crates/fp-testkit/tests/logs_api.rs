@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
-use fp_store::attempts::AttemptRow;
+use fp_store::attempts::{AttemptRow, StoredHeaders};
 use fp_testkit::environment::TestEnvironment;
 use fp_testkit::pipeline::{TenantApi, start_api};
 use fp_testkit::seed::attempt_row;
@@ -186,13 +186,16 @@ fn one_delivery(tenant_id: Uuid) -> Vec<AttemptRow> {
         event_id,
         attempt_number: index as i32 + 1,
         duration_ms: 30,
-        request_headers: serde_json::json!([
-            ["Content-Type", "application/json"],
-            ["X-FeedbackPulse-Delivery", delivery_id.to_string()],
+        request_headers: StoredHeaders::of([
+            ("Content-Type", "application/json"),
+            ("X-FeedbackPulse-Delivery", &delivery_id.to_string()),
         ]),
         request_body: br#"{"event":"submission.created"}"#.to_vec(),
         response_status: status,
-        response_headers: serde_json::json!([["x-receiver", format!("attempt {}", index + 1)]]),
+        response_headers: StoredHeaders::of([(
+            "x-receiver",
+            format!("attempt {}", index + 1).as_str(),
+        )]),
         response_body: b"ok".to_vec(),
         error_kind: error_kind.map(str::to_owned),
         error_message: error_kind.map(|_| "no answer within 15 s".to_owned()),

@@ -9,7 +9,7 @@ use anyhow::Context;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use fp_store::attempts::AttemptRow;
+use fp_store::attempts::{AttemptRow, StoredHeaders};
 use fp_store::payload_retention;
 use fp_store::schema::delivery_attempts;
 use fp_testkit::dashboard::{DashboardFixture, form_body, hidden_field_after, http_session};
@@ -34,10 +34,13 @@ fn now() -> DateTime<Utc> {
 fn attempts(tenant_id: Uuid, age: TimeDelta, count: usize, now: DateTime<Utc>) -> Vec<AttemptRow> {
     (0..count)
         .map(|n| AttemptRow {
-            request_headers: json!([["content-type", "application/json"], ["x-n", n.to_string()]]),
+            request_headers: StoredHeaders::of([
+                ("content-type", "application/json"),
+                ("x-n", &n.to_string()),
+            ]),
             request_body: format!(r#"{{"text_feedback":"secret words {n}"}}"#).into_bytes(),
             response_status: Some(500),
-            response_headers: json!([["x-served-by", "receiver"]]),
+            response_headers: StoredHeaders::of([("x-served-by", "receiver")]),
             response_body: b"upstream broke".to_vec(),
             error_kind: Some("http_status".to_owned()),
             error_message: Some("500 Internal Server Error".to_owned()),
@@ -70,9 +73,9 @@ async fn stored(
 /// `row` as the clearing leaves it: no bodies, no headers, everything else as it was.
 fn cleared(row: &AttemptRow) -> AttemptRow {
     AttemptRow {
-        request_headers: json!([]),
+        request_headers: StoredHeaders::none(),
         request_body: Vec::new(),
-        response_headers: json!([]),
+        response_headers: StoredHeaders::none(),
         response_body: Vec::new(),
         ..row.clone()
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
 use fp_broker::Broker;
-use fp_store::attempts::AttemptRow;
+use fp_store::attempts::{AttemptRow, StoredHeaders};
 use fp_testkit::environment::{TestEnvironment, broker_url};
 use fp_testkit::pipeline::{Pipeline, TenantApi};
 use fp_testkit::receiver::{CannedResponse, ReceivedRequest, TlsReceiver, always_ok};
@@ -415,10 +415,10 @@ impl Seed {
             attempt_number,
             attempted_at: at,
             duration_ms: 10,
-            request_headers: json!([]),
+            request_headers: StoredHeaders::none(),
             request_body: self.body.clone(),
             response_status: status,
-            response_headers: json!([]),
+            response_headers: StoredHeaders::none(),
             response_body: Vec::new(),
             response_truncated: false,
             error_kind: None,

@@ -1025,11 +1025,10 @@ fn row_in_span(
     span: &tracing::Span,
 ) -> Result<AttemptRow, fp_contracts::DecodeError> {
     let trace = fp_telemetry::propagation::StoredContext::of_span(span);
-    AttemptRow::from_record(v1::DeliveryAttempt {
-        traceparent: trace.traceparent,
-        tracestate: trace.tracestate,
-        ..record.clone()
-    })
+    let mut row = AttemptRow::from_record(record)?;
+    row.traceparent = trace.traceparent;
+    row.tracestate = trace.tracestate;
+    Ok(row)
 }
 
 fn duration_ms(duration: Duration) -> u64 {

@@ -35,7 +35,7 @@ pub fn attempt_records(
 fn attempt_row(record: v1::DeliveryAttempt) -> Result<AttemptRecord, DecodeError> {
     let outcome_pending = record.outcome_pending;
     Ok(AttemptRecord {
-        row: AttemptRow::from_record(record)?,
+        row: AttemptRow::from_record(&record)?,
         outcome_pending,
     })
 }
@@ -74,8 +74,8 @@ mod tests {
         let row = decoded.row;
         assert_eq!(row.response_status, Some(200));
         assert_eq!(
-            row.request_headers,
-            serde_json::json!([["Content-Type", "application/json"]])
+            row.request_headers.pairs(),
+            [("Content-Type".to_owned(), "application/json".to_owned())]
         );
         assert_eq!(row.error_kind, None);
         assert!(!row.manual);

@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use fp_domain::EventType;
 use fp_domain::explanation::{self, Explanation};
-use fp_store::attempts::{self, AttemptQuery, AttemptRow, StatusFilter};
+use fp_store::attempts::{self, AttemptQuery, AttemptRow, StatusFilter, StoredHeaders};
 use fp_store::payload_retention::{self, PayloadClearing};
 use fp_store::{PgConnection, StoreError};
 use serde::{Deserialize, Serialize};
@@ -403,10 +403,9 @@ async fn load_detail(
     })
 }
 
-/// Headers are stored as `[[name, value], ...]`; anything else (never written) reads as none.
-fn header_list(stored: &serde_json::Value) -> Vec<Header> {
-    Vec::<(String, String)>::deserialize(stored)
-        .unwrap_or_default()
+fn header_list(stored: &StoredHeaders) -> Vec<Header> {
+    stored
+        .pairs()
         .into_iter()
         .map(|(name, value)| Header { name, value })
         .collect()

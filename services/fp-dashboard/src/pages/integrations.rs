@@ -688,6 +688,8 @@ fn config_status(
 
 #[cfg(test)]
 mod tests {
+    use fp_store::attempts::StoredHeaders;
+
     use super::*;
     use crate::views::Templates;
 
@@ -714,10 +716,10 @@ mod tests {
             attempt_number: 1,
             attempted_at: Utc::now(),
             duration_ms: 15_000,
-            request_headers: json!([]),
+            request_headers: StoredHeaders::none(),
             request_body: b"{}".to_vec(),
             response_status: None,
-            response_headers: json!([]),
+            response_headers: StoredHeaders::none(),
             response_body: Vec::new(),
             response_truncated: false,
             error_kind: Some("timeout".into()),
