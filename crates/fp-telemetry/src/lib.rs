@@ -9,6 +9,7 @@ pub mod health;
 #[cfg(feature = "actix")]
 pub mod http_server;
 pub mod lifecycle;
+pub mod log_fields;
 pub mod metrics;
 pub mod propagation;
 pub mod tracing_setup;
@@ -33,6 +34,7 @@ pub fn init(service: &'static str) -> Tracing {
     };
     let fmt = tracing_subscriber::fmt::layer()
         .with_target(false)
+        .fmt_fields(log_fields::LogFields::default())
         // Colour codes only where a person reads a terminal, not in log files.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_filter(filter);
