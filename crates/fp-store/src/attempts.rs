@@ -72,13 +72,24 @@ impl StoredHeaders {
     }
 
     /// `pairs` (name, value), in order.
-    pub fn of<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        let mut json = Vec::with_capacity(256);
+    pub fn of<'a, I>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (&'a str, &'a str)>,
+        I::IntoIter: Clone,
+    {
+        let pairs = pairs.into_iter();
+        // Sized for the text without escapes: `["name","value"],` is eight bytes more than both.
+        let capacity = pairs
+            .clone()
+            .map(|(name, value)| name.len() + value.len() + 8)
+            .sum::<usize>()
+            + 2;
+        let mut json = Vec::with_capacity(capacity);
         // Strings written to a `Vec` cannot fail; were the text cut short anyway, PostgreSQL
         // would refuse the row rather than store it.
         let _ = serde::Serializer::collect_seq(
             &mut serde_json::Serializer::new(&mut json),
-            pairs.into_iter().map(|(name, value)| [name, value]),
+            pairs.map(|(name, value)| [name, value]),
         );
         StoredHeaders(json)
     }
