@@ -52,8 +52,18 @@ pub struct AttemptRow {
 /// An attempt's headers as stored (`jsonb`): `[[name, value], ...]` in the order sent. Kept as
 /// the JSON text itself, not a `serde_json::Value`: a dispatcher writes two rows per delivery, and
 /// a tree of a value per name and per value was about a tenth of its CPU (bench/README.md).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoredHeaders(Vec<u8>);
+
+/// The JSON text, not its bytes.
+impl std::fmt::Debug for StoredHeaders {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_tuple("StoredHeaders")
+            .field(&String::from_utf8_lossy(&self.0))
+            .finish()
+    }
+}
 
 /// Equal when they hold the same pairs: PostgreSQL gives back its own spacing of the text.
 impl PartialEq for StoredHeaders {
@@ -164,6 +174,17 @@ impl AttemptRow {
     pub fn approximate_bytes(&self) -> usize {
         const FIXED_COLUMNS: usize = 512;
         self.request_body.len() + self.response_body.len() + self.url.len() + FIXED_COLUMNS
+    }
+
+    /// [`AttemptRow::from_record`] of a record that is no longer needed: its bodies move into the
+    /// row instead of being copied (log-ingest's case).
+    pub fn from_owned_record(mut record: v1::DeliveryAttempt) -> Result<Self, DecodeError> {
+        let request_body = std::mem::take(&mut record.request_body);
+        let response_body = std::mem::take(&mut record.response_body);
+        let mut row = Self::from_record(&record)?;
+        row.request_body = request_body;
+        row.response_body = response_body;
+        Ok(row)
     }
 
     /// The row of an attempt record (`outcome_pending` aside, which says where the row goes);

@@ -2,17 +2,22 @@
 //! (`otel.name`, `messaging.system`, `db.operation.name`, ...) for the exported trace; in a log
 //! line they repeat what the message already says, on every line of the span, and formatting
 //! them was a share of the dispatcher's CPU on every delivery (bench/README.md). A log line shows
-//! the fields without a dot (`trace_id`, `status`, `error`, the message) and our own `fp.*` ids.
+//! the fields without a dot (`trace_id`, `request_id`, `status`, `error`, the message), our own
+//! `fp.*` ids, and an HTTP request's method and route (which request a line belongs to).
 
 use std::fmt;
 
 use tracing::field::{Field, Visit};
-use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
-use tracing_subscriber::fmt::format::{DefaultFields, Writer};
+use tracing::span;
+use tracing_subscriber::field::{MakeVisitor, RecordFields, VisitFmt, VisitOutput};
+use tracing_subscriber::fmt::FormattedFields;
+use tracing_subscriber::fmt::format::{DefaultFields, FormatFields, Writer};
 
 /// Whether a field named `name` belongs in a log line.
 pub fn shown_in_logs(name: &str) -> bool {
-    !name.contains('.') || name.starts_with("fp.")
+    !name.contains('.')
+        || name.starts_with("fp.")
+        || matches!(name, "http.request.method" | "http.route")
 }
 
 /// The fmt layer's field formatter: tracing-subscriber's default one, given only the fields
@@ -22,11 +27,29 @@ pub struct LogFields {
     inner: DefaultFields,
 }
 
-impl<'writer> MakeVisitor<Writer<'writer>> for LogFields {
-    type Visitor = ShownFields<<DefaultFields as MakeVisitor<Writer<'writer>>>::Visitor>;
+impl<'writer> FormatFields<'writer> for LogFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
+        let mut visitor = ShownFields(self.inner.make_visitor(writer));
+        fields.record(&mut visitor);
+        visitor.finish()
+    }
 
-    fn make_visitor(&self, target: Writer<'writer>) -> Self::Visitor {
-        ShownFields(self.inner.make_visitor(target))
+    /// As the default, but a record of hidden fields only adds nothing, not even the space
+    /// before it.
+    fn add_fields(
+        &self,
+        current: &'writer mut FormattedFields<Self>,
+        fields: &span::Record<'_>,
+    ) -> fmt::Result {
+        let before = current.fields.len();
+        if before > 0 {
+            current.fields.push(' ');
+        }
+        <Self as FormatFields<'_>>::format_fields(self, current.as_writer(), fields)?;
+        if before > 0 && current.fields.len() == before + 1 {
+            current.fields.truncate(before);
+        }
+        Ok(())
     }
 }
 
@@ -100,6 +123,8 @@ mod tests {
             "error",
             "fp.delivery_id",
             "fp.rows.pending",
+            "http.request.method",
+            "http.route",
         ] {
             assert!(shown_in_logs(shown), "{shown}");
         }
@@ -108,7 +133,7 @@ mod tests {
             "otel.kind",
             "messaging.system",
             "db.operation.name",
-            "http.route",
+            "http.response.status_code",
             "error.type",
         ] {
             assert!(!shown_in_logs(hidden), "{hidden}");
@@ -150,9 +175,12 @@ mod tests {
                 "otel.name" = "process fp.events",
                 "messaging.system" = "rabbitmq",
                 "fp.delivery_id" = tracing::field::Empty,
+                "http.response.status_code" = tracing::field::Empty,
                 trace_id = "abc",
             );
             span.record("fp.delivery_id", "d-1");
+            // Recorded after the others, as a span's outcome is: it must leave no space behind.
+            span.record("http.response.status_code", 500);
             let _entered = span.enter();
             tracing::info!(status = 200, "error.type" = "timeout", "delivered");
         });
@@ -172,8 +200,20 @@ mod tests {
         ] {
             assert!(line.contains(shown), "{shown} in {line}");
         }
-        for hidden in ["otel.", "messaging.", "error.type", "rabbitmq", "timeout"] {
+        for hidden in [
+            "otel.",
+            "messaging.",
+            "error.type",
+            "rabbitmq",
+            "timeout",
+            "http.",
+            "500",
+        ] {
             assert!(!line.contains(hidden), "{hidden} in {line}");
         }
+        assert!(
+            line.contains("fp.delivery_id=\"d-1\"}"),
+            "a space left behind: {line}"
+        );
     }
 }

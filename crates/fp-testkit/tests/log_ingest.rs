@@ -406,7 +406,7 @@ async fn an_outcome_replaces_its_pending_row_and_a_stored_outcome_stays() -> any
         let tenant_id = existing_tenant(&env).await?;
         let mut conn = fp_store::connect(&env.database_url).await?;
         let interrupted = fp_contracts::INTERRUPTED_ERROR_KIND;
-        let row = |record: v1::DeliveryAttempt| AttemptRow::from_record(&record);
+        let row = AttemptRow::from_owned_record;
         let delivered = attempt_record(tenant_id);
         let pending = row(v1::DeliveryAttempt {
             response_status: None,

@@ -229,6 +229,7 @@ impl Dispatcher {
             Err(error) => {
                 tracing::warn!(
                     error = format!("{error:#}"),
+                    queue = %source_queue,
                     "not handled; handing it back to its queue"
                 );
                 span.record("fp.outcome", "handed_back");

@@ -331,6 +331,7 @@ impl Ingestor<'_> {
                     span.record("error.type", "database");
                     tracing::warn!(
                         error = format!("{error:#}"),
+                        records = received,
                         "could not store attempts; retrying"
                     );
                     tokio::time::sleep(STORE_RETRY_DELAY).await;

@@ -35,7 +35,7 @@ pub fn attempt_records(
 fn attempt_row(record: v1::DeliveryAttempt) -> Result<AttemptRecord, DecodeError> {
     let outcome_pending = record.outcome_pending;
     Ok(AttemptRecord {
-        row: AttemptRow::from_record(&record)?,
+        row: AttemptRow::from_owned_record(record)?,
         outcome_pending,
     })
 }
@@ -79,6 +79,9 @@ mod tests {
         );
         assert_eq!(row.error_kind, None);
         assert!(!row.manual);
+        assert_eq!(row.request_body, b"{}");
+        // The dispatcher builds its rows from records it keeps: the same row.
+        assert_eq!(AttemptRow::from_record(&record).ok(), Some(row));
         let pending = v1::DeliveryAttempt {
             outcome_pending: true,
             ..record.clone()
