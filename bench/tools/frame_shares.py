@@ -4,8 +4,9 @@
     perf script -i perf.data > script.txt
     bench/tools/frame_shares.py script.txt row_in_span construct_bind_data 'Span::new' ...
 
-A frame matches when its symbol contains the text. Each sample counts once per text, however
-often the text appears on its stack, so the shares of nested frames overlap.
+A sample counts for a text when the text appears anywhere in its stack as `perf script` prints
+it (symbols, but also library paths), once however often it appears, so the shares of nested
+frames overlap.
 """
 import sys
 

@@ -1,9 +1,10 @@
 //! Which fields a log line shows. Spans carry OpenTelemetry's semantic-convention attributes
 //! (`otel.name`, `messaging.system`, `db.operation.name`, ...) for the exported trace; in a log
 //! line they repeat what the message already says, on every line of the span, and formatting
-//! them was a share of the dispatcher's CPU on every delivery (bench/README.md). A log line shows
-//! the fields without a dot (`trace_id`, `request_id`, `status`, `error`, the message), our own
-//! `fp.*` ids, and an HTTP request's method and route (which request a line belongs to).
+//! them was a share of the dispatcher's CPU on every delivery (bench/README.md). A log line, its
+//! own fields and its spans', shows the fields without a dot (`trace_id`, `request_id`, `status`,
+//! `error`, the message), every `fp.*` field, and an HTTP server request's route (which request a
+//! line belongs to).
 
 use std::fmt;
 
@@ -14,10 +15,8 @@ use tracing_subscriber::fmt::FormattedFields;
 use tracing_subscriber::fmt::format::{DefaultFields, FormatFields, Writer};
 
 /// Whether a field named `name` belongs in a log line.
-pub fn shown_in_logs(name: &str) -> bool {
-    !name.contains('.')
-        || name.starts_with("fp.")
-        || matches!(name, "http.request.method" | "http.route")
+fn shown_in_logs(name: &str) -> bool {
+    !name.contains('.') || name.starts_with("fp.") || name == "http.route"
 }
 
 /// The fmt layer's field formatter: tracing-subscriber's default one, given only the fields
@@ -54,8 +53,10 @@ impl<'writer> FormatFields<'writer> for LogFields {
 }
 
 /// Passes on the fields [`shown_in_logs`], and nothing of the others.
-pub struct ShownFields<V>(V);
+struct ShownFields<V>(V);
 
+/// Numbers and booleans reach `record_debug` through `Visit`'s defaults, as they do in the
+/// default formatter.
 impl<V: Visit> Visit for ShownFields<V> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if shown_in_logs(field.name()) {
@@ -66,24 +67,6 @@ impl<V: Visit> Visit for ShownFields<V> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if shown_in_logs(field.name()) {
             self.0.record_str(field, value);
-        }
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        if shown_in_logs(field.name()) {
-            self.0.record_i64(field, value);
-        }
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        if shown_in_logs(field.name()) {
-            self.0.record_u64(field, value);
-        }
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        if shown_in_logs(field.name()) {
-            self.0.record_bool(field, value);
         }
     }
 
@@ -123,7 +106,6 @@ mod tests {
             "error",
             "fp.delivery_id",
             "fp.rows.pending",
-            "http.request.method",
             "http.route",
         ] {
             assert!(shown_in_logs(shown), "{shown}");
@@ -133,6 +115,7 @@ mod tests {
             "otel.kind",
             "messaging.system",
             "db.operation.name",
+            "http.request.method",
             "http.response.status_code",
             "error.type",
         ] {
