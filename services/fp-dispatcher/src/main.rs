@@ -10,7 +10,10 @@ fn main() -> anyhow::Result<()> {
         .build()?
         .block_on(async {
             fp_telemetry::init("fp-dispatcher")
-                .flush_after(fp_dispatcher::run(settings))
+                // The service runs as a task on the runtime's workers rather than on this thread:
+                // its consume loop then spawns each delivery, and joins it, on the thread that
+                // runs it, instead of waking a worker and being woken back for every message.
+                .flush_after(async { tokio::spawn(fp_dispatcher::run(settings)).await? })
                 .await
         })
 }
