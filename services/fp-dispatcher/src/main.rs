@@ -4,9 +4,9 @@ fn main() -> anyhow::Result<()> {
     let settings = fp_settings::Settings::load()?;
     // Sized by the settings, not by the machine's CPUs: one thread is the cheapest per delivery,
     // and a dispatcher scales out, not up (`dispatcher.worker_threads`). One thread is Tokio's
-    // current-thread scheduler, which spawns and wakes tasks without the multi-threaded one's
-    // stealing and cross-thread bookkeeping.
-    let mut runtime = match settings.dispatcher.worker_threads.get() {
+    // current-thread scheduler: it runs tasks first come, first served, so deliveries finish
+    // nearly in the order they came and one multiple-ack settles many (`bench/README.md`).
+    let mut builder = match settings.dispatcher.worker_threads.get() {
         1 => tokio::runtime::Builder::new_current_thread(),
         threads => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -14,11 +14,11 @@ fn main() -> anyhow::Result<()> {
             builder
         }
     };
-    runtime.enable_all().build()?.block_on(async {
+    builder.enable_all().build()?.block_on(async {
         fp_telemetry::init("fp-dispatcher")
-            // The service runs as a task on the runtime's workers rather than on this thread:
-            // its consume loop then spawns each delivery, and joins it, on the thread that runs
-            // it, instead of waking a worker and being woken back for every message.
+            // Spawned so that, on the multi-threaded scheduler, the consume loop runs on the
+            // workers with its deliveries rather than on this thread, waking them and being woken
+            // back for every message; on the current-thread one everything runs here either way.
             .flush_after(async { tokio::spawn(fp_dispatcher::run(settings)).await? })
             .await
     })
