@@ -5,6 +5,8 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -64,18 +66,64 @@ pub fn free_local_address() -> anyhow::Result<SocketAddr> {
     Ok(address)
 }
 
-/// `N` loopback addresses with distinct ports that were free a moment ago. The listeners are held
-/// together: one released before the next is bound may be handed out again at once, and two
-/// services given one port cannot both listen.
+/// `N` loopback addresses with distinct ports that were free a moment ago, for servers a test
+/// starts later (or starts again after stopping them).
+///
+/// The ports come from just below the kernel's ephemeral range, never from it: a port taken by
+/// binding port 0 and then released lies in that range, where the kernel may hand it to any
+/// outgoing connection (of another test running at the same time) before the server binds it,
+/// and the server then fails with "Address already in use". Below the range only an explicit bind
+/// takes a port, and the ports are handed out in turn, so no two of this process's callers get
+/// one; each is still checked by binding it, against other processes. The listeners are held
+/// together, so that none is handed out twice in one call.
 pub fn free_local_addresses<const N: usize>() -> anyhow::Result<[SocketAddr; N]> {
-    let listeners = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut listeners = Vec::with_capacity(N);
+    let mut tried = 0;
+    while listeners.len() < N {
+        if tried == TEST_PORT_WINDOW {
+            bail!("no free loopback port among the {TEST_PORT_WINDOW} below the ephemeral range");
+        }
+        tried += 1;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", next_test_port())) {
+            listeners.push(listener);
+        }
+    }
     let mut addresses = [SocketAddr::from(([127, 0, 0, 1], 0)); N];
     for (address, listener) in addresses.iter_mut().zip(&listeners) {
         *address = listener.local_addr()?;
     }
     Ok(addresses)
+}
+
+/// How many ports below the ephemeral range the tests take theirs from.
+const TEST_PORT_WINDOW: u16 = 12_000;
+
+/// The next port of the window, in turn. Each process starts at an offset derived from its pid,
+/// so that test binaries running at the same time rarely try the same ports.
+fn next_test_port() -> u16 {
+    static NEXT: OnceLock<(u16, AtomicU32)> = OnceLock::new();
+    let (window_start, next) = NEXT.get_or_init(|| {
+        let offset = std::process::id() % u32::from(TEST_PORT_WINDOW);
+        (
+            ephemeral_range_start() - TEST_PORT_WINDOW,
+            AtomicU32::new(offset),
+        )
+    });
+    let step = next.fetch_add(1, Ordering::Relaxed) % u32::from(TEST_PORT_WINDOW);
+    // The remainder is below the window's size, a u16.
+    window_start + step as u16
+}
+
+/// First port the kernel picks for outgoing connections and port-0 binds (Linux: the first
+/// number of `ip_local_port_range`; 32768 by default and elsewhere). Never below the window's
+/// size above the privileged ports.
+fn ephemeral_range_start() -> u16 {
+    const DEFAULT: u16 = 32_768;
+    let configured = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(DEFAULT);
+    configured.max(1_024 + TEST_PORT_WINDOW)
 }
 
 /// Directory of the workspace's built binaries (`target/debug`), found from the test executable
@@ -460,4 +508,43 @@ pub fn fpctl_stdout(args: &[&str], output: std::process::Output) -> anyhow::Resu
         );
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_ports_are_distinct_and_outside_the_ephemeral_range() -> anyhow::Result<()> {
+        let ephemeral_start = ephemeral_range_start();
+        let first: [SocketAddr; 3] = free_local_addresses()?;
+        let second = free_local_address()?;
+        let mut ports: Vec<u16> = first
+            .iter()
+            .chain([&second])
+            .map(SocketAddr::port)
+            .collect();
+        for port in &ports {
+            assert!(
+                (ephemeral_start - TEST_PORT_WINDOW..ephemeral_start).contains(port),
+                "port {port} is outside the test window below {ephemeral_start}"
+            );
+        }
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 4, "a port was handed out twice");
+        Ok(())
+    }
+
+    #[test]
+    fn a_port_someone_listens_on_is_skipped() -> anyhow::Result<()> {
+        // Listen on a port of the window, as another process could, then go once round it.
+        let taken = free_local_address()?;
+        let _listener = TcpListener::bind(taken)?;
+        let handed_out: Vec<u16> = (0..TEST_PORT_WINDOW + 10)
+            .map(|_| free_local_address().map(|address| address.port()))
+            .collect::<Result<_, _>>()?;
+        assert!(!handed_out.contains(&taken.port()));
+        Ok(())
+    }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use fp_domain::explanation::Explanation;
 use fp_domain::notification::{DISABLED_SUBJECT, FAILING_SUBJECT};
-use fp_testkit::environment::TestEnvironment;
+use fp_testkit::environment::{TestEnvironment, free_local_address};
 use fp_testkit::mail_sink::{MailSink, ReceivedMail};
 use fp_testkit::pipeline::{Pipeline, TenantApi, metrics_text};
 use fp_testkit::receiver::{CannedResponse, ReceivedRequest, TlsReceiver};
@@ -198,7 +198,7 @@ async fn admins_are_emailed_once_when_their_endpoint_fails_and_once_when_it_is_d
 async fn an_email_the_smtp_server_did_not_take_is_sent_at_a_later_look() -> anyhow::Result<()> {
     let receiver = receiver_answering(Arc::new(AtomicU16::new(500))).await?;
     // Nothing listens on the SMTP port at first.
-    let smtp_address = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let smtp_address = free_local_address()?;
     let mut env = environment(&receiver, &format!("smtp://{smtp_address}"), "1s", "1h").await?;
     let outcome = async {
         let pipeline = Pipeline::start(&mut env, 1).await?;
