@@ -423,6 +423,18 @@ impl TestEnvironment {
         Ok(logs)
     }
 
+    /// The pid of the most recently started process of `binary_name`, still running.
+    pub fn pid(&self, binary_name: &str) -> anyhow::Result<u32> {
+        self.processes
+            .iter()
+            .rev()
+            .find(|process| process.name == binary_name)
+            .with_context(|| format!("no {binary_name} is running"))?
+            .child
+            .id()
+            .context("the process has exited")
+    }
+
     fn take_process(&mut self, binary_name: &str) -> anyhow::Result<ServiceProcess> {
         let index = self
             .processes
