@@ -69,61 +69,102 @@ pub fn free_local_address() -> anyhow::Result<SocketAddr> {
 /// `N` loopback addresses with distinct ports that were free a moment ago, for servers a test
 /// starts later (or starts again after stopping them).
 ///
-/// The ports come from just below the kernel's ephemeral range, never from it: a port taken by
-/// binding port 0 and then released lies in that range, where the kernel may hand it to any
-/// outgoing connection (of another test running at the same time) before the server binds it,
-/// and the server then fails with "Address already in use". Below the range only an explicit bind
-/// takes a port, and the ports are handed out in turn, so no two of this process's callers get
-/// one; each is still checked by binding it, against other processes. The listeners are held
-/// together, so that none is handed out twice in one call.
+/// The ports come from outside the kernel's ephemeral range: a port taken by binding port 0 and
+/// then released lies in that range, where the kernel may hand it to any outgoing connection (of
+/// another test running at the same time) before the server binds it, and the server then fails
+/// with "Address already in use". Outside the range only an explicit bind takes a port.
 pub fn free_local_addresses<const N: usize>() -> anyhow::Result<[SocketAddr; N]> {
-    let mut listeners = Vec::with_capacity(N);
-    let mut tried = 0;
-    while listeners.len() < N {
-        if tried == TEST_PORT_WINDOW {
-            bail!("no free loopback port among the {TEST_PORT_WINDOW} below the ephemeral range");
-        }
-        tried += 1;
-        if let Ok(listener) = TcpListener::bind(("127.0.0.1", next_test_port())) {
-            listeners.push(listener);
-        }
-    }
-    let mut addresses = [SocketAddr::from(([127, 0, 0, 1], 0)); N];
-    for (address, listener) in addresses.iter_mut().zip(&listeners) {
-        *address = listener.local_addr()?;
-    }
-    Ok(addresses)
+    static PORTS: OnceLock<TestPorts> = OnceLock::new();
+    PORTS
+        .get_or_init(|| TestPorts::new(PortWindow::beside(ephemeral_range())))
+        .addresses()
 }
 
-/// How many ports below the ephemeral range the tests take theirs from.
+/// How many ports the tests take theirs from.
 const TEST_PORT_WINDOW: u16 = 12_000;
 
-/// The next port of the window, in turn. Each process starts at an offset derived from its pid,
-/// so that test binaries running at the same time rarely try the same ports.
-fn next_test_port() -> u16 {
-    static NEXT: OnceLock<(u16, AtomicU32)> = OnceLock::new();
-    let (window_start, next) = NEXT.get_or_init(|| {
-        let offset = std::process::id() % u32::from(TEST_PORT_WINDOW);
-        (
-            ephemeral_range_start() - TEST_PORT_WINDOW,
-            AtomicU32::new(offset),
-        )
-    });
-    let step = next.fetch_add(1, Ordering::Relaxed) % u32::from(TEST_PORT_WINDOW);
-    // The remainder is below the window's size, a u16.
-    window_start + step as u16
+/// `TEST_PORT_WINDOW` ports starting at `start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PortWindow {
+    start: u16,
 }
 
-/// First port the kernel picks for outgoing connections and port-0 binds (Linux: the first
-/// number of `ip_local_port_range`; 32768 by default and elsewhere). Never below the window's
-/// size above the privileged ports.
-fn ephemeral_range_start() -> u16 {
-    const DEFAULT: u16 = 32_768;
-    let configured = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+impl PortWindow {
+    /// Just below the ephemeral range `(first, last)`, or just above it when there is no room
+    /// below. A range that leaves no room on either side (Linux allows 1024-65535) leaves the
+    /// lowest ports above the privileged ones, which the race can reach again.
+    fn beside((first, last): (u16, u16)) -> Self {
+        let lowest = 1_024;
+        let start = if first >= lowest + TEST_PORT_WINDOW {
+            first - TEST_PORT_WINDOW
+        } else if last <= u16::MAX - TEST_PORT_WINDOW {
+            last + 1
+        } else {
+            lowest
+        };
+        PortWindow { start }
+    }
+}
+
+/// Hands out the window's ports in turn, so no two callers of one process get the same one until
+/// it has gone once round; each is still checked by binding it, against other processes.
+struct TestPorts {
+    window: PortWindow,
+    next: AtomicU32,
+}
+
+impl TestPorts {
+    /// Starts at a place derived from the pid (scattered, not pid order), so that test binaries
+    /// running at the same time seldom walk the same ports.
+    fn new(window: PortWindow) -> Self {
+        let offset = std::process::id().wrapping_mul(7_919) % u32::from(TEST_PORT_WINDOW);
+        TestPorts {
+            window,
+            next: AtomicU32::new(offset),
+        }
+    }
+
+    /// `N` free ports of the window. The listeners are held together, so that none is handed out
+    /// twice in one call.
+    fn addresses<const N: usize>(&self) -> anyhow::Result<[SocketAddr; N]> {
+        let mut listeners = Vec::with_capacity(N);
+        let mut tried = 0;
+        while listeners.len() < N {
+            if tried == TEST_PORT_WINDOW {
+                bail!(
+                    "no free loopback port among the {TEST_PORT_WINDOW} of {:?}",
+                    self.window
+                );
+            }
+            tried += 1;
+            if let Ok(listener) = TcpListener::bind(("127.0.0.1", self.next_port())) {
+                listeners.push(listener);
+            }
+        }
+        let mut addresses = [SocketAddr::from(([127, 0, 0, 1], 0)); N];
+        for (address, listener) in addresses.iter_mut().zip(&listeners) {
+            *address = listener.local_addr()?;
+        }
+        Ok(addresses)
+    }
+
+    fn next_port(&self) -> u16 {
+        let step = self.next.fetch_add(1, Ordering::Relaxed) % u32::from(TEST_PORT_WINDOW);
+        // The remainder is below the window's size, a u16.
+        self.window.start + step as u16
+    }
+}
+
+/// The ports the kernel picks from for outgoing connections and port-0 binds: on Linux
+/// `ip_local_port_range`, whose default is 32768-60999 (assumed where it cannot be read).
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse().ok())
-        .unwrap_or(DEFAULT);
-    configured.max(1_024 + TEST_PORT_WINDOW)
+        .and_then(|range| {
+            let mut ends = range.split_whitespace().map(str::parse);
+            Some((ends.next()?.ok()?, ends.next()?.ok()?))
+        })
+        .unwrap_or((32_768, 60_999))
 }
 
 /// Directory of the workspace's built binaries (`target/debug`), found from the test executable
@@ -425,23 +466,24 @@ impl TestEnvironment {
 
     /// The pid of the most recently started process of `binary_name`, still running.
     pub fn pid(&self, binary_name: &str) -> anyhow::Result<u32> {
-        self.processes
-            .iter()
-            .rev()
-            .find(|process| process.name == binary_name)
-            .with_context(|| format!("no {binary_name} is running"))?
+        let index = self.latest_process(binary_name)?;
+        self.processes[index]
             .child
             .id()
             .context("the process has exited")
     }
 
     fn take_process(&mut self, binary_name: &str) -> anyhow::Result<ServiceProcess> {
-        let index = self
-            .processes
+        let index = self.latest_process(binary_name)?;
+        Ok(self.processes.remove(index))
+    }
+
+    /// Where the most recently started process of `binary_name` is in `processes`.
+    fn latest_process(&self, binary_name: &str) -> anyhow::Result<usize> {
+        self.processes
             .iter()
             .rposition(|process| process.name == binary_name)
-            .with_context(|| format!("no {binary_name} is running"))?;
-        Ok(self.processes.remove(index))
+            .with_context(|| format!("no {binary_name} is running"))
     }
 
     /// Ends every process, deletes the broker namespace and drops the database.
@@ -528,18 +570,24 @@ mod tests {
 
     #[test]
     fn test_ports_are_distinct_and_outside_the_ephemeral_range() -> anyhow::Result<()> {
-        let ephemeral_start = ephemeral_range_start();
-        let first: [SocketAddr; 3] = free_local_addresses()?;
-        let second = free_local_address()?;
-        let mut ports: Vec<u16> = first
+        // Read here on its own, not through the code under test.
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")?;
+        let ends: Vec<u16> = range
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
+        let (first, last) = (ends[0], ends[1]);
+        let three: [SocketAddr; 3] = free_local_addresses()?;
+        let fourth = free_local_address()?;
+        let mut ports: Vec<u16> = three
             .iter()
-            .chain([&second])
+            .chain([&fourth])
             .map(SocketAddr::port)
             .collect();
         for port in &ports {
             assert!(
-                (ephemeral_start - TEST_PORT_WINDOW..ephemeral_start).contains(port),
-                "port {port} is outside the test window below {ephemeral_start}"
+                !(first..=last).contains(port),
+                "port {port} is inside the ephemeral range {first}-{last}"
             );
         }
         ports.sort_unstable();
@@ -549,14 +597,23 @@ mod tests {
     }
 
     #[test]
+    fn the_window_is_below_the_ephemeral_range_or_else_above_it() {
+        assert_eq!(PortWindow::beside((32_768, 60_999)).start, 20_768);
+        assert_eq!(PortWindow::beside((10_000, 40_000)).start, 40_001);
+        assert_eq!(PortWindow::beside((1_024, 65_535)).start, 1_024);
+    }
+
+    #[test]
     fn a_port_someone_listens_on_is_skipped() -> anyhow::Result<()> {
-        // Listen on a port of the window, as another process could, then go once round it.
-        let taken = free_local_address()?;
+        // A window and counter of this test's own, so the other tests' ports are not disturbed.
+        let ports = TestPorts::new(PortWindow::beside(ephemeral_range()));
+        let [taken] = ports.addresses()?;
+        // Listen on it, as another process could, then go once round the window.
         let _listener = TcpListener::bind(taken)?;
-        let handed_out: Vec<u16> = (0..TEST_PORT_WINDOW + 10)
-            .map(|_| free_local_address().map(|address| address.port()))
-            .collect::<Result<_, _>>()?;
-        assert!(!handed_out.contains(&taken.port()));
+        for _ in 0..TEST_PORT_WINDOW {
+            let [address] = ports.addresses()?;
+            assert_ne!(address, taken, "a port in use was handed out");
+        }
         Ok(())
     }
 }
