@@ -80,29 +80,41 @@ pub fn free_local_addresses<const N: usize>() -> anyhow::Result<[SocketAddr; N]>
         .addresses()
 }
 
-/// How many ports the tests take theirs from.
+/// At most this many ports make the tests' window.
 const TEST_PORT_WINDOW: u16 = 12_000;
 
-/// `TEST_PORT_WINDOW` ports starting at `start`.
+/// `len` ports starting at `start`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct PortWindow {
     start: u16,
+    len: u16,
 }
 
 impl PortWindow {
-    /// Just below the ephemeral range `(first, last)`, or just above it when there is no room
-    /// below. A range that leaves no room on either side (Linux allows 1024-65535) leaves the
-    /// lowest ports above the privileged ones, which the race can reach again.
+    /// Beside the ephemeral range `(first, last)`, on the side with more room (up to
+    /// `TEST_PORT_WINDOW` ports), just below it when both have enough. A range that leaves no
+    /// port on either side (Linux allows 1024-65535) leaves the race possible: the window is then
+    /// the lowest ports above the privileged ones.
     fn beside((first, last): (u16, u16)) -> Self {
-        let lowest = 1_024;
-        let start = if first >= lowest + TEST_PORT_WINDOW {
-            first - TEST_PORT_WINDOW
-        } else if last <= u16::MAX - TEST_PORT_WINDOW {
-            last + 1
+        const LOWEST: u16 = 1_024;
+        let below = first.saturating_sub(LOWEST).min(TEST_PORT_WINDOW);
+        let above = (u16::MAX - last).min(TEST_PORT_WINDOW);
+        if below == 0 && above == 0 {
+            PortWindow {
+                start: LOWEST,
+                len: TEST_PORT_WINDOW,
+            }
+        } else if below >= above {
+            PortWindow {
+                start: first - below,
+                len: below,
+            }
         } else {
-            lowest
-        };
-        PortWindow { start }
+            PortWindow {
+                start: last + 1,
+                len: above,
+            }
+        }
     }
 }
 
@@ -117,10 +129,13 @@ impl TestPorts {
     /// Starts at a place derived from the pid (scattered, not pid order), so that test binaries
     /// running at the same time seldom walk the same ports.
     fn new(window: PortWindow) -> Self {
-        let offset = std::process::id().wrapping_mul(7_919) % u32::from(TEST_PORT_WINDOW);
+        Self::starting_at(window, std::process::id().wrapping_mul(7_919))
+    }
+
+    fn starting_at(window: PortWindow, offset: u32) -> Self {
         TestPorts {
             window,
-            next: AtomicU32::new(offset),
+            next: AtomicU32::new(offset % u32::from(window.len)),
         }
     }
 
@@ -130,11 +145,8 @@ impl TestPorts {
         let mut listeners = Vec::with_capacity(N);
         let mut tried = 0;
         while listeners.len() < N {
-            if tried == TEST_PORT_WINDOW {
-                bail!(
-                    "no free loopback port among the {TEST_PORT_WINDOW} of {:?}",
-                    self.window
-                );
+            if tried == self.window.len {
+                bail!("no free loopback port in {:?}", self.window);
             }
             tried += 1;
             if let Ok(listener) = TcpListener::bind(("127.0.0.1", self.next_port())) {
@@ -149,8 +161,8 @@ impl TestPorts {
     }
 
     fn next_port(&self) -> u16 {
-        let step = self.next.fetch_add(1, Ordering::Relaxed) % u32::from(TEST_PORT_WINDOW);
-        // The remainder is below the window's size, a u16.
+        let step = self.next.fetch_add(1, Ordering::Relaxed) % u32::from(self.window.len);
+        // The remainder is below the window's length, a u16, and the window ends by 65535.
         self.window.start + step as u16
     }
 }
@@ -568,6 +580,7 @@ pub fn fpctl_stdout(args: &[&str], output: std::process::Output) -> anyhow::Resu
 mod tests {
     use super::*;
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn test_ports_are_distinct_and_outside_the_ephemeral_range() -> anyhow::Result<()> {
         // Read here on its own, not through the code under test.
@@ -597,20 +610,44 @@ mod tests {
     }
 
     #[test]
-    fn the_window_is_below_the_ephemeral_range_or_else_above_it() {
-        assert_eq!(PortWindow::beside((32_768, 60_999)).start, 20_768);
-        assert_eq!(PortWindow::beside((10_000, 40_000)).start, 40_001);
-        assert_eq!(PortWindow::beside((1_024, 65_535)).start, 1_024);
+    fn the_window_takes_the_side_of_the_ephemeral_range_with_more_room() {
+        let window = |start, len| PortWindow { start, len };
+        assert_eq!(PortWindow::beside((32_768, 60_999)), window(20_768, 12_000));
+        assert_eq!(PortWindow::beside((13_024, 60_999)), window(1_024, 12_000));
+        assert_eq!(PortWindow::beside((13_000, 60_999)), window(1_024, 11_976));
+        assert_eq!(PortWindow::beside((10_000, 40_000)), window(40_001, 12_000));
+        assert_eq!(PortWindow::beside((10_000, 53_535)), window(53_536, 12_000));
+        assert_eq!(PortWindow::beside((1_024, 65_000)), window(65_001, 535));
+        assert_eq!(PortWindow::beside((1_024, 65_535)), window(1_024, 12_000));
+    }
+
+    #[test]
+    fn a_window_ending_at_the_last_port_is_walked_round_without_overflow() {
+        let window = PortWindow::beside((10_000, 53_535));
+        let ports = TestPorts::starting_at(window, 0);
+        let walked: Vec<u16> = (0..u32::from(window.len) + 1)
+            .map(|_| ports.next_port())
+            .collect();
+        assert_eq!(walked[0], 53_536);
+        assert_eq!(walked[walked.len() - 2], u16::MAX);
+        assert_eq!(walked[walked.len() - 1], 53_536, "the walk starts again");
     }
 
     #[test]
     fn a_port_someone_listens_on_is_skipped() -> anyhow::Result<()> {
-        // A window and counter of this test's own, so the other tests' ports are not disturbed.
-        let ports = TestPorts::new(PortWindow::beside(ephemeral_range()));
-        let [taken] = ports.addresses()?;
-        // Listen on it, as another process could, then go once round the window.
-        let _listener = TcpListener::bind(taken)?;
-        for _ in 0..TEST_PORT_WINDOW {
+        // A counter of this test's own, half a window from the process's, so the other tests'
+        // ports are not the ones it holds.
+        let window = PortWindow::beside(ephemeral_range());
+        let ports = TestPorts::starting_at(
+            window,
+            std::process::id().wrapping_mul(7_919) + u32::from(window.len / 2),
+        );
+        // Listen on a port of the window, as another process could, then go once round it.
+        let held = (0..window.len)
+            .find_map(|_| TcpListener::bind(("127.0.0.1", ports.next_port())).ok())
+            .context("no free port in the window")?;
+        let taken = held.local_addr()?;
+        for _ in 0..window.len {
             let [address] = ports.addresses()?;
             assert_ne!(address, taken, "a port in use was handed out");
         }
