@@ -126,10 +126,8 @@ struct TestPorts {
 }
 
 impl TestPorts {
-    /// Starts at a place derived from the pid (scattered, not pid order), so that test binaries
-    /// running at the same time seldom walk the same ports.
     fn new(window: PortWindow) -> Self {
-        Self::starting_at(window, std::process::id().wrapping_mul(7_919))
+        Self::starting_at(window, process_offset())
     }
 
     fn starting_at(window: PortWindow, offset: u32) -> Self {
@@ -165,6 +163,12 @@ impl TestPorts {
         // The remainder is below the window's length, a u16, and the window ends by 65535.
         self.window.start + step as u16
     }
+}
+
+/// Where this process starts in a window: derived from the pid (scattered, not pid order), so
+/// that test binaries running at the same time seldom walk the same ports.
+fn process_offset() -> u32 {
+    std::process::id().wrapping_mul(7_919)
 }
 
 /// The ports the kernel picks from for outgoing connections and port-0 binds: on Linux
@@ -640,7 +644,7 @@ mod tests {
         let window = PortWindow::beside(ephemeral_range());
         let ports = TestPorts::starting_at(
             window,
-            std::process::id().wrapping_mul(7_919) + u32::from(window.len / 2),
+            process_offset().wrapping_add(u32::from(window.len / 2)),
         );
         // Listen on a port of the window, as another process could, then go once round it.
         let held = (0..window.len)
