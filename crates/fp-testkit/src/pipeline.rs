@@ -425,6 +425,10 @@ pub struct TenantApi {
     pub http: reqwest::Client,
 }
 
+/// How long a test gives a key revoked in another process to be refused by an api: the
+/// revocation's notification's way through PostgreSQL to the api's listener, on a busy machine.
+pub const KEY_REVOCATION_PATIENCE: Duration = Duration::from_secs(10);
+
 impl TenantApi {
     /// Creates a tenant with `fpctl tenant create` and a client for the api at `api`.
     pub async fn create(
@@ -495,6 +499,27 @@ impl TenantApi {
             .send(reqwest::Method::GET, "/api/v2/webhooks/config", None)
             .await?
             .0)
+    }
+
+    /// Waits up to `patience` for the tenant's key to be refused (401). A key revoked by another
+    /// process (another api instance, `fpctl`, SQL) leaves an api's key cache when that api hears
+    /// the revocation's notification, sent at commit; only the instance that revoked it drops it
+    /// before answering. Until then the key must still be answered as live (404: no config yet).
+    pub async fn refused_within(&self, patience: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let status = self.config_status().await?;
+            if status == 401 {
+                return Ok(());
+            }
+            anyhow::ensure!(status == 404, "a live key, no config yet: got {status}");
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{} still accepts the revoked key after {patience:?}",
+                self.base
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// As [`TenantApi::send`], with the answer's headers.

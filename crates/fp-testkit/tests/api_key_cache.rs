@@ -56,23 +56,6 @@ async fn served_from_cache(api: &TenantApi, instance: &Instance) -> anyhow::Resu
     }
 }
 
-/// Waits for `api` to refuse its key (401). With a TTL of an hour, only a revocation's
-/// notification or the listener's loss can have evicted it.
-async fn refused(api: &TenantApi) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let status = api.config_status().await?;
-        if status == 401 {
-            return Ok(());
-        }
-        anyhow::ensure!(status == 404, "a live key, no config yet: got {status}");
-        if tokio::time::Instant::now() > deadline {
-            bail!("{} still accepts the revoked key", api.base);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Revokes a key as an operator would, with SQL (in `conn`'s transaction, if it has one).
 async fn revoke_by_sql(conn: &mut fp_store::PgConnection, key_id: Uuid) -> anyhow::Result<()> {
     let revoked = diesel::sql_query("UPDATE api_keys SET revoked_at = now() WHERE id = $1")
@@ -119,7 +102,7 @@ async fn a_key_revoked_on_one_instance_is_refused_by_the_other_at_once() -> anyh
         assert_eq!(status, 200, "{revoked}");
         // Where it was revoked at once; the other instance by the notification.
         assert_eq!(second.config_status().await?, 401);
-        refused(&second.on(b.api)).await?;
+        second.on(b.api).refused_within(PATIENCE).await?;
         // The tenant's other key is untouched, and still cached.
         served_from_cache(&tenant.on(b.api), &b).await?;
 
@@ -128,8 +111,8 @@ async fn a_key_revoked_on_one_instance_is_refused_by_the_other_at_once() -> anyh
         served_from_cache(&third, &a).await?;
         served_from_cache(&third.on(b.api), &b).await?;
         revoke_by_sql(&mut fp_store::connect(&env.database_url).await?, key_id).await?;
-        refused(&third).await?;
-        refused(&third.on(b.api)).await
+        third.refused_within(PATIENCE).await?;
+        third.on(b.api).refused_within(PATIENCE).await
     }
     .await;
     env.finish_after(outcome).await
@@ -153,7 +136,7 @@ async fn while_the_listener_is_lost_the_cache_is_bypassed_then_emptied() -> anyh
         let ended = end_listeners(&mut conn, &CHANNEL).await?;
         diesel::sql_query("COMMIT").execute(&mut conn).await?;
         assert_eq!(ended, 2, "one listener per instance");
-        refused(&second_on_b).await?;
+        second_on_b.refused_within(PATIENCE).await?;
 
         // Listening again, the instance caches again, and what it cached before is gone: the
         // revocation's notification went out while it was not listening.
@@ -183,7 +166,7 @@ async fn a_deleted_tenants_keys_are_refused_at_once() -> anyhow::Result<()> {
         }
         env.fpctl(&["tenant", "delete", &doomed.tenant_id]).await?;
         for instance in [&a, &b] {
-            refused(&doomed.on(instance.api)).await?;
+            doomed.on(instance.api).refused_within(PATIENCE).await?;
             served_from_cache(&kept.on(instance.api), instance).await?;
         }
         Ok(())
