@@ -172,8 +172,8 @@ pub struct ApiSettings {
     pub key_cache_capacity: u64,
     #[serde(rename = "key_cache_ttl")]
     key_cache_ttl_raw: String,
-    /// How long a cached key is trusted at most. Revocations evict at once (PostgreSQL notifies
-    /// every api); this only bounds a notification that got lost.
+    /// How long a cached key is trusted at most. Revocations evict as their notification arrives
+    /// (PostgreSQL notifies every api at commit); this only bounds a notification that got lost.
     #[serde(skip)]
     pub key_cache_ttl: Duration,
     #[serde(rename = "keep_alive")]

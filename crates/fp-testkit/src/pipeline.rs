@@ -503,8 +503,9 @@ impl TenantApi {
 
     /// Waits up to `patience` for the tenant's key to be refused (401). A key revoked by another
     /// process (another api instance, `fpctl`, SQL) leaves an api's key cache when that api hears
-    /// the revocation's notification, sent at commit; only the instance that revoked it drops it
-    /// before answering. Until then the key must still be answered as live (404: no config yet).
+    /// the revocation's notification, sent at commit, or when the api loses its listener; only
+    /// the instance that revoked it drops it before answering. Until then the key must still be
+    /// answered as live (404: the tenant has no config).
     pub async fn refused_within(&self, patience: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + patience;
         loop {

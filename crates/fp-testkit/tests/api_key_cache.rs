@@ -1,5 +1,5 @@
 //! The api's in-process cache of API keys (issue 17), on two fp-api processes sharing one database:
-//! a key another instance serves from its cache is refused there at once when it is revoked
+//! a key another instance serves from its cache is refused there once notified when it is revoked
 //! through the api, by plain SQL, or by deleting its tenant, and while the instance's revocation
 //! listener is lost (the cache is bypassed, then emptied). The cache's TTL is set to an hour, so
 //! only a notification (or the listener's loss) can have evicted a key within the test.
@@ -12,14 +12,16 @@ use diesel::sql_types;
 use diesel_async::RunQueryDsl;
 use fp_store::key_revocations::CHANNEL;
 use fp_testkit::environment::TestEnvironment;
-use fp_testkit::pipeline::{TenantApi, end_listeners, metric, start_api_with_health};
+use fp_testkit::pipeline::{
+    KEY_REVOCATION_PATIENCE, TenantApi, end_listeners, metric, start_api_with_health,
+};
 use serde_json::json;
 use uuid::Uuid;
 
 const HITS: &str = "fp_api_key_cache_hits_total";
 /// How long a refusal or a cache hit may take to show: a notification's way through PostgreSQL,
 /// or the listener connecting at start or again.
-const PATIENCE: Duration = Duration::from_secs(10);
+const PATIENCE: Duration = KEY_REVOCATION_PATIENCE;
 
 /// One api process: where it serves, and where its metrics are.
 struct Instance {
@@ -84,7 +86,8 @@ async fn second_key(tenant: &TenantApi) -> anyhow::Result<(Uuid, TenantApi)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_revoked_on_one_instance_is_refused_by_the_other_at_once() -> anyhow::Result<()> {
+async fn a_key_revoked_on_one_instance_is_refused_by_the_other_once_notified() -> anyhow::Result<()>
+{
     let (env, a, b) = two_instances("keycache_revoke").await?;
     let outcome = async {
         let tenant = TenantApi::create(&env, a.api, "Acme").await?;
@@ -155,7 +158,7 @@ async fn while_the_listener_is_lost_the_cache_is_bypassed_then_emptied() -> anyh
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deleted_tenants_keys_are_refused_at_once() -> anyhow::Result<()> {
+async fn a_deleted_tenants_keys_are_refused_once_notified() -> anyhow::Result<()> {
     let (env, a, b) = two_instances("keycache_tenant").await?;
     let outcome = async {
         let doomed = TenantApi::create(&env, a.api, "Doomed").await?;

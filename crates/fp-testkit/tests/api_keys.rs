@@ -1,5 +1,6 @@
 //! API keys through the api and `fpctl`: several live per tenant, shown once, stored hashed,
-//! revocable at once; 401 for missing, unknown or revoked keys; a request id on every answer.
+//! revocable (refused by the api that revoked a key at once, by others once notified); 401 for
+//! missing, unknown or revoked keys; a request id on every answer.
 
 use std::net::IpAddr;
 
@@ -112,7 +113,7 @@ async fn keys_are_issued_listed_and_revoked_per_tenant() -> anyhow::Result<()> {
     env.fpctl(&["key", "revoke", "--tenant", &bob.tenant_id, issued_id])
         .await?;
     // fpctl revokes in a process of its own, so the api (which served the key, and cached it)
-    // drops it when the revocation's notification arrives, not before fpctl returns.
+    // drops it when the revocation's notification arrives, possibly only after fpctl returns.
     bob_ci.refused_within(KEY_REVOCATION_PATIENCE).await?;
     let wrong_owner = env
         .fpctl_output(&["key", "revoke", "--tenant", &alice.tenant_id, issued_id])

@@ -19,7 +19,8 @@ use fp_broker::{Broker, OutgoingMessage};
 use fp_contracts::{timestamp_from, v1};
 use fp_testkit::environment::{TestEnvironment, broker_url};
 use fp_testkit::pipeline::{
-    Pipeline, TenantApi, listeners_reach, metric, publish_attempt_record, start_api,
+    KEY_REVOCATION_PATIENCE, Pipeline, TenantApi, listeners_reach, metric, publish_attempt_record,
+    start_api,
 };
 use fp_testkit::receiver::{CannedResponse, TlsReceiver};
 use fp_testkit::sessions::{UserApi, create_user};
@@ -302,7 +303,10 @@ async fn deletion_scenario(
     );
     assert_eq!(rows_per_table(env, &kept.api.tenant_id).await?, kept_before);
 
-    // Its credentials are refused; the other tenant's work.
+    // Its credentials are refused; the other tenant's work. Its key was cached by the api, which
+    // drops it when the deletion's notification arrives (fpctl deleted it in its own process);
+    // until then the key is answered as live, for a tenant whose config is gone (404).
+    doomed.api.refused_within(KEY_REVOCATION_PATIENCE).await?;
     let (status, answer) = doomed
         .api
         .send(Method::GET, "/api/v2/webhooks/config", None)

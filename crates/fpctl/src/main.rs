@@ -120,7 +120,8 @@ enum KeyCommand {
         #[command(flatten)]
         owner: KeyOwnerArgs,
     },
-    /// Revokes a key at once: calls with it get 401 from then on.
+    /// Revokes a key: every api refuses it (401) once PostgreSQL's notification of the revocation
+    /// reaches it, sent at commit.
     Revoke {
         #[command(flatten)]
         owner: KeyOwnerArgs,

@@ -6,7 +6,7 @@
 //! is a 401; a live one of the wrong kind or role is a 403. Dashboard sessions
 //! (`Authorization: Session <token>`) are rows of `user_sessions`, looked up by the token's hash
 //! and marked used on every call; they act with their user's role. API keys are resolved through
-//! the [`crate::key_cache`], which revocations empty at once.
+//! the [`crate::key_cache`], which revocations empty as their notifications arrive.
 
 use std::future::{Ready, ready};
 

@@ -1,6 +1,7 @@
 //! Live API keys (`Bearer`) kept in memory, so most requests need no query to know their key.
-//! Revocation still takes effect at once on every api process: a trigger notifies
-//! [`fp_store::key_revocations::CHANNEL`] at commit, and the listener drops the key here. Rules:
+//! Revocation still reaches every api process without waiting for a TTL: a trigger notifies
+//! [`fp_store::key_revocations::CHANNEL`] at commit, and the listener drops the key here as soon as
+//! the notification arrives (the api that revoked it drops it before answering). Rules:
 //! - only live keys are cached, never "unknown" (a key issued later must work at once);
 //! - while the listener is not listening, the cache is neither read nor filled: a revocation in
 //!   that gap would go unheard;
