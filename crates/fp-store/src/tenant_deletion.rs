@@ -3,8 +3,9 @@
 //!
 //! 1. [`cut_off`]: one transaction deletes every row of the tenant except its delivery attempts and
 //!    the tenant row itself. Its API keys, users and their sessions go with it, so from its commit
-//!    on the api refuses the tenant's keys and sessions; its config goes, so the dispatcher sends
-//!    nothing more for it (a job still queued finds no config and is dropped).
+//!    on the api refuses the tenant's sessions, and its keys once each api has heard the keys'
+//!    deletion notified (a key an api had cached until then); its config goes, so the dispatcher
+//!    sends nothing more for it (a job still queued finds no config and is dropped).
 //! 2. [`delete_attempt_batch`], until none is left: `delivery_attempts` may hold millions of rows
 //!    per tenant, so they go `batch_rows` at a time, each batch its own transaction, walking the
 //!    tenant's log index; no lock is held for long and the log pages never wait.

@@ -513,7 +513,7 @@ impl TenantApi {
             if status == 401 {
                 return Ok(());
             }
-            anyhow::ensure!(status == 404, "a live key, no config yet: got {status}");
+            anyhow::ensure!(status == 404, "a live key, no config: got {status}");
             anyhow::ensure!(
                 tokio::time::Instant::now() < deadline,
                 "{} still accepts the revoked key after {patience:?}",
