@@ -158,7 +158,9 @@ pub async fn create_tenant_api_key_within_limit(
             .select(tenants::id)
             .for_no_key_update()
             .first::<Uuid>(conn)
-            .await?;
+            .await
+            .optional()?
+            .ok_or(StoreError::NoSuchTenant(tenant_id))?;
         if count_live_api_keys(conn, tenant_id).await? >= max_live {
             return Ok(None);
         }

@@ -60,6 +60,9 @@ pub enum StoreError {
         "the database schema is not up to date (found {found}, need {needed}): run `fpctl migrate` first"
     )]
     NotMigrated { found: String, needed: String },
+    /// A write for a tenant that does not exist (found so before a foreign key could say it).
+    #[error("no tenant with id {0}")]
+    NoSuchTenant(uuid::Uuid),
 }
 
 impl From<diesel_async::pooled_connection::deadpool::PoolError> for StoreError {
@@ -193,12 +196,34 @@ impl StoreError {
                     .iter()
                     .any(|text| info.message().contains(text))
             }
-            StoreError::Query(_) | StoreError::Migration(_) | StoreError::NotMigrated { .. } => {
-                false
-            }
+            StoreError::Query(_)
+            | StoreError::Migration(_)
+            | StoreError::NotMigrated { .. }
+            | StoreError::NoSuchTenant(_) => false,
+        }
+    }
+
+    /// Whether a write named a tenant that does not exist: a `tenant_id` foreign key refused it,
+    /// or the write looked the tenant up first. The api checks a request's credentials before it
+    /// writes, so this means the tenant was deleted in between (or its key was still cached, its
+    /// deletion not yet heard of).
+    pub fn is_missing_tenant(&self) -> bool {
+        match self {
+            StoreError::NoSuchTenant(_) => true,
+            StoreError::Query(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+                info,
+            )) => info
+                .constraint_name()
+                .is_some_and(|name| name.ends_with(TENANT_FOREIGN_KEY_SUFFIX)),
+            _ => false,
         }
     }
 }
+
+/// How PostgreSQL names the foreign key of a `tenant_id` column declared `REFERENCES tenants`,
+/// as every one in the migrations is.
+pub const TENANT_FOREIGN_KEY_SUFFIX: &str = "_tenant_id_fkey";
 
 /// Applies pending migrations and returns the versions applied. Needs a multi-thread runtime.
 pub async fn run_migrations(url: &str) -> Result<Vec<String>, StoreError> {

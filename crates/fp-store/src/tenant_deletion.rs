@@ -12,7 +12,9 @@
 //! 3. [`finish`]: one transaction locks the tenant row, deletes whatever was written for the tenant
 //!    meanwhile (a submission whose request was already past the key check, a last attempt
 //!    record), and the tenant row last. While the row exists the deletion can be resumed; once it
-//!    is gone, log-ingest stores no record of the tenant any more (`attempts::store_batch`).
+//!    is gone, log-ingest stores no record of the tenant any more (`attempts::store_batch`), and a
+//!    write the api makes with a key it still has cached breaks a `tenant_id` foreign key, which
+//!    it answers as an invalid key ([`crate::StoreError::is_missing_tenant`]).
 //!
 //! The tables are listed here by hand, in the order their foreign keys need. [`unlisted_tables`]
 //! names any table with a `tenant_id` column the list does not know, and [`count`] and [`delete`]

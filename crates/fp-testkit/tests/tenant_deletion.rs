@@ -4,7 +4,8 @@
 //! `tenant_id` column (found in information_schema, so a table added later is checked too), nor
 //! any session of its users; its key and session answer 401; its retry, arriving afterwards, is not
 //! sent and leaves no row, nor does an attempt record arriving late; the other tenant is untouched
-//! and still delivered to. And a deletion interrupted half way is finished by running it again.
+//! and still delivered to. A deletion interrupted half way is finished by running it again. And
+//! writes made with a key an api still had cached after the deletion are refused and leave no row.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -512,5 +513,111 @@ async fn resume_scenario(env: &TestEnvironment, api: std::net::SocketAddr) -> an
     let prefix = &doomed.tenant_id[..8];
     let refused = env.fpctl_output(&["tenant", "delete", prefix]).await?;
     assert!(!refused.status.success());
+    Ok(())
+}
+
+/// Until an api hears a deletion's notification, it still takes a key of the deleted tenant that
+/// it had cached. A write made with it then names a tenant that is gone: it is refused as an
+/// invalid key (401), not failed as an internal error, and leaves no row behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_with_a_key_cached_past_its_tenants_deletion_are_refused_and_leave_nothing()
+-> anyhow::Result<()> {
+    let receiver = TlsReceiver::start(
+        "127.0.0.1:0".parse()?,
+        Arc::new(|_, _| CannedResponse::new(200, "noted")),
+    )
+    .await?;
+    let mut env = TestEnvironment::new("tenant_cached_key").await?;
+    env.trust_receiver(&receiver)?;
+    let api = start_api(&mut env).await?;
+    listeners_reach(&env, &fp_store::key_revocations::CHANNEL, 1).await?;
+    let outcome = cached_key_scenario(&env, api, &receiver).await;
+    env.finish_after(outcome).await
+}
+
+async fn cached_key_scenario(
+    env: &TestEnvironment,
+    api: std::net::SocketAddr,
+    receiver: &TlsReceiver,
+) -> anyhow::Result<()> {
+    let mut conn = fp_store::connect(&env.database_url).await?;
+    // The api tells a deleted tenant's write from a failure by its foreign key's name.
+    let tenant_keys: Vec<String> = diesel::sql_query(
+        "SELECT conname::text AS table_name FROM pg_constraint \
+         WHERE contype = 'f' AND confrelid = 'tenants'::regclass",
+    )
+    .load::<TableName>(&mut conn)
+    .await?
+    .into_iter()
+    .map(|constraint| constraint.table_name)
+    .collect();
+    assert!(tenant_keys.len() >= 5, "{tenant_keys:?}");
+    for name in &tenant_keys {
+        assert!(
+            name.ends_with(fp_store::TENANT_FOREIGN_KEY_SUFFIX),
+            "{name} is not recognised as a tenant's foreign key"
+        );
+    }
+
+    let doomed = TenantApi::create(env, api, "doomed").await?;
+    let url = receiver.url("/doomed");
+    doomed.configure(&url, Some("a-webhook-secret")).await?;
+    // The key is cached now. With the key's deletion trigger off, the api never hears the
+    // deletion, as if its notification were still on the way.
+    diesel::sql_query("ALTER TABLE api_keys DISABLE TRIGGER api_key_deleted")
+        .execute(&mut conn)
+        .await?;
+    delete_tenant(env, &doomed.tenant_id, &[]).await?;
+    assert_eq!(
+        doomed.config_status().await?,
+        404,
+        "the cached key is still taken (its tenant has no config any more)"
+    );
+
+    let submission = serde_json::json!({
+        "campaign_id": 1,
+        "star_rating": 4,
+        "text_feedback": "after the deletion",
+    })
+    .to_string();
+    let config = serde_json::json!({"url": url, "events": ["submission.created"]}).to_string();
+    for (method, path, body) in [
+        (Method::POST, "/api/v2/submissions", submission.as_str()),
+        (Method::PUT, "/api/v2/webhooks/config", config.as_str()),
+        (
+            Method::PUT,
+            "/api/v2/webhooks/retention",
+            r#"{"payload_days": 7}"#,
+        ),
+        (Method::POST, "/api/v2/api-keys", r#"{"name": "late"}"#),
+    ] {
+        let (status, answer) = doomed.send(method.clone(), path, Some(body)).await?;
+        assert_eq!(status, 401, "{method} {path}: {answer}");
+        assert_eq!(answer["error"]["code"], "unauthorized", "{answer}");
+    }
+    // With no config left, a test event has nowhere to go.
+    let (status, answer) = doomed
+        .send(Method::POST, "/api/v2/webhooks/test", None)
+        .await?;
+    assert_eq!(status, 409, "{answer}");
+
+    let left: Vec<_> = rows_per_table(env, &doomed.tenant_id)
+        .await?
+        .into_iter()
+        .filter(|(_, rows)| *rows != 0)
+        .collect();
+    assert!(
+        left.is_empty(),
+        "rows written for the deleted tenant: {left:?}"
+    );
+    assert_eq!(
+        count(
+            env,
+            "SELECT count(*) AS count FROM tenants WHERE id = $1::uuid",
+            &doomed.tenant_id
+        )
+        .await?,
+        0
+    );
     Ok(())
 }

@@ -101,6 +101,11 @@ impl From<std::sync::Arc<fp_store::StoreError>> for ApiError {
                     .to_owned(),
             );
         }
+        if error.is_missing_tenant() {
+            // The credentials were checked, then the tenant was deleted: they are void now.
+            tracing::info!(%error, "a write for a tenant deleted after its credentials were checked");
+            return ApiError::Unauthorized;
+        }
         ApiError::Internal(error.into())
     }
 }
