@@ -391,18 +391,21 @@ fn push_overwrite_pending<'b>(
     pending_kind: &'b &'b str,
 ) -> QueryResult<()> {
     out.push_sql(" ON CONFLICT (id, attempted_at) DO UPDATE SET ");
-    out.push_sql(REPLACED_COLUMNS);
+    out.push_sql(&replaced_columns("EXCLUDED"));
     out.push_sql(" WHERE stored.error_kind = ");
     out.push_bind_param::<sql_types::Text, _>(pending_kind)
 }
 
 /// Stores the outcomes of attempts whose pending rows fp-dispatcher stored with their claims
-/// (`inbound_events::claim_first_attempts`), in one statement: each overwrites its pending row.
-/// Returns the ids of the attempts now in the log with their outcome.
+/// (`inbound_events::claim_first_attempts`), in one `UPDATE`: each overwrites its pending row.
+/// Returns the ids of the attempts whose outcome it stored.
 ///
-/// An outcome is left out where its pending row would have been (`InsertAttempts::push_loggable`):
-/// its tenant is gone or its event was erased meanwhile. The dispatcher then publishes its record, and fp-log-ingest
-/// drops it or stores it erased. No partition is made: each row's pending row is in its day's.
+/// An outcome is left out where its row is no longer pending: the tenant's deletion removed the
+/// row, the event was erased meanwhile, or the outcome is stored already (a job handled twice).
+/// The dispatcher then publishes its record, and fp-log-ingest drops it, stores it erased, or
+/// leaves the stored one. An update, not an insert that falls back to one: it writes no row of
+/// its own and needs no lock on the tenant (a deleted tenant's rows are gone, or wait for it), so
+/// PostgreSQL writes one record a row, not three (`bench/README.md`, "an outcome as an update").
 pub async fn store_claimed_outcomes(
     conn: &mut AsyncPgConnection,
     rows: &[AttemptRow],
@@ -419,8 +422,7 @@ pub async fn store_claimed_outcomes(
     .await?)
 }
 
-/// One statement text for any number of outcomes, prepared once per connection. The insert is a
-/// data-modifying `WITH` query, run to completion whether or not the final `SELECT` reads it.
+/// One statement text for any number of outcomes, prepared once per connection.
 struct StoreClaimedOutcomes<'a> {
     rows: InsertAttempts<'a>,
     pending_kind: &'a str,
@@ -437,28 +439,65 @@ impl Query for StoreClaimedOutcomes<'_> {
 
 impl QueryFragment<Pg> for StoreClaimedOutcomes<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql("WITH ");
-        self.rows.push_loggable(out.reborrow())?;
-        out.push_sql(", stored AS (INSERT INTO delivery_attempts AS stored ");
+        out.push_sql("UPDATE delivery_attempts AS stored SET ");
+        out.push_sql(&replaced_columns("outcome"));
+        out.push_sql(" FROM ");
+        self.rows.push_unnest(out.reborrow())?;
+        out.push_sql(" AS outcome ");
         out.push_sql(ATTEMPT_COLUMNS);
-        out.push_sql(" SELECT * FROM loggable");
-        push_overwrite_pending(out.reborrow(), &self.pending_kind)?;
-        out.push_sql(") SELECT id FROM loggable");
+        out.push_sql(
+            " WHERE stored.id = outcome.id AND stored.attempted_at = outcome.attempted_at \
+               AND NOT EXISTS (SELECT 1 FROM erased_events \
+                               WHERE erased_events.event_id = outcome.event_id) \
+               AND stored.error_kind = ",
+        );
+        out.push_bind_param::<sql_types::Text, _>(&self.pending_kind)?;
+        out.push_sql(" RETURNING stored.id");
         Ok(())
     }
 }
 
-/// Every column but the row's key, from the proposed row: the outcome replaces the whole row.
-const REPLACED_COLUMNS: &str = "(delivery_id, event_id, tenant_id, event_type, url, \
-    attempt_number, duration_ms, request_headers, request_body, response_status, \
-    response_headers, response_body, response_truncated, error_kind, error_message, final, \
-    next_retry_at, ingested_at, manual, traceparent, tracestate) = (EXCLUDED.delivery_id, \
-    EXCLUDED.event_id, EXCLUDED.tenant_id, EXCLUDED.event_type, EXCLUDED.url, \
-    EXCLUDED.attempt_number, EXCLUDED.duration_ms, EXCLUDED.request_headers, \
-    EXCLUDED.request_body, EXCLUDED.response_status, EXCLUDED.response_headers, \
-    EXCLUDED.response_body, EXCLUDED.response_truncated, EXCLUDED.error_kind, \
-    EXCLUDED.error_message, EXCLUDED.final, EXCLUDED.next_retry_at, EXCLUDED.ingested_at, \
-    EXCLUDED.manual, EXCLUDED.traceparent, EXCLUDED.tracestate)";
+/// Every column but the row's key: an outcome replaces the whole row.
+const REPLACED_COLUMNS: [&str; 21] = [
+    "delivery_id",
+    "event_id",
+    "tenant_id",
+    "event_type",
+    "url",
+    "attempt_number",
+    "duration_ms",
+    "request_headers",
+    "request_body",
+    "response_status",
+    "response_headers",
+    "response_body",
+    "response_truncated",
+    "error_kind",
+    "error_message",
+    "final",
+    "next_retry_at",
+    "ingested_at",
+    "manual",
+    "traceparent",
+    "tracestate",
+];
+
+/// `(<every replaced column>) = (<source>.<column>, ...)`, for an `UPDATE`'s `SET`; `ingested_at`
+/// is now (the transaction's start), as its default would make it.
+fn replaced_columns(source: &str) -> String {
+    let values: Vec<String> = REPLACED_COLUMNS
+        .iter()
+        .map(|column| match *column {
+            "ingested_at" => "now()".to_owned(),
+            column => format!("{source}.{column}"),
+        })
+        .collect();
+    format!(
+        "({}) = ({})",
+        REPLACED_COLUMNS.join(", "),
+        values.join(", ")
+    )
+}
 
 /// The columns of `delivery_attempts` in the order of [`InsertAttempts::push_unnest`].
 pub(crate) const ATTEMPT_COLUMNS: &str = "(id, delivery_id, event_id, tenant_id, event_type, url, \
@@ -480,7 +519,7 @@ impl InsertAttempts<'_> {
     /// of these rows, those the log stores as they are (fp-log-ingest's rules), in `loggable`: the
     /// tenant exists, locked `FOR KEY SHARE` until the commit as fp-log-ingest's batches lock it
     /// (a tenant's deletion waits for the statement or has removed the tenant first), and the
-    /// event is not erased. The dispatcher's statements that write attempt rows share them.
+    /// event is not erased. The dispatcher's claim statement shares them.
     pub(crate) fn push_loggable<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql("attempt_rows AS (SELECT * FROM ");
         self.push_unnest(out.reborrow())?;

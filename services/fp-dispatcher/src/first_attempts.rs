@@ -80,8 +80,8 @@ impl FirstAttemptLog {
     }
 
     /// Stores the outcome of an attempt whose pending row its claim stored, over that row; false
-    /// where the log would not keep it as it is (the tenant is gone, the event erased since), and
-    /// the outcome record goes to log-ingest instead.
+    /// where that row is no longer pending (the tenant deleted, the event erased since, an outcome
+    /// stored already), and the outcome record goes to log-ingest instead.
     pub async fn log_outcome(&self, outcome: AttemptRow) -> anyhow::Result<bool> {
         self.outcomes.write(outcome).await
     }
