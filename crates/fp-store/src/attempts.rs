@@ -423,6 +423,12 @@ pub async fn store_claimed_outcomes(
 }
 
 /// One statement text for any number of outcomes, prepared once per connection.
+///
+/// The pending row holds the body the outcome's request sent, unless an erasure rewrote it. The
+/// statement's snapshot may predate an erasure that commits while the statement waits for the
+/// row's lock; PostgreSQL then checks the conditions again on the row as the erasure left it,
+/// but `erased_events` only as of the snapshot, so the bodies' comparison is what leaves such an
+/// outcome out.
 struct StoreClaimedOutcomes<'a> {
     rows: InsertAttempts<'a>,
     pending_kind: &'a str,
@@ -449,6 +455,7 @@ impl QueryFragment<Pg> for StoreClaimedOutcomes<'_> {
             " WHERE stored.id = outcome.id AND stored.attempted_at = outcome.attempted_at \
                AND NOT EXISTS (SELECT 1 FROM erased_events \
                                WHERE erased_events.event_id = outcome.event_id) \
+               AND stored.request_body = outcome.request_body \
                AND stored.error_kind = ",
         );
         out.push_bind_param::<sql_types::Text, _>(&self.pending_kind)?;

@@ -626,8 +626,84 @@ async fn a_claimed_attempt_stores_its_rows_only_where_the_log_would_keep_them() 
         .await?;
         assert_eq!(logged, Vec::<Uuid>::new());
         assert_eq!(rows_of(&mut conn, &[won.id]).await?, [won_outcome]);
+
+        // An erasure that rewrites a pending row while its outcome's statement waits for that
+        // row: the statement, whose snapshot saw no erasure, finds the row changed when it gets
+        // it, and leaves the outcome out (log-ingest, given its record, stores it erased).
+        let racing = pending(Uuid::now_v7());
+        fp_store::inbound_events::claim_first_attempts(
+            &mut conn,
+            &[claim(&racing)],
+            at,
+            &mut covered_day,
+        )
+        .await?;
+        let erased_body = b"{\"erased\": true}".to_vec();
+        let mut erasure = fp_store::connect(&env.database_url).await?;
+        diesel_async::SimpleAsyncConnection::batch_execute(&mut erasure, "BEGIN").await?;
+        diesel::sql_query(
+            "UPDATE delivery_attempts SET request_body = $1 WHERE id = $2 AND attempted_at = $3",
+        )
+        .bind::<diesel::sql_types::Bytea, _>(&erased_body)
+        .bind::<diesel::sql_types::Uuid, _>(racing.id)
+        .bind::<diesel::sql_types::Timestamptz, _>(racing.attempted_at)
+        .execute(&mut erasure)
+        .await?;
+        mark_erased(&mut erasure, racing.event_id).await?;
+        let mut outcome_conn = fp_store::connect(&env.database_url).await?;
+        let racing_outcome = outcome_of(&racing);
+        let outcome_statement = tokio::spawn(async move {
+            fp_store::attempts::store_claimed_outcomes(
+                &mut outcome_conn,
+                &[racing_outcome],
+                fp_contracts::INTERRUPTED_ERROR_KIND,
+            )
+            .await
+        });
+        waiting_on_a_lock(&mut conn, 1).await?;
+        diesel_async::SimpleAsyncConnection::batch_execute(&mut erasure, "COMMIT").await?;
+        let logged = tokio::time::timeout(Duration::from_secs(30), outcome_statement).await???;
+        assert_eq!(logged, Vec::<Uuid>::new(), "the erased row was overwritten");
+        let stored = rows_of(&mut conn, &[racing.id]).await?;
+        assert_eq!(
+            stored
+                .iter()
+                .map(|row| (row.request_body.clone(), row.error_kind.clone()))
+                .collect::<Vec<_>>(),
+            [(
+                erased_body,
+                Some(fp_contracts::INTERRUPTED_ERROR_KIND.to_owned())
+            )]
+        );
         Ok(())
     }
     .await;
     env.finish_after(outcome).await
+}
+
+/// Waits until `expected` backends of this database wait for a lock.
+async fn waiting_on_a_lock(conn: &mut PgConnection, expected: i64) -> anyhow::Result<()> {
+    #[derive(diesel::QueryableByName)]
+    struct Waiting {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        count: i64,
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: Waiting = diesel::sql_query(
+            "SELECT count(*) AS count FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .get_result(conn)
+        .await?;
+        if waiting.count == expected {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{} backends wait for a lock, not {expected}",
+            waiting.count
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
