@@ -600,6 +600,11 @@ async fn cached_key_scenario(
         .send(Method::POST, "/api/v2/webhooks/test", None)
         .await?;
     assert_eq!(status, 409, "{answer}");
+    assert_eq!(
+        doomed.config_status().await?,
+        404,
+        "the key was still cached throughout, so the 401s came from the writes"
+    );
 
     let left: Vec<_> = rows_per_table(env, &doomed.tenant_id)
         .await?

@@ -64,7 +64,7 @@ fn complete(spans: &[ReceivedSpan], trace_id: &str, caller_span_id: &str) -> boo
         // needs none: its pending row went into the log with its claim, its outcome over it.
         && inserts >= 1
         && dispatcher_spans(&spans, "INSERT delivery_claims").len() == 1
-        && dispatcher_spans(&spans, "INSERT delivery_attempts").len() == 1
+        && dispatcher_spans(&spans, "UPDATE delivery_attempts").len() == 1
         && dispatcher_spans(&spans, "create fp").len() >= 2
         // The records' batches (each the child of its first record) and the retry job.
         && dispatcher_spans(&spans, "publish fp").len() >= 3

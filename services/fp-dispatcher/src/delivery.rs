@@ -851,10 +851,10 @@ impl Dispatcher {
         let store_span = tracing::info_span!(
             target: OTEL_TARGET,
             "outcome",
-            "otel.name" = "INSERT delivery_attempts",
+            "otel.name" = "UPDATE delivery_attempts",
             "otel.kind" = "internal",
             "db.system.name" = "postgresql",
-            "db.operation.name" = "INSERT",
+            "db.operation.name" = "UPDATE",
             "db.collection.name" = "delivery_attempts",
         );
         let stored = tokio::time::timeout(
@@ -870,7 +870,8 @@ impl Dispatcher {
             }
             Ok(false) => {
                 tracing::info!(
-                    "the log keeps no outcome here (tenant or event gone); sending its record"
+                    "the outcome's row is not pending (tenant deleted, event erased, or the \
+                     outcome stored already); sending its record"
                 );
                 false
             }
