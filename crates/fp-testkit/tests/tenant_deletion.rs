@@ -541,23 +541,29 @@ async fn cached_key_scenario(
     receiver: &TlsReceiver,
 ) -> anyhow::Result<()> {
     let mut conn = fp_store::connect(&env.database_url).await?;
-    // The api tells a deleted tenant's write from a failure by its foreign key's name.
-    let tenant_keys: Vec<String> = diesel::sql_query(
-        "SELECT conname::text AS table_name FROM pg_constraint \
-         WHERE contype = 'f' AND confrelid = 'tenants'::regclass",
-    )
-    .load::<TableName>(&mut conn)
-    .await?
-    .into_iter()
-    .map(|constraint| constraint.table_name)
-    .collect();
+    // The api tells a deleted tenant's write from a failure by its foreign key's name: every
+    // foreign key to `tenants` has a name of that form, and no other foreign key does.
+    let foreign_keys = async |conn: &mut fp_store::PgConnection, to_tenants: bool| {
+        diesel::sql_query(
+            "SELECT conname::text AS table_name FROM pg_constraint \
+             WHERE contype = 'f' AND (confrelid = 'tenants'::regclass) = $1",
+        )
+        .bind::<diesel::sql_types::Bool, _>(to_tenants)
+        .load::<TableName>(conn)
+        .await
+        .map(|names| {
+            names
+                .into_iter()
+                .map(|name| name.table_name)
+                .collect::<Vec<_>>()
+        })
+    };
+    let tenant_keys = foreign_keys(&mut conn, true).await?;
     assert!(tenant_keys.len() >= 5, "{tenant_keys:?}");
-    for name in &tenant_keys {
-        assert!(
-            name.ends_with(fp_store::TENANT_FOREIGN_KEY_SUFFIX),
-            "{name} is not recognised as a tenant's foreign key"
-        );
-    }
+    let named_as_tenant = |name: &String| name.ends_with(fp_store::TENANT_FOREIGN_KEY_SUFFIX);
+    assert!(tenant_keys.iter().all(named_as_tenant), "{tenant_keys:?}");
+    let other_keys = foreign_keys(&mut conn, false).await?;
+    assert!(!other_keys.iter().any(named_as_tenant), "{other_keys:?}");
 
     let doomed = TenantApi::create(env, api, "doomed").await?;
     let url = receiver.url("/doomed");
