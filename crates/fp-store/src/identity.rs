@@ -140,18 +140,33 @@ pub async fn count_live_api_keys(
         .await?)
 }
 
-/// Issues a key to a tenant unless it already holds `max_live` live keys (`None` then). The count
-/// and the insert run under a lock on the tenant's row, so creates racing for the last slot take
-/// turns and only one gets it. `FOR NO KEY UPDATE`, because the tenant's other writes (rows that
-/// reference it take `FOR KEY SHARE`) need not wait for it.
+/// What asking for a tenant's new key came to.
+#[derive(Debug)]
+pub enum KeyIssue {
+    Issued(ApiKeyRow),
+    /// The tenant already holds the most live keys it may.
+    AtLimit,
+    /// The key that asked is revoked or gone (an api may still have cached it).
+    IssuerNotLive,
+}
+
+/// Issues a key to a tenant, asked for by its key `issuer`, unless it already holds `max_live`
+/// live keys. The count and the insert run under a lock on the tenant's row, so creates racing
+/// for the last slot take turns and only one gets it. `FOR NO KEY UPDATE`, because the tenant's
+/// other writes (rows that reference it take `FOR KEY SHARE`) need not wait for it.
+///
+/// The issuer must be live in the database, not only in an api's key cache: a key revoked on
+/// another process stays cached until its revocation is heard, and must not mint a key that
+/// outlives it. Its row is locked `FOR SHARE`, so a revocation under way is waited for.
 pub async fn create_tenant_api_key_within_limit(
     conn: &mut AsyncPgConnection,
     tenant_id: Uuid,
+    issuer: Uuid,
     max_live: i64,
     name: &str,
     key_hash: &[u8],
     key_prefix: &str,
-) -> Result<Option<ApiKeyRow>, StoreError> {
+) -> Result<KeyIssue, StoreError> {
     conn.transaction(async |conn| {
         tenants::table
             .find(tenant_id)
@@ -161,13 +176,26 @@ pub async fn create_tenant_api_key_within_limit(
             .await
             .optional()?
             .ok_or(StoreError::NoSuchTenant(tenant_id))?;
+        let issuer_live = api_keys::table
+            .filter(api_keys::id.eq(issuer))
+            .filter(api_keys::tenant_id.eq(tenant_id))
+            .filter(api_keys::revoked_at.is_null())
+            .select(api_keys::id)
+            .for_share()
+            .first::<Uuid>(conn)
+            .await
+            .optional()?
+            .is_some();
+        if !issuer_live {
+            return Ok(KeyIssue::IssuerNotLive);
+        }
         if count_live_api_keys(conn, tenant_id).await? >= max_live {
-            return Ok(None);
+            return Ok(KeyIssue::AtLimit);
         }
         let owner = KeyOwner::Tenant(tenant_id);
         create_api_key(conn, owner, name, key_hash, key_prefix)
             .await
-            .map(Some)
+            .map(KeyIssue::Issued)
     })
     .await
 }

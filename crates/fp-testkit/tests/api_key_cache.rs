@@ -1,8 +1,9 @@
 //! The api's in-process cache of API keys (issue 17), on two fp-api processes sharing one database:
 //! a key another instance serves from its cache is refused there once notified when it is revoked
 //! through the api, by plain SQL, or by deleting its tenant, and while the instance's revocation
-//! listener is lost (the cache is bypassed, then emptied). The cache's TTL is set to an hour, so
-//! only a notification (or the listener's loss) can have evicted a key within the test.
+//! listener is lost (the cache is bypassed, then emptied); before it is notified, it still refuses
+//! to issue a key at the revoked key's request. The cache's TTL is set to an hour, so only a
+//! notification (or the listener's loss) can have evicted a key within the test.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -119,6 +120,57 @@ async fn a_key_revoked_on_one_instance_is_refused_by_the_other_once_notified() -
     }
     .await;
     env.finish_after(outcome).await
+}
+
+/// A key revoked elsewhere is still taken where it is cached until the revocation is heard, but
+/// it cannot issue a key in that moment: issuing checks the asking key in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_still_cached_cannot_issue_a_key() -> anyhow::Result<()> {
+    let (env, a, _b) = two_instances("keycache_issue").await?;
+    let outcome = async {
+        let tenant = TenantApi::create(&env, a.api, "Acme").await?;
+        let (key_id, second) = second_key(&tenant).await?;
+        served_from_cache(&second, &a).await?;
+        // With the revocation trigger off, the api never hears of it, as if the notification
+        // were still on its way.
+        let mut conn = fp_store::connect(&env.database_url).await?;
+        diesel::sql_query("ALTER TABLE api_keys DISABLE TRIGGER api_key_revoked")
+            .execute(&mut conn)
+            .await?;
+        revoke_by_sql(&mut conn, key_id).await?;
+        assert_eq!(second.config_status().await?, 404, "still cached");
+
+        let (status, answer) = second
+            .send(
+                reqwest::Method::POST,
+                "/api/v2/api-keys",
+                Some(&json!({ "name": "minted" }).to_string()),
+            )
+            .await?;
+        assert_eq!(status, 401, "{answer}");
+        let minted: i64 =
+            diesel::sql_query("SELECT count(*) AS count FROM api_keys WHERE name = 'minted'")
+                .get_result::<Count>(&mut conn)
+                .await?
+                .count;
+        assert_eq!(minted, 0);
+        assert_eq!(
+            second.config_status().await?,
+            404,
+            "the key was still cached throughout, so the 401 came from issuing"
+        );
+        // The tenant's live key still issues one.
+        second_key(&tenant).await?;
+        Ok(())
+    }
+    .await;
+    env.finish_after(outcome).await
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = sql_types::BigInt)]
+    count: i64,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

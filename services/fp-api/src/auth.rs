@@ -28,7 +28,11 @@ pub struct AuthenticatedTenant(pub Uuid);
 
 /// A tenant admin's API key, not a session: API keys are managed with API keys only, so a
 /// session (a copied cookie, say) can never mint a credential that outlives it.
-pub struct TenantKey(pub Uuid);
+pub struct TenantKey {
+    pub tenant_id: Uuid,
+    /// The key itself.
+    pub key_id: Uuid,
+}
 
 /// A superadmin's key or session: may read every tenant's delivery logs through the admin routes.
 pub struct Superadmin;
@@ -204,8 +208,12 @@ impl FromRequest for TenantKey {
                  list or revoke them (a tenant's first key comes from `fpctl tenant create`)",
             )));
         }
+        let key_id = match req.extensions().get::<Requester>() {
+            Some(Requester::ApiKey(key_id)) => *key_id,
+            Some(Requester::User(_)) | None => return ready(Err(ApiError::Unauthorized)),
+        };
         match AuthenticatedTenant::from_request(req, payload).into_inner() {
-            Ok(AuthenticatedTenant(tenant_id)) => ready(Ok(TenantKey(tenant_id))),
+            Ok(AuthenticatedTenant(tenant_id)) => ready(Ok(TenantKey { tenant_id, key_id })),
             Err(error) => ready(Err(error)),
         }
     }

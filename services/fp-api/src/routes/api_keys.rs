@@ -6,7 +6,7 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use fp_domain::api_key::{IssuedKey, MAX_NAME_CHARS};
 use fp_store::StoreError;
-use fp_store::identity::{self, ApiKeyRow, KeyOwner};
+use fp_store::identity::{self, ApiKeyRow, KeyIssue, KeyOwner};
 use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -77,7 +77,10 @@ pub struct KeyList {
 )]
 pub async fn create(
     state: web::Data<AppState>,
-    TenantKey(tenant_id): TenantKey,
+    TenantKey {
+        tenant_id,
+        key_id: issuer,
+    }: TenantKey,
     JsonBody(request): JsonBody<CreateKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     // The limit is on the name as sent, as the OpenAPI document's maxLength says; the stored
@@ -96,20 +99,25 @@ pub async fn create(
         .map_err(|_| ApiError::Internal(anyhow::anyhow!("the system random generator failed")))?;
     let issued = IssuedKey::from_random(random);
     let mut conn = state.pool.get().await.map_err(StoreError::from)?;
-    let row = identity::create_tenant_api_key_within_limit(
+    let row = match identity::create_tenant_api_key_within_limit(
         &mut conn,
         tenant_id,
+        issuer,
         MAX_LIVE_KEYS,
         name,
         &issued.hash,
         &issued.prefix,
     )
     .await?
-    .ok_or_else(|| {
-        ApiError::Conflict(format!(
-            "a tenant may hold at most {MAX_LIVE_KEYS} live keys: revoke one first"
-        ))
-    })?;
+    {
+        KeyIssue::Issued(row) => row,
+        KeyIssue::AtLimit => {
+            return Err(ApiError::Conflict(format!(
+                "a tenant may hold at most {MAX_LIVE_KEYS} live keys: revoke one first"
+            )));
+        }
+        KeyIssue::IssuerNotLive => return Err(ApiError::Unauthorized),
+    };
     tracing::info!(%tenant_id, key_id = %row.id, "api key issued");
     Ok(HttpResponse::Created().json(CreatedKey {
         summary: row.into(),
@@ -125,7 +133,7 @@ pub async fn create(
 )]
 pub async fn list(
     state: web::Data<AppState>,
-    TenantKey(tenant_id): TenantKey,
+    TenantKey { tenant_id, .. }: TenantKey,
 ) -> Result<HttpResponse, ApiError> {
     let mut conn = state.pool.get().await.map_err(StoreError::from)?;
     let keys = identity::list_api_keys(&mut conn, KeyOwner::Tenant(tenant_id)).await?;
@@ -147,7 +155,7 @@ pub async fn list(
 )]
 pub async fn revoke(
     state: web::Data<AppState>,
-    TenantKey(tenant_id): TenantKey,
+    TenantKey { tenant_id, .. }: TenantKey,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let key_id = uuid_in_path(&path, "api key")?;
