@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::sync::LazyLock;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -391,7 +392,7 @@ fn push_overwrite_pending<'b>(
     pending_kind: &'b &'b str,
 ) -> QueryResult<()> {
     out.push_sql(" ON CONFLICT (id, attempted_at) DO UPDATE SET ");
-    out.push_sql(&replaced_columns("EXCLUDED"));
+    out.push_sql(&SET_FROM_EXCLUDED);
     out.push_sql(" WHERE stored.error_kind = ");
     out.push_bind_param::<sql_types::Text, _>(pending_kind)
 }
@@ -446,7 +447,7 @@ impl Query for StoreClaimedOutcomes<'_> {
 impl QueryFragment<Pg> for StoreClaimedOutcomes<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql("UPDATE delivery_attempts AS stored SET ");
-        out.push_sql(&replaced_columns("outcome"));
+        out.push_sql(&SET_FROM_OUTCOME);
         out.push_sql(" FROM ");
         self.rows.push_unnest(out.reborrow())?;
         out.push_sql(" AS outcome ");
@@ -464,8 +465,8 @@ impl QueryFragment<Pg> for StoreClaimedOutcomes<'_> {
     }
 }
 
-/// Every column but the row's key: an outcome replaces the whole row.
-const REPLACED_COLUMNS: [&str; 21] = [
+/// Every column but the row's key and `ingested_at`: an outcome replaces the whole row.
+const REPLACED_COLUMNS: [&str; 20] = [
     "delivery_id",
     "event_id",
     "tenant_id",
@@ -483,25 +484,35 @@ const REPLACED_COLUMNS: [&str; 21] = [
     "error_message",
     "final",
     "next_retry_at",
-    "ingested_at",
     "manual",
     "traceparent",
     "tracestate",
 ];
 
-/// `(<every replaced column>) = (<source>.<column>, ...)`, for an `UPDATE`'s `SET`; `ingested_at`
-/// is now (the transaction's start), as its default would make it.
-fn replaced_columns(source: &str) -> String {
-    let values: Vec<String> = REPLACED_COLUMNS
+/// log-ingest's outcome over a pending row, from the insert's proposed row.
+static SET_FROM_EXCLUDED: LazyLock<String> = LazyLock::new(|| replaced_columns("EXCLUDED", &[]));
+
+/// A claimed attempt's outcome over its pending row. The request body is left as stored: the
+/// statement requires the two equal, and an unchanged value is not written again (nor, for a
+/// large body, its TOAST copy).
+static SET_FROM_OUTCOME: LazyLock<String> =
+    LazyLock::new(|| replaced_columns("outcome", &["request_body"]));
+
+/// `(<replaced columns but kept>, ingested_at) = (<source>.<column>, ..., now())`, for the `SET`
+/// of an update: `ingested_at` is the transaction's start, as its default would make it.
+fn replaced_columns(source: &str, kept: &[&str]) -> String {
+    let columns: Vec<&str> = REPLACED_COLUMNS
         .iter()
-        .map(|column| match *column {
-            "ingested_at" => "now()".to_owned(),
-            column => format!("{source}.{column}"),
-        })
+        .copied()
+        .filter(|column| !kept.contains(column))
+        .collect();
+    let values: Vec<String> = columns
+        .iter()
+        .map(|column| format!("{source}.{column}"))
         .collect();
     format!(
-        "({}) = ({})",
-        REPLACED_COLUMNS.join(", "),
+        "({}, ingested_at) = ({}, now())",
+        columns.join(", "),
         values.join(", ")
     )
 }

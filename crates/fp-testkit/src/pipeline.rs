@@ -169,30 +169,57 @@ pub async fn listeners_reach(
     channel: &Channel,
     expected: i64,
 ) -> anyhow::Result<()> {
+    let mut conn = fp_store::connect(&env.database_url).await?;
+    backends_reach(
+        &mut conn,
+        "application_name = $1 AND state = 'idle' AND query NOT LIKE 'SET application_name%'",
+        channel.application_name,
+        expected,
+    )
+    .await
+    .with_context(|| format!("connections listening for {}", channel.heard))
+}
+
+/// Waits until `expected` connections to this database wait for a lock (`conn`'s is not one).
+pub async fn lock_waiters_reach(
+    conn: &mut diesel_async::AsyncPgConnection,
+    expected: i64,
+) -> anyhow::Result<()> {
+    backends_reach(conn, "wait_event_type = $1", "Lock", expected)
+        .await
+        .context("connections waiting for a lock")
+}
+
+/// Polls, for up to 30 s, how many connections to this database meet `condition` (an SQL
+/// condition on `pg_stat_activity`, `$1` bound to `bound`), until they are `expected`.
+async fn backends_reach(
+    conn: &mut diesel_async::AsyncPgConnection,
+    condition: &str,
+    bound: &str,
+    expected: i64,
+) -> anyhow::Result<()> {
     #[derive(diesel::QueryableByName)]
-    struct Listening {
+    struct Backends {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         count: i64,
     }
-    let mut conn = fp_store::connect(&env.database_url).await?;
+    let query = format!(
+        "SELECT count(*) AS count FROM pg_stat_activity \
+         WHERE datname = current_database() AND {condition}"
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let listening: Listening = diesel::sql_query(
-            "SELECT count(*) AS count FROM pg_stat_activity \
-             WHERE datname = current_database() AND application_name = $1 \
-             AND state = 'idle' AND query NOT LIKE 'SET application_name%'",
-        )
-        .bind::<diesel::sql_types::Text, _>(channel.application_name)
-        .get_result(&mut conn)
-        .await?;
-        if listening.count == expected {
+        let backends: Backends = diesel::sql_query(&query)
+            .bind::<diesel::sql_types::Text, _>(bound)
+            .get_result(conn)
+            .await?;
+        if backends.count == expected {
             return Ok(());
         }
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
-            "{} connections listen for {}, not {expected}",
-            listening.count,
-            channel.heard
+            "{} of them after 30 s, not {expected}",
+            backends.count
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -660,7 +660,7 @@ async fn a_claimed_attempt_stores_its_rows_only_where_the_log_would_keep_them() 
             )
             .await
         });
-        waiting_on_a_lock(&mut conn, 1).await?;
+        fp_testkit::pipeline::lock_waiters_reach(&mut conn, 1).await?;
         diesel_async::SimpleAsyncConnection::batch_execute(&mut erasure, "COMMIT").await?;
         let logged = tokio::time::timeout(Duration::from_secs(30), outcome_statement).await???;
         assert_eq!(logged, Vec::<Uuid>::new(), "the erased row was overwritten");
@@ -679,31 +679,4 @@ async fn a_claimed_attempt_stores_its_rows_only_where_the_log_would_keep_them() 
     }
     .await;
     env.finish_after(outcome).await
-}
-
-/// Waits until `expected` backends of this database wait for a lock.
-async fn waiting_on_a_lock(conn: &mut PgConnection, expected: i64) -> anyhow::Result<()> {
-    #[derive(diesel::QueryableByName)]
-    struct Waiting {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        count: i64,
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let waiting: Waiting = diesel::sql_query(
-            "SELECT count(*) AS count FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .get_result(conn)
-        .await?;
-        if waiting.count == expected {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "{} backends wait for a lock, not {expected}",
-            waiting.count
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

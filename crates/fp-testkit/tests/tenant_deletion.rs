@@ -46,6 +46,12 @@ struct TableName {
 }
 
 #[derive(QueryableByName)]
+struct ConstraintName {
+    #[diesel(sql_type = Text)]
+    constraint_name: String,
+}
+
+#[derive(QueryableByName)]
 struct Count {
     #[diesel(sql_type = BigInt)]
     count: i64,
@@ -545,16 +551,16 @@ async fn cached_key_scenario(
     // foreign key to `tenants` has a name of that form, and no other foreign key does.
     let foreign_keys = async |conn: &mut fp_store::PgConnection, to_tenants: bool| {
         diesel::sql_query(
-            "SELECT conname::text AS table_name FROM pg_constraint \
+            "SELECT conname::text AS constraint_name FROM pg_constraint \
              WHERE contype = 'f' AND (confrelid = 'tenants'::regclass) = $1",
         )
         .bind::<diesel::sql_types::Bool, _>(to_tenants)
-        .load::<TableName>(conn)
+        .load::<ConstraintName>(conn)
         .await
         .map(|names| {
             names
                 .into_iter()
-                .map(|name| name.table_name)
+                .map(|name| name.constraint_name)
                 .collect::<Vec<_>>()
         })
     };

@@ -30,7 +30,7 @@ pub struct AuthenticatedTenant(pub Uuid);
 /// session (a copied cookie, say) can never mint a credential that outlives it.
 pub struct TenantKey {
     pub tenant_id: Uuid,
-    /// The key itself.
+    /// The id of the key the request came with.
     pub key_id: Uuid,
 }
 

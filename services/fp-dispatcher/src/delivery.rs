@@ -763,8 +763,9 @@ impl Dispatcher {
             None => Ok(()),
         };
         // The outcome of an attempt whose pending row is in the log goes over that row, with no
-        // record through the broker; where it cannot (the database is away, the tenant or the
-        // event gone since), the record does.
+        // record through the broker; where it cannot (the database is away, the row no longer
+        // pending: the tenant or the event gone since, the outcome stored already), the record
+        // does.
         if !(pending_logged && self.log_outcome(&record, span).await) {
             // The record waits for the next connection: the endpoint may have seen this
             // attempt, so the tenant's log must show its outcome.

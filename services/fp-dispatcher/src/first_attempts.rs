@@ -8,7 +8,7 @@
 //! before its request leaves without a pending record through the broker, and a copy that loses
 //! its claim stores nothing. The attempt's outcome then overwrites that row, from here too, so
 //! the attempt normally sends no record through the broker (one goes to log-ingest only where
-//! that write fails or the log would not keep it). Claims and outcomes are batched
+//! that write fails or finds the row no longer pending). Claims and outcomes are batched
 //! (`batch_writer`): at ~4,600 first attempts/s, about one statement per few milliseconds
 //! instead of 4,600 single-row transactions.
 

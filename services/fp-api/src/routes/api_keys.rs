@@ -116,7 +116,10 @@ pub async fn create(
                 "a tenant may hold at most {MAX_LIVE_KEYS} live keys: revoke one first"
             )));
         }
-        KeyIssue::IssuerNotLive => return Err(ApiError::Unauthorized),
+        KeyIssue::IssuerNotLive => {
+            tracing::info!(%tenant_id, key_id = %issuer, "a key revoked meanwhile asked for a new one; refused");
+            return Err(ApiError::Unauthorized);
+        }
     };
     tracing::info!(%tenant_id, key_id = %row.id, "api key issued");
     Ok(HttpResponse::Created().json(CreatedKey {
@@ -142,7 +145,10 @@ pub async fn list(
     }))
 }
 
-/// Revokes at once; revoking a revoked key is a no-op. The key in use may revoke itself.
+/// Revokes the key: this api instance refuses it from the next request on, every other one once
+/// the revocation's notification (sent at commit) reaches it; until then a revoked key cached
+/// there still works, but cannot issue a key. Revoking a revoked key is a no-op. The key in use
+/// may revoke itself.
 #[utoipa::path(
     delete,
     path = "/api/v2/api-keys/{id}",
