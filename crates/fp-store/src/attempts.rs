@@ -451,7 +451,7 @@ impl QueryFragment<Pg> for StoreClaimedOutcomes<'_> {
         out.push_sql(" FROM ");
         self.rows.push_unnest(out.reborrow())?;
         out.push_sql(" AS outcome ");
-        out.push_sql(ATTEMPT_COLUMNS);
+        out.push_sql(&ATTEMPT_COLUMNS);
         out.push_sql(
             " WHERE stored.id = outcome.id AND stored.attempted_at = outcome.attempted_at \
                AND NOT EXISTS (SELECT 1 FROM erased_events \
@@ -465,14 +465,46 @@ impl QueryFragment<Pg> for StoreClaimedOutcomes<'_> {
     }
 }
 
-/// Every column but the row's key and `ingested_at`: an outcome replaces the whole row.
-const REPLACED_COLUMNS: [&str; 20] = [
+/// log-ingest's outcome over a pending row, from the insert's proposed row.
+static SET_FROM_EXCLUDED: LazyLock<String> = LazyLock::new(|| replaced_columns("EXCLUDED", &[]));
+
+/// A claimed attempt's outcome over its pending row. The request body is left as stored: the
+/// statement requires the two equal, and an unchanged value is not written again (nor, for a
+/// large body, its TOAST copy).
+static SET_FROM_OUTCOME: LazyLock<String> =
+    LazyLock::new(|| replaced_columns("outcome", &["request_body"]));
+
+/// `(<every column but the key and kept>, ingested_at) = (<source>.<column>, ..., now())`, for
+/// the `SET` of an update: an outcome replaces the whole row, and `ingested_at` is the
+/// transaction's start, as its default would make it.
+fn replaced_columns(source: &str, kept: &[&str]) -> String {
+    let columns: Vec<&str> = ATTEMPT_COLUMN_NAMES
+        .iter()
+        .copied()
+        .filter(|column| !KEY_COLUMNS.contains(column) && !kept.contains(column))
+        .collect();
+    let values: Vec<String> = columns
+        .iter()
+        .map(|column| format!("{source}.{column}"))
+        .collect();
+    format!(
+        "({}, ingested_at) = ({}, now())",
+        columns.join(", "),
+        values.join(", ")
+    )
+}
+
+/// The columns of `delivery_attempts` an attempt row writes, in the order of
+/// [`InsertAttempts::push_unnest`]; `ingested_at` is left to its default.
+const ATTEMPT_COLUMN_NAMES: [&str; 22] = [
+    "id",
     "delivery_id",
     "event_id",
     "tenant_id",
     "event_type",
     "url",
     "attempt_number",
+    "attempted_at",
     "duration_ms",
     "request_headers",
     "request_body",
@@ -489,46 +521,19 @@ const REPLACED_COLUMNS: [&str; 20] = [
     "tracestate",
 ];
 
-/// log-ingest's outcome over a pending row, from the insert's proposed row.
-static SET_FROM_EXCLUDED: LazyLock<String> = LazyLock::new(|| replaced_columns("EXCLUDED", &[]));
+/// The row's key (with the partition key), which an outcome does not replace.
+const KEY_COLUMNS: [&str; 2] = ["id", "attempted_at"];
 
-/// A claimed attempt's outcome over its pending row. The request body is left as stored: the
-/// statement requires the two equal, and an unchanged value is not written again (nor, for a
-/// large body, its TOAST copy).
-static SET_FROM_OUTCOME: LazyLock<String> =
-    LazyLock::new(|| replaced_columns("outcome", &["request_body"]));
-
-/// `(<replaced columns but kept>, ingested_at) = (<source>.<column>, ..., now())`, for the `SET`
-/// of an update: `ingested_at` is the transaction's start, as its default would make it.
-fn replaced_columns(source: &str, kept: &[&str]) -> String {
-    let columns: Vec<&str> = REPLACED_COLUMNS
-        .iter()
-        .copied()
-        .filter(|column| !kept.contains(column))
-        .collect();
-    let values: Vec<String> = columns
-        .iter()
-        .map(|column| format!("{source}.{column}"))
-        .collect();
-    format!(
-        "({}, ingested_at) = ({}, now())",
-        columns.join(", "),
-        values.join(", ")
-    )
-}
-
-/// The columns of `delivery_attempts` in the order of [`InsertAttempts::push_unnest`].
-pub(crate) const ATTEMPT_COLUMNS: &str = "(id, delivery_id, event_id, tenant_id, event_type, url, \
-    attempt_number, attempted_at, duration_ms, request_headers, request_body, response_status, \
-    response_headers, response_body, response_truncated, error_kind, error_message, final, \
-    next_retry_at, manual, traceparent, tracestate)";
+/// `(<every column of ATTEMPT_COLUMN_NAMES>)`.
+pub(crate) static ATTEMPT_COLUMNS: LazyLock<String> =
+    LazyLock::new(|| format!("({})", ATTEMPT_COLUMN_NAMES.join(", ")));
 
 impl InsertAttempts<'_> {
     /// `INSERT INTO delivery_attempts AS stored (<columns>) SELECT * FROM unnest(...)`, for an
     /// `ON CONFLICT` clause to follow.
     fn push_insert<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql("INSERT INTO delivery_attempts AS stored ");
-        out.push_sql(ATTEMPT_COLUMNS);
+        out.push_sql(&ATTEMPT_COLUMNS);
         out.push_sql(" SELECT * FROM ");
         self.push_unnest(out)
     }
@@ -542,7 +547,7 @@ impl InsertAttempts<'_> {
         out.push_sql("attempt_rows AS (SELECT * FROM ");
         self.push_unnest(out.reborrow())?;
         out.push_sql(" AS attempt_rows ");
-        out.push_sql(ATTEMPT_COLUMNS);
+        out.push_sql(&ATTEMPT_COLUMNS);
         out.push_sql(
             "), live_tenants AS (SELECT id FROM tenants \
                WHERE id IN (SELECT tenant_id FROM attempt_rows) FOR KEY SHARE), \

@@ -105,7 +105,7 @@ impl QueryFragment<Pg> for ClaimFirstAttempts<'_> {
         out.push_sql(") AS claims (delivery_id) ON CONFLICT DO NOTHING RETURNING delivery_id), ");
         self.pending.push_loggable(out.reborrow())?;
         out.push_sql(", stored AS (INSERT INTO delivery_attempts ");
-        out.push_sql(ATTEMPT_COLUMNS);
+        out.push_sql(&ATTEMPT_COLUMNS);
         out.push_sql(
             " SELECT * FROM loggable \
                WHERE delivery_id IN (SELECT delivery_id FROM claimed) \
