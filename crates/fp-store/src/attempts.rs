@@ -401,8 +401,9 @@ fn push_overwrite_pending<'b>(
 /// (`inbound_events::claim_first_attempts`), in one `UPDATE`: each overwrites its pending row.
 /// Returns the ids of the attempts whose outcome it stored.
 ///
-/// An outcome is left out where its row is no longer pending: the tenant's deletion removed the
-/// row, the event was erased meanwhile, or the outcome is stored already (a job handled twice).
+/// An outcome is left out where its row is gone or no longer as the claim stored it (pending,
+/// with the body sent), or its event was erased: the tenant's deletion removed the row, an
+/// erasure happened meanwhile, or the outcome is stored already (a job handled twice).
 /// The dispatcher then publishes its record, and fp-log-ingest drops it, stores it erased, or
 /// leaves the stored one. An update, not an insert that falls back to one: it writes no row of
 /// its own and needs no lock on the tenant (a deleted tenant's rows are gone, or wait for it), so

@@ -763,8 +763,8 @@ impl Dispatcher {
             None => Ok(()),
         };
         // The outcome of an attempt whose pending row is in the log goes over that row, with no
-        // record through the broker; where it cannot (the database is away, the row no longer
-        // pending: the tenant or the event gone since, the outcome stored already), the record
+        // record through the broker; where it cannot (the database is away, the row gone or
+        // changed since the claim, the event erased, the outcome stored already), the record
         // does.
         if !(pending_logged && self.log_outcome(&record, span).await) {
             // The record waits for the next connection: the endpoint may have seen this
@@ -871,8 +871,8 @@ impl Dispatcher {
             }
             Ok(false) => {
                 tracing::info!(
-                    "the outcome's row is not pending (tenant deleted, event erased, or the \
-                     outcome stored already); sending its record"
+                    "the outcome's row is gone or changed since its claim (tenant deleted, \
+                     event erased, or the outcome stored already); sending its record"
                 );
                 false
             }

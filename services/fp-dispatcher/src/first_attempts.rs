@@ -8,7 +8,7 @@
 //! before its request leaves without a pending record through the broker, and a copy that loses
 //! its claim stores nothing. The attempt's outcome then overwrites that row, from here too, so
 //! the attempt normally sends no record through the broker (one goes to log-ingest only where
-//! that write fails or finds the row no longer pending). Claims and outcomes are batched
+//! that write fails or the log would not keep it). Claims and outcomes are batched
 //! (`batch_writer`): at ~4,600 first attempts/s, about one statement per few milliseconds
 //! instead of 4,600 single-row transactions.
 
@@ -80,8 +80,8 @@ impl FirstAttemptLog {
     }
 
     /// Stores the outcome of an attempt whose pending row its claim stored, over that row; false
-    /// where that row is no longer pending (the tenant deleted, the event erased since, an outcome
-    /// stored already), and the outcome record goes to log-ingest instead.
+    /// where the row is gone or changed since the claim, or its event erased (the tenant deleted,
+    /// an erasure, an outcome stored already), and the outcome record goes to log-ingest instead.
     pub async fn log_outcome(&self, outcome: AttemptRow) -> anyhow::Result<bool> {
         self.outcomes.write(outcome).await
     }
