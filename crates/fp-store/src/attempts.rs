@@ -540,10 +540,12 @@ impl InsertAttempts<'_> {
     }
 
     /// `attempt_rows AS (...), live_tenants AS (...), loggable AS (...)`: `WITH` queries that keep,
-    /// of these rows, those the log stores as they are (fp-log-ingest's rules), in `loggable`: the
-    /// tenant exists, locked `FOR KEY SHARE` until the commit as fp-log-ingest's batches lock it
-    /// (a tenant's deletion waits for the statement or has removed the tenant first), and the
-    /// event is not erased. The dispatcher's claim statement shares them.
+    /// of these rows, those the log stores as they are (fp-log-ingest's rules), in `loggable`, for
+    /// the dispatcher's claim statement: the tenant exists, locked `FOR KEY SHARE` until the commit
+    /// as fp-log-ingest's batches lock it, and the event is not erased. A tenant locked
+    /// `FOR UPDATE` is skipped, not waited for: an erasure (`erasure::lock_tenant`) or a deletion's
+    /// last step holds it, and this statement's snapshot, taken before, would not see what either
+    /// commits. Its rows go to log-ingest as records, which waits and then looks.
     pub(crate) fn push_loggable<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql("attempt_rows AS (SELECT * FROM ");
         self.push_unnest(out.reborrow())?;
@@ -551,7 +553,7 @@ impl InsertAttempts<'_> {
         out.push_sql(&ATTEMPT_COLUMNS);
         out.push_sql(
             "), live_tenants AS (SELECT id FROM tenants \
-               WHERE id IN (SELECT tenant_id FROM attempt_rows) FOR KEY SHARE), \
+               WHERE id IN (SELECT tenant_id FROM attempt_rows) FOR KEY SHARE SKIP LOCKED), \
              loggable AS (SELECT * FROM attempt_rows \
                WHERE tenant_id IN (SELECT id FROM live_tenants) \
                  AND NOT EXISTS (SELECT 1 FROM erased_events \
@@ -626,6 +628,8 @@ pub struct StoredRows {
     pub pending: usize,
     /// Records of tenants that no longer exist (deleted), dropped rather than stored.
     pub dropped: usize,
+    /// Records of erased events, stored with their payloads erased (counted among the above).
+    pub erased: usize,
 }
 
 /// Stores a batch in one transaction. An attempt may arrive twice: first as a pending record (sent
@@ -638,10 +642,16 @@ pub struct StoredRows {
 /// `FOR KEY SHARE` until it commits, as a foreign key would, so a deletion's last step
 /// (`tenant_deletion::finish`) either waits for the batch and deletes its rows, or has removed the
 /// tenant before the batch looks.
+///
+/// The payloads of records of erased events are erased before they are stored
+/// ([`crate::erasure::erase_in_new_rows`], which rewrites them in `outcomes` and `pending`). That
+/// lookup follows the lock: an erasure locks the tenant `FOR UPDATE`
+/// ([`crate::erasure::lock_tenant`]) before it reads the attempts, so it either waits for this
+/// batch and rewrites its rows, or has committed its marks before the lookup sees them.
 pub async fn store_batch(
     conn: &mut AsyncPgConnection,
-    outcomes: &[AttemptRow],
-    pending: &[AttemptRow],
+    outcomes: &mut [AttemptRow],
+    pending: &mut [AttemptRow],
     pending_kind: &str,
 ) -> Result<StoredRows, StoreError> {
     if outcomes.is_empty() && pending.is_empty() {
@@ -651,7 +661,7 @@ pub async fn store_batch(
     let pending_kind = pending_kind.to_owned();
     let mut tenant_ids: Vec<Uuid> = outcomes
         .iter()
-        .chain(pending)
+        .chain(pending.iter())
         .map(|row| row.tenant_id)
         .collect();
     tenant_ids.sort_unstable();
@@ -667,12 +677,22 @@ pub async fn store_batch(
             .await?
             .into_iter()
             .collect();
+        let erased = crate::erasure::erase_in_new_rows(
+            conn,
+            outcomes
+                .iter_mut()
+                .chain(pending.iter_mut())
+                .filter(|row| live.contains(&row.tenant_id))
+                .collect(),
+        )
+        .await?;
         let outcomes = of_tenants(outcomes, &live);
         let pending = of_tenants(pending, &live);
         Ok::<_, StoreError>(StoredRows {
             outcomes: replace_pending(conn, &outcomes, &pending_kind).await?,
             pending: insert_batch(conn, &pending).await?,
             dropped: received - outcomes.len() - pending.len(),
+            erased,
         })
     })
     .await

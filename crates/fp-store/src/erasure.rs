@@ -19,7 +19,7 @@ use crate::StoreError;
 use crate::attempts::AttemptRow;
 use crate::outbox::{self as outbox_store, PruneBatches};
 use crate::schema::{
-    delivery_attempts, erased_events, erasures, outbox, submission_events, submissions,
+    delivery_attempts, erased_events, erasures, outbox, submission_events, submissions, tenants,
 };
 
 /// The ids of the submission's events, from `submission_events`, which keeps them after their
@@ -194,6 +194,22 @@ pub async fn set_attempt_bodies(
     Ok(())
 }
 
+/// Locks the tenant's row `FOR UPDATE` until the erasure's transaction ends. Take it before
+/// reading the attempts: writers of attempt rows lock their tenants `FOR KEY SHARE` (log-ingest's
+/// batches) or skip a tenant so locked (the dispatcher's claims, whose pending rows then go to
+/// log-ingest), so every such row is either committed before the erasure reads the attempts or
+/// written after its marks are. The tenant's other writers (a foreign key takes the same share
+/// lock) wait for the erasure too; it is one short transaction.
+pub async fn lock_tenant(conn: &mut AsyncPgConnection, tenant_id: Uuid) -> Result<(), StoreError> {
+    tenants::table
+        .find(tenant_id)
+        .select(tenants::id)
+        .for_update()
+        .first::<Uuid>(conn)
+        .await?;
+    Ok(())
+}
+
 /// Those of `event_ids` not yet marked erased.
 pub async fn not_yet_erased(
     conn: &mut AsyncPgConnection,
@@ -286,7 +302,10 @@ pub async fn event_erased(
 
 /// Erases the payloads of those of `rows` (attempt records about to be stored) whose event was
 /// erased: an attempt that was in flight when its event was erased reaches the log after the
-/// erasure rewrote it. One query for the whole batch. Returns how many rows it erased.
+/// erasure rewrote it. One query for the whole batch. Returns how many rows it erased. Call it in
+/// the storing transaction, after the rows' tenants are locked `FOR KEY SHARE`: an erasure holds
+/// its tenant ([`lock_tenant`]) from before it reads the attempts until its marks commit, so the
+/// lookup then sees the marks of every erasure that did not see these rows.
 pub async fn erase_in_new_rows(
     conn: &mut AsyncPgConnection,
     mut rows: Vec<&mut AttemptRow>,

@@ -320,7 +320,8 @@ pub async fn delete_attempt_batch(
 
 /// Step 3, after [`delete_attempt_batch`] found none left: one transaction locks the tenant row
 /// (writers that reference it, and log-ingest's batches, hold a key-share lock on it until they
-/// commit, so they are either done and seen here or wait and find it gone), deletes what was
+/// commit, so they are either done and seen here or wait and find it gone; the dispatcher's claims
+/// skip it, so their pending rows go to log-ingest), deletes what was
 /// written for the tenant since step 1, and the tenant row. `None` when there is no such tenant.
 pub async fn finish(
     conn: &mut AsyncPgConnection,

@@ -445,6 +445,7 @@ impl ApiAnswer {
 }
 
 /// A tenant's view of the api.
+#[derive(Clone)]
 pub struct TenantApi {
     pub base: String,
     pub key: String,

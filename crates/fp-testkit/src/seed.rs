@@ -56,3 +56,29 @@ pub async fn partition_of(
     .optional()?
     .map(|partition| partition.name))
 }
+
+/// Marks `event_ids` of the tenant erased, with the audit record an erasure stores with them
+/// (`fp_store::erasure::record`, asked for by a key id that names no key), as an erasure's last
+/// step does; the rows it would rewrite are the test's to write.
+pub async fn mark_erased(
+    conn: &mut fp_store::PgConnection,
+    tenant_id: Uuid,
+    event_ids: &[Uuid],
+) -> anyhow::Result<()> {
+    let erasure = fp_store::erasure::ErasureRecord {
+        id: Uuid::now_v7(),
+        tenant_id,
+        submission_id: 1,
+        requested_by_api_key: Some(Uuid::now_v7()),
+        requested_by_user: None,
+        erased_at: Utc::now(),
+        erased_fields: Vec::new(),
+        submission_rows: 0,
+        outbox_rows: 0,
+        delivery_attempts: 0,
+        erased_events: i32::try_from(event_ids.len())?,
+        cancelled_deliveries: 0,
+    };
+    fp_store::erasure::record(conn, &erasure, event_ids).await?;
+    Ok(())
+}

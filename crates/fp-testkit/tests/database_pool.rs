@@ -480,27 +480,8 @@ async fn a_claimed_attempt_stores_its_rows_only_where_the_log_would_keep_them() 
         };
         // Of an erased event: claimed, no row (log-ingest stores it with its payloads erased).
         let erased = pending(Uuid::now_v7());
-        let erasure_id = Uuid::now_v7();
-        diesel::sql_query(
-            "INSERT INTO erasures (id, tenant_id, submission_id, requested_by_api_key, erased_at, \
-               erased_fields, submission_rows, outbox_rows, delivery_attempts, erased_events, \
-               cancelled_deliveries) VALUES ($1, $2, 1, $3, now(), '{}', 0, 0, 0, 1, 0)",
-        )
-        .bind::<diesel::sql_types::Uuid, _>(erasure_id)
-        .bind::<diesel::sql_types::Uuid, _>(tenant_id)
-        .bind::<diesel::sql_types::Uuid, _>(Uuid::now_v7())
-        .execute(&mut conn)
-        .await?;
         let mark_erased = async |conn: &mut PgConnection, event_id: Uuid| {
-            diesel::sql_query(
-                "INSERT INTO erased_events (event_id, tenant_id, erasure_id, erased_at) \
-                 VALUES ($1, $2, $3, now())",
-            )
-            .bind::<diesel::sql_types::Uuid, _>(event_id)
-            .bind::<diesel::sql_types::Uuid, _>(tenant_id)
-            .bind::<diesel::sql_types::Uuid, _>(erasure_id)
-            .execute(conn)
-            .await
+            fp_testkit::seed::mark_erased(conn, tenant_id, &[event_id]).await
         };
         mark_erased(&mut conn, erased.event_id).await?;
         // On a day without a partition (a year ahead): one is made for it first.
@@ -541,6 +522,27 @@ async fn a_claimed_attempt_stores_its_rows_only_where_the_log_would_keep_them() 
         expected.sort_unstable_by_key(|claimed| claimed.delivery_id);
         assert_eq!(claimed, expected);
 
+        // Of a tenant an erasure holds (`FOR UPDATE`, as a deletion's last step does too): the
+        // claim does not wait for it, since its snapshot would not see the marks the erasure
+        // commits. Claimed, no row: its pending record goes to log-ingest, which waits and looks.
+        let held = pending(Uuid::now_v7());
+        let mut erasure = fp_store::connect(&env.database_url).await?;
+        diesel_async::SimpleAsyncConnection::batch_execute(&mut erasure, "BEGIN").await?;
+        fp_store::erasure::lock_tenant(&mut erasure, tenant_id).await?;
+        let claimed = tokio::time::timeout(
+            Duration::from_secs(20),
+            fp_store::inbound_events::claim_first_attempts(
+                &mut conn,
+                &[claim(&held)],
+                at,
+                &mut covered_day,
+            ),
+        )
+        .await
+        .context("the claim waited for the erasure's lock on the tenant")??;
+        assert_eq!(claimed, [stored(held.delivery_id, false)]);
+        diesel_async::SimpleAsyncConnection::batch_execute(&mut erasure, "ROLLBACK").await?;
+
         let rows_of = async |conn: &mut PgConnection, ids: &[Uuid]| {
             delivery_attempts::table
                 .filter(delivery_attempts::id.eq_any(ids))
@@ -549,7 +551,9 @@ async fn a_claimed_attempt_stores_its_rows_only_where_the_log_would_keep_them() 
                 .load::<AttemptRow>(conn)
                 .await
         };
-        let all_ids = [won.id, copy_a.id, copy_b.id, orphan.id, erased.id, ahead.id];
+        let all_ids = [
+            won.id, copy_a.id, copy_b.id, orphan.id, erased.id, ahead.id, held.id,
+        ];
         let rows = rows_of(&mut conn, &all_ids).await?;
         let mut ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
         ids.sort_unstable();

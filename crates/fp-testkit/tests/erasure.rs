@@ -10,13 +10,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use fp_broker::Broker;
 use fp_contracts::{timestamp_from, v1};
 use fp_store::erasure::ErasureRecord;
 use fp_store::schema::erasures;
 use fp_testkit::environment::{TestEnvironment, broker_url};
-use fp_testkit::pipeline::{Pipeline, TenantApi, listeners_reach, publish_attempt_record};
+use fp_testkit::pipeline::{
+    Pipeline, TenantApi, listeners_reach, lock_waiters_reach, publish_attempt_record,
+};
 use fp_testkit::receiver::{CannedResponse, TlsReceiver};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -235,14 +237,39 @@ async fn run(
         assert_eq!(answer["error"]["code"], "not_found", "{answer}");
     }
 
-    let first = erased(&alice, delivered).await?;
+    // A log-ingest batch under way when the erasure begins: its tenant locked as log-ingest's
+    // batches lock it, and a copy of the delivered attempt written, not yet committed. The
+    // erasure waits for it before it reads the attempts, and rewrites that row too.
+    let mut batch = fp_store::connect(&env.database_url).await?;
+    batch.batch_execute("BEGIN").await?;
+    diesel::sql_query("SELECT id FROM tenants WHERE id = $1::uuid FOR KEY SHARE")
+        .bind::<diesel::sql_types::Text, _>(&alice.tenant_id)
+        .execute(&mut batch)
+        .await?;
+    let copied = diesel::sql_query(
+        "INSERT INTO delivery_attempts SELECT * FROM jsonb_populate_record(NULL::delivery_attempts, \
+           (SELECT to_jsonb(a) || jsonb_build_object('id', gen_random_uuid(), 'attempt_number', 8) \
+            FROM delivery_attempts a WHERE id = $1::uuid))",
+    )
+    .bind::<diesel::sql_types::Text, _>(delivered_entry["id"].as_str().context("attempt id")?)
+    .execute(&mut batch)
+    .await?;
+    assert_eq!(copied, 1);
+    let erasing = {
+        let alice = alice.clone();
+        tokio::spawn(async move { erased(&alice, delivered).await })
+    };
+    let mut observer = fp_store::connect(&env.database_url).await?;
+    lock_waiters_reach(&mut observer, 1).await?;
+    batch.batch_execute("COMMIT").await?;
+    let first = tokio::time::timeout(PATIENCE, erasing).await???;
     assert_eq!(first["submission_id"], delivered);
     assert_eq!(
         changes(&first),
         json!({
             "erased_fields": ["text_feedback", "customer_name"],
             "outbox_rows": 2,
-            "delivery_attempts": 2,
+            "delivery_attempts": 3,
             "erased_events": 2,
             "cancelled_deliveries": 0,
         })

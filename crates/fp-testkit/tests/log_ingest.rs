@@ -418,13 +418,12 @@ async fn an_outcome_replaces_its_pending_row_and_a_stored_outcome_stays() -> any
         })?;
         let delivered = row(delivered)?;
 
-        let stored =
-            store_batch(&mut conn, &[], std::slice::from_ref(&pending), interrupted).await?;
+        let stored = store_batch(&mut conn, &mut [], &mut [pending], interrupted).await?;
         assert_eq!(stored.pending, 1);
         let stored = store_batch(
             &mut conn,
-            &[delivered.clone(), delivered.clone()],
-            &[],
+            &mut [delivered.clone(), delivered.clone()],
+            &mut [],
             interrupted,
         )
         .await?;
@@ -433,7 +432,8 @@ async fn an_outcome_replaces_its_pending_row_and_a_stored_outcome_stays() -> any
             StoredRows {
                 outcomes: 1,
                 pending: 0,
-                dropped: 0
+                dropped: 0,
+                erased: 0,
             }
         );
         let rows = fp_store::attempts::newest_for_tenant(&mut conn, tenant_id, 10).await?;
@@ -454,11 +454,71 @@ async fn an_outcome_replaces_its_pending_row_and_a_stored_outcome_stays() -> any
             error_kind: Some("http_status".to_owned()),
             ..delivered.clone()
         };
-        let stored = store_batch(&mut conn, &[other], &[], interrupted).await?;
+        let stored = store_batch(&mut conn, &mut [other], &mut [], interrupted).await?;
         assert_eq!(stored.outcomes, 0);
         let rows = fp_store::attempts::newest_for_tenant(&mut conn, tenant_id, 10).await?;
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].response_status, Some(200));
+        Ok(())
+    }
+    .await;
+    env.finish_after(outcome).await
+}
+
+/// A batch whose tenant an erasure holds (`FOR UPDATE`, from before it reads the attempts until
+/// its marks commit) waits for it and then looks for erased events: the record, in flight during
+/// the erasure and unseen by it, is stored with its payloads erased.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_behind_an_erasure_stores_its_records_erased() -> anyhow::Result<()> {
+    use diesel_async::SimpleAsyncConnection;
+    use fp_store::attempts::{AttemptRow, StoredRows, store_batch};
+
+    let env = TestEnvironment::new("batch_behind_erasure").await?;
+    let outcome = async {
+        let tenant_id = existing_tenant(&env).await?;
+        let row = AttemptRow::from_owned_record(v1::DeliveryAttempt {
+            request_body: br#"{"event":"submission.created","data":{"id":1,"text_feedback":"Quince jam leaked","customer_name":"Eustachius Pinnwand"}}"#.to_vec(),
+            response_body: b"Eustachius Pinnwand".to_vec(),
+            ..attempt_record(tenant_id)
+        })?;
+        let mut erasure = fp_store::connect(&env.database_url).await?;
+        erasure.batch_execute("BEGIN").await?;
+        fp_store::erasure::lock_tenant(&mut erasure, tenant_id).await?;
+        fp_testkit::seed::mark_erased(&mut erasure, tenant_id, &[row.event_id]).await?;
+
+        let database_url = env.database_url.clone();
+        let batch = tokio::spawn(async move {
+            let mut conn = fp_store::connect(&database_url).await?;
+            let stored = store_batch(
+                &mut conn,
+                &mut [row],
+                &mut [],
+                fp_contracts::INTERRUPTED_ERROR_KIND,
+            )
+            .await?;
+            anyhow::Ok(stored)
+        });
+        let mut observer = fp_store::connect(&env.database_url).await?;
+        fp_testkit::pipeline::lock_waiters_reach(&mut observer, 1).await?;
+        erasure.batch_execute("COMMIT").await?;
+        let stored = tokio::time::timeout(Duration::from_secs(30), batch).await???;
+        assert_eq!(
+            stored,
+            StoredRows {
+                outcomes: 1,
+                pending: 0,
+                dropped: 0,
+                erased: 1,
+            }
+        );
+        let rows = fp_store::attempts::newest_for_tenant(&mut observer, tenant_id, 10).await?;
+        assert_eq!(rows.len(), 1);
+        let body = String::from_utf8_lossy(&rows[0].request_body);
+        assert!(
+            body.contains("[erased]") && !body.contains("Quince") && !body.contains("Pinnwand"),
+            "{body}"
+        );
+        assert_eq!(rows[0].response_body, b"");
         Ok(())
     }
     .await;

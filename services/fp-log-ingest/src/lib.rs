@@ -347,27 +347,20 @@ impl Ingestor<'_> {
 
     async fn insert(&self, rows: &mut BatchRows) -> anyhow::Result<fp_store::attempts::StoredRows> {
         let mut conn = self.pool.get().await.map_err(fp_store::StoreError::from)?;
-        let erased = fp_store::erasure::erase_in_new_rows(
+        let stored = fp_store::attempts::store_batch(
             &mut conn,
-            rows.outcomes
-                .iter_mut()
-                .chain(rows.pending.iter_mut())
-                .collect(),
+            &mut rows.outcomes,
+            &mut rows.pending,
+            fp_contracts::INTERRUPTED_ERROR_KIND,
         )
         .await?;
-        if erased > 0 {
+        if stored.erased > 0 {
             tracing::info!(
-                erased,
+                erased = stored.erased,
                 "attempts of erased events stored with their personal data erased"
             );
         }
-        Ok(fp_store::attempts::store_batch(
-            &mut conn,
-            &rows.outcomes,
-            &rows.pending,
-            fp_contracts::INTERRUPTED_ERROR_KIND,
-        )
-        .await?)
+        Ok(stored)
     }
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) {

@@ -121,6 +121,9 @@ async fn erase_submission(
         .await?
     };
 
+    // Before the attempts are read: attempt rows being written now are then either committed
+    // and read here, or written after this erasure's marks and erased by their writer.
+    fp_store::erasure::lock_tenant(conn, tenant_id).await?;
     let event_ids = fp_store::erasure::events_of_submission(conn, tenant_id, submission_id).await?;
     let mut outbox_rows = 0;
     for stored in fp_store::erasure::outbox_payloads(conn, tenant_id, &event_ids).await? {
