@@ -628,7 +628,8 @@ pub struct StoredRows {
     pub pending: usize,
     /// Records of tenants that no longer exist (deleted), dropped rather than stored.
     pub dropped: usize,
-    /// Records of erased events, stored with their payloads erased (counted among the above).
+    /// Records of erased events whose payloads were erased before storing (counted whether or
+    /// not their row was then written: a pending record whose row exists is not).
     pub erased: usize,
 }
 
@@ -647,7 +648,9 @@ pub struct StoredRows {
 /// ([`crate::erasure::erase_in_new_rows`], which rewrites them in `outcomes` and `pending`). That
 /// lookup follows the lock: an erasure locks the tenant `FOR UPDATE`
 /// ([`crate::erasure::lock_tenant`]) before it reads the attempts, so it either waits for this
-/// batch and rewrites its rows, or has committed its marks before the lookup sees them.
+/// batch and rewrites its rows, or has committed its marks before the lookup sees them. That
+/// needs READ COMMITTED, the connections' level: the lookup's snapshot must be taken after the
+/// lock was granted.
 pub async fn store_batch(
     conn: &mut AsyncPgConnection,
     outcomes: &mut [AttemptRow],

@@ -194,12 +194,21 @@ pub async fn set_attempt_bodies(
     Ok(())
 }
 
-/// Locks the tenant's row `FOR UPDATE` until the erasure's transaction ends. Take it before
+/// Locks the tenant's row `FOR UPDATE` until the erasure's transaction ends. Take it right before
 /// reading the attempts: writers of attempt rows lock their tenants `FOR KEY SHARE` (log-ingest's
-/// batches) or skip a tenant so locked (the dispatcher's claims, whose pending rows then go to
-/// log-ingest), so every such row is either committed before the erasure reads the attempts or
-/// written after its marks are. The tenant's other writers (a foreign key takes the same share
-/// lock) wait for the erasure too; it is one short transaction.
+/// batches, which look for erased events after that lock) or skip a tenant so locked (the
+/// dispatcher's claims, whose pending rows then go to log-ingest), so every such row is either
+/// committed before the erasure reads the attempts or stored by log-ingest, erased, after the
+/// marks commit. Left: a claim statement that began before the erasure committed and reaches the
+/// tenant after it stores its pending row as sent (its outcome, left out by the dispatcher's
+/// outcome statement, replaces it erased through log-ingest).
+///
+/// Until the commit every writer whose statement includes the tenant waits: log-ingest's batch
+/// and the api's group commit of submissions, with the other tenants in them, and key issuing.
+/// The erasure waits in turn for those already holding the tenant. A deletion's last step locks
+/// the tenant before the submissions, the erasure the other way round: the two can meet only on
+/// a submission written with a key cached past the deletion's first step, and then PostgreSQL
+/// fails one of them, to be run again.
 pub async fn lock_tenant(conn: &mut AsyncPgConnection, tenant_id: Uuid) -> Result<(), StoreError> {
     tenants::table
         .find(tenant_id)

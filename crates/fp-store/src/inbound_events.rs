@@ -27,8 +27,9 @@ pub struct FirstAttemptClaim {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClaimedFirstAttempt {
     pub delivery_id: Uuid,
-    /// Its pending row is in the log. Not stored, though claimed: the tenant is gone or the event
-    /// was erased, which fp-log-ingest handles when it gets the pending record instead.
+    /// Its pending row is in the log. Not stored, though claimed: the tenant is gone, the event
+    /// was erased, or an erasure or a deletion holds the tenant, which fp-log-ingest handles when
+    /// it gets the pending record instead.
     pub pending_stored: bool,
 }
 

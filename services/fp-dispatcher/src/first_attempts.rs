@@ -33,7 +33,8 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FirstAttempt {
     /// Claimed by this call. `pending_logged`: the pending row it carried is in the log; when
-    /// not (the tenant is gone, the event erased), the pending record goes to log-ingest instead.
+    /// not (the tenant is gone or held by an erasure or a deletion, the event erased), the
+    /// pending record goes to log-ingest instead.
     Claimed { pending_logged: bool },
     /// Another copy of the event claimed it before (on any dispatcher, within the dedup window).
     ClaimedBefore,

@@ -357,7 +357,7 @@ impl Ingestor<'_> {
         if stored.erased > 0 {
             tracing::info!(
                 erased = stored.erased,
-                "attempts of erased events stored with their personal data erased"
+                "records of erased events: personal data erased before storing"
             );
         }
         Ok(stored)

@@ -121,9 +121,6 @@ async fn erase_submission(
         .await?
     };
 
-    // Before the attempts are read: attempt rows being written now are then either committed
-    // and read here, or written after this erasure's marks and erased by their writer.
-    fp_store::erasure::lock_tenant(conn, tenant_id).await?;
     let event_ids = fp_store::erasure::events_of_submission(conn, tenant_id, submission_id).await?;
     let mut outbox_rows = 0;
     for stored in fp_store::erasure::outbox_payloads(conn, tenant_id, &event_ids).await? {
@@ -133,6 +130,10 @@ async fn erase_submission(
             outbox_rows += 1;
         }
     }
+    // Just before the attempts are read, not earlier: the tenant's writers wait while it is held.
+    // A row being written now is then committed and read here, or is stored by log-ingest after
+    // this erasure's marks commit, and log-ingest erases it (`lock_tenant` says which remain).
+    fp_store::erasure::lock_tenant(conn, tenant_id).await?;
     let attempts = fp_store::erasure::attempt_bodies(conn, tenant_id, &event_ids).await?;
     let mut delivery_attempts = 0;
     for attempt in &attempts {
