@@ -4,8 +4,8 @@
 //!
 //! Personal are the customer's words (`text_feedback`) and name (`customer_name`). They become
 //! [`ERASED`]; ids, rating, status, campaign and times stay, so logs stay readable. Every rewrite
-//! is idempotent: erasing erased data changes nothing, which is how a second erasure reports zero
-//! changes.
+//! is idempotent: erasing erased data changes nothing, which is why a second erasure reports only
+//! what was stored since the first.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;

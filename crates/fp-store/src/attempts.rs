@@ -628,8 +628,8 @@ pub struct StoredRows {
     pub pending: usize,
     /// Records of tenants that no longer exist (deleted), dropped rather than stored.
     pub dropped: usize,
-    /// Records of erased events whose payloads were erased before storing (counted whether or
-    /// not their row was then written: a pending record whose row exists is not).
+    /// Records of erased events whose payloads were erased before storing (a pending record is
+    /// counted even when its row exists already and it is not written).
     pub erased: usize,
 }
 

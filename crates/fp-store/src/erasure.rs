@@ -203,8 +203,9 @@ pub async fn set_attempt_bodies(
 /// tenant after it stores its pending row as sent (its outcome, left out by the dispatcher's
 /// outcome statement, replaces it erased through log-ingest).
 ///
-/// Until the commit every writer whose statement includes the tenant waits: log-ingest's batch
-/// and the api's group commit of submissions, with the other tenants in them, and key issuing.
+/// Until the commit every other writer of the tenant's rows waits (a foreign key to it takes the
+/// same share lock), the dispatcher's claims apart: for example log-ingest's batch and the api's
+/// group commit of submissions, with the other tenants in them, and key issuing.
 /// The erasure waits in turn for those already holding the tenant. A deletion's last step locks
 /// the tenant before the submissions, the erasure the other way round: the two can meet only on
 /// a submission written with a key cached past the deletion's first step, and then PostgreSQL
@@ -315,7 +316,7 @@ pub async fn event_erased(
 /// the storing transaction, after the rows' tenants are locked `FOR KEY SHARE`: an erasure holds
 /// its tenant ([`lock_tenant`]) from before it reads the attempts until its marks commit, so the
 /// lookup then sees the marks of every erasure that did not see these rows.
-pub async fn erase_in_new_rows(
+pub(crate) async fn erase_in_new_rows(
     conn: &mut AsyncPgConnection,
     mut rows: Vec<&mut AttemptRow>,
 ) -> Result<usize, StoreError> {

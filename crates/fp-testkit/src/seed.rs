@@ -58,8 +58,9 @@ pub async fn partition_of(
 }
 
 /// Marks `event_ids` of the tenant erased, with the audit record an erasure stores with them
-/// (`fp_store::erasure::record`, asked for by a key id that names no key), as an erasure's last
-/// step does; the rows it would rewrite are the test's to write.
+/// (`fp_store::erasure::record`, asked for by a key id that names no key, of submission 0, which
+/// no submission has, so no submission counts as erased before), as an erasure's last step does;
+/// the rows it would rewrite are the test's to write.
 pub async fn mark_erased(
     conn: &mut fp_store::PgConnection,
     tenant_id: Uuid,
@@ -68,7 +69,7 @@ pub async fn mark_erased(
     let erasure = fp_store::erasure::ErasureRecord {
         id: Uuid::now_v7(),
         tenant_id,
-        submission_id: 1,
+        submission_id: 0,
         requested_by_api_key: Some(Uuid::now_v7()),
         requested_by_user: None,
         erased_at: Utc::now(),

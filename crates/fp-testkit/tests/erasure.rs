@@ -3,7 +3,8 @@
 //! dump of the whole database holds neither's text or customer name anywhere (the submission, the
 //! outbox, the delivery log, the audit record), the pending retry is cancelled (the receiver gets
 //! nothing more, the log ends with a `cancelled` attempt), another submission of the tenant is
-//! untouched, a second erasure changes nothing, and another tenant gets 404.
+//! untouched, a second erasure (nothing delivered since) changes nothing, and another tenant gets
+//! 404.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -23,8 +23,10 @@ use crate::AppState;
 use crate::auth::{AuthenticatedTenant, Requester};
 use crate::error::{ApiError, ErrorBody};
 
-/// What one erasure changed. A second erasure of the same submission changes nothing and says so
-/// with empty fields and zero counts (its request is audited all the same).
+/// What one erasure changed. A second erasure of the same submission changes only what was
+/// stored since the first (the response bodies of deliveries made since, such as a later status
+/// change's), so it mostly answers empty fields and zero counts (its request is audited all the
+/// same).
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErasureResponse {
     submission_id: i64,
@@ -68,7 +70,7 @@ impl From<ErasureRecord> for ErasureResponse {
     tag = "submissions",
     params(("id" = i64, Path, description = "The submission's `id`")),
     responses(
-        (status = 200, description = "Erased, or already erased (then nothing changed); what changed per table", body = ErasureResponse),
+        (status = 200, description = "Erased, or already erased (then only what was stored since changed); what changed per table", body = ErasureResponse),
         (status = 404, description = "No such submission for this tenant", body = ErrorBody),
     ),
 )]
