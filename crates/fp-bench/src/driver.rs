@@ -148,6 +148,11 @@ pub struct Args {
     /// Attempts the lifecycle phase seeds.
     #[arg(long, default_value_t = 20_000_000)]
     pub lifecycle_rows: u64,
+    /// Writes each phase's first arrivals into this directory, one CSV a phase (the event's time
+    /// and its latency, in ns, in the order the events were made): where in a phase the slow
+    /// deliveries fall.
+    #[arg(long)]
+    pub latencies_dir: Option<PathBuf>,
 }
 
 /// Runs everything and returns the exit code: 0 when every event arrived and was logged.
@@ -562,6 +567,7 @@ async fn load_phase(
         produce_seconds: started.elapsed().as_secs_f64(),
         measured_from_ns: None,
         timeout: Duration::from_secs(args.timeout_secs),
+        latencies_dir: args.latencies_dir.clone(),
     };
     probe.finish(deployment, &bench.observed, load).await
 }
@@ -605,6 +611,7 @@ async fn backlog_phase(
         measured_from_ns: Some(released_ns),
         // Draining a large backlog takes longer than one phase's usual limit.
         timeout: Duration::from_secs(args.timeout_secs.max(count / 500)),
+        latencies_dir: args.latencies_dir.clone(),
     };
     probe.finish(deployment, &bench.observed, load).await
 }

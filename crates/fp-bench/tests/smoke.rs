@@ -44,12 +44,51 @@ fn the_bench_harness_delivers_and_logs_every_event_at_a_tiny_load() {
 }
 
 /// Paced phases at given rates (for A B comparisons at one load): named by their rate, and every
-/// event of them arrives and is logged.
+/// event of them arrives and is logged. With `--latencies-dir`, each phase's arrivals are written
+/// there, one line per delivery.
 #[test]
 fn paced_phases_run_at_the_rates_given() {
-    let stdout = smoke_run(&[EVENTS_ONLY, &["--paced-rates", "40,20"]].concat());
-    for phase in ["events: paced at 40/s", "events: paced at 20/s"] {
+    let latencies = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("smoke-latencies");
+    let _ = std::fs::remove_dir_all(&latencies);
+    let latencies_arg = latencies.to_string_lossy().into_owned();
+    let stdout = smoke_run(
+        &[
+            EVENTS_ONLY,
+            &["--paced-rates", "40,20", "--latencies-dir", &latencies_arg],
+        ]
+        .concat(),
+    );
+    for (phase, file) in [
+        ("events: paced at 40/s", "events--paced-at-40-s.csv"),
+        ("events: paced at 20/s", "events--paced-at-20-s.csv"),
+    ] {
         assert!(stdout.contains(phase), "no phase `{phase}`:\n{stdout}");
+        // "== events: paced at 40/s (50 events, paced at 40/s) =="
+        let events: usize = stdout
+            .split(&format!("== {phase} ("))
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|count| count.parse().ok())
+            .unwrap_or_else(|| panic!("no event count for `{phase}`:\n{stdout}"));
+        let csv = std::fs::read_to_string(latencies.join(file))
+            .unwrap_or_else(|error| panic!("{file}: {error}"));
+        let mut lines = csv.lines();
+        assert_eq!(lines.next(), Some("occurred_ns,latency_ns"));
+        let rows: Vec<(u64, u64)> = lines
+            .map(|line| {
+                let (occurred, latency) = line.split_once(',').expect("two columns");
+                (
+                    occurred.parse().expect("occurred_ns"),
+                    latency.parse().expect("latency_ns"),
+                )
+            })
+            .collect();
+        assert_eq!(rows.len(), events, "{file}");
+        assert!(
+            rows.is_sorted(),
+            "{file} is in the order the events were made"
+        );
+        assert!(rows.iter().all(|(_, latency)| *latency > 0), "{file}");
     }
     assert!(!stdout.contains("% of max rate"), "{stdout}");
 }

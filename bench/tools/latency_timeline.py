@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Where in a phase its slow deliveries fall, from the CSVs of `fp-bench --latencies-dir`.
+
+Usage: latency_timeline.py <phase.csv or directory of them> [min_worst_ms]
+
+For each phase: its p50/p99, how many 100 ms bins hold its slowest 1 %, and those deliveries
+grouped into stalls (slow ones less than 200 ms apart), each with its UTC window (the first slow
+event's time to the worst one's arrival), to set beside other logs. Stalls whose worst delivery
+took less than `min_worst_ms` (default 0) are left out. A tail made of a few stalls shows as a few
+full bins; a tail spread over the phase as many bins holding one or two each.
+"""
+import csv
+import datetime
+import os
+import sys
+
+BIN_NS = 100_000_000
+STALL_GAP_NS = 200_000_000
+
+
+def utc(ns):
+    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+
+
+def report(path, min_worst_ms):
+    with open(path, newline="") as handle:
+        rows = [(int(r["occurred_ns"]), int(r["latency_ns"])) for r in csv.DictReader(handle)]
+    if not rows:
+        print(f"{path}: no arrivals")
+        return
+    latencies = sorted(latency for _, latency in rows)
+    p50 = latencies[len(latencies) // 2]
+    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+    slow = [(occurred, latency) for occurred, latency in rows if latency >= p99]
+    start = rows[0][0]
+    span_ns = rows[-1][0] - start
+    bins = {(occurred - start) // BIN_NS for occurred, _ in slow}
+    print(f"{os.path.basename(path)}: {len(rows)} deliveries, {utc(start)} to {utc(rows[-1][0])}, "
+          f"p50 {p50 / 1e6:.1f} ms, p99 {p99 / 1e6:.1f} ms; the slowest 1 % ({len(slow)}) in "
+          f"{len(bins)} of {span_ns // BIN_NS + 1} bins of 100 ms")
+    stalls = []
+    for occurred, latency in slow:
+        if stalls and occurred - stalls[-1]["last"] < STALL_GAP_NS:
+            stall = stalls[-1]
+            stall["last"] = occurred
+            stall["count"] += 1
+            if latency > stall["worst"][0]:
+                stall["worst"] = (latency, occurred)
+        else:
+            stalls.append({"first": occurred, "last": occurred, "count": 1, "worst": (latency, occurred)})
+    for stall in stalls:
+        latency, occurred = stall["worst"]
+        if latency / 1e6 >= min_worst_ms:
+            print(f"    stall {utc(stall['first'])} - {utc(occurred + latency)}: {stall['count']} of the "
+                  f"slowest, worst {latency / 1e6:.0f} ms")
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    target = sys.argv[1]
+    min_worst_ms = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
+    paths = (
+        sorted(os.path.join(target, name) for name in os.listdir(target) if name.endswith(".csv"))
+        if os.path.isdir(target)
+        else [target]
+    )
+    for path in paths:
+        report(path, min_worst_ms)
+
+
+if __name__ == "__main__":
+    main()
