@@ -1,0 +1,1 @@
+insert into t (body) values (repeat('x', 600));
