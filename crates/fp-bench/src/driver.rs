@@ -17,8 +17,10 @@
 //! at the timeout). Then the machine's own limits are measured with the same receiver, broker and
 //! database.
 
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::num::NonZeroU32;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -148,9 +150,10 @@ pub struct Args {
     /// Attempts the lifecycle phase seeds.
     #[arg(long, default_value_t = 20_000_000)]
     pub lifecycle_rows: u64,
-    /// Writes each phase's first arrivals into this directory, one CSV a phase (the event's time
-    /// and its latency, in ns, in the order the events were made): where in a phase the slow
-    /// deliveries fall.
+    /// Writes each phase's first arrivals into this directory (which must hold no CSV of the same
+    /// name), one CSV a phase named after it: the event's time (for submissions, the request's
+    /// send time) in ns since the Unix epoch and the latency in ns, in the order the events were
+    /// made. Deliveries that never arrived are missing. Shows where in a phase the slow ones fall.
     #[arg(long)]
     pub latencies_dir: Option<PathBuf>,
 }
@@ -193,6 +196,10 @@ pub async fn main(mut args: Args) -> anyhow::Result<i32> {
     {
         bail!("--paced-rates and --paced-shares must be positive numbers, not {rate}");
     }
+    if let Some(dir) = &args.latencies_dir {
+        // Before the run, so a path that cannot be written does not cost a run's measurements.
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     let target_dir = target_dir()?;
     let bin_dir = args
         .bin_dir
@@ -228,6 +235,11 @@ pub async fn main(mut args: Args) -> anyhow::Result<i32> {
     std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
         .with_context(|| format!("cannot write {}", path.display()))?;
     println!("results: {}", path.display());
+    if let Some(dir) = &args.latencies_dir {
+        for scenario in &report.scenarios {
+            write_arrivals(dir, scenario)?;
+        }
+    }
     if report.complete() {
         Ok(0)
     } else {
@@ -250,6 +262,36 @@ fn target_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// What the phases need of a running deployment.
+/// `<dir>/<phase name, each run of other characters than letters and digits as one '-'>.csv`,
+/// `occurred_ns,latency_ns` a line. Written once the phases have their final names (the lifecycle
+/// and cluster phases are renamed after they ran); a file already there is an error, not
+/// overwritten, so two phases of one name cannot hide each other.
+fn write_arrivals(dir: &Path, scenario: &ScenarioReport) -> anyhow::Result<()> {
+    let mut file_name = String::new();
+    for c in scenario.name.chars() {
+        if c.is_ascii_alphanumeric() {
+            file_name.push(c);
+        } else if !file_name.is_empty() && !file_name.ends_with('-') {
+            file_name.push('-');
+        }
+    }
+    let file_name = format!("{}.csv", file_name.trim_end_matches('-'));
+    let mut csv = String::from("occurred_ns,latency_ns\n");
+    for (occurred, latency) in &scenario.arrivals {
+        // Writing into a String cannot fail.
+        let _ = writeln!(csv, "{occurred},{latency}");
+    }
+    let path = dir.join(file_name);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(csv.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
 struct Bench {
     load: LoadTarget,
     observed: Observed,
@@ -567,7 +609,7 @@ async fn load_phase(
         produce_seconds: started.elapsed().as_secs_f64(),
         measured_from_ns: None,
         timeout: Duration::from_secs(args.timeout_secs),
-        latencies_dir: args.latencies_dir.clone(),
+        keep_arrivals: args.latencies_dir.is_some(),
     };
     probe.finish(deployment, &bench.observed, load).await
 }
@@ -611,7 +653,7 @@ async fn backlog_phase(
         measured_from_ns: Some(released_ns),
         // Draining a large backlog takes longer than one phase's usual limit.
         timeout: Duration::from_secs(args.timeout_secs.max(count / 500)),
-        latencies_dir: args.latencies_dir.clone(),
+        keep_arrivals: args.latencies_dir.is_some(),
     };
     probe.finish(deployment, &bench.observed, load).await
 }

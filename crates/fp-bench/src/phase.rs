@@ -1,14 +1,13 @@
 //! Measuring one phase: what every process spent, how the log kept up, and when each expected
 //! delivery first reached the receiver.
 
-use anyhow::Context;
-use fp_testkit::pipeline::metric;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use fp_testkit::pipeline::metric;
 
 use crate::arrivals::{self, ReceiverAddresses, ReceiverStats, now_ns};
 use crate::deployment::Deployment;
@@ -186,8 +185,9 @@ pub struct PhaseLoad {
     /// Throughput counts from here instead of from the first event (the backlog's release).
     pub measured_from_ns: Option<u64>,
     pub timeout: Duration,
-    /// Where the phase's first arrivals go as CSV (`--latencies-dir`).
-    pub latencies_dir: Option<PathBuf>,
+    /// Whether the report keeps each first arrival (`--latencies-dir`); a million-event phase
+    /// would otherwise hold 16 MB for nothing.
+    pub keep_arrivals: bool,
 }
 
 /// Counters read at the start of a phase, and a sampler of progress while it runs.
@@ -323,11 +323,13 @@ impl Probe {
                 Some((*occurred, arrived.saturating_sub(*occurred)))
             })
             .collect();
-        if let Some(dir) = &load.latencies_dir {
+        let latencies: Vec<u64> = timed.iter().map(|(_, latency)| *latency).collect();
+        let arrivals = if load.keep_arrivals {
             timed.sort_unstable();
-            write_latencies(dir, &load.name, &timed)?;
-        }
-        let latencies: Vec<u64> = timed.into_iter().map(|(_, latency)| latency).collect();
+            timed
+        } else {
+            Vec::new()
+        };
         let first_event_ns = load.expected.values().copied().min().unwrap_or(0);
         let from_ns = load.measured_from_ns.unwrap_or(first_event_ns);
         let last_arrival_ns = first.arrival.values().copied().max().unwrap_or(from_ns);
@@ -354,6 +356,7 @@ impl Probe {
                 rows_done_ns.map(|done| done.max(last_arrival_ns).saturating_sub(from) as f64 / 1e9)
             }),
             latency: Percentiles::from_ns(latencies),
+            arrivals,
             ingest: ingest_figures(&samples, rows, rows_done_ns, last_arrival_ns),
             completeness: Completeness {
                 expected: events,
@@ -398,22 +401,6 @@ struct FirstArrivals {
     duplicates: u64,
     /// Arrivals of ids the phase did not expect.
     unexpected: u64,
-}
-
-/// `<dir>/<phase name, spaces and punctuation as '-'>.csv`: `occurred_ns,latency_ns` a line.
-fn write_latencies(dir: &Path, phase: &str, timed: &[(u64, u64)]) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let file_name: String = phase
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    let mut csv = String::from("occurred_ns,latency_ns\n");
-    for (occurred, latency) in timed {
-        csv.push_str(&format!("{occurred},{latency}\n"));
-    }
-    let path = dir.join(format!("{file_name}.csv"));
-    std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 /// The first arrival of each expected delivery: its latency counts; later ones are duplicates.

@@ -94,6 +94,11 @@ pub struct ScenarioReport {
     /// Event time (set just before publishing) or, for submissions, the request's send time, to
     /// arrival at the receiver.
     pub latency: Percentiles,
+    /// Each delivery's first arrival as (event or send time, latency), in ns since the Unix epoch
+    /// and ns, in the order the events were made; deliveries that never arrived are missing. Kept
+    /// only for `--latencies-dir`, and not part of the JSON.
+    #[serde(skip)]
+    pub arrivals: Vec<(u64, u64)>,
     pub ingest: Ingest,
     pub completeness: Completeness,
     pub processes: Vec<ProcessFigures>,

@@ -1,6 +1,6 @@
 //! `make test` runs the bench harness at a tiny load so it never rots: the real services (the debug
-//! build `make test` made), the bench receiver, a fresh database and namespace. It checks only that
-//! the driver succeeds, i.e. that every event arrived and was logged; no timing is asserted.
+//! build `make test` made), the bench receiver, a fresh database and namespace. It checks that the
+//! driver succeeds (every event arrived and was logged) and what it writes; no timing is asserted.
 
 use std::process::Command;
 
@@ -44,53 +44,116 @@ fn the_bench_harness_delivers_and_logs_every_event_at_a_tiny_load() {
 }
 
 /// Paced phases at given rates (for A B comparisons at one load): named by their rate, and every
-/// event of them arrives and is logged. With `--latencies-dir`, each phase's arrivals are written
-/// there, one line per delivery.
+/// event of them arrives and is logged.
 #[test]
 fn paced_phases_run_at_the_rates_given() {
-    let latencies = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("smoke-latencies");
-    let _ = std::fs::remove_dir_all(&latencies);
-    let latencies_arg = latencies.to_string_lossy().into_owned();
+    let stdout = smoke_run(&[EVENTS_ONLY, &["--paced-rates", "40,20"]].concat());
+    for phase in ["events: paced at 40/s", "events: paced at 20/s"] {
+        assert!(stdout.contains(phase), "no phase `{phase}`:\n{stdout}");
+    }
+    assert!(!stdout.contains("% of max rate"), "{stdout}");
+}
+
+/// `--latencies-dir`: a CSV per phase, named after it, with a line per delivery of the phase in
+/// the order the events were made, whose largest latency is the phase's `max`.
+#[test]
+fn each_phase_s_arrivals_are_written_where_asked() {
+    let dir = fresh_dir("smoke-latencies");
     let stdout = smoke_run(
         &[
             EVENTS_ONLY,
-            &["--paced-rates", "40,20", "--latencies-dir", &latencies_arg],
+            &[
+                "--paced-rates",
+                "40",
+                "--latencies-dir",
+                &dir.to_string_lossy(),
+            ],
         ]
         .concat(),
     );
-    for (phase, file) in [
-        ("events: paced at 40/s", "events--paced-at-40-s.csv"),
-        ("events: paced at 20/s", "events--paced-at-20-s.csv"),
-    ] {
-        assert!(stdout.contains(phase), "no phase `{phase}`:\n{stdout}");
-        // "== events: paced at 40/s (50 events, paced at 40/s) =="
-        let events: usize = stdout
+    let files = arrival_files(&dir);
+    let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "events-max-rate-1-dispatcher-s.csv",
+            "events-paced-at-40-s.csv"
+        ]
+    );
+    for ((file, rows), phase) in files
+        .iter()
+        .zip(["events: max rate, 1 dispatcher(s)", "events: paced at 40/s"])
+    {
+        // "== events: paced at 40/s (50 events, paced at 40/s) ==", then its latency line,
+        // "  e2e latency ms  p50 ... max  12.34  (n=50)".
+        let section = stdout
             .split(&format!("== {phase} ("))
             .nth(1)
-            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or_else(|| panic!("no phase `{phase}`:\n{stdout}"));
+        let events: usize = section
+            .split(' ')
+            .next()
             .and_then(|count| count.parse().ok())
             .unwrap_or_else(|| panic!("no event count for `{phase}`:\n{stdout}"));
-        let csv = std::fs::read_to_string(latencies.join(file))
-            .unwrap_or_else(|error| panic!("{file}: {error}"));
-        let mut lines = csv.lines();
-        assert_eq!(lines.next(), Some("occurred_ns,latency_ns"));
-        let rows: Vec<(u64, u64)> = lines
-            .map(|line| {
-                let (occurred, latency) = line.split_once(',').expect("two columns");
-                (
-                    occurred.parse().expect("occurred_ns"),
-                    latency.parse().expect("latency_ns"),
-                )
-            })
-            .collect();
+        let max_ms: f64 = section
+            .split(" max ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|max| max.parse().ok())
+            .unwrap_or_else(|| panic!("no max latency for `{phase}`:\n{stdout}"));
         assert_eq!(rows.len(), events, "{file}");
         assert!(
             rows.is_sorted(),
             "{file} is in the order the events were made"
         );
-        assert!(rows.iter().all(|(_, latency)| *latency > 0), "{file}");
+        let largest_ms = rows.iter().map(|(_, latency)| *latency).max().unwrap_or(0) as f64 / 1e6;
+        assert!(
+            (largest_ms - max_ms).abs() < 0.01,
+            "{file}: {largest_ms} ms, the phase's max {max_ms} ms"
+        );
     }
-    assert!(!stdout.contains("% of max rate"), "{stdout}");
+}
+
+/// A fresh directory under Cargo's temporary directory for tests.
+fn fresh_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Every CSV of a `--latencies-dir`, by file name: its (occurred_ns, latency_ns) rows.
+fn arrival_files(dir: &std::path::Path) -> Vec<(String, Vec<(u64, u64)>)> {
+    let mut files: Vec<(String, Vec<(u64, u64)>)> = std::fs::read_dir(dir)
+        .expect("the latencies directory exists")
+        .map(|entry| {
+            let path = entry.expect("a directory entry").path();
+            let csv = std::fs::read_to_string(&path).expect("a readable CSV");
+            let mut lines = csv.lines();
+            assert_eq!(
+                lines.next(),
+                Some("occurred_ns,latency_ns"),
+                "{}",
+                path.display()
+            );
+            let rows = lines
+                .map(|line| {
+                    let (occurred, latency) = line.split_once(',').expect("two columns");
+                    (
+                        occurred.parse().expect("occurred_ns"),
+                        latency.parse().expect("latency_ns"),
+                    )
+                })
+                .collect();
+            let name = path
+                .file_name()
+                .expect("a file name")
+                .to_string_lossy()
+                .into_owned();
+            (name, rows)
+        })
+        .collect();
+    files.sort();
+    files
 }
 
 #[test]
@@ -113,11 +176,31 @@ fn a_paced_rate_that_is_not_positive_is_refused_before_anything_starts() {
 /// (every pipeline row present, the seeded ones gone) must pass.
 #[test]
 fn the_lifecycle_phase_drops_partitions_and_erases_under_load_at_a_tiny_size() {
-    let stdout = smoke_run(&[EVENTS_ONLY, &["--lifecycle", "--skip-paced"]].concat());
+    // With `--latencies-dir`: the lifecycle's phases are renamed after they ran, and each still
+    // gets a file of its own.
+    let dir = fresh_dir("smoke-lifecycle-latencies");
+    let stdout = smoke_run(
+        &[
+            EVENTS_ONLY,
+            &[
+                "--lifecycle",
+                "--skip-paced",
+                "--latencies-dir",
+                &dir.to_string_lossy(),
+            ],
+        ]
+        .concat(),
+    );
     assert!(
         stdout.contains("seeded 3000 attempts over 30 days"),
         "{stdout}"
     );
+    let files = arrival_files(&dir);
+    let lifecycle = files
+        .iter()
+        .filter(|(name, rows)| name.starts_with("lifecycle-") && !rows.is_empty())
+        .count();
+    assert_eq!((files.len(), lifecycle), (5, 4), "{files:?}");
     // Three days past the retention each time; four when the run crossed midnight (UTC) between
     // seeding and the drop.
     for run in ["run 1", "run 2"] {
