@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""How long an fsync takes on a disk, while something else runs: writes 8 KiB and `fdatasync`s it
-every 10 ms for a while, and lists every one that took longer than 20 ms, with its UTC time.
+"""How long an fsync takes on a disk, while something else runs: writes 8 KiB and `fdatasync`s it,
+sleeps 10 ms, and again, for a while. Lists every fsync that took longer than 20 ms, with the UTC
+time it ended, and at the end a line with the count, p50, p99 and max.
 
 Usage: fsync_probe.py <seconds> <report file> <probe file on the disk to watch>
 
 The probe file is written in place (16 MiB, allocated before the first measurement), so each
-fdatasync is one data block and no metadata: what it waits on is the disk and whatever else is
-queued there, such as PostgreSQL's or RabbitMQ's write-ahead logs.
+fdatasync writes data and no metadata: what it waits on is the disk and whatever else is queued
+there, such as PostgreSQL's or RabbitMQ's write-ahead logs.
 """
+import datetime
 import os
 import sys
 import time
@@ -17,14 +19,15 @@ BLOCKS = 2048
 
 
 def utc_now():
-    now = time.time()
-    return time.strftime("%H:%M:%S", time.gmtime(now)) + f"{now % 1:.3f}"[1:]
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
 
 
 def main():
     if len(sys.argv) != 4:
         sys.exit(__doc__)
     seconds, report_path, probe_path = float(sys.argv[1]), sys.argv[2], sys.argv[3]
+    if seconds <= 0:
+        sys.exit("seconds must be positive")
     block = b"x" * BLOCK
     fd = os.open(probe_path, os.O_WRONLY | os.O_CREAT, 0o644)
     for index in range(BLOCKS):

@@ -3,14 +3,16 @@
 
 Usage: latency_timeline.py <phase.csv or directory of them> [min_worst_ms]
 
-For each phase: its p50/p99, how many 100 ms bins hold its slowest 1 %, and those deliveries
-grouped into stalls (slow ones less than 200 ms apart), each with its UTC window (the first slow
-event's time to the worst one's arrival), to set beside other logs. Stalls whose worst delivery
+For each phase: its p50/p99 (nearest rank, as fp-bench computes them), how many 100 ms bins hold
+its slowest 1 % (every delivery at or above the p99), and those deliveries grouped into stalls
+(slow ones whose events were made less than 200 ms apart), each with its UTC window (the first
+slow event's time to the worst one's arrival), to set beside other logs. Stalls whose worst delivery
 took less than `min_worst_ms` (default 0) are left out. A tail made of a few stalls shows as a few
 full bins; a tail spread over the phase as many bins holding one or two each.
 """
 import csv
 import datetime
+import math
 import os
 import sys
 
@@ -22,6 +24,10 @@ def utc(ns):
     return datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
 
 
+def nearest_rank(sorted_values, share):
+    return sorted_values[min(len(sorted_values), max(1, math.ceil(share * len(sorted_values)))) - 1]
+
+
 def report(path, min_worst_ms):
     with open(path, newline="") as handle:
         rows = [(int(r["occurred_ns"]), int(r["latency_ns"])) for r in csv.DictReader(handle)]
@@ -29,8 +35,7 @@ def report(path, min_worst_ms):
         print(f"{path}: no arrivals")
         return
     latencies = sorted(latency for _, latency in rows)
-    p50 = latencies[len(latencies) // 2]
-    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+    p50, p99 = nearest_rank(latencies, 0.50), nearest_rank(latencies, 0.99)
     slow = [(occurred, latency) for occurred, latency in rows if latency >= p99]
     start = rows[0][0]
     span_ns = rows[-1][0] - start

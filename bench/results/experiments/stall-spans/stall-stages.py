@@ -1,5 +1,12 @@
-import sys,json,datetime
-sys.path.insert(0,'/work/main/bench/tools')
+"""Stages of the submissions whose api request started in a stall (2026-12-06 only).
+
+Usage: stall-stages.py <spans.jsonl> <from HH:MM:SS.mmm UTC> <to HH:MM:SS.mmm UTC>
+"""
+import datetime
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tools"))
 from span_breakdown import load_spans, stages_of
 spans,children=load_spans(sys.argv[1])
 def parse(t):
