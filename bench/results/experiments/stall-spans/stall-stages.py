@@ -8,6 +8,9 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tools"))
 from span_breakdown import load_spans, stages_of
+
+if len(sys.argv) != 4:
+    sys.exit(__doc__)
 spans,children=load_spans(sys.argv[1])
 def parse(t):
     h,m,s=t.split(':'); d=datetime.datetime(2026,12,6,int(h),int(m),tzinfo=datetime.timezone.utc).timestamp()
