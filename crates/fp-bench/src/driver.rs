@@ -150,8 +150,8 @@ pub struct Args {
     /// Attempts the lifecycle phase seeds.
     #[arg(long, default_value_t = 20_000_000)]
     pub lifecycle_rows: u64,
-    /// Writes each phase's first arrivals into this directory (which must hold no CSV of the same
-    /// name), one CSV a phase named after it: the event's time (for submissions, the request's
+    /// Writes each phase's first arrivals into this directory (which must hold no CSV yet), one
+    /// CSV a phase named after it: the event's time (for submissions, the request's
     /// send time) in ns since the Unix epoch and the latency in ns, in the order the events were
     /// made. Deliveries that never arrived are missing. Shows where in a phase the slow ones fall.
     #[arg(long)]
@@ -197,8 +197,19 @@ pub async fn main(mut args: Args) -> anyhow::Result<i32> {
         bail!("--paced-rates and --paced-shares must be positive numbers, not {rate}");
     }
     if let Some(dir) = &args.latencies_dir {
-        // Before the run, so a path that cannot be written does not cost a run's measurements.
+        // Before the run, so a path that cannot be made, or files of an earlier run that would
+        // clash, do not cost a run's measurements.
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let earlier = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .filter_map(Result::ok)
+            .any(|entry| entry.path().extension().is_some_and(|ext| ext == "csv"));
+        if earlier {
+            bail!(
+                "--latencies-dir {} already holds CSV files: give a directory without them",
+                dir.display()
+            );
+        }
     }
     let target_dir = target_dir()?;
     let bin_dir = args
@@ -237,7 +248,7 @@ pub async fn main(mut args: Args) -> anyhow::Result<i32> {
     println!("results: {}", path.display());
     if let Some(dir) = &args.latencies_dir {
         for scenario in &report.scenarios {
-            write_arrivals(dir, scenario)?;
+            write_arrivals(dir, &scenario.name, &scenario.arrivals)?;
         }
     }
     if report.complete() {
@@ -261,37 +272,41 @@ fn target_dir() -> anyhow::Result<PathBuf> {
         .to_path_buf())
 }
 
-/// What the phases need of a running deployment.
-/// `<dir>/<phase name, each run of other characters than letters and digits as one '-'>.csv`,
-/// `occurred_ns,latency_ns` a line. Written once the phases have their final names (the lifecycle
-/// and cluster phases are renamed after they ran); a file already there is an error, not
-/// overwritten, so two phases of one name cannot hide each other.
-fn write_arrivals(dir: &Path, scenario: &ScenarioReport) -> anyhow::Result<()> {
-    let mut file_name = String::new();
-    for c in scenario.name.chars() {
+/// The CSV of a phase's arrivals: its name with each run of characters other than ASCII letters
+/// and digits as one '-', none at either end.
+fn arrivals_file_name(phase: &str) -> String {
+    let mut name = String::new();
+    for c in phase.chars() {
         if c.is_ascii_alphanumeric() {
-            file_name.push(c);
-        } else if !file_name.is_empty() && !file_name.ends_with('-') {
-            file_name.push('-');
+            name.push(c);
+        } else if !name.is_empty() && !name.ends_with('-') {
+            name.push('-');
         }
     }
-    let file_name = format!("{}.csv", file_name.trim_end_matches('-'));
+    format!("{}.csv", name.trim_end_matches('-'))
+}
+
+/// `<dir>/<arrivals_file_name>`, `occurred_ns,latency_ns` a line. Written once the phases have
+/// their final names (the lifecycle and cluster phases are renamed after they ran); a file already
+/// there is an error, not overwritten, so two phases of one name cannot hide each other.
+fn write_arrivals(dir: &Path, phase: &str, arrivals: &[(u64, u64)]) -> anyhow::Result<()> {
     let mut csv = String::from("occurred_ns,latency_ns\n");
-    for (occurred, latency) in &scenario.arrivals {
+    for (occurred, latency) in arrivals {
         // Writing into a String cannot fail.
         let _ = writeln!(csv, "{occurred},{latency}");
     }
-    let path = dir.join(file_name);
+    let path = dir.join(arrivals_file_name(phase));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
+        .with_context(|| format!("cannot create {} (is it there already?)", path.display()))?;
     file.write_all(csv.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
+/// What the phases need of a running deployment.
 struct Bench {
     load: LoadTarget,
     observed: Observed,
@@ -1254,4 +1269,40 @@ fn model_of(limits: &[LimitReport], max_phase: &ScenarioReport) -> Option<Model>
             0.0
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_arrivals_file_is_named_after_its_phase_without_runs_of_dashes() {
+        assert_eq!(
+            arrivals_file_name("events: 50 % of max rate (1801/s)"),
+            "events-50-of-max-rate-1801-s.csv"
+        );
+        assert_eq!(
+            arrivals_file_name("lifecycle 1: 50 % (900/s), no maintenance"),
+            "lifecycle-1-50-900-s-no-maintenance.csv"
+        );
+    }
+
+    #[test]
+    fn an_arrivals_file_is_never_overwritten() {
+        let dir = std::env::temp_dir().join(format!("fp-bench-arrivals-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        write_arrivals(&dir, "events: paced at 40/s", &[(1, 2), (3, 4)]).expect("first write");
+        let again = write_arrivals(&dir, "events: paced at 40/s", &[(5, 6)]);
+        let written = std::fs::read_to_string(dir.join("events-paced-at-40-s.csv"));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            again.is_err(),
+            "a second phase of the same name must not overwrite the first"
+        );
+        assert_eq!(
+            written.expect("the file"),
+            "occurred_ns,latency_ns\n1,2\n3,4\n"
+        );
+    }
 }

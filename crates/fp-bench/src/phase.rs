@@ -315,18 +315,18 @@ impl Probe {
         }
 
         let first = first_arrivals(&arrived, &load.expected);
-        let mut timed: Vec<(u64, u64)> = first
-            .arrival
-            .iter()
-            .filter_map(|(delivery, arrived)| {
+        // (event or send time, latency) of each delivery that arrived.
+        let timed = || {
+            first.arrival.iter().filter_map(|(delivery, arrived)| {
                 let occurred = load.expected.get(delivery)?;
                 Some((*occurred, arrived.saturating_sub(*occurred)))
             })
-            .collect();
-        let latencies: Vec<u64> = timed.iter().map(|(_, latency)| *latency).collect();
+        };
+        let latencies: Vec<u64> = timed().map(|(_, latency)| latency).collect();
         let arrivals = if load.keep_arrivals {
-            timed.sort_unstable();
-            timed
+            let mut arrivals: Vec<(u64, u64)> = timed().collect();
+            arrivals.sort_unstable();
+            arrivals
         } else {
             Vec::new()
         };

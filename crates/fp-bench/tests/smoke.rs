@@ -114,6 +114,29 @@ fn each_phase_s_arrivals_are_written_where_asked() {
     }
 }
 
+#[test]
+fn a_latencies_dir_with_an_earlier_run_s_files_is_refused_before_anything_starts() {
+    let dir = fresh_dir("smoke-latencies-taken");
+    std::fs::create_dir_all(&dir).expect("the directory");
+    std::fs::write(
+        dir.join("events-paced-at-40-s.csv"),
+        "occurred_ns,latency_ns\n",
+    )
+    .expect("an earlier run's file");
+    let output = Command::new(env!("CARGO_BIN_EXE_fp-bench"))
+        .args(["--smoke", "--profile", "debug", "--latencies-dir"])
+        .arg(&dir)
+        .output()
+        .expect("fp-bench starts");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("already holds CSV files"), "{stderr}");
+    assert!(
+        !stderr.contains("deployment"),
+        "it started a deployment:\n{stderr}"
+    );
+}
+
 /// A fresh directory under Cargo's temporary directory for tests.
 fn fresh_dir(name: &str) -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
