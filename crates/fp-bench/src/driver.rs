@@ -1029,6 +1029,25 @@ async fn measure(
 /// Item 3 of the issue: (a) HTTPS POSTs to the same receiver with the deliveries' body size,
 /// (b) broker publish with confirms, then consume with acks, with the events' message size,
 /// (c) batched inserts of attempt rows with the same body size.
+/// [`measure`] for a paced limit whose `work` returns each operation's latency in nanoseconds.
+async fn measure_latencies(
+    deployment: &Deployment,
+    bench: &Bench,
+    name: &str,
+    operations: u64,
+    involved: &[&str],
+    work: impl std::future::Future<Output = anyhow::Result<Vec<u64>>>,
+) -> anyhow::Result<LimitReport> {
+    let mut latencies = Vec::new();
+    let mut limit = measure(deployment, bench, name, operations, involved, async {
+        latencies = work.await?;
+        Ok(())
+    })
+    .await?;
+    limit.latency = Some(Percentiles::from_ns(latencies));
+    Ok(limit)
+}
+
 async fn measure_limits(
     deployment: &Deployment,
     bench: &Bench,
@@ -1125,24 +1144,19 @@ async fn measure_limits(
             ),
         )
         .await?;
-        let mut latencies = Vec::new();
-        let mut round_trip = measure(
+        let round_trip = measure_latencies(
             deployment,
             bench,
             &format!("rabbitmq one hop at {round_trip_rate:.0}/s"),
             round_trips,
             &[LOAD, RABBITMQ],
-            async {
-                latencies = crate::limits::broker_round_trips(
-                    &bench.broker,
-                    &queue,
-                    message_size,
-                    round_trips,
-                    round_trip_rate,
-                )
-                .await?;
-                Ok(())
-            },
+            crate::limits::broker_round_trips(
+                &bench.broker,
+                &queue,
+                message_size,
+                round_trips,
+                round_trip_rate,
+            ),
         )
         .await?;
         // The attempt records' hop as the dispatcher may batch it at best: records of the
@@ -1180,7 +1194,6 @@ async fn measure_limits(
             ),
         )
         .await?;
-        round_trip.latency = Some(Percentiles::from_ns(latencies));
         anyhow::Ok([
             publish,
             consume,
@@ -1209,6 +1222,25 @@ async fn measure_limits(
                 body_size,
                 operations,
                 500,
+            ),
+        )
+        .await?,
+    );
+    // A durable row's latency at the same pace as the hop: the database's share of each step
+    // of the end-to-end figure that commits before it goes on.
+    limits.push(
+        measure_latencies(
+            deployment,
+            bench,
+            &format!("postgresql commit at {round_trip_rate:.0}/s"),
+            round_trips,
+            &[LOAD, POSTGRESQL],
+            crate::limits::paced_commits(
+                &deployment.database_url,
+                tenant_id,
+                body_size,
+                round_trips,
+                round_trip_rate,
             ),
         )
         .await?,

@@ -11,6 +11,7 @@ use anyhow::Context;
 use chrono::Utc;
 use fp_broker::{Broker, OutgoingMessage, Publisher};
 use fp_store::attempts::{AttemptRow, StoredHeaders};
+use fp_store::partitions::CoveredDay;
 use futures_util::{StreamExt, TryStreamExt};
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -223,23 +224,72 @@ pub async fn attempt_inserts(
     let mut remaining = count;
     while remaining > 0 {
         let size = remaining.min(batch as u64);
-        let rows: Vec<AttemptRow> = (0..size)
-            .map(|_| AttemptRow {
-                url: RAW_ROWS_URL.to_owned(),
-                duration_ms: 1,
-                request_headers: StoredHeaders::of([("content-type", "application/json")]),
-                request_body: body.clone(),
-                response_body: b"ok".to_vec(),
-                ..fp_testkit::seed::attempt_row(tenant_id, Utc::now())
-            })
-            .collect();
+        let rows: Vec<AttemptRow> = (0..size).map(|_| raw_row(tenant_id, &body)).collect();
         fp_store::attempts::insert_batch(&mut conn, &rows).await?;
         remaining -= size;
     }
     Ok(())
 }
 
-/// Removes the rows of (c), so the attempt table again holds only what the pipeline wrote (the
+/// (d), a durable row's latency: `count` attempt rows falling due at `rate` per second, written
+/// by one connection as the dispatcher writes its claims: every row waiting when the last
+/// statement committed goes into the next one (at most [`COMMIT_BATCH_MAX`]), with no wait when
+/// idle. Returns each row's time from falling due to its statement's commit, in nanoseconds: the
+/// database's own share of the latency of every step of the pipeline that commits before it goes
+/// on (the api's submission writer, the dispatcher's claim).
+pub async fn paced_commits(
+    database_url: &str,
+    tenant_id: Uuid,
+    body_size: usize,
+    count: u64,
+    rate: f64,
+) -> anyhow::Result<Vec<u64>> {
+    let mut conn = fp_store::connect(database_url).await?;
+    let (due, mut waiting) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let pacing = tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        for index in 0..count {
+            tokio::time::sleep_until(started + Duration::from_secs_f64(index as f64 / rate)).await;
+            if due.send(crate::arrivals::now_ns()).is_err() {
+                break;
+            }
+        }
+    });
+    let body = vec![b'x'; body_size];
+    let mut covered_day = CoveredDay::default();
+    let mut latencies = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    let mut batch = Vec::with_capacity(COMMIT_BATCH_MAX);
+    while (latencies.len() as u64) < count {
+        if waiting.recv_many(&mut batch, COMMIT_BATCH_MAX).await == 0 {
+            anyhow::bail!("the paced rows stopped coming after {}", latencies.len());
+        }
+        let rows: Vec<AttemptRow> = batch.iter().map(|_| raw_row(tenant_id, &body)).collect();
+        fp_store::attempts::insert_batch_covering(&mut conn, &rows, &mut covered_day).await?;
+        let committed = crate::arrivals::now_ns();
+        latencies.extend(batch.drain(..).map(|due| committed.saturating_sub(due)));
+    }
+    pacing.await?;
+    Ok(latencies)
+}
+
+/// The most rows one statement of [`paced_commits`] writes: the dispatcher's claim statement's
+/// bound.
+const COMMIT_BATCH_MAX: usize = 1000;
+
+/// An attempt row shaped like the pipeline's (a successful first attempt with a body of the
+/// pipeline's size) at [`RAW_ROWS_URL`].
+fn raw_row(tenant_id: Uuid, body: &[u8]) -> AttemptRow {
+    AttemptRow {
+        url: RAW_ROWS_URL.to_owned(),
+        duration_ms: 1,
+        request_headers: StoredHeaders::of([("content-type", "application/json")]),
+        request_body: body.to_vec(),
+        response_body: b"ok".to_vec(),
+        ..fp_testkit::seed::attempt_row(tenant_id, Utc::now())
+    }
+}
+
+/// Removes the rows of (c) and (d), so the attempt table again holds only what the pipeline wrote (the
 /// backlog phase and the final check come after the limits).
 pub async fn delete_raw_rows(database_url: &str) -> anyhow::Result<()> {
     use diesel_async::RunQueryDsl;

@@ -125,7 +125,8 @@ pub struct LimitReport {
     pub cpu_seconds_per_1000: f64,
     /// The processes that take part (`cpu_seconds_per_1000_deliveries` is per 1,000 operations).
     pub processes: Vec<ProcessFigures>,
-    /// One broker hop's latency (publish to consume), for the paced round trip only.
+    /// The paced limits' latency only: one broker hop's (publish to consume), a durable row's
+    /// (falling due to commit).
     pub latency: Option<Percentiles>,
 }
 
@@ -364,8 +365,8 @@ impl Report {
                 if let Some(l) = &limit.latency {
                     let _ = writeln!(
                         out,
-                        "    publish to consume ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
-                        l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
+                        "    latency ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  (n={})",
+                        l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms, l.samples
                     );
                 }
             }

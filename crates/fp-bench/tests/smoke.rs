@@ -41,6 +41,19 @@ fn the_bench_harness_delivers_and_logs_every_event_at_a_tiny_load() {
         stdout.contains("database: 1025 rows, 1025 distinct deliveries, 1025 answered 200"),
         "{stdout}"
     );
+    // The limits ran (200 operations, `--events`); each paced one, half of them, has a latency
+    // for every operation on the line after its own.
+    for paced in ["rabbitmq one hop at ", "postgresql commit at "] {
+        let latency = stdout
+            .lines()
+            .skip_while(|line| !line.trim_start().starts_with(paced))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no limit `{paced}`:\n{stdout}"));
+        assert!(
+            latency.trim_start().starts_with("latency ms") && latency.ends_with("(n=100)"),
+            "`{paced}`: {latency}\n{stdout}"
+        );
+    }
 }
 
 /// Paced phases at given rates (for A B comparisons at one load): named by their rate, and every

@@ -19,6 +19,7 @@ use fp_contracts::{DecodeError, time_from, uuid_from};
 use uuid::Uuid;
 
 use crate::StoreError;
+use crate::partitions::CoveredDay;
 use crate::schema::{delivery_attempts, tenants};
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
@@ -235,10 +236,20 @@ pub async fn insert_batch(
     conn: &mut AsyncPgConnection,
     rows: &[AttemptRow],
 ) -> Result<usize, StoreError> {
+    insert_batch_covering(conn, rows, &mut CoveredDay::default()).await
+}
+
+/// [`insert_batch`] for a writer that keeps `covered_day` between batches, so that a batch of a
+/// day already covered is one statement, with no look in the catalog first.
+pub async fn insert_batch_covering(
+    conn: &mut AsyncPgConnection,
+    rows: &[AttemptRow],
+    covered_day: &mut CoveredDay,
+) -> Result<usize, StoreError> {
     if rows.is_empty() {
         return Ok(0);
     }
-    ensure_partitions_of(conn, rows).await?;
+    ensure_partitions_of(conn, rows, covered_day).await?;
     Ok(InsertAttempts::of(rows.iter()).execute(conn).await?)
 }
 
@@ -247,10 +258,11 @@ pub async fn insert_batch(
 async fn ensure_partitions_of(
     conn: &mut AsyncPgConnection,
     rows: &[AttemptRow],
+    covered_day: &mut CoveredDay,
 ) -> Result<(), StoreError> {
-    let created =
-        crate::partitions::ensure_partitions_for(conn, rows.iter().map(|row| row.attempted_at))
-            .await?;
+    let created = covered_day
+        .ensure(conn, rows.iter().map(|row| row.attempted_at))
+        .await?;
     if !created.is_empty() {
         tracing::warn!(partitions = ?created, "attempts arrived for days without a partition; made them");
     }
@@ -268,7 +280,7 @@ async fn replace_pending(
     if rows.is_empty() {
         return Ok(0);
     }
-    ensure_partitions_of(conn, rows).await?;
+    ensure_partitions_of(conn, rows, &mut CoveredDay::default()).await?;
     Ok(ReplacePending {
         rows: InsertAttempts::of(each_once(rows).iter().copied()),
         pending_kind,

@@ -147,7 +147,7 @@ impl CoveredDay {
 /// Makes a one-day partition for each of these times whose day has none: the safety net of an
 /// insert whose day the maintenance loop has not prepared (a stopped log-ingest, rows of the past
 /// written by tests and the bench).
-pub(crate) async fn ensure_partitions_for(
+async fn ensure_partitions_for(
     conn: &mut AsyncPgConnection,
     times: impl Iterator<Item = DateTime<Utc>>,
 ) -> Result<Vec<String>, StoreError> {
