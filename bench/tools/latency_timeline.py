@@ -35,7 +35,9 @@ def arrivals(path):
 
 
 def slowest(rows):
-    """The p50, the p99 and the deliveries at or above the p99."""
+    """The p50, the p99 and the deliveries at or above the p99 (none of a phase with no arrivals)."""
+    if not rows:
+        return 0, 0, []
     latencies = sorted(latency for _, latency in rows)
     p50, p99 = nearest_rank(latencies, 0.50), nearest_rank(latencies, 0.99)
     return p50, p99, [(occurred, latency) for occurred, latency in rows if latency >= p99]
@@ -43,18 +45,20 @@ def slowest(rows):
 
 def stalls(rows):
     """The slowest 1 % grouped into stalls: slow deliveries whose events were made less than
-    200 ms apart. Each has its first and last slow event's time, a count and its worst delivery
-    as (latency, occurred)."""
+    200 ms apart. Each has its first and last slow event's time, a count, its worst delivery as
+    (latency, occurred), and its end: the latest arrival among them."""
     found = []
     for occurred, latency in slowest(rows)[2]:
         if found and occurred - found[-1]["last"] < STALL_GAP_NS:
             stall = found[-1]
             stall["last"] = occurred
             stall["count"] += 1
+            stall["end"] = max(stall["end"], occurred + latency)
             if latency > stall["worst"][0]:
                 stall["worst"] = (latency, occurred)
         else:
-            found.append({"first": occurred, "last": occurred, "count": 1, "worst": (latency, occurred)})
+            found.append({"first": occurred, "last": occurred, "count": 1, "worst": (latency, occurred),
+                          "end": occurred + latency})
     return found
 
 

@@ -5,7 +5,7 @@ Usage:
     sync_trace.py record <seconds> <dir>
     sync_trace.py report <dir> [min_ms] [latencies dir]
 
-`record` (as root, with Debian's linux-perf; SIGTERM ends it early) traces the two system calls' entries and exits on
+`record` (as root, with Debian's linux-perf; SIGTERM or Ctrl-C ends it early) traces the two system calls' entries and exits on
 every CPU with `perf record` (kernel tracepoints, so the processes traced are not stopped), and
 reads `ps` every second so that each call can be put down to its process: PostgreSQL's WAL writer
 or checkpointer, one of its backends, RabbitMQ, or anything else. It writes `perf.data`,
@@ -14,7 +14,8 @@ or checkpointer, one of its backends, RabbitMQ, or anything else. It writes `per
 `report` prints, per process kind, how many calls there were and their p50, p99 and max; then
 every call of `min_ms` or more (default 20) with the UTC time it ended. Given the CSVs of
 `fp-bench --latencies-dir`, it also lists for each stall of 40 ms or more (as
-`latency_timeline.py` finds them) the calls that overlapped it.
+`latency_timeline.py` finds them) the calls that overlapped it, from its first slow event to its
+last slow delivery's arrival.
 """
 import collections
 import os
@@ -42,8 +43,10 @@ def record(seconds, directory):
         ["perf", "record", "-q", "-a", "--clockid", "CLOCK_MONOTONIC", "-e", EVENTS,
          "-o", os.path.join(directory, "perf.data"), "--", "sleep", str(seconds)]
     )
-    # SIGTERM ends the recording early, as perf itself ends on SIGINT: with its data written.
-    signal.signal(signal.SIGTERM, lambda *_: perf.send_signal(signal.SIGINT))
+    # SIGTERM or SIGINT (Ctrl-C, which perf gets too) ends the recording early, as perf itself
+    # ends on SIGINT: with its data written, and then the process list.
+    for ending in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(ending, lambda *_: perf.send_signal(signal.SIGINT))
     processes = {}
     while perf.poll() is None:
         listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
@@ -121,10 +124,10 @@ def report(directory, min_ms, latencies):
         for path in latency_timeline.csv_paths(latencies):
             rows = latency_timeline.arrivals(path)
             for stall in latency_timeline.stalls(rows):
-                latency, occurred = stall["worst"]
+                latency, _ = stall["worst"]
                 if latency < STALL_MIN_MS * 1e6:
                     continue
-                window = (stall["first"], occurred + latency)
+                window = (stall["first"], stall["end"])
                 inside = [call for call in done if call[0] < window[1] and call[1] > window[0]]
                 longest = max((end - start for start, end, _, _ in inside), default=0)
                 print(f"{os.path.basename(path)}: stall {latency_timeline.utc(window[0])} - "

@@ -1026,9 +1026,6 @@ async fn measure(
     })
 }
 
-/// Item 3 of the issue: (a) HTTPS POSTs to the same receiver with the deliveries' body size,
-/// (b) broker publish with confirms, then consume with acks, with the events' message size,
-/// (c) batched inserts of attempt rows with the same body size.
 /// [`measure`] for a paced limit whose `work` returns each operation's latency in nanoseconds.
 async fn measure_latencies(
     deployment: &Deployment,
@@ -1048,6 +1045,10 @@ async fn measure_latencies(
     Ok(limit)
 }
 
+/// Item 3 of the issue: (a) HTTPS POSTs to the same receiver with the deliveries' body size,
+/// (b) broker publish with confirms, then consume with acks, with the events' message size,
+/// (c) batched inserts of attempt rows with the same body size; and, paced at the 50 % phase's
+/// rate, one broker hop's latency and (d) a durable row's.
 async fn measure_limits(
     deployment: &Deployment,
     bench: &Bench,

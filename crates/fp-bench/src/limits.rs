@@ -166,9 +166,7 @@ pub async fn broker_round_trips(
     let publisher = broker.publisher();
     let started = tokio::time::Instant::now();
     futures_util::stream::iter(0..count)
-        .then(|index| async move {
-            tokio::time::sleep_until(started + Duration::from_secs_f64(index as f64 / rate)).await;
-        })
+        .then(|index| tokio::time::sleep_until(due_at(started, index, rate)))
         .map(|()| {
             let mut payload = vec![b'x'; size.max(8)];
             payload[..8].copy_from_slice(&crate::arrivals::now_ns().to_le_bytes());
@@ -179,6 +177,11 @@ pub async fn broker_round_trips(
         .try_collect::<()>()
         .await?;
     receiving.await?
+}
+
+/// When the `index`th of a series paced at `rate` per second from `started` falls due.
+fn due_at(started: tokio::time::Instant, index: u64, rate: f64) -> tokio::time::Instant {
+    started + Duration::from_secs_f64(index as f64 / rate)
 }
 
 /// One persistent message through the default exchange to `queue`, confirmed by the broker.
@@ -206,8 +209,8 @@ pub async fn delete_queue(broker: &Broker, queue: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The endpoint URL of the rows [`attempt_inserts`] writes, by which [`delete_raw_rows`] finds
-/// them again.
+/// The endpoint URL of the rows [`attempt_inserts`] and [`paced_commits`] write, by which
+/// [`delete_raw_rows`] finds them again.
 const RAW_ROWS_URL: &str = "https://127.0.0.1/hook/raw";
 
 /// (c) `count` attempt rows shaped like the pipeline's (same body size, a successful first
@@ -236,7 +239,9 @@ pub async fn attempt_inserts(
 /// statement committed goes into the next one (at most [`COMMIT_BATCH_MAX`]), with no wait when
 /// idle. Returns each row's time from falling due to its statement's commit, in nanoseconds: the
 /// database's own share of the latency of every step of the pipeline that commits before it goes
-/// on (the api's submission writer, the dispatcher's claim).
+/// on (the api's submission writer, the dispatcher's claim). A row falls due when the pacing task
+/// hands it over, as a phase's event is stamped when the load generator publishes it, so both
+/// leave out a late pacer's lag alike.
 pub async fn paced_commits(
     database_url: &str,
     tenant_id: Uuid,
@@ -249,7 +254,7 @@ pub async fn paced_commits(
     let pacing = tokio::spawn(async move {
         let started = tokio::time::Instant::now();
         for index in 0..count {
-            tokio::time::sleep_until(started + Duration::from_secs_f64(index as f64 / rate)).await;
+            tokio::time::sleep_until(due_at(started, index, rate)).await;
             if due.send(crate::arrivals::now_ns()).is_err() {
                 break;
             }
