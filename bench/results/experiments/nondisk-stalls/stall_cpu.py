@@ -51,7 +51,7 @@ def main(report, cpu, latencies):
             latency, occurred = stall["worst"]
             if latency < 40e6:
                 continue
-            start, end = stall["first"], occurred + latency
+            start, end = stall["first"], stall["end"]
             sync = longest.get((name, latency_timeline.utc(start)), float("nan"))
             used = usage(samples, times, start, end)
             print(f"    {latency_timeline.utc(start)}: {latency / 1e6:.0f}, {sync:.1f} | "
