@@ -161,7 +161,19 @@ pub struct Machine {
     pub cpus: usize,
     pub memory_mib: u64,
     pub kernel: String,
+    /// The kernel's writeback settings, `name=value` each: they decide when the dirty pages of
+    /// the database's and the broker's files are written out, and a burst of that writeback stalled
+    /// the `fsync`s every commit and confirm waits on (bench/README.md, "a burst of writeback").
+    pub writeback: String,
 }
+
+/// The `vm.*` settings behind the kernel's writeback of dirty pages.
+const WRITEBACK_SETTINGS: [&str; 4] = [
+    "dirty_background_bytes",
+    "dirty_background_ratio",
+    "dirty_expire_centisecs",
+    "dirty_writeback_centisecs",
+];
 
 pub fn machine() -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -190,7 +202,21 @@ pub fn machine() -> Machine {
         kernel: std::fs::read_to_string(Path::new("/proc/sys/kernel/osrelease"))
             .map(|text| text.trim().to_owned())
             .unwrap_or_default(),
+        writeback: writeback_settings(Path::new("/proc/sys/vm")),
     }
+}
+
+/// `vm.<name>=<value>` for each writeback setting under `vm` (`?` where it cannot be read).
+fn writeback_settings(vm: &Path) -> String {
+    WRITEBACK_SETTINGS
+        .iter()
+        .map(|name| {
+            let value = std::fs::read_to_string(vm.join(name))
+                .map_or_else(|_| "?".to_owned(), |text| text.trim().to_owned());
+            format!("vm.{name}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -218,6 +244,22 @@ mod tests {
         assert_eq!(
             placement_of(std::os::unix::process::parent_id()),
             Placement::Host
+        );
+    }
+
+    #[test]
+    fn names_each_writeback_setting_with_its_value() {
+        let vm = std::env::temp_dir().join(format!("fp-bench-vm-{}", std::process::id()));
+        std::fs::create_dir_all(&vm).expect("scratch dir");
+        std::fs::write(vm.join("dirty_background_bytes"), "16777216\n").expect("write");
+        std::fs::write(vm.join("dirty_background_ratio"), "10\n").expect("write");
+        std::fs::write(vm.join("dirty_expire_centisecs"), "3000\n").expect("write");
+        let settings = writeback_settings(&vm);
+        std::fs::remove_dir_all(&vm).expect("clean up");
+        assert_eq!(
+            settings,
+            "vm.dirty_background_bytes=16777216 vm.dirty_background_ratio=10 \
+             vm.dirty_expire_centisecs=3000 vm.dirty_writeback_centisecs=?"
         );
     }
 }

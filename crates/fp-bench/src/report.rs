@@ -269,6 +269,7 @@ impl Report {
                 ""
             }
         );
+        let _ = writeln!(out, "kernel writeback: {}", m.writeback);
         for scenario in &self.scenarios {
             let c = &scenario.completeness;
             let l = &scenario.latency;

@@ -41,6 +41,11 @@ fn the_bench_harness_delivers_and_logs_every_event_at_a_tiny_load() {
         stdout.contains("database: 1025 rows, 1025 distinct deliveries, 1025 answered 200"),
         "{stdout}"
     );
+    // The report says under which writeback settings of the kernel it was made.
+    assert!(
+        stdout.contains("kernel writeback: vm.dirty_background_bytes="),
+        "{stdout}"
+    );
     // The limits ran (200 operations, `--events`); each paced one, half of them, has a latency
     // for every operation on the line after its own.
     for paced in ["rabbitmq one hop at ", "postgresql commit at "] {

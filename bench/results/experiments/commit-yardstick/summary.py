@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Per run: the paced phases' p99 (p50), the two yardsticks' p99 (p50), and each paced phase's
+"""Per run: the paced phases' p99 (p50) (paced at shares of the max rate or at fixed rates), the two yardsticks' p99 (p50), and each paced phase's
 stalls of 40 ms or more with the longest fsync or fdatasync that overlapped them and whose it was
 (from each run's syncs-report.txt, written by `bench/tools/sync_trace.py report`).
 
@@ -20,7 +20,7 @@ CALL = re.compile(r"^\s+\S+ - \S+\s+([\d.]+) ms  (.+) \(")
 
 
 def main(root):
-    runs = sorted(glob.glob(os.path.join(root, "*-*")), key=lambda path: (path.rsplit("-", 1)[0], int(path.rsplit("-", 1)[1])))
+    runs = sorted(glob.glob(os.path.join(root, "*-[0-9]*")), key=lambda path: (path.rsplit("-", 1)[0], int(path.rsplit("-", 1)[1])))
     for run in runs:
         results = glob.glob(os.path.join(run, "*.json"))
         if not results or not os.path.exists(os.path.join(run, "syncs-report.txt")):
@@ -28,9 +28,10 @@ def main(root):
         report = json.load(open(results[0]))
         figures = []
         for phase in report["scenarios"]:
-            share = re.search(r"(\d+) % of max", phase["name"])
-            if share:
-                figures.append(f"{phase['name'].split(':')[0]} {share.group(1)} % "
+            pace = re.search(r"(\d+) % of max|paced at (\d+)/s", phase["name"])
+            if pace:
+                label = f"{pace.group(1)} %" if pace.group(1) else f"{pace.group(2)}/s"
+                figures.append(f"{phase['name'].split(':')[0]} {label} "
                                f"{phase['latency']['p99_ms']:.1f} ({phase['latency']['p50_ms']:.1f})")
         for limit in report["limits"]:
             if limit.get("latency"):
@@ -49,7 +50,7 @@ def main(root):
         print(f"{os.path.basename(run)}: " + "; ".join(figures))
         for index, line in enumerate(lines):
             stall = STALL.match(line)
-            if not stall or "of-max-rate" not in stall.group(1):
+            if not stall or not ("of-max-rate" in stall.group(1) or "paced-at" in stall.group(1)):
                 continue
             phase, start, end, worst, _, longest = stall.groups()
             whose = []
