@@ -42,7 +42,7 @@ def main(report, cpu, latencies):
     print("phase / stall: worst ms, longest fsync ms | CPUs: machine " + " ".join(kinds))
     for path in latency_timeline.csv_paths(latencies):
         name = os.path.basename(path)[:-4]
-        if "of-max-rate" not in name:
+        if "of-max-rate" not in name and "paced-at" not in name:
             continue
         rows = latency_timeline.arrivals(path)
         mean = usage(samples, times, rows[0][0], rows[-1][0] + rows[-1][1])
