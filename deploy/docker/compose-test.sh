@@ -126,7 +126,8 @@ compose up -d >"$work/up.log" 2>&1 || { cat "$work/up.log" >&2; fail "docker-com
 wait_until_settled fp-dispatcher 1
 say "every container healthy or done in $((SECONDS - up_started)) s"
 
-flush_after=$(compose exec -T postgres psql -X -A -t -U postgres -c 'SHOW backend_flush_after')
+flush_after=$(compose exec -T postgres psql -X -A -t -U postgres -c 'SHOW backend_flush_after') ||
+  fail "could not ask PostgreSQL for its backend_flush_after"
 [ "$flush_after" = 256kB ] || fail "PostgreSQL's backend_flush_after is '$flush_after', not 256kB"
 say "PostgreSQL runs with backend_flush_after $flush_after"
 

@@ -4,7 +4,8 @@
 # starts what is down and waits until each answers. Idempotent; says every step it takes.
 # `make run`, `make test`, `make bench` and `.ci/run` call it.
 #
-# Without root (or password-less sudo) it changes nothing and prints the one command to run.
+# Without root (or password-less sudo) it installs and starts nothing and prints the one command to
+# run; the PostgreSQL setting below needs only the superuser's login.
 # `--check` only reports what is down.
 #
 # What it changes on the machine, and only when needed:
@@ -135,8 +136,8 @@ fi
 say "PostgreSQL $pg_version answers on 127.0.0.1:5432"
 
 # Backends hand what they write to the disk every 256 kB rather than leaving it to the kernel's
-# writeback, whose bursts stalled every commit's flush (deploy/README.md, "Storage"). The bench's
-# figures assume it.
+# writeback, whose bursts stalled the flushes of the commits in flight (deploy/README.md,
+# "Storage"). The bench's figures assume it. It needs the superuser's login, not root.
 FLUSH_AFTER=256kB
 flush_after=$(psql -w -X -q -At "$ADMIN_URL" -c 'SHOW backend_flush_after')
 if [ "$flush_after" != "$FLUSH_AFTER" ]; then

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Per run: the paced phases' p99 (p50) (paced at shares of the max rate or at fixed rates), the two yardsticks' p99 (p50), and each paced phase's
-stalls of 40 ms or more with the longest fsync or fdatasync that overlapped them and whose it was
-(from each run's syncs-report.txt, written by `bench/tools/sync_trace.py report`).
+"""Per run: the paced phases' p99 (p50) (paced at shares of the max rate or at fixed rates), the
+two yardsticks' p99 (p50), and each paced phase's stalls of 40 ms or more with the longest fsync
+or fdatasync that overlapped them and whose it was (from each run's syncs-report.txt, written by
+`bench/tools/sync_trace.py report`).
 
 Usage: summary.py <experiment dir>   (its runs are the directories named <variant>-<number>)
 

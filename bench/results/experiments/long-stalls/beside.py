@@ -3,7 +3,7 @@
 PostgreSQL and RabbitMQ log lines written from 5 s before it began to 1 s after it ended (an
 autovacuum or a checkpoint logs when it ends, and says how long it took).
 
-Usage: beside.py <run dir> [min_ms]   (the run's syncs-report.txt, postgresql.log, rabbitmq.log)
+Usage: beside.py <run dir> [min_ms, default 100]   (its syncs-report.txt, postgresql.log, rabbitmq.log)
 """
 import datetime
 import os
@@ -49,4 +49,4 @@ def main(run, min_ms):
 if __name__ == "__main__":
     if len(sys.argv) not in (2, 3):
         sys.exit(__doc__)
-    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) == 3 else 150)
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) == 3 else 100)

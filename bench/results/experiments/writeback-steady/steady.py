@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Per run of a long paced phase: its p50/p99, and second by second (by the event's time) the
 deliveries' p99 beside what the kernel wrote out in that second (from vmstat.txt's pgpgout),
-for every second whose p99 was 30 ms or more or whose write-out was 100 MiB or more; then how
+for every second whose p99 was 30 ms or more or whose write-out was 100 MiB or more (only what
+was written out during the phase counts, so its first and last seconds are partial); then how
 many deliveries of 50 ms or more were made within a second of such a write-out, and how many
 elsewhere.
 
@@ -28,9 +29,11 @@ def main(root):
         paced = next(s for s in report["scenarios"] if s["target_rate_per_second"])
         start, end = paced["window_unix_ns"]
         samples = [[int(v) for v in line.split()] for line in open(os.path.join(run, "vmstat.txt"))]
-        written = {}
+        written_kib = {}
         for a, b in zip(samples, samples[1:]):
-            written[b[0] // SECOND] = written.get(b[0] // SECOND, 0) + (b[3] - a[3]) // 1024
+            if start <= b[0] <= end:
+                written_kib[b[0] // SECOND] = written_kib.get(b[0] // SECOND, 0) + b[3] - a[3]
+        written = {second: kib // 1024 for second, kib in written_kib.items()}
         rows = arrivals(csvs[0])
         by_second = {}
         for occurred, latency in rows:

@@ -6,7 +6,7 @@ for i in $(seq 1 45); do
   cat /tmp/dirty.now >> $out
   for db in $(psql -X -A -t -h 127.0.0.1 -U postgres -c "select oid||':'||datname from pg_database where datname like 'fp_bench%'"); do
     oid=${db%%:*}; name=${db#*:}
-    nodes=$(grep -o "base/$oid/[0-9]*" /tmp/dirty.now | cut -d/ -f3 | paste -sd, -)
+    nodes=$(grep -o "base/$oid/[0-9][0-9]*" /tmp/dirty.now | cut -d/ -f3 | paste -sd, -)
     [ -n "$nodes" ] && psql -X -A -t -h 127.0.0.1 -U postgres -d "$name" -c "select '    relfilenode '||relfilenode||' = '||relname from pg_class where relfilenode in ($nodes)" >> $out 2>&1
   done
   sleep 1.5
