@@ -16,7 +16,7 @@
 #   one marked block to its pg_hba.conf that trusts loopback logins of the roles the project uses
 #   (postgres, fp_app, fp_dashboard). Set FP_ADMIN_DATABASE_URL to leave authentication alone.
 #   It sets `backend_flush_after = 256kB` (ALTER SYSTEM, then a reload), as docker-compose.yml and
-#   the Kubernetes overlay do; with FP_ADMIN_DATABASE_URL set it only says when the server lacks it.
+#   the Kubernetes overlays do; with FP_ADMIN_DATABASE_URL set it only says when the server lacks it.
 # - RabbitMQ: starts the default node (guest/guest on 127.0.0.1:5672). A wedged node (listening but
 #   not answering AMQP) is stopped by its node name or its pid file, never by killing every Erlang VM.
 set -euo pipefail
@@ -142,11 +142,12 @@ FLUSH_AFTER=256kB
 flush_after=$(psql -w -X -q -At "$ADMIN_URL" -c 'SHOW backend_flush_after')
 if [ "$flush_after" != "$FLUSH_AFTER" ]; then
   if [ -n "${FP_ADMIN_DATABASE_URL:-}" ]; then
-    say "note: this server's backend_flush_after is $flush_after; the project's deployments set $FLUSH_AFTER"
+    say "note: this server's backend_flush_after is $flush_after;" \
+      "the project's deployments set $FLUSH_AFTER"
   else
     say "setting PostgreSQL's backend_flush_after to $FLUSH_AFTER (was $flush_after)"
-    psql -w -X -q -At "$ADMIN_URL" -c "ALTER SYSTEM SET backend_flush_after = '$FLUSH_AFTER'" \
-      -c 'SELECT pg_reload_conf()' >/dev/null
+    psql -w -X -q -At -v ON_ERROR_STOP=1 "$ADMIN_URL" \
+      -c "ALTER SYSTEM SET backend_flush_after = '$FLUSH_AFTER'" -c 'SELECT pg_reload_conf()' >/dev/null
   fi
 fi
 
