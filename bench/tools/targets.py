@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Issue 17's targets against one `make bench` JSON (all phases, limits measured), as a markdown
-table.
+"""Issue 17's targets against `make bench` JSONs (all phases, limits measured), as a markdown
+table: for one run, each figure in full; for several, one row a run with the figures alone.
 
-    targets.py <fp-bench JSON>
+    targets.py <fp-bench JSON> [<fp-bench JSON>...]
 
 The baselines are the figures of the run quoted in the issue's text (2026-12-02, a faster day of
 this kind of machine): RabbitMQ's CPU per delivery there is what "halved at every rate" halves.
@@ -36,8 +36,8 @@ def cpu(phase, prefix):
     )
 
 
-def main(path):
-    report = json.load(open(path))
+def rows_of(report):
+    """(figure, value in full, target, met or None, the figure alone) for each target."""
     model = report.get("model")
     rows = []
     events_max = scenario(report, "events", "max")
@@ -57,6 +57,7 @@ def main(path):
             ),
             ">= 85 % of the model",
             share >= 0.85,
+            f"{model['ours_deliveries_per_second']:,.0f}/s = {share:.0%}",
         ))
         rows.append((
             "CPU per delivery, all processes",
@@ -69,6 +70,7 @@ def main(path):
             ),
             "<= 1.1x the model",
             model["cpu_multiple"] <= 1.1,
+            f"{model['cpu_multiple']:.2f}x",
         ))
     for share in ("max", "50", "25"):
         phase = scenario(report, "events", share)
@@ -80,6 +82,7 @@ def main(path):
                 f"{value:.3f} (issue's run: {RABBITMQ_BASELINE[share]:.3f})",
                 f"<= {half:.3f}",
                 value <= half,
+                f"{value:.3f}",
             ))
     submissions = scenario(report, "submissions", "max")
     if submissions:
@@ -89,6 +92,7 @@ def main(path):
             f"api {cpu(submissions, 'fp-api'):.3f} CPU s/1,000",
             ">= 2,500/s; PostgreSQL <= 0.25",
             submissions["deliveries_per_second"] >= 2500 and cpu(submissions, "postgresql") <= 0.25,
+            f"{submissions['deliveries_per_second']:,.0f}/s; {cpu(submissions, 'postgresql'):.3f}",
         ))
     for source, limits in (("events", (8, 5)), ("submissions", (10, 6))):
         for share, limit in zip(("50", "25"), limits):
@@ -101,6 +105,7 @@ def main(path):
                     f"{phase['latency']['p50_ms']:.1f} ms)",
                     f"< {limit} ms",
                     p99 < limit,
+                    f"{p99:.1f}",
                 ))
     # The yardsticks of the p99 targets, measured in the same run at the 50 % events pace.
     for limit in report.get("limits", []):
@@ -112,14 +117,45 @@ def main(path):
                     f"{limit['latency']['p99_ms']:.1f} ({limit['latency']['p50_ms']:.1f}) ms",
                     "-",
                     None,
+                    f"{limit['latency']['p99_ms']:.1f}",
                 ))
+    return rows
+
+
+def one_run(report):
     print("| figure | this run | target | met? |")
     print("|---|---|---|---|")
-    for figure, value, target, met in rows:
+    for figure, value, target, met, _ in rows_of(report):
         print(f"| {figure} | {value} | {target} | {'-' if met is None else 'yes' if met else 'no'} |")
 
 
+def side_by_side(paths, reports):
+    """A row a run, named by its JSON and machine, under a row of the targets; a met target in
+    bold. The columns are the figures in the order they first appear; a run without one (an older
+    JSON) shows a dash."""
+    figures, cells = {}, []
+    for report in reports:
+        cell = {}
+        for figure, _, target, met, short in rows_of(report):
+            # The yardsticks' rate differs from run to run: one column for each kind.
+            key = figure.split(" at ")[0] + ", p99 ms" if met is None else figure
+            figures.setdefault(key, target)
+            cell[key] = f"**{short}**" if met else short
+        cells.append(cell)
+    print("| run | " + " | ".join(figures) + " |")
+    print("|---|" + "---|" * len(figures))
+    print("| target | " + " | ".join(figures.values()) + " |")
+    for path, report, cell in zip(paths, reports, cells):
+        machine = report["machine"]["cpu_model"].replace("(R)", "").removesuffix(" Processor")
+        name = path.rsplit("/", 1)[-1].removesuffix(".json")
+        print(f"| {name} ({machine}) | " + " | ".join(cell.get(key, "-") for key in figures) + " |")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) < 2:
         sys.exit(__doc__)
-    main(sys.argv[1])
+    reports = [json.load(open(path)) for path in sys.argv[1:]]
+    if len(reports) == 1:
+        one_run(reports[0])
+    else:
+        side_by_side(sys.argv[1:], reports)
