@@ -133,22 +133,22 @@ def side_by_side(paths, reports):
     """A row a run, named by its JSON and machine, under a row of the targets; a met target in
     bold. The columns are the figures in the order they first appear; a run without one (an older
     JSON) shows a dash."""
-    figures, cells = {}, []
+    targets, rows = {}, []
     for report in reports:
-        cell = {}
+        row = {}
         for figure, _, target, met, short in rows_of(report):
             # The yardsticks' rate differs from run to run: one column for each kind.
             key = figure.split(" at ")[0] + ", p99 ms" if met is None else figure
-            figures.setdefault(key, target)
-            cell[key] = f"**{short}**" if met else short
-        cells.append(cell)
-    print("| run | " + " | ".join(figures) + " |")
-    print("|---|" + "---|" * len(figures))
-    print("| target | " + " | ".join(figures.values()) + " |")
-    for path, report, cell in zip(paths, reports, cells):
+            targets.setdefault(key, target)
+            row[key] = f"**{short}**" if met else short
+        rows.append(row)
+    print("| run | " + " | ".join(targets) + " |")
+    print("|---|" + "---|" * len(targets))
+    print("| target | " + " | ".join(targets.values()) + " |")
+    for path, report, row in zip(paths, reports, rows):
         machine = report["machine"]["cpu_model"].replace("(R)", "").removesuffix(" Processor")
         name = path.rsplit("/", 1)[-1].removesuffix(".json")
-        print(f"| {name} ({machine}) | " + " | ".join(cell.get(key, "-") for key in figures) + " |")
+        print(f"| {name} ({machine}) | " + " | ".join(row.get(key, "-") for key in targets) + " |")
 
 
 if __name__ == "__main__":

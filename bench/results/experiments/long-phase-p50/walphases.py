@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """PostgreSQL's WAL per delivery in each phase, from walsample.sh's file: records, full-page
-images and bytes (pg_stat_wal, differenced between the samples nearest each phase's ends).
+images and bytes (pg_stat_wal, differenced between the samples nearest each phase's ends; a
+phase whose ends lie more than 3 s from any sample is reported as not covered).
 
 Usage: walphases.py <wal.txt> <run dir>...
 """
@@ -8,6 +9,9 @@ import glob
 import json
 import os
 import sys
+
+
+SAMPLED_WITHIN_NS = 3_000_000_000
 
 
 def nearest(samples, ns):
@@ -21,7 +25,10 @@ def main(path, runs):
         for phase in report["scenarios"]:
             start, end = phase["window_unix_ns"]
             a, b = nearest(samples, start), nearest(samples, end)
-            if a is b:
+            # A phase the sampling did not cover at both ends (it began late, or ended early) is
+            # left out rather than divided by all its deliveries.
+            if a is b or abs(a[0] - start) > SAMPLED_WITHIN_NS or abs(b[0] - end) > SAMPLED_WITHIN_NS:
+                print(f"{os.path.basename(run)} {phase['name'].split(',')[0]}: not covered by the samples")
                 continue
             n = phase["completeness"]["delivered"]
             print(f"{os.path.basename(run)} {phase['name'].split(',')[0]}: {(b[1] - a[1]) / n:.1f} records, "

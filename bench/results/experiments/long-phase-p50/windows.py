@@ -39,8 +39,10 @@ def log_events(path):
                 text = text.split(" of table")[0].replace("automatic ", "") + " " + found.group(3).rstrip('":')
             last = [int(when.timestamp() * SECOND), text]
             events.append(last)
-        elif last and ELAPSED.search(line) and "elapsed" not in last[1]:
+        elif last and ELAPSED.search(line):
             last[1] += f" ({ELAPSED.search(line).group(1)} s)"
+            # The next "elapsed" may belong to an entry not matched (a catalog's vacuum).
+            last = None
     return events
 
 
