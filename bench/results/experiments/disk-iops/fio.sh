@@ -5,7 +5,8 @@
 #   rand-8k-qd1     8 KiB random writes, O_DIRECT, one at a time (a lone backend's write);
 #   rand-8k-qd32    8 KiB random writes, O_DIRECT, 32 in flight (the kernel's writeback of
 #                   scattered dirty pages);
-#   rand-8k-qd32-fdatasync  as rand-8k-qd32 through the page cache, fdatasync every 64 writes;
+#   rand-8k-qd32-fdatasync  as rand-8k-qd32 through the page cache, fdatasync every 64 writes
+#                   (libaio submits buffered writes one at a time, so not 32 in flight here);
 #   wal-8k-fdatasync  8 KiB sequential writes, fdatasync after each (a WAL flush).
 set -u
 out=$1

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Long runs of fp-bench as given, each with: the threads of the dispatcher, the receiver, the load
+# Runs of fp-bench as given, each with: the threads of the dispatcher, the receiver, the load
 # generator, PostgreSQL and RabbitMQ's schedulers every 20 ms (threads.py); the disk's counters
 # every 100 ms (../disk-iops/diskstats.py); RabbitMQ's quorum WAL files (walwatch.py). The
-# dispatcher's log file is kept compressed, for stages.py.   sitting.sh <out dir> <runs> <flags...>
+# dispatcher's log file is copied in, compressed, for stages.py.
+#   sitting.sh <out dir> <runs> <flags...>
 set -u
 out=$1; shift; runs=$1; shift
 here=$(cd "$(dirname "$0")" && pwd)
 cd /work/main
 mkdir -p "$out"
-term() { python3 -c 'import runpy, signal, sys; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name="__main__")' "$@"; }
 for n in $(seq 1 "$runs"); do
   run=$out/$n; mkdir -p "$run"
   sync; sleep 5

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 IDLE = {"do_epoll_wait", "ep_poll", "futex_wait_queue", "futex_wait", "hrtimer_nanosleep",
         "do_nanosleep", "do_select", "do_sys_poll", "unix_stream_read_generic", "sk_wait_data",
         "wait_woken", "0", "-", "__skb_wait_for_more_packets", "do_sigtimedwait", "pipe_read",
-        "syslog_print", "io_schedule", "worker_thread"}
+        "syslog_print", "worker_thread"}
 BIN = 100_000_000
 
 

@@ -62,7 +62,7 @@ def main(sitting):
         beam = mean["beam.smp"] / 1e9 / max(len(seconds), 1)
         rollovers = [int(line.split()[0]) // SECOND for line in open(os.path.join(run, "wal.txt"))
                      if " wal-new " in line]
-        rollovers = rollovers[1:]  # the first is the WAL the node opened at start
+        rollovers = rollovers[1:]  # the first is the file already open when walwatch.py started
         in_paced = [r for r in rollovers if start <= r < end]
         print(f"{os.path.basename(run)}: max rate {top['deliveries_per_second']:.0f}/s; paced "
               f"{paced['target_rate_per_second']:.0f}/s p50 {paced['latency']['p50_ms']:.1f} ms, p99 "
@@ -85,7 +85,7 @@ def main(sitting):
             window = [cpu[t] for t in range(at - 1, at + 4) if t in cpu]
             rise = {k: sum(w[k] for w in window) / len(window) - mean[k] / len(seconds) for k in mean}
             k = max(rise, key=rise.get)
-            near = [r for r in rollovers if at - 10 <= r <= at + 1]
+            near = [r for r in rollovers if at - 10 <= r <= at]
             print(f"    stall {found.group(1)[:12]} worst {found.group(3)} ms: {k} +{rise[k] / 1e6:.0f} ms/s over "
                   f"its phase mean ({mean[k] / len(seconds) / 1e6:.0f})"
                   + (f"; a WAL rollover {at - near[-1]} s before" if near else ""))

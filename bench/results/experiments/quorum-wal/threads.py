@@ -1,12 +1,14 @@
 """Every 20 ms, each thread of the named programs: its state (R, S, D...), the kernel function it
-sleeps in (wchan; for a thread in D, the top of its kernel stack), its CPU time and its time waiting to run (schedstat, ns), a line a thread:
+sleeps in (wchan; for a thread in D, the top of its kernel stack), its CPU time and its time
+waiting to run (schedstat, ns), a line a thread:
     <UTC ns> <pid> <tid> <program> <thread name> <state> <wchan> <cpu ns> <wait ns> <timeslices>
 and a line for the whole machine: <UTC ns> machine busy <jiffies> idle <jiffies>
 Runs until SIGTERM (which ends it with the file flushed). Programs are matched on the process's
-comm (beam.smp's threads are many, so only its schedulers are listed); a PostgreSQL process's
-thread name is its kind from its title (backend, autovacuum_worker, checkpointer...).
+comm, at most 15 characters (beam.smp's threads are many, so only its schedulers are listed); a
+PostgreSQL process's thread name is its kind from its title (backend, autovacuum_worker,
+checkpointer...).
 
-    threads.py <out file> <program>...   e.g. threads.py t.txt fp-dispatcher fp-bench-receiver postgres
+    threads.py <out file> <program>...   e.g. threads.py t.txt fp-dispatcher fp-bench-receiv postgres
 """
 import os
 import signal
@@ -36,7 +38,14 @@ with open(path, "w") as out:
                 title = (read(f"/proc/{pid}/cmdline") or "").split("\0")[0]
                 if title.startswith("postgres: ") and pid not in kinds:
                     kind = title.split(": ")[-1].split()
-                    kinds[pid] = "backend" if "fp_" in title else "_".join(w for w in kind if w.isalpha())[:24] or "postgres"
+                    # An autovacuum worker's title also ends with the database's name, so it is
+                    # told apart before the backends (named by their fp_ database and role).
+                    if "autovacuum worker" in title:
+                        kinds[pid] = "autovacuum_worker"
+                    elif "fp_" in title:
+                        kinds[pid] = "backend"
+                    else:
+                        kinds[pid] = "_".join(w for w in kind if w.isalpha())[:24] or "postgres"
             refreshed = now
         for pid in pids:
             program = (read(f"/proc/{pid}/comm") or "?").strip()
