@@ -20,10 +20,16 @@ build:
 	$(CARGO) build --workspace --bins
 
 # One debug build serves every test binary; the end-to-end tests start the service binaries it made,
-# and the compose test puts them in an image.
+# and the compose test puts them in an image. With cargo-nextest installed (it is on the project's
+# machines) the tests of all binaries run side by side, four at a time (.config/nextest.toml), and
+# the doc tests after them; without it, `cargo test` runs one test binary at a time.
 test: services schemathesis kubernetes-validate python-publisher browser prometheus verifiers
 	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace
+	if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace && $(CARGO) test --workspace --doc; \
+	else \
+		$(CARGO) test --workspace; \
+	fi
 	deploy/docker/compose-test.sh
 
 # The local stand-in images (deploy/docker/local-images.sh) from the debug binaries: the first time it
@@ -39,10 +45,12 @@ compose-test:
 # services on a PostgreSQL cluster and a RabbitMQ node of the suite's own, with one fault injected;
 # the table goes to target/chaos/report.md. `make test` skips it (ignored); it runs here alone.
 # FP_CHAOS_SCENARIOS=kill_api,poison_messages runs only those scenarios.
+# `--workspace --test`, not `-p fp-testkit`: features then unify as in `make test`'s build, whose
+# test binary is reused; `-p` rebuilt about a hundred dependencies (95 s on the CI machine).
 .PHONY: chaos cluster-test cluster-partition-test
 chaos: services
 	$(CARGO) build --workspace --bins
-	$(CARGO) test -p fp-testkit --test fault_suite -- --ignored --nocapture --test-threads=1
+	$(CARGO) test --workspace --test fault_suite -- --ignored --nocapture --test-threads=1
 
 # The RabbitMQ cluster tests of issue #11 (crates/fp-testkit/tests/rabbitmq_cluster.rs, about 5 min
 # each): three nodes in containers (deploy/docker/rabbitmq-cluster.sh; it builds the local RabbitMQ
@@ -52,12 +60,12 @@ chaos: services
 # cluster-test: the node leading the dispatchers' queue is stopped and started again.
 cluster-test: services
 	$(CARGO) build --workspace --bins
-	$(CARGO) test -p fp-testkit --test rabbitmq_cluster -- --ignored --nocapture --exact deliveries_survive_the_loss_of_the_node_leading_the_queue
+	$(CARGO) test --workspace --test rabbitmq_cluster -- --ignored --nocapture --exact deliveries_survive_the_loss_of_the_node_leading_the_queue
 
 # cluster-partition-test: the same, then the next leader is cut off the network and put back.
 cluster-partition-test: services
 	$(CARGO) build --workspace --bins
-	$(CARGO) test -p fp-testkit --test rabbitmq_cluster -- --ignored --nocapture --exact deliveries_survive_a_node_loss_then_a_partition
+	$(CARGO) test --workspace --test rabbitmq_cluster -- --ignored --nocapture --exact deliveries_survive_a_node_loss_then_a_partition
 
 # Installs PostgreSQL and RabbitMQ with apt-get if missing, configures their loopback logins, starts
 # them and waits until they answer (deploy/local/ensure-services.sh).
