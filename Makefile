@@ -20,14 +20,16 @@ build:
 	$(CARGO) build --workspace --bins
 
 # One debug build serves every test binary; the end-to-end tests start the service binaries it made,
-# and the compose test puts them in an image. With cargo-nextest installed (it is on the project's
-# machines) the tests of all binaries run side by side, four at a time (.config/nextest.toml), and
-# the doc tests after them; without it, `cargo test` runs one test binary at a time.
+# and the compose test puts them in an image. With cargo-nextest installed (machines of the
+# project's rust-docker kind have it) the tests of all binaries run side by side, four at a time
+# (.config/nextest.toml), and the doc tests after them; without it, `cargo test` runs one test
+# binary at a time (README, "The two commands").
 test: services schemathesis kubernetes-validate python-publisher browser prometheus verifiers
 	$(CARGO) build --workspace --bins
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace && $(CARGO) test --workspace --doc; \
 	else \
+		echo "cargo-nextest is not installed: cargo test runs one test binary at a time"; \
 		$(CARGO) test --workspace; \
 	fi
 	deploy/docker/compose-test.sh
@@ -45,8 +47,9 @@ compose-test:
 # services on a PostgreSQL cluster and a RabbitMQ node of the suite's own, with one fault injected;
 # the table goes to target/chaos/report.md. `make test` skips it (ignored); it runs here alone.
 # FP_CHAOS_SCENARIOS=kill_api,poison_messages runs only those scenarios.
-# `--workspace --test`, not `-p fp-testkit`: features then unify as in `make test`'s build, whose
-# test binary is reused; `-p` rebuilt about a hundred dependencies (95 s on the CI machine).
+# `--workspace --test`, not `-p fp-testkit`: Cargo then builds the dependencies with the same
+# features as for `make test`, whose test binary is reused; `-p` rebuilt about a hundred
+# dependencies (95 s on the CI machine).
 .PHONY: chaos cluster-test cluster-partition-test
 chaos: services
 	$(CARGO) build --workspace --bins
