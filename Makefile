@@ -49,7 +49,7 @@ compose-test:
 # FP_CHAOS_SCENARIOS=kill_api,poison_messages runs only those scenarios.
 # `--workspace --test`, not `-p fp-testkit`: Cargo then builds the dependencies with the same
 # features as for `make test`, whose test binary is reused; `-p` rebuilt about a hundred
-# dependencies (95 s on the CI machine).
+# dependencies (89 s on the CI machine).
 .PHONY: chaos cluster-test cluster-partition-test
 chaos: services
 	$(CARGO) build --workspace --bins
