@@ -410,7 +410,8 @@ fn push_overwrite_pending<'b>(
 }
 
 /// Stores the outcomes of attempts whose pending rows fp-dispatcher stored with their claims
-/// (`inbound_events::claim_first_attempts`), in one `UPDATE`: each overwrites its pending row.
+/// (`inbound_events::claim_first_attempts`, `take_sends`), in one `UPDATE`: each overwrites its
+/// pending row.
 /// Returns the ids of the attempts whose outcome it stored.
 ///
 /// An outcome is left out where its row is gone or no longer as the claim stored it (pending,

@@ -1,5 +1,6 @@
 //! What fp-dispatcher writes about events other services publish: the first attempts it claimed
-//! (deduplication across dispatchers) with their pending rows and the events no tenant can receive.
+//! (deduplication across dispatchers) and the sends of copies that may have twins, with their
+//! pending rows, and the events no tenant can receive.
 
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
@@ -20,12 +21,14 @@ pub struct FirstAttemptClaim {
     pub delivery_id: Uuid,
     /// Stored with the claim, in the same statement: the attempt is then in the log as
     /// `interrupted` before its request leaves, without a pending record through the broker.
+    /// Without it the attempt is claimed but not sent (parked), and the copy that sends it later
+    /// takes the send ([`take_sends`]).
     pub pending: Option<AttemptRow>,
 }
 
-/// A first attempt this call claimed.
+/// A claim this call won: a first attempt, or the send of an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClaimedFirstAttempt {
+pub struct ClaimedAttempt {
     pub delivery_id: Uuid,
     /// Its pending row is in the log. Not stored, though claimed: the tenant is gone, the event
     /// was erased, or an erasure or a deletion holds the tenant, which fp-log-ingest handles when
@@ -37,31 +40,69 @@ pub struct ClaimedFirstAttempt {
 /// of those claimed; returns those this call claimed. A delivery claimed before (by any
 /// dispatcher) is left out, and so is its pending row: a copy that loses its claim leaves no
 /// trace of an attempt it never made. Of two claims of one delivery in `claims`, the first wins.
-pub async fn claim_first_attempts(
+pub async fn claim_first_attempts<'a>(
     conn: &mut AsyncPgConnection,
-    claims: &[FirstAttemptClaim],
+    claims: impl IntoIterator<Item = &'a FirstAttemptClaim>,
     now: DateTime<Utc>,
     covered_day: &mut CoveredDay,
-) -> Result<Vec<ClaimedFirstAttempt>, StoreError> {
-    if claims.is_empty() {
-        return Ok(Vec::new());
-    }
+) -> Result<Vec<ClaimedAttempt>, StoreError> {
+    let claims = claims.into_iter().map(|claim| {
+        // A claim without its pending row parks the attempt: nothing is sent yet.
+        let sent_attempt = if claim.pending.is_some() { 1 } else { 0 };
+        (claim.delivery_id, sent_attempt, claim.pending.as_ref())
+    });
+    claim::<false>(conn, claims, now, covered_day).await
+}
+
+/// Takes the sends of these attempts, each about to be sent by a copy that may have a twin (an
+/// input the broker handed out again, one handed back, a parked copy), in one statement, with
+/// their pending rows; returns those this call took. An attempt is taken once: a delivery whose
+/// claim already has this attempt or a later one sent is left out, with its pending row, and its
+/// copy finds the winner's pending row in the log. A delivery with no claim (pruned, or never
+/// claimed) is claimed here. Of two sends of one delivery in `pending`, the first wins.
+pub async fn take_sends<'a>(
+    conn: &mut AsyncPgConnection,
+    pending: impl IntoIterator<Item = &'a AttemptRow>,
+    now: DateTime<Utc>,
+    covered_day: &mut CoveredDay,
+) -> Result<Vec<ClaimedAttempt>, StoreError> {
+    let sends = pending
+        .into_iter()
+        .map(|row| (row.delivery_id, row.attempt_number, Some(row)));
+    claim::<true>(conn, sends, now, covered_day).await
+}
+
+/// `claims`: each delivery, the attempt its claim says is sent (0: none), and the pending row to
+/// store where the claim is won. `TAKE_OVER`: a claim whose sent attempt is lower is taken over
+/// (a send), rather than kept (a first attempt).
+async fn claim<'a, const TAKE_OVER: bool>(
+    conn: &mut AsyncPgConnection,
+    claims: impl Iterator<Item = (Uuid, i32, Option<&'a AttemptRow>)>,
+    now: DateTime<Utc>,
+    covered_day: &mut CoveredDay,
+) -> Result<Vec<ClaimedAttempt>, StoreError> {
     // Inserted in one order by every caller: two statements in flight at once that share
     // deliveries (copies of one event) then wait for each other instead of deadlocking. The sort
-    // is stable, so the first of two claims of a delivery is the one kept.
-    let mut sorted: Vec<&FirstAttemptClaim> = claims.iter().collect();
-    sorted.sort_by_key(|claim| claim.delivery_id);
-    sorted.dedup_by_key(|claim| claim.delivery_id);
-    let delivery_ids: Vec<Uuid> = sorted.iter().map(|claim| claim.delivery_id).collect();
-    let pending = sorted.iter().filter_map(|claim| claim.pending.as_ref());
+    // is stable, so the first of two claims of a delivery is the one kept (one statement may not
+    // take over one row twice either).
+    let mut sorted: Vec<(Uuid, i32, Option<&AttemptRow>)> = claims.collect();
+    if sorted.is_empty() {
+        return Ok(Vec::new());
+    }
+    sorted.sort_by_key(|(delivery_id, _, _)| *delivery_id);
+    sorted.dedup_by_key(|(delivery_id, _, _)| *delivery_id);
+    let delivery_ids: Vec<Uuid> = sorted.iter().map(|(id, _, _)| *id).collect();
+    let sent_attempts: Vec<i32> = sorted.iter().map(|(_, sent, _)| *sent).collect();
+    let pending = sorted.iter().filter_map(|(_, _, pending)| *pending);
     let created = covered_day
         .ensure(conn, pending.clone().map(|row| row.attempted_at))
         .await?;
     if !created.is_empty() {
         tracing::warn!(partitions = ?created, "attempts sent on days without a partition; made them");
     }
-    let claimed: Vec<(Uuid, bool)> = ClaimFirstAttempts {
+    let claimed: Vec<(Uuid, bool)> = ClaimAttempts::<TAKE_OVER> {
         delivery_ids: &delivery_ids,
+        sent_attempts: &sent_attempts,
         now,
         pending: InsertAttempts::of(pending),
     }
@@ -69,7 +110,7 @@ pub async fn claim_first_attempts(
     .await?;
     Ok(claimed
         .into_iter()
-        .map(|(delivery_id, pending_stored)| ClaimedFirstAttempt {
+        .map(|(delivery_id, pending_stored)| ClaimedAttempt {
             delivery_id,
             pending_stored,
         })
@@ -77,33 +118,49 @@ pub async fn claim_first_attempts(
 }
 
 /// One statement text for any number of claims and pending rows (arrays through `unnest`), so it
-/// is prepared once per connection. A pending row is stored only where its delivery was claimed
-/// here and fp-log-ingest would store it as it is (`InsertAttempts::push_loggable`).
-struct ClaimFirstAttempts<'a> {
+/// is prepared once per connection (and per `TAKE_OVER`, a type of its own for the statement
+/// cache). A pending row is stored only where its delivery was claimed here and fp-log-ingest
+/// would store it as it is (`InsertAttempts::push_loggable`).
+struct ClaimAttempts<'a, const TAKE_OVER: bool> {
     delivery_ids: &'a [Uuid],
+    sent_attempts: &'a [i32],
     now: DateTime<Utc>,
     pending: InsertAttempts<'a>,
 }
 
-impl QueryId for ClaimFirstAttempts<'_> {
-    type QueryId = ClaimFirstAttempts<'static>;
+impl<const TAKE_OVER: bool> QueryId for ClaimAttempts<'_, TAKE_OVER> {
+    type QueryId = ClaimAttempts<'static, TAKE_OVER>;
     const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl Query for ClaimFirstAttempts<'_> {
+impl<const TAKE_OVER: bool> Query for ClaimAttempts<'_, TAKE_OVER> {
     type SqlType = (sql_types::Uuid, sql_types::Bool);
 }
 
-impl QueryFragment<Pg> for ClaimFirstAttempts<'_> {
+impl<const TAKE_OVER: bool> QueryFragment<Pg> for ClaimAttempts<'_, TAKE_OVER> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(
-            "WITH claimed AS (INSERT INTO delivery_claims (delivery_id, claimed_at) \
+            "WITH claimed AS (INSERT INTO delivery_claims (delivery_id, claimed_at, sent_attempt) \
              SELECT delivery_id, ",
         );
         out.push_bind_param::<sql_types::Timestamptz, _>(&self.now)?;
-        out.push_sql(" FROM unnest(");
+        out.push_sql(", sent_attempt FROM unnest(");
         out.push_bind_param::<Array<sql_types::Uuid>, _>(self.delivery_ids)?;
-        out.push_sql(") AS claims (delivery_id) ON CONFLICT DO NOTHING RETURNING delivery_id), ");
+        out.push_sql(", ");
+        out.push_bind_param::<Array<sql_types::Integer>, _>(self.sent_attempts)?;
+        out.push_sql(") AS claims (delivery_id, sent_attempt) ON CONFLICT ");
+        if TAKE_OVER {
+            // The claim's time moves with the send, so pruning cannot remove a claim whose twin
+            // is about to try to take it.
+            out.push_sql(
+                "(delivery_id) DO UPDATE SET claimed_at = excluded.claimed_at, \
+                 sent_attempt = excluded.sent_attempt \
+                 WHERE delivery_claims.sent_attempt < excluded.sent_attempt",
+            );
+        } else {
+            out.push_sql("DO NOTHING");
+        }
+        out.push_sql(" RETURNING delivery_id), ");
         self.pending.push_loggable(out.reborrow())?;
         out.push_sql(", stored AS (INSERT INTO delivery_attempts ");
         out.push_sql(&ATTEMPT_COLUMNS);

@@ -219,6 +219,7 @@ diesel::table! {
     delivery_claims (delivery_id) {
         delivery_id -> Uuid,
         claimed_at -> Timestamptz,
+        sent_attempt -> Int4,
     }
 }
 

@@ -173,19 +173,24 @@ fn describe() {
         "fp_dispatcher_duplicate_events_skipped_total",
         "Copies of a published event whose first attempt another copy had claimed (any dispatcher)"
     );
+    describe_counter!(
+        "fp_dispatcher_twin_sends_held_total",
+        "Copies of an attempt (handed out again, handed back, parked) that found another copy \
+         sending it and waited for its outcome instead of sending too"
+    );
     describe_histogram!(
         "fp_dispatcher_claim_batch_size",
-        "First-attempt claims written to PostgreSQL per statement"
+        "Claims (fresh events' first attempts, copies' sends) written to PostgreSQL per statement"
     );
     describe_counter!(
         "fp_dispatcher_outcomes_logged_total",
-        "Outcomes of fresh events' first attempts written to the log over their pending rows \
-         (the attempts fp-log-ingest never sees; with fp_log_ingest_rows_inserted_total, every \
-         attempt logged)"
+        "Outcomes written to the log over the pending rows their claims stored (fresh events' \
+         first attempts, copies' sends: the attempts fp-log-ingest never sees; with \
+         fp_log_ingest_rows_inserted_total, every attempt logged)"
     );
     describe_histogram!(
         "fp_dispatcher_outcome_batch_size",
-        "First-attempt outcomes written to PostgreSQL per statement"
+        "Outcomes of claimed attempts written to PostgreSQL per statement"
     );
     // Api.
     describe_gauge!(

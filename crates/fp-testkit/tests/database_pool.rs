@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use diesel::sql_types::{Integer, Text};
 use diesel_async::RunQueryDsl;
-use fp_store::inbound_events::{ClaimedFirstAttempt, FirstAttemptClaim};
+use fp_store::inbound_events::{ClaimedAttempt, FirstAttemptClaim};
 use fp_store::outbox::OutboxEvent;
 use fp_store::partitions::CoveredDay;
 use fp_store::submissions::NewSubmission;
@@ -434,6 +434,169 @@ async fn claims_in_flight_together_that_share_deliveries_each_claim_once() -> an
     env.finish_after(outcome).await
 }
 
+/// A first attempt parked at a cap is claimed unsent, and its copies (the parked one, and the
+/// input the broker hands out again when the parking's confirm was lost) reach two dispatchers at
+/// once, each having asked the log before the other's pending row was in it. Each copy takes the
+/// send with its row in one statement: exactly one takes it, and only the winner's row is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_sending_one_attempt_at_once_take_its_send_once() -> anyhow::Result<()> {
+    use chrono::SubsecRound;
+    use diesel::{ExpressionMethods, QueryDsl};
+    use fp_store::attempts::AttemptRow;
+    use fp_store::schema::delivery_attempts;
+
+    const STATEMENTS: usize = 8;
+    const DELIVERIES: usize = 200;
+    let env = TestEnvironment::new("concurrent_sends").await?;
+    let outcome = async {
+        let pool = fp_store::pool(&env.database_url, STATEMENTS)?;
+        let mut conn = pool.get().await?;
+        let tenant_id = Uuid::now_v7();
+        fp_store::identity::create_tenant(&mut conn, tenant_id, "sends").await?;
+        let at = chrono::Utc::now().trunc_subsecs(6);
+        let pending = |delivery_id: Uuid, attempt_number: i32| AttemptRow {
+            delivery_id,
+            attempt_number,
+            response_status: None,
+            error_kind: Some(fp_contracts::INTERRUPTED_ERROR_KIND.to_owned()),
+            error_message: Some(fp_contracts::INTERRUPTED_ERROR_MESSAGE.to_owned()),
+            is_final: false,
+            ..fp_testkit::seed::attempt_row(tenant_id, at)
+        };
+        let taken = async |conn: &mut PgConnection, rows: &[AttemptRow]| {
+            fp_store::inbound_events::take_sends(conn, rows, at, &mut CoveredDay::default())
+                .await
+                .map(|taken| {
+                    taken
+                        .into_iter()
+                        .map(|taken| (taken.delivery_id, taken.pending_stored))
+                        .collect::<Vec<_>>()
+                })
+        };
+        let stored_for = async |conn: &mut PgConnection, delivery_id: Uuid| {
+            delivery_attempts::table
+                .filter(delivery_attempts::delivery_id.eq(delivery_id))
+                .count()
+                .get_result::<i64>(conn)
+                .await
+        };
+
+        // Parked, then taken once: the second copy of attempt 1 loses, with no row of its own.
+        let parked = Uuid::now_v7();
+        claimed_ids(&mut conn, &[claim_only(parked)], at).await?;
+        assert_eq!(
+            taken(&mut conn, &[pending(parked, 1)]).await?,
+            [(parked, true)]
+        );
+        assert_eq!(taken(&mut conn, &[pending(parked, 1)]).await?, []);
+        assert_eq!(stored_for(&mut conn, parked).await?, 1);
+        // A fresh copy of the event finds it claimed.
+        assert!(
+            claimed_ids(&mut conn, &[claim_only(parked)], at)
+                .await?
+                .is_empty()
+        );
+        // A later attempt of the delivery (a retry's copy) is taken anew, once.
+        assert_eq!(
+            taken(&mut conn, &[pending(parked, 3)]).await?,
+            [(parked, true)]
+        );
+        assert_eq!(taken(&mut conn, &[pending(parked, 3)]).await?, []);
+        assert_eq!(
+            taken(&mut conn, &[pending(parked, 2)]).await?,
+            [],
+            "an earlier attempt"
+        );
+
+        // A first attempt claimed as it was sent: its copies find the send taken.
+        let sent = Uuid::now_v7();
+        let claimed = fp_store::inbound_events::claim_first_attempts(
+            &mut conn,
+            &[FirstAttemptClaim {
+                delivery_id: sent,
+                pending: Some(pending(sent, 1)),
+            }],
+            at,
+            &mut CoveredDay::default(),
+        )
+        .await?;
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(taken(&mut conn, &[pending(sent, 1)]).await?, []);
+        assert_eq!(stored_for(&mut conn, sent).await?, 1);
+
+        // No claim at all (a copy of an event whose first try failed before claiming, or a claim
+        // pruned): the take claims it, so a fresh copy finds it claimed. Two in one statement:
+        // the first wins.
+        let unclaimed = Uuid::now_v7();
+        let first_copy = pending(unclaimed, 1);
+        assert_eq!(
+            taken(&mut conn, &[first_copy.clone(), pending(unclaimed, 1)]).await?,
+            [(unclaimed, true)]
+        );
+        assert!(
+            claimed_ids(&mut conn, &[claim_only(unclaimed)], at)
+                .await?
+                .is_empty()
+        );
+        let stored: Vec<Uuid> = delivery_attempts::table
+            .filter(delivery_attempts::delivery_id.eq(unclaimed))
+            .select(delivery_attempts::id)
+            .load(&mut conn)
+            .await?;
+        assert_eq!(stored, [first_copy.id]);
+
+        // Twins in flight together on several connections, in opposite orders: each delivery's
+        // send taken once, with one row.
+        let ids: Vec<Uuid> = (0..DELIVERIES).map(|_| Uuid::new_v4()).collect();
+        let parkings: Vec<FirstAttemptClaim> = ids.iter().copied().map(claim_only).collect();
+        claimed_ids(&mut conn, &parkings, at).await?;
+        let statements = (0..STATEMENTS).map(|n| {
+            let pool = pool.clone();
+            let mut rows: Vec<AttemptRow> = ids.iter().map(|id| pending(*id, 1)).collect();
+            if n % 2 == 1 {
+                rows.reverse();
+            }
+            tokio::spawn(async move {
+                let mut conn = pool.get().await?;
+                anyhow::Ok(
+                    fp_store::inbound_events::take_sends(
+                        &mut conn,
+                        &rows,
+                        at,
+                        &mut CoveredDay::default(),
+                    )
+                    .await?,
+                )
+            })
+        });
+        let mut takes = std::collections::HashMap::new();
+        for statement in futures_util::future::join_all(statements).await {
+            for taken in statement?? {
+                assert!(taken.pending_stored, "{taken:?}");
+                *takes.entry(taken.delivery_id).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(takes.len(), DELIVERIES);
+        assert!(
+            takes.values().all(|takes| *takes == 1),
+            "a send taken twice"
+        );
+        let rows = delivery_attempts::table
+            .filter(delivery_attempts::delivery_id.eq_any(&ids))
+            .count()
+            .get_result::<i64>(&mut conn)
+            .await?;
+        assert_eq!(
+            rows,
+            i64::try_from(DELIVERIES)?,
+            "one pending row a delivery"
+        );
+        Ok(())
+    }
+    .await;
+    env.finish_after(outcome).await
+}
+
 /// A first attempt's claim stores its pending row in the same statement, and only where it is
 /// the claim that wins and where fp-log-ingest would have stored the pending record as it is: the
 /// tenant exists and the event is not erased. Elsewhere the claim still holds and says the row is
@@ -507,7 +670,7 @@ async fn a_claimed_attempt_stores_its_rows_only_where_the_log_would_keep_them() 
         )
         .await?;
         claimed.sort_unstable_by_key(|claimed| claimed.delivery_id);
-        let stored = |delivery_id, pending_stored| ClaimedFirstAttempt {
+        let stored = |delivery_id, pending_stored| ClaimedAttempt {
             delivery_id,
             pending_stored,
         };

@@ -697,3 +697,119 @@ async fn a_parked_copy_of_an_attempt_already_made_is_not_sent_again() -> anyhow:
     events.close().await?;
     env.finish().await
 }
+
+/// The twins of a parked first attempt (the parked copy, and the input handed out again when the
+/// parking's confirm was lost) can reach two dispatchers at once, each asking the log before the
+/// other's pending record is in it: the cluster test's partition sent such twins twice. Each copy
+/// takes the send of its attempt with its pending row, in one statement: one sends, the other
+/// finds the send taken and waits for its outcome, then is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twins_of_a_parked_attempt_at_two_dispatchers_at_once_send_it_once() -> anyhow::Result<()> {
+    let receiver = TlsReceiver::start(
+        "127.0.0.1:0".parse()?,
+        // Slow, so that without the take both twins would be out at the same time.
+        Arc::new(|_, _| slow(200, Duration::from_secs(1))),
+    )
+    .await?;
+    let mut env = environment("parked-twins", &receiver).await?;
+    let pipeline = Pipeline::start(&mut env, 2).await?;
+    let tenant = pipeline.tenant(&env, "parked-twins").await?;
+    let url = receiver.url("/hook");
+    tenant.configure(&url, None).await?;
+    let tenant_id: uuid::Uuid = tenant.tenant_id.parse()?;
+
+    // The first attempt as a dispatcher parks it at the endpoint's cap: claimed, nothing sent.
+    let event = fp_contracts::Event {
+        id: uuid::Uuid::now_v7(),
+        tenant_id,
+        occurred_at: chrono::Utc::now(),
+        change: fp_contracts::Change::WebhookTest,
+    };
+    let job = fp_contracts::DeliveryJob {
+        delivery_id: fp_domain::DeliveryId::for_event_and_endpoint(event.id, &url),
+        content: fp_contracts::JobContent::Event(event),
+        attempt_number: 1,
+        manual: false,
+    };
+    let mut conn = fp_store::connect(&env.database_url).await?;
+    let parked = fp_store::inbound_events::claim_first_attempts(
+        &mut conn,
+        &[fp_store::inbound_events::FirstAttemptClaim {
+            delivery_id: job.delivery_id.0,
+            pending: None,
+        }],
+        chrono::Utc::now(),
+        &mut fp_store::partitions::CoveredDay::default(),
+    )
+    .await?;
+    assert_eq!(parked.len(), 1, "parked");
+
+    let counters = async |name: &str| -> anyhow::Result<Vec<u64>> {
+        let mut values = Vec::new();
+        for dispatcher in &pipeline.dispatchers {
+            values.push(metric(*dispatcher, name).await?);
+        }
+        Ok(values)
+    };
+    let handled_before = counters("fp_dispatcher_messages_handled_total").await?;
+    // Both twins back to back: the retry queue hands them out round robin, one to each dispatcher.
+    let broker = Broker::connect(&broker_url(), &env.namespace).await?;
+    let twin = OutgoingMessage {
+        exchange: "",
+        routing_key: &broker.names.retry_queue,
+        message_id: &format!("{}/1", job.delivery_id),
+        parent: None,
+        payload: &fp_contracts::encode_job(&job),
+        headers: &[("x-fp-deferred", "1")],
+        expiration: None,
+    };
+    let publisher = broker.publisher();
+    futures_util::future::try_join(publisher.publish(&twin), publisher.publish(&twin)).await?;
+
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let handled = loop {
+        let handled = counters("fp_dispatcher_messages_handled_total").await?;
+        let total: u64 = handled.iter().sum::<u64>() - handled_before.iter().sum::<u64>();
+        if total == 2 {
+            break handled;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the twins were not both handled (handled {total}, requests {})",
+            receiver.requests_to("/hook")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        handled
+            .iter()
+            .zip(&handled_before)
+            .all(|(now, before)| now - before == 1),
+        "each dispatcher got one twin: {handled_before:?} then {handled:?}"
+    );
+    assert_eq!(receiver.requests_to("/hook"), 1, "sent once");
+    let held: u64 = counters("fp_dispatcher_twin_sends_held_total")
+        .await?
+        .iter()
+        .sum();
+    let skipped: u64 = counters("fp_dispatcher_repeats_skipped_total")
+        .await?
+        .iter()
+        .sum();
+    assert_eq!(
+        (held, skipped),
+        (1, 1),
+        "the twin waited for the outcome and was skipped"
+    );
+    let entries = tenant
+        .logs_until(PATIENCE, |entries| distinct_successes(entries) == 1)
+        .await?;
+    assert_eq!(
+        attempts_of(&entries),
+        [(1, Some(200), true, None)],
+        "the log shows the one attempt made"
+    );
+
+    broker.close().await;
+    env.finish().await
+}

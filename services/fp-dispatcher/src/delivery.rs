@@ -25,7 +25,7 @@ use crate::completed::{Claim, CompletedAttempts};
 use crate::config_cache::{ConfigCache, Endpoint, Lookup};
 use crate::endpoint_health::HealthReporter;
 use crate::endpoint_limits::EndpointLimits;
-use crate::first_attempts::{FirstAttempt, FirstAttemptLog};
+use crate::first_attempts::{AttemptClaim, FirstAttemptLog};
 use crate::host_rates::HostRates;
 
 /// How long an attempt's record waits for a lost broker connection to come back before the
@@ -57,15 +57,16 @@ const COPY_PATIENCE: Duration = Duration::from_secs(60);
 /// How long a message a dependency kept us from handling waits before it goes back to its queue.
 const HAND_BACK_DELAY: Duration = Duration::from_secs(1);
 
-/// Marks the copy of an event handed back to its queue after it claimed its first attempt
-/// (`delivery_claims`): the copy is handled like a redelivery, since the claim is its own and only
-/// the log tells whether its attempt was made.
+/// Marks the copy of an input handed back to its queue that may have a claim or a twin: an event
+/// that claimed its first attempt (`delivery_claims`), or an input that was itself a copy (handed
+/// out again, handed back, parked). The copy is handled like a redelivery: the claim may be its
+/// own, and only the log tells whether its attempt was made.
 const HANDED_BACK_HEADER: &str = "x-fp-handed-back";
 
 /// Marks a job parked by a deferral. If the parking's confirm was lost with the connection, the
 /// input it came from is handed out again too, and both copies would be sent: so a parked copy
 /// asks the log whether its attempt was made (without waiting for a record, since a parked copy
-/// normally has no twin).
+/// normally has no twin), and takes the send of its attempt before its request, as the twin does.
 const DEFERRED_HEADER: &str = "x-fp-deferred";
 
 /// Why a delivery is parked rather than sent now.
@@ -92,6 +93,39 @@ impl Deferral {
             Deferral::HostAtRate => "fp_dispatcher_host_rate_deferred_total",
         }
     }
+}
+
+/// How an attempt about to be sent, or parked, is claimed across dispatchers.
+enum SendClaim<'a> {
+    /// A fresh event's first attempt: claimed once per delivery, whether sent or parked; sets
+    /// the flag once claimed.
+    FirstAttempt(&'a mut bool),
+    /// A copy that may have a twin (handed out again, handed back, parked): takes the send of its
+    /// attempt just before its request. Parked again, it claims nothing.
+    Copy,
+    /// Sent without a claim: a job as scheduled (its only input), a manual redelivery, or a copy
+    /// of an attempt whose maker was given up on.
+    Unclaimed,
+}
+
+/// What the log says of the attempt a copy is about to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Logged {
+    /// Made, with an outcome that needs nothing more: the copy is skipped.
+    Settled,
+    /// Started by a maker given up on (its pending row outlived the wait): sent again.
+    Abandoned,
+    /// Not in the log, or not asked (not a copy).
+    Absent,
+}
+
+/// What [`Dispatcher::attempt`] did.
+enum Attempted {
+    /// Sent, recorded and followed up; or not sent, as another copy of the event had claimed its
+    /// first attempt.
+    Done,
+    /// Not sent: another copy took the send of this attempt.
+    SendTakenElsewhere,
 }
 
 /// Which queue a message came from, and so how to read it.
@@ -208,9 +242,8 @@ impl Dispatcher {
                 return;
             }
         };
-        let claimed_before = matches!(input, Input::Event)
-            && fp_broker::header_text(&delivery, HANDED_BACK_HEADER).is_some();
-        let redelivered = delivery.redelivered || claimed_before;
+        let handed_back = fp_broker::header_text(&delivery, HANDED_BACK_HEADER).is_some();
+        let redelivered = delivery.redelivered || handed_back;
         let deferred_copy = matches!(input, Input::Job)
             && fp_broker::header_text(&delivery, DEFERRED_HEADER).is_some();
         let mut claimed_now = false;
@@ -237,7 +270,7 @@ impl Dispatcher {
                     &delivery,
                     settlement,
                     source_queue,
-                    claimed_before || claimed_now,
+                    redelivered || deferred_copy || claimed_now,
                 )
                 .await;
             }
@@ -295,6 +328,7 @@ impl Dispatcher {
         };
         // A fresh event (not a copy handed out again) claims its first attempt across dispatchers.
         let claims_first_attempt = matches!(job, JobOrEvent::Event(_)) && !redelivered;
+        let may_have_twin = redelivered || deferred_copy;
         if let JobOrEvent::Job(DeliveryJob {
             content: JobContent::Stored(stored),
             ..
@@ -344,20 +378,15 @@ impl Dispatcher {
         // The attempt is claimed first and then looked up, so a copy cannot slip in between an
         // original's last step (remembering it) and its claim's end. A copy of an attempt in
         // flight here waits for it to end, then looks again.
-        let _claim = loop {
+        let (_claim, logged) = loop {
             match self.completed.begin(&job) {
                 Claim::Claimed(claim) => {
-                    if self.already_made(&job, redelivered, deferred_copy).await? {
-                        metrics::counter!("fp_dispatcher_repeats_skipped_total").increment(1);
-                        span.record("fp.outcome", "already_made");
-                        tracing::info!(
-                            delivery_id = %job.delivery_id,
-                            attempt = job.attempt_number,
-                            "this attempt was already made and recorded; not sent again"
-                        );
+                    let logged = self.already_made(&job, redelivered, deferred_copy).await?;
+                    if logged == Logged::Settled {
+                        skipped_as_made(&job, span);
                         return Ok(());
                     }
-                    break claim;
+                    break (claim, logged);
                 }
                 Claim::InFlightElsewhere(ended) => {
                     let ending = ended.notified();
@@ -369,12 +398,20 @@ impl Dispatcher {
                 }
             }
         };
-        // Not remembered as made (looked at above), so this copy claims the first attempt across
-        // dispatchers: with its pending row when it is sent now, before it is parked otherwise.
-        let first_attempt_claim = claims_first_attempt.then_some(claimed_first_attempt);
+        // Not remembered as made (looked at above), so a fresh event claims its first attempt
+        // across dispatchers: with its pending row when it is sent now, before it is parked
+        // otherwise. A copy that may have a twin takes the send just before its request, unless
+        // the attempt's maker was given up on (its claim, if any, is the maker's).
+        let send_claim = if claims_first_attempt {
+            SendClaim::FirstAttempt(claimed_first_attempt)
+        } else if may_have_twin && !job.manual && logged == Logged::Absent {
+            SendClaim::Copy
+        } else {
+            SendClaim::Unclaimed
+        };
         let Some(_slot) = self.limits.try_acquire(&endpoint.url) else {
             return self
-                .defer(&job, first_attempt_claim, span, Deferral::EndpointAtCap)
+                .defer(&job, send_claim, span, Deferral::EndpointAtCap)
                 .await;
         };
         // Stored URLs are valid; were one not, the attempt would say so.
@@ -384,11 +421,29 @@ impl Dispatcher {
             .unwrap_or_default();
         if !self.host_rates.try_acquire(&host) {
             return self
-                .defer(&job, first_attempt_claim, span, Deferral::HostAtRate)
+                .defer(&job, send_claim, span, Deferral::HostAtRate)
                 .await;
         }
-        self.attempt(&job, &endpoint, first_attempt_claim, span)
-            .await
+        match self.attempt(&job, &endpoint, send_claim, span).await? {
+            Attempted::Done => Ok(()),
+            Attempted::SendTakenElsewhere => {
+                // Its twin's pending row is in the log now (stored with the send it took): wait
+                // for that attempt's outcome as any copy does, asking at once. This copy still
+                // holds the endpoint's slot, which is rare enough to cost nothing.
+                if self.already_made(&job, false, true).await? == Logged::Settled {
+                    skipped_as_made(&job, span);
+                    return Ok(());
+                }
+                // Not settled in time (its maker died, or failed with a retry that may not have
+                // been scheduled): sent again, as any copy of an abandoned attempt is.
+                match self
+                    .attempt(&job, &endpoint, SendClaim::Unclaimed, span)
+                    .await?
+                {
+                    Attempted::Done | Attempted::SendTakenElsewhere => Ok(()),
+                }
+            }
+        }
     }
 
     /// Claims the first attempt of a fresh event's delivery across dispatchers, with `pending`
@@ -400,7 +455,7 @@ impl Dispatcher {
         pending: Option<AttemptRow>,
         claimed: &mut bool,
         span: &tracing::Span,
-    ) -> anyhow::Result<FirstAttempt> {
+    ) -> anyhow::Result<AttemptClaim> {
         let claim_span = tracing::info_span!(
             target: OTEL_TARGET,
             "claim",
@@ -417,8 +472,8 @@ impl Dispatcher {
             .instrument(claim_span)
             .await?;
         match found {
-            FirstAttempt::Claimed { .. } => *claimed = true,
-            FirstAttempt::ClaimedBefore => {
+            AttemptClaim::Claimed { .. } => *claimed = true,
+            AttemptClaim::ClaimedBefore => {
                 metrics::counter!("fp_dispatcher_duplicate_events_skipped_total").increment(1);
                 span.record("fp.outcome", "already_made");
                 tracing::info!(
@@ -489,18 +544,19 @@ impl Dispatcher {
     /// where it comes back through the retry queue: no attempt, no record, the same attempt
     /// number. It holds no prefetch slot meanwhile, so other endpoints and hosts are not held up.
     ///
-    /// `first_attempt_claim`: the job is a fresh event's, whose first attempt is claimed before it
-    /// is parked (its parked copy is a job, which claims nothing).
+    /// A fresh event's first attempt is claimed before it is parked, with nothing sent
+    /// ([`SendClaim::FirstAttempt`]); its parked copy takes the send when it comes back. Other
+    /// claims are made only by a copy about to send.
     async fn defer(
         &self,
         job: &DeliveryJob,
-        first_attempt_claim: Option<&mut bool>,
+        send_claim: SendClaim<'_>,
         span: &tracing::Span,
         why: Deferral,
     ) -> anyhow::Result<()> {
-        if let Some(claimed) = first_attempt_claim {
+        if let SendClaim::FirstAttempt(claimed) = send_claim {
             let found = self.claim_first_attempt(job, None, claimed, span).await?;
-            if found == FirstAttempt::ClaimedBefore {
+            if found == AttemptClaim::ClaimedBefore {
                 return Ok(());
             }
         }
@@ -547,18 +603,19 @@ impl Dispatcher {
 
     /// Whether this attempt was completed already: by this process (remembered), or, for an input
     /// the broker handed out before (its ack was lost) or a parked copy ([`DEFERRED_HEADER`]), by
-    /// any dispatcher (the log says so).
+    /// any dispatcher (the log says so). `deferred_copy`: asks the log without first waiting for
+    /// a record to reach it.
     async fn already_made(
         &self,
         job: &DeliveryJob,
         redelivered: bool,
         deferred_copy: bool,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Logged> {
         if self.completed.contains(job) {
-            return Ok(true);
+            return Ok(Logged::Settled);
         }
         if !(redelivered || deferred_copy) || job.manual {
-            return Ok(false);
+            return Ok(Logged::Absent);
         }
         let attempt_number = i32::try_from(job.attempt_number).unwrap_or(i32::MAX);
         // A copy whose attempt another dispatcher started (its pending record is logged) but has
@@ -588,7 +645,7 @@ impl Dispatcher {
             )
             .await?
             {
-                return Ok(true);
+                return Ok(Logged::Settled);
             }
             let pending = fp_store::attempts::attempt_pending_since(
                 &mut conn,
@@ -600,7 +657,7 @@ impl Dispatcher {
             drop(conn);
             let Some(since) = pending else {
                 if tokio::time::Instant::now() >= log_caught_up {
-                    return Ok(false);
+                    return Ok(Logged::Absent);
                 }
                 // One look after the allowance, not a poll: after a node loss hundreds of copies
                 // may be waiting at once, and each query of theirs loads the database.
@@ -614,7 +671,7 @@ impl Dispatcher {
                 .unwrap_or(Duration::ZERO)
                 .min(give_up.saturating_duration_since(tokio::time::Instant::now()));
             if left.is_zero() {
-                return Ok(false);
+                return Ok(Logged::Abandoned);
             }
             tracing::info!(
                 delivery_id = %job.delivery_id,
@@ -628,15 +685,15 @@ impl Dispatcher {
     /// One HTTP attempt, its record, and the retry it calls for. Both messages are confirmed by
     /// the broker before the input is acked, so a crash leaves the input to be handled again.
     ///
-    /// `first_attempt_claim`: the job is a fresh event's, whose first attempt is claimed here,
-    /// with its pending row.
+    /// `send_claim`: how the attempt is claimed first, with its pending row. Nothing is sent
+    /// where another copy holds the claim.
     async fn attempt(
         &self,
         job: &DeliveryJob,
         endpoint: &Endpoint,
-        first_attempt_claim: Option<&mut bool>,
+        send_claim: SendClaim<'_>,
         span: &tracing::Span,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Attempted> {
         let parsed_url = url::Url::parse(&endpoint.url)?;
         let format = format::detect(&parsed_url);
         let target = format::delivery_url(format, &parsed_url);
@@ -665,18 +722,25 @@ impl Dispatcher {
         // attempt's row, stored with its claim) or the broker (the pending record) has it.
         let mut record =
             pending_record(job, endpoint, attempted_at, &request.headers, request.body);
-        let pending_logged = match first_attempt_claim {
-            Some(claimed) => {
+        let pending_logged = match send_claim {
+            SendClaim::FirstAttempt(claimed) => {
                 let row = row_in_span(&record, span)?;
                 match self
                     .claim_first_attempt(job, Some(row), claimed, span)
                     .await?
                 {
-                    FirstAttempt::ClaimedBefore => return Ok(()),
-                    FirstAttempt::Claimed { pending_logged } => pending_logged,
+                    AttemptClaim::ClaimedBefore => return Ok(Attempted::Done),
+                    AttemptClaim::Claimed { pending_logged } => pending_logged,
                 }
             }
-            None => false,
+            SendClaim::Copy => {
+                let row = row_in_span(&record, span)?;
+                match self.take_send(job, row).await? {
+                    AttemptClaim::ClaimedBefore => return Ok(Attempted::SendTakenElsewhere),
+                    AttemptClaim::Claimed { pending_logged } => pending_logged,
+                }
+            }
+            SendClaim::Unclaimed => false,
         };
         if !pending_logged {
             self.publish_record(&mut record, Duration::ZERO)
@@ -781,7 +845,39 @@ impl Dispatcher {
         {
             self.report_health(&report).await;
         }
-        Ok(())
+        Ok(Attempted::Done)
+    }
+
+    /// Takes the send of a copy's attempt across dispatchers, with `pending` (its row) stored by
+    /// the same statement; a copy that finds it taken is counted and logged here.
+    async fn take_send(
+        &self,
+        job: &DeliveryJob,
+        pending: AttemptRow,
+    ) -> anyhow::Result<AttemptClaim> {
+        let take_span = tracing::info_span!(
+            target: OTEL_TARGET,
+            "take send",
+            "otel.name" = "UPSERT delivery_claims",
+            "otel.kind" = "internal",
+            "db.system.name" = "postgresql",
+            "db.operation.name" = "INSERT",
+            "db.collection.name" = "delivery_claims",
+        );
+        let found = self
+            .first_attempts
+            .take_send(pending)
+            .instrument(take_span)
+            .await?;
+        if found == AttemptClaim::ClaimedBefore {
+            metrics::counter!("fp_dispatcher_twin_sends_held_total").increment(1);
+            tracing::info!(
+                delivery_id = %job.delivery_id,
+                attempt = job.attempt_number,
+                "another copy of this attempt is being sent; waiting for its outcome"
+            );
+        }
+        Ok(found)
     }
 
     /// Returns a message a dependency kept us from handling to the tail of its queue, after a pause
@@ -946,6 +1042,17 @@ impl Dispatcher {
             .await?;
         Ok(())
     }
+}
+
+/// A copy of an attempt already made is acked unsent: counted and logged.
+fn skipped_as_made(job: &DeliveryJob, span: &tracing::Span) {
+    metrics::counter!("fp_dispatcher_repeats_skipped_total").increment(1);
+    span.record("fp.outcome", "already_made");
+    tracing::info!(
+        delivery_id = %job.delivery_id,
+        attempt = job.attempt_number,
+        "this attempt was already made and recorded; not sent again"
+    );
 }
 
 /// The client span of one attempt, with the OpenTelemetry HTTP conventions' method and server

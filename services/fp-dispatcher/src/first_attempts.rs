@@ -11,6 +11,12 @@
 //! that write fails or the log would not keep it). Claims and outcomes are batched
 //! (`batch_writer`): at ~4,600 first attempts/s, about one statement per few milliseconds
 //! instead of 4,600 single-row transactions.
+//!
+//! The same row says which attempt of the delivery has been sent (`sent_attempt`; 0 while a
+//! first attempt is parked). A copy that may have a twin (handed out again by the broker, handed
+//! back, or parked) takes the send of its attempt there, with its pending row, just before its
+//! request: of two such copies sent at once by two dispatchers, each asking the log before the
+//! other's pending row was in it, only one takes it.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -19,7 +25,7 @@ use chrono::Utc;
 use fp_domain::DeliveryId;
 use fp_domain::inbound_event::{DEDUP_WINDOW, UNDELIVERABLE_RETENTION};
 use fp_store::attempts::AttemptRow;
-use fp_store::inbound_events::FirstAttemptClaim;
+use fp_store::inbound_events::{ClaimedAttempt, FirstAttemptClaim};
 use fp_store::partitions::CoveredDay;
 use fp_store::{PgConnection, PgPool, StoreError};
 use uuid::Uuid;
@@ -29,15 +35,39 @@ use crate::batch_writer::{BatchStatement, BatchWriter};
 /// How often old claims and undeliverable records are removed.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
 
-/// What a claim of a delivery's first attempt found.
+/// What a claim of a delivery's first attempt, or of an attempt's send, found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FirstAttempt {
+pub enum AttemptClaim {
     /// Claimed by this call. `pending_logged`: the pending row it carried is in the log; when
     /// not (the tenant is gone or held by an erasure or a deletion, the event erased), the
     /// pending record goes to log-ingest instead.
     Claimed { pending_logged: bool },
-    /// Another copy of the event claimed it before (on any dispatcher, within the dedup window).
+    /// Another copy claimed it before (on any dispatcher, within the dedup window).
     ClaimedBefore,
+}
+
+/// A claim for the claim writer.
+pub enum ClaimRequest {
+    /// A fresh event's first attempt: sent now with its pending row, or parked without.
+    FirstAttempt(FirstAttemptClaim),
+    /// The send of an attempt by a copy that may have a twin, with its pending row.
+    Send(AttemptRow),
+}
+
+impl ClaimRequest {
+    fn delivery_id(&self) -> Uuid {
+        match self {
+            ClaimRequest::FirstAttempt(claim) => claim.delivery_id,
+            ClaimRequest::Send(pending) => pending.delivery_id,
+        }
+    }
+
+    fn pending(&self) -> Option<&AttemptRow> {
+        match self {
+            ClaimRequest::FirstAttempt(claim) => claim.pending.as_ref(),
+            ClaimRequest::Send(pending) => Some(pending),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -71,13 +101,18 @@ impl FirstAttemptLog {
         &self,
         delivery_id: DeliveryId,
         pending: Option<AttemptRow>,
-    ) -> anyhow::Result<FirstAttempt> {
+    ) -> anyhow::Result<AttemptClaim> {
         self.claims
-            .write(FirstAttemptClaim {
+            .write(ClaimRequest::FirstAttempt(FirstAttemptClaim {
                 delivery_id: delivery_id.0,
                 pending,
-            })
+            }))
             .await
+    }
+
+    /// Takes the send of the attempt whose pending row is `pending`, storing the row with it.
+    pub async fn take_send(&self, pending: AttemptRow) -> anyhow::Result<AttemptClaim> {
+        self.claims.write(ClaimRequest::Send(pending)).await
     }
 
     /// Stores the outcome of an attempt whose pending row its claim stored, over that row; false
@@ -93,42 +128,66 @@ struct ClaimStatement {
 }
 
 impl BatchStatement for ClaimStatement {
-    type Item = FirstAttemptClaim;
-    type Answer = FirstAttempt;
+    type Item = ClaimRequest;
+    type Answer = AttemptClaim;
     const BATCH_SIZE_METRIC: &'static str = "fp_dispatcher_claim_batch_size";
     const WRITER: &'static str = "the claim writer";
 
-    fn size(claim: &FirstAttemptClaim) -> usize {
-        claim
-            .pending
-            .as_ref()
-            .map_or(0, AttemptRow::approximate_bytes)
+    fn size(claim: &ClaimRequest) -> usize {
+        claim.pending().map_or(0, AttemptRow::approximate_bytes)
     }
 
     async fn write(
         &mut self,
         conn: &mut PgConnection,
-        claims: &[FirstAttemptClaim],
-    ) -> Result<Vec<FirstAttempt>, StoreError> {
-        let mut claimed: HashMap<Uuid, bool> = fp_store::inbound_events::claim_first_attempts(
+        claims: &[ClaimRequest],
+    ) -> Result<Vec<AttemptClaim>, StoreError> {
+        let mut first_attempts = Vec::new();
+        let mut sends = Vec::new();
+        for claim in claims {
+            match claim {
+                ClaimRequest::FirstAttempt(claim) => first_attempts.push(claim),
+                ClaimRequest::Send(pending) => sends.push(pending),
+            }
+        }
+        let now = Utc::now();
+        // First attempts before sends: a send of an attempt parked by a first attempt in the
+        // same batch then takes it over, as it would a moment later.
+        let mut claimed = won(fp_store::inbound_events::claim_first_attempts(
             conn,
-            claims,
-            Utc::now(),
+            first_attempts,
+            now,
             &mut self.covered_day,
         )
-        .await?
-        .into_iter()
-        .map(|claimed| (claimed.delivery_id, claimed.pending_stored))
-        .collect();
+        .await?);
+        let mut taken =
+            won(
+                fp_store::inbound_events::take_sends(conn, sends, now, &mut self.covered_day)
+                    .await?,
+            );
         Ok(claims
             .iter()
             // Two copies in one batch: the first takes the claim, the second does not.
-            .map(|claim| match claimed.remove(&claim.delivery_id) {
-                Some(pending_logged) => FirstAttempt::Claimed { pending_logged },
-                None => FirstAttempt::ClaimedBefore,
+            .map(|claim| {
+                let won = match claim {
+                    ClaimRequest::FirstAttempt(_) => &mut claimed,
+                    ClaimRequest::Send(_) => &mut taken,
+                };
+                match won.remove(&claim.delivery_id()) {
+                    Some(pending_logged) => AttemptClaim::Claimed { pending_logged },
+                    None => AttemptClaim::ClaimedBefore,
+                }
             })
             .collect())
     }
+}
+
+/// The deliveries a statement claimed, with whether each one's pending row is in the log.
+fn won(claimed: Vec<ClaimedAttempt>) -> HashMap<Uuid, bool> {
+    claimed
+        .into_iter()
+        .map(|claimed| (claimed.delivery_id, claimed.pending_stored))
+        .collect()
 }
 
 struct OutcomeStatement;

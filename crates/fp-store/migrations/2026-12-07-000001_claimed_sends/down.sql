@@ -1,0 +1,1 @@
+ALTER TABLE delivery_claims DROP COLUMN sent_attempt;
