@@ -1,5 +1,5 @@
-//! Delivery attempts (written by fp-log-ingest; a fresh event's first attempt by fp-dispatcher:
-//! its pending row with its claim, `inbound_events`, then its outcome; read by the api and the
+//! Delivery attempts (written by fp-log-ingest; a fresh event's first attempt and a copy's by
+//! fp-dispatcher: its pending row with its claim, `inbound_events`, then its outcome; read by the api and the
 //! dashboard).
 
 use std::borrow::Cow;
@@ -729,8 +729,9 @@ fn of_tenants<'a>(rows: &'a [AttemptRow], live: &HashSet<Uuid>) -> Cow<'a, [Atte
 }
 
 /// Whether this (automatic) attempt of the delivery is already in the log with an outcome that
-/// needs nothing more: a 2xx, or the end of the delivery. A failed attempt with a retry planned
-/// does not count: its retry may never have been scheduled.
+/// needs nothing more: a 2xx, the end of the delivery, or a failure whose retry is in place (the
+/// dispatcher logs `next_retry_at` only once the retry's job is confirmed by the broker). A
+/// failed attempt without it does not count: its input comes back to make it again.
 pub async fn attempt_settled(
     conn: &mut AsyncPgConnection,
     delivery_id: Uuid,
@@ -746,7 +747,8 @@ pub async fn attempt_settled(
             .filter(
                 delivery_attempts::is_final
                     .eq(true)
-                    .or(delivery_attempts::response_status.between(200, 299)),
+                    .or(delivery_attempts::response_status.between(200, 299))
+                    .or(delivery_attempts::next_retry_at.is_not_null()),
             ),
     ))
     .get_result(conn)

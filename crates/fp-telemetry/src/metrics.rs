@@ -227,12 +227,14 @@ fn describe() {
     describe_counter!(
         "fp_log_ingest_rows_inserted_total",
         "Attempt rows written from records (new rows and outcomes replacing pending rows; a fresh \
-         event's first attempt is logged by the dispatcher: fp_dispatcher_outcomes_logged_total)"
+         event's first attempt and a copy's are logged by the dispatcher: \
+         fp_dispatcher_outcomes_logged_total)"
     );
     describe_counter!(
         "fp_log_ingest_pending_rows_total",
-        "Pending (interrupted) attempt rows written from pending records (retries, redeliveries, \
-         copies; a fresh event's first attempt is written by the dispatcher with its claim)"
+        "Pending (interrupted) attempt rows written from pending records (retries, manual \
+         redeliveries, attempts whose claim could not store the row; a fresh event's first attempt \
+         and a copy's are written by the dispatcher with their claim)"
     );
     describe_counter!(
         "fp_log_ingest_records_dropped_total",

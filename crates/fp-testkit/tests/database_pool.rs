@@ -545,17 +545,80 @@ async fn copies_sending_one_attempt_at_once_take_its_send_once() -> anyhow::Resu
             .await?;
         assert_eq!(stored, [first_copy.id]);
 
-        // Twins in flight together on several connections, in opposite orders: each delivery's
-        // send taken once, with one row.
+        // Of a tenant that is gone: taken, its row not stored (the record goes to log-ingest).
+        let orphan = AttemptRow {
+            tenant_id: Uuid::now_v7(),
+            ..pending(Uuid::now_v7(), 1)
+        };
+        assert_eq!(
+            taken(&mut conn, std::slice::from_ref(&orphan)).await?,
+            [(orphan.delivery_id, false)]
+        );
+
+        // A take waits for another in flight on the same claim, and then finds the send taken:
+        // the first holds its transaction open until the second waits for its row.
+        let raced = Uuid::now_v7();
+        claimed_ids(&mut conn, &[claim_only(raced)], at).await?;
+        let mut first = fp_store::connect(&env.database_url).await?;
+        diesel_async::SimpleAsyncConnection::batch_execute(&mut first, "BEGIN").await?;
+        assert_eq!(
+            taken(&mut first, &[pending(raced, 1)]).await?,
+            [(raced, true)]
+        );
+        let second_pool = pool.clone();
+        let second_row = pending(raced, 1);
+        let second = tokio::spawn(async move {
+            let mut conn = second_pool.get().await?;
+            anyhow::Ok(
+                fp_store::inbound_events::take_sends(
+                    &mut conn,
+                    [&second_row],
+                    at,
+                    &mut CoveredDay::default(),
+                )
+                .await?,
+            )
+        });
+        fp_testkit::pipeline::lock_waiters_reach(&mut conn, 1).await?;
+        diesel_async::SimpleAsyncConnection::batch_execute(&mut first, "COMMIT").await?;
+        let second = tokio::time::timeout(Duration::from_secs(30), second).await???;
+        assert_eq!(second, [], "the waiting take found the send taken");
+        assert_eq!(stored_for(&mut conn, raced).await?, 1);
+
+        // A failed attempt counts as settled for a copy once its retry is in place (its
+        // `next_retry_at` logged), and not before.
+        let failed = |next_retry_at| AttemptRow {
+            response_status: Some(500),
+            is_final: false,
+            next_retry_at,
+            ..fp_testkit::seed::attempt_row(tenant_id, at)
+        };
+        let retry_in_place = failed(Some(at + chrono::TimeDelta::seconds(30)));
+        let retry_missing = failed(None);
+        fp_store::attempts::insert_batch(
+            &mut conn,
+            &[retry_in_place.clone(), retry_missing.clone()],
+        )
+        .await?;
+        for (row, settled) in [(&retry_in_place, true), (&retry_missing, false)] {
+            let found = fp_store::attempts::attempt_settled(
+                &mut conn,
+                row.delivery_id,
+                row.attempt_number,
+                fp_contracts::INTERRUPTED_ERROR_KIND,
+            )
+            .await?;
+            assert_eq!(found, settled, "next_retry_at {:?}", row.next_retry_at);
+        }
+
+        // Twins in flight together on several connections: each delivery's send taken once,
+        // with one row.
         let ids: Vec<Uuid> = (0..DELIVERIES).map(|_| Uuid::new_v4()).collect();
         let parkings: Vec<FirstAttemptClaim> = ids.iter().copied().map(claim_only).collect();
         claimed_ids(&mut conn, &parkings, at).await?;
-        let statements = (0..STATEMENTS).map(|n| {
+        let statements = (0..STATEMENTS).map(|_| {
             let pool = pool.clone();
-            let mut rows: Vec<AttemptRow> = ids.iter().map(|id| pending(*id, 1)).collect();
-            if n % 2 == 1 {
-                rows.reverse();
-            }
+            let rows: Vec<AttemptRow> = ids.iter().map(|id| pending(*id, 1)).collect();
             tokio::spawn(async move {
                 let mut conn = pool.get().await?;
                 anyhow::Ok(

@@ -702,7 +702,10 @@ async fn a_parked_copy_of_an_attempt_already_made_is_not_sent_again() -> anyhow:
 /// parking's confirm was lost) can reach two dispatchers at once, each asking the log before the
 /// other's pending record is in it: the cluster test's partition sent such twins twice. Each copy
 /// takes the send of its attempt with its pending row, in one statement: one sends, the other
-/// finds the send taken and waits for its outcome, then is skipped.
+/// finds the send taken and waits for its outcome, then is skipped. Both twins are published here
+/// as parked copies, which ask the log at once, so that they meet for certain (an input handed
+/// out again asks after a 5 s allowance: in the cluster test it met a parked copy whose delay
+/// ended at that moment).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twins_of_a_parked_attempt_at_two_dispatchers_at_once_send_it_once() -> anyhow::Result<()> {
     let receiver = TlsReceiver::start(

@@ -31,7 +31,7 @@ pub trait BatchStatement: Send + 'static {
     /// About how many bytes `item` adds to a statement.
     fn size(item: &Self::Item) -> usize;
 
-    /// Writes `items` in one statement; answers each item, in their order.
+    /// Writes `items`, in one statement where it can; answers each item, in their order.
     fn write(
         &mut self,
         conn: &mut PgConnection,

@@ -108,14 +108,31 @@ enum SendClaim<'a> {
     Unclaimed,
 }
 
+/// Whether, and how, a copy asks the log if its attempt was made elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AskLog {
+    /// Not a copy: only this process's memory is asked.
+    No,
+    /// A parked copy: it normally has no twin, so it asks at once.
+    AtOnce,
+    /// An input handed out again or handed back: with no record of the attempt in the log, it
+    /// first gives log-ingest [`LOG_LAG_ALLOWANCE`] to write one.
+    AfterLag,
+    /// A copy that found its attempt's send taken by another copy: waits for that attempt's
+    /// outcome as long as an attempt can be in flight, and as `AfterLag` where the taker's
+    /// pending row went through the broker (its tenant was held by an erasure or a deletion).
+    TwinSending,
+}
+
 /// What the log says of the attempt a copy is about to make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Logged {
-    /// Made, with an outcome that needs nothing more: the copy is skipped.
+    /// Made, with an outcome that needs nothing more (delivered, final, or its retry in place):
+    /// the copy is skipped.
     Settled,
     /// Started by a maker given up on (its pending row outlived the wait): sent again.
     Abandoned,
-    /// Not in the log, or not asked (not a copy).
+    /// Not in the log, not asked (not a copy), or failed with its retry not in place.
     Absent,
 }
 
@@ -124,7 +141,8 @@ enum Attempted {
     /// Sent, recorded and followed up; or not sent, as another copy of the event had claimed its
     /// first attempt.
     Done,
-    /// Not sent: another copy took the send of this attempt.
+    /// Not sent: the send of this attempt was taken before (by a twin, or by this input's own
+    /// earlier try).
     SendTakenElsewhere,
 }
 
@@ -143,8 +161,9 @@ pub struct Dispatcher {
     /// Reads the log, to tell whether a redelivered input's attempt was already made elsewhere.
     pub pool: PgPool,
     pub completed: CompletedAttempts,
-    /// First attempts claimed across dispatchers (a duplicate publish is delivered once), each
-    /// with its pending row and then its outcome in the log.
+    /// First attempts claimed across dispatchers (a duplicate publish is delivered once) and
+    /// copies' sends taken (twins are sent once), each with its pending row and then its
+    /// outcome in the log.
     pub first_attempts: FirstAttemptLog,
     pub client: DeliveryClient,
     pub publisher: Publisher,
@@ -246,13 +265,14 @@ impl Dispatcher {
         let redelivered = delivery.redelivered || handed_back;
         let deferred_copy = matches!(input, Input::Job)
             && fp_broker::header_text(&delivery, DEFERRED_HEADER).is_some();
-        let mut claimed_now = false;
+        // Set once this input may hold its event's first-attempt claim.
+        let mut may_hold_claim = false;
         span.record("fp.event_id", job.event_id().to_string());
         span.record("fp.tenant_id", job.tenant_id().to_string());
         span.record("fp.event_type", job.event_type().as_str());
         span.record("fp.manual", job.manual());
         match self
-            .process(job, redelivered, deferred_copy, &mut claimed_now, span)
+            .process(job, redelivered, deferred_copy, &mut may_hold_claim, span)
             .await
         {
             Ok(()) => {
@@ -270,7 +290,7 @@ impl Dispatcher {
                     &delivery,
                     settlement,
                     source_queue,
-                    redelivered || deferred_copy || claimed_now,
+                    redelivered || deferred_copy || may_hold_claim,
                 )
                 .await;
             }
@@ -311,13 +331,13 @@ impl Dispatcher {
         accepted.map_err(|rejection| (rejection.reason.code(), rejection.detail))
     }
 
-    /// Sets `claimed_first_attempt` once it has claimed the event's first attempt.
+    /// Sets `may_hold_claim` once it may have claimed the event's first attempt.
     async fn process(
         &self,
         job: JobOrEvent,
         redelivered: bool,
         deferred_copy: bool,
-        claimed_first_attempt: &mut bool,
+        may_hold_claim: &mut bool,
         span: &tracing::Span,
     ) -> anyhow::Result<()> {
         let tenant_id = job.tenant_id();
@@ -381,7 +401,14 @@ impl Dispatcher {
         let (_claim, logged) = loop {
             match self.completed.begin(&job) {
                 Claim::Claimed(claim) => {
-                    let logged = self.already_made(&job, redelivered, deferred_copy).await?;
+                    let asks = if redelivered {
+                        AskLog::AfterLag
+                    } else if deferred_copy {
+                        AskLog::AtOnce
+                    } else {
+                        AskLog::No
+                    };
+                    let logged = self.already_made(&job, asks).await?;
                     if logged == Logged::Settled {
                         skipped_as_made(&job, span);
                         return Ok(());
@@ -402,58 +429,57 @@ impl Dispatcher {
         // across dispatchers: with its pending row when it is sent now, before it is parked
         // otherwise. A copy that may have a twin takes the send just before its request, unless
         // the attempt's maker was given up on (its claim, if any, is the maker's).
-        let send_claim = if claims_first_attempt {
-            SendClaim::FirstAttempt(claimed_first_attempt)
+        let mut send_claim = if claims_first_attempt {
+            SendClaim::FirstAttempt(may_hold_claim)
         } else if may_have_twin && !job.manual && logged == Logged::Absent {
             SendClaim::Copy
         } else {
             SendClaim::Unclaimed
-        };
-        let Some(_slot) = self.limits.try_acquire(&endpoint.url) else {
-            return self
-                .defer(&job, send_claim, span, Deferral::EndpointAtCap)
-                .await;
         };
         // Stored URLs are valid; were one not, the attempt would say so.
         let host = url::Url::parse(&endpoint.url)
             .ok()
             .and_then(|url| url.host_str().map(str::to_owned))
             .unwrap_or_default();
-        if !self.host_rates.try_acquire(&host) {
-            return self
-                .defer(&job, send_claim, span, Deferral::HostAtRate)
-                .await;
-        }
-        match self.attempt(&job, &endpoint, send_claim, span).await? {
-            Attempted::Done => Ok(()),
-            Attempted::SendTakenElsewhere => {
-                // Its twin's pending row is in the log now (stored with the send it took): wait
-                // for that attempt's outcome as any copy does, asking at once. This copy still
-                // holds the endpoint's slot, which is rare enough to cost nothing.
-                if self.already_made(&job, false, true).await? == Logged::Settled {
-                    skipped_as_made(&job, span);
-                    return Ok(());
-                }
-                // Not settled in time (its maker died, or failed with a retry that may not have
-                // been scheduled): sent again, as any copy of an abandoned attempt is.
-                match self
-                    .attempt(&job, &endpoint, SendClaim::Unclaimed, span)
-                    .await?
-                {
-                    Attempted::Done | Attempted::SendTakenElsewhere => Ok(()),
+        loop {
+            let Some(slot) = self.limits.try_acquire(&endpoint.url) else {
+                return self
+                    .defer(&job, send_claim, span, Deferral::EndpointAtCap)
+                    .await;
+            };
+            if !self.host_rates.try_acquire(&host) {
+                return self
+                    .defer(&job, send_claim, span, Deferral::HostAtRate)
+                    .await;
+            }
+            match self.attempt(&job, &endpoint, send_claim, span).await? {
+                Attempted::Done => return Ok(()),
+                Attempted::SendTakenElsewhere => {
+                    // The twin's pending row is in the log now (stored with the send it took):
+                    // wait for that attempt's outcome, without holding the endpoint's slot.
+                    drop(slot);
+                    if self.already_made(&job, AskLog::TwinSending).await? == Logged::Settled {
+                        skipped_as_made(&job, span);
+                        return Ok(());
+                    }
+                    // No outcome within the longest an attempt can be in flight (its maker died),
+                    // or the attempt failed and its retry is not in place: sent again, unclaimed.
+                    send_claim = SendClaim::Unclaimed;
                 }
             }
         }
     }
 
     /// Claims the first attempt of a fresh event's delivery across dispatchers, with `pending`
-    /// (the row of the attempt about to be sent) stored by the same statement. Sets `claimed`
-    /// once it has the claim; a copy that finds it claimed before is counted and logged here.
+    /// (the row of the attempt about to be sent) stored by the same statement. Sets
+    /// `may_hold_claim` before it asks: a claim that fails may still have been committed (its
+    /// answer lost, or its batch's next statement failed), so a copy handed back must stay a
+    /// copy. A copy that finds it claimed before is counted and logged here.
     async fn claim_first_attempt(
         &self,
         job: &DeliveryJob,
         pending: Option<AttemptRow>,
-        claimed: &mut bool,
+        may_hold_claim: &mut bool,
         span: &tracing::Span,
     ) -> anyhow::Result<AttemptClaim> {
         let claim_span = tracing::info_span!(
@@ -466,13 +492,14 @@ impl Dispatcher {
             "db.collection.name" = "delivery_claims",
             "fp.pending_row" = pending.is_some(),
         );
+        *may_hold_claim = true;
         let found = self
             .first_attempts
             .claim(job.delivery_id, pending)
             .instrument(claim_span)
             .await?;
         match found {
-            AttemptClaim::Claimed { .. } => *claimed = true,
+            AttemptClaim::Claimed { .. } => {}
             AttemptClaim::ClaimedBefore => {
                 metrics::counter!("fp_dispatcher_duplicate_events_skipped_total").increment(1);
                 span.record("fp.outcome", "already_made");
@@ -554,8 +581,10 @@ impl Dispatcher {
         span: &tracing::Span,
         why: Deferral,
     ) -> anyhow::Result<()> {
-        if let SendClaim::FirstAttempt(claimed) = send_claim {
-            let found = self.claim_first_attempt(job, None, claimed, span).await?;
+        if let SendClaim::FirstAttempt(may_hold_claim) = send_claim {
+            let found = self
+                .claim_first_attempt(job, None, may_hold_claim, span)
+                .await?;
             if found == AttemptClaim::ClaimedBefore {
                 return Ok(());
             }
@@ -601,20 +630,13 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Whether this attempt was completed already: by this process (remembered), or, for an input
-    /// the broker handed out before (its ack was lost) or a parked copy ([`DEFERRED_HEADER`]), by
-    /// any dispatcher (the log says so). `deferred_copy`: asks the log without first waiting for
-    /// a record to reach it.
-    async fn already_made(
-        &self,
-        job: &DeliveryJob,
-        redelivered: bool,
-        deferred_copy: bool,
-    ) -> anyhow::Result<Logged> {
+    /// Whether this attempt was completed already: by this process (remembered), or, for a copy
+    /// (see [`AskLog`]), by any dispatcher (the log says so).
+    async fn already_made(&self, job: &DeliveryJob, asks: AskLog) -> anyhow::Result<Logged> {
         if self.completed.contains(job) {
             return Ok(Logged::Settled);
         }
-        if !(redelivered || deferred_copy) || job.manual {
+        if asks == AskLog::No || job.manual {
             return Ok(Logged::Absent);
         }
         let attempt_number = i32::try_from(job.attempt_number).unwrap_or(i32::MAX);
@@ -629,11 +651,16 @@ impl Dispatcher {
         // request leaves, but when the node it was on goes away log-ingest may still be moving
         // to another node, so the record can reach the log after the copy reaches us.
         let arrived = tokio::time::Instant::now();
-        let give_up = arrived + COPY_OUTCOME_WAIT;
-        let log_caught_up = if redelivered {
-            arrived + LOG_LAG_ALLOWANCE
-        } else {
-            arrived
+        // A twin that took the send just now is alive: its outcome is waited for as long as an
+        // attempt can be in flight.
+        let give_up = arrived
+            + match asks {
+                AskLog::TwinSending => self.in_flight_horizon,
+                _ => COPY_OUTCOME_WAIT,
+            };
+        let log_caught_up = match asks {
+            AskLog::AtOnce => arrived,
+            _ => arrived + LOG_LAG_ALLOWANCE,
         };
         loop {
             let mut conn = self.pool.get().await.map_err(fp_store::StoreError::from)?;
@@ -723,10 +750,10 @@ impl Dispatcher {
         let mut record =
             pending_record(job, endpoint, attempted_at, &request.headers, request.body);
         let pending_logged = match send_claim {
-            SendClaim::FirstAttempt(claimed) => {
+            SendClaim::FirstAttempt(may_hold_claim) => {
                 let row = row_in_span(&record, span)?;
                 match self
-                    .claim_first_attempt(job, Some(row), claimed, span)
+                    .claim_first_attempt(job, Some(row), may_hold_claim, span)
                     .await?
                 {
                     AttemptClaim::ClaimedBefore => return Ok(Attempted::Done),
@@ -826,6 +853,11 @@ impl Dispatcher {
             }
             None => Ok(()),
         };
+        if scheduled.is_err() {
+            // The retry is not in place: the input comes back and this attempt is made again. A
+            // copy takes a logged retry time as a retry in place, and skips the attempt.
+            record.next_retry_at = None;
+        }
         // The outcome of an attempt whose pending row is in the log goes over that row, with no
         // record through the broker; where it cannot (the database is away, the row gone or
         // changed since the claim, the event erased, the outcome stored already), the record
@@ -874,7 +906,8 @@ impl Dispatcher {
             tracing::info!(
                 delivery_id = %job.delivery_id,
                 attempt = job.attempt_number,
-                "another copy of this attempt is being sent; waiting for its outcome"
+                "this attempt's send was taken before (by a twin, or an earlier try of this \
+                 input); waiting for its outcome"
             );
         }
         Ok(found)
@@ -889,14 +922,14 @@ impl Dispatcher {
     /// not be handled) is left alone: the broker hands the original out again by itself, and a
     /// copy beside it would make two inputs of one delivery that two dispatchers could both send.
     ///
-    /// `claimed`: the event's first attempt is claimed by this input (now or before), which its
-    /// copy carries on ([`HANDED_BACK_HEADER`]).
+    /// `copy`: the input may hold its event's first-attempt claim or have a twin, which its copy
+    /// carries on ([`HANDED_BACK_HEADER`]).
     async fn hand_back(
         &self,
         delivery: &Delivery,
         settlement: Settlement,
         source_queue: &str,
-        claimed: bool,
+        copy: bool,
     ) {
         tokio::time::sleep(HAND_BACK_DELAY).await;
         if !settlement.usable() {
@@ -917,7 +950,7 @@ impl Dispatcher {
                 message_id: &message_id,
                 parent: None,
                 payload: &delivery.data,
-                headers: if claimed {
+                headers: if copy {
                     &[(HANDED_BACK_HEADER, "1")]
                 } else {
                     &[]

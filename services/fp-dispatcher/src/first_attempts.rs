@@ -42,7 +42,8 @@ pub enum AttemptClaim {
     /// not (the tenant is gone or held by an erasure or a deletion, the event erased), the
     /// pending record goes to log-ingest instead.
     Claimed { pending_logged: bool },
-    /// Another copy claimed it before (on any dispatcher, within the dedup window).
+    /// Claimed before: a first attempt by another copy of the event, a send by a twin or by an
+    /// earlier try of this input (on any dispatcher, within the dedup window).
     ClaimedBefore,
 }
 
@@ -151,8 +152,10 @@ impl BatchStatement for ClaimStatement {
             }
         }
         let now = Utc::now();
-        // First attempts before sends: a send of an attempt parked by a first attempt in the
-        // same batch then takes it over, as it would a moment later.
+        // Two statements, each committed on its own (either order is safe). When the second
+        // fails, every claim of the batch gets its error though the first's may be committed:
+        // a fresh event's input then goes back marked as a copy, which takes the send or waits
+        // for the attempt in the log (`Dispatcher::claim_first_attempt`).
         let mut claimed = won(fp_store::inbound_events::claim_first_attempts(
             conn,
             first_attempts,

@@ -3,8 +3,12 @@
 -- rate, N once a copy (the parked copy, an input handed out again or handed back) has taken the
 -- send of attempt N. A copy takes it by raising this column, in the statement that stores its
 -- pending row, so of two copies of one attempt only one sends and the other finds the first's
--- pending row. Claims made before this column count as sent (1): a copy of one of those loses
--- the take, then waits for the attempt's outcome in the log, and is sent if none comes, as
--- copies were before.
+-- pending row. A take also moves `claimed_at`, so that pruning cannot remove a claim whose twin
+-- is about to look at it (the rows are then no longer in strict time order, which only makes the
+-- BRIN index read a few more pages).
+--
+-- The default counts a claim as sent: claims made before this column, and those of a dispatcher
+-- of the previous release during a rolling upgrade (which inserts no value). A copy of one of
+-- those loses the take, then waits for the attempt's outcome in the log and is sent if none
+-- comes, as copies were before.
 ALTER TABLE delivery_claims ADD COLUMN sent_attempt integer NOT NULL DEFAULT 1;
-ALTER TABLE delivery_claims ALTER COLUMN sent_attempt DROP DEFAULT;
