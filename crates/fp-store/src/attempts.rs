@@ -729,9 +729,8 @@ fn of_tenants<'a>(rows: &'a [AttemptRow], live: &HashSet<Uuid>) -> Cow<'a, [Atte
 }
 
 /// Whether this (automatic) attempt of the delivery is already in the log with an outcome that
-/// needs nothing more: a 2xx, the end of the delivery, or a failure whose retry is in place (the
-/// dispatcher logs `next_retry_at` only once the retry's job is confirmed by the broker). A
-/// failed attempt without it does not count: its input comes back to make it again.
+/// needs nothing more: a 2xx, or the end of the delivery. A failed attempt with a retry planned
+/// does not count: its retry may never have been scheduled.
 pub async fn attempt_settled(
     conn: &mut AsyncPgConnection,
     delivery_id: Uuid,
@@ -747,8 +746,7 @@ pub async fn attempt_settled(
             .filter(
                 delivery_attempts::is_final
                     .eq(true)
-                    .or(delivery_attempts::response_status.between(200, 299))
-                    .or(delivery_attempts::next_retry_at.is_not_null()),
+                    .or(delivery_attempts::response_status.between(200, 299)),
             ),
     ))
     .get_result(conn)

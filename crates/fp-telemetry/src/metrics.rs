@@ -175,8 +175,8 @@ fn describe() {
     );
     describe_counter!(
         "fp_dispatcher_twin_sends_held_total",
-        "Copies of an attempt (handed out again, handed back, parked) that found another copy \
-         sending it and waited for its outcome instead of sending too"
+        "Copies of an attempt (handed out again, handed back, parked) that found its send taken \
+         (by a twin, or by their own earlier try) and waited for its outcome instead of sending"
     );
     describe_histogram!(
         "fp_dispatcher_claim_batch_size",

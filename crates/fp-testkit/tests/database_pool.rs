@@ -585,32 +585,6 @@ async fn copies_sending_one_attempt_at_once_take_its_send_once() -> anyhow::Resu
         assert_eq!(second, [], "the waiting take found the send taken");
         assert_eq!(stored_for(&mut conn, raced).await?, 1);
 
-        // A failed attempt counts as settled for a copy once its retry is in place (its
-        // `next_retry_at` logged), and not before.
-        let failed = |next_retry_at| AttemptRow {
-            response_status: Some(500),
-            is_final: false,
-            next_retry_at,
-            ..fp_testkit::seed::attempt_row(tenant_id, at)
-        };
-        let retry_in_place = failed(Some(at + chrono::TimeDelta::seconds(30)));
-        let retry_missing = failed(None);
-        fp_store::attempts::insert_batch(
-            &mut conn,
-            &[retry_in_place.clone(), retry_missing.clone()],
-        )
-        .await?;
-        for (row, settled) in [(&retry_in_place, true), (&retry_missing, false)] {
-            let found = fp_store::attempts::attempt_settled(
-                &mut conn,
-                row.delivery_id,
-                row.attempt_number,
-                fp_contracts::INTERRUPTED_ERROR_KIND,
-            )
-            .await?;
-            assert_eq!(found, settled, "next_retry_at {:?}", row.next_retry_at);
-        }
-
         // Twins in flight together on several connections: each delivery's send taken once,
         // with one row.
         let ids: Vec<Uuid> = (0..DELIVERIES).map(|_| Uuid::new_v4()).collect();

@@ -59,9 +59,16 @@ const HAND_BACK_DELAY: Duration = Duration::from_secs(1);
 
 /// Marks the copy of an input handed back to its queue that may have a claim or a twin: an event
 /// that claimed its first attempt (`delivery_claims`), or an input that was itself a copy (handed
-/// out again, handed back, parked). The copy is handled like a redelivery: the claim may be its
-/// own, and only the log tells whether its attempt was made.
+/// out again, handed back, parked). The copy is handled as a copy: the claim may be its own, and
+/// only the log tells whether its attempt was made. Its value says how it asks the log
+/// ([`AskLog`]): [`ASK_AT_ONCE`], or after the allowance for a record to reach the log.
 const HANDED_BACK_HEADER: &str = "x-fp-handed-back";
+
+/// [`HANDED_BACK_HEADER`]'s value for a copy that asks the log at once: a fresh event that may
+/// hold its claim (a claim stores its pending row itself, so no record is on its way through the
+/// broker), or a parked copy. After a database outage many such copies come back together, and a
+/// wait each would hold their prefetch slots.
+const ASK_AT_ONCE: &str = "at-once";
 
 /// Marks a job parked by a deferral. If the parking's confirm was lost with the connection, the
 /// input it came from is handed out again too, and both copies would be sent: so a parked copy
@@ -113,10 +120,11 @@ enum SendClaim<'a> {
 enum AskLog {
     /// Not a copy: only this process's memory is asked.
     No,
-    /// A parked copy: it normally has no twin, so it asks at once.
+    /// A parked copy (it normally has no twin), or a copy handed back with [`ASK_AT_ONCE`]: it
+    /// asks at once.
     AtOnce,
-    /// An input handed out again or handed back: with no record of the attempt in the log, it
-    /// first gives log-ingest [`LOG_LAG_ALLOWANCE`] to write one.
+    /// An input handed out again, or handed back after it was: with no record of the attempt in
+    /// the log, it first gives log-ingest [`LOG_LAG_ALLOWANCE`] to write one.
     AfterLag,
     /// A copy that found its attempt's send taken by another copy: waits for that attempt's
     /// outcome as long as an attempt can be in flight, and as `AfterLag` where the taker's
@@ -127,12 +135,12 @@ enum AskLog {
 /// What the log says of the attempt a copy is about to make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Logged {
-    /// Made, with an outcome that needs nothing more (delivered, final, or its retry in place):
-    /// the copy is skipped.
+    /// Made, with an outcome that needs nothing more (delivered, or final): the copy is skipped.
     Settled,
     /// Started by a maker given up on (its pending row outlived the wait): sent again.
     Abandoned,
-    /// Not in the log, not asked (not a copy), or failed with its retry not in place.
+    /// Not in the log, not asked (not a copy), or failed with a retry planned (which may never
+    /// have been scheduled).
     Absent,
 }
 
@@ -261,20 +269,23 @@ impl Dispatcher {
                 return;
             }
         };
-        let handed_back = fp_broker::header_text(&delivery, HANDED_BACK_HEADER).is_some();
-        let redelivered = delivery.redelivered || handed_back;
+        let handed_back = fp_broker::header_text(&delivery, HANDED_BACK_HEADER);
         let deferred_copy = matches!(input, Input::Job)
             && fp_broker::header_text(&delivery, DEFERRED_HEADER).is_some();
+        let asks = match (delivery.redelivered, handed_back.as_deref()) {
+            (true, _) => AskLog::AfterLag,
+            (false, Some(ASK_AT_ONCE)) => AskLog::AtOnce,
+            (false, Some(_)) => AskLog::AfterLag,
+            (false, None) if deferred_copy => AskLog::AtOnce,
+            (false, None) => AskLog::No,
+        };
         // Set once this input may hold its event's first-attempt claim.
         let mut may_hold_claim = false;
         span.record("fp.event_id", job.event_id().to_string());
         span.record("fp.tenant_id", job.tenant_id().to_string());
         span.record("fp.event_type", job.event_type().as_str());
         span.record("fp.manual", job.manual());
-        match self
-            .process(job, redelivered, deferred_copy, &mut may_hold_claim, span)
-            .await
-        {
+        match self.process(job, asks, &mut may_hold_claim, span).await {
             Ok(()) => {
                 settlement.ack().await;
                 metrics::counter!("fp_dispatcher_messages_handled_total").increment(1);
@@ -286,13 +297,12 @@ impl Dispatcher {
                     "not handled; handing it back to its queue"
                 );
                 span.record("fp.outcome", "handed_back");
-                self.hand_back(
-                    &delivery,
-                    settlement,
-                    source_queue,
-                    redelivered || deferred_copy || may_hold_claim,
-                )
-                .await;
+                let copy_asks = match asks {
+                    AskLog::No if may_hold_claim => AskLog::AtOnce,
+                    asks => asks,
+                };
+                self.hand_back(&delivery, settlement, source_queue, copy_asks)
+                    .await;
             }
         }
     }
@@ -335,8 +345,7 @@ impl Dispatcher {
     async fn process(
         &self,
         job: JobOrEvent,
-        redelivered: bool,
-        deferred_copy: bool,
+        asks: AskLog,
         may_hold_claim: &mut bool,
         span: &tracing::Span,
     ) -> anyhow::Result<()> {
@@ -347,8 +356,7 @@ impl Dispatcher {
             Lookup::UnknownTenant => return self.no_endpoint(&job, true, span).await,
         };
         // A fresh event (not a copy handed out again) claims its first attempt across dispatchers.
-        let claims_first_attempt = matches!(job, JobOrEvent::Event(_)) && !redelivered;
-        let may_have_twin = redelivered || deferred_copy;
+        let claims_first_attempt = matches!(job, JobOrEvent::Event(_)) && asks == AskLog::No;
         if let JobOrEvent::Job(DeliveryJob {
             content: JobContent::Stored(stored),
             ..
@@ -401,13 +409,6 @@ impl Dispatcher {
         let (_claim, logged) = loop {
             match self.completed.begin(&job) {
                 Claim::Claimed(claim) => {
-                    let asks = if redelivered {
-                        AskLog::AfterLag
-                    } else if deferred_copy {
-                        AskLog::AtOnce
-                    } else {
-                        AskLog::No
-                    };
                     let logged = self.already_made(&job, asks).await?;
                     if logged == Logged::Settled {
                         skipped_as_made(&job, span);
@@ -431,7 +432,7 @@ impl Dispatcher {
         // the attempt's maker was given up on (its claim, if any, is the maker's).
         let mut send_claim = if claims_first_attempt {
             SendClaim::FirstAttempt(may_hold_claim)
-        } else if may_have_twin && !job.manual && logged == Logged::Absent {
+        } else if asks != AskLog::No && !job.manual && logged == Logged::Absent {
             SendClaim::Copy
         } else {
             SendClaim::Unclaimed
@@ -463,7 +464,8 @@ impl Dispatcher {
                         return Ok(());
                     }
                     // No outcome within the longest an attempt can be in flight (its maker died),
-                    // or the attempt failed and its retry is not in place: sent again, unclaimed.
+                    // or a failure with a retry planned, which the log cannot tell was scheduled
+                    // (this input may be the one whose retry was not): sent again, unclaimed.
                     send_claim = SendClaim::Unclaimed;
                 }
             }
@@ -853,11 +855,6 @@ impl Dispatcher {
             }
             None => Ok(()),
         };
-        if scheduled.is_err() {
-            // The retry is not in place: the input comes back and this attempt is made again. A
-            // copy takes a logged retry time as a retry in place, and skips the attempt.
-            record.next_retry_at = None;
-        }
         // The outcome of an attempt whose pending row is in the log goes over that row, with no
         // record through the broker; where it cannot (the database is away, the row gone or
         // changed since the claim, the event erased, the outcome stored already), the record
@@ -922,14 +919,14 @@ impl Dispatcher {
     /// not be handled) is left alone: the broker hands the original out again by itself, and a
     /// copy beside it would make two inputs of one delivery that two dispatchers could both send.
     ///
-    /// `copy`: the input may hold its event's first-attempt claim or have a twin, which its copy
-    /// carries on ([`HANDED_BACK_HEADER`]).
+    /// `asks`: how the copy asks the log; anything but [`AskLog::No`] (the input may hold its
+    /// event's first-attempt claim or have a twin) is carried on in [`HANDED_BACK_HEADER`].
     async fn hand_back(
         &self,
         delivery: &Delivery,
         settlement: Settlement,
         source_queue: &str,
-        copy: bool,
+        asks: AskLog,
     ) {
         tokio::time::sleep(HAND_BACK_DELAY).await;
         if !settlement.usable() {
@@ -950,10 +947,10 @@ impl Dispatcher {
                 message_id: &message_id,
                 parent: None,
                 payload: &delivery.data,
-                headers: if copy {
-                    &[(HANDED_BACK_HEADER, "1")]
-                } else {
-                    &[]
+                headers: match asks {
+                    AskLog::No => &[],
+                    AskLog::AtOnce => &[(HANDED_BACK_HEADER, ASK_AT_ONCE)],
+                    AskLog::AfterLag | AskLog::TwinSending => &[(HANDED_BACK_HEADER, "after-lag")],
                 },
                 expiration: None,
             })
