@@ -628,6 +628,29 @@ async fn an_endpoint_failing_for_too_long_is_disabled_until_saved_again() -> any
     env.finish().await
 }
 
+/// Publishes `copies` copies of `job` at once as a deferral parks it: to the retry queue (as its
+/// delay queue hands it on), marked `x-fp-deferred`.
+async fn publish_parked_copies(
+    broker: &Broker,
+    job: &fp_contracts::DeliveryJob,
+    copies: usize,
+) -> anyhow::Result<()> {
+    let payload = fp_contracts::encode_job(job);
+    let message_id = format!("{}/{}", job.delivery_id, job.attempt_number);
+    let parked = OutgoingMessage {
+        exchange: "",
+        routing_key: &broker.names.retry_queue,
+        message_id: &message_id,
+        parent: None,
+        payload: &payload,
+        headers: &[("x-fp-deferred", "1")],
+        expiration: None,
+    };
+    let publisher = broker.publisher();
+    futures_util::future::try_join_all((0..copies).map(|_| publisher.publish(&parked))).await?;
+    Ok(())
+}
+
 /// A deferral parks a copy of its job and then acks its input. When the parking's confirm is lost
 /// with the connection, the input comes back too and is sent, and the parked copy returns later:
 /// the cluster test's partition made 35 such twins. A parked copy (`x-fp-deferred`) therefore
@@ -670,18 +693,7 @@ async fn a_parked_copy_of_an_attempt_already_made_is_not_sent_again() -> anyhow:
     let dispatcher = pipeline.start_dispatcher(&mut env).await?;
     let skipped_before = metric(dispatcher, "fp_dispatcher_repeats_skipped_total").await?;
     let broker = Broker::connect(&broker_url(), &env.namespace).await?;
-    broker
-        .publisher()
-        .publish(&OutgoingMessage {
-            exchange: "",
-            routing_key: &broker.names.retry_queue,
-            message_id: &format!("{}/1", job.delivery_id),
-            parent: None,
-            payload: &fp_contracts::encode_job(&job),
-            headers: &[("x-fp-deferred", "1")],
-            expiration: None,
-        })
-        .await?;
+    publish_parked_copies(&broker, &job, 1).await?;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while metric(dispatcher, "fp_dispatcher_repeats_skipped_total").await? == skipped_before {
         anyhow::ensure!(
@@ -757,17 +769,7 @@ async fn twins_of_a_parked_attempt_at_two_dispatchers_at_once_send_it_once() -> 
     let handled_before = counters("fp_dispatcher_messages_handled_total").await?;
     // Both twins back to back: the retry queue hands them out round robin, one to each dispatcher.
     let broker = Broker::connect(&broker_url(), &env.namespace).await?;
-    let twin = OutgoingMessage {
-        exchange: "",
-        routing_key: &broker.names.retry_queue,
-        message_id: &format!("{}/1", job.delivery_id),
-        parent: None,
-        payload: &fp_contracts::encode_job(&job),
-        headers: &[("x-fp-deferred", "1")],
-        expiration: None,
-    };
-    let publisher = broker.publisher();
-    futures_util::future::try_join(publisher.publish(&twin), publisher.publish(&twin)).await?;
+    publish_parked_copies(&broker, &job, 2).await?;
 
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let handled = loop {

@@ -484,16 +484,7 @@ impl Dispatcher {
         may_hold_claim: &mut bool,
         span: &tracing::Span,
     ) -> anyhow::Result<AttemptClaim> {
-        let claim_span = tracing::info_span!(
-            target: OTEL_TARGET,
-            "claim",
-            "otel.name" = "INSERT delivery_claims",
-            "otel.kind" = "internal",
-            "db.system.name" = "postgresql",
-            "db.operation.name" = "INSERT",
-            "db.collection.name" = "delivery_claims",
-            "fp.pending_row" = pending.is_some(),
-        );
+        let claim_span = claims_span("INSERT delivery_claims", pending.is_some());
         *may_hold_claim = true;
         let found = self
             .first_attempts
@@ -884,15 +875,7 @@ impl Dispatcher {
         job: &DeliveryJob,
         pending: AttemptRow,
     ) -> anyhow::Result<AttemptClaim> {
-        let take_span = tracing::info_span!(
-            target: OTEL_TARGET,
-            "take send",
-            "otel.name" = "UPSERT delivery_claims",
-            "otel.kind" = "internal",
-            "db.system.name" = "postgresql",
-            "db.operation.name" = "INSERT",
-            "db.collection.name" = "delivery_claims",
-        );
+        let take_span = claims_span("UPSERT delivery_claims", true);
         let found = self
             .first_attempts
             .take_send(pending)
@@ -1072,6 +1055,21 @@ impl Dispatcher {
             .await?;
         Ok(())
     }
+}
+
+/// The span of a claim's statement on `delivery_claims`, named `otel_name`; `pending_row`: it
+/// stores the attempt's pending row too.
+fn claims_span(otel_name: &'static str, pending_row: bool) -> tracing::Span {
+    tracing::info_span!(
+        target: OTEL_TARGET,
+        "claim",
+        "otel.name" = otel_name,
+        "otel.kind" = "internal",
+        "db.system.name" = "postgresql",
+        "db.operation.name" = "INSERT",
+        "db.collection.name" = "delivery_claims",
+        "fp.pending_row" = pending_row,
+    )
 }
 
 /// A copy of an attempt already made is acked unsent: counted and logged.
