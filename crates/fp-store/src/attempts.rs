@@ -1,6 +1,6 @@
-//! Delivery attempts (written by fp-log-ingest; a fresh event's first attempt and a copy's by
-//! fp-dispatcher: its pending row with its claim, `inbound_events`, then its outcome; read by the api and the
-//! dashboard).
+//! Delivery attempts (written by fp-log-ingest; a fresh event's first attempt and a copy's whose
+//! send it took by fp-dispatcher: its pending row with its claim, `inbound_events`, then its
+//! outcome; read by the api and the dashboard).
 
 use std::borrow::Cow;
 use std::collections::HashSet;

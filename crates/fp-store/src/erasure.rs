@@ -2,7 +2,7 @@
 //! was erased). One erasure runs in one transaction of the api, which holds the submission's row
 //! lock throughout, so erasures and status changes of one submission serialise. It is the one
 //! writer of `delivery_attempts` besides fp-log-ingest and fp-dispatcher (a fresh event's first
-//! attempt, a copy's attempt): it rewrites the bodies of the attempts of
+//! attempt, a copy's whose send it took): it rewrites the bodies of the attempts of
 //! the erased events, found by tenant and event id, each updated by its id and `attempted_at` so a
 //! table partitioned by time touches one partition per row.
 

@@ -180,7 +180,8 @@ fn describe() {
     );
     describe_histogram!(
         "fp_dispatcher_claim_batch_size",
-        "Claims (fresh events' first attempts, copies' sends) written to PostgreSQL per statement"
+        "Claims (fresh events' first attempts, copies' sends) written to PostgreSQL per batch (one \
+         statement, two when it holds both kinds)"
     );
     describe_counter!(
         "fp_dispatcher_outcomes_logged_total",

@@ -58,10 +58,11 @@ const COPY_PATIENCE: Duration = Duration::from_secs(60);
 const HAND_BACK_DELAY: Duration = Duration::from_secs(1);
 
 /// Marks the copy of an input handed back to its queue that may have a claim or a twin: an event
-/// that claimed its first attempt (`delivery_claims`), or an input that was itself a copy (handed
-/// out again, handed back, parked). The copy is handled as a copy: the claim may be its own, and
-/// only the log tells whether its attempt was made. Its value says how it asks the log
-/// ([`AskLog`]): [`ASK_AT_ONCE`], or after the allowance for a record to reach the log.
+/// that asked for its first attempt's claim (`delivery_claims`; it may hold it), or an input that
+/// was itself a copy (handed out again, handed back, parked). The copy is handled as a copy: the
+/// claim may be its own, and only the log tells whether its attempt was made. Its value says how
+/// it asks the log ([`AskLog`]): [`ASK_AT_ONCE`] or [`ASK_AFTER_LAG`] (any other value, such as
+/// the previous release's `1`, reads as the latter).
 const HANDED_BACK_HEADER: &str = "x-fp-handed-back";
 
 /// [`HANDED_BACK_HEADER`]'s value for a copy that asks the log at once: a fresh event that may
@@ -69,6 +70,10 @@ const HANDED_BACK_HEADER: &str = "x-fp-handed-back";
 /// broker), or a parked copy. After a database outage many such copies come back together, and a
 /// wait each would hold their prefetch slots.
 const ASK_AT_ONCE: &str = "at-once";
+
+/// [`HANDED_BACK_HEADER`]'s value for a copy of an input the broker handed out again: its twin's
+/// pending record may still be on its way through the broker.
+const ASK_AFTER_LAG: &str = "after-lag";
 
 /// Marks a job parked by a deferral. If the parking's confirm was lost with the connection, the
 /// input it came from is handed out again too, and both copies would be sent: so a parked copy
@@ -110,8 +115,9 @@ enum SendClaim<'a> {
     /// A copy that may have a twin (handed out again, handed back, parked): takes the send of its
     /// attempt just before its request. Parked again, it claims nothing.
     Copy,
-    /// Sent without a claim: a job as scheduled (its only input), a manual redelivery, or a copy
-    /// of an attempt whose maker was given up on.
+    /// Sent without a claim: a job as scheduled (its only input), a manual redelivery, a copy of
+    /// an attempt whose maker was given up on, or a copy that found the send taken and then no
+    /// settled outcome.
     Unclaimed,
 }
 
@@ -933,7 +939,10 @@ impl Dispatcher {
                 headers: match asks {
                     AskLog::No => &[],
                     AskLog::AtOnce => &[(HANDED_BACK_HEADER, ASK_AT_ONCE)],
-                    AskLog::AfterLag | AskLog::TwinSending => &[(HANDED_BACK_HEADER, "after-lag")],
+                    // An input is never handed back while it waits for a twin (`TwinSending`).
+                    AskLog::AfterLag | AskLog::TwinSending => {
+                        &[(HANDED_BACK_HEADER, ASK_AFTER_LAG)]
+                    }
                 },
                 expiration: None,
             })

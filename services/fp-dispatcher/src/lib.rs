@@ -1,7 +1,7 @@
 //! The dispatcher: consumes events from the shared queue, delivers each to the tenant's endpoint,
-//! records each attempt's outcome (a fresh event's first attempt, or a copy's, in PostgreSQL,
-//! over the pending row its claim stored; any other as a record through the broker to log-ingest), and acks the
-//! event only after that outcome is committed or confirmed. A crash at any point leaves the event
+//! records each attempt's outcome (a fresh event's first attempt, or a copy's whose send it took,
+//! in PostgreSQL, over the pending row its claim stored; any other as a record through the broker
+//! to log-ingest), and acks the event only after that outcome is committed or confirmed. A crash at any point leaves the event
 //! unacked, so it is delivered again (at least once; the delivery id stays the same, so receivers
 //! can deduplicate).
 

@@ -8,7 +8,8 @@
 -- BRIN index read a few more pages).
 --
 -- The default counts a claim as sent: claims made before this column, and those of a dispatcher
--- of the previous release during a rolling upgrade (which inserts no value). A copy of one of
--- those loses the take, then waits for the attempt's outcome in the log and is sent if none
--- comes, as copies were before.
+-- of the previous release during a rolling upgrade (which inserts no value). A copy of such a
+-- claim's first attempt loses the take, then waits for the attempt's outcome in the log (for a
+-- parked one, of which nothing was sent, the 5 s allowance for a record) and is sent if none
+-- comes; a copy of a later attempt takes it as usual.
 ALTER TABLE delivery_claims ADD COLUMN sent_attempt integer NOT NULL DEFAULT 1;
