@@ -255,7 +255,9 @@ fn reconnects(dir: &std::path::Path) -> anyhow::Result<Vec<(String, usize, usize
                 .count();
             let connected = text
                 .lines()
-                .filter(|line| line.contains("connected to RabbitMQ"))
+                // The connection's fields follow its message; the supervisor's "not connected to
+                // RabbitMQ for N s" warning has none, so it is not counted as a connection.
+                .filter(|line| line.contains("connected to RabbitMQ generation="))
                 .count();
             let name = path
                 .file_stem()
