@@ -16,6 +16,8 @@ use tokio::net::TcpStream;
 
 /// Well below `lifecycle.drain_timeout_ms` (20 s): a clean stop must come within it.
 const STOP_LIMIT: Duration = Duration::from_secs(15);
+/// How many in-flight inputs the dispatcher's drain names in a report.
+const DRAIN_INPUTS_NAMED: usize = 5;
 const PATIENCE: Duration = Duration::from_secs(60);
 
 fn assert_clean_exit(
@@ -44,11 +46,12 @@ fn assert_clean_exit(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_work_and_exits_cleanly() -> anyhow::Result<()> {
-    // Slow enough that the signal lands while deliveries are in flight.
+    // Slow enough that the signal lands while deliveries are in flight, and that the drain says
+    // what it waits for (every 5 s) before they are answered.
     let receiver = TlsReceiver::start(
         "127.0.0.1:0".parse()?,
         Arc::new(|_, _| CannedResponse {
-            delay: Duration::from_millis(1500),
+            delay: Duration::from_millis(8000),
             ..CannedResponse::new(200, "ok")
         }),
     )
@@ -68,6 +71,21 @@ async fn sigterm_drains_in_flight_work_and_exits_cleanly() -> anyhow::Result<()>
     receiver.wait_for(EVENTS, PATIENCE).await?;
     let (status, log) = env.terminate("fp-dispatcher", STOP_LIMIT).await?;
     assert_clean_exit("fp-dispatcher", status, &log)?;
+    // An operator whose stop takes long is told which inputs it waits for, and when it is done.
+    let waiting = log
+        .lines()
+        .find(|line| line.contains("still draining in-flight deliveries"))
+        .with_context(|| format!("the drain did not say what it waited for; its log:\n{log}"))?;
+    ensure!(
+        waiting.contains(&format!("still_in_flight={EVENTS}"))
+            && waiting.matches("event ").count() == DRAIN_INPUTS_NAMED,
+        "the drain's report does not name its {DRAIN_INPUTS_NAMED} oldest of {EVENTS} events: {waiting}"
+    );
+    ensure!(
+        log.lines()
+            .any(|line| line.contains("in-flight deliveries drained")),
+        "the drain did not say it was done; its log:\n{log}"
+    );
 
     // The deliveries it finished while draining are logged as delivered, once each, and no
     // other dispatcher ran: nothing was handed back and attempted again.

@@ -15,6 +15,7 @@ mod first_attempts;
 mod host_rates;
 mod metrics;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -190,7 +191,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     );
 
     // Each message is handled in its own task; the prefetch limits bound how many run at once.
-    let mut in_flight = JoinSet::new();
+    let mut in_flight = InFlight::default();
     let shutdown = fp_telemetry::lifecycle::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -199,12 +200,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             next = inputs.next() => match next {
                 Some((input, inbound)) => {
                     let dispatcher = dispatcher.clone();
-                    in_flight.spawn(async move { dispatcher.handle(input, inbound).await });
+                    in_flight.spawn(input, inbound, |input, inbound| async move {
+                        dispatcher.handle(input, inbound).await
+                    });
                 }
                 // Only a closed broker ends the consumers; a lost connection is consumed again.
                 None => break,
             },
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            Some(()) = in_flight.join_next(), if !in_flight.is_empty() => {}
         }
     }
 
@@ -215,19 +218,137 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     );
     // Unpulled prefetched messages stay unacked and return to the queue when the connection closes.
     drop(inputs);
-    let drained = tokio::time::timeout(settings.lifecycle.drain_timeout(), async {
-        while in_flight.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            still_in_flight = in_flight.len(),
-            "drain timed out; their events return to the queue"
-        );
-    }
+    in_flight.drain(settings.lifecycle.drain_timeout()).await;
     let _ = stop_listening.send(true);
     let _ = config_changes.await;
     broker.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often a drain says what it still waits for.
+const DRAIN_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How many of the inputs a drain still waits for it names in each report.
+const DRAIN_INPUTS_NAMED: usize = 5;
+
+/// The tasks handling inputs, and which input each handles: a drain that takes long names the
+/// inputs it waits for, which the deliveries' own log lines then tell about.
+#[derive(Default)]
+struct InFlight {
+    tasks: JoinSet<()>,
+    inputs: HashMap<tokio::task::Id, InputInFlight>,
+}
+
+struct InputInFlight {
+    input: Input,
+    message_id: String,
+    redelivered: bool,
+    since: tokio::time::Instant,
+}
+
+impl std::fmt::Display for InputInFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.input {
+            Input::Event => "event",
+            Input::Job => "job",
+        };
+        let redelivered = if self.redelivered {
+            ", redelivered"
+        } else {
+            ""
+        };
+        write!(
+            f,
+            "{kind} {} ({} ms{redelivered})",
+            self.message_id,
+            self.since.elapsed().as_millis()
+        )
+    }
+}
+
+impl InFlight {
+    fn spawn<F: Future<Output = ()> + Send + 'static>(
+        &mut self,
+        input: Input,
+        inbound: fp_broker::Inbound,
+        handle: impl FnOnce(Input, fp_broker::Inbound) -> F,
+    ) {
+        let described = InputInFlight {
+            input,
+            message_id: inbound
+                .delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.as_str().to_owned())
+                .unwrap_or_default(),
+            redelivered: inbound.delivery.redelivered,
+            since: tokio::time::Instant::now(),
+        };
+        let task = self.tasks.spawn(handle(input, inbound));
+        self.inputs.insert(task.id(), described);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// The next task to end; `None` when there is none.
+    async fn join_next(&mut self) -> Option<()> {
+        let id = match self.tasks.join_next_with_id().await? {
+            Ok((id, ())) => id,
+            Err(error) => error.id(),
+        };
+        self.inputs.remove(&id);
+        Some(())
+    }
+
+    /// Waits up to `timeout` for the tasks, saying every few seconds which inputs are left.
+    async fn drain(&mut self, timeout: Duration) {
+        let started = tokio::time::Instant::now();
+        let deadline = started + timeout;
+        loop {
+            let next_report = (tokio::time::Instant::now() + DRAIN_PROGRESS_INTERVAL).min(deadline);
+            match tokio::time::timeout_at(next_report, self.join_next()).await {
+                Ok(Some(())) => {}
+                Ok(None) => {
+                    tracing::info!(
+                        drain_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                        "in-flight deliveries drained"
+                    );
+                    return;
+                }
+                Err(_) if next_report >= deadline => {
+                    tracing::warn!(
+                        still_in_flight = self.len(),
+                        inputs = %self.oldest_inputs(),
+                        "drain timed out; their inputs return to their queues"
+                    );
+                    return;
+                }
+                Err(_) => tracing::info!(
+                    still_in_flight = self.len(),
+                    inputs = %self.oldest_inputs(),
+                    "still draining in-flight deliveries"
+                ),
+            }
+        }
+    }
+
+    /// The longest-running inputs, oldest first.
+    fn oldest_inputs(&self) -> String {
+        let mut inputs: Vec<&InputInFlight> = self.inputs.values().collect();
+        inputs.sort_by_key(|input| input.since);
+        inputs
+            .iter()
+            .take(DRAIN_INPUTS_NAMED)
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
