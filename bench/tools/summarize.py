@@ -35,7 +35,7 @@ def main(folder):
             phases.setdefault(name, []).append((path.parent.name, scenario))
     for name, rows in phases.items():
         print(f"\n{name}\n")
-        header = ["run", "paced at/s", "deliveries/s", "publish/s", "p50 ms", "p99 ms"] + [f"{title} CPU s/1000" for _, title in COLUMNS] + ["all CPU s/1000", "ack frames/delivery", "complete"]
+        header = ["run", "paced at/s", "deliveries/s", "publish/s", "p50 ms", "p99 ms"] + [f"{title} CPU s/1000" for _, title in COLUMNS] + ["all CPU s/1000", "ack frames/delivery", "parked", "complete"]
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
         for run, scenario in rows:
@@ -54,7 +54,9 @@ def main(folder):
             frames = scenario.get("settle_frames") or None
             delivered = scenario["completeness"]["delivered"]
             per_delivery = frames / delivered if frames and delivered else None
-            cells += [fmt(cpu(processes, prefix)) for prefix, _ in COLUMNS] + [fmt(total), fmt(per_delivery, 2), str(scenario["completeness"]["complete"])]
+            # Builds before the parked count was kept show "-".
+            parked = scenario.get("parked")
+            cells += [fmt(cpu(processes, prefix)) for prefix, _ in COLUMNS] + [fmt(total), fmt(per_delivery, 2), "-" if parked is None else f"{parked:,}", str(scenario["completeness"]["complete"])]
             print("| " + " | ".join(cells) + " |")
         by_variant(rows)
 

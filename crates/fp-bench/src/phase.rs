@@ -20,6 +20,13 @@ const OUTCOMES_LOGGED: &str = "fp_dispatcher_outcomes_logged_total";
 const ATTEMPTS: &str = "fp_dispatcher_attempts_total";
 /// The dispatchers' ack and nack frames (absent from builds before coalesced acks).
 const SETTLE_FRAMES: &str = "fp_broker_settle_frames_total";
+/// Inputs parked at an endpoint's cap or a host's rate (each comes back as a parked copy).
+const PARKED: [&str; 2] = [
+    "fp_dispatcher_deferred_total",
+    "fp_dispatcher_host_rate_deferred_total",
+];
+/// Copies that found their attempt's send taken by a twin.
+const TWIN_SENDS_HELD: &str = "fp_dispatcher_twin_sends_held_total";
 
 /// The receiver's control port and the metrics of log-ingest and the dispatchers: where a phase
 /// reads its progress.
@@ -194,10 +201,41 @@ pub struct PhaseLoad {
 pub struct Probe {
     rows_before: u64,
     /// Each dispatcher's attempts and settle frames so far.
-    dispatchers_before: Vec<(SocketAddr, u64, u64)>,
+    dispatchers_before: Vec<(SocketAddr, DispatcherCounters)>,
     cpu_before: CpuSnapshot,
     sampling: Arc<AtomicBool>,
     sampler: tokio::task::JoinHandle<Vec<Sample>>,
+}
+
+/// A dispatcher's counters that a scenario reports as its differences.
+#[derive(Debug, Clone, Copy, Default)]
+struct DispatcherCounters {
+    attempts: u64,
+    settle_frames: u64,
+    parked: u64,
+    twin_sends_held: u64,
+}
+
+impl DispatcherCounters {
+    async fn read(health: SocketAddr) -> anyhow::Result<Self> {
+        let text = fp_testkit::pipeline::metrics_text(health).await?;
+        let count = |name| fp_testkit::pipeline::sum_of_series(&text, name).round() as u64;
+        Ok(DispatcherCounters {
+            attempts: count(ATTEMPTS),
+            settle_frames: count(SETTLE_FRAMES),
+            parked: PARKED.into_iter().map(count).sum(),
+            twin_sends_held: count(TWIN_SENDS_HELD),
+        })
+    }
+
+    fn since(self, before: Self) -> Self {
+        DispatcherCounters {
+            attempts: self.attempts.saturating_sub(before.attempts),
+            settle_frames: self.settle_frames.saturating_sub(before.settle_frames),
+            parked: self.parked.saturating_sub(before.parked),
+            twin_sends_held: self.twin_sends_held.saturating_sub(before.twin_sends_held),
+        }
+    }
 }
 
 fn dispatcher_health(deployment: &Deployment) -> Vec<SocketAddr> {
@@ -215,11 +253,7 @@ impl Probe {
         let rows_before = observed.rows_logged().await?;
         let mut dispatchers_before = Vec::new();
         for health in dispatcher_health(deployment) {
-            dispatchers_before.push((
-                health,
-                metric(health, ATTEMPTS).await?,
-                metric(health, SETTLE_FRAMES).await?,
-            ));
+            dispatchers_before.push((health, DispatcherCounters::read(health).await?));
         }
         let cpu_before = cpu_snapshot(deployment);
         let sampling = Arc::new(AtomicBool::new(true));
@@ -298,20 +332,19 @@ impl Probe {
         let samples = self.sampler.await.unwrap_or_default();
         let mut attempts_per_dispatcher = Vec::new();
         let mut settle_frames = 0;
+        let mut parked = 0;
+        let mut twin_sends_held = 0;
         for health in dispatcher_health(deployment) {
-            let (attempts_before, frames_before) = self
+            let before = self
                 .dispatchers_before
                 .iter()
-                .find(|(earlier, _, _)| *earlier == health)
-                .map_or((0, 0), |(_, attempts, frames)| (*attempts, *frames));
-            attempts_per_dispatcher.push(
-                metric(health, ATTEMPTS)
-                    .await?
-                    .saturating_sub(attempts_before),
-            );
-            settle_frames += metric(health, SETTLE_FRAMES)
-                .await?
-                .saturating_sub(frames_before);
+                .find(|(earlier, _)| *earlier == health)
+                .map_or_else(DispatcherCounters::default, |(_, counters)| *counters);
+            let during = DispatcherCounters::read(health).await?.since(before);
+            attempts_per_dispatcher.push(during.attempts);
+            settle_frames += during.settle_frames;
+            parked += during.parked;
+            twin_sends_held += during.twin_sends_held;
         }
 
         let first = first_arrivals(&arrived, &load.expected);
@@ -376,6 +409,8 @@ impl Probe {
             ),
             attempts_per_dispatcher,
             settle_frames,
+            parked,
+            twin_sends_held,
             mean_body_bytes: final_stats
                 .body_bytes
                 .checked_div(final_stats.requests)

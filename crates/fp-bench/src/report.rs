@@ -107,6 +107,11 @@ pub struct ScenarioReport {
     /// `fp_broker_settle_frames_total` of every dispatcher during the scenario: the ack and nack
     /// frames for its inputs (0 for builds that ack each input alone and do not count).
     pub settle_frames: u64,
+    /// Inputs every dispatcher parked during the scenario (an endpoint at its cap, a host at its
+    /// rate); each came back as a parked copy that took its send.
+    pub parked: u64,
+    /// Copies that found their attempt's send taken by a twin and waited for its outcome.
+    pub twin_sends_held: u64,
     /// Mean body size the receiver got.
     pub mean_body_bytes: u64,
     /// The measured window (first event to last arrival) in Unix nanoseconds, to match records
@@ -323,8 +328,11 @@ impl Report {
             if !scenario.attempts_per_dispatcher.is_empty() {
                 let _ = writeln!(
                     out,
-                    "  attempts per dispatcher: {:?}; input ack frames: {}",
-                    scenario.attempts_per_dispatcher, scenario.settle_frames
+                    "  attempts per dispatcher: {:?}; input ack frames: {}; parked: {}; twin sends held: {}",
+                    scenario.attempts_per_dispatcher,
+                    scenario.settle_frames,
+                    scenario.parked,
+                    scenario.twin_sends_held
                 );
             }
             let _ = writeln!(

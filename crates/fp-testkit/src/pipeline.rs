@@ -306,7 +306,7 @@ fn scrape_client() -> anyhow::Result<&'static reqwest::Client> {
 }
 
 /// The sum of every sample of `name` in a Prometheus text exposition (`name 3`, `name{a="b"} 2`).
-fn sum_of_series(text: &str, name: &str) -> f64 {
+pub fn sum_of_series(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {
