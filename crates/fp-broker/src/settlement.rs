@@ -14,9 +14,13 @@
 //! the previous frames are written.
 //!
 //! A window belongs to one channel. When its channel goes, the window closes: settling a delivery
-//! of the old channel does nothing, and the broker hands that delivery out again by itself.
+//! of the old channel does nothing, and the broker hands that delivery out again by itself. A
+//! frame being written when the window closes is not waited for any more: lapin can leave an ack
+//! queued as its connection fails unanswered for good, and the deliveries it settled would then
+//! never finish (a dispatcher did not stop on SIGTERM).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use lapin::Acker;
@@ -37,7 +41,7 @@ pub struct Inbound {
 /// settles it was written, or at once if its channel is gone (the broker then hands the delivery
 /// out again).
 pub struct Settlement {
-    window: Arc<Window>,
+    window: Arc<Window<Acker>>,
     tag: DeliveryTag,
     acker: Acker,
 }
@@ -59,28 +63,10 @@ impl Settlement {
     }
 
     async fn settle(self, verdict: Verdict) {
-        let (done, sent) = oneshot::channel();
-        {
-            let mut state = self.window.lock();
-            if state.closed {
-                return;
-            }
-            // Tags ascend in the window; one that is not there was never handed out by it.
-            let Ok(index) = state
-                .handed_out
-                .binary_search_by_key(&self.tag, |entry| entry.tag)
-            else {
-                return;
-            };
-            state.handed_out[index].settled = Some(Settled {
-                verdict,
-                handle: self.acker,
-                done,
-            });
+        if let Some(sent) = self.window.settle(self.tag, verdict, self.acker) {
+            // An error: the window closed before its frame was sent.
+            let _ = sent.await;
         }
-        self.window.work.notify_one();
-        // An error: the window closed before its frame was sent.
-        let _ = sent.await;
     }
 }
 
@@ -175,32 +161,31 @@ fn plan<H>(
     frames
 }
 
-struct WindowState {
-    handed_out: VecDeque<Entry<Acker>>,
+/// Sends one frame: lapin's acker, or a stand-in in tests.
+trait SettleHandle: Send + Sized + 'static {
+    fn send(frame: Frame<Self>) -> impl Future<Output = ()> + Send;
+}
+
+impl SettleHandle for Acker {
+    fn send(frame: Frame<Acker>) -> impl Future<Output = ()> + Send {
+        send(frame)
+    }
+}
+
+struct WindowState<H> {
+    handed_out: VecDeque<Entry<H>>,
     closed: bool,
 }
 
-struct Window {
-    state: Mutex<WindowState>,
+struct Window<H> {
+    state: Mutex<WindowState<H>>,
     /// Wakes the writer: something was settled, or the window closed.
     work: Notify,
 }
 
-impl Window {
-    fn lock(&self) -> MutexGuard<'_, WindowState> {
-        // The state stays consistent under every panic point (none holds it half-changed).
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// The window of one consuming channel, held by its consumer: dropping it closes the window.
-pub(crate) struct ChannelWindow {
-    window: Arc<Window>,
-}
-
-impl ChannelWindow {
-    /// Opens a window and starts its writer on the current runtime.
-    pub(crate) fn open() -> Self {
+impl<H: SettleHandle> Window<H> {
+    /// An open window with its writer started on the current runtime.
+    fn open() -> Arc<Self> {
         let window = Arc::new(Window {
             state: Mutex::new(WindowState {
                 handed_out: VecDeque::new(),
@@ -209,16 +194,87 @@ impl ChannelWindow {
             work: Notify::new(),
         });
         tokio::spawn(write(window.clone()));
-        ChannelWindow { window }
+        window
+    }
+
+    fn lock(&self) -> MutexGuard<'_, WindowState<H>> {
+        // The state stays consistent under every panic point (none holds it half-changed).
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn hand_out(&self, tag: DeliveryTag) {
+        self.lock()
+            .handed_out
+            .push_back(Entry { tag, settled: None });
+    }
+
+    /// Marks `tag` settled for the writer; what tells once its frame is sent, or `None` where
+    /// there is nothing to send (the window closed, or the tag is not its own).
+    fn settle(
+        &self,
+        tag: DeliveryTag,
+        verdict: Verdict,
+        handle: H,
+    ) -> Option<oneshot::Receiver<()>> {
+        let (done, sent) = oneshot::channel();
+        {
+            let mut state = self.lock();
+            if state.closed {
+                return None;
+            }
+            // Tags ascend in the window; one that is not there was never handed out by it.
+            let index = state
+                .handed_out
+                .binary_search_by_key(&tag, |entry| entry.tag)
+                .ok()?;
+            state.handed_out[index].settled = Some(Settled {
+                verdict,
+                handle,
+                done,
+            });
+        }
+        self.work.notify_one();
+        Some(sent)
+    }
+
+    fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        // Its channel is closing: the broker hands every unsettled delivery out again.
+        state.handed_out.clear();
+        drop(state);
+        self.work.notify_one();
+    }
+
+    /// Resolves once the window is closed.
+    async fn closed(&self) {
+        loop {
+            let notified = self.work.notified();
+            if self.lock().closed {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The window of one consuming channel, held by its consumer: dropping it closes the window.
+pub(crate) struct ChannelWindow {
+    window: Arc<Window<Acker>>,
+}
+
+impl ChannelWindow {
+    /// Opens a window and starts its writer on the current runtime.
+    pub(crate) fn open() -> Self {
+        ChannelWindow {
+            window: Window::open(),
+        }
     }
 
     /// Records `delivery` as handed out; it must come from this window's channel, in order.
     pub(crate) fn hand_out(&self, delivery: Delivery) -> Inbound {
         let tag = delivery.delivery_tag;
-        self.window
-            .lock()
-            .handed_out
-            .push_back(Entry { tag, settled: None });
+        self.window.hand_out(tag);
         Inbound {
             settlement: Settlement {
                 window: self.window.clone(),
@@ -232,17 +288,13 @@ impl ChannelWindow {
 
 impl Drop for ChannelWindow {
     fn drop(&mut self) {
-        let mut state = self.window.lock();
-        state.closed = true;
-        // Its channel is closing: the broker hands every unsettled delivery out again.
-        state.handed_out.clear();
-        drop(state);
-        self.window.work.notify_one();
+        self.window.close();
     }
 }
 
-/// Sends what is settled whenever there is something, until the window closes.
-async fn write(window: Arc<Window>) {
+/// Sends what is settled whenever there is something, until the window closes. Returning drops
+/// the `done` of the frames not sent, which ends their settles' waits.
+async fn write<H: SettleHandle>(window: Arc<Window<H>>) {
     let mut done = Vec::new();
     loop {
         let frames = {
@@ -257,8 +309,14 @@ async fn write(window: Arc<Window>) {
             window.work.notified().await;
             continue;
         }
-        for frame in frames {
-            send(frame).await;
+        let sending = async {
+            for frame in frames {
+                H::send(frame).await;
+            }
+        };
+        tokio::select! {
+            () = sending => {}
+            () = window.closed() => return,
         }
         for sent in done.drain(..) {
             let _ = sent.send(());
@@ -329,6 +387,43 @@ mod tests {
 
     fn tags(handed_out: &VecDeque<Entry<DeliveryTag>>) -> Vec<DeliveryTag> {
         handed_out.iter().map(|entry| entry.tag).collect()
+    }
+
+    /// A frame that is never written: lapin can leave an ack queued as its connection fails
+    /// unanswered for good.
+    struct NeverWritten;
+
+    impl SettleHandle for NeverWritten {
+        fn send(_frame: Frame<Self>) -> impl Future<Output = ()> + Send {
+            std::future::pending()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_settle_whose_frame_is_never_written_ends_when_its_window_closes() {
+        let window = Window::<NeverWritten>::open();
+        window.hand_out(1);
+        window.hand_out(2);
+        let first = window
+            .settle(1, Ack, NeverWritten)
+            .expect("tag 1 was handed out by this window");
+        // The writer takes the frame and waits for it to be written; a settle meanwhile waits
+        // behind it.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let second = window
+            .settle(2, Ack, NeverWritten)
+            .expect("tag 2 was handed out by this window");
+        window.close();
+        for sent in [first, second] {
+            tokio::time::timeout(std::time::Duration::from_secs(5), sent)
+                .await
+                .expect("a settle still waits after its window closed")
+                .expect_err("its frame was never written");
+        }
+        assert!(
+            window.settle(2, Ack, NeverWritten).is_none(),
+            "a closed window takes no settle"
+        );
     }
 
     #[test]
