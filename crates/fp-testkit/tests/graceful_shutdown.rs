@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
+use fp_broker::Broker;
 use fp_testkit::environment::TestEnvironment;
 use fp_testkit::pipeline::{Pipeline, start_api, start_dashboard};
 use fp_testkit::receiver::{CannedResponse, TlsReceiver};
@@ -99,6 +100,15 @@ async fn sigterm_drains_in_flight_work_and_exits_cleanly() -> anyhow::Result<()>
     ensure!(
         receiver.requests().len() == EVENTS,
         "the receiver saw a repeat"
+    );
+    // The inputs it finished while draining were acked: none is back in its queue for the next
+    // dispatcher to take again.
+    let broker = Broker::connect(&env.endpoints.broker_url, &env.namespace).await?;
+    let left = broker.queue_depth(&broker.names.dispatcher_queue).await?;
+    broker.close().await;
+    ensure!(
+        left == 0,
+        "{left} inputs finished during the drain are back in the queue"
     );
 
     for name in ["fp-log-ingest", "fp-api", "fp-dashboard"] {

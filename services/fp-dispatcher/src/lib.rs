@@ -216,9 +216,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         in_flight = in_flight.len(),
         "stopping: draining in-flight deliveries"
     );
-    // Unpulled prefetched messages stay unacked and return to the queue when the connection closes.
-    drop(inputs);
+    // The consuming channels stay open while the drain lasts, so the inputs finished now are
+    // acked; dropped first, they closed their channels and every input in flight went back to
+    // its queue to be handled again. Messages not pulled (the broker may send more as the acks
+    // free prefetch) stay unacked and return to the queue when the channels close, after the drain.
     in_flight.drain(settings.lifecycle.drain_timeout()).await;
+    drop(inputs);
     let _ = stop_listening.send(true);
     let _ = config_changes.await;
     broker.close().await;
