@@ -215,6 +215,22 @@ impl Broker {
         }
     }
 
+    /// Resolves once connection `generation` is no longer the live one (lost, replaced or
+    /// closed): what was sent on its channels and not yet answered never will be.
+    pub(crate) fn connection_ended(
+        &self,
+        generation: u64,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let mut link = self.shared.link.subscribe();
+        async move {
+            let _ = link
+                .wait_for(
+                    |link| !matches!(link, Link::Up(session) if session.generation == generation),
+                )
+                .await;
+        }
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         matches!(*self.shared.link.borrow(), Link::Closed)
     }

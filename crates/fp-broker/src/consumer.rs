@@ -10,7 +10,7 @@ use lapin::types::FieldTable;
 
 use crate::connection::{Broker, backoff};
 use crate::owned_channel::OwnedChannel;
-use crate::settlement::{ChannelWindow, Inbound};
+use crate::settlement::{ChannelWindow, ConnectionEnded, Inbound};
 use crate::{BrokerError, Delivery, amqp};
 
 /// The deliveries of one queue, across reconnects. Ends only when the broker is closed.
@@ -24,7 +24,9 @@ pub type SettledDeliveries = Pin<Box<dyn Stream<Item = Inbound> + Send>>;
 pub(crate) trait HandOut: Send + Sync + 'static {
     type PerChannel: Send + Sync;
     type Item: Send;
-    fn attached(&self) -> Self::PerChannel;
+    /// What the deliveries of a channel just consumed from share; `connection_ended` resolves
+    /// once that channel's connection is gone.
+    fn attached(&self, connection_ended: ConnectionEnded) -> Self::PerChannel;
     fn hand_out(per_channel: &Self::PerChannel, delivery: Delivery) -> Self::Item;
 }
 
@@ -34,7 +36,7 @@ pub(crate) struct Plain;
 impl HandOut for Plain {
     type PerChannel = ();
     type Item = Delivery;
-    fn attached(&self) {}
+    fn attached(&self, _: ConnectionEnded) {}
     fn hand_out((): &(), delivery: Delivery) -> Delivery {
         delivery
     }
@@ -46,8 +48,8 @@ pub(crate) struct Windowed;
 impl HandOut for Windowed {
     type PerChannel = ChannelWindow;
     type Item = Inbound;
-    fn attached(&self) -> ChannelWindow {
-        ChannelWindow::open()
+    fn attached(&self, connection_ended: ConnectionEnded) -> ChannelWindow {
+        ChannelWindow::open(connection_ended)
     }
     fn hand_out(window: &ChannelWindow, delivery: Delivery) -> Inbound {
         window.hand_out(delivery)
@@ -89,12 +91,13 @@ async fn next_delivery<H: HandOut>(mut state: Attachment<H>) -> Option<(H::Item,
         if state.attached.is_none() {
             state.broker.session_when_up().await?;
             match attach(&state).await {
-                Ok(attached) => {
+                Ok((generation, attached)) => {
                     if state.failures > 0 {
                         tracing::info!(queue = %state.queue, "consuming again");
                     }
                     state.failures = 0;
-                    state.attached = Some((attached, state.hand_out.attached()));
+                    let connection_ended = Box::pin(state.broker.connection_ended(generation));
+                    state.attached = Some((attached, state.hand_out.attached(connection_ended)));
                 }
                 Err(error) => {
                     state.failures = state.failures.saturating_add(1);
@@ -133,8 +136,9 @@ async fn next_delivery<H: HandOut>(mut state: Attachment<H>) -> Option<(H::Item,
     }
 }
 
-async fn attach<H: HandOut>(state: &Attachment<H>) -> Result<OwnedChannel, BrokerError> {
-    let (_, owned) = state.broker.owned_channel().await?;
+/// A consuming channel, and the generation of the connection it is on.
+async fn attach<H: HandOut>(state: &Attachment<H>) -> Result<(u64, OwnedChannel), BrokerError> {
+    let (generation, owned) = state.broker.owned_channel().await?;
     owned
         .channel
         .basic_qos(state.prefetch, BasicQosOptions::default())
@@ -150,5 +154,5 @@ async fn attach<H: HandOut>(state: &Attachment<H>) -> Result<OwnedChannel, Broke
         )
         .await
         .map_err(amqp("basic.consume"))?;
-    Ok(owned.with_consumer(consumer))
+    Ok((generation, owned.with_consumer(consumer)))
 }

@@ -21,6 +21,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use lapin::Acker;
@@ -38,8 +39,9 @@ pub struct Inbound {
 }
 
 /// Settles one delivery through its channel's window. Each settle returns once the frame that
-/// settles it was written, or at once if its channel is gone (the broker then hands the delivery
-/// out again).
+/// settles it was written, or once its window is closed (its consumer saw the channel go, or the
+/// channel's connection ended): then its frame may or may not have gone out, and if it did not,
+/// the broker hands the delivery out again.
 pub struct Settlement {
     window: Arc<Window<Acker>>,
     tag: DeliveryTag,
@@ -64,7 +66,7 @@ impl Settlement {
 
     async fn settle(self, verdict: Verdict) {
         if let Some(sent) = self.window.settle(self.tag, verdict, self.acker) {
-            // An error: the window closed before its frame was sent.
+            // An error: the window closed before its frame was known to be sent.
             let _ = sent.await;
         }
     }
@@ -161,6 +163,9 @@ fn plan<H>(
     frames
 }
 
+/// Resolves once the connection of a window's channel is gone.
+pub(crate) type ConnectionEnded = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Sends one frame: lapin's acker, or a stand-in in tests.
 trait SettleHandle: Send + Sized + 'static {
     fn send(frame: Frame<Self>) -> impl Future<Output = ()> + Send;
@@ -179,21 +184,26 @@ struct WindowState<H> {
 
 struct Window<H> {
     state: Mutex<WindowState<H>>,
-    /// Wakes the writer: something was settled, or the window closed.
+    /// Wakes the idle writer: something was settled, or the window closed.
     work: Notify,
+    /// Wakes the writer while it writes: the window closed. Apart from `work`, so that a settle
+    /// does not wake a writer busy writing.
+    closing: Notify,
 }
 
 impl<H: SettleHandle> Window<H> {
-    /// An open window with its writer started on the current runtime.
-    fn open() -> Arc<Self> {
+    /// An open window with its writer started on the current runtime; it closes by itself once
+    /// `connection_ended` resolves.
+    fn open(connection_ended: ConnectionEnded) -> Arc<Self> {
         let window = Arc::new(Window {
             state: Mutex::new(WindowState {
                 handed_out: VecDeque::new(),
                 closed: false,
             }),
             work: Notify::new(),
+            closing: Notify::new(),
         });
-        tokio::spawn(write(window.clone()));
+        tokio::spawn(write(window.clone(), connection_ended));
         window
     }
 
@@ -244,12 +254,13 @@ impl<H: SettleHandle> Window<H> {
         state.handed_out.clear();
         drop(state);
         self.work.notify_one();
+        self.closing.notify_one();
     }
 
     /// Resolves once the window is closed.
     async fn closed(&self) {
         loop {
-            let notified = self.work.notified();
+            let notified = self.closing.notified();
             if self.lock().closed {
                 return;
             }
@@ -265,9 +276,9 @@ pub(crate) struct ChannelWindow {
 
 impl ChannelWindow {
     /// Opens a window and starts its writer on the current runtime.
-    pub(crate) fn open() -> Self {
+    pub(crate) fn open(connection_ended: ConnectionEnded) -> Self {
         ChannelWindow {
-            window: Window::open(),
+            window: Window::open(connection_ended),
         }
     }
 
@@ -292,9 +303,10 @@ impl Drop for ChannelWindow {
     }
 }
 
-/// Sends what is settled whenever there is something, until the window closes. Returning drops
-/// the `done` of the frames not sent, which ends their settles' waits.
-async fn write<H: SettleHandle>(window: Arc<Window<H>>) {
+/// Sends what is settled whenever there is something, until the window closes, or its
+/// channel's connection ends (then it closes the window). Returning drops the `done` of the
+/// frames not sent, which ends their settles' waits.
+async fn write<H: SettleHandle>(window: Arc<Window<H>>, mut connection_ended: ConnectionEnded) {
     let mut done = Vec::new();
     loop {
         let frames = {
@@ -306,8 +318,10 @@ async fn write<H: SettleHandle>(window: Arc<Window<H>>) {
         };
         if frames.is_empty() {
             // `notify_one` keeps a permit, so a settle since the plan wakes this at once.
-            window.work.notified().await;
-            continue;
+            tokio::select! {
+                () = window.work.notified() => continue,
+                () = &mut connection_ended => break,
+            }
         }
         let sending = async {
             for frame in frames {
@@ -317,11 +331,15 @@ async fn write<H: SettleHandle>(window: Arc<Window<H>>) {
         tokio::select! {
             () = sending => {}
             () = window.closed() => return,
+            () = &mut connection_ended => break,
         }
         for sent in done.drain(..) {
             let _ = sent.send(());
         }
     }
+    // Nothing can be settled on a channel whose connection is gone: later settles return at
+    // once, even while the consumer has not noticed (it is not polled during a drain).
+    window.close();
 }
 
 async fn send(frame: Frame<Acker>) {
@@ -399,30 +417,60 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_settle_whose_frame_is_never_written_ends_when_its_window_closes() {
-        let window = Window::<NeverWritten>::open();
+    /// A window whose writer waits on a frame that is never written (tag 1), with a second
+    /// settle behind it (tag 2).
+    async fn window_stuck_on_a_frame(
+        connection_ended: ConnectionEnded,
+    ) -> (Arc<Window<NeverWritten>>, [oneshot::Receiver<()>; 2]) {
+        let window = Window::<NeverWritten>::open(connection_ended);
         window.hand_out(1);
         window.hand_out(2);
         let first = window
             .settle(1, Ack, NeverWritten)
             .expect("tag 1 was handed out by this window");
-        // The writer takes the frame and waits for it to be written; a settle meanwhile waits
-        // behind it.
+        // The writer takes the frame and waits for it to be written.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let second = window
             .settle(2, Ack, NeverWritten)
             .expect("tag 2 was handed out by this window");
-        window.close();
-        for sent in [first, second] {
+        (window, [first, second])
+    }
+
+    async fn assert_ended(settles: [oneshot::Receiver<()>; 2], after: &str) {
+        for sent in settles {
             tokio::time::timeout(std::time::Duration::from_secs(5), sent)
                 .await
-                .expect("a settle still waits after its window closed")
+                .unwrap_or_else(|_| panic!("a settle still waits after {after}"))
                 .expect_err("its frame was never written");
         }
+    }
+
+    #[tokio::test]
+    async fn a_settle_whose_frame_is_never_written_ends_when_its_window_closes() {
+        let (window, settles) = window_stuck_on_a_frame(Box::pin(std::future::pending())).await;
+        window.close();
+        assert_ended(settles, "its window closed").await;
         assert!(
             window.settle(2, Ack, NeverWritten).is_none(),
             "a closed window takes no settle"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_settle_whose_frame_is_never_written_ends_when_its_connection_does() {
+        let (ended, connection_ended) = oneshot::channel::<()>();
+        let (window, settles) = window_stuck_on_a_frame(Box::pin(async {
+            let _ = connection_ended.await;
+        }))
+        .await;
+        // The consumer has not noticed (a draining dispatcher does not poll it): only the
+        // connection's end tells.
+        drop(ended);
+        assert_ended(settles, "its connection ended").await;
+        window.hand_out(3);
+        assert!(
+            window.settle(3, Ack, NeverWritten).is_none(),
+            "a window whose connection ended takes no settle"
         );
     }
 
