@@ -200,7 +200,7 @@ pub struct PhaseLoad {
 /// Counters read at the start of a phase, and a sampler of progress while it runs.
 pub struct Probe {
     rows_before: u64,
-    /// Each dispatcher's attempts and settle frames so far.
+    /// Each dispatcher's counters (`DispatcherCounters`) when the scenario began.
     dispatchers_before: Vec<(SocketAddr, DispatcherCounters)>,
     cpu_before: CpuSnapshot,
     sampling: Arc<AtomicBool>,

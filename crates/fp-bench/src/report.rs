@@ -108,7 +108,8 @@ pub struct ScenarioReport {
     /// frames for its inputs (0 for builds that ack each input alone and do not count).
     pub settle_frames: u64,
     /// Inputs every dispatcher parked during the scenario (an endpoint at its cap, a host at its
-    /// rate); each came back as a parked copy that took its send.
+    /// rate); each comes back as a parked copy, which takes its send unless its log check finds
+    /// the attempt made.
     pub parked: u64,
     /// Copies that found their attempt's send taken by a twin and waited for its outcome.
     pub twin_sends_held: u64,

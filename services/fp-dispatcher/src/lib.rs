@@ -303,11 +303,20 @@ impl InFlight {
 
     /// The next task to end; `None` when there is none.
     async fn join_next(&mut self) -> Option<()> {
-        let id = match self.tasks.join_next_with_id().await? {
-            Ok((id, ())) => id,
-            Err(error) => error.id(),
-        };
-        self.inputs.remove(&id);
+        match self.tasks.join_next_with_id().await? {
+            Ok((id, ())) => {
+                self.inputs.remove(&id);
+            }
+            Err(error) => {
+                // Its input stays unacked: the broker hands it out again once its channel closes.
+                let input = self.inputs.remove(&error.id());
+                tracing::error!(
+                    %error,
+                    input = %input.map(|input| input.to_string()).unwrap_or_default(),
+                    "the task handling an input ended abnormally"
+                );
+            }
+        }
         Some(())
     }
 
@@ -315,8 +324,9 @@ impl InFlight {
     async fn drain(&mut self, timeout: Duration) {
         let started = tokio::time::Instant::now();
         let deadline = started + timeout;
+        // On a clock of its own: inputs that keep finishing do not put the report off.
+        let mut next_report = (started + DRAIN_PROGRESS_INTERVAL).min(deadline);
         loop {
-            let next_report = (tokio::time::Instant::now() + DRAIN_PROGRESS_INTERVAL).min(deadline);
             match tokio::time::timeout_at(next_report, self.join_next()).await {
                 Ok(Some(())) => {}
                 Ok(None) => {
@@ -334,11 +344,14 @@ impl InFlight {
                     );
                     return;
                 }
-                Err(_) => tracing::info!(
-                    still_in_flight = self.len(),
-                    inputs = %self.oldest_inputs(),
-                    "still draining in-flight deliveries"
-                ),
+                Err(_) => {
+                    tracing::info!(
+                        still_in_flight = self.len(),
+                        inputs = %self.oldest_inputs(),
+                        "still draining in-flight deliveries"
+                    );
+                    next_report = (next_report + DRAIN_PROGRESS_INTERVAL).min(deadline);
+                }
             }
         }
     }
