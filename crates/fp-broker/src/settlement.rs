@@ -13,11 +13,12 @@
 //! Nothing waits for company: a quiet consumer's ack leaves at once, a busy one's acks gather while
 //! the previous frames are written.
 //!
-//! A window belongs to one channel. When its channel goes, the window closes: settling a delivery
-//! of the old channel does nothing, and the broker hands that delivery out again by itself. A
-//! frame being written when the window closes is not waited for any more: lapin can leave an ack
-//! queued as its connection fails unanswered for good, and the deliveries it settled would then
-//! never finish (a dispatcher did not stop on SIGTERM).
+//! A window belongs to one channel. When its channel goes, the window closes (its consumer saw
+//! it go, or the channel's connection ended): settling a delivery of the old channel does nothing,
+//! and the broker hands that delivery out again by itself. A frame being written when the window
+//! closes is not waited for any more: an ack handed to lapin as its connection failed never
+//! resolved (why was not established), and the delivery it settled kept a dispatcher from
+//! stopping on SIGTERM.
 
 use std::collections::VecDeque;
 use std::future::Future;
