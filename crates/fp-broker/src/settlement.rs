@@ -40,9 +40,9 @@ pub struct Inbound {
 }
 
 /// Settles one delivery through its channel's window. Each settle returns once the frame that
-/// settles it was written, or once its window is closed (its consumer saw the channel go, or the
-/// channel's connection ended): then its frame may or may not have gone out, and if it did not,
-/// the broker hands the delivery out again.
+/// settles it was written, or once its window is closed (its consumer was dropped or saw the
+/// channel go, or the channel's connection ended): then its frame may or may not have gone out,
+/// and if it did not, the broker hands the delivery out again.
 pub struct Settlement {
     window: Arc<Window<Acker>>,
     tag: DeliveryTag,
@@ -214,9 +214,12 @@ impl<H: SettleHandle> Window<H> {
     }
 
     fn hand_out(&self, tag: DeliveryTag) {
-        self.lock()
-            .handed_out
-            .push_back(Entry { tag, settled: None });
+        let mut state = self.lock();
+        // A window whose connection ended may still be handed deliveries lapin had buffered;
+        // they cannot be settled, and are not kept.
+        if !state.closed {
+            state.handed_out.push_back(Entry { tag, settled: None });
+        }
     }
 
     /// Marks `tag` settled for the writer; what tells once its frame is sent, or `None` where
@@ -258,7 +261,8 @@ impl<H: SettleHandle> Window<H> {
         self.closing.notify_one();
     }
 
-    /// Resolves once the window is closed.
+    /// Resolves once the window is closed. Only the writer waits on this (`closing` wakes one
+    /// waiter).
     async fn closed(&self) {
         loop {
             let notified = self.closing.notified();
@@ -408,12 +412,15 @@ mod tests {
         handed_out.iter().map(|entry| entry.tag).collect()
     }
 
-    /// A frame that is never written: lapin can leave an ack queued as its connection fails
-    /// unanswered for good.
-    struct NeverWritten;
+    /// A frame that is never written, as an ack handed to lapin as its connection failed was
+    /// not; `writing` is told once the writer has begun on it.
+    struct NeverWritten {
+        writing: Arc<Notify>,
+    }
 
     impl SettleHandle for NeverWritten {
-        fn send(_frame: Frame<Self>) -> impl Future<Output = ()> + Send {
+        fn send(frame: Frame<Self>) -> impl Future<Output = ()> + Send {
+            frame.handle.writing.notify_one();
             std::future::pending()
         }
     }
@@ -423,18 +430,27 @@ mod tests {
     async fn window_stuck_on_a_frame(
         connection_ended: ConnectionEnded,
     ) -> (Arc<Window<NeverWritten>>, [oneshot::Receiver<()>; 2]) {
+        let writing = Arc::new(Notify::new());
+        let handle = || NeverWritten {
+            writing: writing.clone(),
+        };
         let window = Window::<NeverWritten>::open(connection_ended);
         window.hand_out(1);
         window.hand_out(2);
         let first = window
-            .settle(1, Ack, NeverWritten)
+            .settle(1, Ack, handle())
             .expect("tag 1 was handed out by this window");
-        // The writer takes the frame and waits for it to be written.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        writing.notified().await;
         let second = window
-            .settle(2, Ack, NeverWritten)
+            .settle(2, Ack, handle())
             .expect("tag 2 was handed out by this window");
         (window, [first, second])
+    }
+
+    fn never_written() -> NeverWritten {
+        NeverWritten {
+            writing: Arc::new(Notify::new()),
+        }
     }
 
     async fn assert_ended(settles: [oneshot::Receiver<()>; 2], after: &str) {
@@ -452,7 +468,7 @@ mod tests {
         window.close();
         assert_ended(settles, "its window closed").await;
         assert!(
-            window.settle(2, Ack, NeverWritten).is_none(),
+            window.settle(2, Ack, never_written()).is_none(),
             "a closed window takes no settle"
         );
     }
@@ -470,7 +486,24 @@ mod tests {
         assert_ended(settles, "its connection ended").await;
         window.hand_out(3);
         assert!(
-            window.settle(3, Ack, NeverWritten).is_none(),
+            window.settle(3, Ack, never_written()).is_none(),
+            "a window whose connection ended takes no settle"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_idle_window_closes_when_its_connection_ends() {
+        let (ended, connection_ended) = oneshot::channel::<()>();
+        let window = Window::<NeverWritten>::open(Box::pin(async {
+            let _ = connection_ended.await;
+        }));
+        window.hand_out(1);
+        drop(ended);
+        tokio::time::timeout(std::time::Duration::from_secs(5), window.closed())
+            .await
+            .expect("an idle writer did not close its window when its connection ended");
+        assert!(
+            window.settle(1, Ack, never_written()).is_none(),
             "a window whose connection ended takes no settle"
         );
     }

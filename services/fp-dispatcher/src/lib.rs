@@ -350,7 +350,9 @@ impl InFlight {
                         inputs = %self.oldest_inputs(),
                         "still draining in-flight deliveries"
                     );
-                    next_report = (next_report + DRAIN_PROGRESS_INTERVAL).min(deadline);
+                    // From this report, so that one that came late does not bring the next on.
+                    next_report =
+                        (tokio::time::Instant::now() + DRAIN_PROGRESS_INTERVAL).min(deadline);
                 }
             }
         }
