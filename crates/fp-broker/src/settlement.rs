@@ -447,6 +447,17 @@ mod tests {
         (window, [first, second])
     }
 
+    /// A connection that ends when the sender is dropped.
+    fn connection_that_ends() -> (oneshot::Sender<()>, ConnectionEnded) {
+        let (end, ended) = oneshot::channel::<()>();
+        (
+            end,
+            Box::pin(async {
+                let _ = ended.await;
+            }),
+        )
+    }
+
     fn never_written() -> NeverWritten {
         NeverWritten {
             writing: Arc::new(Notify::new()),
@@ -475,14 +486,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_settle_whose_frame_is_never_written_ends_when_its_connection_does() {
-        let (ended, connection_ended) = oneshot::channel::<()>();
-        let (window, settles) = window_stuck_on_a_frame(Box::pin(async {
-            let _ = connection_ended.await;
-        }))
-        .await;
+        let (end, connection_ended) = connection_that_ends();
+        let (window, settles) = window_stuck_on_a_frame(connection_ended).await;
         // The consumer has not noticed (a draining dispatcher does not poll it): only the
         // connection's end tells.
-        drop(ended);
+        drop(end);
         assert_ended(settles, "its connection ended").await;
         window.hand_out(3);
         assert!(
@@ -493,12 +501,10 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_window_closes_when_its_connection_ends() {
-        let (ended, connection_ended) = oneshot::channel::<()>();
-        let window = Window::<NeverWritten>::open(Box::pin(async {
-            let _ = connection_ended.await;
-        }));
+        let (end, connection_ended) = connection_that_ends();
+        let window = Window::<NeverWritten>::open(connection_ended);
         window.hand_out(1);
-        drop(ended);
+        drop(end);
         tokio::time::timeout(std::time::Duration::from_secs(5), window.closed())
             .await
             .expect("an idle writer did not close its window when its connection ended");
