@@ -43,32 +43,55 @@ pub struct Inbound {
 /// settles it was written, or once its window is closed (its consumer was dropped or saw the
 /// channel go, or the channel's connection ended): then its frame may or may not have gone out,
 /// and if it did not, the broker hands the delivery out again.
+///
+/// Dropped unsettled (its handler panicked, or gave up on it), it returns its delivery to the
+/// queue: left alone, the delivery would stay out, holding a prefetch slot, for as long as its
+/// channel lives.
 pub struct Settlement {
     window: Arc<Window<Acker>>,
     tag: DeliveryTag,
-    acker: Acker,
+    /// Taken by the settle.
+    acker: Option<Acker>,
 }
 
 impl Settlement {
     /// The delivery was handled: ack it.
-    pub async fn ack(self) {
+    pub async fn ack(mut self) {
         self.settle(Verdict::Ack).await;
     }
 
     /// Returns the delivery to its queue (`basic.nack` with requeue).
-    pub async fn requeue(self) {
+    pub async fn requeue(mut self) {
         self.settle(Verdict::Requeue).await;
     }
 
     /// False once the delivery's channel is gone: settling it then does nothing.
     pub fn usable(&self) -> bool {
-        self.acker.usable() && !self.window.lock().closed
+        self.acker.as_ref().is_some_and(Acker::usable) && !self.window.lock().closed
     }
 
-    async fn settle(self, verdict: Verdict) {
-        if let Some(sent) = self.window.settle(self.tag, verdict, self.acker) {
+    async fn settle(&mut self, verdict: Verdict) {
+        if let Some(sent) = self.mark(verdict) {
             // An error: the window closed before its frame was known to be sent.
             let _ = sent.await;
+        }
+    }
+
+    /// Marks the delivery settled, once; what tells when its frame is sent.
+    fn mark(&mut self, verdict: Verdict) -> Option<oneshot::Receiver<()>> {
+        let acker = self.acker.take()?;
+        self.window.settle(self.tag, verdict, acker)
+    }
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        // Not on a channel already gone: the broker hands the delivery out again by itself.
+        if self.usable() && self.mark(Verdict::Requeue).is_some() {
+            tracing::warn!(
+                tag = self.tag,
+                "a delivery was dropped unsettled; returning it to its queue"
+            );
         }
     }
 }
@@ -295,7 +318,7 @@ impl ChannelWindow {
             settlement: Settlement {
                 window: self.window.clone(),
                 tag,
-                acker: delivery.acker.clone(),
+                acker: Some(delivery.acker.clone()),
             },
             delivery,
         }

@@ -101,3 +101,49 @@ async fn a_coalesced_ack_never_settles_an_unfinished_delivery() -> anyhow::Resul
     );
     Ok(())
 }
+
+/// A handler that panics drops its input's settlement unsettled. The delivery must come back
+/// while its channel lives: left out, it would hold a prefetch slot, and wait, for as long as the
+/// channel does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_dropped_unsettled_comes_back_while_its_channel_lives() -> anyhow::Result<()> {
+    let queue = ScratchQueue::declare("acks", "drop-test").await?;
+    let publisher = queue.admin.publisher();
+    queue.publish(&publisher, "dropped").await?;
+    drop(publisher);
+
+    let consumer = Broker::connect(&broker_url(), &queue.namespace).await?;
+    let mut deliveries = consumer.consume_settled(&queue.name, "drop-test", 10);
+    let first = tokio::time::timeout(PATIENCE, deliveries.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the consumer ended"))?;
+    anyhow::ensure!(
+        !first.delivery.redelivered,
+        "a fresh queue's first delivery"
+    );
+    let handler = tokio::spawn(async move {
+        let _in_hand = first;
+        panic!("the handler failed");
+    });
+    anyhow::ensure!(
+        handler.await.is_err_and(|error| error.is_panic()),
+        "the handler panicked"
+    );
+
+    let again = tokio::time::timeout(PATIENCE, deliveries.next())
+        .await
+        .map_err(|_| anyhow::anyhow!("the dropped delivery did not come back within {PATIENCE:?}"))?
+        .ok_or_else(|| anyhow::anyhow!("the consumer ended"))?;
+    assert_eq!(std::str::from_utf8(&again.delivery.data)?, "dropped");
+    assert!(
+        again.delivery.redelivered,
+        "it came back as the same delivery, handed out again"
+    );
+    again.settlement.ack().await;
+    drop(deliveries);
+    consumer.close().await;
+    let waiting = queue.ready().await?;
+    queue.delete().await?;
+    assert_eq!(waiting, 0, "acked the second time, it is gone");
+    Ok(())
+}

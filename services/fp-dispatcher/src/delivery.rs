@@ -269,7 +269,10 @@ impl Dispatcher {
                 {
                     Ok(()) => settlement.ack().await,
                     Err(error) => {
-                        tracing::error!(%error, "could not dead-letter; the broker will redeliver");
+                        tracing::error!(%error, "could not dead-letter; returning it to its queue");
+                        // Paced, so that a broker refusing the copy is not asked again at once.
+                        tokio::time::sleep(HAND_BACK_DELAY).await;
+                        settlement.requeue().await;
                     }
                 }
                 return;

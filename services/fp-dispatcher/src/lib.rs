@@ -308,7 +308,7 @@ impl InFlight {
                 self.inputs.remove(&id);
             }
             Err(error) => {
-                // Its input stays unacked: the broker hands it out again once its channel closes.
+                // Its settlement, dropped with the task, returned its input to its queue.
                 let input = self.inputs.remove(&error.id());
                 tracing::error!(
                     %error,
