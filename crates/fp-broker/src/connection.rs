@@ -14,7 +14,7 @@ use lapin::{Channel, Connection, ConnectionProperties, Event};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
-use crate::consumer::{Deliveries, Plain, SettledDeliveries, Windowed};
+use crate::consumer::{Consumers, Deliveries, Plain, SettledDeliveries, Windowed};
 use crate::owned_channel::OwnedChannel;
 use crate::publisher::Publisher;
 use crate::topology::QueueOptions;
@@ -92,6 +92,7 @@ struct Shared {
     next_endpoint: AtomicUsize,
     /// Closes of channels their owners dropped (`OwnedChannel`); `close` waits for them.
     channel_closes: TaskTracker,
+    consumers: Consumers,
 }
 
 /// A supervised connection to RabbitMQ and the names of one namespace. Cheap to clone; every clone
@@ -128,6 +129,7 @@ impl Broker {
             generations: AtomicU64::new(0),
             next_endpoint: AtomicUsize::new(0),
             channel_closes: TaskTracker::new(),
+            consumers: Consumers::default(),
         });
         tokio::spawn(supervise(shared.clone()));
         Broker { shared, names }
@@ -159,6 +161,7 @@ impl Broker {
             generations: AtomicU64::new(0),
             next_endpoint: AtomicUsize::new(0),
             channel_closes: TaskTracker::new(),
+            consumers: Consumers::default(),
         });
         let session = open_session(&shared).await?;
         shared.link.send_replace(Link::Up(Arc::new(session)));
@@ -292,8 +295,17 @@ impl Broker {
     /// How many messages are ready in `queue` now (a passive declare: nothing is created), e.g.
     /// the dead-letter queue's, for a gauge.
     pub async fn queue_depth(&self, queue: &str) -> Result<u32, BrokerError> {
+        Ok(self.declare_passive(queue).await?.message_count())
+    }
+
+    /// How many consumers `queue` has now (a passive declare).
+    pub async fn queue_consumers(&self, queue: &str) -> Result<u32, BrokerError> {
+        Ok(self.declare_passive(queue).await?.consumer_count())
+    }
+
+    async fn declare_passive(&self, queue: &str) -> Result<lapin::Queue, BrokerError> {
         let (_, owned) = self.owned_channel().await?;
-        let declared = owned
+        owned
             .channel
             .queue_declare(
                 queue.into(),
@@ -304,8 +316,7 @@ impl Broker {
                 lapin::types::FieldTable::default(),
             )
             .await
-            .map_err(amqp("queue.declare passive"))?;
-        Ok(declared.message_count())
+            .map_err(amqp("queue.declare passive"))
     }
 
     /// Removes the namespace's exchanges and queues (tests, retiring a namespace).
@@ -338,6 +349,18 @@ impl Broker {
         prefetch: u16,
     ) -> SettledDeliveries {
         crate::consumer::consume(self.clone(), queue, consumer_tag, prefetch, Windowed)
+    }
+
+    /// Cancels every consumer of this broker (`basic.cancel`), and starts none from now on: the
+    /// broker sends them nothing more, while their channels stay open to settle what they handed
+    /// out. Their streams yield nothing more and end when the broker closes. For a service that
+    /// stops: what it drains is not refilled behind it.
+    pub async fn stop_consuming(&self) {
+        self.shared.consumers.stop().await;
+    }
+
+    pub(crate) fn consumers(&self) -> &Consumers {
+        &self.shared.consumers
     }
 
     /// Stops supervising and closes the connection; consumers end, publishes are refused. Channels

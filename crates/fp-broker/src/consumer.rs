@@ -3,10 +3,12 @@
 //! hands them out again (with `redelivered` set).
 
 use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
 
 use futures_util::{Stream, StreamExt};
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
+use lapin::Channel;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::{FieldTable, ShortString};
 
 use crate::connection::{Broker, backoff};
 use crate::owned_channel::OwnedChannel;
@@ -56,6 +58,66 @@ impl HandOut for Windowed {
     }
 }
 
+/// The consumers of a broker's connections, so that a stopping service can cancel them all at
+/// once while their channels stay open to settle what they handed out.
+#[derive(Default)]
+pub(crate) struct Consumers {
+    state: Mutex<ConsumersState>,
+}
+
+#[derive(Default)]
+struct ConsumersState {
+    stopped: bool,
+    /// Each consuming channel with its consumer's tag; those of closed channels are pruned as
+    /// new ones come.
+    consuming: Vec<(Channel, ShortString)>,
+}
+
+impl Consumers {
+    /// Records a consumer just started; false once consuming has stopped (the caller then drops
+    /// its channel).
+    fn register(&self, channel: &Channel, tag: ShortString) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.stopped {
+            return false;
+        }
+        state
+            .consuming
+            .retain(|(channel, _)| channel.status().connected());
+        state.consuming.push((channel.clone(), tag));
+        true
+    }
+
+    fn stopped(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .stopped
+    }
+
+    /// Stops consuming: no consumer starts from now on, and every live one is cancelled.
+    pub(crate) async fn stop(&self) {
+        let consuming = {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.stopped = true;
+            std::mem::take(&mut state.consuming)
+        };
+        let cancels = consuming
+            .into_iter()
+            .filter(|(channel, _)| channel.status().connected())
+            .map(|(channel, tag)| async move {
+                if let Err(error) = channel
+                    .basic_cancel(tag, BasicCancelOptions::default())
+                    .await
+                {
+                    // Its channel is going: the broker sends it nothing more either way.
+                    tracing::debug!(%error, "could not cancel a consumer");
+                }
+            });
+        futures_util::future::join_all(cancels).await;
+    }
+}
+
 struct Attachment<H: HandOut> {
     broker: Broker,
     queue: String,
@@ -88,6 +150,12 @@ pub(crate) fn consume<H: HandOut>(
 
 async fn next_delivery<H: HandOut>(mut state: Attachment<H>) -> Option<(H::Item, Attachment<H>)> {
     loop {
+        if state.broker.consumers().stopped() {
+            // Consuming stopped: nothing more comes, but the channel stays open to settle what it
+            // handed out, until the broker closes.
+            state.broker.closed().await;
+            return None;
+        }
         if state.attached.is_none() {
             state.broker.session_when_up().await?;
             match attach(&state).await {
@@ -154,5 +222,12 @@ async fn attach<H: HandOut>(state: &Attachment<H>) -> Result<(u64, OwnedChannel)
         )
         .await
         .map_err(amqp("basic.consume"))?;
-    Ok((generation, owned.with_consumer(consumer)))
+    let tag = consumer.tag();
+    let owned = owned.with_consumer(consumer);
+    if !state.broker.consumers().register(&owned.channel, tag) {
+        return Err(BrokerError::Unavailable {
+            reason: "consuming has stopped".to_owned(),
+        });
+    }
+    Ok((generation, owned))
 }

@@ -449,7 +449,23 @@ impl TestEnvironment {
         binary_name: &str,
         limit: Duration,
     ) -> anyhow::Result<(std::process::ExitStatus, String)> {
+        let (status, log, ()) = self
+            .terminate_while(binary_name, limit, |_| async { Ok(()) })
+            .await?;
+        Ok((status, log))
+    }
+
+    /// As [`TestEnvironment::terminate`], running `while_stopping` (given the path of the
+    /// process's log) from the signal on, to look at the process as it stops; its result comes
+    /// after the exit status and the log.
+    pub async fn terminate_while<T, F: Future<Output = anyhow::Result<T>>>(
+        &mut self,
+        binary_name: &str,
+        limit: Duration,
+        while_stopping: impl FnOnce(PathBuf) -> F,
+    ) -> anyhow::Result<(std::process::ExitStatus, String, T)> {
         let mut process = self.take_process(binary_name)?;
+        let while_stopping = while_stopping(process.log_path.clone());
         let pid = process.child.id().context("the process has no pid")?;
         let sent = Command::new("kill")
             .arg("-TERM")
@@ -457,10 +473,13 @@ impl TestEnvironment {
             .status()
             .await?;
         anyhow::ensure!(sent.success(), "kill -TERM {pid} failed");
-        let status = tokio::time::timeout(limit, process.child.wait())
-            .await
+        let (status, seen) = tokio::join!(
+            tokio::time::timeout(limit, process.child.wait()),
+            while_stopping
+        );
+        let status = status
             .with_context(|| format!("{binary_name} did not exit within {limit:?} of SIGTERM"))??;
-        Ok((status, std::fs::read_to_string(&process.log_path)?))
+        Ok((status, std::fs::read_to_string(&process.log_path)?, seen?))
     }
 
     /// The log of every service process started here so far, stopped ones included, as

@@ -216,11 +216,22 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         in_flight = in_flight.len(),
         "stopping: draining in-flight deliveries"
     );
-    // The consuming channels stay open while the drain lasts, so the inputs finished now are
-    // acked; dropped first, they closed their channels and every input in flight went back to
-    // its queue to be handled again. Messages not pulled (the broker may send more as the acks
-    // free prefetch) stay unacked and return to the queue when the channels close, after the drain.
-    in_flight.drain(settings.lifecycle.drain_timeout()).await;
+    // The consumers are cancelled, so the broker does not refill the prefetch as the drain's
+    // acks free it: what comes after stays in the queues for the other dispatchers. Their
+    // channels stay open while the drain lasts, so the inputs finished now are acked; dropped
+    // first, they closed their channels and every input in flight went back to its queue to be
+    // handled again. The few messages already on their way when the cancel landed are not
+    // pulled; they return to the queue when the channels close, after the drain.
+    let drain_timeout = settings.lifecycle.drain_timeout();
+    let stop_consuming = async {
+        match tokio::time::timeout(drain_timeout, broker.stop_consuming()).await {
+            Ok(()) => {
+                tracing::info!("consumers cancelled: the broker sends this dispatcher nothing more")
+            }
+            Err(_) => tracing::warn!("the broker did not confirm the consumers' cancel"),
+        }
+    };
+    tokio::join!(stop_consuming, in_flight.drain(drain_timeout));
     drop(inputs);
     let _ = stop_listening.send(true);
     let _ = config_changes.await;
