@@ -405,16 +405,6 @@ async fn supervise(shared: Arc<Shared>) {
                     return;
                 };
                 tracing::warn!(reason = %reason, "lost the RabbitMQ connection; reconnecting");
-                // A connection whose event stream ended may still be open, its consumers still
-                // handed deliveries that its closed ack windows can no longer settle: closing it
-                // returns them to their queues. Apart, so that the reconnect does not wait on it.
-                if session.connection.status().connected() {
-                    shared.channel_closes.spawn(async move {
-                        tokio::time::timeout(CONNECT_TIMEOUT, session.shut_down())
-                            .await
-                            .ok();
-                    });
-                }
                 metrics::gauge!("fp_broker_connected").set(0.0);
                 shared.next_endpoint.fetch_add(1, Ordering::Relaxed);
                 let down = Link::Down {

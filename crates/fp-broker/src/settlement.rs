@@ -24,6 +24,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use lapin::Acker;
 use lapin::message::Delivery;
@@ -44,9 +45,9 @@ pub struct Inbound {
 /// channel go, or the channel's connection ended): then its frame may or may not have gone out,
 /// and if it did not, the broker hands the delivery out again.
 ///
-/// Dropped unsettled (its handler panicked, or gave up on it), it returns its delivery to the
-/// queue: left alone, the delivery would stay out, holding a prefetch slot, for as long as its
-/// channel lives.
+/// Dropped unsettled (its handler panicked), it returns its delivery to the queue a second later:
+/// left alone, the delivery would stay out, holding a prefetch slot, for as long as its channel
+/// lives.
 pub struct Settlement {
     window: Arc<Window<Acker>>,
     tag: DeliveryTag,
@@ -71,28 +72,42 @@ impl Settlement {
     }
 
     async fn settle(&mut self, verdict: Verdict) {
-        if let Some(sent) = self.mark(verdict) {
+        let Some(acker) = self.acker.take() else {
+            return;
+        };
+        if let Some(sent) = self.window.settle(self.tag, verdict, acker) {
             // An error: the window closed before its frame was known to be sent.
             let _ = sent.await;
         }
     }
-
-    /// Marks the delivery settled, once; what tells when its frame is sent.
-    fn mark(&mut self, verdict: Verdict) -> Option<oneshot::Receiver<()>> {
-        let acker = self.acker.take()?;
-        self.window.settle(self.tag, verdict, acker)
-    }
 }
+
+/// How long a delivery dropped unsettled waits before it is requeued: one whose handler panics
+/// every time comes back at most this often, until the queue's delivery limit dead-letters it.
+const DROPPED_REQUEUE_DELAY: Duration = Duration::from_secs(1);
 
 impl Drop for Settlement {
     fn drop(&mut self) {
         // Not on a channel already gone: the broker hands the delivery out again by itself.
-        if self.usable() && self.mark(Verdict::Requeue).is_some() {
-            tracing::warn!(
-                tag = self.tag,
-                "a delivery was dropped unsettled; returning it to its queue"
-            );
+        if !self.usable() {
+            return;
         }
+        // Without a runtime the process is ending, and its channels close with it.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Some(acker) = self.acker.take() else {
+            return;
+        };
+        tracing::warn!(
+            tag = self.tag,
+            "a delivery was dropped unsettled; returning it to its queue"
+        );
+        let (window, tag) = (self.window.clone(), self.tag);
+        runtime.spawn(async move {
+            tokio::time::sleep(DROPPED_REQUEUE_DELAY).await;
+            window.settle(tag, Verdict::Requeue, acker);
+        });
     }
 }
 
