@@ -14,7 +14,9 @@ use lapin::{Channel, Connection, ConnectionProperties, Event};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
-use crate::consumer::{Consumers, Deliveries, Plain, SettledDeliveries, Windowed};
+use crate::consumer::{
+    Consumers, Deliveries, Plain, SettledDeliveries, StoppedConsumers, Windowed,
+};
 use crate::owned_channel::OwnedChannel;
 use crate::publisher::Publisher;
 use crate::topology::QueueOptions;
@@ -295,17 +297,8 @@ impl Broker {
     /// How many messages are ready in `queue` now (a passive declare: nothing is created), e.g.
     /// the dead-letter queue's, for a gauge.
     pub async fn queue_depth(&self, queue: &str) -> Result<u32, BrokerError> {
-        Ok(self.declare_passive(queue).await?.message_count())
-    }
-
-    /// How many consumers `queue` has now (a passive declare).
-    pub async fn queue_consumers(&self, queue: &str) -> Result<u32, BrokerError> {
-        Ok(self.declare_passive(queue).await?.consumer_count())
-    }
-
-    async fn declare_passive(&self, queue: &str) -> Result<lapin::Queue, BrokerError> {
         let (_, owned) = self.owned_channel().await?;
-        owned
+        let declared = owned
             .channel
             .queue_declare(
                 queue.into(),
@@ -316,7 +309,8 @@ impl Broker {
                 lapin::types::FieldTable::default(),
             )
             .await
-            .map_err(amqp("queue.declare passive"))
+            .map_err(amqp("queue.declare passive"))?;
+        Ok(declared.message_count())
     }
 
     /// Removes the namespace's exchanges and queues (tests, retiring a namespace).
@@ -353,10 +347,11 @@ impl Broker {
 
     /// Cancels every consumer of this broker (`basic.cancel`), and starts none from now on: the
     /// broker sends them nothing more, while their channels stay open to settle what they handed
-    /// out. Their streams yield nothing more and end when the broker closes. For a service that
-    /// stops: what it drains is not refilled behind it.
-    pub async fn stop_consuming(&self) {
-        self.shared.consumers.stop().await;
+    /// out. Their streams may still yield what was already on its way, then nothing, and end
+    /// when the broker closes. For a service that stops: what it drains is not refilled behind
+    /// it.
+    pub async fn stop_consuming(&self) -> StoppedConsumers {
+        self.shared.consumers.stop().await
     }
 
     pub(crate) fn consumers(&self) -> &Consumers {

@@ -68,53 +68,104 @@ pub(crate) struct Consumers {
 #[derive(Default)]
 struct ConsumersState {
     stopped: bool,
-    /// Each consuming channel with its consumer's tag; those of closed channels are pruned as
-    /// new ones come.
-    consuming: Vec<(Channel, ShortString)>,
+    next_id: u64,
+    /// Each consuming channel, from before its `basic.consume` is sent (the broker may start
+    /// sending as soon as it takes it, whether or not anyone still waits for its answer); those
+    /// of closed channels are pruned as new ones come.
+    consuming: Vec<Consuming>,
+}
+
+struct Consuming {
+    id: u64,
+    channel: Channel,
+    /// Once the broker confirmed the consume.
+    tag: Option<ShortString>,
+}
+
+/// What [`Consumers::stop`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoppedConsumers {
+    /// Consumers cancelled, and channels closed whose consume was not confirmed yet.
+    pub stopped: usize,
+    /// Cancels or closes that failed; their channels are going anyway.
+    pub failed: usize,
 }
 
 impl Consumers {
-    /// Records a consumer just started; false once consuming has stopped (the caller then drops
-    /// its channel).
-    fn register(&self, channel: &Channel, tag: ShortString) -> bool {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+    fn lock(&self) -> std::sync::MutexGuard<'_, ConsumersState> {
+        // Every change is one assignment or push: a panic leaves nothing half-changed.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records `channel` as about to consume; `None` once consuming has stopped.
+    fn starting(&self, channel: &Channel) -> Option<u64> {
+        let mut state = self.lock();
         if state.stopped {
-            return false;
+            return None;
         }
         state
             .consuming
-            .retain(|(channel, _)| channel.status().connected());
-        state.consuming.push((channel.clone(), tag));
+            .retain(|consuming| consuming.channel.status().connected());
+        let id = state.next_id;
+        state.next_id += 1;
+        state.consuming.push(Consuming {
+            id,
+            channel: channel.clone(),
+            tag: None,
+        });
+        Some(id)
+    }
+
+    /// The consume of `id` was confirmed; false once consuming has stopped (its channel was
+    /// closed, or the caller drops it).
+    fn confirmed(&self, id: u64, tag: ShortString) -> bool {
+        let mut state = self.lock();
+        if state.stopped {
+            return false;
+        }
+        if let Some(consuming) = state.consuming.iter_mut().find(|entry| entry.id == id) {
+            consuming.tag = Some(tag);
+        }
         true
     }
 
     fn stopped(&self) -> bool {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .stopped
+        self.lock().stopped
     }
 
-    /// Stops consuming: no consumer starts from now on, and every live one is cancelled.
-    pub(crate) async fn stop(&self) {
+    /// Stops consuming: no consumer starts from now on, every confirmed one is cancelled and
+    /// every channel whose consume is not confirmed yet is closed (it has handed nothing out).
+    pub(crate) async fn stop(&self) -> StoppedConsumers {
         let consuming = {
-            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut state = self.lock();
             state.stopped = true;
             std::mem::take(&mut state.consuming)
         };
-        let cancels = consuming
+        let stops = consuming
             .into_iter()
-            .filter(|(channel, _)| channel.status().connected())
-            .map(|(channel, tag)| async move {
-                if let Err(error) = channel
-                    .basic_cancel(tag, BasicCancelOptions::default())
-                    .await
-                {
-                    // Its channel is going: the broker sends it nothing more either way.
-                    tracing::debug!(%error, "could not cancel a consumer");
+            .filter(|consuming| consuming.channel.status().connected())
+            .map(|Consuming { channel, tag, .. }| async move {
+                let stopped = match tag {
+                    Some(tag) => channel
+                        .basic_cancel(tag, BasicCancelOptions::default())
+                        .await
+                        .map_err(amqp("basic.cancel")),
+                    None => channel
+                        .close(200, "consuming stopped".into())
+                        .await
+                        .map_err(amqp("channel.close")),
+                };
+                if let Err(error) = &stopped {
+                    tracing::debug!(%error, "could not stop a consumer");
                 }
+                stopped.is_ok()
             });
-        futures_util::future::join_all(cancels).await;
+        let outcomes = futures_util::future::join_all(stops).await;
+        let stopped = outcomes.iter().filter(|stopped| **stopped).count();
+        StoppedConsumers {
+            stopped,
+            failed: outcomes.len() - stopped,
+        }
     }
 }
 
@@ -148,16 +199,29 @@ pub(crate) fn consume<H: HandOut>(
     Box::pin(futures_util::stream::unfold(attachment, next_delivery))
 }
 
-async fn next_delivery<H: HandOut>(mut state: Attachment<H>) -> Option<(H::Item, Attachment<H>)> {
+async fn next_delivery<H: HandOut>(state: Attachment<H>) -> Option<(H::Item, Attachment<H>)> {
+    let state = match next_or_stopped(state).await {
+        Ok(next) => return next,
+        Err(stopped) => stopped,
+    };
+    // Consuming stopped: nothing more comes, but the channel stays open to settle what it handed
+    // out, until the broker closes.
+    state.broker.closed().await;
+    None
+}
+
+/// The next delivery, or the stream's end; `Err` once consuming has stopped.
+async fn next_or_stopped<H: HandOut>(
+    mut state: Attachment<H>,
+) -> Result<Option<(H::Item, Attachment<H>)>, Attachment<H>> {
     loop {
         if state.broker.consumers().stopped() {
-            // Consuming stopped: nothing more comes, but the channel stays open to settle what it
-            // handed out, until the broker closes.
-            state.broker.closed().await;
-            return None;
+            return Err(state);
         }
         if state.attached.is_none() {
-            state.broker.session_when_up().await?;
+            if state.broker.session_when_up().await.is_none() {
+                return Ok(None);
+            }
             match attach(&state).await {
                 Ok((generation, attached)) => {
                     if state.failures > 0 {
@@ -167,27 +231,36 @@ async fn next_delivery<H: HandOut>(mut state: Attachment<H>) -> Option<(H::Item,
                     let connection_ended = Box::pin(state.broker.connection_ended(generation));
                     state.attached = Some((attached, state.hand_out.attached(connection_ended)));
                 }
+                // Refused, or its channel closed, because consuming stopped.
+                Err(_) if state.broker.consumers().stopped() => return Err(state),
                 Err(error) => {
                     state.failures = state.failures.saturating_add(1);
                     tracing::warn!(queue = %state.queue, %error, "cannot consume; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(backoff(state.failures)) => {}
-                        () = state.broker.closed() => return None,
+                        () = state.broker.closed() => return Ok(None),
                     }
                     continue;
                 }
             }
         }
-        let (channel, per_channel) = state.attached.as_mut()?;
-        let next = channel.consumer.as_mut()?.next().await;
+        let Some((channel, per_channel)) = state.attached.as_mut() else {
+            return Ok(None);
+        };
+        let Some(consumer) = channel.consumer.as_mut() else {
+            return Ok(None);
+        };
+        let next = consumer.next().await;
         if state.broker.is_closed() {
-            return None;
+            return Ok(None);
         }
         match next {
             Some(Ok(delivery)) => {
                 let item = H::hand_out(per_channel, delivery);
-                return Some((item, state));
+                return Ok(Some((item, state)));
             }
+            // Its cancel ended the consumer: the channel is kept, to settle what it handed out.
+            _ if state.broker.consumers().stopped() => return Err(state),
             Some(Err(error)) => {
                 tracing::warn!(queue = %state.queue, %error, "consumer lost; consuming again once connected");
             }
@@ -199,7 +272,7 @@ async fn next_delivery<H: HandOut>(mut state: Attachment<H>) -> Option<(H::Item,
         // A pause, so a queue that cancels every consumer at once cannot make this spin.
         tokio::select! {
             () = tokio::time::sleep(backoff(1)) => {}
-            () = state.broker.closed() => return None,
+            () = state.broker.closed() => return Ok(None),
         }
     }
 }
@@ -207,6 +280,11 @@ async fn next_delivery<H: HandOut>(mut state: Attachment<H>) -> Option<(H::Item,
 /// A consuming channel, and the generation of the connection it is on.
 async fn attach<H: HandOut>(state: &Attachment<H>) -> Result<(u64, OwnedChannel), BrokerError> {
     let (generation, owned) = state.broker.owned_channel().await?;
+    let stopped = || BrokerError::Unavailable {
+        reason: "consuming has stopped".to_owned(),
+    };
+    let registered = state.broker.consumers().starting(&owned.channel);
+    let registered = registered.ok_or_else(stopped)?;
     owned
         .channel
         .basic_qos(state.prefetch, BasicQosOptions::default())
@@ -224,10 +302,8 @@ async fn attach<H: HandOut>(state: &Attachment<H>) -> Result<(u64, OwnedChannel)
         .map_err(amqp("basic.consume"))?;
     let tag = consumer.tag();
     let owned = owned.with_consumer(consumer);
-    if !state.broker.consumers().register(&owned.channel, tag) {
-        return Err(BrokerError::Unavailable {
-            reason: "consuming has stopped".to_owned(),
-        });
+    if !state.broker.consumers().confirmed(registered, tag) {
+        return Err(stopped());
     }
     Ok((generation, owned))
 }

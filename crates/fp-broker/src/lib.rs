@@ -22,7 +22,7 @@ pub mod topology;
 
 pub use batch::{BatchLimits, BatchPublisher, BatchTarget};
 pub use connection::{Broker, Declarations, endpoints};
-pub use consumer::{Deliveries, SettledDeliveries};
+pub use consumer::{Deliveries, SettledDeliveries, StoppedConsumers};
 pub use lapin::message::Delivery;
 pub use lapin::options::{BasicAckOptions, BasicNackOptions};
 pub use propagation::{AmqpHeaders, AmqpHeadersMut, trace_context};

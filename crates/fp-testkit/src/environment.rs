@@ -455,9 +455,9 @@ impl TestEnvironment {
         Ok((status, log))
     }
 
-    /// As [`TestEnvironment::terminate`], running `while_stopping` (given the path of the
-    /// process's log) from the signal on, to look at the process as it stops; its result comes
-    /// after the exit status and the log.
+    /// As [`TestEnvironment::terminate`], running the future `while_stopping` makes (given the
+    /// path of the process's log) once the signal is sent, to look at the process as it stops;
+    /// its result comes after the exit status and the log.
     pub async fn terminate_while<T, F: Future<Output = anyhow::Result<T>>>(
         &mut self,
         binary_name: &str,
@@ -465,7 +465,6 @@ impl TestEnvironment {
         while_stopping: impl FnOnce(PathBuf) -> F,
     ) -> anyhow::Result<(std::process::ExitStatus, String, T)> {
         let mut process = self.take_process(binary_name)?;
-        let while_stopping = while_stopping(process.log_path.clone());
         let pid = process.child.id().context("the process has no pid")?;
         let sent = Command::new("kill")
             .arg("-TERM")
@@ -475,7 +474,7 @@ impl TestEnvironment {
         anyhow::ensure!(sent.success(), "kill -TERM {pid} failed");
         let (status, seen) = tokio::join!(
             tokio::time::timeout(limit, process.child.wait()),
-            while_stopping
+            while_stopping(process.log_path.clone())
         );
         let status = status
             .with_context(|| format!("{binary_name} did not exit within {limit:?} of SIGTERM"))??;

@@ -222,16 +222,21 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // first, they closed their channels and every input in flight went back to its queue to be
     // handled again. The few messages already on their way when the cancel landed are not
     // pulled; they return to the queue when the channels close, after the drain.
-    let drain_timeout = settings.lifecycle.drain_timeout();
-    let stop_consuming = async {
-        match tokio::time::timeout(drain_timeout, broker.stop_consuming()).await {
-            Ok(()) => {
-                tracing::info!("consumers cancelled: the broker sends this dispatcher nothing more")
-            }
-            Err(_) => tracing::warn!("the broker did not confirm the consumers' cancel"),
+    // The drain does not wait for the cancel: on a connection that died unnoticed it would wait
+    // until the heartbeat gives up.
+    let drain = in_flight.drain(settings.lifecycle.drain_timeout());
+    tokio::pin!(drain);
+    tokio::select! {
+        stopped = broker.stop_consuming() => {
+            tracing::info!(
+                stopped = stopped.stopped,
+                failed = stopped.failed,
+                "consumers cancelled: the broker sends this dispatcher nothing more"
+            );
+            drain.await;
         }
-    };
-    tokio::join!(stop_consuming, in_flight.drain(drain_timeout));
+        () = &mut drain => {}
+    }
     drop(inputs);
     let _ = stop_listening.send(true);
     let _ = config_changes.await;
