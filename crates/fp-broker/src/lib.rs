@@ -164,6 +164,19 @@ pub async fn ack(delivery: &Delivery) -> Result<(), BrokerError> {
         .map_err(amqp("basic.ack"))
 }
 
+/// Returns one delivery to its queue (`basic.nack` with requeue), naming the operation in the
+/// error.
+pub async fn requeue(delivery: &Delivery) -> Result<(), BrokerError> {
+    delivery
+        .nack(BasicNackOptions {
+            multiple: false,
+            requeue: true,
+        })
+        .await
+        .map(|_| ())
+        .map_err(amqp("basic.nack"))
+}
+
 /// Acks every unacknowledged delivery up to and including `delivery` on its channel.
 pub async fn ack_up_to(delivery: &Delivery) -> Result<(), BrokerError> {
     delivery

@@ -107,6 +107,80 @@ async fn a_record_delivered_twice_makes_one_row_and_garbage_is_dead_lettered() -
     env.finish().await
 }
 
+/// An unreadable record whose dead-lettering fails (here its exchange is gone) is returned to its
+/// queue and dead-lettered once it can be: left unacked, it was settled by the multiple-ack of the
+/// readable records after it, and lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_record_is_kept_until_it_can_be_dead_lettered() -> anyhow::Result<()> {
+    let mut env = TestEnvironment::new("ingest-dead-later").await?;
+    start_log_ingest(&mut env, &[]).await?;
+    let broker = Broker::connect(&broker_url(), &env.namespace).await?;
+    let channel = broker.channel().await?;
+    channel
+        .exchange_delete(
+            broker.names.dead_letter_exchange.as_str().into(),
+            lapin::options::ExchangeDeleteOptions::default(),
+        )
+        .await?;
+    channel.close(200, "done".into()).await?;
+
+    // The unreadable record, then a readable one, whose batch's ack covers both.
+    let publisher = broker.publisher();
+    let tenant_id = existing_tenant(&env).await?;
+    let readable = attempt_record(tenant_id);
+    for (payload, message_id) in [
+        (b"\xff\x00 not protobuf".to_vec(), "garbage".to_owned()),
+        (readable.encode_to_vec(), readable.attempt_id.clone()),
+    ] {
+        publisher
+            .publish(&OutgoingMessage {
+                exchange: &broker.names.attempts_exchange,
+                routing_key: "submission.created",
+                message_id: &message_id,
+                parent: None,
+                payload: &payload,
+                headers: &[],
+                expiration: None,
+            })
+            .await?;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while stored_attempts(&env, tenant_id).await? < 1 {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the readable record was not stored within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The dead-lettering failed at least once before the exchange comes back.
+    while !env
+        .service_logs()?
+        .iter()
+        .any(|(_, log)| log.contains("could not dead-letter"))
+    {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "log-ingest did not try to dead-letter within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    broker.declare_topology().await?;
+
+    let mut dead_letters = broker.consume(&broker.names.dead_letter_queue, "test-dead-letters", 10);
+    let dead = tokio::time::timeout(Duration::from_secs(20), dead_letters.next())
+        .await
+        .context(
+            "the unreadable record was not dead-lettered within 20 s of its exchange's return",
+        )?
+        .context("dead-letter consumer ended")?;
+    assert_eq!(dead.data, b"\xff\x00 not protobuf");
+    fp_broker::ack(&dead).await?;
+    drop(dead_letters);
+
+    broker.close().await;
+    env.finish().await
+}
+
 /// The rows of `tenant_id`, newest first.
 async fn stored_rows(
     env: &TestEnvironment,

@@ -23,6 +23,9 @@ use uuid::Uuid;
 
 /// Pause before retrying a batch the database refused, so a down database is not hammered.
 const STORE_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// Pause before returning an unreadable record that could not be dead-lettered to its queue, so a
+/// broker refusing the copy is not asked again at once.
+const DEAD_LETTER_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let ingest = &settings.log_ingest;
@@ -371,7 +374,13 @@ impl Ingestor<'_> {
             .dead_letter(names, &names.attempts_queue, delivery, reason)
             .await
         {
-            tracing::error!(%error, "could not dead-letter; the broker will redeliver");
+            tracing::error!(%error, "could not dead-letter; returning it to its queue");
+            // Returned, not left unacked: the batch's multiple-ack would settle it, and it would
+            // be lost.
+            tokio::time::sleep(DEAD_LETTER_RETRY_DELAY).await;
+            if let Err(error) = fp_broker::requeue(delivery).await {
+                tracing::warn!(%error, "could not return it; it comes back when its channel closes");
+            }
         }
     }
 }
