@@ -716,14 +716,14 @@ async fn a_parked_copy_of_an_attempt_already_made_is_not_sent_again() -> anyhow:
 /// takes the send of its attempt with its pending row, in one statement: one sends, the other
 /// finds the send taken and waits for its outcome, then is skipped. Both twins are published here
 /// as parked copies, which ask the log at once (an input handed out again asks after a 5 s
-/// allowance: in the cluster test it met a parked copy whose delay ended at that moment). Whether
-/// they meet is up to the machine: a twin that comes a few milliseconds after the other finds its
-/// pending row in the log, and never tries the take. So the pair is sent again, for a new event,
-/// until they met; every try must send once.
+/// allowance: in the cluster test it met a parked copy whose delay ended at that moment). The
+/// claim's row is held locked until both wait at the take, so that they meet there for certain:
+/// left to the machine, a twin a few milliseconds late finds the other's pending row in the log
+/// and never tries the take.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twins_of_a_parked_attempt_at_two_dispatchers_at_once_send_it_once() -> anyhow::Result<()> {
-    /// Tries in which the twins may miss each other before the test gives up.
-    const TRIES: usize = 5;
+    use diesel_async::SimpleAsyncConnection;
+
     let receiver = TlsReceiver::start(
         "127.0.0.1:0".parse()?,
         // Slow, so that without the take both twins would be out at the same time.
@@ -736,8 +736,33 @@ async fn twins_of_a_parked_attempt_at_two_dispatchers_at_once_send_it_once() -> 
     let url = receiver.url("/hook");
     tenant.configure(&url, None).await?;
     let tenant_id: uuid::Uuid = tenant.tenant_id.parse()?;
+
+    // The first attempt as a dispatcher parks it at the endpoint's cap: claimed, nothing sent.
+    let event = fp_contracts::Event {
+        id: uuid::Uuid::now_v7(),
+        tenant_id,
+        occurred_at: chrono::Utc::now(),
+        change: fp_contracts::Change::WebhookTest,
+    };
+    let job = fp_contracts::DeliveryJob {
+        delivery_id: fp_domain::DeliveryId::for_event_and_endpoint(event.id, &url),
+        content: fp_contracts::JobContent::Event(event),
+        attempt_number: 1,
+        manual: false,
+    };
     let mut conn = fp_store::connect(&env.database_url).await?;
-    let broker = Broker::connect(&broker_url(), &env.namespace).await?;
+    let parked = fp_store::inbound_events::claim_first_attempts(
+        &mut conn,
+        &[fp_store::inbound_events::FirstAttemptClaim {
+            delivery_id: job.delivery_id.0,
+            pending: None,
+        }],
+        chrono::Utc::now(),
+        &mut fp_store::partitions::CoveredDay::default(),
+    )
+    .await?;
+    assert_eq!(parked.len(), 1, "parked");
+
     let counters = async |name: &str| -> anyhow::Result<Vec<u64>> {
         let mut values = Vec::new();
         for dispatcher in &pipeline.dispatchers {
@@ -745,99 +770,63 @@ async fn twins_of_a_parked_attempt_at_two_dispatchers_at_once_send_it_once() -> 
         }
         Ok(values)
     };
-    let total = |values: &[u64]| values.iter().sum::<u64>();
-
-    let mut met = false;
-    for try_number in 1..=TRIES {
-        // The first attempt as a dispatcher parks it at the endpoint's cap: claimed, nothing sent.
-        let event = fp_contracts::Event {
-            id: uuid::Uuid::now_v7(),
-            tenant_id,
-            occurred_at: chrono::Utc::now(),
-            change: fp_contracts::Change::WebhookTest,
-        };
-        let job = fp_contracts::DeliveryJob {
-            delivery_id: fp_domain::DeliveryId::for_event_and_endpoint(event.id, &url),
-            content: fp_contracts::JobContent::Event(event),
-            attempt_number: 1,
-            manual: false,
-        };
-        let parked = fp_store::inbound_events::claim_first_attempts(
-            &mut conn,
-            &[fp_store::inbound_events::FirstAttemptClaim {
-                delivery_id: job.delivery_id.0,
-                pending: None,
-            }],
-            chrono::Utc::now(),
-            &mut fp_store::partitions::CoveredDay::default(),
-        )
+    let handled_before = counters("fp_dispatcher_messages_handled_total").await?;
+    let mut claim_lock = fp_store::connect(&env.database_url).await?;
+    claim_lock
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM delivery_claims WHERE delivery_id = '{}' FOR UPDATE",
+            job.delivery_id.0
+        ))
         .await?;
-        assert_eq!(parked.len(), 1, "parked");
+    // Both twins back to back: the retry queue hands them out round robin, one to each dispatcher.
+    let broker = Broker::connect(&broker_url(), &env.namespace).await?;
+    publish_parked_copies(&broker, &job, 2).await?;
+    // Each has asked the log, found nothing, and waits to take the send.
+    fp_testkit::pipeline::lock_waiters_reach(&mut conn, 2).await?;
+    claim_lock.batch_execute("COMMIT").await?;
 
-        let handled_before = counters("fp_dispatcher_messages_handled_total").await?;
-        let held_before = total(&counters("fp_dispatcher_twin_sends_held_total").await?);
-        let skipped_before = total(&counters("fp_dispatcher_repeats_skipped_total").await?);
-        let requests_before = receiver.requests_to("/hook");
-        // Both twins back to back: the retry queue hands them out round robin, one to each
-        // dispatcher.
-        publish_parked_copies(&broker, &job, 2).await?;
-
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        let handled = loop {
-            let handled = counters("fp_dispatcher_messages_handled_total").await?;
-            let new = total(&handled) - total(&handled_before);
-            if new == 2 {
-                break handled;
-            }
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "try {try_number}: the twins were not both handled (handled {new}, requests {})",
-                receiver.requests_to("/hook") - requests_before
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        assert!(
-            handled
-                .iter()
-                .zip(&handled_before)
-                .all(|(now, before)| now - before == 1),
-            "try {try_number}: each dispatcher got one twin: {handled_before:?} then {handled:?}"
-        );
-        assert_eq!(
-            receiver.requests_to("/hook") - requests_before,
-            1,
-            "try {try_number}: sent once"
-        );
-        let held = total(&counters("fp_dispatcher_twin_sends_held_total").await?) - held_before;
-        let skipped =
-            total(&counters("fp_dispatcher_repeats_skipped_total").await?) - skipped_before;
-        assert_eq!(skipped, 1, "try {try_number}: the twin was skipped");
-        assert!(held <= 1, "try {try_number}: {held} twins held");
-        let entries = tenant
-            .logs_until(PATIENCE, |entries| {
-                entries
-                    .iter()
-                    .any(|entry| entry["delivery_id"] == job.delivery_id.to_string())
-            })
-            .await?;
-        let this_delivery: Vec<Value> = entries
-            .into_iter()
-            .filter(|entry| entry["delivery_id"] == job.delivery_id.to_string())
-            .collect();
-        assert_eq!(
-            attempts_of(&this_delivery),
-            [(1, Some(200), true, None)],
-            "try {try_number}: the log shows the one attempt made"
-        );
-        // Held: the twin lost the take, waited for the outcome, and was skipped.
-        if held == 1 {
-            met = true;
-            break;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let handled = loop {
+        let handled = counters("fp_dispatcher_messages_handled_total").await?;
+        let total: u64 = handled.iter().sum::<u64>() - handled_before.iter().sum::<u64>();
+        if total == 2 {
+            break handled;
         }
-    }
-    anyhow::ensure!(
-        met,
-        "in {TRIES} tries the twins never met at the take: each time one found the other's pending row first"
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the twins were not both handled (handled {total}, requests {})",
+            receiver.requests_to("/hook")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        handled
+            .iter()
+            .zip(&handled_before)
+            .all(|(now, before)| now - before == 1),
+        "each dispatcher got one twin: {handled_before:?} then {handled:?}"
+    );
+    assert_eq!(receiver.requests_to("/hook"), 1, "sent once");
+    let held: u64 = counters("fp_dispatcher_twin_sends_held_total")
+        .await?
+        .iter()
+        .sum();
+    let skipped: u64 = counters("fp_dispatcher_repeats_skipped_total")
+        .await?
+        .iter()
+        .sum();
+    assert_eq!(
+        (held, skipped),
+        (1, 1),
+        "the twin waited for the outcome and was skipped"
+    );
+    let entries = tenant
+        .logs_until(PATIENCE, |entries| distinct_successes(entries) == 1)
+        .await?;
+    assert_eq!(
+        attempts_of(&entries),
+        [(1, Some(200), true, None)],
+        "the log shows the one attempt made"
     );
 
     broker.close().await;
