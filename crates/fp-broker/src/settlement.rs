@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use lapin::Acker;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
 use lapin::types::DeliveryTag;
 use tokio::sync::{Notify, oneshot};
 
@@ -45,9 +45,9 @@ pub struct Inbound {
 /// channel go, or the channel's connection ended): then its frame may or may not have gone out,
 /// and if it did not, the broker hands the delivery out again.
 ///
-/// Dropped unsettled (its handler panicked), it returns its delivery to the queue a second later:
-/// left alone, the delivery would stay out, holding a prefetch slot, for as long as its channel
-/// lives.
+/// Dropped unsettled (its handler panicked), it returns its delivery to the queue a second later
+/// (`basic.reject`): left alone, the delivery would stay out, holding a prefetch slot, for as long
+/// as its channel lives.
 pub struct Settlement {
     window: Arc<Window<Acker>>,
     tag: DeliveryTag,
@@ -92,10 +92,6 @@ impl Drop for Settlement {
         if !self.usable() {
             return;
         }
-        // Without a runtime the process is ending, and its channels close with it.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let Some(acker) = self.acker.take() else {
             return;
         };
@@ -104,9 +100,10 @@ impl Drop for Settlement {
             "a delivery was dropped unsettled; returning it to its queue"
         );
         let (window, tag) = (self.window.clone(), self.tag);
-        runtime.spawn(async move {
+        // On the window's runtime: the drop may come on a thread outside it.
+        self.window.runtime.spawn(async move {
             tokio::time::sleep(DROPPED_REQUEUE_DELAY).await;
-            window.settle(tag, Verdict::Requeue, acker);
+            window.settle(tag, Verdict::Reject, acker);
         });
     }
 }
@@ -114,7 +111,12 @@ impl Drop for Settlement {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
     Ack,
+    /// `basic.nack` with requeue.
     Requeue,
+    /// `basic.reject` with requeue: a delivery dropped unsettled. It counts towards the queue's
+    /// delivery limit on every RabbitMQ version (from 4.3 a nack no longer does), so one that
+    /// fails its handler every time ends as a dead letter instead of looping.
+    Reject,
 }
 
 struct Entry<H> {
@@ -170,8 +172,8 @@ fn plan<H>(
                 run_end = Some((tag, settled.handle));
                 run_acks += 1;
             }
-            Verdict::Requeue => frames.push(Frame {
-                verdict: Verdict::Requeue,
+            verdict @ (Verdict::Requeue | Verdict::Reject) => frames.push(Frame {
+                verdict,
                 multiple: false,
                 tag,
                 handle: settled.handle,
@@ -228,6 +230,8 @@ struct Window<H> {
     /// Wakes the writer while it writes: the window closed. Apart from `work`, so that a settle
     /// does not wake a writer busy writing.
     closing: Notify,
+    /// The runtime its writer runs on.
+    runtime: tokio::runtime::Handle,
 }
 
 impl<H: SettleHandle> Window<H> {
@@ -241,6 +245,7 @@ impl<H: SettleHandle> Window<H> {
             }),
             work: Notify::new(),
             closing: Notify::new(),
+            runtime: tokio::runtime::Handle::current(),
         });
         tokio::spawn(write(window.clone(), connection_ended));
         window
@@ -402,6 +407,11 @@ async fn send(frame: Frame<Acker>) {
             })
             .await
             .map_err(amqp("basic.nack")),
+        Verdict::Reject => frame
+            .handle
+            .reject(BasicRejectOptions { requeue: true })
+            .await
+            .map_err(amqp("basic.reject")),
     };
     match sent {
         Ok(true) => {
@@ -420,7 +430,7 @@ async fn send(frame: Frame<Acker>) {
 mod tests {
     use super::*;
 
-    use Verdict::{Ack, Requeue};
+    use Verdict::{Ack, Reject, Requeue};
 
     /// A window of `(tag, how it was settled)`, its handles the tags.
     fn window(entries: &[(DeliveryTag, Option<Verdict>)]) -> VecDeque<Entry<DeliveryTag>> {
@@ -595,6 +605,15 @@ mod tests {
             vec![frame(Requeue, false, 8), frame(Ack, true, 9)]
         );
         assert!(handed_out.is_empty());
+    }
+
+    #[test]
+    fn a_rejected_tag_goes_alone_and_ends_the_run_before_it() {
+        let mut handed_out = window(&[(1, Some(Ack)), (2, Some(Ack)), (3, Some(Reject))]);
+        assert_eq!(
+            plan(&mut handed_out, &mut Vec::new()),
+            vec![frame(Reject, false, 3), frame(Ack, true, 2)]
+        );
     }
 
     #[test]
