@@ -347,9 +347,9 @@ impl Broker {
 
     /// Cancels every consumer of this broker (`basic.cancel`), and starts none from now on: the
     /// broker sends them nothing more, while their channels stay open to settle what they handed
-    /// out. Their streams may still yield what was already on its way, then nothing, and end
-    /// when the broker closes. For a service that stops: what it drains is not refilled behind
-    /// it.
+    /// out. Their streams yield nothing more (at most the one delivery a poll already waited
+    /// for) and end when the broker closes; what lapin had buffered returns to the queues when
+    /// the channels close. For a service that stops: what it drains is not refilled behind it.
     pub async fn stop_consuming(&self) -> StoppedConsumers {
         self.shared.consumers.stop().await
     }

@@ -85,8 +85,8 @@ struct Consuming {
 /// What [`Consumers::stop`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct StoppedConsumers {
-    /// Consumers cancelled, and channels closed whose consume was not confirmed yet.
-    pub stopped: usize,
+    /// Consumers cancelled, or closed with their channel before their consume was confirmed.
+    pub cancelled: usize,
     /// Cancels or closes that failed; their channels are going anyway.
     pub failed: usize,
 }
@@ -116,9 +116,9 @@ impl Consumers {
         Some(id)
     }
 
-    /// The consume of `id` was confirmed; false once consuming has stopped (its channel was
-    /// closed, or the caller drops it).
-    fn confirmed(&self, id: u64, tag: ShortString) -> bool {
+    /// Records the tag of `id`'s consume, which the broker confirmed; false once consuming has
+    /// stopped (its channel was closed, or the caller drops it).
+    fn confirm(&self, id: u64, tag: ShortString) -> bool {
         let mut state = self.lock();
         if state.stopped {
             return false;
@@ -161,10 +161,10 @@ impl Consumers {
                 stopped.is_ok()
             });
         let outcomes = futures_util::future::join_all(stops).await;
-        let stopped = outcomes.iter().filter(|stopped| **stopped).count();
+        let cancelled = outcomes.iter().filter(|cancelled| **cancelled).count();
         StoppedConsumers {
-            stopped,
-            failed: outcomes.len() - stopped,
+            cancelled,
+            failed: outcomes.len() - cancelled,
         }
     }
 }
@@ -302,7 +302,7 @@ async fn attach<H: HandOut>(state: &Attachment<H>) -> Result<(u64, OwnedChannel)
         .map_err(amqp("basic.consume"))?;
     let tag = consumer.tag();
     let owned = owned.with_consumer(consumer);
-    if !state.broker.consumers().confirmed(registered, tag) {
+    if !state.broker.consumers().confirm(registered, tag) {
         return Err(stopped());
     }
     Ok((generation, owned))

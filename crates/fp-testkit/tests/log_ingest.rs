@@ -108,12 +108,18 @@ async fn a_record_delivered_twice_makes_one_row_and_garbage_is_dead_lettered() -
 }
 
 /// An unreadable record whose dead-lettering fails (here its exchange is gone) is returned to its
-/// queue and dead-lettered once it can be: left unacked, it was settled by the multiple-ack of the
-/// readable records after it, and lost.
+/// queue, and dead-lettered by log-ingest, with its reason, once the broker takes the copy (within
+/// the queue's delivery limit): left unacked, it was settled by the multiple-ack of the readable
+/// records after it, and lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreadable_record_is_kept_until_it_can_be_dead_lettered() -> anyhow::Result<()> {
+async fn an_unreadable_record_is_returned_until_it_can_be_dead_lettered() -> anyhow::Result<()> {
     let mut env = TestEnvironment::new("ingest-dead-later").await?;
-    start_log_ingest(&mut env, &[]).await?;
+    let outcome = dead_letter_after_a_refusal(&mut env).await;
+    env.finish_after(outcome).await
+}
+
+async fn dead_letter_after_a_refusal(env: &mut TestEnvironment) -> anyhow::Result<()> {
+    start_log_ingest(env, &[]).await?;
     let broker = Broker::connect(&broker_url(), &env.namespace).await?;
     let channel = broker.channel().await?;
     channel
@@ -126,7 +132,7 @@ async fn an_unreadable_record_is_kept_until_it_can_be_dead_lettered() -> anyhow:
 
     // The unreadable record, then a readable one, whose batch's ack covers both.
     let publisher = broker.publisher();
-    let tenant_id = existing_tenant(&env).await?;
+    let tenant_id = existing_tenant(env).await?;
     let readable = attempt_record(tenant_id);
     for (payload, message_id) in [
         (b"\xff\x00 not protobuf".to_vec(), "garbage".to_owned()),
@@ -145,7 +151,7 @@ async fn an_unreadable_record_is_kept_until_it_can_be_dead_lettered() -> anyhow:
             .await?;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while stored_attempts(&env, tenant_id).await? < 1 {
+    while stored_attempts(env, tenant_id).await? < 1 {
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
             "the readable record was not stored within 20 s"
@@ -173,12 +179,15 @@ async fn an_unreadable_record_is_kept_until_it_can_be_dead_lettered() -> anyhow:
             "the unreadable record was not dead-lettered within 20 s of its exchange's return",
         )?
         .context("dead-letter consumer ended")?;
-    assert_eq!(dead.data, b"\xff\x00 not protobuf");
+    anyhow::ensure!(dead.data == b"\xff\x00 not protobuf", "another dead letter");
+    anyhow::ensure!(
+        fp_broker::header_text(&dead, fp_broker::DEAD_LETTER_REASON_HEADER).is_some(),
+        "dead-lettered by the queue's delivery limit, not by log-ingest"
+    );
     fp_broker::ack(&dead).await?;
     drop(dead_letters);
-
     broker.close().await;
-    env.finish().await
+    Ok(())
 }
 
 /// The rows of `tenant_id`, newest first.

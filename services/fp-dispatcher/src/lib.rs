@@ -218,21 +218,29 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     );
     // The consumers are cancelled, so the broker does not refill the prefetch as the drain's
     // acks free it: what comes after stays in the queues for the other dispatchers. Their
-    // channels stay open while the drain lasts, so the inputs finished now are acked; dropped
-    // first, they closed their channels and every input in flight went back to its queue to be
-    // handled again. The few messages already on their way when the cancel landed are not
-    // pulled; they return to the queue when the channels close, after the drain.
-    // The drain does not wait for the cancel: on a connection that died unnoticed it would wait
-    // until the heartbeat gives up.
+    // channels stay open while the drain lasts, so the inputs finished now are acked (closed
+    // first, they would send every input in flight back to its queue, to be handled again). The
+    // few messages already on their way when the cancel landed are not pulled; they return to
+    // the queue when the channels close, after the drain. The drain does not wait for the
+    // cancel's answer: on a connection that died unnoticed that waits for the heartbeat.
     let drain = in_flight.drain(settings.lifecycle.drain_timeout());
     tokio::pin!(drain);
     tokio::select! {
-        stopped = broker.stop_consuming() => {
-            tracing::info!(
-                stopped = stopped.stopped,
-                failed = stopped.failed,
-                "consumers cancelled: the broker sends this dispatcher nothing more"
-            );
+        // The cancel first: its frames go out on its first poll, even when the drain is done.
+        biased;
+        outcome = broker.stop_consuming() => {
+            if outcome.failed == 0 {
+                tracing::info!(
+                    cancelled = outcome.cancelled,
+                    "consumers cancelled: the broker sends this dispatcher nothing more"
+                );
+            } else {
+                tracing::warn!(
+                    cancelled = outcome.cancelled,
+                    failed = outcome.failed,
+                    "some consumers could not be cancelled; their channels close after the drain"
+                );
+            }
             drain.await;
         }
         () = &mut drain => {}

@@ -274,6 +274,7 @@ impl Ingestor<'_> {
     async fn store_in_span(&self, batch: Vec<Received>, span: &tracing::Span) {
         let mut rows = BatchRows::default();
         let mut last_readable = None;
+        let mut not_dead_lettered = Vec::new();
         let mut received = 0;
         for message in batch {
             match message.records {
@@ -292,8 +293,24 @@ impl Ingestor<'_> {
                     last_readable = Some(message.delivery);
                 }
                 Err(error) => {
-                    self.dead_letter(&message.delivery, &error.to_string())
+                    if !self
+                        .dead_letter(&message.delivery, &error.to_string())
                         .await
+                    {
+                        not_dead_lettered.push(message.delivery);
+                    }
+                }
+            }
+        }
+        if !not_dead_lettered.is_empty() {
+            // Returned before the batch's multiple-ack, which would otherwise settle them too,
+            // and they would be lost; after one pause, so that a broker refusing the copies is
+            // not asked again at once. The queue's delivery limit (20) bounds the returns: past
+            // it, the queue dead-letters them itself.
+            tokio::time::sleep(DEAD_LETTER_RETRY_DELAY).await;
+            for delivery in &not_dead_lettered {
+                if let Err(error) = fp_broker::requeue(delivery).await {
+                    tracing::warn!(%error, "could not return it; it comes back when its channel closes");
                 }
             }
         }
@@ -341,8 +358,9 @@ impl Ingestor<'_> {
                 }
             }
         }
-        // Unreadable messages were acked one by one already; acking the rest up to the last one
-        // covers exactly this batch, since one consumer owns the channel and batches are in order.
+        // Unreadable messages were settled one by one already (dead-lettered and acked, or
+        // returned); acking the rest up to the last one covers exactly this batch, since one
+        // consumer owns the channel and batches are in order.
         if let Err(error) = fp_broker::ack_up_to(&last).await {
             tracing::warn!(%error, "ack failed; the batch will be delivered again and deduplicated");
         }
@@ -366,20 +384,20 @@ impl Ingestor<'_> {
         Ok(stored)
     }
 
-    async fn dead_letter(&self, delivery: &Delivery, reason: &str) {
+    /// Dead-letters an unreadable message and acks it; false where the broker did not take the
+    /// copy (the message is then still unsettled).
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> bool {
         tracing::error!(reason, "unreadable attempt record: dead-lettering");
         let names = &self.broker.names;
-        if let Err(error) = self
+        match self
             .publisher
             .dead_letter(names, &names.attempts_queue, delivery, reason)
             .await
         {
-            tracing::error!(%error, "could not dead-letter; returning it to its queue");
-            // Returned, not left unacked: the batch's multiple-ack would settle it, and it would
-            // be lost.
-            tokio::time::sleep(DEAD_LETTER_RETRY_DELAY).await;
-            if let Err(error) = fp_broker::requeue(delivery).await {
-                tracing::warn!(%error, "could not return it; it comes back when its channel closes");
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(%error, "could not dead-letter; returning it to its queue");
+                false
             }
         }
     }
