@@ -45,6 +45,26 @@ async fn stored_attempts(env: &TestEnvironment, tenant_id: Uuid) -> anyhow::Resu
     )
 }
 
+/// Publishes one message to the attempts exchange, as a dispatcher does.
+async fn publish_to_attempts(
+    publisher: &fp_broker::Publisher,
+    broker: &Broker,
+    payload: &[u8],
+    message_id: &str,
+) -> Result<(), fp_broker::BrokerError> {
+    publisher
+        .publish(&OutgoingMessage {
+            exchange: &broker.names.attempts_exchange,
+            routing_key: "submission.created",
+            message_id,
+            parent: None,
+            payload,
+            headers: &[],
+            expiration: None,
+        })
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_delivered_twice_makes_one_row_and_garbage_is_dead_lettered() -> anyhow::Result<()>
 {
@@ -57,21 +77,8 @@ async fn a_record_delivered_twice_makes_one_row_and_garbage_is_dead_lettered() -
     let record = attempt_record(tenant_id);
     let payload = record.encode_to_vec();
     let publish = |payload: Vec<u8>, message_id: String| {
-        let publisher = publisher.clone();
-        let exchange = broker.names.attempts_exchange.clone();
-        async move {
-            publisher
-                .publish(&OutgoingMessage {
-                    exchange: &exchange,
-                    routing_key: "submission.created",
-                    message_id: &message_id,
-                    parent: None,
-                    payload: &payload,
-                    headers: &[],
-                    expiration: None,
-                })
-                .await
-        }
+        let (publisher, broker) = (&publisher, &broker);
+        async move { publish_to_attempts(publisher, broker, &payload, &message_id).await }
     };
     // The same record twice (a redelivery after a crash), then one nobody can read.
     publish(payload.clone(), record.attempt_id.clone()).await?;
@@ -138,17 +145,7 @@ async fn dead_letter_after_a_refusal(env: &mut TestEnvironment) -> anyhow::Resul
         (b"\xff\x00 not protobuf".to_vec(), "garbage".to_owned()),
         (readable.encode_to_vec(), readable.attempt_id.clone()),
     ] {
-        publisher
-            .publish(&OutgoingMessage {
-                exchange: &broker.names.attempts_exchange,
-                routing_key: "submission.created",
-                message_id: &message_id,
-                parent: None,
-                payload: &payload,
-                headers: &[],
-                expiration: None,
-            })
-            .await?;
+        publish_to_attempts(&publisher, &broker, &payload, &message_id).await?;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while stored_attempts(env, tenant_id).await? < 1 {
