@@ -38,8 +38,9 @@ for round in $(seq 1 "$rounds"); do
         dir=$out/$name-$round
         mkdir -p "$dir"
         echo "== $label: $name round $round (${parts[*]})"
-        env "${parts[@]:1}" "$driver" --profile release --bin-dir "$bin_dir" --results-dir "$dir" "$@" \
-            > "$dir/stdout.txt" 2>&1 || { echo "run failed: see $dir/stdout.txt"; exit 1; }
+        # Each line timestamped, so the phases can be matched with other logs (pg_background.py).
+        env "${parts[@]:1}" "$driver" --profile release --bin-dir "$bin_dir" --results-dir "$dir" "$@" 2>&1 \
+            | python3 -u bench/tools/stamp.py > "$dir/stdout.txt" || { echo "run failed: see $dir/stdout.txt"; exit 1; }
     done
 done
 python3 bench/tools/summarize.py "$out" | tee "$out/summary.md"
