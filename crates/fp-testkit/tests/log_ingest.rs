@@ -115,9 +115,8 @@ async fn a_record_delivered_twice_makes_one_row_and_garbage_is_dead_lettered() -
 }
 
 /// An unreadable record whose dead-lettering fails (here its exchange is gone) is returned to its
-/// queue, and dead-lettered by log-ingest, with its reason, once the broker takes the copy (within
-/// the queue's delivery limit): left unacked, it was settled by the multiple-ack of the readable
-/// records after it, and lost.
+/// queue, and dead-lettered by log-ingest, with its reason, once the broker takes the copy: left
+/// unacked, it was settled by the multiple-ack of the readable records after it, and lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_record_is_returned_until_it_can_be_dead_lettered() -> anyhow::Result<()> {
     let mut env = TestEnvironment::new("ingest-dead-later").await?;

@@ -305,8 +305,9 @@ impl Ingestor<'_> {
         if !not_dead_lettered.is_empty() {
             // Returned before the batch's multiple-ack, which would otherwise settle them too,
             // and they would be lost; after one pause, so that a broker refusing the copies is
-            // not asked again at once. The queue's delivery limit (20) bounds the returns: past
-            // it, the queue dead-letters them itself.
+            // not asked again at once. Up to RabbitMQ 4.2 a nack counts towards the queue's
+            // delivery limit (20), past which the queue dead-letters them itself; from 4.3 it does
+            // not, and they are returned until the broker takes the copy.
             tokio::time::sleep(DEAD_LETTER_RETRY_DELAY).await;
             for delivery in &not_dead_lettered {
                 if let Err(error) = fp_broker::requeue(delivery).await {
