@@ -8,7 +8,11 @@
 #        target/release -- --events 10000 --submissions 40000 ...
 # The profile starts 2 s into the phase and lasts PROFILE_SECONDS (default 8); the binaries whose
 # top symbols are listed are PROFILE_DSOS (default "fp-api postgres"; one perf cannot resolve, such
-# as RabbitMQ's JIT-compiled beam.smp, lists nothing).
+# as RabbitMQ's JIT-compiled beam.smp, lists nothing). PROFILE_PROCESSES (e.g. "beam.smp") lists
+# the top symbols of each named process, whatever binary they are in: RabbitMQ's JIT-compiled
+# Erlang functions resolve when the node runs with `+JPperf true` (it then writes
+# /tmp/perf-<pid>.map). Context switches per second over the same window are written beside the
+# report (<out>.switches, bench/tools/context_switches.py with a rate of 1).
 set -euo pipefail
 
 out=$1 phase=$2 bin_dir=$3
@@ -24,7 +28,10 @@ until grep -q "fp-bench: $phase" "$work/stderr.txt"; do
     sleep 0.2
 done
 sleep 2
+python3 "$(dirname "$0")/context_switches.py" "$seconds" 1 > "${out%.txt}.switches" &
+switches_pid=$!
 perf record -F 999 -g -a -o "$work/perf.data" -- sleep "$seconds" 2> /dev/null
+wait "$switches_pid"
 wait "$driver_pid"
 report() {
     local title=$1
@@ -41,6 +48,11 @@ report() {
     report "by thread name" --sort comm
     for dso in ${PROFILE_DSOS:-fp-api postgres}; do
         report "$dso's own code, top symbols (shares of all samples)" --dsos "$dso" --sort sym
+    done
+    for process in ${PROFILE_PROCESSES:-}; do
+        pid=$(pgrep -o -x "$process" || true)
+        [[ -n $pid ]] || continue
+        report "$process (pid $pid), top symbols in any binary (shares of all samples)" --pid "$pid" --sort dso,sym
     done
 } > "$out"
 cp "$work"/*.json "$(dirname "$out")/" 2>/dev/null || true
