@@ -777,7 +777,7 @@ mod tests {
         assert_eq!(settings.api.submission_writers.get(), 1);
         assert_eq!(settings.dispatcher.record_batch_max.get(), 256);
         assert_eq!(settings.dispatcher.record_batches_in_flight.get(), 2);
-        assert_eq!(settings.dispatcher.outcome_linger_ms, 20);
+        assert_eq!(settings.dispatcher.outcome_linger_ms, 5);
         assert_eq!(settings.dispatcher.worker_threads.get(), 1);
         for (variable, key) in [
             ("FP__API__SUBMISSION_BATCH_MAX", "submission_batch_max"),
