@@ -14,7 +14,8 @@ bench/README.md). Each phase's window (`window_unix_ns` in the JSON) picks the d
   record handed over -> POST       the pending record's batch, publish and confirm; for a first
                                    attempt, its claim, which stores the pending row with it
   POST                             the HTTPS request, until the response
-  POST end -> process end          the outcome record's confirm and the ack
+  POST end -> process end          the outcome: for a first attempt (or a copy's taken send) its
+                                   linger and statement, else its record's confirm; then the ack
 
 For submissions, whose traces start at the api's request, three more stages come before it:
 

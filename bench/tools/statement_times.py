@@ -7,11 +7,11 @@ Run the bench with every statement's duration logged and its parameters left out
 superuser: `ALTER SYSTEM SET log_min_duration_statement = 0`, `ALTER SYSTEM SET
 log_parameter_max_length = 0`, `SELECT pg_reload_conf()`; reset both after), and cut the server's
 log from the run's start (e.g. `tail -c +<size before + 1> postgresql-15-main.log`). The log lines
-must start with `%m [%p]` (Debian's default `log_line_prefix`). Each phase's window
+must start with `%m [%p]` (Debian's default `log_line_prefix`) in UTC (`log_timezone`). Each phase's window
 (`window_unix_ns` in the JSON) picks the statements logged in it; for each kind it prints how many
 ran, how many deliveries one served on average, their `execute` times (the commit is not in them:
 it comes with the protocol's Sync) and their mean `bind` time, and the share of the window the
-backend spent executing them.
+backends spent executing them (summed: with several dispatchers it can pass 100 %).
 """
 
 import datetime
@@ -43,9 +43,13 @@ def logged(path):
 def main(run_dir, log_path):
     report = json.loads(next(pathlib.Path(run_dir).glob("*.json")).read_text())
     steps = list(logged(log_path))
+    if not steps:
+        sys.exit(f"no statement durations in {log_path} (log_line_prefix '%m [%p]', log_timezone UTC?)")
     for scenario in report["scenarios"]:
         start, end = (ns / 1e9 for ns in scenario["window_unix_ns"])
         seconds = end - start
+        if seconds <= 0:
+            continue
         rate = scenario["deliveries_per_second"]
         print(f"## {scenario['name']} ({rate:.0f} deliveries/s, {seconds:.1f} s)")
         for kind, prefix in KINDS:
