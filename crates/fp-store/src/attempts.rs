@@ -552,23 +552,27 @@ impl InsertAttempts<'_> {
         self.push_unnest(out)
     }
 
-    /// `attempt_rows AS (...), live_tenants AS (...), loggable AS (...)`: `WITH` queries that keep,
-    /// of these rows, those the log stores as they are (fp-log-ingest's rules), in `loggable`, for
-    /// the dispatcher's claim statement: the tenant exists, locked `FOR KEY SHARE` until the commit
-    /// as fp-log-ingest's batches lock it, and the event is not erased. A tenant locked
-    /// `FOR UPDATE` is skipped, not waited for: an erasure (`erasure::lock_tenant`) or a deletion's
-    /// last step holds it, and this statement's snapshot, taken before, would not see what either
-    /// commits. Its rows go to log-ingest as records, which waits and then looks.
+    /// `attempt_rows AS (...), loggable AS (...)`: `WITH` queries that keep, of these rows, those
+    /// the log stores as they are (fp-log-ingest's rules), in `loggable`, for the dispatcher's
+    /// claim statement: the tenant exists, locked `FOR KEY SHARE` until the commit as
+    /// fp-log-ingest's batches lock it, and the event is not erased. A tenant locked `FOR UPDATE`
+    /// is skipped, not waited for: an erasure (`erasure::lock_tenant`) or a deletion's last step
+    /// holds it, and this statement's snapshot, taken before, would not see what either commits.
+    /// Its rows go to log-ingest as records, which waits and then looks.
+    ///
+    /// Each row looks its tenant up by key (a locking subquery stays a per-row subplan): a
+    /// prepared statement is planned for ten rows, and as a semi join with a `WITH` query of the
+    /// locked tenants the planner chose a nested loop, quadratic in the batch (a third of a claim
+    /// statement of 300 rows, `bench/README.md`, "the claim statement's nested loops").
     pub(crate) fn push_loggable<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql("attempt_rows AS (SELECT * FROM ");
         self.push_unnest(out.reborrow())?;
         out.push_sql(" AS attempt_rows ");
         out.push_sql(&ATTEMPT_COLUMNS);
         out.push_sql(
-            "), live_tenants AS (SELECT id FROM tenants \
-               WHERE id IN (SELECT tenant_id FROM attempt_rows) FOR KEY SHARE SKIP LOCKED), \
-             loggable AS (SELECT * FROM attempt_rows \
-               WHERE tenant_id IN (SELECT id FROM live_tenants) \
+            "), loggable AS (SELECT * FROM attempt_rows \
+               WHERE EXISTS (SELECT 1 FROM tenants WHERE tenants.id = attempt_rows.tenant_id \
+                             FOR KEY SHARE SKIP LOCKED) \
                  AND NOT EXISTS (SELECT 1 FROM erased_events \
                                  WHERE erased_events.event_id = attempt_rows.event_id))",
         );
