@@ -884,3 +884,131 @@ async fn a_claimed_attempt_stores_its_rows_only_where_the_log_would_keep_them() 
     .await;
     env.finish_after(outcome).await
 }
+
+#[derive(diesel::QueryableByName)]
+struct NamedStatement {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Integer)]
+    parameters: i32,
+}
+
+#[derive(diesel::QueryableByName)]
+struct JsonPlan {
+    #[diesel(sql_type = diesel::sql_types::Json, column_name = "QUERY PLAN")]
+    plan: serde_json::Value,
+}
+
+/// The nested loops under `node` (an `EXPLAIN (FORMAT JSON)` plan node) whose inner side is a
+/// `WITH` query or a function's rows: scanned again for every outer row, with no index to probe.
+fn rescans_per_row(node: &serde_json::Value) -> Vec<String> {
+    let children = node["Plans"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut found: Vec<String> = children.iter().flat_map(rescans_per_row).collect();
+    if node["Node Type"] == "Nested Loop" {
+        found.extend(
+            children
+                .iter()
+                .filter(|child| child["Parent Relationship"] == "Inner")
+                .filter(|inner| {
+                    matches!(
+                        inner["Node Type"].as_str(),
+                        Some("CTE Scan" | "Function Scan")
+                    )
+                })
+                .map(|inner| {
+                    let name = |node: &serde_json::Value, key: &str| {
+                        node[key].as_str().unwrap_or_default().to_owned()
+                    };
+                    format!(
+                        "{} nested loop over a {}",
+                        name(node, "Join Type"),
+                        name(inner, "Node Type")
+                    )
+                }),
+        );
+    }
+    found
+}
+
+/// A claim statement is prepared once per connection, and PostgreSQL soon settles on its generic
+/// plan, which counts ten rows for each array parameter. At the max rate a statement carries
+/// hundreds of claims, so no join of that plan may scan a `WITH` query or the arrays again for
+/// each row: the two that did made the statement quadratic in its claims (`bench/README.md`,
+/// "the claim statement's nested loops").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_claim_statements_plans_scan_each_input_once() -> anyhow::Result<()> {
+    use chrono::SubsecRound;
+    use fp_store::attempts::AttemptRow;
+
+    let env = TestEnvironment::new("claim_plans").await?;
+    let outcome = async {
+        let pool = fp_store::pool(&env.database_url, 1)?;
+        let mut conn = pool.get().await?;
+        diesel_async::SimpleAsyncConnection::batch_execute(
+            &mut conn,
+            "SET plan_cache_mode = force_generic_plan",
+        )
+        .await?;
+        let tenant_id = Uuid::now_v7();
+        fp_store::identity::create_tenant(&mut conn, tenant_id, "plans").await?;
+        let at = chrono::Utc::now().trunc_subsecs(6);
+        let pending = || AttemptRow {
+            error_kind: Some(fp_contracts::INTERRUPTED_ERROR_KIND.to_owned()),
+            ..fp_testkit::seed::attempt_row(tenant_id, at)
+        };
+        let mut covered_day = CoveredDay::default();
+        let first = pending();
+        let claimed = fp_store::inbound_events::claim_first_attempts(
+            &mut conn,
+            &[FirstAttemptClaim {
+                delivery_id: first.delivery_id,
+                pending: Some(first.clone()),
+            }],
+            at,
+            &mut covered_day,
+        )
+        .await?;
+        assert_eq!(claimed.len(), 1, "{claimed:?}");
+        let taken =
+            fp_store::inbound_events::take_sends(&mut conn, &[pending()], at, &mut covered_day)
+                .await?;
+        assert_eq!(taken.len(), 1, "{taken:?}");
+
+        let statements: Vec<NamedStatement> = diesel::sql_query(
+            "SELECT name, cardinality(parameter_types) AS parameters FROM pg_prepared_statements \
+             WHERE statement LIKE 'WITH claimed AS (INSERT INTO delivery_claims%'",
+        )
+        .load(&mut conn)
+        .await?;
+        assert_eq!(
+            statements.len(),
+            2,
+            "the first attempts' claim statement and the sends' one are prepared"
+        );
+        for statement in statements {
+            // A generic plan is the same whatever the values: NULLs stand in for the arrays, and
+            // EXPLAIN without ANALYZE runs nothing.
+            let nulls = vec!["NULL"; usize::try_from(statement.parameters)?].join(", ");
+            let explained: JsonPlan = diesel::sql_query(format!(
+                "EXPLAIN (FORMAT JSON) EXECUTE \"{}\"({nulls})",
+                statement.name
+            ))
+            .get_result(&mut conn)
+            .await?;
+            let plan = &explained.plan[0]["Plan"];
+            assert!(plan.is_object(), "no plan: {:#}", explained.plan);
+            let rescans = rescans_per_row(plan);
+            assert!(
+                rescans.is_empty(),
+                "the claim statement's plan rescans per row: {rescans:?}\n{:#}",
+                explained.plan
+            );
+        }
+        Ok(())
+    }
+    .await;
+    env.finish_after(outcome).await
+}
