@@ -562,8 +562,9 @@ impl InsertAttempts<'_> {
     ///
     /// Each row looks its tenant up by key (a locking subquery stays a per-row subplan): a
     /// prepared statement is planned for ten rows, and as a semi join with a `WITH` query of the
-    /// locked tenants the planner chose a nested loop, quadratic in the batch (a third of a claim
-    /// statement of 300 rows, `bench/README.md`, "the claim statement's nested loops").
+    /// locked tenants the planner chose a nested loop, quadratic in the batch (with the claims'
+    /// one, 40 % of a statement of 300 claims: `bench/README.md`, "the claim statement's nested
+    /// loops").
     pub(crate) fn push_loggable<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql("attempt_rows AS (SELECT * FROM ");
         self.push_unnest(out.reborrow())?;

@@ -899,38 +899,62 @@ struct JsonPlan {
     plan: serde_json::Value,
 }
 
-/// The nested loops under `node` (an `EXPLAIN (FORMAT JSON)` plan node) whose inner side is a
-/// `WITH` query or a function's rows: scanned again for every outer row, with no index to probe.
-fn rescans_per_row(node: &serde_json::Value) -> Vec<String> {
+/// Row sources a plan may read again for every outer row, with no index to probe.
+const RESCANNABLE: [&str; 3] = ["CTE Scan", "Function Scan", "Materialize"];
+
+/// What, under `node` (an `EXPLAIN (VERBOSE, FORMAT JSON)` plan node), reads a `WITH` query or a
+/// function's rows again for every row of another input: a nested loop with one on its inner
+/// side, or a subplan over one that is not hashed (`hashed`: the names of the hashed subplans,
+/// which are built once).
+fn rescans_per_row(node: &serde_json::Value, hashed: &[String]) -> Vec<String> {
+    let field =
+        |node: &serde_json::Value, key: &str| node[key].as_str().unwrap_or_default().to_owned();
     let children = node["Plans"]
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default();
-    let mut found: Vec<String> = children.iter().flat_map(rescans_per_row).collect();
-    if node["Node Type"] == "Nested Loop" {
-        found.extend(
-            children
-                .iter()
-                .filter(|child| child["Parent Relationship"] == "Inner")
-                .filter(|inner| {
-                    matches!(
-                        inner["Node Type"].as_str(),
-                        Some("CTE Scan" | "Function Scan")
-                    )
-                })
-                .map(|inner| {
-                    let name = |node: &serde_json::Value, key: &str| {
-                        node[key].as_str().unwrap_or_default().to_owned()
-                    };
-                    format!(
-                        "{} nested loop over a {}",
-                        name(node, "Join Type"),
-                        name(inner, "Node Type")
-                    )
-                }),
-        );
+    let mut found: Vec<String> = children
+        .iter()
+        .flat_map(|child| rescans_per_row(child, hashed))
+        .collect();
+    for child in children {
+        let rescannable = RESCANNABLE.contains(&field(child, "Node Type").as_str());
+        let inner_of_loop = field(node, "Node Type") == "Nested Loop"
+            && field(child, "Parent Relationship") == "Inner";
+        if rescannable && inner_of_loop {
+            found.push(format!(
+                "{} nested loop over a {}",
+                field(node, "Join Type"),
+                field(child, "Node Type")
+            ));
+        }
+        let subplan = field(child, "Subplan Name");
+        if rescannable
+            && field(child, "Parent Relationship") == "SubPlan"
+            && !hashed.contains(&subplan)
+        {
+            found.push(format!(
+                "{subplan} over a {}, not hashed",
+                field(child, "Node Type")
+            ));
+        }
     }
     found
+}
+
+/// The names of the subplans a plan's expressions use hashed (`hashed SubPlan 4` in a filter or
+/// an output: `SubPlan 4`).
+fn hashed_subplans(plan: &serde_json::Value) -> Vec<String> {
+    let text = plan.to_string();
+    text.match_indices("hashed SubPlan ")
+        .map(|(at, prefix)| {
+            let digits: String = text[at + prefix.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            format!("SubPlan {digits}")
+        })
+        .collect()
 }
 
 /// A claim statement is prepared once per connection, and PostgreSQL soon settles on its generic
@@ -993,14 +1017,14 @@ async fn the_claim_statements_plans_scan_each_input_once() -> anyhow::Result<()>
             // EXPLAIN without ANALYZE runs nothing.
             let nulls = vec!["NULL"; usize::try_from(statement.parameters)?].join(", ");
             let explained: JsonPlan = diesel::sql_query(format!(
-                "EXPLAIN (FORMAT JSON) EXECUTE \"{}\"({nulls})",
+                "EXPLAIN (VERBOSE, FORMAT JSON) EXECUTE \"{}\"({nulls})",
                 statement.name
             ))
             .get_result(&mut conn)
             .await?;
             let plan = &explained.plan[0]["Plan"];
             assert!(plan.is_object(), "no plan: {:#}", explained.plan);
-            let rescans = rescans_per_row(plan);
+            let rescans = rescans_per_row(plan, &hashed_subplans(plan));
             assert!(
                 rescans.is_empty(),
                 "the claim statement's plan rescans per row: {rescans:?}\n{:#}",
