@@ -6,7 +6,8 @@ each sample counted once, for its innermost frame outside core, alloc, std, hash
     perf script -i perf.data > script.txt
     bench/tools/crate_shares.py script.txt [rows]
 
-Unlike frame_shares.py, the shares do not overlap and add up to 100 %.
+Unlike frame_shares.py, the shares do not overlap and add up to 100 %. C library functions
+(`memmove`, the vDSO's clock) are not crates: their samples go to the crate that called them.
 """
 import collections
 import re

@@ -5,17 +5,22 @@
     bench/tools/heaptrack_shares.py stacks.txt <deliveries>
 
 Each call is counted once: under "by library" for the innermost crate on its stack outside core,
-alloc, std, hashbrown, bytes and smallvec (whose functions allocate on their callers' behalf);
-under "by our frame" for the innermost frame of a crate of ours (`fp_*`). Names are demangled with
-`c++filt`. Start-up and idle allocations are in the totals too, so run enough deliveries (the
-bench's 20,000) for them to be small.
+alloc, std, hashbrown and bytes (whose functions allocate on their callers' behalf); under "by our
+frame" for the innermost frame of a crate of ours (`fp_*`), and for the largest of those, by the
+library it called (the first crate below it that is neither ours nor one of those five). Names
+are demangled with `c++filt` (v0 symbols), and the legacy escapes heaptrack leaves in the others
+(`_$LT$X..Y$u20$as$u20$Z$GT$`) are decoded. Start-up and idle allocations are in the totals too,
+so run enough deliveries (the bench's 20,000) for them to be small.
 """
 import collections
 import re
 import subprocess
 import sys
 
-ON_BEHALF = ("core", "alloc", "std", "hashbrown", "bytes", "smallvec")
+ON_BEHALF = ("core", "alloc", "std", "hashbrown", "bytes")
+LEGACY_ESCAPES = {"$LT$": "<", "$GT$": ">", "$u20$": " ", "$RF$": "&", "$BP$": "*", "$C$": ",",
+                  "$u7b$": "{", "$u7d$": "}", "$u5b$": "[", "$u5d$": "]", "$u27$": "'",
+                  "$SP$": "@", "$u7e$": "~", "$u3b$": ";", "$u22$": '"'}
 
 
 def crate_of(frame):
@@ -23,10 +28,22 @@ def crate_of(frame):
     return match.group(1) if match else None
 
 
+def decoded(frame):
+    """A legacy-mangled Rust name as written in the source: `_$LT$a..B$u20$as$u20$c..D$GT$::f`
+    becomes `<a::B as c::D>::f`."""
+    if "$" not in frame and ".." not in frame:
+        return frame
+    if frame.startswith("_$"):
+        frame = frame[1:]
+    for escape, text in LEGACY_ESCAPES.items():
+        frame = frame.replace(escape, text)
+    return frame.replace("..", "::")
+
+
 def readable(frame):
     frame = re.sub(r"\[[0-9a-f]+\]", "", frame)
     frame = re.sub(r"::h[0-9a-f]{16}$", "", frame)
-    return re.sub(r"::\{closure#\d+\}|::_\$u7b\$\$u7b\$closure\$u7d\$\$u7d\$", "::{closure}", frame)
+    return re.sub(r"::\{closure#\d+\}|::_?\{\{closure\}\}", "::{closure}", frame)
 
 
 def main() -> None:
@@ -36,21 +53,28 @@ def main() -> None:
     stacks = []
     for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
         stack, _, count = line.rstrip("\n").rpartition(" ")
-        stacks.append((stack.split(";"), int(count)))
+        if stack and count.isdigit():
+            stacks.append((stack.split(";"), int(count)))
     frames = sorted({frame for stack, _ in stacks for frame in stack})
     demangled = subprocess.run(["c++filt"], input="\n".join(frames), capture_output=True,
                                text=True, check=True).stdout.split("\n")
-    names = dict(zip(frames, demangled))
+    names = {frame: decoded(name) for frame, name in zip(frames, demangled)}
     by_library, by_ours, total = collections.Counter(), collections.Counter(), 0
+    called = collections.defaultdict(collections.Counter)
     for stack, count in stacks:
         stack = [names[frame] for frame in stack]
         total += count
         crates = [(crate_of(frame), frame) for frame in reversed(stack)]
         library = next((crate for crate, _ in crates if crate and crate not in ON_BEHALF), "other")
-        ours = next((readable(frame) for crate, frame in crates if crate and crate.startswith("fp_")),
-                    "(no frame of ours)")
+        at = next((i for i, (crate, _) in enumerate(crates) if crate and crate.startswith("fp_")), None)
+        ours = "(no frame of ours)" if at is None else readable(crates[at][1])
+        # The library our frame called: the outermost foreign crate between it and the allocation.
+        callee = next((crate for crate, _ in reversed(crates[:at or 0])
+                       if crate and crate not in ON_BEHALF and not crate.startswith("fp_")),
+                      "(ours or the standard library)")
         by_library[library] += count
         by_ours[ours] += count
+        called[ours][callee] += count
     print(f"{total:>9} calls to the allocator, {total / deliveries:.1f} per delivery")
     print("# by the innermost library on the stack, per delivery")
     for name, count in by_library.most_common(16):
@@ -58,6 +82,10 @@ def main() -> None:
     print("# by the innermost frame of our own crates (fp_*), per delivery")
     for name, count in by_ours.most_common(25):
         print(f"{count:>9} {count / deliveries:6.1f} {name[:140]}")
+    for name, _ in by_ours.most_common(3):
+        print(f"# {name[:100]}, by the library it called, per delivery")
+        for callee, count in called[name].most_common(6):
+            print(f"{count:>9} {count / deliveries:6.1f} {callee}")
 
 
 if __name__ == "__main__":
