@@ -6,8 +6,8 @@
 
 Each call is counted once: under "by library" for the innermost crate on its stack outside core,
 alloc, std, hashbrown and bytes (whose functions allocate on their callers' behalf); under "by our
-frame" for the innermost frame of a crate of ours (`fp_*`), and for the largest of those, by the
-library it called (the first crate below it that is neither ours nor one of those five). Names
+frame" for the innermost frame of a crate of ours (`fp_*`), and for the three largest of those, by
+the library it called (the first crate below it that is neither ours nor one of those five). Names
 are demangled with `c++filt` (v0 symbols), and the legacy escapes heaptrack leaves in the others
 (`_$LT$X..Y$u20$as$u20$Z$GT$`) are decoded. Start-up and idle allocations are in the totals too,
 so run enough deliveries (the bench's 20,000) for them to be small.
@@ -18,9 +18,9 @@ import subprocess
 import sys
 
 ON_BEHALF = ("core", "alloc", "std", "hashbrown", "bytes")
-LEGACY_ESCAPES = {"$LT$": "<", "$GT$": ">", "$u20$": " ", "$RF$": "&", "$BP$": "*", "$C$": ",",
-                  "$u7b$": "{", "$u7d$": "}", "$u5b$": "[", "$u5d$": "]", "$u27$": "'",
-                  "$SP$": "@", "$u7e$": "~", "$u3b$": ";", "$u22$": '"'}
+LEGACY_ESCAPES = {"LT": "<", "GT": ">", "RF": "&", "BP": "*", "C": ",", "SP": "@", "LP": "(",
+                  "RP": ")"}
+LEGACY_ESCAPE = re.compile(r"\$(LT|GT|RF|BP|C|SP|LP|RP|u[0-9a-f]{2})\$")
 
 
 def crate_of(frame):
@@ -30,14 +30,17 @@ def crate_of(frame):
 
 def decoded(frame):
     """A legacy-mangled Rust name as written in the source: `_$LT$a..B$u20$as$u20$c..D$GT$::f`
-    becomes `<a::B as c::D>::f`."""
+    becomes `<a::B as c::D>::f`. One pass from the left, so escapes side by side stay apart."""
     if "$" not in frame and ".." not in frame:
         return frame
-    if frame.startswith("_$"):
-        frame = frame[1:]
-    for escape, text in LEGACY_ESCAPES.items():
-        frame = frame.replace(escape, text)
-    return frame.replace("..", "::")
+
+    def text(match):
+        code = match.group(1)
+        return chr(int(code[1:], 16)) if code.startswith("u") else LEGACY_ESCAPES[code]
+
+    frame = LEGACY_ESCAPE.sub(text, frame).replace("..", "::")
+    # A path segment that began with an escape keeps the `_` the mangling put before it.
+    return re.sub(r"(^|::)_(?=<)", r"\1", frame)
 
 
 def readable(frame):

@@ -175,9 +175,9 @@ fi
 # The broker shares this host with PostgreSQL, the services and their load. On a 2-CPU host, one
 # scheduler instead of Erlang's default (one per CPU, each bound to its CPU) took 15-26 % less of
 # RabbitMQ's CPU per message at the bench's max rate and 7-8 % less at 2,900/s (medians of the
-# sittings with one unbound scheduler: deploy/README.md, "RabbitMQ's schedulers on a shared
-# host"). rabbitmq-env reads the block at every start of the node; the block keeps any Erlang
-# arguments set before it and adds `+S` after them.
+# sittings with one unbound scheduler: bench/README.md, "RabbitMQ's schedulers on a shared host").
+# rabbitmq-env reads the block at every start of the node; the block keeps any Erlang arguments
+# set before it and adds `+S` after them.
 schedulers=$(( $(nproc) / 2 ))
 [ "$schedulers" -ge 1 ] || schedulers=1
 RABBITMQ_ENV=/etc/rabbitmq/rabbitmq-env.conf
@@ -188,8 +188,10 @@ args_line="SERVER_ADDITIONAL_ERL_ARGS=\"\$SERVER_ADDITIONAL_ERL_ARGS +S $schedul
 env_set() { "${as_root[@]}" grep -qxF -- "$1" "$RABBITMQ_ENV" 2>/dev/null; }
 block_written=false
 if [ "${as_root[0]:-}" = false ]; then
-  grep -qxF -- "$args_line" "$RABBITMQ_ENV" 2>/dev/null ||
-    say "note: RabbitMQ keeps Erlang's default schedulers; setting them needs root (deploy/README.md)"
+  { grep -qxF -- "$bind_line" "$RABBITMQ_ENV" && grep -qxF -- "$args_line" "$RABBITMQ_ENV"; } 2>/dev/null ||
+    say "note: RabbitMQ's schedulers block in $RABBITMQ_ENV is missing or out of date; writing it needs root (deploy/README.md)"
+elif ! "${as_root[@]}" test -d "${RABBITMQ_ENV%/*}"; then
+  say "note: no ${RABBITMQ_ENV%/*}: RabbitMQ keeps its own schedulers (deploy/README.md)"
 elif ! env_set "$bind_line" || ! env_set "$args_line"; then
   say "giving RabbitMQ $schedulers unbound scheduler(s) in $RABBITMQ_ENV"
   # Everything else in the file stays; an earlier block of ours is replaced.
@@ -211,8 +213,9 @@ if amqp_answers && [ "${as_root[0]:-}" != false ]; then
     '{erlang:system_info(schedulers_online), erlang:system_info(scheduler_bind_type)}.' 2>/dev/null || true)
   if [ -n "$running" ] && [ "$running" != "{$schedulers,unbound}" ]; then
     if ! $block_written; then
-      # Restarted once, when the block is written: a node that still differs is set otherwise on
-      # purpose (RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS in its environment, say), and is left alone.
+      # Restarted when the block is written (a block of an earlier form is rewritten, and counts):
+      # a node that still differs is set otherwise on purpose (RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS
+      # in its environment, say), and is left alone.
       say "note: RabbitMQ runs with schedulers $running, not {$schedulers,unbound}; restart it to apply $RABBITMQ_ENV"
     elif command -v systemctl >/dev/null && systemctl is-active --quiet rabbitmq-server 2>/dev/null; then
       say "RabbitMQ runs with schedulers $running: restarting the rabbitmq-server service"
