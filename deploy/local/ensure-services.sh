@@ -185,14 +185,18 @@ ENV_BEGIN="# BEGIN feedbackpulse schedulers (deploy/local/ensure-services.sh)"
 ENV_END="# END feedbackpulse schedulers"
 bind_line="SCHEDULER_BIND_TYPE=u"
 args_line="SERVER_ADDITIONAL_ERL_ARGS=\"\$SERVER_ADDITIONAL_ERL_ARGS +S $schedulers:$schedulers\""
-env_set() { "${as_root[@]}" grep -qxF -- "$1" "$RABBITMQ_ENV" 2>/dev/null; }
+# Reading the file is done as root where root is at hand; only writing it needs root.
+reader=("${as_root[@]}")
+[ "${as_root[0]:-}" != false ] || reader=()
+env_set() { "${reader[@]}" grep -qxF -- "$1" "$RABBITMQ_ENV" 2>/dev/null; }
 block_written=false
-if [ "${as_root[0]:-}" = false ]; then
-  { grep -qxF -- "$bind_line" "$RABBITMQ_ENV" && grep -qxF -- "$args_line" "$RABBITMQ_ENV"; } 2>/dev/null ||
-    say "note: RabbitMQ's schedulers block in $RABBITMQ_ENV is missing or out of date; writing it needs root (deploy/README.md)"
+if env_set "$bind_line" && env_set "$args_line"; then
+  :
+elif [ "${as_root[0]:-}" = false ]; then
+  say "note: RabbitMQ's schedulers block in $RABBITMQ_ENV is missing or out of date; writing it needs root (deploy/README.md)"
 elif ! "${as_root[@]}" test -d "${RABBITMQ_ENV%/*}"; then
   say "note: no ${RABBITMQ_ENV%/*}: RabbitMQ keeps its own schedulers (deploy/README.md)"
-elif ! env_set "$bind_line" || ! env_set "$args_line"; then
+else
   say "giving RabbitMQ $schedulers unbound scheduler(s) in $RABBITMQ_ENV"
   # Everything else in the file stays; an earlier block of ours is replaced.
   { if "${as_root[@]}" test -f "$RABBITMQ_ENV"; then
